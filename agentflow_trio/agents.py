@@ -1,0 +1,458 @@
+"""Agents are plain ``async def`` trio functions: ``async def a(ctx, event) -> AgentResult``.
+
+`agent` turns such a function into an `Agent` (a name, the function, an optional timeout).
+An agent may return an `AgentResult` or any plain value (wrapped as ``AgentResult.ok``); an
+exception it raises becomes a ``failed`` result with the traceback kept.
+
+Workflow agents compose others: `sequential` (in order, sharing the context's state),
+`parallel` (one nursery, results merged in declaration order) and `loop` (until a predicate
+holds or ``max_iterations``). Concurrent children each take a slot of the runner's worker
+pool; the parent gives its own slot back while it waits for them, so nesting can never
+deadlock the pool.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, Literal, Protocol, overload
+
+import trio
+
+from .events import AgentResult, ErrorInfo, Event, Outcome
+from .state import State
+
+__all__ = [
+    "Agent",
+    "AgentFunction",
+    "Context",
+    "Hooks",
+    "agent",
+    "as_agent",
+    "loop",
+    "parallel",
+    "run_concurrently",
+    "sequential",
+]
+
+_log = logging.getLogger("agentflow_trio.agents")
+
+AgentFunction = Callable[["Context", Event], Awaitable[Any]]
+
+
+class _AgentLike(Protocol):
+    name: str
+
+    def __call__(self, ctx: Context, event: Event, /) -> Awaitable[Any]: ...
+
+
+class Hooks:
+    """Plain synchronous callables run around events and agents.
+
+    ``before_event(event)``, ``after_event(event, result)``, ``before_agent(name, event)``,
+    ``after_agent(name, event, result)``, ``on_error(event, exc)``, and ``on_accept(event)``
+    (called by the runner the moment an event is queued). A hook that raises is
+    never swallowed silently: it is logged with its traceback, counted in
+    ``Runner.statistics().hook_failures``, and a failing ``before_*`` hook fails the event
+    (the agent does not run) with the hook's error kept in the result.
+    """
+
+    __slots__ = (
+        "after_agent",
+        "after_event",
+        "before_agent",
+        "before_event",
+        "failures",
+        "on_accept",
+        "on_error",
+    )
+
+    def __init__(
+        self,
+        *,
+        before_event: Iterable[Callable[[Event], object]] = (),
+        after_event: Iterable[Callable[[Event, AgentResult], object]] = (),
+        before_agent: Iterable[Callable[[str, Event], object]] = (),
+        after_agent: Iterable[Callable[[str, Event, AgentResult], object]] = (),
+        on_error: Iterable[Callable[[Event, BaseException], object]] = (),
+        on_accept: Iterable[Callable[[Event], object]] = (),
+    ) -> None:
+        self.before_event = list(before_event)
+        self.after_event = list(after_event)
+        self.before_agent = list(before_agent)
+        self.after_agent = list(after_agent)
+        self.on_error = list(on_error)
+        self.on_accept = list(on_accept)
+        self.failures = 0
+
+    def _report(self, kind: str, hook: object, exc: Exception) -> None:
+        self.failures += 1
+        _log.error("%s hook %r failed", kind, hook, exc_info=exc)
+
+    def run_after(self, hooks: Sequence[Callable[..., object]], kind: str, *args: Any) -> None:
+        """Run after-hooks; a failure is reported and the next hook still runs."""
+        for hook in hooks:
+            try:
+                hook(*args)
+            except Exception as exc:
+                self._report(kind, hook, exc)
+
+    def run_before(
+        self, hooks: Sequence[Callable[..., object]], kind: str, *args: Any
+    ) -> Exception | None:
+        """Run before-hooks; return the first failure (reported), which fails the event."""
+        for hook in hooks:
+            try:
+                hook(*args)
+            except Exception as exc:
+                self._report(kind, hook, exc)
+                return exc
+        return None
+
+
+_NO_HOOKS = Hooks()
+
+
+class Context:
+    """What an agent gets besides its event; built per event, owned by the event's task.
+
+    ``state`` is the event's (or its session's) copy-on-write `State`; ``llm``, ``tools``,
+    ``mcp`` and ``metrics`` are whatever the runner was given (None if nothing);
+    ``previous`` is the output of the step before, inside `sequential` and `loop`.
+    """
+
+    __slots__ = (
+        "_borrower",
+        "_holding",
+        "_hooks",
+        "_limiter",
+        "_state",
+        "agent",
+        "event",
+        "llm",
+        "mcp",
+        "metrics",
+        "previous",
+        "runner",
+        "tools",
+    )
+
+    def __init__(
+        self,
+        event: Event,
+        *,
+        state: State | None = None,
+        llm: Any = None,
+        tools: Any = None,
+        mcp: Any = None,
+        metrics: Any = None,
+        runner: Any = None,
+        hooks: Hooks | None = None,
+        limiter: trio.CapacityLimiter | None = None,
+        borrower: object = None,
+    ) -> None:
+        self.event = event
+        self._state = state
+        self.llm = llm
+        self.tools = tools
+        self.mcp = mcp
+        self.metrics = metrics
+        self.runner = runner
+        self.agent: str | None = None
+        self.previous: Any = None
+        self._hooks = hooks if hooks is not None else _NO_HOOKS
+        self._limiter = limiter
+        # The worker-pool slot this context's task runs under, held on behalf of _borrower.
+        self._borrower = borrower
+        self._holding = borrower is not None
+
+    @property
+    def state(self) -> State:
+        """The event's state, created on first use."""
+        if self._state is None:
+            self._state = State()
+        return self._state
+
+    def child(self, event: Event | None = None) -> Context:
+        """A context for a concurrent child: same services, a forked (copy-on-write) state."""
+        ctx = Context(
+            event if event is not None else self.event,
+            state=self._state.fork() if self._state is not None else None,
+            llm=self.llm,
+            tools=self.tools,
+            mcp=self.mcp,
+            metrics=self.metrics,
+            runner=self.runner,
+            hooks=self._hooks,
+            limiter=self._limiter,
+        )
+        ctx.previous = self.previous
+        return ctx
+
+    async def run(
+        self, agent: _AgentLike | AgentFunction, event: Event | None = None
+    ) -> AgentResult:
+        """Run another agent inline (in this task, under this task's worker slot)."""
+        return await invoke(self, as_agent(agent), event if event is not None else self.event)
+
+
+class Agent:
+    """An agent: a name, an ``async def (ctx, event)`` function and an optional timeout.
+
+    Calling it (``await a(ctx, event)``) runs the function directly; the runner instead goes
+    through `invoke`, which applies hooks and turns exceptions into results.
+    """
+
+    __slots__ = ("__wrapped__", "description", "fn", "name", "timeout")
+
+    def __init__(
+        self,
+        fn: AgentFunction,
+        *,
+        name: str | None = None,
+        timeout: float | None = None,
+        description: str = "",
+    ) -> None:
+        if not callable(fn):
+            raise TypeError(f"an agent needs an async function, got {fn!r}")
+        self.fn = fn
+        self.__wrapped__ = fn
+        self.name: str = name or str(getattr(fn, "__name__", "agent"))
+        self.timeout = timeout
+        self.description = description or (getattr(fn, "__doc__", None) or "").strip()
+
+    def __call__(self, ctx: Context, event: Event, /) -> Awaitable[Any]:
+        return self.fn(ctx, event)
+
+    def __repr__(self) -> str:
+        return f"<Agent {self.name}>"
+
+
+@overload
+def agent(fn: AgentFunction, /) -> Agent: ...
+@overload
+def agent(
+    *, name: str | None = None, timeout: float | None = None, description: str = ""
+) -> Callable[[AgentFunction], Agent]: ...
+def agent(
+    fn: AgentFunction | None = None,
+    /,
+    *,
+    name: str | None = None,
+    timeout: float | None = None,
+    description: str = "",
+) -> Agent | Callable[[AgentFunction], Agent]:
+    """Decorate ``async def f(ctx, event)`` as an `Agent`; usable bare or with arguments.
+
+    ``timeout`` (seconds) overrides the runner's ``event_timeout`` for events this agent
+    handles as the top-level agent.
+    """
+
+    def wrap(f: AgentFunction) -> Agent:
+        return Agent(f, name=name, timeout=timeout, description=description)
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def as_agent(obj: _AgentLike | AgentFunction) -> _AgentLike:
+    """Accept an `Agent`, anything with a ``name`` that is callable, or a bare function."""
+    if isinstance(obj, Agent) or hasattr(obj, "name"):
+        return obj
+    return Agent(obj)
+
+
+async def invoke(ctx: Context, agent: _AgentLike, event: Event) -> AgentResult:
+    """Run one agent: hooks around it, a plain return value wrapped, an exception kept.
+
+    ``trio.Cancelled`` (and other BaseExceptions) propagate untouched.
+    """
+    hooks = ctx._hooks
+    name = agent.name
+    ctx.agent = name
+    if hooks.before_agent:
+        failure = hooks.run_before(hooks.before_agent, "before_agent", name, event)
+        if failure is not None:
+            return AgentResult(Outcome.FAILED, None, ErrorInfo.from_exception(failure), None, name)
+    try:
+        value = await agent(ctx, event)
+    except Exception as exc:
+        if hooks.on_error:
+            hooks.run_after(hooks.on_error, "on_error", event, exc)
+        result = AgentResult(Outcome.FAILED, None, ErrorInfo.from_exception(exc), None, name)
+    else:
+        if type(value) is AgentResult:
+            result = value if value.agent is not None else _named(value, name)
+        else:
+            result = AgentResult(Outcome.SUCCEEDED, value, None, None, name)
+    if hooks.after_agent:
+        hooks.run_after(hooks.after_agent, "after_agent", name, event, result)
+    return result
+
+
+def _named(result: AgentResult, name: str) -> AgentResult:
+    return AgentResult(result.outcome, result.output, result.error, result.event_id, name)
+
+
+async def run_concurrently(
+    ctx: Context,
+    agents: Sequence[_AgentLike],
+    event: Event,
+    *,
+    on_error: Literal["continue", "cancel"] = "continue",
+) -> list[AgentResult]:
+    """Run ``agents`` on ``event`` in one nursery; results in declaration order.
+
+    Each child runs with a forked context and takes its own worker slot; the calling task
+    hands its slot back while it waits. With ``on_error="cancel"`` the first failure cancels
+    the siblings still running (their results say ``cancelled``); finished results are kept.
+    Cancelling the caller cancels every child.
+    """
+    results: list[AgentResult | None] = [None] * len(agents)
+    limiter = ctx._limiter
+    holding = ctx._holding and limiter is not None
+    if holding:
+        assert limiter is not None
+        limiter.release_on_behalf_of(ctx._borrower)
+        ctx._holding = False
+
+    async def run_one(i: int, child_agent: _AgentLike, scope: trio.CancelScope) -> None:
+        child = ctx.child(event)
+        if limiter is None:
+            results[i] = await invoke(child, child_agent, event)
+        else:
+            token = child._borrower = object()
+            await limiter.acquire_on_behalf_of(token)
+            child._holding = True
+            try:
+                results[i] = await invoke(child, child_agent, event)
+            finally:
+                if child._holding:
+                    limiter.release_on_behalf_of(token)
+        result = results[i]
+        if on_error == "cancel" and result is not None and result.outcome is not Outcome.SUCCEEDED:
+            scope.cancel()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for i, child_agent in enumerate(agents):
+                nursery.start_soon(run_one, i, child_agent, nursery.cancel_scope)
+    finally:
+        if holding:
+            assert limiter is not None
+            # Take a slot again before going on; if cancelled meanwhile, hold nothing.
+            await limiter.acquire_on_behalf_of(ctx._borrower)
+            ctx._holding = True
+    return [
+        r
+        if r is not None
+        else AgentResult(Outcome.CANCELLED, None, _SIBLING_CANCELLED, None, a.name)
+        for r, a in zip(results, agents, strict=True)
+    ]
+
+
+_SIBLING_CANCELLED = ErrorInfo("Cancelled", "cancelled after a sibling failed")
+
+
+def merge_outputs(results: Sequence[AgentResult]) -> dict[str, Any]:
+    """Outputs keyed by agent name, in declaration order (a repeated name gets ``#2``...)."""
+    merged: dict[str, Any] = {}
+    for r in results:
+        key = r.agent or "agent"
+        n = 2
+        while key in merged:
+            key = f"{r.agent}#{n}"
+            n += 1
+        merged[key] = r.output
+    return merged
+
+
+def summarize_failures(results: Sequence[AgentResult]) -> ErrorInfo | None:
+    """One ErrorInfo naming every child that did not succeed, or None if all did."""
+    bad = [r for r in results if r.outcome is not Outcome.SUCCEEDED]
+    if not bad:
+        return None
+    text = "; ".join(f"{r.agent}: {r.outcome.value}: {r.error}" for r in bad)
+    tb = "\n".join(r.error.traceback for r in bad if r.error is not None and r.error.traceback)
+    return ErrorInfo("ChildAgentsFailed", text, tb)
+
+
+def sequential(*agents: _AgentLike | AgentFunction, name: str = "sequential") -> Agent:
+    """Run ``agents`` one after another in the same task, sharing ``ctx.state``.
+
+    Each step sees the previous step's output as ``ctx.previous``. The first result that is
+    not ``succeeded`` ends the sequence and is returned; otherwise the last result is.
+    """
+    steps = [as_agent(a) for a in agents]
+    if not steps:
+        raise ValueError("sequential() needs at least one agent")
+
+    async def run(ctx: Context, event: Event) -> AgentResult:
+        result = AgentResult.ok()
+        for step in steps:
+            result = await invoke(ctx, step, event)
+            if result.outcome is not Outcome.SUCCEEDED:
+                return _named(result, f"{name}/{result.agent}")
+            ctx.previous = result.output
+        return AgentResult(Outcome.SUCCEEDED, result.output, None, None, name)
+
+    return Agent(run, name=name)
+
+
+def parallel(
+    *agents: _AgentLike | AgentFunction,
+    name: str = "parallel",
+    on_error: Literal["continue", "cancel"] = "continue",
+    merge: Callable[[Sequence[AgentResult]], Any] | None = None,
+) -> Agent:
+    """Run ``agents`` concurrently in one nursery and merge their outputs.
+
+    The output is ``merge(results)``, by default a dict of agent name -> output in
+    declaration order. If any child did not succeed the result is ``failed``, its error
+    names each such child, and the outputs of the others are still in ``output``. With
+    ``on_error="cancel"`` the first failure cancels the siblings still running.
+    """
+    children = [as_agent(a) for a in agents]
+    if not children:
+        raise ValueError(f"{name}() needs at least one agent")
+    merger = merge if merge is not None else merge_outputs
+
+    async def run(ctx: Context, event: Event) -> AgentResult:
+        results = await run_concurrently(ctx, children, event, on_error=on_error)
+        error = summarize_failures(results)
+        outcome = Outcome.SUCCEEDED if error is None else Outcome.FAILED
+        return AgentResult(outcome, merger(results), error, None, name)
+
+    return Agent(run, name=name)
+
+
+def loop(
+    body: _AgentLike | AgentFunction,
+    *,
+    until: Callable[[AgentResult], bool] | None = None,
+    max_iterations: int = 10,
+    name: str = "loop",
+) -> Agent:
+    """Run ``body`` repeatedly until ``until(result)`` is true or ``max_iterations`` runs.
+
+    A result that is not ``succeeded`` ends the loop and is returned. The returned output is
+    the last iteration's; ``ctx.previous`` carries each output into the next iteration.
+    """
+    step = as_agent(body)
+    if max_iterations < 1:
+        raise ValueError("max_iterations must be >= 1")
+
+    async def run(ctx: Context, event: Event) -> AgentResult:
+        result = AgentResult.ok()
+        for _ in range(max_iterations):
+            result = await invoke(ctx, step, event)
+            if result.outcome is not Outcome.SUCCEEDED:
+                return _named(result, f"{name}/{result.agent}")
+            ctx.previous = result.output
+            if until is not None and until(result):
+                break
+        return AgentResult(Outcome.SUCCEEDED, result.output, None, None, name)
+
+    return Agent(run, name=name)
+
+
+AgentMap = Mapping[str, _AgentLike | AgentFunction]

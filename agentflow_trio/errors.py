@@ -1,0 +1,248 @@
+"""The exception hierarchy of agentflow_trio.
+
+Operational errors (something outside the caller's code went wrong, and a retry, a wait or
+a fallback may help) are kept apart from misuse (the caller's code or configuration is
+wrong, and must change)::
+
+    AgentFlowError
+    ├── ConfigError (also ValueError)           misuse: a bad agentflow.toml or argument
+    ├── RunnerError
+    │   ├── QueueFull (also trio.WouldBlock)    emit_nowait found no room
+    │   ├── RunnerClosed                        the runner no longer accepts events
+    │   └── Overloaded                          load shed (memory limit, admission)
+    ├── AgentError
+    │   ├── UnknownAgent                        no agent/route for an event
+    │   └── AgentFailed                         AgentResult.unwrap() on a non-success
+    ├── ToolError
+    │   ├── UnknownTool
+    │   └── ToolArgumentError                   arguments do not match the schema
+    ├── MCPError                                an MCP server failed or is unreachable
+    ├── CircuitOpenError                        a breaker refused the call (retry_after)
+    └── LLMError                                a provider call failed
+        ├── TransportError                      no usable HTTP response
+        │   ├── LLMConnectError
+        │   ├── LLMTimeoutError
+        │   └── LLMReadError                    connection lost mid-response
+        ├── ResponseFormatError                 malformed JSON, truncated stream, wrong type
+        └── APIStatusError                      an HTTP error status (status, body excerpt)
+            ├── BadRequestError (400) / AuthenticationError (401, 403) / NotFoundError (404)
+            ├── RateLimitError (429, retry_after)
+            └── ServerError (5xx)
+
+``trio.Cancelled`` is never subclassed, wrapped or counted by anything here.
+"""
+
+from __future__ import annotations
+
+import trio
+
+__all__ = [
+    "APIStatusError",
+    "AgentError",
+    "AgentFailed",
+    "AgentFlowError",
+    "AuthenticationError",
+    "BadRequestError",
+    "CircuitOpenError",
+    "ConfigError",
+    "LLMConnectError",
+    "LLMError",
+    "LLMReadError",
+    "LLMTimeoutError",
+    "MCPError",
+    "NotFoundError",
+    "Overloaded",
+    "QueueFull",
+    "RateLimitError",
+    "ResponseFormatError",
+    "RunnerClosed",
+    "RunnerError",
+    "ServerError",
+    "ToolArgumentError",
+    "ToolError",
+    "TransportError",
+    "UnknownAgent",
+    "UnknownTool",
+]
+
+
+class AgentFlowError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class ConfigError(AgentFlowError, ValueError):
+    """A configuration file or value is malformed.
+
+    ``source`` is the file (or ``"<mapping>"``), ``key`` the dotted key that is wrong.
+    """
+
+    def __init__(self, message: str, *, source: str | None = None, key: str | None = None):
+        self.source = source
+        self.key = key
+        where = ""
+        if source is not None and key is not None:
+            where = f"{source}: {key}: "
+        elif source is not None:
+            where = f"{source}: "
+        elif key is not None:
+            where = f"{key}: "
+        super().__init__(f"{where}{message}")
+        self.reason = message
+
+
+class RunnerError(AgentFlowError):
+    """The runner refused or could not take an event."""
+
+
+class QueueFull(RunnerError, trio.WouldBlock):
+    """``Runner.emit_nowait`` found no room: the admission bound or the queue is full."""
+
+
+class RunnerClosed(RunnerError):
+    """The runner is closing or closed and accepts no new events."""
+
+
+class Overloaded(RunnerError):
+    """The runner sheds load (for example over its soft memory limit)."""
+
+
+class AgentError(AgentFlowError):
+    """An agent could not be found or set up (not an error raised *by* an agent)."""
+
+
+class UnknownAgent(AgentError, LookupError):
+    """No agent or route matches an event; ``known`` lists the ones that exist."""
+
+    def __init__(self, name: str, known: list[str] | tuple[str, ...] = ()):
+        self.name = name
+        self.known = tuple(sorted(known))
+        listing = ", ".join(self.known) if self.known else "(none)"
+        super().__init__(f"no agent or route named {name!r}; known: {listing}")
+
+
+class AgentFailed(AgentError):
+    """Raised by ``AgentResult.unwrap()`` when the event did not succeed; keeps ``result``."""
+
+    def __init__(self, result: object):
+        self.result = result
+        outcome = getattr(result, "outcome", "?")
+        error = getattr(result, "error", None)
+        super().__init__(f"event {getattr(result, 'event_id', None)} {outcome}: {error}")
+
+
+class ToolError(AgentFlowError):
+    """A tool could not be called."""
+
+
+class UnknownTool(ToolError, LookupError):
+    """No tool of that name is registered."""
+
+
+class ToolArgumentError(ToolError, ValueError):
+    """A tool's arguments do not match its schema; ``field`` names the offending one."""
+
+    def __init__(self, message: str, *, tool: str, field: str | None = None):
+        self.tool = tool
+        self.field = field
+        super().__init__(message)
+
+
+class MCPError(AgentFlowError):
+    """An MCP server failed, timed out or is unreachable."""
+
+
+class CircuitOpenError(AgentFlowError):
+    """A circuit breaker is open and refused the call without trying it.
+
+    ``retry_after`` is the number of seconds until the breaker lets a probe through.
+    """
+
+    def __init__(self, name: str, retry_after: float):
+        self.name = name
+        self.retry_after = retry_after
+        super().__init__(f"circuit {name!r} is open; retry in {retry_after:.3f}s")
+
+
+class LLMError(AgentFlowError):
+    """A call to a model provider failed. ``deployment`` names where it was sent."""
+
+    def __init__(self, message: str, *, deployment: str | None = None):
+        self.deployment = deployment
+        super().__init__(message)
+
+
+class TransportError(LLMError):
+    """No usable HTTP response was received."""
+
+
+class LLMConnectError(TransportError):
+    """The connection to the provider could not be opened."""
+
+
+class LLMTimeoutError(TransportError):
+    """The provider did not answer in time (connect, read or pool timeout)."""
+
+
+class LLMReadError(TransportError):
+    """The connection broke while the response was being read."""
+
+
+class ResponseFormatError(LLMError):
+    """The provider answered, but not in the expected shape.
+
+    ``excerpt`` holds the start of the offending body, for the log.
+    """
+
+    def __init__(self, message: str, *, excerpt: str = "", deployment: str | None = None):
+        self.excerpt = excerpt
+        super().__init__(message, deployment=deployment)
+
+
+class APIStatusError(LLMError):
+    """The provider answered with an HTTP error status.
+
+    ``status`` is the HTTP status, ``excerpt`` the start of the body (at most 200
+    characters), ``retry_after`` the advised wait in seconds, if the response gave one.
+    """
+
+    retryable: bool = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        excerpt: str = "",
+        retry_after: float | None = None,
+        deployment: str | None = None,
+    ):
+        self.status = status
+        self.excerpt = excerpt
+        self.retry_after = retry_after
+        super().__init__(message, deployment=deployment)
+
+
+class BadRequestError(APIStatusError):
+    """HTTP 400 (or 422): the request is wrong; retrying cannot help."""
+
+    retryable = False
+
+
+class AuthenticationError(APIStatusError):
+    """HTTP 401 or 403: the credentials are wrong; retrying cannot help."""
+
+    retryable = False
+
+
+class NotFoundError(APIStatusError):
+    """HTTP 404: no such model, deployment or path; retrying cannot help."""
+
+    retryable = False
+
+
+class RateLimitError(APIStatusError):
+    """HTTP 429: the deployment asks callers to slow down for ``retry_after`` seconds."""
+
+
+class ServerError(APIStatusError):
+    """HTTP 5xx: the provider failed; a retry may succeed."""

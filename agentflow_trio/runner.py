@@ -1,0 +1,466 @@
+"""The runner: a bounded queue of events, a pool of agent slots, timeouts, clean shutdown.
+
+One object, one nursery: ``async with Runner(config, agents={...}) as runner`` owns every
+task that handles an event. See `Runner` for the guarantees.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any, Final, final
+
+import attrs
+import trio
+
+from .agents import Agent, AgentFunction, Context, Hooks, _AgentLike, as_agent, invoke
+from .config import Config
+from .errors import QueueFull, RunnerClosed, UnknownAgent
+from .events import AgentResult, ErrorInfo, Event, Outcome
+from .state import SessionStore
+
+__all__ = ["EventHandle", "Runner", "RunnerStatistics"]
+
+_log = logging.getLogger("agentflow_trio.runner")
+
+_NEW, _OPEN, _CLOSING, _CLOSED = range(4)
+_SHUTDOWN_CANCELLED: Final = ErrorInfo("Cancelled", "cancelled by runner shutdown")
+_CALLER_CANCELLED: Final = ErrorInfo("Cancelled", "cancelled by its caller")
+
+
+@final
+class EventHandle:
+    """The runner's promise for one accepted event; completes exactly once.
+
+    Only the runner makes these. ``await handle.result()`` returns the `AgentResult`
+    whatever the outcome; ``handle.cancel()`` asks for the event to end as ``cancelled``
+    (at once if it is still queued, at its next checkpoint if it runs).
+    """
+
+    __slots__ = ("_cancel_requested", "_done", "_result", "_scope", "event", "timeout")
+
+    def __init__(self, event: Event, timeout: float | None) -> None:
+        self.event = event
+        self.timeout = timeout
+        self._result: AgentResult | None = None
+        self._done: trio.Event | None = None  # made only if someone waits before the end
+        self._scope: trio.CancelScope | None = None
+        self._cancel_requested = False
+
+    @property
+    def done(self) -> bool:
+        """True once the event has ended (in any outcome)."""
+        return self._result is not None
+
+    async def result(self) -> AgentResult:
+        """Wait for the event to end and return its result. Always a checkpoint."""
+        if self._result is None:
+            if self._done is None:
+                self._done = trio.Event()
+            await self._done.wait()
+        else:
+            await trio.lowlevel.checkpoint()
+        assert self._result is not None
+        return self._result
+
+    def result_nowait(self) -> AgentResult:
+        """The result if the event has ended; else raise `trio.WouldBlock`."""
+        if self._result is None:
+            raise trio.WouldBlock
+        return self._result
+
+    def cancel(self) -> None:
+        """Ask for the event to end ``cancelled``; does nothing once it has ended."""
+        if self._result is not None or self._cancel_requested:
+            return
+        self._cancel_requested = True
+        if self._scope is not None:
+            self._scope.cancel()
+        else:  # still queued: resolve now; the dispatcher skips it later
+            self._resolve(AgentResult(Outcome.CANCELLED, None, _CALLER_CANCELLED, self.event.id))
+
+    def _resolve(self, result: AgentResult) -> bool:
+        if self._result is not None:
+            return False
+        self._result = result
+        if self._done is not None:
+            self._done.set()
+        return True
+
+    def __repr__(self) -> str:
+        state = self._result.outcome.value if self._result is not None else "pending"
+        return f"<EventHandle {self.event.id} {self.event.type} {state}>"
+
+
+@attrs.frozen(slots=True)
+class RunnerStatistics:
+    """A snapshot of a runner's counters (see `Runner.statistics`)."""
+
+    accepted: int
+    refused: int
+    in_flight: int
+    queued: int
+    running_events: int
+    running_agents: int
+    peak_in_flight: int
+    succeeded: int
+    failed: int
+    timed_out: int
+    cancelled: int
+    hook_failures: int
+    max_concurrent_events: int
+    worker_pool_size: int
+    closed: bool
+
+    @property
+    def completed(self) -> int:
+        """Events that have ended, in any outcome."""
+        return self.succeeded + self.failed + self.timed_out + self.cancelled
+
+
+@final
+class Runner:
+    """Runs agents on events with bounded concurrency; nothing it starts outlives it.
+
+    ``async with Runner(config, agents={"type": agent}) as runner`` opens the runner's
+    nursery. ``await runner.emit(event)`` waits for room and returns an `EventHandle`;
+    ``runner.emit_nowait(event)`` raises `QueueFull` instead of waiting;
+    ``await runner.call(event)`` emits and waits for the result, and cancels the event if
+    the caller is cancelled. An event's ``type`` picks its agent; an unknown type ends
+    ``failed`` naming the known ones.
+
+    Guarantees (each is a hypothesis property in tests/test_runner_properties.py):
+
+    1. Conservation: every accepted event ends exactly once, in exactly one outcome
+       (``succeeded | failed | timed_out | cancelled``); a refused event is refused to its
+       caller at once (`QueueFull`, `RunnerClosed`). An agent's exception never escapes:
+       it becomes a ``failed`` result with the traceback kept.
+    2. Bounds: at most ``worker_pool_size`` agents run at once; at most
+       ``max_concurrent_events`` events are in flight (queued + running).
+    3. Timeouts: an event ends no later than its timeout (``event_timeout``, an agent's
+       own ``timeout``, or ``emit(..., timeout=)``) after it started running.
+    4. Order: with one worker, events start in emit order.
+    5. Shutdown: leaving the ``async with`` stops accepting (`RunnerClosed`), lets queued
+       and running events finish for up to ``drain_timeout``, then cancels the rest; when
+       it returns no task of the runner is alive and every handle is done. If the body
+       raised, nothing is drained: the rest is cancelled and the error propagates as is.
+    """
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        agents: Mapping[str, _AgentLike | AgentFunction] | None = None,
+        *,
+        hooks: Hooks | None = None,
+        llm: Any = None,
+        tools: Any = None,
+        mcp: Any = None,
+        metrics: Any = None,
+        sessions: SessionStore | None = None,
+    ) -> None:
+        self.config = config if config is not None else Config()
+        rc = self.config.runner
+        self._agents: dict[str, _AgentLike] = {k: as_agent(v) for k, v in (agents or {}).items()}
+        self.hooks = hooks if hooks is not None else Hooks()
+        self.llm, self.tools, self.mcp, self.metrics = llm, tools, mcp, metrics
+        self.sessions = sessions
+        self._event_timeout = rc.event_timeout
+        self._drain_timeout = rc.drain_timeout
+        self._max_in_flight = rc.max_concurrent_events
+        self._workers = trio.CapacityLimiter(rc.worker_pool_size)
+        self._send, self._receive = trio.open_memory_channel[EventHandle](rc.event_buffer_size)
+        self._state = _NEW
+        self._nursery_manager: Any = None
+        self._nursery: trio.Nursery | None = None
+        self._room = trio.lowlevel.ParkingLot()  # emitters waiting for admission/queue room
+        self._drained = trio.Event()
+        self._in_flight = 0
+        self._running = 0
+        self._accepted = 0
+        self._refused = 0
+        self._peak_in_flight = 0
+        self._outcomes = dict.fromkeys(Outcome, 0)
+
+    # ----------------------------------------------------------------- lifecycle
+    async def __aenter__(self) -> Runner:
+        if self._state != _NEW:
+            raise RuntimeError("a Runner can be entered only once")
+        self._nursery_manager = trio.open_nursery()
+        self._nursery = await self._nursery_manager.__aenter__()
+        self._state = _OPEN
+        for _ in range(int(self._workers.total_tokens)):
+            self._nursery.start_soon(self._worker)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        assert self._nursery is not None
+        self._state = _CLOSING
+        self._send.close()
+        self._room.unpark_all()  # waiting emitters see the state and raise RunnerClosed
+        if self._in_flight == 0:
+            self._drained.set()
+        try:
+            if exc is None:
+                with trio.move_on_after(self._drain_timeout):
+                    await self._drained.wait()
+        finally:
+            self._nursery.cancel_scope.cancel()
+            try:
+                await self._nursery_manager.__aexit__(None, None, None)
+            finally:
+                self._cancel_leftovers()
+                self._state = _CLOSED
+        return False
+
+    # ----------------------------------------------------------------- emitting
+    def emit_nowait(self, event: Event, *, timeout: float | None = None) -> EventHandle:
+        """Accept ``event`` if there is room now, else raise `QueueFull`.
+
+        Raises:
+            QueueFull: ``max_concurrent_events`` are in flight or the queue is full.
+            RunnerClosed: the runner is not open.
+        """
+        handle = EventHandle(event, timeout)
+        if not self._try_accept(handle):
+            self._refused += 1
+            if self._state != _OPEN:
+                raise RunnerClosed("the runner is not accepting events")
+            if self._in_flight >= self._max_in_flight:
+                raise QueueFull(f"{self._in_flight} events in flight (max_concurrent_events)")
+            raise QueueFull("the event queue is full (event_buffer_size)")
+        return handle
+
+    async def emit(self, event: Event, *, timeout: float | None = None) -> EventHandle:
+        """Accept ``event``, waiting for room (backpressure); return its handle.
+
+        ``timeout`` overrides the event's run timeout. Cancellation while waiting leaves
+        the event not accepted. Always a checkpoint.
+
+        Raises:
+            RunnerClosed: the runner is not open, or closes while this waits.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        handle = EventHandle(event, timeout)
+        while not self._try_accept(handle):
+            if self._state != _OPEN:
+                self._refused += 1
+                raise RunnerClosed("the runner is not accepting events")
+            await self._room.park()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return handle
+
+    async def call(self, event: Event, *, timeout: float | None = None) -> AgentResult:
+        """Emit ``event`` and wait for its result; cancelling the caller cancels the event."""
+        handle = await self.emit(event, timeout=timeout)
+        try:
+            return await handle.result()
+        finally:
+            if handle._result is None:
+                handle.cancel()
+
+    def statistics(self) -> RunnerStatistics:
+        """Counters for dashboards and tests; cheap, no checkpoint."""
+        o = self._outcomes
+        return RunnerStatistics(
+            accepted=self._accepted,
+            refused=self._refused,
+            in_flight=self._in_flight,
+            queued=self._send.statistics().current_buffer_used,
+            running_events=self._running,
+            running_agents=self._workers.borrowed_tokens,
+            peak_in_flight=self._peak_in_flight,
+            succeeded=o[Outcome.SUCCEEDED],
+            failed=o[Outcome.FAILED],
+            timed_out=o[Outcome.TIMED_OUT],
+            cancelled=o[Outcome.CANCELLED],
+            hook_failures=self.hooks.failures,
+            max_concurrent_events=self._max_in_flight,
+            worker_pool_size=int(self._workers.total_tokens),
+            closed=self._state >= _CLOSING,
+        )
+
+    @property
+    def agents(self) -> Mapping[str, _AgentLike]:
+        """The agents by event type (read-only view)."""
+        return self._agents
+
+    # ----------------------------------------------------------------- internals
+    def _try_accept(self, handle: EventHandle) -> bool:
+        """Queue ``handle`` if the runner is open and has room; no checkpoint.
+
+        Queueing happens only here, synchronously, so acceptance order is queue order.
+        """
+        if self._state != _OPEN or self._in_flight >= self._max_in_flight:
+            return False
+        try:
+            self._send.send_nowait(handle)
+        except trio.WouldBlock:
+            return False
+        self._in_flight += 1
+        self._accepted += 1
+        if self._in_flight > self._peak_in_flight:
+            self._peak_in_flight = self._in_flight
+        hooks = self.hooks
+        if hooks.on_accept:
+            hooks.run_after(hooks.on_accept, "on_accept", handle.event)
+        return True
+
+    def _release_slot(self) -> None:
+        self._in_flight -= 1
+        if self._room:
+            self._room.unpark()
+        if self._in_flight == 0 and self._state >= _CLOSING:
+            self._drained.set()
+
+    def _finish(self, handle: EventHandle, result: AgentResult) -> None:
+        """Resolve a handle (if a cancel did not already) and free its admission slot.
+
+        Called exactly once per accepted event, whichever path ends it.
+        """
+        handle._resolve(result)
+        final = handle._result
+        assert final is not None
+        self._outcomes[final.outcome] += 1
+        hooks = self.hooks
+        if hooks.after_event:
+            hooks.run_after(hooks.after_event, "after_event", handle.event, final)
+        self._release_slot()
+
+    async def _worker(self) -> None:
+        """One of ``worker_pool_size`` long-lived tasks: take events in queue order, run each.
+
+        Reusing tasks instead of spawning one per event halves the scheduler work per event;
+        the CapacityLimiter still bounds running agents (workflow children take slots too).
+        """
+        workers = self._workers
+        receive = self._receive
+        room = self._room
+        handle: EventHandle | None = None
+        try:
+            while True:
+                if room:  # this worker is about to receive: an unbuffered queue has room
+                    room.unpark()
+                try:
+                    handle = await receive.receive()
+                except trio.EndOfChannel:
+                    return
+                if room:  # a buffered queue has room again
+                    room.unpark()
+                if handle._result is not None:  # cancelled while queued
+                    self._finish(handle, handle._result)
+                    continue
+                try:
+                    workers.acquire_on_behalf_of_nowait(handle)
+                except trio.WouldBlock:
+                    await workers.acquire_on_behalf_of(handle)
+                h, handle = handle, None
+                await self._run_event(h)
+        finally:
+            if handle is not None and handle._result is None:  # shut down while waiting
+                res = AgentResult(Outcome.CANCELLED, None, _SHUTDOWN_CANCELLED, handle.event.id)
+                self._finish(handle, res)
+
+    async def _run_event(self, handle: EventHandle) -> None:
+        """Run one event under its timeout scope; always resolve it and free its slots."""
+        event = handle.event
+        agent = self._agents.get(event.type)
+        timeout = handle.timeout
+        if timeout is None:
+            timeout = self._event_timeout
+            if agent is not None and isinstance(agent, Agent) and agent.timeout is not None:
+                timeout = agent.timeout
+        ctx = Context(
+            event,
+            llm=self.llm,
+            tools=self.tools,
+            mcp=self.mcp,
+            metrics=self.metrics,
+            runner=self,
+            hooks=self.hooks,
+            limiter=self._workers,
+            borrower=handle,
+        )
+        result: AgentResult | None = None
+        self._running += 1
+        try:
+            with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
+                handle._scope = scope
+                if handle._cancel_requested:
+                    scope.cancel()
+                result = await self._handle(ctx, agent, event)
+            if result is None:
+                if handle._cancel_requested:
+                    result = AgentResult(Outcome.CANCELLED, None, _CALLER_CANCELLED)
+                else:
+                    msg = f"event {event.id} ran past its timeout of {timeout:g}s"
+                    result = AgentResult(Outcome.TIMED_OUT, None, ErrorInfo("Timeout", msg))
+        except trio.Cancelled:
+            result = AgentResult(Outcome.CANCELLED, None, _SHUTDOWN_CANCELLED)
+            raise
+        except BaseException as exc:
+            result = AgentResult(Outcome.FAILED, None, ErrorInfo.from_exception(exc))
+            raise
+        finally:
+            self._running -= 1
+            if ctx._holding:
+                self._workers.release_on_behalf_of(handle)
+            assert result is not None
+            if result.event_id != event.id:
+                result = _stamp(result, event.id, ctx.agent)
+            self._finish(handle, result)
+
+    async def _handle(self, ctx: Context, agent: _AgentLike | None, event: Event) -> AgentResult:
+        hooks = self.hooks
+        if hooks.before_event:
+            failure = hooks.run_before(hooks.before_event, "before_event", event)
+            if failure is not None:
+                return AgentResult(Outcome.FAILED, None, ErrorInfo.from_exception(failure))
+        if agent is None:
+            error = UnknownAgent(event.type, list(self._agents))
+            return AgentResult(Outcome.FAILED, None, ErrorInfo.from_exception(error))
+        sessions = self.sessions
+        if sessions is not None:
+            session_id = event.metadata.get("session_id")
+            if session_id is not None:
+                state = sessions.get(session_id)
+                if state is not None:
+                    ctx._state = state
+                result = await invoke(ctx, agent, event)
+                sessions.put(session_id, ctx.state)
+                return result
+        if hooks.before_agent or hooks.after_agent or hooks.on_error:
+            return await invoke(ctx, agent, event)
+        # The common case, inlined: no agent hooks, one result object per event.
+        name = ctx.agent = agent.name
+        try:
+            value = await agent(ctx, event)
+        except Exception as exc:
+            return AgentResult(Outcome.FAILED, None, ErrorInfo.from_exception(exc), event.id, name)
+        if type(value) is AgentResult:
+            return value
+        return AgentResult(Outcome.SUCCEEDED, value, None, event.id, name)
+
+    def _cancel_leftovers(self) -> None:
+        """After the nursery is gone: end whatever is still queued as ``cancelled``."""
+        while True:
+            try:
+                handle = self._receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            result = handle._result or AgentResult(
+                Outcome.CANCELLED, None, _SHUTDOWN_CANCELLED, handle.event.id
+            )
+            self._finish(handle, result)
+        self._receive.close()
+
+
+def _stamp(result: AgentResult, event_id: str, agent: str | None) -> AgentResult:
+    if result.event_id == event_id and (result.agent is not None or agent is None):
+        return result
+    return AgentResult(result.outcome, result.output, result.error, event_id, result.agent or agent)

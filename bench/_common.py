@@ -1,0 +1,54 @@
+"""Helpers shared by the bench scripts: CPU time, pinning, JSON lines and a table."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process so far."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def pin_to_core(core: int = 0) -> bool:
+    """Pin this process to one core when the machine has more than one."""
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {core})
+        return True
+    return False
+
+
+def measure(fn: Callable[[], int]) -> dict[str, float]:
+    """Run ``fn`` (returns the number of operations); wall, CPU and per-op figures."""
+    c0, t0 = cpu_seconds(), time.perf_counter()
+    ops = fn()
+    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    return {
+        "ops": ops,
+        "wall_s": round(wall, 4),
+        "ops_per_s": round(ops / wall, 1),
+        "cpu_us_per_op": round(cpu / ops * 1e6, 3),
+    }
+
+
+def emit(row: Mapping[str, Any]) -> None:
+    """One JSON line per scenario on stdout."""
+    print(json.dumps(row, sort_keys=False), flush=True)
+
+
+def table(rows: Iterable[Mapping[str, Any]], columns: list[str]) -> None:
+    """A plain human table on stderr, so stdout stays JSON lines."""
+    rows = list(rows)
+    widths = [max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns]
+    out = sys.stderr
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)), file=out)
+    for r in rows:
+        cells = (str(r.get(c, "")).ljust(w) for c, w in zip(columns, widths, strict=True))
+        print("  ".join(cells), file=out)

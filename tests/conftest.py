@@ -1,0 +1,14 @@
+"""Shared test settings.
+
+Rules for every test module: servers bind 127.0.0.1 on port 0 (never a fixed port, never
+another address); time-dependent logic runs under ``MockClock(autojump_threshold=0)``
+(the ``autojump_clock`` fixture from pytest-trio); tests doing real I/O use the real clock
+and put an absolute ``trio.fail_after`` around their body.
+"""
+
+from __future__ import annotations
+
+from hypothesis import settings
+
+settings.register_profile("ci", deadline=None, print_blob=True)
+settings.load_profile("ci")
