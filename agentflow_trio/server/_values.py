@@ -1,0 +1,265 @@
+"""The mock LLM's values: its configuration, scripted replies and statistics.
+
+All are frozen attrs classes, validated on construction (``attrs.evolve`` validates again).
+Re-exported, and documented, by :mod:`agentflow_trio.server.mock_llm`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections.abc import Mapping
+from typing import Any, Final
+
+import attrs
+
+from agentflow_trio.errors import ConfigError
+
+__all__ = [
+    "Counters",
+    "MockLLMConfig",
+    "MockLLMStats",
+    "MockReply",
+    "MockToolCall",
+    "check_config",
+    "reply_from_json",
+]
+
+MAX_EMBEDDING_DIM: Final = 65536
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_config(config: MockLLMConfig) -> None:
+    def need(ok: bool, key: str, message: str) -> None:
+        if not ok:
+            raise ConfigError(message, key=key)
+
+    need(0 <= config.port <= 65535, "port", f"must be 0..65535, got {config.port}")
+    for key in ("latency", "jitter", "retry_after", "stream_delay"):
+        value = getattr(config, key)
+        need(
+            math.isfinite(value) and value >= 0,
+            key,
+            f"must be a finite number >= 0 (seconds), got {value}",
+        )
+    for key in ("error_rate", "rate_limit_rate"):
+        value = getattr(config, key)
+        need(0.0 <= value <= 1.0, key, f"must be a fraction in [0, 1], got {value}")
+    need(
+        config.error_rate + config.rate_limit_rate <= 1.0,
+        "rate_limit_rate",
+        "error_rate + rate_limit_rate must not exceed 1",
+    )
+    need(config.stream_chunks >= 1, "stream_chunks", f"must be >= 1, got {config.stream_chunks}")
+    need(
+        1 <= config.embedding_dim <= MAX_EMBEDDING_DIM,
+        "embedding_dim",
+        f"must be 1..{MAX_EMBEDDING_DIM}, got {config.embedding_dim}",
+    )
+    need(config.max_body_bytes >= 0, "max_body_bytes", "must be >= 0")
+    need(
+        config.allow_remote or _is_loopback(config.host),
+        "host",
+        f"refusing to bind non-loopback host {config.host!r}; set allow_remote "
+        "(agentcli: --allow-remote) to expose the mock",
+    )
+
+
+@attrs.frozen
+class MockLLMConfig:
+    """How the mock behaves; read again for every request, so it may be replaced while serving.
+
+    Durations are in seconds. Validated on construction (and by ``attrs.evolve``): a bad
+    value raises :class:`~agentflow_trio.errors.ConfigError` (a ``ValueError``) naming the
+    field. A non-loopback ``host`` is refused unless ``allow_remote`` is true.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    latency: float = 0.0
+    jitter: float = 0.0
+    error_rate: float = 0.0
+    rate_limit_rate: float = 0.0
+    retry_after: float = 1.0
+    stream_chunks: int = 5
+    stream_delay: float = 0.0
+    reply_text: str = "Hello from the mock LLM."
+    embedding_dim: int = 8
+    model: str = "mock-gpt"
+    allow_remote: bool = False
+    seed: int | None = None
+    max_body_bytes: int = 4 * 2**20
+
+    def __attrs_post_init__(self) -> None:
+        check_config(self)
+
+
+def _to_dict(value: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(value)
+
+
+def _to_str_dict(value: Mapping[str, str]) -> dict[str, str]:
+    return {str(key): str(item) for key, item in value.items()}
+
+
+@attrs.frozen
+class MockToolCall:
+    """A tool call the mock answers with; ``id`` defaults to a fresh ``call_mock...``."""
+
+    name: str
+    arguments: Mapping[str, Any] = attrs.field(converter=_to_dict)
+    id: str | None = None
+
+
+def _to_tool_calls(
+    value: tuple[MockToolCall, ...] | list[MockToolCall],
+) -> tuple[MockToolCall, ...]:
+    return tuple(value)
+
+
+def _check_status(_: object, __: attrs.Attribute[int], value: int) -> None:
+    if not 100 <= value <= 599:
+        raise ValueError(f"status must be 100..599, got {value}")
+
+
+def _check_delay(_: object, __: attrs.Attribute[float], value: float) -> None:
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"delay must be >= 0 seconds, got {value}")
+
+
+@attrs.frozen
+class MockReply:
+    """One scripted reply, consumed in FIFO order by the next chat request (any dialect).
+
+    ``text`` None means the default reply (or none, when ``tool_calls`` are given). A
+    ``status`` outside 2xx without ``body`` sends the dialect's JSON error for that status.
+    ``body`` is sent verbatim (with ``content_type``, default ``application/json``) for
+    malformed-response tests. ``truncate_stream`` cuts a streamed reply after half its chunks
+    (no ``[DONE]``) and closes the connection; a non-streamed one is cut after half its body.
+    ``delay`` seconds are slept on top of the configured latency.
+    """
+
+    text: str | None = None
+    tool_calls: tuple[MockToolCall, ...] = attrs.field(default=(), converter=_to_tool_calls)
+    status: int = attrs.field(default=200, validator=_check_status)
+    body: bytes | str | None = None
+    content_type: str | None = None
+    headers: Mapping[str, str] = attrs.field(factory=dict, converter=_to_str_dict)
+    truncate_stream: bool = False
+    delay: float = attrs.field(default=0.0, validator=_check_delay)
+
+
+@attrs.frozen
+class MockLLMStats:
+    """A snapshot of what the mock has served since start or the last reset.
+
+    ``requests``, ``by_path`` and ``by_status`` count every request to a model endpoint
+    (unknown paths and refused requests included, the control endpoints excluded), each
+    exactly once, before its response is written. ``chat`` and ``embeddings`` count replies
+    generated by the mock (not injected faults or raw scripted bodies), ``streams`` the
+    streamed part of ``chat``. ``errors`` and ``rate_limited`` count injected 500s and 429s,
+    ``scripted`` the scripted replies consumed, ``disconnects`` the streams the client cut.
+    """
+
+    requests: int = 0
+    by_path: Mapping[str, int] = attrs.field(factory=dict)
+    by_status: Mapping[int, int] = attrs.field(factory=dict)
+    chat: int = 0
+    streams: int = 0
+    embeddings: int = 0
+    errors: int = 0
+    rate_limited: int = 0
+    scripted: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    disconnects: int = 0
+    connections: int = 0
+    open_connections: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (``by_status`` keys become strings), as ``GET /stats`` sends."""
+        data = attrs.asdict(self)
+        data["by_status"] = {str(status): count for status, count in self.by_status.items()}
+        return data
+
+
+class Counters:
+    """The mutable counters behind :class:`MockLLMStats`; only the server's tasks touch them."""
+
+    __slots__ = (
+        "by_path",
+        "by_status",
+        "chat",
+        "completion_tokens",
+        "connections",
+        "disconnects",
+        "embeddings",
+        "errors",
+        "open_connections",
+        "prompt_tokens",
+        "rate_limited",
+        "requests",
+        "scripted",
+        "streams",
+    )
+
+    def __init__(self, open_connections: int = 0) -> None:
+        self.requests = self.chat = self.streams = self.embeddings = 0
+        self.errors = self.rate_limited = self.scripted = self.disconnects = 0
+        self.prompt_tokens = self.completion_tokens = self.connections = 0
+        self.open_connections = open_connections
+        self.by_path: dict[str, int] = {}
+        self.by_status: dict[int, int] = {}
+
+    def snapshot(self) -> MockLLMStats:
+        values = {name: getattr(self, name) for name in self.__slots__}
+        values["by_path"] = dict(self.by_path)
+        values["by_status"] = dict(self.by_status)
+        return MockLLMStats(**values)
+
+
+_REPLY_FIELDS = frozenset(field.name for field in attrs.fields(MockReply))
+
+
+def reply_from_json(data: Any) -> MockReply:
+    """A :class:`MockReply` from its JSON form (``POST /mock/script``); raises ValueError."""
+    if not isinstance(data, dict):
+        raise ValueError("each reply must be a JSON object")
+    unknown = sorted(set(data) - _REPLY_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown reply field(s): {', '.join(unknown)}")
+    fields = dict(data)
+    calls = fields.pop("tool_calls", None) or []
+    if not isinstance(calls, list) or not all(isinstance(call, dict) for call in calls):
+        raise ValueError("tool_calls must be a list of {name, arguments} objects")
+    tool_calls = []
+    for call in calls:
+        name, arguments = call.get("name"), call.get("arguments", {})
+        if not isinstance(name, str) or not isinstance(arguments, dict):
+            raise ValueError("a tool call needs a string name and an object of arguments")
+        tool_calls.append(MockToolCall(name, arguments, call.get("id")))
+    for key, kinds in _REPLY_TYPES.items():
+        if key in fields and not isinstance(fields[key], kinds):
+            raise ValueError(f"reply field {key!r} has the wrong type")
+    if "delay" in fields:
+        fields["delay"] = float(fields["delay"])
+    return MockReply(tool_calls=tuple(tool_calls), **fields)
+
+
+_REPLY_TYPES: Final[dict[str, type | tuple[type, ...]]] = {
+    "text": (str, type(None)),
+    "status": int,
+    "body": (str, type(None)),
+    "content_type": (str, type(None)),
+    "headers": dict,
+    "truncate_stream": bool,
+    "delay": (int, float),
+}

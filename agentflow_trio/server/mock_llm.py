@@ -1,0 +1,202 @@
+"""An OpenAI-compatible mock LLM HTTP server on trio, lean enough never to be the bottleneck.
+
+It speaks three dialects on one port:
+
+- OpenAI: ``POST /v1/chat/completions`` (plain and ``"stream": true`` server-sent events,
+  tool calls, ``stream_options.include_usage``), ``POST /v1/embeddings`` (float or base64),
+  ``GET /v1/models``. The same paths without ``/v1`` are accepted too.
+- Azure OpenAI: ``POST /openai/deployments/{deployment}/chat/completions?api-version=...``
+  and ``.../embeddings?api-version=...``; 400 without ``api-version``, 401 without an
+  ``api-key`` header.
+- Ollama: ``POST /api/chat`` (NDJSON stream by default, ``"stream": false`` for one object)
+  and ``POST /api/embed``.
+
+Control endpoints (never faulted, never counted in the request statistics): ``GET /stats``,
+``POST /mock/script`` (a JSON list of replies, fields as :class:`MockReply`), ``POST
+/mock/reset`` (statistics, script and received bodies).
+
+Faults and timing come from :class:`MockLLMConfig` and apply to every model endpoint: first a
+malformed request is refused (400, 404, 405, 413, Azure 400/401) at once, then ``latency``
+(+- ``jitter``) is slept, then ``error_rate`` answers 500 and ``rate_limit_rate`` answers 429
+(with ``Retry-After`` and ``retry-after-ms``); otherwise the next scripted reply, if any, is
+consumed (chat requests only, any dialect) and sent.
+
+Guarantees: every request is counted exactly once in :meth:`MockLLM.stats` before its
+response is written; each connection is one task in the server's nursery; a client that
+goes away mid-stream ends only its connection (counted in ``disconnects``); leaving
+:func:`open_mock_llm` leaves no task running.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, final
+
+import attrs
+import trio
+
+from agentflow_trio.server._app import RECEIVED_LIMIT, MockApp
+from agentflow_trio.server._http import serve_http_connection
+from agentflow_trio.server._values import (
+    MockLLMConfig,
+    MockLLMStats,
+    MockReply,
+    MockToolCall,
+    check_config,
+)
+
+__all__ = [
+    "RECEIVED_LIMIT",
+    "MockLLM",
+    "MockLLMConfig",
+    "MockLLMStats",
+    "MockReply",
+    "MockToolCall",
+    "open_mock_llm",
+]
+
+_DEFAULT_CONFIG = MockLLMConfig()  # frozen: safe to share as a default
+
+for _value in (MockLLMConfig, MockLLMStats, MockReply, MockToolCall):
+    _value.__module__ = __name__  # tracebacks and reprs name the public module
+
+
+@final
+class MockLLM:
+    """The mock LLM server. Start it with ``await nursery.start(mock.serve)`` (the port is
+    returned) or :func:`open_mock_llm`; it serves until cancelled.
+
+    ``config`` may be replaced while serving (for example ``attrs.evolve(mock.config,
+    error_rate=0.5)``); each request reads it once. ``received`` keeps the last
+    ``RECEIVED_LIMIT`` JSON request bodies sent to the model endpoints, oldest first.
+    """
+
+    def __init__(self, config: MockLLMConfig = _DEFAULT_CONFIG) -> None:
+        self._app = MockApp(config)
+        self._address: tuple[str, int] | None = None
+
+    @property
+    def config(self) -> MockLLMConfig:
+        """The configuration the next request will read."""
+        return self._app.config
+
+    @config.setter
+    def config(self, config: MockLLMConfig) -> None:
+        if not isinstance(config, MockLLMConfig):
+            raise TypeError(f"config must be a MockLLMConfig, not {type(config).__name__}")
+        self._app.config = config
+
+    @property
+    def received(self) -> collections.deque[Any]:
+        """Recent JSON request bodies of the model endpoints (bounded, oldest first)."""
+        return self._app.received
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port. Raises ``RuntimeError`` unless :meth:`serve` is running."""
+        return self._bound()[1]
+
+    @property
+    def url(self) -> str:
+        """``http://HOST:PORT`` as reachable from this machine; OpenAI's base_url is
+        ``url + "/v1"``. Raises ``RuntimeError`` unless :meth:`serve` is running."""
+        host, port = self._bound()
+        return f"http://{host}:{port}"
+
+    def script(self, *replies: MockReply) -> None:
+        """Queue ``replies``; each chat request that is not faulted takes the oldest one."""
+        self._app.script.extend(replies)
+
+    def stats(self) -> MockLLMStats:
+        """A snapshot of the counters."""
+        return self._app.counters.snapshot()
+
+    def reset_stats(self) -> None:
+        """Zero every counter (``open_connections`` keeps counting the open ones)."""
+        self._app.reset_stats()
+
+    def reset(self) -> None:
+        """Zero the counters, drop queued replies and forget received bodies (``/mock/reset``)."""
+        self._app.reset()
+
+    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Bind ``config.host:config.port``, report the port to ``task_status``, serve until
+        cancelled.
+
+        Each connection runs as its own task in this call's nursery; all are cancelled with
+        it. With port 0 and a host that resolves to several addresses only the first is kept
+        (each would get a different port). Raises ``ConfigError`` for a non-loopback host
+        without ``allow_remote``, ``OSError`` if the address cannot be bound, and
+        ``RuntimeError`` if this mock is already serving, all before ``task_status.started``.
+        """
+        if self._address is not None:
+            raise RuntimeError("this MockLLM is already serving")
+        config = self.config
+        check_config(config)
+        listeners = await trio.open_tcp_listeners(config.port, host=config.host)
+        try:
+            if config.port == 0:
+                for extra in listeners[1:]:
+                    await trio.aclose_forcefully(extra)
+                del listeners[1:]
+            self._address = _connect_address(listeners[0].socket.getsockname())
+            task_status.started(self._address[1])
+            await trio.serve_listeners(self._serve_connection, listeners)
+        finally:
+            self._address = None
+            for listener in listeners:
+                await trio.aclose_forcefully(listener)
+
+    def _bound(self) -> tuple[str, int]:
+        if self._address is None:
+            raise RuntimeError("the mock LLM is not serving: start serve() first")
+        return self._address
+
+    async def _serve_connection(self, stream: trio.SocketStream) -> None:
+        app = self._app
+        app.counters.connections += 1
+        app.counters.open_connections += 1
+        try:
+            await serve_http_connection(
+                stream, app.dispatch, max_body_bytes=app.config.max_body_bytes
+            )
+        finally:
+            app.counters.open_connections -= 1
+
+
+def _connect_address(sockname: Any) -> tuple[str, int]:
+    """Where a local client reaches a listener bound to ``sockname`` (wildcards -> loopback)."""
+    host, port = sockname[0], sockname[1]
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return (f"[{host}]" if ":" in host else host), port
+
+
+@asynccontextmanager
+async def open_mock_llm(
+    config: MockLLMConfig | None = None, **overrides: Any
+) -> AsyncIterator[MockLLM]:
+    """Run a :class:`MockLLM` for the duration of the ``async with`` block.
+
+    ``overrides`` are applied with ``attrs.evolve`` to ``config`` (default
+    ``MockLLMConfig()``), so ``open_mock_llm(latency=0.05)`` works. The server is listening
+    when the block starts; leaving the block (normally, by an error, or by cancellation)
+    stops it and leaves no task running. An error raised in the block comes out as itself,
+    not wrapped in an exception group.
+    """
+    mock = MockLLM(attrs.evolve(config or MockLLMConfig(), **overrides))
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(mock.serve)
+            try:
+                yield mock
+            finally:
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise

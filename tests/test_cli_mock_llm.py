@@ -1,0 +1,119 @@
+"""``agentcli mock-llm``: a real subprocess on 127.0.0.1 port 0, stopped by a signal.
+
+Every wait on the subprocess is bounded (``TIMEOUT``); a test that fails kills the process
+it started, by its own handle.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx2
+import pytest
+from click.testing import CliRunner
+
+from agentflow_trio.cli import main
+
+TIMEOUT = 10
+ROOT = Path(__file__).resolve().parents[1]
+PREFIX = "mock LLM listening on "
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+@contextmanager
+def agentcli(*args: str) -> Iterator[subprocess.Popen[str]]:
+    command = [sys.executable, "-m", "agentflow_trio.cli", *args]
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+        cwd=ROOT,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=TIMEOUT)
+
+
+def read_line(proc: subprocess.Popen[str]) -> str:
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        assert selector.select(TIMEOUT), "no output from agentcli mock-llm"
+    return proc.stdout.readline()
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_mock_llm_serves_until_signalled(stop: signal.Signals) -> None:
+    with agentcli("mock-llm", "--port", "0", "--latency-ms", "1", "--stream-chunks", "2") as proc:
+        line = read_line(proc)
+        assert line.startswith(PREFIX), line
+        url = line[len(PREFIX) :].strip()
+        assert url.startswith("http://127.0.0.1:")
+        with httpx2.Client(base_url=url, timeout=TIMEOUT) as client:
+            models = client.get("/v1/models").json()
+            assert [model["id"] for model in models["data"]] == ["mock-gpt"]
+            chat = client.post(
+                "/v1/chat/completions",
+                json={"messages": [{"role": "user", "content": "hi"}], "stream": True},
+            )
+            assert chat.text.endswith("data: [DONE]\n\n")
+            assert client.get("/stats").json()["streams"] == 1
+        proc.send_signal(stop)
+        _, stderr = proc.communicate(timeout=TIMEOUT)
+        assert proc.returncode == 0, stderr
+        assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--latency-ms", "-5"], "--latency-ms"),
+        (["--error-rate", "2"], "--error-rate"),
+        (["--rate-limit-rate", "nan"], "--rate-limit-rate"),
+        (["--stream-chunks", "0"], "--stream-chunks"),
+        (["--port", "70000"], "--port"),
+        (["--error-rate", "0.6", "--rate-limit-rate", "0.6"], "must not exceed 1"),
+        (["--jitter-ms", "inf"], "--jitter-ms"),
+        (["--host", "0.0.0.0"], "--allow-remote"),
+    ],
+)
+def test_bad_flags_are_usage_errors(args: list[str], needle: str) -> None:
+    result = CliRunner().invoke(main, ["mock-llm", *args])
+    assert result.exit_code == 2, result.output
+    assert needle in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_bad_flag_in_a_real_process_exits_2_without_traceback() -> None:
+    with agentcli("mock-llm", "--latency-ms", "-5") as proc:
+        _, stderr = proc.communicate(timeout=TIMEOUT)
+        assert proc.returncode == 2
+        assert "Invalid value for '--latency-ms'" in stderr
+        assert "Traceback" not in stderr
+
+
+def test_help_lists_mock_llm() -> None:
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    assert "mock-llm" in result.output
+    assert "agentcli" in result.output
+    options = CliRunner().invoke(main, ["mock-llm", "--help"]).output
+    for flag in ("--latency-ms", "--jitter-ms", "--error-rate", "--allow-remote"):
+        assert flag in options
