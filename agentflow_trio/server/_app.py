@@ -21,7 +21,7 @@ import attrs
 import trio
 
 from agentflow_trio.server import _json, _payloads
-from agentflow_trio.server._http import Request, ResponseWriter
+from agentflow_trio._http11 import Request, ResponseWriter
 from agentflow_trio.server._payloads import Completion, ToolCallOut
 from agentflow_trio.server._values import (
     MAX_EMBEDDING_DIM,

@@ -38,7 +38,7 @@ import attrs
 import trio
 
 from agentflow_trio.server._app import RECEIVED_LIMIT, MockApp
-from agentflow_trio.server._http import serve_http_connection
+from agentflow_trio._http11 import serve_http_connection
 from agentflow_trio.server._values import (
     MockLLMConfig,
     MockLLMStats,

@@ -30,7 +30,7 @@ import trio
 
 __all__ = ["Request", "ResponseWriter", "serve_http_connection"]
 
-_log = logging.getLogger("agentflow_trio.server")
+_log = logging.getLogger("agentflow_trio.http")
 
 RECEIVE_SIZE = 65536
 JSON = b"application/json"
