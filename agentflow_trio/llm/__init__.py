@@ -1,0 +1,79 @@
+"""Model providers behind one seam, and the middleware stack around them.
+
+`Provider` is the interface (``complete``, ``stream``, ``embed``, ``aclose``);
+`open_provider` builds the configured transport (OpenAI, Azure, Ollama or fake) with the
+layers the config turns on (cache -> retry -> breaker -> rate limit -> batching);
+`LLMClient` is the convenience face agents use. Values live in ``types``.
+"""
+
+from ._accumulate import StreamAccumulator as StreamAccumulator
+from ._accumulate import collect_stream as collect_stream
+from .azure import open_azure as open_azure
+from .fake import FakeProvider as FakeProvider
+from .http import HTTPSession as HTTPSession
+from .http import PoolStatistics as PoolStatistics
+from .ollama import OllamaProvider as OllamaProvider
+from .ollama import open_ollama as open_ollama
+from .openai import OpenAIProvider as OpenAIProvider
+from .openai import open_openai as open_openai
+from .provider import LLMClient as LLMClient
+from .provider import Provider as Provider
+from .provider import ProviderStack as ProviderStack
+from .provider import StackStatistics as StackStatistics
+from .provider import configured_ttl_policy as configured_ttl_policy
+from .provider import deployment_gate as deployment_gate
+from .provider import open_llm_client as open_llm_client
+from .provider import open_provider as open_provider
+from .provider import open_stack as open_stack
+from .provider import open_transport as open_transport
+from .types import ChatRequest as ChatRequest
+from .types import ChatResponse as ChatResponse
+from .types import EmbeddingRequest as EmbeddingRequest
+from .types import EmbeddingResponse as EmbeddingResponse
+from .types import Message as Message
+from .types import StreamChunk as StreamChunk
+from .types import ToolCall as ToolCall
+from .types import ToolCallDelta as ToolCallDelta
+from .types import ToolSpec as ToolSpec
+from .types import Usage as Usage
+from .types import assistant as assistant
+from .types import system as system
+from .types import tool_message as tool_message
+from .types import user as user
+
+__all__ = [
+    "ChatRequest",
+    "ChatResponse",
+    "EmbeddingRequest",
+    "EmbeddingResponse",
+    "FakeProvider",
+    "HTTPSession",
+    "LLMClient",
+    "Message",
+    "OllamaProvider",
+    "OpenAIProvider",
+    "PoolStatistics",
+    "Provider",
+    "ProviderStack",
+    "StackStatistics",
+    "StreamAccumulator",
+    "StreamChunk",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolSpec",
+    "Usage",
+    "assistant",
+    "collect_stream",
+    "configured_ttl_policy",
+    "deployment_gate",
+    "open_azure",
+    "open_llm_client",
+    "open_ollama",
+    "open_openai",
+    "open_provider",
+    "open_stack",
+    "open_transport",
+    "system",
+    "tool_message",
+    "user",
+]

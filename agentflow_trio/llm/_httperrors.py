@@ -1,0 +1,187 @@
+"""Translate httpx2 exceptions and HTTP error statuses into `agentflow_trio.errors` classes.
+
+Every httpx2 exception class has an explicit entry in `EXCEPTION_MAP` (a test walks httpx2
+and fails on any class left out); an exception is mapped through the first class of its MRO
+found there, so a new httpx2 subclass still lands on its parent's mapping. Mapped errors keep
+the original as ``__cause__`` (callers write ``raise map_exception(exc, d) from exc``).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import time
+from collections.abc import Mapping
+from datetime import UTC
+from types import MappingProxyType
+from typing import Final
+
+import httpx2
+
+from ..errors import (
+    APIStatusError,
+    AuthenticationError,
+    BadRequestError,
+    ConfigError,
+    LLMConnectError,
+    LLMError,
+    LLMReadError,
+    LLMTimeoutError,
+    NotFoundError,
+    RateLimitError,
+    ResponseFormatError,
+    ServerError,
+    TransportError,
+)
+from ._lines import excerpt
+
+__all__ = [
+    "EXCEPTION_MAP",
+    "HTTPX_ERRORS",
+    "map_exception",
+    "parse_retry_after",
+    "status_error",
+]
+
+HTTPX_ERRORS: Final = (
+    httpx2.HTTPError,
+    httpx2.InvalidURL,
+    httpx2.CookieConflict,
+    httpx2.StreamError,
+)
+"""Every exception httpx2 raises on purpose: catch these at the provider boundary."""
+
+EXCEPTION_MAP: Final[Mapping[type[Exception], type[Exception]]] = MappingProxyType(
+    {
+        # The operational tree: no usable response.
+        httpx2.HTTPError: LLMError,
+        httpx2.RequestError: TransportError,
+        httpx2.TransportError: TransportError,
+        httpx2.TimeoutException: LLMTimeoutError,
+        httpx2.ConnectTimeout: LLMTimeoutError,
+        httpx2.ReadTimeout: LLMTimeoutError,
+        httpx2.WriteTimeout: LLMTimeoutError,
+        httpx2.PoolTimeout: LLMTimeoutError,
+        httpx2.NetworkError: TransportError,
+        httpx2.ConnectError: LLMConnectError,
+        httpx2.ProxyError: LLMConnectError,
+        httpx2.ReadError: LLMReadError,
+        httpx2.WriteError: LLMReadError,
+        httpx2.CloseError: LLMReadError,
+        httpx2.ProtocolError: TransportError,
+        httpx2.RemoteProtocolError: LLMReadError,
+        httpx2.LocalProtocolError: TransportError,
+        httpx2.TooManyRedirects: TransportError,
+        # A response came, but not in a usable shape.
+        httpx2.DecodingError: ResponseFormatError,
+        httpx2.SSEError: ResponseFormatError,
+        # An error status (only if someone called raise_for_status).
+        httpx2.HTTPStatusError: APIStatusError,
+        # Misuse: the configured URL is wrong; retrying cannot help.
+        httpx2.UnsupportedProtocol: ConfigError,
+        httpx2.InvalidURL: ConfigError,
+        # Misuse of httpx2 by this package (a bug here, not at the provider).
+        httpx2.CookieConflict: LLMError,
+        httpx2.StreamError: LLMError,
+        httpx2.StreamConsumed: LLMError,
+        httpx2.StreamClosed: LLMError,
+        httpx2.ResponseNotRead: LLMError,
+        httpx2.RequestNotRead: LLMError,
+    }
+)
+
+_STATUS: Final[Mapping[int, type[APIStatusError]]] = {
+    400: BadRequestError,
+    422: BadRequestError,
+    401: AuthenticationError,
+    403: AuthenticationError,
+    404: NotFoundError,
+    429: RateLimitError,
+}
+
+_resolved: dict[type[BaseException], type[Exception]] = {}
+
+
+def _target(kind: type[BaseException]) -> type[Exception]:
+    target = _resolved.get(kind)
+    if target is None:
+        target = next((EXCEPTION_MAP[k] for k in kind.__mro__ if k in EXCEPTION_MAP), LLMError)
+        _resolved[kind] = target
+    return target
+
+
+def map_exception(exc: Exception, deployment: str | None = None) -> Exception:
+    """The `agentflow_trio.errors` exception for an httpx2 exception (not raised here).
+
+    Transport failures become `TransportError` subclasses, format problems
+    `ResponseFormatError`, an `httpx2.HTTPStatusError` the `APIStatusError` subclass of
+    its status, and a bad URL `ConfigError` (key ``llm.base_url``).
+    """
+    if isinstance(exc, httpx2.HTTPStatusError):
+        response = exc.response
+        body = response.content if hasattr(response, "_content") else b""
+        return status_error(response.status_code, response.headers, body, deployment)
+    target = _target(type(exc))
+    message = f"{deployment or 'llm'}: {type(exc).__name__}: {exc}".rstrip(": ")
+    if target is ConfigError:
+        return ConfigError(message, key="llm.base_url")
+    if target is ResponseFormatError:
+        return ResponseFormatError(message, deployment=deployment)
+    return target(message, deployment=deployment)  # type: ignore[call-arg]
+
+
+def status_error(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes | str,
+    deployment: str | None = None,
+) -> APIStatusError:
+    """The `APIStatusError` subclass for an HTTP error ``status``, with a body excerpt.
+
+    400/422 `BadRequestError`, 401/403 `AuthenticationError`, 404 `NotFoundError`, 429
+    `RateLimitError`, 5xx `ServerError`, any other status `APIStatusError`.
+    ``retry_after`` comes from the headers (see `parse_retry_after`).
+    """
+    kind = _STATUS.get(status) or (ServerError if status >= 500 else APIStatusError)
+    text = excerpt(body)
+    return kind(
+        f"{deployment or 'llm'}: HTTP {status}: {text}",
+        status=status,
+        excerpt=text,
+        retry_after=parse_retry_after(headers),
+        deployment=deployment,
+    )
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Seconds to wait, from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP date).
+
+    Look-ups are by lower-case name (httpx2's headers ignore case). Negative, infinite or
+    unparsable values give None; a date in the past gives 0.0.
+    """
+    ms = headers.get("retry-after-ms")
+    if ms:
+        value = _seconds(ms)
+        if value is not None:
+            return value / 1000.0
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    value = _seconds(raw)
+    if value is not None:
+        return value
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _seconds(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if value >= 0 and math.isfinite(value) else None

@@ -1,0 +1,210 @@
+"""The OpenAI chat-completions and embeddings JSON shapes, shared by OpenAI and Azure.
+
+Pure functions: values to request bodies, response bodies to values. A response that does
+not have the expected shape raises `ResponseFormatError` with an excerpt, never a bare
+``KeyError``; an ``error`` object inside a stream raises `ServerError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+from ..errors import ResponseFormatError, ServerError
+from . import _json
+from ._lines import excerpt
+from .types import (
+    ChatRequest,
+    ChatResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    Message,
+    StreamChunk,
+    ToolCall,
+    ToolCallDelta,
+    ToolSpec,
+    Usage,
+)
+
+__all__ = [
+    "chat_body",
+    "embeddings_body",
+    "parse_chat",
+    "parse_chunk",
+    "parse_embeddings",
+    "shape_error",
+    "tool_choice",
+    "tools",
+    "usage",
+]
+
+_CHOICES: Final = frozenset({"auto", "none", "required"})
+_STREAM_OPTIONS: Final = {"include_usage": True}
+_SHAPE_ERRORS: Final = (KeyError, IndexError, TypeError, AttributeError, ValueError)
+
+
+def _message(m: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.name is not None:
+        out["name"] = m.name
+    if m.tool_calls:
+        out["tool_calls"] = [
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": c.arguments_json()},
+            }
+            for c in m.tool_calls
+        ]
+    if m.tool_call_id is not None:
+        out["tool_call_id"] = m.tool_call_id
+    return out
+
+
+def tools(specs: tuple[ToolSpec, ...]) -> list[dict[str, Any]]:
+    """Tool specs in OpenAI's ``function`` shape (Ollama uses the same)."""
+    return [
+        {
+            "type": "function",
+            "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+        }
+        for t in specs
+    ]
+
+
+def tool_choice(choice: str | Mapping[str, Any]) -> Any:
+    """``auto``/``none``/``required`` as is, a tool name as a function choice, a mapping as is."""
+    if isinstance(choice, str):
+        if choice in _CHOICES:
+            return choice
+        return {"type": "function", "function": {"name": choice}}
+    return choice
+
+
+def chat_body(request: ChatRequest, model: str | None, *, stream: bool) -> bytes:
+    """The JSON body for ``/chat/completions``; ``model=None`` leaves the field out (Azure)."""
+    body: dict[str, Any] = {"messages": [_message(m) for m in request.messages]}
+    if model is not None:
+        body["model"] = request.model or model
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if request.max_tokens is not None:
+        body["max_tokens"] = request.max_tokens
+    if request.tools:
+        body["tools"] = tools(request.tools)
+    if request.tool_choice is not None:
+        body["tool_choice"] = tool_choice(request.tool_choice)
+    if request.stop is not None:
+        body["stop"] = request.stop
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = _STREAM_OPTIONS
+    if request.extra:
+        body.update(request.extra)
+    return _json.dumps(body)
+
+
+def embeddings_body(request: EmbeddingRequest, model: str | None) -> bytes:
+    """The JSON body for ``/embeddings``."""
+    body: dict[str, Any] = {"input": request.inputs}
+    if model is not None:
+        body["model"] = request.model or model
+    return _json.dumps(body)
+
+
+def usage(data: Any) -> Usage | None:
+    """`Usage` from an OpenAI ``usage`` object (None if absent)."""
+    if not data:
+        return None
+    prompt = data.get("prompt_tokens") or 0
+    completion = data.get("completion_tokens") or 0
+    return Usage(prompt, completion, data.get("total_tokens") or prompt + completion)
+
+
+def shape_error(
+    data: Any, deployment: str, exc: BaseException | None = None
+) -> ResponseFormatError:
+    """A `ResponseFormatError` for a body that parsed as JSON but has the wrong shape."""
+    text = excerpt(_json.dumps(data)) if not isinstance(data, bytes) else excerpt(data)
+    why = f" ({type(exc).__name__}: {exc})" if exc is not None else ""
+    return ResponseFormatError(
+        f"{deployment}: unexpected response shape{why}", excerpt=text, deployment=deployment
+    )
+
+
+def parse_chat(data: Any, deployment: str) -> ChatResponse:
+    """A `ChatResponse` from a ``chat.completion`` object."""
+    try:
+        choice = data["choices"][0]
+        message = choice["message"]
+        calls = message.get("tool_calls")
+        parsed = (
+            tuple(
+                ToolCall.parse(c["id"], c["function"]["name"], c["function"].get("arguments") or "")
+                for c in calls
+            )
+            if calls
+            else ()
+        )
+        return ChatResponse(
+            message.get("content") or "",
+            parsed,
+            choice.get("finish_reason"),
+            usage(data.get("usage")),
+            data.get("model") or "",
+            data,
+        )
+    except _SHAPE_ERRORS as exc:
+        raise shape_error(data, deployment, exc) from exc
+
+
+def parse_chunk(data: Any, deployment: str) -> StreamChunk | None:
+    """A `StreamChunk` from a ``chat.completion.chunk`` (None for an empty one)."""
+    try:
+        if "error" in data:
+            raise ServerError(
+                f"{deployment}: error in stream: {excerpt(_json.dumps(data['error']))}",
+                status=500,
+                excerpt=excerpt(_json.dumps(data)),
+                deployment=deployment,
+            )
+        used = usage(data.get("usage"))
+        choices = data.get("choices")
+        if not choices:
+            return StreamChunk("", (), None, used) if used is not None else None
+        choice = choices[0]
+        delta = choice.get("delta") or {}
+        text = delta.get("content") or ""
+        finish = choice.get("finish_reason")
+        calls = delta.get("tool_calls")
+        deltas = _tool_deltas(calls) if calls else ()
+        if not text and not deltas and finish is None and used is None:
+            return None
+        return StreamChunk(text, deltas, finish, used)
+    except _SHAPE_ERRORS as exc:
+        raise shape_error(data, deployment, exc) from exc
+
+
+def _tool_deltas(calls: list[Any]) -> tuple[ToolCallDelta, ...]:
+    out = []
+    for position, call in enumerate(calls):
+        function = call.get("function") or {}
+        out.append(
+            ToolCallDelta(
+                call.get("index", position),
+                call.get("id"),
+                function.get("name"),
+                function.get("arguments") or "",
+            )
+        )
+    return tuple(out)
+
+
+def parse_embeddings(data: Any, deployment: str) -> EmbeddingResponse:
+    """An `EmbeddingResponse` from an embeddings ``list`` object, in input order."""
+    try:
+        items = sorted(data["data"], key=lambda item: item["index"])
+        vectors = tuple(tuple(item["embedding"]) for item in items)
+        return EmbeddingResponse(vectors, usage(data.get("usage")), data.get("model") or "")
+    except _SHAPE_ERRORS as exc:
+        raise shape_error(data, deployment, exc) from exc

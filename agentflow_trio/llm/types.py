@@ -1,0 +1,223 @@
+"""Provider-neutral values for talking to a model: messages, requests, responses, chunks.
+
+Every class is ``attrs.frozen`` with slots and no validators, so building one on the hot
+path costs a plain ``__init__``. Mappings are treated as read-only; the defaults are shared
+immutable empties. Wire formats (OpenAI, Azure, Ollama JSON) stay out of these classes: the
+adapters translate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+import attrs
+
+from . import _json
+
+__all__ = [
+    "ChatRequest",
+    "ChatResponse",
+    "EmbeddingRequest",
+    "EmbeddingResponse",
+    "Message",
+    "StreamChunk",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolSpec",
+    "Usage",
+    "assistant",
+    "system",
+    "tool_message",
+    "user",
+]
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+_EMPTY_SCHEMA: Mapping[str, Any] = MappingProxyType({"type": "object", "properties": {}})
+
+
+@attrs.frozen(slots=True)
+class ToolCall:
+    """A call of a tool requested by the model.
+
+    ``arguments`` is the parsed JSON object; ``raw_arguments`` the string the model sent.
+    When the model sent something that is not a JSON object, ``arguments`` is empty and
+    ``parse_error`` says why: the tools layer reports that back to the model instead of
+    raising here. Build from the wire with `ToolCall.parse`.
+    """
+
+    id: str
+    name: str
+    arguments: Mapping[str, Any] = _EMPTY
+    raw_arguments: str = ""
+    parse_error: str | None = None
+
+    @classmethod
+    def parse(cls, id: str, name: str, raw_arguments: str) -> ToolCall:
+        """Parse ``raw_arguments``; never raises, a bad payload sets ``parse_error``."""
+        if not raw_arguments.strip():
+            return cls(id, name, _EMPTY, raw_arguments)
+        try:
+            value = _json.loads(raw_arguments)
+        except _json.JSONDecodeError as exc:
+            return cls(id, name, _EMPTY, raw_arguments, f"arguments are not valid JSON: {exc}")
+        if not isinstance(value, dict):
+            kind = type(value).__name__
+            return cls(id, name, _EMPTY, raw_arguments, f"arguments must be an object, not {kind}")
+        return cls(id, name, value, raw_arguments)
+
+    def arguments_json(self) -> str:
+        """The arguments as JSON text: ``raw_arguments`` if set, else ``arguments`` encoded."""
+        return self.raw_arguments or _json.dumps_str(dict(self.arguments))
+
+
+@attrs.frozen(slots=True)
+class Message:
+    """One chat message. ``content`` is None for an assistant turn made only of tool calls."""
+
+    role: str
+    content: str | None
+    name: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+
+
+def system(content: str) -> Message:
+    """A system message."""
+    return Message("system", content)
+
+
+def user(content: str, *, name: str | None = None) -> Message:
+    """A user message."""
+    return Message("user", content, name)
+
+
+def assistant(content: str | None, tool_calls: tuple[ToolCall, ...] = ()) -> Message:
+    """An assistant message, as the model said it (text and/or tool calls)."""
+    return Message("assistant", content, None, tool_calls)
+
+
+def tool_message(tool_call_id: str, content: str) -> Message:
+    """The result of a tool call, answering the assistant's call ``tool_call_id``."""
+    return Message("tool", content, None, (), tool_call_id)
+
+
+@attrs.frozen(slots=True)
+class ToolSpec:
+    """A tool the model may call: ``parameters`` is its JSON schema (an object schema)."""
+
+    name: str
+    description: str = ""
+    parameters: Mapping[str, Any] = _EMPTY_SCHEMA
+
+
+@attrs.frozen(slots=True)
+class ChatRequest:
+    """A chat completion request.
+
+    ``model=None`` means the provider's configured model. ``tool_choice`` is ``"auto"``,
+    ``"none"``, ``"required"``, a tool name, or a provider-shaped mapping. ``extra`` is
+    merged last into the provider's JSON body, for knobs this class does not name.
+    """
+
+    messages: tuple[Message, ...]
+    model: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: str | Mapping[str, Any] | None = None
+    stop: str | tuple[str, ...] | None = None
+    extra: Mapping[str, Any] = _EMPTY
+
+    def to_canonical(self) -> dict[str, Any]:
+        """A plain JSON-able form holding everything that can change the answer."""
+        return {
+            "messages": [_canonical_message(m) for m in self.messages],
+            "model": self.model,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "tools": [[t.name, t.description, dict(t.parameters)] for t in self.tools],
+            "tool_choice": _plain(self.tool_choice),
+            "stop": list(self.stop) if isinstance(self.stop, tuple) else self.stop,
+            "extra": dict(self.extra),
+        }
+
+    def to_cache_key(self) -> str:
+        """A stable key for this request: ``resilience.make_key`` of the canonical JSON
+        text of `to_canonical` (sorted keys, encoded once by the fast encoder)."""
+        from ..resilience import make_key
+
+        return make_key(_json.dumps_canonical(self.to_canonical()).decode())
+
+
+@attrs.frozen(slots=True)
+class Usage:
+    """Token counts reported by the provider."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+@attrs.frozen(slots=True)
+class ChatResponse:
+    """A finished chat completion. ``text`` is "" when the model only called tools."""
+
+    text: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    model: str = ""
+    raw: Mapping[str, Any] | None = attrs.field(default=None, eq=False, repr=False)
+
+
+@attrs.frozen(slots=True)
+class ToolCallDelta:
+    """A piece of a streamed tool call; pieces with the same ``index`` belong together.
+
+    ``id`` and ``name`` usually arrive in the first piece only; ``arguments`` is a fragment
+    of the JSON text, to be concatenated (see `StreamAccumulator`).
+    """
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@attrs.frozen(slots=True)
+class StreamChunk:
+    """One increment of a streamed completion. The last chunks carry ``finish_reason``
+    and, when the provider reports it, ``usage``."""
+
+    delta_text: str = ""
+    tool_call_deltas: tuple[ToolCallDelta, ...] = ()
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+
+@attrs.frozen(slots=True)
+class EmbeddingRequest:
+    """Texts to embed; ``model=None`` means the provider's configured model."""
+
+    inputs: tuple[str, ...]
+    model: str | None = None
+
+
+@attrs.frozen(slots=True)
+class EmbeddingResponse:
+    """One vector per input, in input order."""
+
+    vectors: tuple[tuple[float, ...], ...]
+    usage: Usage | None = None
+    model: str = ""
+
+
+def _canonical_message(m: Message) -> list[Any]:
+    calls = [[c.id, c.name, c.arguments_json()] for c in m.tool_calls]
+    return [m.role, m.content, m.name, calls, m.tool_call_id]
+
+
+def _plain(value: object) -> object:
+    return dict(value) if isinstance(value, Mapping) else value

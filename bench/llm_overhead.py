@@ -1,0 +1,209 @@
+"""CPU per LLM call of the full provider stack, against a bare httpx2 POST in the same run.
+
+The mock LLM runs in a separate process (``python -m agentflow_trio.cli mock-llm --port 0``),
+pinned to core 1 when the machine has two or more cores; this process is pinned to core 0,
+so its ``getrusage`` CPU is the client's alone. Scenarios, each at concurrency 1 and 50:
+
+* ``bare``: one shared ``httpx2.AsyncClient`` POSTing a prebuilt-per-call chat body
+  (orjson) to ``/v1/chat/completions`` and decoding the JSON answer: the floor.
+* ``stack_miss``: `LLMClient.complete` through every layer turned on (cache, retry,
+  breaker, rate limit, batching; OpenAI adapter), every request unique, so the cache
+  misses, computes the key and stores the answer each time.
+* ``stack_hit``: the same request again and again: answered by the cache.
+
+Each scenario is repeated (``--repeat``) and the median CPU per call kept; ``ratio`` is
+stack_miss CPU per call over bare CPU per call at the same concurrency (target <= 1.2).
+
+    python bench/llm_overhead.py            # 4000 calls per scenario, 3 repeats
+    python bench/llm_overhead.py --quick    # 600 calls, 1 repeat
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import orjson
+import trio
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from agentflow_trio.config import LLMConfig, PerformanceConfig, RateLimitConfig  # noqa: E402
+from agentflow_trio.llm import LLMClient, open_provider, user  # noqa: E402
+from bench._common import cpu_seconds, emit, pin_to_core, table  # noqa: E402
+
+TARGET = 1.2
+PROMPT = "Summarise the benchmark results in one sentence, please."
+
+
+@contextmanager
+def mock_process() -> Iterator[str]:
+    """Start the mock LLM in a child process; yield its URL; stop it by its PID."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    command = [sys.executable, "-m", "agentflow_trio.cli", "mock-llm", "--port", "0"]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        match = re.search(r"listening on (http://\S+)", line)
+        if match is None:
+            raise RuntimeError(f"mock LLM did not start: {line!r}")
+        if (os.cpu_count() or 1) > 1 and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(child.pid, {1})
+        yield match.group(1)
+    finally:
+        child.terminate()
+        try:
+            child.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+async def drive(
+    call: Callable[[int], Awaitable[Any]], calls: int, concurrency: int
+) -> dict[str, Any]:
+    """Make ``calls`` calls from ``concurrency`` tasks; wall and CPU over exactly that window."""
+    counter = itertools.count()
+
+    async def worker() -> None:
+        while (i := next(counter)) < calls:
+            await call(i)
+
+    c0, t0 = cpu_seconds(), time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(concurrency):
+            nursery.start_soon(worker)
+    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    return {"calls_per_s": calls / wall, "cpu_us_per_call": cpu / calls * 1e6}
+
+
+def bare_caller(client: httpx2.AsyncClient, url: str) -> Callable[[int], Awaitable[Any]]:
+    headers = {"content-type": "application/json", "authorization": "Bearer sk-bench"}
+
+    async def call(i: int) -> Any:
+        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{PROMPT} {i}"}]}
+        response = await client.post(url, content=orjson.dumps(body), headers=headers)
+        response.raise_for_status()
+        return orjson.loads(response.content)["choices"][0]["message"]["content"]
+
+    return call
+
+
+def stack_caller(llm: LLMClient, *, unique: bool) -> Callable[[int], Awaitable[Any]]:
+    async def call(i: int) -> Any:
+        text = f"{PROMPT} {i}" if unique else PROMPT
+        return (await llm.complete([user(text)])).text
+
+    return call
+
+
+def _config(url: str) -> tuple[LLMConfig, PerformanceConfig]:
+    llm = LLMConfig(
+        provider="openai",
+        base_url=url + "/v1",
+        api_key="sk-bench",
+        max_connections=100,
+        rate_limit=RateLimitConfig(
+            enabled=True, requests_per_minute=10**9, tokens_per_minute=10**12
+        ),
+    )
+    performance = PerformanceConfig(
+        enable_caching=True, enable_batching=True, cache_max_entries=100_000
+    )
+    return llm, performance
+
+
+async def run(url: str, calls: int, repeat: int, concurrencies: list[int]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    llm_config, performance = _config(url)
+    limits = httpx2.Limits(max_connections=100, max_keepalive_connections=100)
+    async with (
+        httpx2.AsyncClient(limits=limits, timeout=60.0) as client,
+        open_provider(llm_config, performance) as provider,
+    ):
+        llm = LLMClient(provider)
+        callers = {
+            "bare": bare_caller(client, url + "/v1/chat/completions"),
+            "stack_miss": stack_caller(llm, unique=True),
+            "stack_hit": stack_caller(llm, unique=False),
+        }
+        offset = 0
+        for concurrency in concurrencies:
+            samples: dict[str, list[dict[str, Any]]] = {name: [] for name in callers}
+            for call in callers.values():  # warm-up: connections, caches, code paths
+                await drive(_shifted(call, offset), min(calls, 200), concurrency)
+                offset += 1_000_000
+            for _ in range(repeat):
+                for name, call in callers.items():
+                    samples[name].append(await drive(_shifted(call, offset), calls, concurrency))
+                    offset += 1_000_000
+            by_name = {}
+            for name, runs in samples.items():
+                row = {
+                    "scenario": name,
+                    "concurrency": concurrency,
+                    "calls": calls,
+                    "repeats": repeat,
+                    "calls_per_s": round(statistics.median(r["calls_per_s"] for r in runs), 1),
+                    "cpu_us_per_call": round(
+                        statistics.median(r["cpu_us_per_call"] for r in runs), 1
+                    ),
+                }
+                by_name[name] = row
+                rows.append(row)
+                emit(row)
+            ratio = by_name["stack_miss"]["cpu_us_per_call"] / by_name["bare"]["cpu_us_per_call"]
+            row = {
+                "scenario": "ratio_stack_miss_over_bare",
+                "concurrency": concurrency,
+                "cpu_ratio": round(ratio, 3),
+                "target": TARGET,
+                "within_target": ratio <= TARGET,
+            }
+            rows.append(row)
+            emit(row)
+        stats = provider.statistics()
+        assert stats.cache is not None and stats.cache.hits > 0
+        assert stats.breaker is not None and stats.breaker.failures == 0
+    return rows
+
+
+def _shifted(call: Callable[[int], Awaitable[Any]], offset: int) -> Callable[[int], Awaitable[Any]]:
+    async def shifted(i: int) -> Any:
+        return await call(i + offset)
+
+    return shifted
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--quick", action="store_true", help="600 calls, 1 repeat")
+    parser.add_argument("--calls", type=int, default=None, help="calls per scenario")
+    parser.add_argument("--repeat", type=int, default=None, help="repeats (median kept)")
+    args = parser.parse_args()
+    calls = args.calls or (600 if args.quick else 4000)
+    repeat = args.repeat or (1 if args.quick else 3)
+    pin_to_core(0)
+    with mock_process() as url:
+        rows = trio.run(run, url, calls, repeat, [1, 50])
+    table(
+        rows,
+        ["scenario", "concurrency", "calls_per_s", "cpu_us_per_call", "cpu_ratio", "target"],
+    )
+
+
+if __name__ == "__main__":
+    main()
