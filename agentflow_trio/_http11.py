@@ -88,10 +88,11 @@ class ResponseWriter:
     ``trio.BrokenResourceError``.
     """
 
-    __slots__ = ("_stream", "closing", "keep_alive", "responded")
+    __slots__ = ("_stream", "closing", "head_only", "keep_alive", "responded")
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self._stream = stream
+        self.head_only = False  # answering a HEAD request: headers only, never a body
         self.keep_alive = True
         self.closing = False
         self.responded = False
@@ -114,6 +115,8 @@ class ResponseWriter:
         close = self._closes(close or truncate)
         extra = _header_lines(headers) if headers else b""
         out = body[: len(body) // 2] if truncate else body
+        if self.head_only:
+            out = b""
         head = _head(status, content_type, close, False)
         await self._stream.send_all(b"%b%d\r\n%b\r\n%b" % (head, len(body), extra, out))
 
@@ -139,6 +142,9 @@ class ResponseWriter:
         head = _head(status, content_type, close, True)
         extra = _header_lines(headers) if headers else b""
         frames = [head + extra + b"\r\n"]
+        if self.head_only:
+            await self._stream.send_all(frames[0])
+            return
         frames.extend(_chunk(part) for part in parts)
         if truncate_after is None:
             frames.append(_LAST_CHUNK)
@@ -280,6 +286,7 @@ async def _serve(stream: trio.abc.Stream, handler: Handler, max_body_bytes: int)
         ready, reader.ready = reader.ready, []
         for request in ready:
             writer.keep_alive = request.keep_alive and not request.body_too_large
+            writer.head_only = request.method == b"HEAD"
             writer.responded = False
             await _handle(handler, request, writer)
             if writer.closing:

@@ -838,3 +838,20 @@ async def test_async_openai_sdk_under_trio() -> None:
             async with client:
                 completion = await client.chat.completions.create(model="m", messages=HELLO)
                 assert completion.choices[0].message.content == mock.config.reply_text
+
+
+async def test_head_request_sends_no_body_and_keeps_the_connection_usable() -> None:
+    with trio.fail_after(10):
+        async with open_mock_llm() as mock:
+            stream = await trio.open_tcp_stream("127.0.0.1", mock.port)
+            async with stream:
+                await stream.send_all(b"HEAD /v1/models HTTP/1.1\r\nhost: x\r\n\r\n")
+                await stream.send_all(b"GET /v1/models HTTP/1.1\r\nhost: x\r\n\r\n")
+                data = b""
+                while data.count(b"HTTP/1.1 ") < 2 or not data.endswith(b"}"):
+                    chunk = await stream.receive_some(65536)
+                    assert chunk, f"connection closed early: {data!r}"
+                    data += chunk
+    head_response, get_response = data.split(b"HTTP/1.1 ")[1:]
+    assert head_response.endswith(b"\r\n\r\n")  # headers only
+    assert get_response.startswith(b"200") and b'"object":"list"' in get_response
