@@ -13,6 +13,9 @@ hypercorn) are imported by the subpackages that need them, never here.
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .agents import Agent as Agent
 from .agents import Context as Context
 from .agents import Hooks as Hooks
@@ -28,6 +31,7 @@ from .errors import AgentFlowError as AgentFlowError
 from .errors import CircuitOpenError as CircuitOpenError
 from .errors import ConfigError as ConfigError
 from .errors import LLMError as LLMError
+from .errors import LocalRateLimitError as LocalRateLimitError
 from .errors import Overloaded as Overloaded
 from .errors import QueueFull as QueueFull
 from .errors import RunnerClosed as RunnerClosed
@@ -45,7 +49,59 @@ from .runner import RunnerStatistics as RunnerStatistics
 from .state import SessionStore as SessionStore
 from .state import State as State
 
+if TYPE_CHECKING:
+    from .llm import ChatRequest as ChatRequest
+    from .llm import ChatResponse as ChatResponse
+    from .llm import FakeProvider as FakeProvider
+    from .llm import LLMClient as LLMClient
+    from .llm import Message as Message
+    from .llm import Provider as Provider
+    from .llm import StreamChunk as StreamChunk
+    from .llm import ToolCall as ToolCall
+    from .llm import ToolSpec as ToolSpec
+    from .llm import Usage as Usage
+    from .llm import assistant as assistant
+    from .llm import open_llm_client as open_llm_client
+    from .llm import open_provider as open_provider
+    from .llm import system as system
+    from .llm import tool_message as tool_message
+    from .llm import user as user
+
 __version__ = "0.1.0.dev0"
+
+# Names re-exported on first use, so `import agentflow_trio` stays cheap (httpx2 is only
+# imported by code that talks to a model).
+_LAZY = {
+    name: "agentflow_trio.llm"
+    for name in (
+        "ChatRequest",
+        "ChatResponse",
+        "FakeProvider",
+        "LLMClient",
+        "Message",
+        "Provider",
+        "StreamChunk",
+        "ToolCall",
+        "ToolSpec",
+        "Usage",
+        "assistant",
+        "open_llm_client",
+        "open_provider",
+        "system",
+        "tool_message",
+        "user",
+    )
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agentflow_trio' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Agent",
@@ -53,6 +109,8 @@ __all__ = [
     "AgentFailed",
     "AgentFlowError",
     "AgentResult",
+    "ChatRequest",
+    "ChatResponse",
     "CircuitOpenError",
     "Config",
     "ConfigError",
@@ -60,10 +118,15 @@ __all__ = [
     "ErrorInfo",
     "Event",
     "EventHandle",
+    "FakeProvider",
     "Hooks",
+    "LLMClient",
     "LLMError",
+    "LocalRateLimitError",
+    "Message",
     "Outcome",
     "Overloaded",
+    "Provider",
     "QueueFull",
     "Runner",
     "RunnerClosed",
@@ -71,15 +134,25 @@ __all__ = [
     "RunnerStatistics",
     "SessionStore",
     "State",
+    "StreamChunk",
+    "ToolCall",
+    "ToolSpec",
     "UnknownAgent",
+    "Usage",
     "__version__",
     "agent",
+    "assistant",
     "collaborate",
     "load_config",
     "loop",
+    "open_llm_client",
+    "open_provider",
     "parallel",
     "route",
     "sequential",
+    "system",
+    "tool_message",
+    "user",
 ]
 
 
@@ -87,7 +160,7 @@ def _fixup_module_metadata() -> None:
     # Tracebacks say agentflow_trio.RunnerClosed, not agentflow_trio.errors.RunnerClosed.
     # Only exceptions: other classes keep their module so string annotations resolve.
     for name in __all__:
-        obj = globals()[name]
+        obj = globals().get(name)
         if isinstance(obj, type) and issubclass(obj, BaseException):
             obj.__module__ = __name__
 

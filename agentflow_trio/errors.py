@@ -27,6 +27,7 @@ wrong, and must change)::
         └── APIStatusError                      an HTTP error status (status, body excerpt)
             ├── BadRequestError (400) / AuthenticationError (401, 403) / NotFoundError (404)
             ├── RateLimitError (429, retry_after)
+            │   └── LocalRateLimitError             our own limiter/pause refused to wait
             └── ServerError (5xx)
 
 ``trio.Cancelled`` is never subclassed, wrapped or counted by anything here.
@@ -49,6 +50,7 @@ __all__ = [
     "LLMError",
     "LLMReadError",
     "LLMTimeoutError",
+    "LocalRateLimitError",
     "MCPError",
     "NotFoundError",
     "Overloaded",
@@ -246,3 +248,15 @@ class RateLimitError(APIStatusError):
 
 class ServerError(APIStatusError):
     """HTTP 5xx: the provider failed; a retry may succeed."""
+
+
+class LocalRateLimitError(RateLimitError):
+    """This process refused to wait for its own rate limit or pause (``status`` 429).
+
+    Raised at once, with ``retry_after`` seconds, when the wait would end after the caller's
+    deadline. Unlike a provider's 429 the dependency never saw the call: breakers do not
+    count it and retries do not pause the deployment for it.
+    """
+
+    def __init__(self, message: str, *, retry_after: float, deployment: str | None = None):
+        super().__init__(message, status=429, retry_after=retry_after, deployment=deployment)

@@ -311,3 +311,29 @@ def test_property_single_flight(callers: list[tuple[str, int, int | None]]) -> N
                     nursery.start_soon(caller, *spec)
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+async def test_callable_ttl_is_evaluated_only_after_a_miss(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    cache: TTLCache[str, str] = TTLCache()
+    policy_calls: list[str] = []
+
+    def policy() -> float:
+        policy_calls.append("x")
+        return 10.0
+
+    async def fetch() -> str:
+        return "value"
+
+    for _ in range(5):
+        assert await cache.get_or_call("k", fetch, ttl=policy) == "value"
+    assert policy_calls == ["x"]
+    assert cache.statistics().hits == 4
+
+    # A policy that says "do not cache" still answers, but stores nothing.
+    for _ in range(3):
+        assert await cache.get_or_call("no", fetch, ttl=lambda: 0.0) == "value"
+    assert cache.get_nowait("no") is None
+    await trio.sleep(10.0)
+    assert cache.get_nowait("k") is None

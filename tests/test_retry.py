@@ -217,7 +217,20 @@ async def test_circuit_open_that_fits_gets_exactly_one_more_attempt(
     assert info.value is error
     assert [t - script.times[0] for t in script.times] == [0.0, 2.0]
     script = Script(CircuitOpenError("llm", 2.0))
-    assert await retry.call(script) == "done"
+    with trio.fail_after(10.0):
+        assert await retry.call(script) == "done"
+
+
+async def test_circuit_open_without_a_deadline_fails_fast(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    retry = Retry(max_attempts=5)
+    script = Script(CircuitOpenError("llm", 2.0))
+    start = trio.current_time()
+    with pytest.raises(CircuitOpenError):
+        await retry.call(script)
+    assert len(script.times) == 1
+    assert trio.current_time() == start
 
 
 async def test_one_429_pauses_every_caller_of_the_gate(

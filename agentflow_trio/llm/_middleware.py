@@ -11,6 +11,7 @@ that scope has closed. The transports and `FakeProvider` hold none.
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -65,7 +66,8 @@ async def _open_through(
 class CacheLayer:
     """Answers repeated chat and embedding requests from a `TTLCache` (single-flight).
 
-    A request whose ``ttl_policy`` TTL is <= 0 bypasses the cache. Streams are never cached.
+    A request whose ``ttl_policy`` TTL is <= 0 is answered but not stored (concurrent
+    identical misses still share one upstream call). Streams are never cached.
     """
 
     def __init__(
@@ -81,12 +83,13 @@ class CacheLayer:
         self._embed_ttl = embed_ttl
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
-        ttl = self._policy(request)
-        if ttl <= 0:
-            return await self.inner.complete(request)
-        key = request.to_cache_key()
+        # The policy runs only after a miss (a TTL <= 0 then just skips storing), so a hit
+        # costs one key hash and one dict lookup.
         result: ChatResponse = await self.cache.get_or_call(
-            key, self.inner.complete, request, ttl=ttl
+            request.to_cache_key(),
+            self.inner.complete,
+            request,
+            ttl=functools.partial(self._policy, request),
         )
         return result
 

@@ -8,6 +8,7 @@ adapters translate.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -144,11 +145,11 @@ class ChatRequest:
         }
 
     def to_cache_key(self) -> str:
-        """A stable key for this request: ``resilience.make_key`` of the canonical JSON
-        text of `to_canonical` (sorted keys, encoded once by the fast encoder)."""
-        from ..resilience import make_key
-
-        return make_key(_json.dumps_canonical(self.to_canonical()).decode())
+        """A stable key for this request: the blake2b-128 hex digest of the canonical JSON
+        of `to_canonical` (sorted keys, compact, encoded once by the fast encoder)."""
+        return hashlib.blake2b(
+            _json.dumps_canonical(self.to_canonical()), digest_size=16
+        ).hexdigest()
 
 
 @attrs.frozen(slots=True)

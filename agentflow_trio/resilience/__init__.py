@@ -4,6 +4,7 @@ Each piece wraps ``await fn(*args)`` and states its cancellation guarantees. Aro
 provider they stack, outermost first: cache -> retry -> breaker -> rate limit -> batching.
 """
 
+from ..errors import LocalRateLimitError as LocalRateLimitError
 from .batching import Batcher as Batcher
 from .batching import BatcherStatistics as BatcherStatistics
 from .batching import open_batcher as open_batcher
@@ -20,7 +21,6 @@ from .cache import TTLCache as TTLCache
 from .cache import TTLPolicy as TTLPolicy
 from .cache import default_ttl_policy as default_ttl_policy
 from .cache import make_key as make_key
-from .ratelimit import LocalRateLimitError as LocalRateLimitError
 from .ratelimit import RateLimiter as RateLimiter
 from .ratelimit import RateLimiterStatistics as RateLimiterStatistics
 from .retry import PauseGate as PauseGate

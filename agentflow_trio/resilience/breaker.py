@@ -16,8 +16,7 @@ from typing import TypeVar, TypeVarTuple
 import attrs
 import trio
 
-from ..errors import CircuitOpenError, LLMTimeoutError
-from .ratelimit import LocalRateLimitError
+from ..errors import CircuitOpenError, LLMTimeoutError, LocalRateLimitError
 
 __all__ = [
     "BreakerState",

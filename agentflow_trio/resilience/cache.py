@@ -127,9 +127,17 @@ class TTLCache(Generic[K, V]):
         self._coalesced = 0
 
     async def get_or_call(
-        self, key: K, fn: Callable[[*Ts], Awaitable[V]], *args: *Ts, ttl: float
+        self,
+        key: K,
+        fn: Callable[[*Ts], Awaitable[V]],
+        *args: *Ts,
+        ttl: float | Callable[[], float],
     ) -> V:
         """The cached value of ``key``, or ``await fn(*args)``, stored for ``ttl`` seconds.
+
+        ``ttl`` may be a zero-argument callable: it is then evaluated only after a miss's
+        call succeeds, so an elaborate TTL policy costs nothing on a hit. A TTL <= 0 means
+        the value is returned but not stored.
 
         Raises:
           Exception: whatever the call that answered this miss raised (not cached).
@@ -229,7 +237,11 @@ class TTLCache(Generic[K, V]):
             self._bytes -= entry.size
 
     async def _lead(
-        self, key: K, fn: Callable[[*Ts], Awaitable[V]], args: tuple[*Ts], ttl: float
+        self,
+        key: K,
+        fn: Callable[[*Ts], Awaitable[V]],
+        args: tuple[*Ts],
+        ttl: float | Callable[[], float],
     ) -> V:
         flight: _Flight[V] = _Flight()
         self._flights[key] = flight
@@ -242,7 +254,7 @@ class TTLCache(Generic[K, V]):
             flight.ok = True
             flight.value = value
             if flight.store:
-                self.put(key, value, ttl)
+                self.put(key, value, ttl() if callable(ttl) else ttl)
             return value
         finally:
             # Reached on every exit; neither ok nor error means cancelled: a waiter leads.

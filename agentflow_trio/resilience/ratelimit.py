@@ -10,25 +10,13 @@ import math
 import attrs
 import trio
 
-from ..errors import RateLimitError
+from ..errors import LocalRateLimitError
 
 __all__ = ["LocalRateLimitError", "RateLimiter", "RateLimiterStatistics"]
 
 # Shortfalls below this many tokens count as met: float rounding must not turn into a sleep
 # so short that the clock cannot move.
 _EPSILON = 1e-9
-
-
-class LocalRateLimitError(RateLimitError):
-    """This process refused to wait for its own rate limit or pause (``status`` 429).
-
-    Raised at once, with ``retry_after`` seconds, when the wait would end after the caller's
-    deadline. Unlike a provider's 429 the dependency never saw the call: breakers do not
-    count it and retries do not pause the deployment for it.
-    """
-
-    def __init__(self, message: str, *, retry_after: float, deployment: str | None = None):
-        super().__init__(message, status=429, retry_after=retry_after, deployment=deployment)
 
 
 @attrs.frozen

@@ -10,8 +10,13 @@ from typing import TypeVar, TypeVarTuple
 import attrs
 import trio
 
-from ..errors import APIStatusError, CircuitOpenError, RateLimitError, TransportError
-from .ratelimit import LocalRateLimitError
+from ..errors import (
+    APIStatusError,
+    CircuitOpenError,
+    LocalRateLimitError,
+    RateLimitError,
+    TransportError,
+)
 
 __all__ = ["PauseGate", "Retry", "RetryStatistics", "default_retry_on"]
 
@@ -109,8 +114,10 @@ class Retry:
     - **Cancellation**: ``trio.Cancelled`` (and any ``BaseException``) propagates at once;
       nothing is retried after it.
     - **Open circuit**: a :exc:`~agentflow_trio.errors.CircuitOpenError` ends the retries
-      (re-raised), unless its ``retry_after`` fits before the deadline: then it sleeps that
-      long and makes one last attempt (the probe).
+      (re-raised) at once, unless the caller has a finite deadline and the breaker's
+      ``retry_after`` fits before it: then it sleeps that long and makes one last attempt
+      (the probe). With no deadline an open breaker fails fast rather than parking the
+      caller for the whole open timeout.
     - **Shared pause**: with a :class:`PauseGate`, every attempt first waits for the gate,
       and a provider's 429 with Retry-After pauses the gate until ``now + retry_after`` for
       every caller sharing it (even when this call then gives up).
@@ -195,6 +202,8 @@ class Retry:
             return None
         retry_after: float | None = getattr(exc, "retry_after", None)
         if isinstance(exc, CircuitOpenError):
+            if trio.current_effective_deadline() == math.inf:
+                return None  # no deadline to fit the open time into: fail fast
             delay = exc.retry_after
         else:
             ceiling = min(self._max_delay, self._base_delay * 2.0 ** min(attempt, 64))
