@@ -24,6 +24,8 @@ from .agents import loop as loop
 from .agents import parallel as parallel
 from .agents import sequential as sequential
 from .config import Config as Config
+from .config import MCPConfig as MCPConfig
+from .config import MCPServerConfig as MCPServerConfig
 from .config import load_config as load_config
 from .errors import AgentError as AgentError
 from .errors import AgentFailed as AgentFailed
@@ -32,11 +34,15 @@ from .errors import CircuitOpenError as CircuitOpenError
 from .errors import ConfigError as ConfigError
 from .errors import LLMError as LLMError
 from .errors import LocalRateLimitError as LocalRateLimitError
+from .errors import MCPError as MCPError
 from .errors import Overloaded as Overloaded
 from .errors import QueueFull as QueueFull
 from .errors import RunnerClosed as RunnerClosed
 from .errors import RunnerError as RunnerError
+from .errors import ToolArgumentError as ToolArgumentError
+from .errors import ToolError as ToolError
 from .errors import UnknownAgent as UnknownAgent
+from .errors import UnknownTool as UnknownTool
 from .events import AgentResult as AgentResult
 from .events import ErrorInfo as ErrorInfo
 from .events import Event as Event
@@ -66,12 +72,36 @@ if TYPE_CHECKING:
     from .llm import system as system
     from .llm import tool_message as tool_message
     from .llm import user as user
+    from .mcp import MCPManager as MCPManager
+    from .tools import BoundTools as BoundTools
+    from .tools import FunctionTool as FunctionTool
+    from .tools import ToolRegistry as ToolRegistry
+    from .tools import ToolResult as ToolResult
+    from .tools import call_many as call_many
+    from .tools import open_tool_stream as open_tool_stream
+    from .tools import paged_tool as paged_tool
+    from .tools import tool as tool
+    from .tools import tool_agent as tool_agent
+    from .tools import walk_pages as walk_pages
 
 __version__ = "0.1.0.dev0"
 
 # Names re-exported on first use, so `import agentflow_trio` stays cheap (httpx2 is only
-# imported by code that talks to a model).
-_LAZY = {
+# imported by code that talks to a model, the mcp SDK only by code that uses MCP).
+_LAZY: dict[str, str] = {
+    "BoundTools": "agentflow_trio.tools",
+    "FunctionTool": "agentflow_trio.tools",
+    "ToolRegistry": "agentflow_trio.tools",
+    "ToolResult": "agentflow_trio.tools",
+    "call_many": "agentflow_trio.tools",
+    "open_tool_stream": "agentflow_trio.tools",
+    "paged_tool": "agentflow_trio.tools",
+    "tool": "agentflow_trio.tools",
+    "tool_agent": "agentflow_trio.tools",
+    "walk_pages": "agentflow_trio.tools",
+    "MCPManager": "agentflow_trio.mcp",
+}
+_LAZY |= {
     name: "agentflow_trio.llm"
     for name in (
         "ChatRequest",
@@ -109,6 +139,7 @@ __all__ = [
     "AgentFailed",
     "AgentFlowError",
     "AgentResult",
+    "BoundTools",
     "ChatRequest",
     "ChatResponse",
     "CircuitOpenError",
@@ -119,10 +150,15 @@ __all__ = [
     "Event",
     "EventHandle",
     "FakeProvider",
+    "FunctionTool",
     "Hooks",
     "LLMClient",
     "LLMError",
     "LocalRateLimitError",
+    "MCPConfig",
+    "MCPError",
+    "MCPManager",
+    "MCPServerConfig",
     "Message",
     "Outcome",
     "Overloaded",
@@ -135,24 +171,35 @@ __all__ = [
     "SessionStore",
     "State",
     "StreamChunk",
+    "ToolArgumentError",
     "ToolCall",
+    "ToolError",
+    "ToolRegistry",
+    "ToolResult",
     "ToolSpec",
     "UnknownAgent",
+    "UnknownTool",
     "Usage",
     "__version__",
     "agent",
     "assistant",
+    "call_many",
     "collaborate",
     "load_config",
     "loop",
     "open_llm_client",
     "open_provider",
+    "open_tool_stream",
+    "paged_tool",
     "parallel",
     "route",
     "sequential",
     "system",
+    "tool",
+    "tool_agent",
     "tool_message",
     "user",
+    "walk_pages",
 ]
 
 

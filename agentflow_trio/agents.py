@@ -127,6 +127,7 @@ class Context:
         "_hooks",
         "_limiter",
         "_state",
+        "_tools",
         "agent",
         "event",
         "llm",
@@ -134,7 +135,6 @@ class Context:
         "metrics",
         "previous",
         "runner",
-        "tools",
     )
 
     def __init__(
@@ -154,7 +154,7 @@ class Context:
         self.event = event
         self._state = state
         self.llm = llm
-        self.tools = tools
+        self._tools = tools
         self.mcp = mcp
         self.metrics = metrics
         self.runner = runner
@@ -165,6 +165,14 @@ class Context:
         # The worker-pool slot this context's task runs under, held on behalf of _borrower.
         self._borrower = borrower
         self._holding = borrower is not None
+
+    @property
+    def tools(self) -> Any:
+        """The runner's tools; a registry with ``bind`` is bound to this context, so agents
+        write ``await ctx.tools.call_many([("search", {"q": ...})])`` without passing ctx."""
+        tools = self._tools
+        bind = getattr(tools, "bind", None)
+        return bind(self) if bind is not None else tools
 
     @property
     def state(self) -> State:
@@ -179,7 +187,7 @@ class Context:
             event if event is not None else self.event,
             state=self._state.fork() if self._state is not None else None,
             llm=self.llm,
-            tools=self.tools,
+            tools=self._tools,
             mcp=self.mcp,
             metrics=self.metrics,
             runner=self.runner,

@@ -52,6 +52,8 @@ __all__ = [
     "Config",
     "Duration",
     "LLMConfig",
+    "MCPConfig",
+    "MCPServerConfig",
     "MemoryConfig",
     "MonitoringConfig",
     "PerformanceConfig",
@@ -381,6 +383,66 @@ class PerformanceConfig:
     batch_timeout: Duration = attrs.field(default=0.01, validator=_at_least(0))
 
 
+_SERVER_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+@attrs.frozen
+class MCPServerConfig:
+    """``[mcp.servers.NAME]``: one MCP server, spawned over stdio or reached over HTTP.
+
+    Exactly one of ``command`` (a stdio server run as a subprocess with ``args``, ``env``
+    and ``cwd``; ``env`` is added to a minimal inherited environment) and ``url`` (a
+    streamable-HTTP endpoint, ``http://`` or ``https://``) is set. ``pool_size`` sessions
+    (for stdio: that many subprocesses) serve calls round-robin. Every call runs under
+    ``call_timeout``, every connect under ``connect_timeout``, and each session is pinged
+    every ``health_interval``. ``enabled = false`` keeps the table but connects nothing.
+    ``env`` values are secrets: `Config.to_dict` masks them.
+    """
+
+    command: str = ""
+    args: list[str] = attrs.field(factory=list)
+    env: dict[str, str] = attrs.field(factory=dict, metadata=_SECRET_META)
+    cwd: str = ""
+    url: str = ""
+    pool_size: int = attrs.field(default=2, validator=_at_least(1))
+    health_interval: Duration = attrs.field(default=10.0, validator=_above(0))
+    call_timeout: Duration = attrs.field(default=30.0, validator=_above(0))
+    connect_timeout: Duration = attrs.field(default=10.0, validator=_above(0))
+    enabled: bool = True
+
+    def __attrs_post_init__(self) -> None:
+        if self.command and self.url:
+            message = "set either command (a stdio server) or url (streamable HTTP), not both"
+            raise ConfigError(f"{message}; got url {self.url!r}", key="url")
+        if not self.command and not self.url:
+            raise ConfigError(
+                "expected a command (a stdio server) or a url (streamable HTTP), got neither",
+                key="command",
+            )
+        if self.url and not self.url.startswith(("http://", "https://")):
+            raise ConfigError(_expected("an http:// or https:// URL", self.url), key="url")
+
+
+def _check_server_names(
+    instance: object, attribute: attrs.Attribute[Any], servers: Mapping[str, object]
+) -> None:
+    for name in servers:
+        if not _SERVER_NAME.fullmatch(name):
+            what = "a server name of letters, digits, '_' and '-' (it prefixes tool names)"
+            raise ConfigError(_expected(what, name), key=f"{attribute.name}.{name}")
+
+
+@attrs.frozen
+class MCPConfig:
+    """``[mcp]``: the MCP servers, one ``[mcp.servers.NAME]`` table each (none by default).
+
+    ``NAME`` (letters, digits, ``_``, ``-``) names the server in errors and statistics and
+    prefixes its tools' names (``NAME.tool``).
+    """
+
+    servers: dict[str, MCPServerConfig] = attrs.field(factory=dict, validator=_check_server_names)
+
+
 @attrs.frozen
 class Config:
     """The whole ``agentflow.toml``. ``Config()`` is every default; values are immutable.
@@ -394,6 +456,7 @@ class Config:
     monitoring: MonitoringConfig = attrs.field(factory=MonitoringConfig)
     llm: LLMConfig = attrs.field(factory=LLMConfig)
     performance: PerformanceConfig = attrs.field(factory=PerformanceConfig)
+    mcp: MCPConfig = attrs.field(factory=MCPConfig)
 
     @classmethod
     def from_mapping(
@@ -414,8 +477,9 @@ class Config:
     def to_dict(self, mask_secrets: bool = True) -> dict[str, Any]:
         """The effective config as a plain TOML-able dict (durations as ``"30s"``).
 
-        With ``mask_secrets`` non-empty secrets (``llm.api_key``, header values) read
-        ``"***"``. ``Config.from_mapping(c.to_dict(mask_secrets=False)) == c``.
+        With ``mask_secrets`` non-empty secrets (``llm.api_key``, header values, MCP
+        server ``env`` values) read ``"***"``.
+        ``Config.from_mapping(c.to_dict(mask_secrets=False)) == c``.
         """
         return section_to_dict(self, mask_secrets=mask_secrets)
 

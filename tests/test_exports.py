@@ -10,7 +10,13 @@ import pytest
 
 import agentflow_trio
 
-SUBPACKAGES = ["agentflow_trio.llm", "agentflow_trio.resilience", "agentflow_trio.server"]
+SUBPACKAGES = [
+    "agentflow_trio.llm",
+    "agentflow_trio.mcp",
+    "agentflow_trio.resilience",
+    "agentflow_trio.server",
+    "agentflow_trio.tools",
+]
 
 
 @pytest.mark.parametrize("module_name", ["agentflow_trio", *SUBPACKAGES])

@@ -14,6 +14,7 @@ import random
 from collections import Counter
 
 import trio
+import trio.testing
 
 from agentflow_trio.config import LLMConfig
 from agentflow_trio.llm import (
@@ -80,6 +81,7 @@ async def test_random_cancellation_leaks_nothing() -> None:
     outcomes: Counter[str] = Counter()
     with trio.fail_after(TIMEOUT):
         async with open_mock_llm(**MOCK) as mock, open_provider(_config(mock)) as provider:
+            await trio.testing.wait_all_tasks_blocked()
             tasks_before = _tasks() - mock.stats().open_connections
             done = 0
             while done < 1000:
@@ -96,6 +98,8 @@ async def test_random_cancellation_leaks_nothing() -> None:
             pool = provider.statistics().pool
             assert _settled(pool), pool
             assert pool is not None and pool.connections <= MAX_CONNECTIONS
+            # Let the mock's connection tasks finish closing before counting them.
+            await trio.testing.wait_all_tasks_blocked()
             assert _tasks() - mock.stats().open_connections == tasks_before
             breaker = provider.statistics().breaker  # cancellation is never a failure
             assert breaker is not None and breaker.failures == 0, (breaker, mock.stats())

@@ -309,3 +309,26 @@ async def test_emit_is_a_checkpoint_and_result_too(autojump_clock: Any) -> None:
         await handle.result()
         with trio.testing.assert_checkpoints():
             await handle.result()
+
+
+async def test_ctx_tools_is_the_registry_bound_to_the_event(autojump_clock: Any) -> None:
+    registry = af.ToolRegistry()
+
+    @registry.register
+    @af.tool
+    async def search(ctx: af.Context, q: str) -> dict[str, Any]:
+        """Search for q."""
+        return {"q": q, "event": ctx.event.id}
+
+    @af.agent
+    async def uses_tools(ctx: af.Context, event: af.Event) -> Any:
+        hits = await ctx.tools.call_many([("search", {"q": "trio"}), ("search", {"q": 3})])
+        return [(h.outcome, h.output) for h in hits]
+
+    async with af.Runner(agents={"x": uses_tools}, tools=registry) as runner:
+        event = af.Event("x")
+        result = await runner.call(event)
+    assert result.succeeded, result.error
+    (ok, good), (bad, _) = result.output
+    assert (ok, good) == ("ok", {"q": "trio", "event": event.id})
+    assert bad == "error"  # a wrong argument type is a structured error, not a failure

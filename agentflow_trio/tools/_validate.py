@@ -1,0 +1,247 @@
+"""Check tool arguments against a JSON schema and describe what is wrong, for the model.
+
+Validation uses the ``jsonschema`` library (Draft 2020-12, the draft OpenAI and MCP tool
+schemas are written in). A failure becomes a plain dict the model can act on::
+
+    {"type": "invalid_arguments", "tool": "search", "field": "q",
+     "expected": "string", "message": "q: 3 is not of type 'string'"}
+
+``errors`` lists every problem (same keys) when there is more than one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final
+
+import jsonschema
+
+__all__ = ["ArgumentValidator", "compile_fast", "describe_path", "invalid_arguments"]
+
+_MAX_ERRORS: Final = 8
+
+
+class ArgumentValidator:
+    """A compiled schema: ``validator.check(args)`` returns None or an error dict.
+
+    Plain schemas (the ones `tool` derives from simple hints) also get a fast pre-check
+    that only ever says "valid" when ``jsonschema`` would; anything it is unsure of goes
+    to ``jsonschema``, which decides and explains.
+    """
+
+    __slots__ = ("_fast", "_tool", "_validator")
+
+    def __init__(self, tool: str, schema: Mapping[str, Any]) -> None:
+        """Compile ``schema``.
+
+        Raises:
+            ValueError: ``schema`` is not a valid Draft 2020-12 schema.
+        """
+        cls = jsonschema.Draft202012Validator
+        try:
+            cls.check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            raise ValueError(f"tool {tool!r}: invalid parameters schema: {exc.message}") from None
+        self._tool = tool
+        self._validator = cls(schema)
+        self._fast = compile_fast(schema)
+
+    def check(self, args: Mapping[str, Any]) -> dict[str, Any] | None:
+        """None if ``args`` is valid, else an ``invalid_arguments`` error dict."""
+        fast = self._fast
+        if fast is not None and fast(args):
+            return None
+        errors = self._validator.iter_errors(args)
+        first = next(errors, None)
+        if first is None:
+            return None
+        problems = [_problem(e) for e in _sorted([first, *_take(errors, _MAX_ERRORS - 1)])]
+        main = problems[0]
+        extra = {"errors": problems} if len(problems) > 1 else {}
+        return (
+            invalid_arguments(self._tool, main["field"], main["expected"], main["message"]) | extra
+        )
+
+
+def invalid_arguments(tool: str, field: str | None, expected: str, message: str) -> dict[str, Any]:
+    """The error dict for arguments that do not fit (``field`` None: the whole object)."""
+    return {
+        "type": "invalid_arguments",
+        "tool": tool,
+        "field": field,
+        "expected": expected,
+        "message": message,
+    }
+
+
+def describe_path(path: Iterable[Any]) -> str | None:
+    """``["items", 0, "name"]`` -> ``"items[0].name"``; an empty path -> None."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or None
+
+
+def _take(errors: Iterable[Any], n: int) -> list[Any]:
+    out: list[Any] = []
+    for error in errors:
+        if len(out) >= n:
+            break
+        out.append(error)
+    return out
+
+
+def _sorted(errors: list[Any]) -> list[Any]:
+    # Deterministic order: shallow problems first, then by path text.
+    return sorted(
+        errors, key=lambda e: (len(e.absolute_path), describe_path(e.absolute_path) or "")
+    )
+
+
+def _problem(error: Any) -> dict[str, Any]:
+    if error.context:  # anyOf / oneOf: report the branch that came closest
+        error = jsonschema.exceptions.best_match([error])
+    field = describe_path(error.absolute_path)
+    kind, value, instance = error.validator, error.validator_value, error.instance
+    if kind == "required" and isinstance(instance, Mapping):
+        missing = [name for name in value if name not in instance]
+        name = missing[0] if missing else None
+        field = _join(field, name)
+        return _entry(field, _expected_for(error, name), f"missing required argument {field!r}")
+    if kind == "additionalProperties" and isinstance(instance, Mapping):
+        known = sorted(error.schema.get("properties", {}))
+        unknown = sorted(k for k in instance if k not in error.schema.get("properties", {}))
+        field = _join(field, unknown[0] if unknown else None)
+        listing = ", ".join(known) or "(none)"
+        return _entry(
+            field, f"no such argument; known: {listing}", f"unexpected argument {field!r}"
+        )
+    expected = _expected(kind, value)
+    where = f"{field}: " if field else ""
+    return _entry(field, expected, f"{where}{error.message}")
+
+
+def _entry(field: str | None, expected: str, message: str) -> dict[str, Any]:
+    return {"field": field, "expected": expected, "message": message}
+
+
+def _join(base: str | None, name: str | None) -> str | None:
+    if name is None:
+        return base
+    return f"{base}.{name}" if base else name
+
+
+def _expected_for(error: Any, name: str | None) -> str:
+    schema = error.schema.get("properties", {}).get(name, {}) if name else {}
+    if "type" in schema:
+        return _expected("type", schema["type"])
+    if "enum" in schema:
+        return _expected("enum", schema["enum"])
+    return "a value (required)"
+
+
+def _expected(kind: str, value: Any) -> str:
+    if kind == "type":
+        return " or ".join(value) if isinstance(value, list) else str(value)
+    if kind == "enum":
+        return "one of " + ", ".join(repr(v) for v in value)
+    if kind == "const":
+        return repr(value)
+    if kind in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        return f"{kind} {value}"
+    if kind in ("minItems", "maxItems", "minLength", "maxLength", "pattern", "format"):
+        return f"{kind} {value}"
+    if kind == "anyOf" or kind == "oneOf":
+        return " or ".join(_brief(s) for s in value)
+    return f"{kind}: {value!r}"
+
+
+def _brief(schema: Any) -> str:
+    if isinstance(schema, Mapping) and "type" in schema:
+        return _expected("type", schema["type"])
+    return "a value matching the schema"
+
+
+# ----------------------------------------------------------------------------- fast path
+
+_Check = Callable[[Any], bool]
+_ANNOTATIONS: Final = frozenset({"description", "default", "title", "examples", "$comment"})
+_FAST_KEYS: Final = frozenset(
+    {"type", "enum", "items", "properties", "required", "additionalProperties"}
+)
+_TYPE_TESTS: Final[dict[str, _Check]] = {
+    "string": lambda v: type(v) is str,
+    "integer": lambda v: type(v) is int,
+    "number": lambda v: type(v) is int or type(v) is float,
+    "boolean": lambda v: type(v) is bool,
+    "null": lambda v: v is None,
+    "array": lambda v: type(v) is list,
+    "object": lambda v: type(v) is dict,
+}
+
+
+def compile_fast(schema: Any) -> _Check | None:
+    """A quick check for a schema made only of ``type``, string ``enum``, ``items``,
+    ``properties``, ``required`` and boolean ``additionalProperties`` (plus annotations);
+    None for anything else. It may reject what ``jsonschema`` accepts (``1.0`` as an
+    integer), never the reverse: a False only means "ask jsonschema"."""
+    if not isinstance(schema, Mapping) or not set(schema) - _ANNOTATIONS <= _FAST_KEYS:
+        return None
+    checks: list[_Check] = []
+    if "type" in schema:
+        kinds = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        if not all(isinstance(k, str) and k in _TYPE_TESTS for k in kinds):
+            return None
+        tests = tuple(_TYPE_TESTS[k] for k in kinds)
+        checks.append(tests[0] if len(tests) == 1 else lambda v: any(t(v) for t in tests))
+    if "enum" in schema:
+        values = schema["enum"]
+        if not isinstance(values, list) or not all(type(x) is str for x in values):
+            return None
+        allowed = frozenset(values)
+        checks.append(lambda v: type(v) is str and v in allowed)
+    if "items" in schema:
+        item = compile_fast(schema["items"])
+        if item is None:
+            return None
+        checks.append(lambda v: type(v) is not list or all(item(x) for x in v))
+    if {"properties", "required", "additionalProperties"} & set(schema):
+        obj = _compile_object(schema)
+        if obj is None:
+            return None
+        checks.append(obj)
+    if len(checks) == 1:
+        return checks[0]
+    return lambda v: all(c(v) for c in checks)
+
+
+def _compile_object(schema: Mapping[str, Any]) -> _Check | None:
+    extra = schema.get("additionalProperties", True)
+    required = schema.get("required", [])
+    raw = schema.get("properties", {})
+    if type(extra) is not bool or not isinstance(required, list) or not isinstance(raw, Mapping):
+        return None
+    props: dict[str, _Check] = {}
+    for key, sub in raw.items():
+        check = compile_fast(sub)
+        if check is None:
+            return None
+        props[key] = check
+    need = tuple(required)
+
+    def check_object(value: Any) -> bool:
+        if type(value) is not dict:
+            return True  # "properties" and friends constrain objects only
+        for key in need:
+            if key not in value:
+                return False
+        for key, item in value.items():
+            check = props.get(key)
+            if check is None:
+                if not extra:
+                    return False
+            elif not check(item):
+                return False
+        return True
+
+    return check_object

@@ -1,0 +1,444 @@
+"""Function tools: the `FunctionTool` protocol, the `tool` decorator and `ToolRegistry`.
+
+A tool is a name, a description, the JSON schema of its arguments object and
+``async call(ctx, args) -> dict``. `tool` builds one from a typed ``async def`` and its
+docstring. `ToolRegistry` holds tools by name and calls them so that nothing a model can do
+ends the event: unknown names, arguments that do not fit the schema (checked with
+``jsonschema`` before the tool runs), a tool that raises or runs past its timeout: each
+becomes a `ToolResult` whose ``error`` tells the model what went wrong.
+"""
+
+from __future__ import annotations
+
+import inspect
+import traceback
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, final, overload
+
+import trio
+
+from ..errors import ToolArgumentError, UnknownTool
+from ..llm.types import ToolCall, ToolSpec
+from ._result import ToolResult, new_call_id
+from ._schema import Converter, function_schema
+from ._validate import ArgumentValidator, invalid_arguments
+
+if TYPE_CHECKING:
+    from ..agents import Context
+
+__all__ = [
+    "BoundTools",
+    "CallSpec",
+    "FunctionTool",
+    "OnError",
+    "Tool",
+    "ToolRegistry",
+    "new_call_id",
+    "to_spec",
+    "tool",
+]
+
+OnError: TypeAlias = Literal["continue", "cancel_siblings"]
+CallSpec: TypeAlias = ToolCall | tuple[str, Mapping[str, Any]] | tuple[str, Mapping[str, Any], str]
+"""One call for `ToolRegistry.call_many`: a model's `ToolCall`, ``(name, args)`` or
+``(name, args, call_id)``."""
+
+
+class FunctionTool(Protocol):
+    """What the registry needs from a tool.
+
+    ``parameters`` is the JSON schema (Draft 2020-12) of the arguments object. ``call``
+    gets arguments that already passed that schema; it returns a dict (any other value is
+    wrapped as ``{"result": value}``). It may raise: the registry turns the exception into
+    an error result. A ``timeout`` attribute (seconds or None), if present, caps each call.
+    """
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def description(self) -> str: ...
+    @property
+    def parameters(self) -> Mapping[str, Any]: ...
+    async def call(self, ctx: Context | None, args: Mapping[str, Any]) -> dict[str, Any]: ...
+
+
+def to_spec(t: FunctionTool) -> ToolSpec:
+    """The `ToolSpec` a model is shown for ``t``."""
+    return ToolSpec(t.name, t.description, t.parameters)
+
+
+@final
+class Tool:
+    """A `FunctionTool` made from a function by `tool`; calling it calls the function."""
+
+    __slots__ = (
+        "__wrapped__",
+        "_converters",
+        "_ctx",
+        "_is_async",
+        "description",
+        "fn",
+        "name",
+        "parameters",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds or None, got {timeout!r}")
+        derived = function_schema(fn)
+        self.fn = fn
+        self.__wrapped__ = fn
+        self.name: str = name or fn.__name__
+        self.description: str = description if description is not None else derived.description
+        self.parameters: Mapping[str, Any] = derived.parameters
+        self.timeout = timeout
+        self._converters: dict[str, Converter] = derived.converters
+        self._ctx = derived.ctx_parameter is not None
+        self._is_async = inspect.iscoroutinefunction(fn)
+
+    async def call(self, ctx: Context | None, args: Mapping[str, Any]) -> dict[str, Any]:
+        """Call the function with ``args`` (converted to the annotated Python types).
+
+        A synchronous function runs inline, in this task: keep it quick.
+        """
+        kwargs = dict(args)
+        for key, convert in self._converters.items():
+            if key in kwargs:
+                kwargs[key] = convert(kwargs[key])
+        value = self.fn(ctx, **kwargs) if self._ctx else self.fn(**kwargs)
+        if self._is_async or inspect.isawaitable(value):
+            value = await value
+        else:
+            await trio.lowlevel.checkpoint()
+        return value if isinstance(value, dict) else {"result": value}
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def to_spec(self) -> ToolSpec:
+        """The `ToolSpec` a model is shown for this tool."""
+        return to_spec(self)
+
+    def __repr__(self) -> str:
+        return f"<Tool {self.name}>"
+
+
+@overload
+def tool(fn: Callable[..., Any], /) -> Tool: ...
+@overload
+def tool(
+    *, name: str | None = None, description: str | None = None, timeout: float | None = None
+) -> Callable[[Callable[..., Any]], Tool]: ...
+def tool(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    timeout: float | None = None,
+) -> Tool | Callable[[Callable[..., Any]], Tool]:
+    """Make a `Tool` from a typed function; bare (``@tool``) or with arguments.
+
+    The schema comes from the type hints (see ``_schema`` for what is supported;
+    parameters with a default are optional), the description from the docstring's first
+    paragraph and each parameter's description from its ``Args:`` (Google) or
+    ``Parameters`` (NumPy) entry. A first parameter named ``ctx`` or annotated `Context`
+    receives the caller's context and is not part of the schema. ``timeout`` caps every
+    call of this tool (a smaller per-call timeout still wins).
+
+    Raises:
+        TypeError: an annotation cannot be expressed as JSON schema.
+    """
+
+    def wrap(f: Callable[..., Any]) -> Tool:
+        return Tool(f, name=name, description=description, timeout=timeout)
+
+    return wrap(fn) if fn is not None else wrap
+
+
+class ToolRegistry:
+    """Tools by name, and the one place where calls are checked, timed and contained.
+
+    Guarantees of `call` (and so of `call_many` and the tool loop): it returns a
+    `ToolResult` for every call; it never raises for anything the model or the tool did
+    (unknown name, malformed or ill-typed arguments, a tool exception, a timeout);
+    ``trio.Cancelled`` from an enclosing scope is never caught and propagates. Arguments
+    are validated against the tool's schema before the tool runs.
+    """
+
+    __slots__ = ("_tools", "_validators", "default_timeout", "max_parallel")
+
+    def __init__(
+        self,
+        tools: Iterable[FunctionTool | Callable[..., Any]] = (),
+        *,
+        default_timeout: float | None = None,
+        max_parallel: int | None = None,
+    ) -> None:
+        """``default_timeout`` applies to calls given no timeout; ``max_parallel`` is the
+        default cap of `call_many`."""
+        self._tools: dict[str, FunctionTool] = {}
+        self._validators: dict[str, ArgumentValidator] = {}
+        self.default_timeout = default_timeout
+        self.max_parallel = max_parallel
+        for t in tools:
+            self.register(t)
+
+    def register(self, t: FunctionTool | Callable[..., Any]) -> FunctionTool:
+        """Add a tool (a plain function is made one with `tool`); return it.
+
+        Usable as a decorator. Raises ``ValueError`` if the name is taken or the
+        schema is not valid JSON schema.
+        """
+        made: FunctionTool = t if _is_tool(t) else tool(t)  # type: ignore[assignment,arg-type]
+        if made.name in self._tools:
+            raise ValueError(f"a tool named {made.name!r} is already registered")
+        self._validators[made.name] = ArgumentValidator(made.name, made.parameters)
+        self._tools[made.name] = made
+        return made
+
+    def unregister(self, name: str) -> FunctionTool:
+        """Remove tool ``name`` and return it (calls already running are not affected).
+
+        Raises:
+            UnknownTool: no tool has that name.
+        """
+        made = self.get(name)
+        del self._tools[name], self._validators[name]
+        return made
+
+    def get(self, name: str) -> FunctionTool:
+        """The tool called ``name``.
+
+        Raises:
+            UnknownTool: no tool has that name.
+        """
+        try:
+            return self._tools[name]
+        except KeyError:
+            raise UnknownTool(_unknown_message(name, self._tools)) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def __iter__(self) -> Iterator[FunctionTool]:
+        return iter(self._tools.values())
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    def names(self) -> list[str]:
+        """Registered names, in registration order."""
+        return list(self._tools)
+
+    def specs(self) -> tuple[ToolSpec, ...]:
+        """The `ToolSpec` of every tool, in registration order (for ``ChatRequest.tools``)."""
+        return tuple(to_spec(t) for t in self._tools.values())
+
+    def check_arguments(self, name: str, args: Mapping[str, Any]) -> None:
+        """Validate ``args`` for tool ``name`` without calling it.
+
+        Raises:
+            UnknownTool: no tool has that name.
+            ToolArgumentError: the arguments do not fit; ``field`` names the first culprit.
+        """
+        self.get(name)
+        error = self._validators[name].check(args)
+        if error is not None:
+            raise ToolArgumentError(error["message"], tool=name, field=error["field"])
+
+    async def call(
+        self,
+        ctx: Context | None,
+        call: str | ToolCall,
+        args: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        call_id: str | None = None,
+    ) -> ToolResult:
+        """Call one tool and return its `ToolResult` (see the class guarantees).
+
+        ``call`` is a tool name (with ``args``) or a model's `ToolCall` (its id, name and
+        parsed arguments; a ``parse_error`` gives an ``invalid_arguments`` result). The
+        effective timeout is the smaller of ``timeout`` (else ``default_timeout``) and the
+        tool's own. Always a checkpoint.
+        """
+        parse_error: str | None = None
+        if isinstance(call, ToolCall):
+            name, args, parse_error = call.name, call.arguments, call.parse_error
+            call_id = call_id or call.id
+        else:
+            name = call
+        return await self._call(
+            ctx,
+            name,
+            args if args is not None else {},
+            call_id or new_call_id(),
+            self.default_timeout if timeout is None else timeout,
+            parse_error,
+        )
+
+    async def call_many(
+        self,
+        ctx: Context | None,
+        calls: Iterable[CallSpec],
+        *,
+        max_parallel: int | None = None,
+        timeout: float | None = None,
+        on_error: OnError = "continue",
+    ) -> list[ToolResult]:
+        """`fanout.call_many` on this registry; ``max_parallel`` defaults to the registry's."""
+        from .fanout import call_many
+
+        cap = self.max_parallel if max_parallel is None else max_parallel
+        return await call_many(
+            self, ctx, calls, max_parallel=cap, timeout=timeout, on_error=on_error
+        )
+
+    def bind(self, ctx: Context | None) -> BoundTools:
+        """A view that passes ``ctx`` for you: ``await ctx.tools.call("search", {...})``."""
+        return BoundTools(self, ctx)
+
+    async def _call(
+        self,
+        ctx: Context | None,
+        name: str,
+        args: Mapping[str, Any],
+        call_id: str,
+        timeout: float | None,
+        parse_error: str | None,
+    ) -> ToolResult:
+        start = trio.current_time()
+        t = self._tools.get(name)
+        if t is None:
+            await trio.lowlevel.checkpoint()
+            return ToolResult(
+                call_id, name, "error", None, self._unknown(name), trio.current_time() - start
+            )
+        if type(args) is not dict:  # JSON schema "object" means dict (not MappingProxyType)
+            args = dict(args)
+        error: dict[str, Any] | None
+        if parse_error is not None:
+            error = invalid_arguments(name, None, "a JSON object", parse_error)
+        else:
+            error = self._validators[name].check(args)
+        if error is not None:
+            await trio.lowlevel.checkpoint()
+            return ToolResult(call_id, name, "error", None, error, trio.current_time() - start)
+        return await _run(t, ctx, args, call_id, _smaller(timeout, _own_timeout(t)), start)
+
+    def _unknown(self, name: str) -> dict[str, Any]:
+        message = _unknown_message(name, self._tools)
+        return {"type": "unknown_tool", "tool": name, "message": message, "known": self.names()}
+
+    def __repr__(self) -> str:
+        return f"<ToolRegistry {self.names()}>"
+
+
+@final
+class BoundTools:
+    """A registry seen from one context: the same calls without the ``ctx`` argument.
+
+    Cheap to make (two slots); made per event by ``Context.tools``.
+    """
+
+    __slots__ = ("ctx", "registry")
+
+    def __init__(self, registry: ToolRegistry, ctx: Context | None) -> None:
+        self.registry = registry
+        self.ctx = ctx
+
+    async def call(
+        self,
+        call: str | ToolCall,
+        args: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        call_id: str | None = None,
+    ) -> ToolResult:
+        """`ToolRegistry.call` with this view's context."""
+        return await self.registry.call(self.ctx, call, args, timeout=timeout, call_id=call_id)
+
+    async def call_many(
+        self,
+        calls: Iterable[CallSpec],
+        *,
+        max_parallel: int | None = None,
+        timeout: float | None = None,
+        on_error: OnError = "continue",
+    ) -> list[ToolResult]:
+        """`ToolRegistry.call_many` with this view's context."""
+        return await self.registry.call_many(
+            self.ctx, calls, max_parallel=max_parallel, timeout=timeout, on_error=on_error
+        )
+
+    def get(self, name: str) -> FunctionTool:
+        """The tool called ``name`` (raises `UnknownTool`)."""
+        return self.registry.get(name)
+
+    def names(self) -> list[str]:
+        """Registered names, in registration order."""
+        return self.registry.names()
+
+    def specs(self) -> tuple[ToolSpec, ...]:
+        """Every tool's `ToolSpec`."""
+        return self.registry.specs()
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.registry
+
+
+async def _run(
+    t: FunctionTool,
+    ctx: Context | None,
+    args: Mapping[str, Any],
+    call_id: str,
+    timeout: float | None,
+    start: float,
+) -> ToolResult:
+    name = t.name
+    try:
+        with trio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
+            value = await t.call(ctx, args)
+    except ToolArgumentError as exc:  # the tool found its arguments wrong (say a bad token)
+        error = invalid_arguments(name, exc.field, "a valid value", str(exc))
+        return ToolResult(call_id, name, "error", None, error, trio.current_time() - start)
+    except Exception as exc:
+        error = {"type": "tool_error", "exception": type(exc).__name__, "message": str(exc)}
+        tb = "".join(traceback.format_exception(exc))
+        return ToolResult(call_id, name, "error", None, error, trio.current_time() - start, tb)
+    duration = trio.current_time() - start
+    if scope.cancelled_caught:
+        message = f"tool {name!r} did not finish within {timeout:g}s"
+        error = {"type": "timed_out", "timeout": timeout, "message": message}
+        return ToolResult(call_id, name, "timed_out", None, error, duration)
+    output = value if isinstance(value, dict) else {"result": value}
+    return ToolResult(call_id, name, "ok", output, None, duration)
+
+
+def _own_timeout(t: FunctionTool) -> float | None:
+    value = getattr(t, "timeout", None)
+    return value if isinstance(value, (int, float)) else None
+
+
+def _smaller(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
+
+
+def _is_tool(obj: object) -> bool:
+    return all(hasattr(obj, attr) for attr in ("name", "parameters", "call"))
+
+
+def _unknown_message(name: str, tools: Mapping[str, FunctionTool] | Sequence[str]) -> str:
+    known = ", ".join(tools) or "(none)"
+    return f"no tool named {name!r}; known tools: {known}"

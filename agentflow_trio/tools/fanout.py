@@ -1,0 +1,159 @@
+"""Parallel tool calls: one nursery, an integer cap, a timeout per call, results in order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ..llm.types import ToolCall
+from ._groups import reraise_single
+from ._result import ToolResult, cancelled_result, new_call_id
+
+if TYPE_CHECKING:
+    from ..agents import Context
+    from .base import CallSpec, OnError, ToolRegistry
+
+__all__ = ["call_many"]
+
+
+async def call_many(
+    registry: ToolRegistry,
+    ctx: Context | None,
+    calls: Iterable[CallSpec],
+    *,
+    max_parallel: int | None = None,
+    timeout: float | None = None,
+    on_error: OnError = "continue",
+) -> list[ToolResult]:
+    """Run ``calls`` concurrently in one nursery; one `ToolResult` per call, in input order.
+
+    ``calls`` holds model `ToolCall` objects and/or ``(name, args)`` or
+    ``(name, args, call_id)`` tuples. At most ``max_parallel`` calls run at once (a
+    ``trio.CapacityLimiter`` whose slots are taken in input order, so capped calls start
+    in input order; None: no cap, every call starts at once). Each call runs under its own
+    ``timeout``, counted from the moment it starts running, not while it waits for the cap;
+    a tool's own smaller timeout wins.
+
+    Failures: a call that errors or times out never affects the others with
+    ``on_error="continue"`` (the default). With ``"cancel_siblings"`` the first such call
+    cancels every call still running or waiting; their results say ``cancelled`` and name
+    the call that failed; results that had already finished are kept as they are.
+
+    Cancellation: cancelling the caller cancels every call, and ``trio.Cancelled``
+    propagates out of this function (no results are returned). Always a checkpoint.
+
+    Raises:
+        ValueError: ``max_parallel < 1`` or an unknown ``on_error`` policy.
+    """
+    if max_parallel is not None and max_parallel < 1:
+        raise ValueError(f"max_parallel must be >= 1 or None, got {max_parallel!r}")
+    if on_error not in ("continue", "cancel_siblings"):
+        raise ValueError(f"on_error must be 'continue' or 'cancel_siblings', not {on_error!r}")
+    items = [_as_call(c) for c in calls]
+    if not items:
+        await trio.lowlevel.checkpoint()
+        return []
+    run = _FanOut(registry, ctx, items, max_parallel, timeout, on_error == "cancel_siblings")
+    try:
+        async with trio.open_nursery() as nursery:
+            run.scope = nursery.cancel_scope
+            await run.start_all(nursery)
+    except BaseExceptionGroup as group:
+        reraise_single(group)
+    return run.collect()
+
+
+class _FanOut:
+    __slots__ = (
+        "cancel_siblings",
+        "ctx",
+        "failed",
+        "items",
+        "limiter",
+        "registry",
+        "results",
+        "scope",
+        "started",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        registry: ToolRegistry,
+        ctx: Context | None,
+        items: list[ToolCall],
+        max_parallel: int | None,
+        timeout: float | None,
+        cancel_siblings: bool,
+    ) -> None:
+        n = len(items)
+        self.registry, self.ctx, self.items, self.timeout = registry, ctx, items, timeout
+        self.limiter = (
+            trio.CapacityLimiter(max_parallel) if max_parallel and max_parallel < n else None
+        )
+        self.cancel_siblings = cancel_siblings
+        self.results: list[ToolResult | None] = [None] * n
+        self.started: list[float | None] = [None] * n
+        self.failed: ToolResult | None = None
+        self.scope: trio.CancelScope | None = None
+
+    async def start_all(self, nursery: trio.Nursery) -> None:
+        limiter = self.limiter
+        if limiter is None:
+            for i in range(len(self.items)):
+                nursery.start_soon(self._call, i)
+            return
+        # Slots are taken here, in input order, so calls start in input order; each call's
+        # task gives its slot back in a finally (release_on_behalf_of its borrower token).
+        for i in range(len(self.items)):
+            borrower = object()
+            await limiter.acquire_on_behalf_of(borrower)
+            nursery.start_soon(self._call_holding, i, borrower)
+
+    async def _call_holding(self, i: int, borrower: object) -> None:
+        assert self.limiter is not None
+        try:
+            await self._call(i)
+        finally:
+            self.limiter.release_on_behalf_of(borrower)
+
+    async def _call(self, i: int) -> None:
+        self.started[i] = trio.current_time()
+        result = await self.registry.call(self.ctx, self.items[i], timeout=self.timeout)
+        self.results[i] = result  # stored before any checkpoint: never lost to a cancel
+        if self.cancel_siblings and result.outcome != "ok" and self.failed is None:
+            self.failed = result
+            assert self.scope is not None
+            self.scope.cancel()
+
+    def collect(self) -> list[ToolResult]:
+        out: list[ToolResult] = []
+        now = trio.current_time()
+        for result, call, started in zip(self.results, self.items, self.started, strict=True):
+            if result is None:
+                out.append(self._cancelled(call, 0.0 if started is None else now - started))
+            else:
+                out.append(result)
+        return out
+
+    def _cancelled(self, call: ToolCall, duration: float) -> ToolResult:
+        failed = self.failed
+        reason = "cancelled"
+        if failed is not None:
+            reason = f"cancelled: sibling call {failed.call_id} ({failed.name}) {failed.outcome}"
+        return cancelled_result(call.id, call.name, reason, duration)
+
+
+def _as_call(item: CallSpec) -> ToolCall:
+    if isinstance(item, ToolCall):
+        return item if item.id else ToolCall(new_call_id(), *_rest(item))
+    if isinstance(item, tuple) and len(item) in (2, 3) and isinstance(item[0], str):
+        call_id = item[2] if len(item) == 3 else new_call_id()
+        return ToolCall(str(call_id), item[0], item[1])
+    raise TypeError(f"a call is a ToolCall or a (name, args) tuple, not {item!r}")
+
+
+def _rest(call: ToolCall) -> tuple[str, Mapping[str, Any], str, str | None]:
+    return call.name, call.arguments, call.raw_arguments, call.parse_error
