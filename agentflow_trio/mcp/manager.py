@@ -10,9 +10,8 @@ has exited and no task of the manager is left when ``__aexit__`` returns.
 
 from __future__ import annotations
 
-import re
-
 import enum
+import re
 from collections import Counter
 from collections.abc import Mapping
 from types import TracebackType

@@ -37,8 +37,8 @@ from typing import Any, final
 import attrs
 import trio
 
-from agentflow_trio.server._app import RECEIVED_LIMIT, MockApp
 from agentflow_trio._http11 import serve_http_connection
+from agentflow_trio.server._app import RECEIVED_LIMIT, MockApp
 from agentflow_trio.server._values import (
     MockLLMConfig,
     MockLLMStats,
