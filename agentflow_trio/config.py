@@ -60,6 +60,7 @@ __all__ = [
     "RateLimitConfig",
     "RetryConfig",
     "RunnerConfig",
+    "RuntimeConfig",
     "Size",
     "format_duration",
     "format_size",
@@ -289,6 +290,31 @@ class RunnerConfig:
     drain_timeout: Duration = attrs.field(default=10.0, validator=_at_least(0))
 
 
+def _gc_thresholds(instance: object, attribute: attrs.Attribute[Any], value: list[int]) -> None:
+    if len(value) > 3 or any(v < 0 for v in value):
+        raise ConfigError(
+            f"expected at most 3 integers >= 0 (gc.set_threshold), got {value!r}",
+            key=attribute.name,
+        )
+
+
+@attrs.frozen
+class RuntimeConfig:
+    """``[runtime]``: the guide's runtime tuning, for Python.
+
+    ``gc_thresholds`` (1 to 3 ints, empty = Python's default) goes to ``gc.set_threshold``;
+    ``gc_freeze`` moves everything allocated during start-up out of the collector's reach
+    (``gc.freeze()``); ``memory_limit`` is a soft RSS limit (0 = off): above it the runner
+    refuses new events with `Overloaded` instead of being killed, checked every
+    ``memory_check_interval``.
+    """
+
+    gc_thresholds: list[int] = attrs.field(factory=list, validator=_gc_thresholds)
+    gc_freeze: bool = False
+    memory_limit: Size = attrs.field(default=0, validator=_at_least(0))
+    memory_check_interval: Duration = attrs.field(default=1.0, validator=_above(0))
+
+
 @attrs.frozen
 class MemoryConfig:
     """``[memory]``: the bound and TTL of the session state cache (`SessionStore`)."""
@@ -457,6 +483,7 @@ class Config:
     llm: LLMConfig = attrs.field(factory=LLMConfig)
     performance: PerformanceConfig = attrs.field(factory=PerformanceConfig)
     mcp: MCPConfig = attrs.field(factory=MCPConfig)
+    runtime: RuntimeConfig = attrs.field(factory=RuntimeConfig)
 
     @classmethod
     def from_mapping(
@@ -662,11 +689,19 @@ def _to_choice(choices: tuple[str, ...], raw: object, key: str, ctx: _Context) -
 
 
 def _to_sequence(origin: type, hint: Any, raw: object, key: str, ctx: _Context) -> Any:
-    if typing.get_args(hint)[0] is not str:
+    item_type = typing.get_args(hint)[0]
+    if item_type is str:
+        noun, convert = "strings", _to_str
+    elif item_type is int:
+        noun = "integers"
+
+        def convert(item: object, item_key: str, ctx: _Context) -> Any:
+            return _to_number(int, item, None, item_key, ctx)
+    else:
         raise TypeError(f"unsupported config field type {hint!r} for {key!r}")
     if not isinstance(raw, list | tuple):
-        raise ctx.error(key, _expected("an array of strings", raw))
-    items = [_to_str(item, f"{key}[{i}]", ctx) for i, item in enumerate(raw)]
+        raise ctx.error(key, _expected(f"an array of {noun}", raw))
+    items = [convert(item, f"{key}[{i}]", ctx) for i, item in enumerate(raw)]
     return origin(items)
 
 

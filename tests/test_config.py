@@ -567,3 +567,16 @@ def test_named_table_errors(data: dict[str, Any], key: str, fragment: str) -> No
 def test_unsupported_field_type_is_a_programming_error() -> None:
     with pytest.raises(TypeError, match="unsupported config field type"):
         parse_section(_Unsupported, {"weird": []}, env={})
+
+
+def test_runtime_section() -> None:
+    config = Config.from_mapping(
+        {"runtime": {"gc_thresholds": [700, 10, 10], "gc_freeze": True, "memory_limit": "512MiB"}}
+    )
+    assert config.runtime.gc_thresholds == [700, 10, 10]
+    assert config.runtime.memory_limit == 512 * 2**20
+    assert Config.from_mapping(config.to_dict()) == config
+    with pytest.raises(ConfigError, match=r"x\.toml: runtime\.gc_thresholds: expected at most 3"):
+        Config.from_mapping({"runtime": {"gc_thresholds": [1, 2, 3, 4]}}, source="x.toml")
+    with pytest.raises(ConfigError, match=r"runtime\.gc_thresholds\[1\]: expected an integer"):
+        Config.from_mapping({"runtime": {"gc_thresholds": [1, "two"]}}, source="x.toml")
