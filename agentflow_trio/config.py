@@ -690,13 +690,12 @@ def _to_choice(choices: tuple[str, ...], raw: object, key: str, ctx: _Context) -
 
 def _to_sequence(origin: type, hint: Any, raw: object, key: str, ctx: _Context) -> Any:
     item_type = typing.get_args(hint)[0]
+    convert: Callable[[object, str, _Context], Any]
     if item_type is str:
         noun, convert = "strings", _to_str
     elif item_type is int:
         noun = "integers"
-
-        def convert(item: object, item_key: str, ctx: _Context) -> Any:
-            return _to_number(int, item, None, item_key, ctx)
+        convert = lambda item, item_key, ctx: _to_number(int, item, None, item_key, ctx)  # noqa: E731
     else:
         raise TypeError(f"unsupported config field type {hint!r} for {key!r}")
     if not isinstance(raw, list | tuple):
