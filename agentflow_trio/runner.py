@@ -6,6 +6,7 @@ task that handles an event. See `Runner` for the guarantees.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from types import TracebackType
@@ -18,6 +19,7 @@ from .agents import Agent, AgentFunction, Context, Hooks, _AgentLike, as_agent, 
 from .config import Config
 from .errors import QueueFull, RunnerClosed, UnknownAgent
 from .events import AgentResult, ErrorInfo, Event, Outcome
+from .observability.runtime import AppliedGCSettings, MemoryGuard, apply_gc_settings
 from .state import SessionStore
 
 __all__ = ["EventHandle", "Runner", "RunnerStatistics"]
@@ -158,6 +160,7 @@ class Runner:
         mcp: Any = None,
         metrics: Any = None,
         sessions: SessionStore | None = None,
+        memory_guard: MemoryGuard | None = None,
     ) -> None:
         self.config = config if config is not None else Config()
         rc = self.config.runner
@@ -181,17 +184,45 @@ class Runner:
         self._refused = 0
         self._peak_in_flight = 0
         self._outcomes = dict.fromkeys(Outcome, 0)
+        runtime = self.config.runtime
+        if memory_guard is None and runtime.memory_limit > 0:
+            memory_guard = MemoryGuard.from_config(runtime)
+        self._guard = memory_guard
+        self._gc: AppliedGCSettings | None = None
+        self.debug_port: int | None = None  # bound port of the debug server, if enabled
 
     # ----------------------------------------------------------------- lifecycle
     async def __aenter__(self) -> Runner:
         if self._state != _NEW:
             raise RuntimeError("a Runner can be entered only once")
         self._nursery_manager = trio.open_nursery()
-        self._nursery = await self._nursery_manager.__aenter__()
+        self._nursery = nursery = await self._nursery_manager.__aenter__()
+        try:
+            await self._start_services(nursery)
+        except BaseException as exc:
+            nursery.cancel_scope.cancel()
+            await self._nursery_manager.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
         self._state = _OPEN
         for _ in range(int(self._workers.total_tokens)):
-            self._nursery.start_soon(self._worker)
+            nursery.start_soon(self._worker)
         return self
+
+    async def _start_services(self, nursery: trio.Nursery) -> None:
+        """What ``[runtime]`` and ``[monitoring]`` ask for, owned by this runner."""
+        if self._guard is not None:
+            await nursery.start(self._guard.run)
+        if self.config.monitoring.enable_profiling:
+            from .observability.debug_server import serve_debug
+
+            metrics = self.metrics if hasattr(self.metrics, "render") else None
+            port = self.config.monitoring.profile_port
+            self.debug_port = await nursery.start(
+                functools.partial(serve_debug, port=port, metrics=metrics)
+            )
+        runtime = self.config.runtime
+        if runtime.gc_thresholds or runtime.gc_freeze:
+            self._gc = apply_gc_settings(runtime)  # undone when the runner closes
 
     async def __aexit__(
         self,
@@ -216,6 +247,8 @@ class Runner:
             finally:
                 self._cancel_leftovers()
                 self._state = _CLOSED
+                if self._gc is not None:
+                    self._gc.undo()
         return False
 
     # ----------------------------------------------------------------- emitting
@@ -224,8 +257,13 @@ class Runner:
 
         Raises:
             QueueFull: ``max_concurrent_events`` are in flight or the queue is full.
+            Overloaded: the process is over its soft memory limit (``[runtime]``).
             RunnerClosed: the runner is not open.
         """
+        guard = self._guard
+        if guard is not None and guard.shedding:
+            self._refused += 1
+            raise guard.overloaded()
         handle = EventHandle(event, timeout)
         if not self._try_accept(handle):
             self._refused += 1
@@ -243,9 +281,15 @@ class Runner:
         the event not accepted. Always a checkpoint.
 
         Raises:
+            Overloaded: the process is over its soft memory limit (``[runtime]``); load is
+                shed at once rather than queued.
             RunnerClosed: the runner is not open, or closes while this waits.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
+        guard = self._guard
+        if guard is not None and guard.shedding:
+            self._refused += 1
+            raise guard.overloaded()
         handle = EventHandle(event, timeout)
         while not self._try_accept(handle):
             if self._state != _OPEN:

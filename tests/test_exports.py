@@ -12,7 +12,9 @@ import agentflow_trio
 
 SUBPACKAGES = [
     "agentflow_trio.llm",
+    "agentflow_trio.loadgen",
     "agentflow_trio.mcp",
+    "agentflow_trio.observability",
     "agentflow_trio.resilience",
     "agentflow_trio.server",
     "agentflow_trio.tools",
@@ -48,7 +50,7 @@ def test_errors_say_their_public_module() -> None:
 def test_import_does_not_pull_heavy_optional_dependencies() -> None:
     code = (
         "import sys, agentflow_trio;"
-        "heavy = {'httpx2', 'mcp', 'coredis', 'prometheus_client', 'hypercorn'};"
+        "heavy = {'httpx2', 'mcp', 'coredis', 'prometheus_client', 'hypercorn', 'hdrh'};"
         "print(sorted(heavy & set(sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -707,11 +707,13 @@ async def test_serve_reports_the_port_to_nursery_start() -> None:
 
 def test_public_names_are_exported() -> None:
     import agentflow_trio.server as server
+    from agentflow_trio.server import app as app_module
 
     public = {name for name in vars(mock_llm_module) if not name.startswith("_")}
     exported = set(mock_llm_module.__all__)
     assert exported <= public
-    assert set(server.__all__) <= exported
+    assert exported - {"RECEIVED_LIMIT"} <= set(server.__all__)
+    assert set(server.__all__) - set(app_module.__all__) <= exported
     assert MockReply.__module__ == "agentflow_trio.server.mock_llm"
 
 

@@ -332,3 +332,46 @@ async def test_ctx_tools_is_the_registry_bound_to_the_event(autojump_clock: Any)
     (ok, good), (bad, _) = result.output
     assert (ok, good) == ("ok", {"q": "trio", "event": event.id})
     assert bad == "error"  # a wrong argument type is a structured error, not a failure
+
+
+async def test_memory_guard_sheds_load_with_overloaded(autojump_clock: Any) -> None:
+    from agentflow_trio.observability.runtime import MemoryGuard
+
+    rss = [100]
+    guard = MemoryGuard(1000, interval=1.0, rss=lambda: rss[0])
+    async with af.Runner(agents=AGENTS, memory_guard=guard) as runner:
+        assert (await runner.call(af.Event("echo"))).succeeded
+        rss[0] = 5000
+        await trio.sleep(1.5)  # the guard samples every second
+        with pytest.raises(af.Overloaded, match="memory limit"):
+            runner.emit_nowait(af.Event("echo"))
+        with pytest.raises(af.Overloaded):
+            await runner.emit(af.Event("echo"))
+        rss[0] = 100
+        await trio.sleep(1.5)
+        assert (await runner.call(af.Event("echo"))).succeeded
+    assert runner.statistics().refused == 2
+
+
+async def test_runtime_gc_settings_live_as_long_as_the_runner(autojump_clock: Any) -> None:
+    import gc
+
+    before = gc.get_threshold()
+    config = af.Config.from_mapping({"runtime": {"gc_thresholds": [12345, 11, 12]}})
+    async with af.Runner(config, agents=AGENTS):
+        assert gc.get_threshold() == (12345, 11, 12)
+    assert gc.get_threshold() == before
+
+
+async def test_enable_profiling_starts_the_debug_server_in_the_runner() -> None:
+    import httpx2
+
+    config = af.Config.from_mapping({"monitoring": {"enable_profiling": True, "profile_port": 0}})
+    with trio.fail_after(20):
+        async with af.Runner(config, agents=AGENTS) as runner:
+            await runner.call(af.Event("echo"))
+            assert runner.debug_port
+            url = f"http://127.0.0.1:{runner.debug_port}/debug/tasks"
+            async with httpx2.AsyncClient() as client:
+                tree = (await client.get(url)).text
+    assert "_worker" in tree  # the live task tree shows the runner's workers

@@ -1,7 +1,11 @@
-"""Servers: the OpenAI-compatible mock LLM (and, later, the runner's HTTP app).
+"""Servers: the OpenAI-compatible mock LLM and the runner's HTTP app.
 
-Importing this package is cheap: no web framework (hypercorn) is imported here.
+Importing this package is cheap: no web framework (hypercorn) is imported here. The HTTP
+app's names (`make_app`, `serve`, ...) load ``server.app`` on first use, and hypercorn
+itself is imported only when `serve` runs.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from agentflow_trio.server.mock_llm import (
     MockLLM as MockLLM,
@@ -22,11 +26,35 @@ from agentflow_trio.server.mock_llm import (
     open_mock_llm as open_mock_llm,
 )
 
+if TYPE_CHECKING:
+    from agentflow_trio.server.app import MetricsRenderer as MetricsRenderer
+    from agentflow_trio.server.app import ServeApp as ServeApp
+    from agentflow_trio.server.app import make_app as make_app
+    from agentflow_trio.server.app import result_json as result_json
+    from agentflow_trio.server.app import serve as serve
+
 __all__ = [
+    "MetricsRenderer",
     "MockLLM",
     "MockLLMConfig",
     "MockLLMStats",
     "MockReply",
     "MockToolCall",
+    "ServeApp",
+    "make_app",
     "open_mock_llm",
+    "result_json",
+    "serve",
 ]
+
+_LAZY = frozenset({"MetricsRenderer", "ServeApp", "make_app", "result_json", "serve"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from agentflow_trio.server import app
+
+        value = getattr(app, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'agentflow_trio.server' has no attribute {name!r}")

@@ -1,0 +1,109 @@
+"""``agentcli benchmark``: closed-loop users calling a runner back to back, measured.
+
+`run_benchmark` starts what `BenchmarkOptions` asks for (the built-in mock LLM unless the
+config names a real endpoint, see `open_llm_services`), opens a `Runner` with the built-in
+example agents, runs ``users`` closed-loop users (each ``await runner.call(event)`` back
+to back, no think time) for ``duration`` or until ``requests`` calls were issued, and
+returns a `LoadReport`. With the mock, the report carries the mock's own count of model
+requests (``mock_requests``), so the figures can be checked independently: with the
+``chat`` agent and nothing failing it equals ``requests``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import attrs
+
+from ..config import Config
+from ..runner import Runner
+from ._example import EXAMPLE_AGENTS, example_event
+from ._generators import run_closed
+from ._report import LoadReport, ProgressSink
+from ._services import open_llm_services
+from ._tally import LoadStats, measure
+from .stages import Plan
+
+__all__ = ["AGENT_NAMES", "BenchmarkOptions", "run_benchmark"]
+
+AGENT_NAMES: Final = tuple(EXAMPLE_AGENTS)
+"""The built-in agents ``--agent`` chooses from."""
+
+
+def _check_agent(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if value not in EXAMPLE_AGENTS:
+        raise ValueError(f"unknown agent {value!r}; choose one of {', '.join(AGENT_NAMES)}")
+
+
+def _check_positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class BenchmarkOptions:
+    """What to run. ``duration`` and ``grace`` in seconds; ``mock_latency`` too.
+
+    ``config`` (None: every default) supplies the runner and LLM settings; ``source``
+    names its file in messages. ``requests`` caps the calls issued (None: no cap).
+    """
+
+    duration: float = attrs.field(default=60.0, validator=_check_positive)
+    users: int = attrs.field(default=10, validator=_check_positive)
+    agent: str = attrs.field(default="chat", validator=_check_agent)
+    requests: int | None = None
+    config: Config | None = None
+    source: str | None = None
+    mock_latency: float = 0.0
+    grace: float = 30.0
+
+
+async def run_benchmark(
+    options: BenchmarkOptions, *, progress: ProgressSink | None = None
+) -> LoadReport:
+    """Run the benchmark described by ``options``; every task it starts ends with it.
+
+    Raises:
+        ConfigError: the config would call a remote provider without a key.
+    """
+    plan = Plan.constant(options.duration, options.users)
+    agent = options.agent
+    async with open_llm_services(
+        options.config, source=options.source, mock_latency=options.mock_latency
+    ) as services:
+        async with Runner(services.config, agents=EXAMPLE_AGENTS, llm=services.llm) as runner:
+            call = runner.call
+
+            async def target(index: int) -> str:
+                result = await call(example_event(agent))
+                return result.outcome.value
+
+            stats = LoadStats(plan)
+            if progress is not None:
+                progress.start(stats, plan.total, options.requests)
+            try:
+                async with measure(stats):
+                    summary = await run_closed(
+                        target,
+                        plan,
+                        stats,
+                        max_requests=options.requests,
+                        grace=options.grace,
+                    )
+            finally:
+                if progress is not None:
+                    progress.stop()
+        mock = services.mock
+        return stats.report(
+            "benchmark",
+            summary,
+            target=services.target,
+            mock_requests=mock.stats().requests if mock is not None else None,
+            parameters={
+                "agent": agent,
+                "concurrent_users": options.users,
+                "duration_limit_s": options.duration,
+                "requests_limit": options.requests,
+                "mock_latency_ms": options.mock_latency * 1000,
+            },
+        )

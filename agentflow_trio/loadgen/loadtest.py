@@ -1,0 +1,320 @@
+"""``agentcli loadtest``: a scenario script driven by a load shape, closed or open model.
+
+The scenario script
+-------------------
+A plain Python file (see ``examples/loadtest_script.py``). It must define::
+
+    async def request(client) -> None:
+        '''One measured request: send whatever events this user sends.'''
+        result = await client.call("chat", {"query": "capital of France?"})
+
+and may define::
+
+    think_time = 0.5            # seconds between a user's requests (closed model), or
+    def think_time() -> float:  # a function returning them (e.g. random.expovariate)
+        ...
+    agents = {"chat": my_agent} # what the local runner serves (default: the built-in
+                                # example agents chat, stream and noop)
+    def setup() -> None: ...    # run once before the load starts (may be async)
+
+Each call of ``request(client)`` is one measured request. Its latency runs from its
+*intended* start to its return (coordinated omission is corrected: see `_generators`),
+and its outcome is the first outcome of the calls it made that was not ``succeeded``
+(``succeeded`` if all were; ``error`` if ``request`` raised). ``client`` is a `LoadClient`:
+
+* ``await client.call(event)`` or ``client.call("type", data)`` runs an event and returns
+  its `AgentResult`: on a local `Runner` built from ``agents`` (and ``--config``), or,
+  with ``--target URL``, by ``POST URL/v1/events`` on an ``agentcli serve`` instance;
+* ``await client.post(path, json)`` / ``client.get(path)`` reach any path of the
+  ``--target`` (for example an OpenAI-compatible ``/v1/chat/completions``);
+* ``client.index`` is the virtual user's number (closed) or the arrival's (open).
+
+Load models
+-----------
+Closed (``--vus N --duration D`` or ``--stages "5m:100,10m:500"``): N virtual users each
+loop ``request`` then ``think_time``. Open (``--rate 200/s --duration D`` or ``--stages``
+of rates with ``--open``): requests start on schedule whether or not earlier ones ended,
+at most ``--max-in-flight`` at once. Results come per stage (a request belongs to the stage
+its intended start falls in) and in total.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import math
+import sys
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from ..config import Config
+from ..runner import Runner
+from ._client import LoadClient
+from ._example import EXAMPLE_AGENTS
+from ._generators import RunSummary, ThinkTime, run_closed, run_open
+from ._report import LoadReport, ProgressSink
+from ._services import open_llm_services
+from ._tally import LoadStats, measure
+from .stages import Plan
+
+__all__ = [
+    "DEFAULT_SCENARIO",
+    "LoadTestOptions",
+    "Scenario",
+    "ScriptError",
+    "load_scenario",
+    "run_loadtest",
+]
+
+
+class ScriptError(ValueError):
+    """A scenario script is missing, does not import, or breaks the contract above."""
+
+
+@attrs.frozen(slots=True)
+class Scenario:
+    """A loaded scenario script (see the module docstring)."""
+
+    request: Callable[[LoadClient], Awaitable[object]]
+    think_time: ThinkTime = 0.0
+    agents: Mapping[str, Any] | None = None
+    setup: Callable[[], object] | None = None
+    path: str = "<built-in>"
+
+    async def run_setup(self) -> None:
+        """Call ``setup()`` (awaiting it if it is async).
+
+        Raises:
+            ScriptError: ``setup`` raised (the message names the script and the error).
+        """
+        if self.setup is None:
+            return
+        try:
+            value = self.setup()
+            if inspect.isawaitable(value):
+                await value
+        except Exception as exc:
+            message = f"script {self.path}: setup() raised {type(exc).__name__}: {exc}"
+            raise ScriptError(message) from None
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Import the script at ``path`` and check it against the contract.
+
+    Raises:
+        ScriptError: the file is missing, has a syntax error, raises while importing,
+            lacks ``async def request(client)``, or has a bad ``think_time``, ``agents``
+            or ``setup``. The message names the file (and line, for a syntax error).
+    """
+    where = str(path)
+    file = Path(path)
+    if not file.is_file():
+        raise ScriptError(f"script {where}: no such file")
+    module = _import(file, where)
+    request = getattr(module, "request", None)
+    if not inspect.iscoroutinefunction(request):
+        raise ScriptError(
+            f"script {where}: defines no `async def request(client)` "
+            "(see examples/loadtest_script.py)"
+        )
+    return Scenario(
+        request=request,
+        think_time=_think_time(getattr(module, "think_time", 0.0), where),
+        agents=_agents(getattr(module, "agents", None), where),
+        setup=_setup(getattr(module, "setup", None), where),
+        path=where,
+    )
+
+
+def _import(file: Path, where: str) -> Any:
+    name = f"_agentcli_scenario_{abs(hash(str(file.resolve())))}"
+    spec = importlib.util.spec_from_file_location(name, file)
+    if spec is None or spec.loader is None:
+        raise ScriptError(f"script {where}: cannot be imported as Python")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and pickling look modules up by name
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        del sys.modules[name]
+        raise ScriptError(f"script {where}:{exc.lineno}: syntax error: {exc.msg}") from None
+    except Exception as exc:
+        del sys.modules[name]
+        raise ScriptError(
+            f"script {where}: importing it raised {type(exc).__name__}: {exc}"
+        ) from None
+    return module
+
+
+def _think_time(value: object, where: str) -> ThinkTime:
+    if callable(value):
+        return value
+    if (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    ):
+        return float(value)
+    raise ScriptError(
+        f"script {where}: think_time must be seconds >= 0 or a function returning them, "
+        f"got {value!r}"
+    )
+
+
+def _agents(value: object, where: str) -> Mapping[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or not value or not all(isinstance(k, str) for k in value):
+        raise ScriptError(f"script {where}: agents must be a non-empty dict of event type -> agent")
+    return value
+
+
+def _setup(value: object, where: str) -> Callable[[], object] | None:
+    if value is None or callable(value):
+        return value
+    raise ScriptError(f"script {where}: setup must be a function, got {value!r}")
+
+
+async def _default_request(client: LoadClient) -> None:
+    from ._example import example_event
+
+    await client.call(example_event("chat"))
+
+
+DEFAULT_SCENARIO = Scenario(request=_default_request)
+"""Used without ``--script``: each request runs the built-in ``chat`` agent once."""
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class LoadTestOptions:
+    """What `run_loadtest` runs.
+
+    ``plan`` is the load shape (users for the closed model, rates for the open one);
+    ``think_time`` overrides the script's; ``target_url`` sends the scenario's calls over
+    HTTP instead of to a local runner (built from ``config``, the scenario's ``agents``
+    and, by the rule of `open_llm_services`, the built-in mock LLM).
+    """
+
+    plan: Plan
+    scenario: Scenario = DEFAULT_SCENARIO
+    think_time: ThinkTime | None = None
+    target_url: str | None = None
+    config: Config | None = None
+    source: str | None = None
+    mock_latency: float = 0.0
+    max_in_flight: int = 10_000
+    grace: float = 30.0
+    http_timeout: float = 60.0
+
+
+async def run_loadtest(
+    options: LoadTestOptions, *, progress: ProgressSink | None = None
+) -> LoadReport:
+    """Run ``options.scenario`` under ``options.plan``; every task it starts ends with it.
+
+    Raises:
+        ConfigError: the config would call a remote provider without a key.
+    """
+    scenario, plan = options.scenario, options.plan
+    await scenario.run_setup()
+    async with AsyncExitStack() as stack:
+        mock = None
+        if options.target_url is not None:
+            import httpx2
+
+            limit = plan.peak if not plan.is_rate else options.max_in_flight
+            http = await stack.enter_async_context(
+                httpx2.AsyncClient(
+                    base_url=options.target_url,
+                    timeout=options.http_timeout,
+                    limits=httpx2.Limits(max_connections=max(int(limit), 1)),
+                )
+            )
+            where = f"HTTP target {options.target_url}"
+
+            def client_for(index: int) -> LoadClient:
+                return LoadClient(index, http=http)
+        else:
+            services = await stack.enter_async_context(
+                open_llm_services(
+                    options.config, source=options.source, mock_latency=options.mock_latency
+                )
+            )
+            agents = scenario.agents if scenario.agents is not None else EXAMPLE_AGENTS
+            runner = await stack.enter_async_context(
+                Runner(services.config, agents=agents, llm=services.llm)
+            )
+            mock, where = services.mock, f"local runner; model calls: {services.target}"
+
+            def client_for(index: int) -> LoadClient:
+                return LoadClient(index, runner=runner)
+
+        stats = LoadStats(plan)
+        request = scenario.request
+
+        async def target(index: int) -> str:
+            client = client_for(index)
+            try:
+                await request(client)
+            except Exception as exc:
+                stats.note_error(f"{type(exc).__name__}: {exc}")
+                return "error"
+            if client.error is not None:
+                stats.note_error(client.error)
+            return client.outcome
+
+        summary = await _drive(options, target, stats, progress)
+        await stack.aclose()  # the runner drains before the mock is asked for its count
+        return stats.report(
+            "loadtest",
+            summary,
+            target=where,
+            mock_requests=mock.stats().requests if mock is not None else None,
+            parameters=_parameters(options),
+        )
+
+
+async def _drive(
+    options: LoadTestOptions,
+    target: Callable[[int], Awaitable[str]],
+    stats: LoadStats,
+    progress: ProgressSink | None,
+) -> RunSummary:
+    plan = options.plan
+    if progress is not None:
+        progress.start(stats, plan.total, None)
+    try:
+        async with measure(stats):
+            if plan.is_rate:
+                return await run_open(
+                    target, plan, stats, max_in_flight=options.max_in_flight, grace=options.grace
+                )
+            think = options.think_time
+            return await run_closed(
+                target,
+                plan,
+                stats,
+                think_time=think if think is not None else options.scenario.think_time,
+                grace=options.grace,
+            )
+    finally:
+        if progress is not None:
+            progress.stop()
+
+
+def _parameters(options: LoadTestOptions) -> dict[str, Any]:
+    plan = options.plan
+    think = options.think_time if options.think_time is not None else options.scenario.think_time
+    return {
+        "script": options.scenario.path,
+        "duration_limit_s": plan.total,
+        "peak_target": int(plan.peak) if float(plan.peak).is_integer() else plan.peak,
+        "think_time_s": None if plan.is_rate or callable(think) else think,
+        "max_in_flight": options.max_in_flight if plan.is_rate else None,
+        "mock_latency_ms": None if options.target_url else options.mock_latency * 1000,
+    }

@@ -1,0 +1,133 @@
+"""Observability: latency statistics, Prometheus metrics, profiling, a debug server and
+runtime tuning (GC settings, a soft memory limit).
+
+Everything is re-exported lazily (on first use), so importing a light module such as
+``agentflow_trio.observability.runtime`` does not pull in hdrh or prometheus_client.
+
+- `stats`: `LatencyRecorder` (HDR), `PerformanceMetrics`, `StatsCollector`, `GCMonitor`.
+- `metrics`: `RunnerMetrics` (its own Prometheus registry; hooks plus scrape-time reads).
+- `profiling`: `profile_cpu`, `cpu_profile`, `heap_top`, `task_tree`.
+- `debug_server`: `serve_debug` (``/debug/tasks``, ``/debug/profile``, ``/debug/heap``,
+  ``/metrics``).
+- `runtime`: `apply_gc_settings`, `MemoryGuard`, `current_rss`, `peak_rss`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .debug_server import serve_debug as serve_debug
+    from .metrics import DEFAULT_BUCKETS as DEFAULT_BUCKETS
+    from .metrics import RunnerMetrics as RunnerMetrics
+    from .profiling import HeapEntry as HeapEntry
+    from .profiling import ProfilerBusy as ProfilerBusy
+    from .profiling import cpu_profile as cpu_profile
+    from .profiling import ensure_tracing as ensure_tracing
+    from .profiling import format_stats as format_stats
+    from .profiling import heap_stats as heap_stats
+    from .profiling import heap_top as heap_top
+    from .profiling import profile_cpu as profile_cpu
+    from .profiling import profile_sampling as profile_sampling
+    from .profiling import sampling_available as sampling_available
+    from .profiling import stats_bytes as stats_bytes
+    from .profiling import task_tree as task_tree
+    from .runtime import AppliedGCSettings as AppliedGCSettings
+    from .runtime import MemoryGuard as MemoryGuard
+    from .runtime import MemoryGuardStatistics as MemoryGuardStatistics
+    from .runtime import apply_gc_settings as apply_gc_settings
+    from .runtime import current_rss as current_rss
+    from .runtime import peak_rss as peak_rss
+    from .stats import CurvePoint as CurvePoint
+    from .stats import GCMonitor as GCMonitor
+    from .stats import GCStatistics as GCStatistics
+    from .stats import LatencyRecorder as LatencyRecorder
+    from .stats import LatencySummary as LatencySummary
+    from .stats import PerformanceMetrics as PerformanceMetrics
+    from .stats import SecondStats as SecondStats
+    from .stats import StatsCollector as StatsCollector
+
+_MODULES: dict[str, tuple[str, ...]] = {
+    "debug_server": ("serve_debug",),
+    "metrics": ("DEFAULT_BUCKETS", "RunnerMetrics"),
+    "profiling": (
+        "HeapEntry",
+        "ProfilerBusy",
+        "cpu_profile",
+        "ensure_tracing",
+        "format_stats",
+        "heap_stats",
+        "heap_top",
+        "profile_cpu",
+        "profile_sampling",
+        "sampling_available",
+        "stats_bytes",
+        "task_tree",
+    ),
+    "runtime": (
+        "AppliedGCSettings",
+        "MemoryGuard",
+        "MemoryGuardStatistics",
+        "apply_gc_settings",
+        "current_rss",
+        "peak_rss",
+    ),
+    "stats": (
+        "CurvePoint",
+        "GCMonitor",
+        "GCStatistics",
+        "LatencyRecorder",
+        "LatencySummary",
+        "PerformanceMetrics",
+        "SecondStats",
+        "StatsCollector",
+    ),
+}
+_LAZY: dict[str, str] = {name: module for module, names in _MODULES.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = [
+    "DEFAULT_BUCKETS",
+    "AppliedGCSettings",
+    "CurvePoint",
+    "GCMonitor",
+    "GCStatistics",
+    "HeapEntry",
+    "LatencyRecorder",
+    "LatencySummary",
+    "MemoryGuard",
+    "MemoryGuardStatistics",
+    "PerformanceMetrics",
+    "ProfilerBusy",
+    "RunnerMetrics",
+    "SecondStats",
+    "StatsCollector",
+    "apply_gc_settings",
+    "cpu_profile",
+    "current_rss",
+    "ensure_tracing",
+    "format_stats",
+    "heap_stats",
+    "heap_top",
+    "peak_rss",
+    "profile_cpu",
+    "profile_sampling",
+    "sampling_available",
+    "serve_debug",
+    "stats_bytes",
+    "task_tree",
+]

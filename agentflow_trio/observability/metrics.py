@@ -1,0 +1,430 @@
+"""Prometheus metrics for a runner, its LLM calls, caches, breakers, pools and queues.
+
+`RunnerMetrics` owns its own ``CollectorRegistry`` (never the process-wide default), so
+several runners and tests in one process never clash. Two kinds of figures:
+
+- Per-event figures, updated by runner hooks (`RunnerMetrics.before_event` /
+  `RunnerMetrics.after_event`) and by `RunnerMetrics.observe_llm`: plain dict and list
+  updates with no lock (trio runs them on one thread), about 20x cheaper than
+  prometheus_client's locked metric objects.
+- Everything a component already counts (runner queue depth and in-flight events, cache
+  hits, breaker state, pool connections, memory guard) is read on scrape from the
+  ``statistics`` callables given to the ``watch_*`` methods: nothing on the hot path.
+
+Metric names follow the guide: ``agent_request_duration_seconds`` (histogram, buckets
+`DEFAULT_BUCKETS`), ``agent_requests_total`` and ``agent_active_requests``, labelled
+``agent_name`` and ``status`` (the event's outcome).
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Final
+
+import trio
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    GC_COLLECTOR,
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from ..events import AgentResult, Event
+
+__all__ = ["BREAKER_STATE_VALUES", "CONTENT_TYPE", "DEFAULT_BUCKETS", "RunnerMetrics"]
+
+_log = logging.getLogger("agentflow_trio.metrics")
+
+DEFAULT_BUCKETS: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+"""The guide's latency buckets, in seconds (``+Inf`` is added)."""
+
+BREAKER_STATE_VALUES: Final = {"closed": 0, "half_open": 1, "open": 2}
+"""``circuit_breaker_state`` gauge values by breaker state."""
+
+CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
+"""The content type of `RunnerMetrics.render`'s output (Prometheus text format)."""
+
+_AGENT_LABELS: Final = ("agent_name", "status")
+_LLM_LABELS: Final = ("provider", "status")
+
+_Statistics = Callable[[], Any]
+
+
+class _Histogram:
+    """Bucket counts per label tuple; ``+Inf`` is the last bucket, the sum comes after it."""
+
+    __slots__ = ("bounds", "series")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(sorted(float(b) for b in bounds))
+        self.series: dict[tuple[str, ...], list[float]] = {}
+
+    def observe(self, key: tuple[str, ...], value: float) -> None:
+        row = self.series.get(key)
+        if row is None:
+            row = self.series[key] = [0.0] * (len(self.bounds) + 2)
+        row[bisect.bisect_left(self.bounds, value)] += 1
+        row[-1] += value
+
+    def family(self, name: str, doc: str, labels: Sequence[str]) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(name, doc, labels=list(labels))
+        edges = [repr(b) for b in self.bounds] + ["+Inf"]
+        for key, row in sorted(self.series.items()):
+            cumulative, total = [], 0.0
+            for edge, count in zip(edges, row, strict=False):
+                total += count
+                cumulative.append((edge, total))
+            family.add_metric([str(k) for k in key], cumulative, row[-1])
+        return family
+
+
+class _Families:
+    """Builds gauge/counter families on demand during one scrape."""
+
+    def __init__(self) -> None:
+        self.families: dict[str, Metric] = {}
+
+    def gauge(self, name: str, doc: str, labels: Sequence[str], key: Sequence[str], v: Any) -> None:
+        self._add(GaugeMetricFamily, name, doc, labels, key, v)
+
+    def counter(
+        self, name: str, doc: str, labels: Sequence[str], key: Sequence[str], v: Any
+    ) -> None:
+        self._add(CounterMetricFamily, name, doc, labels, key, v)
+
+    def merge(self, other: _Families) -> None:
+        for name, family in other.families.items():
+            mine = self.families.get(name)
+            if mine is None:
+                self.families[name] = family
+            else:
+                mine.samples.extend(family.samples)
+
+    def _add(
+        self,
+        kind: type[GaugeMetricFamily] | type[CounterMetricFamily],
+        name: str,
+        doc: str,
+        labels: Sequence[str],
+        key: Sequence[str],
+        value: Any,
+    ) -> None:
+        if value is None:
+            return
+        family = self.families.get(name)
+        if family is None:
+            family = self.families[name] = kind(name, doc, labels=list(labels))
+        family.add_metric([str(k) for k in key], float(value))  # type: ignore[attr-defined]
+
+
+class _Collector:
+    """The registry's view of a `RunnerMetrics`: everything is computed on scrape."""
+
+    def __init__(self, metrics: RunnerMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        return self._metrics.collect()
+
+    def describe(self) -> Iterable[Metric]:
+        return ()  # names are checked by tests, not by calling collect() at registration
+
+
+class RunnerMetrics:
+    """Prometheus figures of a runner and the services around it, in a registry of its own.
+
+    Wire it with ``metrics.attach(runner)`` (adds the event hooks and watches
+    ``runner.statistics``), or pass ``Hooks(**metrics.hook_kwargs())`` to a `Runner` and
+    call ``watch_runner`` yourself. ``render()`` gives the text exposition
+    (content type ``content_type``); ``registry`` can be served by any Prometheus tool.
+
+    ``agent_request_duration_seconds`` observes events from ``before_event`` (the event
+    starts running) to ``after_event``, on ``clock`` (default ``trio.current_time``, exact
+    under ``MockClock``); ``agent_requests_total`` counts every ended event, including
+    those cancelled before they started (which have no duration). A failing ``watch_*``
+    callable never breaks a scrape: its figures are left out, it is logged and counted
+    in ``agentflow_metrics_source_errors_total``.
+    """
+
+    content_type: Final = CONTENT_TYPE
+
+    def __init__(
+        self,
+        *,
+        registry: CollectorRegistry | None = None,
+        buckets: Sequence[float] = DEFAULT_BUCKETS,
+        clock: Callable[[], float] = trio.current_time,
+        process: bool = True,
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self._clock = clock
+        self._durations = _Histogram(buckets)
+        self._requests: dict[tuple[str, str], int] = {}
+        self._active: dict[str, int] = {}
+        self._starts: dict[str, tuple[float, str]] = {}
+        self._llm_durations = _Histogram(buckets)
+        self._llm_requests: dict[tuple[str, str], int] = {}
+        self._agents: Mapping[str, Any] | None = None
+        self._sources: dict[tuple[str, str], _Statistics] = {}
+        self._source_errors: dict[str, int] = {}
+        self.registry.register(_Collector(self))
+        if process:
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
+            if GC_COLLECTOR is not None:
+                GCCollector(registry=self.registry)
+
+    # ------------------------------------------------------------------ wiring
+    def attach(self, runner: Any, *, name: str = "runner") -> None:
+        """Hook into ``runner`` (its ``hooks`` lists) and watch ``runner.statistics``.
+
+        Agent names for ``agent_active_requests`` come from ``runner.agents``.
+        """
+        self.install(runner.hooks)
+        self._agents = getattr(runner, "agents", None)
+        self.watch_runner(runner.statistics, name=name)
+
+    def install(self, hooks: Any) -> None:
+        """Append `before_event` / `after_event` to a `Hooks`' lists (once)."""
+        if self.before_event not in hooks.before_event:
+            hooks.before_event.append(self.before_event)
+        if self.after_event not in hooks.after_event:
+            hooks.after_event.append(self.after_event)
+
+    def hook_kwargs(self) -> dict[str, list[Callable[..., object]]]:
+        """Keyword arguments for ``Hooks(...)``: ``before_event`` and ``after_event``."""
+        return {"before_event": [self.before_event], "after_event": [self.after_event]}
+
+    # ------------------------------------------------------------------ hot path
+    def before_event(self, event: Event) -> None:
+        """Hook: ``event`` starts running; remember when, count it active."""
+        label = event.type
+        agents = self._agents
+        if agents is not None:
+            agent = agents.get(label)
+            if agent is not None:
+                label = agent.name
+        self._starts[event.id] = (self._clock(), label)
+        self._active[label] = self._active.get(label, 0) + 1
+
+    def after_event(self, event: Event, result: AgentResult) -> None:
+        """Hook: ``event`` ended with ``result``; count it and observe its duration."""
+        started = self._starts.pop(event.id, None)
+        agent = result.agent or (started[1] if started is not None else event.type)
+        key = (agent, result.outcome.value)
+        self._requests[key] = self._requests.get(key, 0) + 1
+        if started is not None:
+            self._durations.observe(key, self._clock() - started[0])
+            self._active[started[1]] -= 1
+
+    def observe_request(self, agent_name: str, status: str, seconds: float) -> None:
+        """Count one agent request and observe its duration (for callers without hooks)."""
+        key = (agent_name, status)
+        self._requests[key] = self._requests.get(key, 0) + 1
+        self._durations.observe(key, seconds)
+
+    def observe_llm(self, provider: str, status: str, seconds: float) -> None:
+        """Count one LLM call of ``provider`` ending in ``status`` after ``seconds``."""
+        key = (provider, status)
+        self._llm_requests[key] = self._llm_requests.get(key, 0) + 1
+        self._llm_durations.observe(key, seconds)
+
+    @contextmanager
+    def llm_call(self, provider: str) -> Iterator[None]:
+        """Time the block as one LLM call: status ``ok``, or the exception's class name.
+
+        ``trio.Cancelled`` (any BaseException) is not counted: a cancelled call did not
+        end, its caller gave up.
+        """
+        start = self._clock()
+        try:
+            yield
+        except Exception as exc:
+            self.observe_llm(provider, type(exc).__name__, self._clock() - start)
+            raise
+        self.observe_llm(provider, "ok", self._clock() - start)
+
+    # ------------------------------------------------------------------ scrape sources
+    def watch_runner(self, statistics: _Statistics, *, name: str = "runner") -> None:
+        """Read a `RunnerStatistics` on scrape: queue depth, in flight, running, totals."""
+        self._sources[("runner", name)] = statistics
+
+    def watch_cache(self, name: str, statistics: _Statistics) -> None:
+        """Read a `CacheStatistics` on scrape: hits, misses, entries, evictions."""
+        self._sources[("cache", name)] = statistics
+
+    def watch_breaker(self, name: str, statistics: _Statistics) -> None:
+        """Read a `BreakerStatistics` on scrape: state (0 closed, 1 half-open, 2 open)."""
+        self._sources[("breaker", name)] = statistics
+
+    def watch_pool(self, name: str, statistics: _Statistics) -> None:
+        """Read connection-pool statistics on scrape (``active``/``in_use``, ``idle``,
+        ``queued``)."""
+        self._sources[("pool", name)] = statistics
+
+    def watch_queue(self, name: str, depth: Callable[[], int]) -> None:
+        """Read a queue's depth on scrape (``queue_depth{queue=name}``)."""
+        self._sources[("queue", name)] = depth
+
+    def watch_llm(self, name: str, statistics: _Statistics) -> None:
+        """Read an LLM stack's statistics on scrape: its ``cache``, ``breaker`` and
+        ``pool`` parts (each may be None), labelled ``name``."""
+        self._sources[("llm", name)] = statistics
+
+    def watch_memory_guard(self, statistics: _Statistics, *, name: str = "memory") -> None:
+        """Read a `MemoryGuardStatistics` on scrape: shedding, RSS, limit, episodes."""
+        self._sources[("guard", name)] = statistics
+
+    def unwatch(self, name: str) -> None:
+        """Stop reading every source registered under ``name``."""
+        for key in [k for k in self._sources if k[1] == name]:
+            del self._sources[key]
+
+    # ------------------------------------------------------------------ output
+    def render(self) -> bytes:
+        """The registry in Prometheus text format (see ``content_type``)."""
+        return generate_latest(self.registry)
+
+    def exposition(self) -> tuple[bytes, str]:
+        """``(render(), content_type)`` for HTTP handlers."""
+        return self.render(), self.content_type
+
+    def collect(self) -> Iterator[Metric]:
+        """Every family this object owns, computed now (the registry calls this)."""
+        yield self._durations.family(
+            "agent_request_duration_seconds", "Agent event processing time.", _AGENT_LABELS
+        )
+        out = _Families()
+        for (agent, status), n in sorted(self._requests.items()):
+            out.counter("agent_requests", "Events ended, by agent and outcome.",
+                        _AGENT_LABELS, (agent, status), n)  # fmt: skip
+        for agent, n in sorted(self._active.items()):
+            out.gauge("agent_active_requests", "Events running now.", ("agent_name",), (agent,), n)
+        for (provider, status), n in sorted(self._llm_requests.items()):
+            out.counter("llm_requests", "LLM calls, by provider and status.",
+                        _LLM_LABELS, (provider, status), n)  # fmt: skip
+        for (kind, name), read in sorted(self._sources.items()):
+            part = _Families()  # a source's figures go out all together, or not at all
+            try:
+                _READERS[kind](part, name, read())
+            except Exception:
+                self._source_errors[name] = self._source_errors.get(name, 0) + 1
+                _log.warning("metrics source %s %r failed", kind, name, exc_info=True)
+            else:
+                out.merge(part)
+        for name, n in sorted(self._source_errors.items()):
+            out.counter("agentflow_metrics_source_errors", "Failed reads of a metrics source.",
+                        ("source",), (name,), n)  # fmt: skip
+        yield from out.families.values()
+        if self._llm_requests:
+            yield self._llm_durations.family(
+                "llm_request_duration_seconds", "LLM call time.", _LLM_LABELS
+            )
+
+
+def _field(stats: Any, *names: str) -> Any:
+    for name in names:
+        value = getattr(stats, name, None)
+        if value is not None:
+            return value
+    return None
+
+
+def _read_runner(out: _Families, name: str, s: Any) -> None:
+    lab = ("runner",)
+    out.gauge("runner_queue_depth", "Events waiting in the queue.", lab, (name,), s.queued)
+    out.gauge("runner_in_flight", "Events accepted and not ended.", lab, (name,), s.in_flight)
+    out.gauge("runner_running_events", "Events running.", lab, (name,), s.running_events)
+    out.gauge("runner_running_agents", "Agents holding a worker slot.", lab, (name,),
+              _field(s, "running_agents"))  # fmt: skip
+    out.gauge("runner_peak_in_flight", "Most events in flight at once.", lab, (name,),
+              _field(s, "peak_in_flight"))  # fmt: skip
+    out.counter("runner_events_accepted", "Events accepted.", lab, (name,), s.accepted)
+    out.counter("runner_events_refused", "Events refused.", lab, (name,), s.refused)
+    out.counter("runner_hook_failures", "Hooks that raised.", lab, (name,),
+                _field(s, "hook_failures"))  # fmt: skip
+    for outcome in ("succeeded", "failed", "timed_out", "cancelled"):
+        out.counter("runner_events_completed", "Events ended, by outcome.", ("runner", "status"),
+                    (name, outcome), _field(s, outcome))  # fmt: skip
+
+
+def _read_cache(out: _Families, name: str, s: Any) -> None:
+    lab, key = ("cache",), (name,)
+    out.counter("cache_hits", "Cache lookups answered from the cache.", lab, key, s.hits)
+    out.counter("cache_misses", "Cache lookups not in the cache.", lab, key, s.misses)
+    out.counter("cache_evictions", "Entries dropped to stay bounded.", lab, key,
+                _field(s, "evictions"))  # fmt: skip
+    out.counter("cache_coalesced", "Misses that waited on another caller's call.", lab, key,
+                _field(s, "coalesced"))  # fmt: skip
+    out.gauge("cache_entries", "Entries held.", lab, key, _field(s, "entries"))
+
+
+def _breaker_state(s: Any) -> int:
+    state = getattr(s, "state", s)
+    text = str(getattr(state, "value", state)).lower().replace("-", "_")
+    return BREAKER_STATE_VALUES[text]
+
+
+def _read_breaker(out: _Families, name: str, s: Any) -> None:
+    lab, key = ("breaker",), (name,)
+    out.gauge("circuit_breaker_state", "0 closed, 1 half-open, 2 open.", lab, key,
+              _breaker_state(s))  # fmt: skip
+    out.counter("circuit_breaker_failures", "Calls counted as failures.", lab, key,
+                _field(s, "failures"))  # fmt: skip
+    out.counter("circuit_breaker_rejections", "Calls refused while open.", lab, key,
+                _field(s, "rejections"))  # fmt: skip
+    out.counter("circuit_breaker_opened", "Times the breaker opened.", lab, key,
+                _field(s, "opened_count"))  # fmt: skip
+
+
+def _read_pool(out: _Families, name: str, s: Any) -> None:
+    lab, key = ("pool",), (name,)
+    out.gauge("pool_connections_in_use", "Connections serving a request.", lab, key,
+              _field(s, "in_use", "active"))  # fmt: skip
+    out.gauge("pool_connections_idle", "Open idle connections.", lab, key, _field(s, "idle"))
+    out.gauge("pool_requests_queued", "Requests waiting for a connection.", lab, key,
+              _field(s, "queued"))  # fmt: skip
+
+
+def _read_queue(out: _Families, name: str, depth: Any) -> None:
+    out.gauge("queue_depth", "Items waiting in a queue.", ("queue",), (name,), depth)
+
+
+def _read_llm(out: _Families, name: str, s: Any) -> None:
+    for part, reader in (("cache", _read_cache), ("breaker", _read_breaker), ("pool", _read_pool)):
+        stats = getattr(s, part, None)
+        if stats is not None:
+            reader(out, name, stats)
+
+
+def _read_guard(out: _Families, name: str, s: Any) -> None:
+    lab, key = ("guard",), (name,)
+    out.gauge("memory_guard_shedding", "1 while new events are refused.", lab, key,
+              int(bool(s.shedding)))  # fmt: skip
+    out.gauge("memory_guard_rss_bytes", "RSS at the last check.", lab, key, s.rss_bytes)
+    out.gauge("memory_guard_limit_bytes", "The soft memory limit.", lab, key, s.limit_bytes)
+    out.counter("memory_guard_episodes", "Times shedding switched on.", lab, key,
+                _field(s, "episodes"))  # fmt: skip
+
+
+_READERS: Final[dict[str, Callable[[_Families, str, Any], None]]] = {
+    "runner": _read_runner,
+    "cache": _read_cache,
+    "breaker": _read_breaker,
+    "pool": _read_pool,
+    "queue": _read_queue,
+    "llm": _read_llm,
+    "guard": _read_guard,
+}

@@ -1,0 +1,385 @@
+"""``agentcli`` as a user runs it: each command a real subprocess (``python -m
+agentflow_trio.cli``), short durations, exit codes and output checked, ``--json`` parsed.
+
+Every subprocess wait is bounded (``TIMEOUT``); the built-in mock LLM each command starts
+binds 127.0.0.1 port 0 inside that subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pstats
+import selectors
+import signal
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = str(ROOT / "examples" / "loadtest_script.py")
+TIMEOUT = 60
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["COLUMNS"] = "200"
+    return env
+
+
+def agentcli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agentflow_trio.cli", *args],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=cwd,
+        timeout=TIMEOUT,
+    )
+
+
+def one_json_line(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1, proc.stdout
+    data = json.loads(lines[0])
+    assert isinstance(data, dict)
+    return data
+
+
+def assert_clean_failure(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle in proc.stderr, proc.stderr
+
+
+# -- benchmark --------------------------------------------------------------------------
+
+
+def test_benchmark_json_matches_the_mock_count() -> None:
+    data = one_json_line(agentcli("benchmark", "--duration", "1s", "-c", "4", "--json"))
+    assert data["command"] == "benchmark" and data["agent"] == "chat"
+    assert data["requests"] > 0
+    assert data["requests"] == data["mock_requests"]  # the mock's own /stats count
+    assert data["outcomes"] == {"succeeded": data["requests"]}
+    assert data["error_rate"] == 0
+    assert data["concurrent_users"] == 4
+    assert data["p50_ms"] <= data["p99_ms"] <= data["max_ms"]
+    assert data["requests_per_s"] > 0 and data["peak_rss_bytes"] > 0
+
+
+def test_benchmark_stops_at_exactly_n_requests() -> None:
+    data = one_json_line(
+        agentcli("benchmark", "--duration", "30s", "--requests", "50", "-c", "7", "--json")
+    )
+    assert data["requests"] == 50 == data["mock_requests"] == data["issued"]
+
+
+def test_benchmark_noop_agent_makes_no_model_calls() -> None:
+    data = one_json_line(agentcli("benchmark", "--agent", "noop", "--requests", "20", "--json"))
+    assert data["requests"] == 20 and data["mock_requests"] == 0
+
+
+def test_benchmark_table() -> None:
+    proc = agentcli("benchmark", "--duration", "1s", "-c", "2", "--agent", "stream")
+    assert proc.returncode == 0, proc.stderr
+    for heading in ("requests", "RPS", "p50 ms", "p95 ms", "p99 ms", "max ms", "errors"):
+        assert heading in proc.stdout
+    assert "peak RSS" in proc.stdout and "CPU/request" in proc.stdout
+    assert "mock LLM requests" in proc.stdout
+    assert "\x1b[" not in proc.stdout  # not a terminal: no colour codes, no progress bar
+
+
+def test_benchmark_cpu_profile_loads_with_pstats(tmp_path: Path) -> None:
+    out = tmp_path / "bench.pstats"
+    proc = agentcli(
+        "benchmark", "--requests", "30", "--profile", "cpu", "--output", str(out), "--json"
+    )
+    one_json_line(proc)
+    stats = pstats.Stats(str(out))
+    assert stats.total_calls > 0  # type: ignore[attr-defined]
+    assert any("runner.py" in key[0] for key in stats.stats)  # type: ignore[attr-defined]
+
+
+def test_benchmark_memory_profile(tmp_path: Path) -> None:
+    out = tmp_path / "heap.txt"
+    one_json_line(
+        agentcli(
+            "benchmark", "--requests", "30", "--profile", "memory", "--output", str(out), "--json"
+        )
+    )
+    assert out.read_text().strip()
+
+
+def test_benchmark_with_a_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "agentflow.toml"
+    config.write_text('[runner]\nworker_pool_size = 3\n[llm]\nmodel = "my-model"\n')
+    data = one_json_line(
+        agentcli("benchmark", "--config", str(config), "--requests", "10", "--json")
+    )
+    assert data["requests"] == 10 == data["mock_requests"]
+    assert "built-in mock LLM" in data["target"]
+
+
+# -- loadtest ---------------------------------------------------------------------------
+
+
+def test_loadtest_closed_model() -> None:
+    data = one_json_line(
+        agentcli("loadtest", "--script", SCRIPT, "--vus", "5", "--duration", "1s", "--json")
+    )
+    assert data["command"] == "loadtest" and data["model"] == "closed"
+    assert data["requests"] > 0 and len(data["stages"]) == 1
+    assert data["stages"][0]["requests"] == data["requests"]
+    assert data["mock_requests"] == data["requests"]  # one model call per request
+    assert data["peak_target"] == 5
+
+
+def test_loadtest_stages_report_each_stage() -> None:
+    proc = agentcli("loadtest", "--script", SCRIPT, "--stages", "1s:2,1s:4", "--json")
+    data = one_json_line(proc)
+    assert [s["stage"] for s in data["stages"]] == ["1s 0->2 users", "1s 2->4 users"]
+    assert all(s["requests"] > 0 for s in data["stages"])
+    assert sum(s["requests"] for s in data["stages"]) == data["requests"]
+
+
+def test_loadtest_stages_table() -> None:
+    proc = agentcli("loadtest", "--script", SCRIPT, "--stages", "1s:2,1s:4")
+    assert proc.returncode == 0, proc.stderr
+    for label in ("1s 0->2 users", "1s 2->4 users", "total"):
+        assert label in proc.stdout
+
+
+def test_loadtest_open_model() -> None:
+    data = one_json_line(
+        agentcli("loadtest", "--script", SCRIPT, "--rate", "50/s", "--duration", "1s", "--json")
+    )
+    assert data["model"] == "open"
+    assert data["issued"] == 50  # arrivals on schedule, whatever the latency
+    assert data["requests"] + data["unfinished"] == 50
+    assert data["stages"][0]["stage"] == "1s 50/s"
+
+
+# -- serve ------------------------------------------------------------------------------
+
+
+def test_serve_subprocess_until_sigterm(tmp_path: Path) -> None:
+    (tmp_path / "myagents.py").write_text(
+        "async def shout(ctx, event):\n"
+        "    return event.data['text'].upper()\n"
+        "def make():\n"
+        "    return {'shout': shout}\n"
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agentflow_trio.cli",
+            "serve",
+            "--port",
+            "0",
+            "--app",
+            "myagents:make",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+        cwd=tmp_path,
+    )
+    try:
+        assert proc.stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(proc.stdout, selectors.EVENT_READ)
+            assert selector.select(TIMEOUT), "agentcli serve printed nothing"
+        line = proc.stdout.readline()
+        prefix = "agentcli serve listening on "
+        assert line.startswith(prefix), line
+        url = line[len(prefix) :].strip()
+        with httpx2.Client(base_url=url, timeout=TIMEOUT) as client:
+            reply = client.post("/v1/events", json={"type": "shout", "data": {"text": "hi"}})
+            assert reply.json()["output"] == "HI"
+            assert client.get("/healthz").json()["status"] == "ok"
+
+        script = tmp_path / "shouting.py"
+        script.write_text(
+            "async def request(client):\n"
+            "    result = await client.call('shout', {'text': 'load'})\n"
+            "    assert result.output == 'LOAD'\n"
+        )
+        load = one_json_line(
+            agentcli(
+                "loadtest",
+                "--script",
+                str(script),
+                "--target",
+                url,
+                "--vus",
+                "3",
+                "--duration",
+                "1s",
+                "--json",
+            )
+        )
+        assert load["requests"] > 0 and load["outcomes"] == {"succeeded": load["requests"]}
+        assert load["mock_requests"] is None and load["target"] == f"HTTP target {url}"
+        with httpx2.Client(base_url=url, timeout=TIMEOUT) as client:
+            served = client.get("/healthz").json()["completed"]
+        assert served == load["requests"] + 1  # every request reached the server
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=TIMEOUT)
+        assert proc.returncode == 0, stderr
+        assert "Traceback" not in stderr
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=TIMEOUT)
+
+
+# -- config -----------------------------------------------------------------------------
+
+GOOD = """
+[runner]
+worker_pool_size = 8
+event_timeout = "5s"
+[llm]
+api_key = "sk-very-secret"
+[llm.headers]
+X-Api-Token = "also-secret"
+"""
+
+
+def test_config_validate_and_show_a_good_file(tmp_path: Path) -> None:
+    path = tmp_path / "agentflow.toml"
+    path.write_text(GOOD)
+    ok = agentcli("config", "validate", str(path))
+    assert ok.returncode == 0 and ok.stdout.strip() == f"OK: {path}"
+
+    shown = agentcli("config", "show", str(path))
+    assert shown.returncode == 0, shown.stderr
+    assert "sk-very-secret" not in shown.stdout and "also-secret" not in shown.stdout
+    effective = tomllib.loads(shown.stdout)
+    assert effective["runner"]["worker_pool_size"] == 8
+    assert effective["runner"]["event_timeout"] == "5s"
+    assert effective["llm"]["api_key"] == "***"
+    assert effective["llm"]["headers"] == {"X-Api-Token": "***"}
+
+
+def test_config_show_defaults() -> None:
+    shown = agentcli("config", "show")
+    assert shown.returncode == 0
+    assert tomllib.loads(shown.stdout)["runner"]["max_concurrent_events"] == 1000
+
+
+def test_config_validate_a_broken_file(tmp_path: Path) -> None:
+    path = tmp_path / "broken.toml"
+    path.write_text('[runner]\nworker_pool_size = "many"\n')
+    proc = agentcli("config", "validate", str(path))
+    assert proc.returncode == 1
+    assert str(path) in proc.stderr and "runner.worker_pool_size" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+    typo = tmp_path / "typo.toml"
+    typo.write_text("[runner]\nworker_pool = 3\n")
+    proc = agentcli("config", "validate", str(typo))
+    assert proc.returncode == 1 and "did you mean 'worker_pool_size'" in proc.stderr
+
+
+# -- bad input: exit 2, one clear message, no traceback ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["benchmark", "--duration", "5x"], ["'5x' is not a duration"]),
+        (["benchmark", "--duration", "0s"], ["must be longer than 0s"]),
+        (["benchmark", "-c", "0"], ["--concurrent-users"]),
+        (["benchmark", "--agent", "nobody"], ["--agent"]),
+        (["benchmark", "--profile", "cpu"], ["--profile", "needs --output"]),
+        (["loadtest", "--stages", "5m"], ["stage '5m' must be DURATION:TARGET"]),
+        (["loadtest", "--stages", "5m:10", "--duration", "1s"], ["--stages replaces"]),
+        (["loadtest", "--vus", "0"], ["--vus"]),
+        (["loadtest", "--rate", "fast"], ["rate 'fast' must be a number > 0"]),
+        (["loadtest", "--rate", "5/s", "--vus", "3"], ["pick one"]),
+        (["loadtest", "--open"], ["--open needs --rate or --stages"]),
+        (["loadtest", "--target", "ftp://x"], ["not an http:// or https:// URL"]),
+        (["loadtest", "--script", "no/such/script.py"], ["no/such/script.py: no such file"]),
+        (["serve", "--max-body", "huge"], ["--max-body"]),
+        (["serve", "--app", "nomodule"], ["--app must be MODULE:ATTR"]),
+        (["serve", "--app", "no_such_module_x:agents"], ["cannot import 'no_such_module_x'"]),
+    ],
+)
+def test_bad_flags(args: list[str], needles: list[str]) -> None:
+    assert_clean_failure(agentcli(*args), *needles)
+
+
+def test_broken_scripts(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.py"
+    broken.write_text("async def request(client)\n    pass\n")
+    assert_clean_failure(
+        agentcli("loadtest", "--script", str(broken), "--duration", "1s"),
+        f"script {broken}:1: syntax error",
+    )
+    failing_setup = tmp_path / "setup.py"
+    failing_setup.write_text("def setup():\n    1 / 0\nasync def request(client):\n    pass\n")
+    assert_clean_failure(
+        agentcli("loadtest", "--script", str(failing_setup), "--duration", "1s"),
+        "setup() raised ZeroDivisionError",
+    )
+    empty = tmp_path / "empty.py"
+    empty.write_text("think_time = 1\n")
+    assert_clean_failure(
+        agentcli("loadtest", "--script", str(empty), "--duration", "1s"),
+        "defines no `async def request(client)`",
+    )
+
+
+def test_broken_config_for_every_command(tmp_path: Path) -> None:
+    path = tmp_path / "broken.toml"
+    path.write_text("[llm]\nmax_connections = 0\n")
+    for command in (["benchmark"], ["loadtest"], ["serve"], ["config", "show"]):
+        proc = (
+            agentcli(*command, "--config", str(path))
+            if command[0] != "config"
+            else (agentcli(*command, str(path)))
+        )
+        assert_clean_failure(proc, str(path), "llm.max_connections")
+    missing = agentcli("benchmark", "--config", str(tmp_path / "absent.toml"))
+    assert_clean_failure(missing, "config file not found")
+
+
+def test_remote_provider_without_a_key_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "remote.toml"
+    path.write_text('[llm]\nprovider = "openai"\nbase_url = "https://api.openai.com/v1"\n')
+    env_key = os.environ.pop("OPENAI_API_KEY", None)
+    try:
+        for command in ("benchmark", "serve"):
+            proc = agentcli(command, "--config", str(path))
+            assert_clean_failure(proc, f"{path}: llm.api_key: is empty")
+    finally:
+        if env_key is not None:
+            os.environ["OPENAI_API_KEY"] = env_key
+
+
+def test_help_is_fast_to_import() -> None:
+    code = (
+        "import sys, agentflow_trio.cli;"
+        "heavy = {'httpx2', 'rich', 'hypercorn', 'prometheus_client', 'hdrh'};"
+        "print(sorted(heavy & set(sys.modules)))"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=TIMEOUT
+    )
+    assert out.stdout.strip() == "[]", out.stderr
+    helped = agentcli("--help")
+    assert helped.returncode == 0
+    for command in ("benchmark", "loadtest", "serve", "mock-llm", "config"):
+        assert command in helped.stdout
