@@ -386,6 +386,9 @@ class LLMConfig:
     idle_timeout: Duration = attrs.field(default=300.0, validator=_at_least(0))
     max_connection_lifetime: Duration = attrs.field(default=3600.0, validator=_at_least(0))
     headers: dict[str, str] = attrs.field(factory=dict, metadata=_SECRET_META)
+    # "lean": the project's HTTP/1.1 client on trio streams (httptools); "httpx2": the
+    # httpx2 client. Both honour the pool settings above and raise the same errors.
+    transport: Literal["lean", "httpx2"] = "lean"
     retry: RetryConfig = attrs.field(factory=RetryConfig)
     circuit_breaker: CircuitBreakerConfig = attrs.field(factory=CircuitBreakerConfig)
     rate_limit: RateLimitConfig = attrs.field(factory=RateLimitConfig)

@@ -180,7 +180,10 @@ async def test_tool_round_trip_and_named_choice(dialect: str) -> None:
 
 async def test_openai_headers_and_body() -> None:
     with trio.fail_after(TIMEOUT):
-        async with serving("openai", organization="org-1", headers={"x-team": "a"}) as (
+        # These checks read the httpx2 client's headers: pin that transport.
+        async with serving(
+            "openai", organization="org-1", headers={"x-team": "a"}, transport="httpx2"
+        ) as (
             mock,
             provider,
         ):
@@ -197,7 +200,10 @@ async def test_openai_headers_and_body() -> None:
 
 async def test_azure_deployment_url_key_and_version() -> None:
     with trio.fail_after(TIMEOUT):
-        async with serving("azure", api_version="2024-10-21") as (mock, provider):
+        async with serving("azure", api_version="2024-10-21", transport="httpx2") as (
+            mock,
+            provider,
+        ):
             client = provider.transport.session.client  # type: ignore[attr-defined]
             assert client.headers["api-key"] == "sk-test"
             assert "authorization" not in client.headers

@@ -337,7 +337,9 @@ async def test_ollama_error_status() -> None:
 
 async def test_read_timeout() -> None:
     with trio.fail_after(TIMEOUT):
-        async with transport(request_timeout=0.2) as (mock, provider):
+        # The __cause__ check is about the httpx2 mapping; the lean transport's timeouts are
+        # tested in test_lean_transport.py.
+        async with transport(request_timeout=0.2, transport="httpx2") as (mock, provider):
             mock.script(MockReply(delay=1.0))
             with pytest.raises(LLMTimeoutError) as info:
                 await provider.complete(REQUEST)
@@ -349,7 +351,9 @@ async def test_connection_refused() -> None:
     await listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     listener.close()  # nothing listens there now
-    config = LLMConfig(provider="openai", base_url=f"http://127.0.0.1:{port}/v1")
+    config = LLMConfig(
+        provider="openai", base_url=f"http://127.0.0.1:{port}/v1", transport="httpx2"
+    )
     with trio.fail_after(TIMEOUT):
         async with open_transport(config) as provider:
             with pytest.raises(LLMConnectError) as info:

@@ -1,5 +1,9 @@
 """The one pooled HTTP client of a provider, and the error mapping at its edge.
 
+Two clients sit behind one `Session` interface: this module's `HTTPSession` (httpx2) and
+the lean HTTP/1.1 client of ``_lean`` (``transport = "lean"``, same interface and errors).
+`open_http_session` picks one; the rest of this docstring describes the httpx2 one.
+
 `open_http_session` builds a single ``httpx2.AsyncClient`` from `LLMConfig`, shared by every
 call of one provider:
 
@@ -30,9 +34,10 @@ at most 64 KiB, so the connection goes back to the pool instead of being closed.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar, final
 
 import attrs
@@ -40,7 +45,7 @@ import httpcore2
 import httpx2
 import trio
 
-from ..errors import ResponseFormatError
+from ..errors import ConfigError, ResponseFormatError
 from . import _json
 from ._httperrors import (
     EXCEPTION_MAP,
@@ -64,6 +69,7 @@ __all__ = [
     "NDJSONDecoder",
     "PoolStatistics",
     "SSEDecoder",
+    "Session",
     "build_client",
     "excerpt",
     "map_exception",
@@ -73,6 +79,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+_log = logging.getLogger("agentflow_trio.llm")
 _ERROR_BODY_LIMIT: Final = 4096
 _DRAIN_LIMIT: Final = 65536
 
@@ -85,6 +92,31 @@ class LineDecoder(Protocol):
     def feed(self, data: bytes) -> list[Any]: ...
 
     def finish(self) -> list[Any]: ...
+
+
+class Session(Protocol):
+    """What the adapters need from an HTTP session: `HTTPSession` (httpx2) or the lean one.
+
+    ``deployment`` names the target in errors; ``post_json`` and ``open_stream`` have the
+    contract of `HTTPSession`'s; ``pool_statistics`` feeds `StackStatistics.pool`.
+    """
+
+    deployment: str
+
+    async def post_json(self, url: str, body: bytes) -> Any: ...
+
+    def open_stream(
+        self,
+        url: str,
+        body: bytes,
+        decoder: LineDecoder,
+        parse: Callable[[Any], T | None],
+        content_types: tuple[str, ...],
+    ) -> AbstractAsyncContextManager[AsyncIterator[T]]: ...
+
+    def pool_statistics(self) -> PoolStatistics: ...
+
+    async def aclose(self) -> None: ...
 
 
 @attrs.frozen(slots=True)
@@ -293,12 +325,34 @@ async def open_http_session(
     headers: Mapping[str, str],
     deployment: str,
     base_url: str,
-) -> AsyncIterator[HTTPSession]:
+    http_transport: str | None = None,
+) -> AsyncIterator[Session]:
     """Build the provider's client, warm ``min_connections`` up, and close it on exit.
 
     ``headers`` are sent with every request (set once here, not per call); the warm-up
-    ``GET`` requests go to the origin of ``base_url``.
+    ``GET`` requests go to the origin of ``base_url``. ``http_transport`` (default: the
+    config's ``transport``, else ``"httpx2"``) picks the client: ``"httpx2"`` (this
+    module's `HTTPSession`) or ``"lean"`` (``_lean.LeanSession``: HTTP/1.1 on trio streams,
+    same interface and errors); where the lean one cannot serve (a proxy, HTTP/2) httpx2
+    is used and the reason logged at INFO.
+
+    Raises:
+        ConfigError: an unknown ``http_transport``.
     """
+    choice = http_transport or getattr(llm, "transport", None) or "httpx2"
+    if choice == "lean":
+        from ._lean import fallback_reason, open_lean_session
+
+        reason = fallback_reason(llm)
+        if reason is None:
+            async with open_lean_session(
+                llm, headers=headers, deployment=deployment, base_url=base_url
+            ) as lean:
+                yield lean
+            return
+        _log.info("%s: lean HTTP transport cannot serve: %s; using httpx2", deployment, reason)
+    elif choice != "httpx2":
+        raise ConfigError(f"expected 'lean' or 'httpx2', got {choice!r}", key="llm.transport")
     client, backend = build_client(llm, headers)
     session = HTTPSession(client, backend, deployment)
     try:

@@ -16,7 +16,7 @@ from ..errors import ServerError
 from . import _json
 from ._lines import NDJSONDecoder, excerpt
 from ._openai_wire import shape_error, tools
-from .http import HTTPSession, open_http_session
+from .http import Session, open_http_session
 from .types import (
     ChatRequest,
     ChatResponse,
@@ -43,7 +43,7 @@ _SHAPE_ERRORS: Final = (KeyError, IndexError, TypeError, AttributeError, ValueEr
 class OllamaProvider:
     """A `Provider` speaking Ollama's native API. Build one with `open_ollama`."""
 
-    def __init__(self, session: HTTPSession, *, base_url: str, model: str) -> None:
+    def __init__(self, session: Session, *, base_url: str, model: str) -> None:
         self.session = session
         self._chat_url = f"{base_url}/api/chat"
         self._embed_url = f"{base_url}/api/embed"

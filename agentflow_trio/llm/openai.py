@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Final, final
 
 from . import _openai_wire as wire
 from ._lines import SSEDecoder
-from .http import HTTPSession, open_http_session
+from .http import Session, open_http_session
 from .types import ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, StreamChunk
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ class OpenAIProvider:
 
     def __init__(
         self,
-        session: HTTPSession,
+        session: Session,
         *,
         chat_url: str,
         embeddings_url: str,

@@ -1,0 +1,322 @@
+"""One HTTP/1.1 client connection on a trio stream, responses parsed by httptools.
+
+A `Connection` carries one request at a time: `begin`, `send`, `receive_head`, then the body
+with `receive_all` (whole) or `receive_part` (as it arrives, for streams). Bodies may be
+framed by Content-Length, chunked, or (without either) end when the server closes.
+Interim ``1xx`` responses are skipped. The connection may carry another request only if
+the last response was read to its end, the server allowed keep-alive (no ``Connection:
+close``, HTTP/1.1) and nothing followed it (`reusable`); the pool checks that.
+
+Failures raise the transport's own errors (`ReadFailed`, `WriteFailed`, `ProtocolFailed`);
+timeouts are the caller's cancel scopes. A connection whose request was interrupted (by an
+error or by cancellation) is never reusable: its owner closes it.
+"""
+
+from __future__ import annotations
+
+import select
+from contextlib import suppress
+from typing import Final
+
+import httptools
+import trio
+
+from .exceptions import ProtocolFailed, ReadFailed, WriteFailed
+
+__all__ = ["RECEIVE_SIZE", "Connection"]
+
+RECEIVE_SIZE: Final = 65536
+_TICKET_WAIT: Final = 0.001  # how long a readable idle TLS connection may take to show EOF
+_STREAM_ERRORS: Final = (trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+class _Reader:
+    """httptools callbacks: the state of the response being read on one connection."""
+
+    __slots__ = (
+        "complete",
+        "content_encoding",
+        "content_type",
+        "extra",
+        "framed",
+        "head_done",
+        "headers",
+        "interim",
+        "keep_alive",
+        "no_body",
+        "parser",
+        "parts",
+        "reason",
+        "started",
+        "status",
+    )
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.reset(no_body=False)
+        self.complete = self.keep_alive = True  # a new connection is idle and in step
+
+    def reset(self, *, no_body: bool) -> None:
+        self.no_body = no_body
+        self.started = self.complete = self.extra = False
+        self.keep_alive = False
+        self._message()
+
+    def _message(self) -> None:
+        self.status = 0
+        self.reason = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.parts: list[bytes] = []
+        self.content_type: bytes | None = None
+        self.content_encoding: bytes | None = None
+        self.head_done = self.framed = self.interim = False
+
+    def on_message_begin(self) -> None:
+        if self.complete:
+            self.extra = True  # bytes after the response: the connection is out of step
+            return
+        self.started = True
+        self._message()
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.head_done or self.complete:
+            return  # chunked trailers: not part of the head
+        self.headers.append((name, value))
+        lower = name.lower()
+        if lower == b"content-type":
+            self.content_type = value
+        elif lower == b"content-length" or lower == b"transfer-encoding":
+            self.framed = True
+        elif lower == b"content-encoding":
+            self.content_encoding = value.strip().lower()
+
+    def on_headers_complete(self) -> None:
+        if self.complete:
+            return
+        status = self.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            self.interim = True  # 100 Continue, 103 Early Hints: the real answer follows
+            return
+        self.status = status
+        self.head_done = True
+        if self.no_body:  # HEAD: headers only; the parser would wait for the body
+            self.complete = True
+
+    def on_body(self, body: bytes) -> None:
+        if not self.complete:
+            self.parts.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.complete:
+            return
+        if self.interim:
+            self.started = False
+            self._message()
+            return
+        self.complete = True
+        self.keep_alive = self.parser.should_keep_alive()
+
+
+def _socket_of(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
+    inner: object = stream
+    for _ in range(4):  # SSLStream -> SocketStream -> socket
+        sock = getattr(inner, "socket", None)
+        if sock is not None:
+            return sock  # type: ignore[no-any-return]
+        inner = getattr(inner, "transport_stream", None)
+        if inner is None:
+            return None
+    return None
+
+
+class Connection:
+    """A connection and its parser. Not safe for two tasks at once (the pool ensures that).
+
+    ``opened_at``, ``expires_at`` (lifetime end) and ``idle_since`` are trio clock times;
+    ``requests`` counts the requests begun on it; ``fresh`` is True until it first waits
+    idle in a pool (a fresh connection cannot have been closed by the server while idle).
+    """
+
+    __slots__ = (
+        "_poll",
+        "_reader",
+        "_stream",
+        "expires_at",
+        "fresh",
+        "idle_since",
+        "opened_at",
+        "requests",
+        "tls",
+    )
+
+    def __init__(
+        self, stream: trio.abc.Stream, *, opened_at: float, expires_at: float, tls: bool
+    ) -> None:
+        self._stream = stream
+        self._reader = _Reader()
+        self.tls = tls
+        self.opened_at = self.idle_since = opened_at
+        self.expires_at = expires_at
+        self.requests = 0
+        self.fresh = True
+        sock = _socket_of(stream)
+        self._poll: select.poll | None = None
+        if sock is not None:
+            self._poll = select.poll()
+            self._poll.register(sock.fileno(), select.POLLIN)
+
+    # -- state --------------------------------------------------------------------------
+
+    @property
+    def status(self) -> int:
+        """The status of the response being read (0 before its head)."""
+        return self._reader.status
+
+    @property
+    def reason(self) -> bytes:
+        """The reason phrase of the response being read."""
+        return self._reader.reason
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """The response's headers as received (names keep their case), in order."""
+        return self._reader.headers
+
+    @property
+    def content_type(self) -> bytes | None:
+        """The response's Content-Type, if any."""
+        return self._reader.content_type
+
+    @property
+    def content_encoding(self) -> bytes | None:
+        """The response's Content-Encoding (lower case), if any."""
+        return self._reader.content_encoding
+
+    @property
+    def complete(self) -> bool:
+        """True once the whole response has been read."""
+        return self._reader.complete
+
+    @property
+    def reusable(self) -> bool:
+        """True if another request may follow: complete, keep-alive, nothing extra read."""
+        reader = self._reader
+        return reader.complete and reader.keep_alive and not reader.extra
+
+    def readable(self) -> bool:
+        """True if the idle socket has something to read: for plain HTTP, the server's
+        EOF or bytes nobody asked for (the connection must not carry a request); for TLS,
+        possibly only session tickets (see `only_tls_housekeeping`). A stream without a
+        socket (tests) is never readable here."""
+        return self._poll is not None and bool(self._poll.poll(0))
+
+    async def only_tls_housekeeping(self) -> bool:
+        """For a readable idle TLS connection: True if what was waiting was only TLS
+        housekeeping (TLS 1.3 session tickets, consumed here) and the connection is usable;
+        False on EOF or application data. Waits at most 1 ms for more."""
+        with trio.move_on_after(_TICKET_WAIT):
+            with suppress(*_STREAM_ERRORS):
+                await self._stream.receive_some(RECEIVE_SIZE)
+            return False  # EOF or data: either way not in step for a new request
+        return True  # only TLS housekeeping was waiting
+
+    # -- one exchange ---------------------------------------------------------------------
+
+    def begin(self, *, no_body: bool = False) -> None:
+        """Start a new exchange; ``no_body`` for HEAD (the answer has headers only)."""
+        self.requests += 1
+        self._reader.reset(no_body=no_body)
+
+    async def send(self, head: bytes, body: bytes = b"") -> None:
+        """Write the request (``head``, then ``body`` when given apart).
+
+        Raises:
+            WriteFailed: the connection broke (the server may have closed it).
+        """
+        try:
+            await self._stream.send_all(head)
+            if body:
+                await self._stream.send_all(body)
+        except _STREAM_ERRORS as exc:
+            detail = str(exc) or type(exc).__name__
+            raise WriteFailed(f"connection lost while sending: {detail}") from exc
+
+    async def receive_head(self) -> None:
+        """Read until the response's head is complete (status and headers are then set).
+
+        Raises:
+            ReadFailed: the connection broke or closed first.
+            ProtocolFailed: not a valid HTTP/1.1 response.
+        """
+        reader = self._reader
+        while not reader.head_done:
+            await self._receive()
+
+    async def receive_all(self) -> bytes:
+        """Read the rest of the body and return all of it not yet taken.
+
+        Raises:
+            ReadFailed: the connection broke or closed before the body's end.
+            ProtocolFailed: malformed framing.
+        """
+        reader = self._reader
+        while not reader.complete:
+            await self._receive()
+        return self._take()
+
+    async def receive_part(self) -> bytes | None:
+        """The next piece of the body as it arrives, or None at its end.
+
+        Raises:
+            ReadFailed: the connection broke or closed before the body's end.
+            ProtocolFailed: malformed framing.
+        """
+        reader = self._reader
+        while not reader.parts:
+            if reader.complete:
+                return None
+            await self._receive()
+        return self._take()
+
+    def _take(self) -> bytes:
+        reader = self._reader
+        parts = reader.parts
+        if not parts:
+            return b""
+        reader.parts = []
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def _receive(self) -> None:
+        try:
+            data = await self._stream.receive_some(RECEIVE_SIZE)
+        except _STREAM_ERRORS as exc:
+            raise ReadFailed(self._lost(f": {exc or type(exc).__name__}")) from exc
+        reader = self._reader
+        if not data:
+            if reader.head_done and not reader.framed and not reader.complete:
+                reader.complete = True  # a body delimited by the end of the connection
+                reader.keep_alive = False
+                return
+            raise ReadFailed(self._lost(""))
+        try:
+            reader.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            raise ProtocolFailed("the server switched protocols (upgrade)") from exc
+        except httptools.HttpParserError as exc:
+            raise ProtocolFailed(f"malformed HTTP response: {exc}") from exc
+
+    def _lost(self, detail: str) -> str:
+        reader = self._reader
+        if reader.head_done:
+            return f"connection closed mid-response (HTTP {reader.status}){detail}"
+        if reader.started:
+            return f"connection closed in the response head{detail}"
+        return f"server closed the connection without answering{detail}"
+
+    async def aclose(self) -> None:
+        """Close at once (no TLS close_notify wait); safe under cancellation, idempotent."""
+        with suppress(*_STREAM_ERRORS):  # closed either way
+            await trio.aclose_forcefully(self._stream)

@@ -1,0 +1,369 @@
+"""`LeanSession`: the adapters' HTTP session (``post_json``, ``open_stream``) on lean pools.
+
+It has the interface and the error contract of `agentflow_trio.llm.http.HTTPSession`, so
+the OpenAI, Azure and Ollama adapters run on it unchanged: the same `errors` classes for
+the same failures, status errors with a body excerpt, `ResponseFormatError` for a body
+that is not the expected JSON or stream, streams through the same incremental decoders.
+
+What it saves per call: the request head is pre-encoded per URL (request line, host, the
+provider's constant headers), so a call formats only the length; the response is parsed
+by httptools into the few fields an adapter reads; no request or response objects, no
+header dictionaries, no per-call cancel scope when an enclosing deadline (a breaker's
+call timeout, an event timeout) already ends sooner than ``request_timeout``.
+
+Timeouts: ``request_timeout`` bounds a whole `post_json` exchange (first byte sent to last
+byte read) and, for a stream, the head and then each wait for the next part;
+``connection_timeout`` bounds the wait for a pool slot and the connect (TCP + TLS).
+
+Cancellation: a call cancelled at any point closes its connection, unless the response
+had been read to its end (then the connection is reused); its slot is always released.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager, suppress
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, final
+
+import trio
+
+from ...errors import ConfigError, ResponseFormatError
+from .. import _json
+from .._httperrors import status_error
+from .._lines import DEFAULT_MAX_LINE, excerpt
+from ..http import LineDecoder, PoolStatistics
+from .connection import Connection
+from .decoding import Decompressor, decompressor
+from .exceptions import LeanHTTPError, ReadTimeout, UnsupportedURL
+from .exchange import Exchange, own_deadline
+from .mapping import to_llm_error
+from .pool import ConnectionPool, PoolSettings
+from .pools import PoolSet
+from .url import DEFAULT_HEADERS, encode_headers, parse_url, request_bytes, request_prefix
+
+if TYPE_CHECKING:
+    from ...config import LLMConfig
+
+__all__ = ["LeanSession", "open_lean_session"]
+
+T = TypeVar("T")
+_ERROR_BODY_LIMIT: Final = 4096
+_DRAIN_LIMIT: Final = 65536
+_MAX_TARGETS: Final = 256
+
+
+def _text_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in raw}
+
+
+def _merged(headers: Mapping[str, str]) -> list[tuple[str, str]]:
+    names = {name.lower() for name in headers}
+    defaults = [(name, value) for name, value in DEFAULT_HEADERS if name not in names]
+    return defaults + list(headers.items())
+
+
+class _Target:
+    __slots__ = ("pool", "prefix")
+
+    def __init__(self, pool: ConnectionPool, prefix: bytes) -> None:
+        self.pool = pool
+        self.prefix = prefix
+
+
+@final
+class LeanSession:
+    """A provider's pooled lean HTTP/1.1 client. Build it with `open_lean_session`.
+
+    ``headers`` are sent with every request (encoded once); ``deployment`` names the
+    target in every error.
+
+    Raises:
+        ConfigError: a header name or value contains CR, LF or NUL.
+    """
+
+    def __init__(
+        self,
+        pools: PoolSet,
+        headers: Mapping[str, str],
+        deployment: str,
+        *,
+        max_line: int = DEFAULT_MAX_LINE,
+    ) -> None:
+        try:
+            self._headers = encode_headers(_merged(headers))
+        except ValueError as exc:
+            raise ConfigError(str(exc), key="llm.headers") from exc
+        self.pools = pools
+        self.deployment = deployment
+        self._timeout = pools.settings.request_timeout
+        self._max_line = max_line
+        self._targets: dict[str, _Target] = {}
+
+    def _target(self, url: str) -> _Target:
+        target = self._targets.get(url)
+        if target is None:
+            try:
+                origin, path = parse_url(url)
+                pool = self.pools.pool(origin)
+            except LeanHTTPError as exc:
+                raise to_llm_error(exc, self.deployment) from exc
+            target = _Target(pool, request_prefix("POST", origin, path, self._headers))
+            if len(self._targets) < _MAX_TARGETS:
+                self._targets[url] = target
+        return target
+
+    async def post_json(self, url: str, body: bytes) -> Any:
+        """POST ``body`` (JSON bytes) and return the decoded JSON answer.
+
+        Raises:
+            TransportError: no usable response (connect, timeout, connection lost).
+            APIStatusError: an HTTP error status (the subclass of that status).
+            ResponseFormatError: the answer is not JSON (wrong content type or malformed).
+            ConfigError: ``url`` is not http(s).
+        """
+        target = self._targets.get(url) or self._target(url)
+        exchange = Exchange(target.pool)
+        try:
+            head, rest = request_bytes(target.prefix, body)
+            deadline = own_deadline(self._timeout)
+            if deadline is None:
+                await exchange.open()
+                conn = await exchange.send(head, rest)
+                content = await conn.receive_all()
+            else:
+                with trio.CancelScope(deadline=deadline) as scope:
+                    await exchange.open()
+                    conn = await exchange.send(head, rest)
+                    content = await conn.receive_all()
+                if scope.cancelled_caught:
+                    raise exchange.timeout_error(self._timeout)
+            status = conn.status
+            ctype = conn.content_type
+            coding = conn.content_encoding
+            raw_headers = conn.headers
+        except LeanHTTPError as exc:
+            raise to_llm_error(exc, self.deployment) from exc
+        finally:
+            await exchange.aclose()
+        if coding is not None:
+            content = self._decompress(coding, content)
+        if status >= 400:
+            raise status_error(status, _text_headers(raw_headers), content, self.deployment)
+        if ctype is not None and b"json" not in ctype:
+            kind = ctype.decode("latin-1")
+            raise self._format_error(f"expected JSON, got content type {kind!r}", content)
+        try:
+            return _json.loads(content)
+        except _json.JSONDecodeError as exc:
+            raise self._format_error(f"malformed JSON body: {exc}", content) from exc
+
+    @asynccontextmanager
+    async def open_stream(
+        self,
+        url: str,
+        body: bytes,
+        decoder: LineDecoder,
+        parse: Callable[[Any], T | None],
+        content_types: tuple[str, ...],
+    ) -> AsyncIterator[AsyncIterator[T]]:
+        """POST ``body`` and yield an iterator of ``parse(payload)`` for each streamed payload.
+
+        The status and content type (one of ``content_types``) are checked before the block
+        starts, with the same errors as `post_json`. Payloads for which ``parse`` returns
+        None are skipped. The connection is returned to the pool if the stream was read to
+        its end, closed otherwise; its slot is released on every exit, cancellation included.
+        """
+        target = self._target(url)
+        exchange = Exchange(target.pool)
+        try:
+            conn = await self._start(exchange, target, body)
+            await self._check_stream(conn, content_types)
+            chunks = _Chunks(conn, decoder, parse, self.deployment, self._timeout)
+            yield chunks
+        finally:
+            await exchange.aclose()
+
+    async def _start(self, exchange: Exchange, target: _Target, body: bytes) -> Connection:
+        try:
+            head, rest = request_bytes(target.prefix, body)
+            with trio.move_on_after(self._timeout):
+                await exchange.open()
+                conn = await exchange.send(head, rest)
+                await conn.receive_head()
+                return conn
+            raise exchange.timeout_error(self._timeout)
+        except LeanHTTPError as exc:
+            raise to_llm_error(exc, self.deployment) from exc
+
+    async def _check_stream(self, conn: Connection, content_types: tuple[str, ...]) -> None:
+        status = conn.status
+        ctype = (conn.content_type or b"").decode("latin-1")
+        if status < 400 and ctype.split(";", 1)[0].strip().lower() in content_types:
+            return
+        body = await self._read_some(conn)
+        if status >= 400:
+            raise status_error(status, _text_headers(conn.headers), body, self.deployment)
+        raise self._format_error(f"expected a stream, got content type {ctype!r}", body)
+
+    async def _read_some(self, conn: Connection) -> bytes:
+        body = b""
+        try:
+            with trio.move_on_after(self._timeout):
+                while len(body) < _ERROR_BODY_LIMIT:
+                    part = await conn.receive_part()
+                    if part is None:
+                        break
+                    body += part
+        except LeanHTTPError as exc:
+            raise to_llm_error(exc, self.deployment) from exc
+        if conn.content_encoding is not None:
+            with suppress(ResponseFormatError):  # an error page cut short: show it as it came
+                body = self._decompress(conn.content_encoding, body)
+        return body
+
+    def _decompress(self, coding: bytes, content: bytes) -> bytes:
+        try:
+            decoder = decompressor(coding)
+            return content if decoder is None else decoder.feed(content) + decoder.flush()
+        except ResponseFormatError as exc:
+            exc.deployment = self.deployment
+            raise
+
+    def _format_error(self, message: str, body: bytes) -> ResponseFormatError:
+        return ResponseFormatError(
+            f"{self.deployment}: {message}", excerpt=excerpt(body), deployment=self.deployment
+        )
+
+    def pool_statistics(self) -> PoolStatistics:
+        """A snapshot of the session's pools (summed over origins)."""
+        return self.pools.statistics()
+
+    async def warm_up(self, count: int, url: str, timeout: float) -> None:
+        """Pre-open up to ``count`` connections to ``url``'s origin, within ``timeout``.
+
+        Best effort: failures are logged at INFO and otherwise ignored.
+        """
+        try:
+            origin, _ = parse_url(url)
+        except UnsupportedURL:
+            return  # the first call reports the bad URL
+        with trio.move_on_after(timeout):
+            await self.pools.pool(origin).fill(count)
+
+    async def aclose(self) -> None:
+        """Close every pool. Idempotent; never blocks."""
+        await self.pools.aclose()
+
+
+class _Chunks(Generic[T]):
+    """Async iterator over the parsed payloads of a streamed response body."""
+
+    __slots__ = ("_conn", "_decoder", "_deployment", "_parse", "_pending", "_timeout", "_unzip")
+
+    def __init__(
+        self,
+        conn: Connection,
+        decoder: LineDecoder,
+        parse: Callable[[Any], T | None],
+        deployment: str,
+        timeout: float,
+    ) -> None:
+        self._conn = conn
+        self._decoder = decoder
+        self._parse = parse
+        self._deployment = deployment
+        self._timeout = timeout
+        self._pending: deque[T] = deque()
+        self._unzip: Decompressor | None = None
+        if conn.content_encoding is not None:
+            self._unzip = self._checked(decompressor, conn.content_encoding)
+
+    def __aiter__(self) -> _Chunks[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        pending = self._pending
+        while not pending:
+            decoder = self._decoder
+            if decoder.done:
+                await self._drain()
+                raise StopAsyncIteration
+            data = await self._receive()
+            if data is None:
+                tail = self._unzip.flush() if self._unzip is not None else b""
+                items = self._checked(decoder.feed, tail) if tail else []
+                items += self._checked(decoder.finish)
+            else:
+                if self._unzip is not None:
+                    data = self._checked(self._unzip.feed, data)
+                items = self._checked(decoder.feed, data)
+            parse = self._parse
+            for item in items:
+                chunk = parse(item)
+                if chunk is not None:
+                    pending.append(chunk)
+        return pending.popleft()
+
+    async def _receive(self) -> bytes | None:
+        conn = self._conn
+        try:
+            deadline = own_deadline(self._timeout)
+            if deadline is None:
+                return await conn.receive_part()
+            with trio.CancelScope(deadline=deadline):
+                return await conn.receive_part()
+            raise ReadTimeout(f"no stream data for {self._timeout}s")
+        except LeanHTTPError as exc:
+            raise to_llm_error(exc, self._deployment) from exc
+
+    def _checked(self, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except ResponseFormatError as exc:
+            exc.deployment = self._deployment
+            raise
+
+    async def _drain(self) -> None:
+        # After the terminator only the end of the body should follow: read it (bounded),
+        # so the connection goes back to the pool instead of being closed.
+        left = _DRAIN_LIMIT
+        conn = self._conn
+        with trio.move_on_after(self._timeout):
+            try:
+                while left >= 0:
+                    part = await conn.receive_part()
+                    if part is None:
+                        return
+                    left -= len(part)
+            except LeanHTTPError:
+                return  # the answer is complete; the connection is simply not reused
+
+
+@asynccontextmanager
+async def open_lean_session(
+    llm: LLMConfig,
+    *,
+    headers: Mapping[str, str],
+    deployment: str,
+    base_url: str,
+    ssl_context: ssl.SSLContext | None = None,
+) -> AsyncIterator[LeanSession]:
+    """A `LeanSession` with ``llm``'s pool settings; closed (every connection) on exit.
+
+    ``min_connections`` connections to ``base_url``'s origin are opened before the block
+    starts (best effort, within ``connection_timeout``). ``ssl_context`` replaces the
+    system trust store (`default_ssl_context`).
+
+    Raises:
+        ConfigError: a header contains CR, LF or NUL.
+    """
+    pools = PoolSet(PoolSettings.from_config(llm), ssl_context=ssl_context)
+    session = LeanSession(pools, headers, deployment)
+    try:
+        if llm.min_connections > 0:
+            await session.warm_up(llm.min_connections, base_url, llm.connection_timeout)
+        yield session
+    finally:
+        await session.aclose()
