@@ -138,15 +138,62 @@ def _run_trio(main_fn: Callable[[], Awaitable[Any]]) -> Any:
         raise click.Abort() from None
 
 
+def _report_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``--report``, ``--compare`` and ``--dashboard``, shared by benchmark and loadtest."""
+    function = click.option(
+        "--dashboard",
+        is_flag=True,
+        help="Serve a live dashboard on 127.0.0.1 while the run goes on (prints its URL).",
+    )(function)
+    function = click.option(
+        "--compare",
+        "compare_path",
+        type=click.Path(dir_okay=False),
+        help="The --json output of an earlier run: the report shows the deltas.",
+    )(function)
+    return click.option(
+        "--report",
+        "report_path",
+        type=click.Path(dir_okay=False),
+        help="Write a self-contained HTML report with charts (opens offline).",
+    )(function)
+
+
+def _check_report(report_path: str | None, compare_path: str | None) -> Any:
+    """Check ``--report`` and ``--compare`` before the run: `_BadInput` (exit 2) if bad.
+    Returns the baseline run's JSON (None without ``--compare``)."""
+    if report_path is None and compare_path is None:
+        return None
+    from agentflow_trio.loadgen.report import ReportError, check_report_path, load_baseline
+
+    if compare_path is not None and report_path is None:
+        raise click.BadParameter(
+            "needs --report FILE to show the comparison in", param_hint="'--compare'"
+        )
+    try:
+        if report_path is not None:
+            check_report_path(report_path)
+        return load_baseline(compare_path) if compare_path is not None else None
+    except ReportError as exc:
+        raise _BadInput(str(exc)) from None
+
+
 def _run_load(
     start: Callable[[Any], Awaitable[Any]],
     *,
     as_json: bool,
     profile: str | None = None,
     output: str | None = None,
+    report_path: str | None = None,
+    baseline: Any = None,
+    dashboard: bool = False,
+    title: str = "",
 ) -> None:
     """Run ``await start(progress)`` under trio (profiled if asked) and print its report:
-    one JSON line with ``as_json``, else a table. Progress shows only on a terminal."""
+    one JSON line with ``as_json``, else a table. Progress shows only on a terminal.
+
+    With ``dashboard`` a live dashboard serves on 127.0.0.1 during the run (its URL goes
+    to stderr); with ``report_path`` the HTML report is written afterwards."""
     import sys
 
     from agentflow_trio.loadgen._report import RichProgress, print_report
@@ -154,7 +201,23 @@ def _run_load(
     progress = RichProgress() if not as_json and sys.stderr.isatty() else None
 
     async def run() -> Any:
-        return await start(progress)
+        if not dashboard:
+            return await start(progress)
+        import trio
+
+        from agentflow_trio.loadgen.dashboard import Dashboard, TeeProgress
+
+        board = Dashboard(title=f"agentcli {title} live dashboard")
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(board.serve)
+            click.echo(f"dashboard: {url}", err=True)
+            try:
+                result = await start(TeeProgress(progress, board))
+            finally:
+                board.stop()
+            await board.linger()
+            nursery.cancel_scope.cancel()
+        return result
 
     with _profiling(profile, output):
         report = _run_trio(run)
@@ -162,6 +225,14 @@ def _run_load(
         click.echo(report.to_json())
     else:
         print_report(report)
+    if report_path is not None:
+        from agentflow_trio.loadgen.report import ReportError, write_report
+
+        try:
+            written = write_report(report_path, report.to_dict(), baseline)
+        except ReportError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"report written to {written} (open it in a browser; works offline)", err=True)
 
 
 @contextmanager
@@ -311,6 +382,7 @@ def _toml(data: Mapping[str, Any], prefix: str = "") -> str:
     help="Latency of the built-in mock LLM.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line instead of a table.")
+@_report_options
 def benchmark(
     duration: float,
     users: int,
@@ -321,6 +393,9 @@ def benchmark(
     config_path: str | None,
     latency_ms: float,
     as_json: bool,
+    report_path: str | None,
+    compare_path: str | None,
+    dashboard: bool,
 ) -> None:
     """Run an example agent under closed-loop load and report throughput and latency.
 
@@ -331,6 +406,7 @@ def benchmark(
     from agentflow_trio.loadgen.benchmark import BenchmarkOptions, run_benchmark
 
     _check_profile(profile, output)
+    baseline = _check_report(report_path, compare_path)
     options = BenchmarkOptions(
         duration=duration,
         users=users,
@@ -345,6 +421,10 @@ def benchmark(
         as_json=as_json,
         profile=profile,
         output=output,
+        report_path=report_path,
+        baseline=baseline,
+        dashboard=dashboard,
+        title="benchmark",
     )
 
 
@@ -384,6 +464,7 @@ def benchmark(
     help="Latency of the built-in mock LLM.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line instead of a table.")
+@_report_options
 def loadtest(
     script: str | None,
     duration: float | None,
@@ -397,6 +478,9 @@ def loadtest(
     config_path: str | None,
     latency_ms: float,
     as_json: bool,
+    report_path: str | None,
+    compare_path: str | None,
+    dashboard: bool,
 ) -> None:
     """Drive a scenario script with a load shape; report per stage and in total.
 
@@ -421,6 +505,7 @@ def loadtest(
         raise click.BadParameter(
             f"{target!r} is not an http:// or https:// URL", param_hint="'--target'"
         )
+    baseline = _check_report(report_path, compare_path)
     try:
         scenario = load_scenario(script) if script is not None else DEFAULT_SCENARIO
     except ScriptError as exc:
@@ -435,7 +520,14 @@ def loadtest(
         mock_latency=_ms(latency_ms),
         max_in_flight=max_in_flight,
     )
-    _run_load(lambda progress: run_loadtest(options, progress=progress), as_json=as_json)
+    _run_load(
+        lambda progress: run_loadtest(options, progress=progress),
+        as_json=as_json,
+        report_path=report_path,
+        baseline=baseline,
+        dashboard=dashboard,
+        title="loadtest",
+    )
 
 
 def _plan(
@@ -488,6 +580,11 @@ def _plan(
     show_default=True,
     help="Latency of the built-in mock LLM (when it is used).",
 )
+@click.option(
+    "--dashboard",
+    is_flag=True,
+    help="Serve a live dashboard on 127.0.0.1 (a free port; its URL is printed).",
+)
 def serve(
     config_path: str | None,
     host: str,
@@ -495,6 +592,7 @@ def serve(
     app_ref: str | None,
     max_body: str,
     latency_ms: float,
+    dashboard: bool,
 ) -> None:
     """Serve a runner over HTTP (hypercorn, trio) until Ctrl-C.
 
@@ -525,7 +623,9 @@ def serve(
         raise _BadInput(str(exc)) from None
     agents = _load_agents(app_ref)
 
-    async def run(task_status: trio.TaskStatus[tuple[int, str]] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        task_status: trio.TaskStatus[tuple[int, str, str | None]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         from agentflow_trio.observability.metrics import RunnerMetrics
 
         async with open_llm_services(
@@ -539,16 +639,27 @@ def serve(
                     metrics.watch_llm("llm", stack_statistics)
                 app = make_app(runner, metrics=metrics, max_body_bytes=max_body_bytes)
                 async with trio.open_nursery() as nursery:
+                    board_url = None
+                    if dashboard:
+                        from agentflow_trio.loadgen.dashboard import Dashboard, ServeWatch
+
+                        watch = ServeWatch(runner, services.llm)
+                        await nursery.start(watch.run)
+                        board = Dashboard(title="agentcli serve live dashboard")
+                        board_url = await nursery.start(board.serve)
+                        board.start(watch, 0.0, None)
                     bound = await nursery.start(
                         functools.partial(serve_app, app, host=host, port=port)
                     )
-                    task_status.started((bound, services.target))
+                    task_status.started((bound, services.target, board_url))
 
     async def start(nursery: trio.Nursery) -> None:
-        bound, target = await nursery.start(run)
+        bound, target, board_url = await nursery.start(run)
         where = f"[{host}]" if ":" in host else host
         click.echo(f"agentcli serve listening on http://{where}:{bound}")
         click.echo(f"agents: {', '.join(sorted(agents))}; model calls: {target}")
+        if board_url is not None:
+            click.echo(f"dashboard: {board_url}")
 
     _run_until_signalled(start)
 

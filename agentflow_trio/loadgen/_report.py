@@ -61,7 +61,9 @@ class LoadReport:
     ``total`` covers the whole run and ``stages`` each stage of the plan. ``summary`` says
     what the generator did (issued, unfinished, dropped); ``mock_requests`` is the built-in
     mock LLM's own request count (None when no mock ran); ``target`` says where model
-    calls (or HTTP requests) went.
+    calls (or HTTP requests) went. ``timeline`` (per-second series, see
+    `_tally.Timeline.to_dict`) and ``latency_curve`` (the HDR percentile curve) feed the
+    charts of the HTML report.
     """
 
     command: str
@@ -73,6 +75,8 @@ class LoadReport:
     summary: RunSummary
     mock_requests: int | None = None
     first_error: str | None = None
+    timeline: Mapping[str, Any] | None = None
+    latency_curve: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form: the total's figures, the run parameters, then per-stage entries."""
@@ -86,6 +90,10 @@ class LoadReport:
         data["target"] = self.target
         data["first_error"] = self.first_error
         data["stages"] = [{"stage": s.label, **s.metrics.to_dict()} for s in self.stages]
+        if self.timeline is not None:
+            data["timeline"] = dict(self.timeline)
+        if self.latency_curve is not None:
+            data["latency_curve"] = dict(self.latency_curve)
         return data
 
     def to_json(self) -> str:

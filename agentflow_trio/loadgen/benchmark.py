@@ -22,6 +22,7 @@ from ._generators import run_closed
 from ._report import LoadReport, ProgressSink
 from ._services import open_llm_services
 from ._tally import LoadStats, measure
+from .dashboard import runner_gauges
 from .stages import Plan
 
 __all__ = ["AGENT_NAMES", "BenchmarkOptions", "run_benchmark"]
@@ -79,12 +80,13 @@ async def run_benchmark(
                 return result.outcome.value
 
             stats = LoadStats(plan)
+            stats.gauges = runner_gauges(runner, services.llm)
             if progress is not None:
                 progress.start(stats, plan.total, options.requests)
             try:
                 async with measure(stats):
                     summary = await run_closed(
-                        target,
+                        stats.track(target),
                         plan,
                         stats,
                         max_requests=options.requests,

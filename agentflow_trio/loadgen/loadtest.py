@@ -59,6 +59,7 @@ from ._generators import RunSummary, ThinkTime, run_closed, run_open
 from ._report import LoadReport, ProgressSink
 from ._services import open_llm_services
 from ._tally import LoadStats, measure
+from .dashboard import runner_gauges
 from .stages import Plan
 
 __all__ = [
@@ -224,6 +225,7 @@ async def run_loadtest(
     await scenario.run_setup()
     async with AsyncExitStack() as stack:
         mock = None
+        gauges: Callable[[], Mapping[str, Any]] | None = None
         if options.target_url is not None:
             import httpx2
 
@@ -250,11 +252,13 @@ async def run_loadtest(
                 Runner(services.config, agents=agents, llm=services.llm)
             )
             mock, where = services.mock, f"local runner; model calls: {services.target}"
+            gauges = runner_gauges(runner, services.llm)
 
             def client_for(index: int) -> LoadClient:
                 return LoadClient(index, runner=runner)
 
         stats = LoadStats(plan)
+        stats.gauges = gauges
         request = scenario.request
 
         async def target(index: int) -> str:
@@ -268,7 +272,7 @@ async def run_loadtest(
                 stats.note_error(client.error)
             return client.outcome
 
-        summary = await _drive(options, target, stats, progress)
+        summary = await _drive(options, stats.track(target), stats, progress)
         await stack.aclose()  # the runner drains before the mock is asked for its count
         return stats.report(
             "loadtest",

@@ -1,0 +1,584 @@
+"""The HTML report of a load run: one self-contained file, charts by plotly, works offline.
+
+``agentcli benchmark|loadtest --report out.html`` writes it. The file holds the run's
+configuration, a summary table (per stage and total), five plotly charts (throughput,
+p50/p95/p99 latency, load target and requests in flight with the stages marked, the HDR
+latency distribution on a log scale, errors by kind) and, with ``--compare previous.json``,
+a table of deltas against that earlier run coloured better/worse. plotly.js (from the
+``plotly`` wheel) and the run's JSON (``LoadReport.to_dict``, ``<script id="run-data">``)
+are inlined: the page makes no network request.
+
+Every trace carries ``meta = {"x": path, "y": path}``: where its points come from in the
+run's JSON (``"timeline.p99_ms"``), so a browser test can check each chart against it and
+the live dashboard can extend the same figures second by second.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import importlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+__all__ = [
+    "PLOTLY_CONFIG",
+    "ReportError",
+    "check_report_path",
+    "figures",
+    "load_baseline",
+    "plotly_js",
+    "render_html",
+    "write_report",
+]
+
+
+class ReportError(ValueError):
+    """``--report`` cannot be written or ``--compare`` is not a run's JSON; says which."""
+
+
+PLOTLY_CONFIG: Final[Mapping[str, Any]] = {"displaylogo": False, "responsive": True}
+
+_COLOURS: Final = {
+    "requests": "#1f77b4",
+    "p50_ms": "#2ca02c",
+    "p95_ms": "#ff7f0e",
+    "p99_ms": "#d62728",
+    "max_ms": "#9467bd",
+    "target": "#7f7f7f",
+    "in_flight": "#17becf",
+}
+_ERROR_COLOURS: Final = ("#d62728", "#ff7f0e", "#8c564b", "#e377c2", "#bcbd22", "#9467bd")
+
+
+@functools.cache
+def plotly_js() -> str:
+    """plotly.js, minified, from the installed ``plotly`` package (no CDN)."""
+    offline: Any = importlib.import_module("plotly.offline")
+    return str(offline.get_plotlyjs())
+
+
+# -- input checks, before the run starts -----------------------------------------------
+
+
+def check_report_path(path: str | os.PathLike[str]) -> Path:
+    """Make sure ``path`` can be written now (so a long run does not end in an error).
+
+    Opens it for appending (creating it, then removing it again, if it did not exist).
+
+    Raises:
+        ReportError: the directory is missing, the path is a directory, or no permission.
+    """
+    target = Path(path)
+    if target.is_dir():
+        raise ReportError(f"--report {path}: is a directory, not a file")
+    existed = target.exists()
+    try:
+        with target.open("ab"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ReportError(f"--report {path}: cannot write there ({reason})") from None
+    if not existed:
+        target.unlink(missing_ok=True)
+    return target
+
+
+_REQUIRED: Final = ("command", "requests", "requests_per_s", "p50_ms", "p99_ms", "error_rate")
+
+
+def load_baseline(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``--json`` line of an earlier run, to compare against.
+
+    Raises:
+        ReportError: the file is missing or unreadable, is not one JSON object, or lacks
+            the figures of a run (``requests``, ``p50_ms``, ...). The message says which.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ReportError(f"--compare {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ReportError(f"--compare {path}: not a text file") from None
+    lines = [line for line in text.splitlines() if line.strip()]
+    try:
+        data = json.loads(lines[-1] if len(lines) > 1 else text)
+    except json.JSONDecodeError as exc:
+        raise ReportError(
+            f"--compare {path}: not valid JSON (line {exc.lineno}, column {exc.colno}); "
+            "expected the line printed by `agentcli benchmark --json` (or loadtest --json)"
+        ) from None
+    if not isinstance(data, dict):
+        raise ReportError(f"--compare {path}: expected a JSON object, got {type(data).__name__}")
+    missing = [key for key in _REQUIRED if key not in data]
+    if missing:
+        raise ReportError(
+            f"--compare {path}: not the JSON of an agentcli run (missing {', '.join(missing)})"
+        )
+    return data
+
+
+# -- figures ---------------------------------------------------------------------------
+
+
+def _trace(
+    name: str, x: str, y: str, data: Mapping[str, Any], *, kind: str = "scatter", **extra: Any
+) -> dict[str, Any]:
+    trace: dict[str, Any] = {
+        "type": kind,
+        "name": name,
+        "x": _lookup(data, x),
+        "y": _lookup(data, y),
+        "meta": {"x": x, "y": y},
+    }
+    if kind == "scatter":
+        trace["mode"] = "lines+markers"
+        trace["marker"] = {"size": 4}
+    trace.update(extra)
+    return trace
+
+
+def _lookup(data: Mapping[str, Any], path: str) -> Any:
+    value: Any = data
+    for part in path.split("."):
+        value = value.get(part, []) if isinstance(value, Mapping) else []
+    return list(value) if isinstance(value, list | tuple) else value
+
+
+def _layout(title: str, xtitle: str, ytitle: str, **extra: Any) -> dict[str, Any]:
+    layout: dict[str, Any] = {
+        "title": {"text": title, "x": 0.01, "xanchor": "left", "font": {"size": 15}},
+        "xaxis": {"title": {"text": xtitle}},
+        "yaxis": {"title": {"text": ytitle}, "rangemode": "tozero"},
+        "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
+        "height": 330,
+        "legend": {"orientation": "h", "y": -0.25},
+        "uirevision": "keep",
+    }
+    layout.update(extra)
+    return layout
+
+
+def _stage_shapes(timeline: Mapping[str, Any]) -> tuple[list[Any], list[Any]]:
+    shapes: list[Any] = []
+    notes: list[Any] = []
+    for i, stage in enumerate(timeline.get("stages", [])):
+        start, end = float(stage["start_s"]), float(stage["end_s"])
+        shapes.append(
+            {
+                "type": "rect",
+                "xref": "x",
+                "yref": "paper",
+                "x0": start,
+                "x1": end,
+                "y0": 0,
+                "y1": 1,
+                "fillcolor": "#1f77b4" if i % 2 == 0 else "#ff7f0e",
+                "opacity": 0.07,
+                "line": {"width": 0},
+            }
+        )
+        notes.append(
+            {
+                "x": (start + end) / 2,
+                "y": 1.0,
+                "xref": "x",
+                "yref": "paper",
+                "yanchor": "bottom",
+                "text": html.escape(str(stage["label"])),
+                "showarrow": False,
+                "font": {"size": 11},
+            }
+        )
+    return shapes, notes
+
+
+_NO_ERRORS: Final = {
+    "text": "no errors: every request succeeded",
+    "xref": "paper",
+    "yref": "paper",
+    "x": 0.5,
+    "y": 0.5,
+    "showarrow": False,
+    "font": {"size": 14, "color": "#2ca02c"},
+}
+
+
+def figures(run: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The report's charts for ``run`` (a ``LoadReport.to_dict``): chart id -> plotly
+    figure ``{"data": [...], "layout": {...}}``. Without a timeline, the traces are empty
+    (the live dashboard fills them in)."""
+    timeline: Mapping[str, Any] = run.get("timeline") or {}
+    unit = str(timeline.get("target_unit", "users"))
+    seconds = "timeline.seconds"
+    shapes, notes = _stage_shapes(timeline)
+    errors = sorted((timeline.get("errors") or {}).keys())
+    error_traces = [
+        _trace(
+            kind,
+            seconds,
+            f"timeline.errors.{kind}",
+            run,
+            kind="bar",
+            marker={"color": _ERROR_COLOURS[i % len(_ERROR_COLOURS)]},
+        )
+        for i, kind in enumerate(errors)
+    ]
+    curve = run.get("latency_curve") or {}
+    tick_values = [v for v in (2, 10, 100, 1_000, 10_000, 100_000, 1_000_000)]
+    tick_text = ["50%", "90%", "99%", "99.9%", "99.99%", "99.999%", "99.9999%"]
+    return {
+        "chart-throughput": {
+            "data": [
+                _trace(
+                    "requests/s",
+                    seconds,
+                    "timeline.requests",
+                    run,
+                    line={"color": _COLOURS["requests"]},
+                    fill="tozeroy",
+                )
+            ],
+            "layout": _layout(
+                "Throughput (requests completed per second)",
+                "seconds since start",
+                "requests/s",
+                shapes=shapes,
+            ),
+        },
+        "chart-latency": {
+            "data": [
+                _trace(label, seconds, f"timeline.{key}", run, line={"color": _COLOURS[key]})
+                for label, key in (("p50", "p50_ms"), ("p95", "p95_ms"), ("p99", "p99_ms"))
+            ],
+            "layout": _layout(
+                "Latency per second (from each request's intended start)",
+                "seconds since start",
+                "milliseconds",
+                shapes=shapes,
+            ),
+        },
+        "chart-users": {
+            "data": [
+                _trace(
+                    f"target ({unit})",
+                    seconds,
+                    "timeline.target",
+                    run,
+                    line={"color": _COLOURS["target"], "dash": "dash", "shape": "hv"},
+                ),
+                _trace(
+                    "requests in flight (peak per second)",
+                    seconds,
+                    "timeline.in_flight",
+                    run,
+                    line={"color": _COLOURS["in_flight"], "shape": "hv"},
+                ),
+            ],
+            "layout": _layout(
+                "Load: virtual users / arrival rate, and requests in flight, by stage",
+                "seconds since start",
+                unit,
+                shapes=shapes,
+                annotations=notes,
+            ),
+        },
+        "chart-distribution": {
+            "data": [
+                {
+                    **_trace(
+                        "latency",
+                        "latency_curve.one_in",
+                        "latency_curve.latency_ms",
+                        run,
+                        line={"color": _COLOURS["p99_ms"]},
+                    ),
+                    "customdata": list(curve.get("percentile", [])),
+                    "hovertemplate": "p%{customdata:.4f}: %{y:.3f} ms<extra></extra>",
+                }
+            ],
+            "layout": _layout(
+                "Latency distribution (HDR percentile curve)",
+                "percentile (log scale of 1 / (1 - percentile))",
+                "milliseconds",
+                xaxis={
+                    "type": "log",
+                    "tickvals": tick_values,
+                    "ticktext": tick_text,
+                    "title": {"text": "percentile (log scale)"},
+                },
+            ),
+        },
+        "chart-errors": {
+            "data": error_traces
+            or [
+                _trace(
+                    "errors (none)",
+                    seconds,
+                    "timeline.error_total",
+                    run,
+                    kind="bar",
+                    marker={"color": "#2ca02c"},
+                )
+            ],
+            "layout": _layout(
+                "Errors per second, by kind",
+                "seconds since start",
+                "requests",
+                barmode="stack",
+                shapes=shapes,
+                annotations=[] if errors else [_NO_ERRORS],
+            ),
+        },
+    }
+
+
+# -- page ------------------------------------------------------------------------------
+
+
+def _num(value: Any, digits: int = 2, suffix: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}{suffix}"
+    return f"{value:,}{suffix}" if isinstance(value, int) else html.escape(str(value))
+
+
+def _mib(value: Any) -> str:
+    return "-" if not value else f"{value / 2**20:,.1f} MiB"
+
+
+def _cpu(value: Any) -> str:
+    return "-" if value is None else f"{value * 1e3:.3f} ms"
+
+
+def _outcomes(counts: Any) -> str:
+    if not isinstance(counts, Mapping) or not counts:
+        return "-"
+    return ", ".join(f"{html.escape(str(k))} {v:,}" for k, v in sorted(counts.items()))
+
+
+_SUMMARY_COLUMNS: Final = (
+    "stage",
+    "requests",
+    "throughput (req/s)",
+    "p50 ms",
+    "p95 ms",
+    "p99 ms",
+    "max ms",
+    "error rate",
+    "outcomes",
+    "CPU / request",
+    "peak RSS",
+)
+
+
+def _summary_row(label: str, m: Mapping[str, Any], css: str = "") -> str:
+    cells = [
+        html.escape(label),
+        _num(m.get("requests")),
+        _num(m.get("requests_per_s"), 1),
+        _num(m.get("p50_ms")),
+        _num(m.get("p95_ms")),
+        _num(m.get("p99_ms")),
+        _num(m.get("max_ms")),
+        _num((m.get("error_rate") or 0.0) * 100, 2, "%"),
+        _outcomes(m.get("outcomes")),
+        _cpu(m.get("cpu_seconds_per_request")),
+        _mib(m.get("peak_rss_bytes")),
+    ]
+    body = "".join(f"<td>{c}</td>" for c in cells)
+    return f'<tr class="{css}">{body}</tr>'
+
+
+def _summary(run: Mapping[str, Any]) -> str:
+    head = "".join(f"<th>{c}</th>" for c in _SUMMARY_COLUMNS)
+    stages = run.get("stages") or []
+    rows = [_summary_row(str(s.get("stage")), s) for s in stages] if len(stages) > 1 else []
+    rows.append(_summary_row("total", run, "total"))
+    return (
+        f'<table id="summary"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    )
+
+
+_CONFIG_SKIP: Final = frozenset(
+    {"stages", "timeline", "latency_curve", "outcomes"}
+    | {"requests", "duration_s", "requests_per_s", "mean_ms", "p50_ms", "p90_ms", "p95_ms"}
+    | {"p99_ms", "p999_ms", "max_ms", "errors", "error_rate", "rss_bytes", "peak_rss_bytes"}
+    | {"gc_pauses", "gc_pause_total_ms", "gc_pause_max_ms", "active_tasks", "peak_tasks"}
+    | {"cpu_seconds", "cpu_seconds_per_request"}
+)
+
+
+def _configuration(run: Mapping[str, Any]) -> str:
+    rows = [
+        f"<tr><th>{html.escape(str(k))}</th><td>{_num(v, 3)}</td></tr>"
+        for k, v in run.items()
+        if k not in _CONFIG_SKIP and v is not None
+    ]
+    process = [
+        ("run time", _num(run.get("duration_s"), 2, " s")),
+        ("CPU", _num(run.get("cpu_seconds"), 2, " s")),
+        ("peak RSS", _mib(run.get("peak_rss_bytes"))),
+        ("GC pauses", f"{_num(run.get('gc_pauses'))} (max {_num(run.get('gc_pause_max_ms'))} ms)"),
+        ("peak trio tasks", _num(run.get("peak_tasks"))),
+    ]
+    rows.extend(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in process)
+    return f'<table id="configuration">{"".join(rows)}</table>'
+
+
+# (label, key, format, higher is better; None: not a quality, never coloured)
+_COMPARED: Final[Sequence[tuple[str, str, str, bool | None]]] = (
+    ("requests", "requests", "int", None),
+    ("throughput (req/s)", "requests_per_s", "f1", True),
+    ("mean ms", "mean_ms", "f2", False),
+    ("p50 ms", "p50_ms", "f2", False),
+    ("p95 ms", "p95_ms", "f2", False),
+    ("p99 ms", "p99_ms", "f2", False),
+    ("max ms", "max_ms", "f2", False),
+    ("error rate %", "error_rate", "pct", False),
+    ("CPU / request ms", "cpu_seconds_per_request", "ms", False),
+    ("peak RSS MiB", "peak_rss_bytes", "mib", False),
+)
+
+
+def _scaled(value: Any, fmt: str) -> float | None:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    return {"pct": 100.0, "ms": 1e3, "mib": 1 / 2**20}.get(fmt, 1.0) * float(value)
+
+
+def _comparison(run: Mapping[str, Any], baseline: Mapping[str, Any]) -> str:
+    rows = []
+    for label, key, fmt, higher_better in _COMPARED:
+        old, new = _scaled(baseline.get(key), fmt), _scaled(run.get(key), fmt)
+        digits = 0 if fmt == "int" else 1 if fmt in ("f1", "mib") else 2 if fmt != "ms" else 3
+        css, delta, ratio = "same", "-", "-"
+        if old is not None and new is not None:
+            change = new - old
+            delta = f"{change:+,.{digits}f}"
+            ratio = f"{change / old * 100:+.1f}%" if old else "-"
+            significant = abs(change) > 1e-12 and (not old or abs(change / old) >= 0.01)
+            if significant and higher_better is not None:
+                css = "better" if (change > 0) == higher_better else "worse"
+        rows.append(
+            f'<tr class="{css}" data-metric="{key}"><th>{label}</th>'
+            f"<td>{'-' if old is None else f'{old:,.{digits}f}'}</td>"
+            f"<td>{'-' if new is None else f'{new:,.{digits}f}'}</td>"
+            f'<td class="delta">{delta}</td><td class="delta">{ratio}</td></tr>'
+        )
+    head = "<tr><th>metric</th><th>baseline</th><th>this run</th><th>delta</th><th>%</th></tr>"
+    note = html.escape(
+        f"baseline: {baseline.get('command', '?')} run, {baseline.get('requests', '?')} requests"
+        f", target {baseline.get('target', '?')}"
+    )
+    return (
+        f'<section id="comparison"><h2>Comparison with the baseline run</h2><p>{note}. '
+        '<span class="better">green: better</span>, <span class="worse">red: worse</span> '
+        "(changes under 1% are not coloured).</p>"
+        f'<table id="comparison-table"><thead>{head}</thead><tbody>{"".join(rows)}</tbody>'
+        "</table></section>"
+    )
+
+
+def _json_script(ident: str, data: Any) -> str:
+    text = json.dumps(data, separators=(",", ":"), default=str, allow_nan=False)
+    text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return f'<script type="application/json" id="{ident}">{text}</script>'
+
+
+STYLE: Final = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222}
+h1{margin-bottom:4px} .sub{color:#666;margin-top:0}
+table{border-collapse:collapse;margin:8px 0 20px;font-size:14px}
+th,td{border:1px solid #ddd;padding:4px 8px;text-align:right}
+th{background:#f5f5f5} #configuration th{text-align:left}
+#configuration td,#summary td:first-child,#summary td:nth-child(9){text-align:left}
+tr.total{font-weight:bold}
+.better{color:#1a7f37;background:#e6f4ea} .worse{color:#b42318;background:#fdecea}
+.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(560px,1fr));gap:12px}
+.chart{border:1px solid #eee;border-radius:6px;min-height:330px}
+.gauges{display:flex;flex-wrap:wrap;gap:12px;margin:12px 0}
+.gauge{border:1px solid #ddd;border-radius:6px;padding:8px 14px;min-width:120px}
+.gauge .v{font-size:22px;font-weight:bold} .gauge .k{color:#666;font-size:12px}
+"""
+
+PLOT_SCRIPT: Final = """
+const figs = JSON.parse(document.getElementById('figures').textContent);
+for (const [id, fig] of Object.entries(figs)) {
+  Plotly.newPlot(id, fig.data, fig.layout, PLOTLY_CONFIG);
+}
+"""
+
+
+def chart_divs(ids: Sequence[str]) -> str:
+    """One ``<div class="chart plotly-graph-div">`` per chart id (the class plotly's own
+    Python export gives its charts)."""
+    return "".join(f'<div class="chart plotly-graph-div" id="{i}"></div>' for i in ids)
+
+
+def render_html(run: Mapping[str, Any], baseline: Mapping[str, Any] | None = None) -> str:
+    """The whole report page for ``run`` (a ``LoadReport.to_dict``), self-contained."""
+    timeline = run.get("timeline") or {}
+    shown = dict(run)
+    if timeline:
+        total = [sum(v) for v in zip(*(timeline.get("errors") or {}).values(), strict=True)]
+        timeline = dict(timeline, error_total=total or [0] * len(timeline.get("seconds", [])))
+        shown["timeline"] = timeline
+    figs = figures(shown)
+    title = f"agentcli {run.get('command', '?')} report"
+    params = run.get("target", "")
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title>",
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<style>{STYLE}</style>",
+        f"<script>{plotly_js()}</script>",
+        "</head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f'<p class="sub">{html.escape(str(run.get("model", "")))} model; '
+        f"{html.escape(str(params))}</p>",
+        "<h2>Summary</h2>",
+        _summary(run),
+        "<h2>Charts</h2>",
+        f'<div class="charts">{chart_divs(list(figs))}</div>',
+    ]
+    if baseline is not None:
+        parts.append(_comparison(run, baseline))
+    parts.extend(
+        [
+            "<h2>Configuration</h2>",
+            _configuration(run),
+            _json_script("run-data", shown),
+            _json_script("baseline-data", baseline) if baseline is not None else "",
+            _json_script("figures", figs),
+            f"<script>const PLOTLY_CONFIG = {json.dumps(PLOTLY_CONFIG)};{PLOT_SCRIPT}</script>",
+            "</body></html>",
+        ]
+    )
+    return "\n".join(parts)
+
+
+def write_report(
+    path: str | os.PathLike[str],
+    run: Mapping[str, Any],
+    baseline: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write `render_html` to ``path`` (atomically: a temporary file, then a rename).
+
+    Raises:
+        ReportError: the file cannot be written.
+    """
+    target = Path(path)
+    temporary = target.with_name(f".{target.name}.tmp")
+    try:
+        temporary.write_text(render_html(run, baseline), encoding="utf-8")
+        os.replace(temporary, target)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise ReportError(f"--report {path}: cannot write ({exc.strerror or exc})") from None
+    return target
