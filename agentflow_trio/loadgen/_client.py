@@ -5,7 +5,10 @@ the calls made through it: the request's outcome is the first one that was not
 ``succeeded`` (``"succeeded"`` if all were). Two backends: a local `Runner`
 (`client.call` runs the event in-process) or an HTTP base URL (`client.call` posts to an
 ``agentcli serve`` instance's ``/v1/events``; `client.post` reaches any path, for example
-an OpenAI-compatible ``/v1/chat/completions``).
+an OpenAI-compatible ``/v1/chat/completions``). The HTTP backend is a `LeanHTTPTarget`
+(the lean HTTP/1.1 transport; responses are `HTTPResponse`: ``status_code``,
+``content``, ``text``, ``json()``, ``headers``) or, still accepted, an
+``httpx2.AsyncClient``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,10 @@ if TYPE_CHECKING:
     import httpx2
 
     from ..runner import Runner
+    from ._http import HTTPResponse, LeanHTTPTarget
+
+    HTTPClient = LeanHTTPTarget | httpx2.AsyncClient
+    Response = HTTPResponse | httpx2.Response
 
 __all__ = ["LoadClient"]
 
@@ -35,7 +42,7 @@ class LoadClient:
     __slots__ = ("_http", "_runner", "error", "index", "outcome")
 
     def __init__(
-        self, index: int, *, runner: Runner | None = None, http: httpx2.AsyncClient | None = None
+        self, index: int, *, runner: Runner | None = None, http: HTTPClient | None = None
     ) -> None:
         self.index = index
         self._runner = runner
@@ -85,23 +92,24 @@ class LoadClient:
         self._note(result.outcome.value, result.error)
         return result
 
-    async def post(self, path: str, json: Any = None, **kwargs: Any) -> httpx2.Response:
+    async def post(self, path: str, json: Any = None, **kwargs: Any) -> Response:
         """POST to ``path`` on the HTTP target (``--target``); a non-2xx status marks this
-        request ``http_STATUS``. Extra keyword arguments go to ``httpx2.AsyncClient.post``.
+        request ``http_STATUS``. Extra keyword arguments (``content``, ``headers``) go to
+        `LeanHTTPTarget.post` (or ``httpx2.AsyncClient.post``).
         """
         response = await self._need_http().post(path, json=json, **kwargs)
         if not 200 <= response.status_code < 300:
             self._note(f"http_{response.status_code}", f"POST {path}: {response.text[:200]}")
         return response
 
-    async def get(self, path: str, **kwargs: Any) -> httpx2.Response:
+    async def get(self, path: str, **kwargs: Any) -> Response:
         """GET ``path`` on the HTTP target; a non-2xx status marks this request."""
         response = await self._need_http().get(path, **kwargs)
         if not 200 <= response.status_code < 300:
             self._note(f"http_{response.status_code}", f"GET {path}: {response.text[:200]}")
         return response
 
-    def _need_http(self) -> httpx2.AsyncClient:
+    def _need_http(self) -> HTTPClient:
         if self._http is None:
             raise RuntimeError("this load test has no HTTP target: pass --target URL")
         return self._http

@@ -227,14 +227,14 @@ async def run_loadtest(
         mock = None
         gauges: Callable[[], Mapping[str, Any]] | None = None
         if options.target_url is not None:
-            import httpx2
+            from ._http import LeanHTTPTarget
 
             limit = plan.peak if not plan.is_rate else options.max_in_flight
             http = await stack.enter_async_context(
-                httpx2.AsyncClient(
-                    base_url=options.target_url,
+                LeanHTTPTarget(
+                    options.target_url,
                     timeout=options.http_timeout,
-                    limits=httpx2.Limits(max_connections=max(int(limit), 1)),
+                    max_connections=max(int(limit), 1),
                 )
             )
             where = f"HTTP target {options.target_url}"
