@@ -11,8 +11,6 @@ from __future__ import annotations
 import gzip
 import itertools
 import logging
-import random
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -932,130 +930,8 @@ async def test_timeouts_and_unreachable_servers_on_real_sockets() -> None:
             assert settled(session.pool_statistics())
 
 
-# -- the cancellation tests of the LLM issue, on the lean transport ----------------------
-
-MAX_CONNECTIONS = 16
-DELAYS = (0.002, 0.01, 0.05)
-MOCK: dict[str, Any] = {
-    "latency": 0.003,
-    "jitter": 0.001,
-    "stream_delay": 0.001,
-    "stream_chunks": 5,
-    "seed": 7,
-}
-
-
-def _tasks() -> int:
-    def walk(task: trio.lowlevel.Task) -> int:
-        return 1 + sum(walk(t) for n in task.child_nurseries for t in n.child_tasks)
-
-    root = trio.lowlevel.current_root_task()
-    assert root is not None
-    return walk(root)
-
-
-def _cancel_config(mock: MockLLM) -> LLMConfig:
-    return LLMConfig(
-        provider="openai",
-        base_url=mock.url + "/v1",
-        max_connections=MAX_CONNECTIONS,
-        connection_timeout=5.0,
-        request_timeout=5.0,
-    )
-
-
-async def _one(provider: ProviderStack, rng: random.Random, outcomes: Counter[str]) -> None:
-    kind = rng.choice(("complete", "stream", "stream", "embed"))
-    chunks_seen = 0
-    with trio.move_on_after(rng.choice(DELAYS) * rng.random()) as scope:
-        if kind == "complete":
-            await provider.complete(ChatRequest((user("hi"),)))
-        elif kind == "embed":
-            await provider.embed(EmbeddingRequest(("a", "b")))
-        else:
-            async with provider.stream(ChatRequest((user("hi"),))) as chunks:
-                async for _ in chunks:
-                    chunks_seen += 1
-    if not scope.cancelled_caught:
-        outcomes["finished"] += 1
-    elif kind == "stream" and chunks_seen:
-        outcomes["cancelled mid-stream"] += 1
-    else:
-        outcomes["cancelled before an answer"] += 1
-
-
-async def test_random_cancellation_leaks_nothing() -> None:
-    rng = random.Random(1093)
-    outcomes: Counter[str] = Counter()
-    with trio.fail_after(60):
-        async with open_mock_llm(**MOCK) as mock, lean_provider(_cancel_config(mock)) as provider:
-            await trio.testing.wait_all_tasks_blocked()
-            tasks_before = _tasks() - mock.stats().open_connections
-            done = 0
-            while done < 1000:
-                concurrency = min(rng.choice((1, 4, 16, 50, 100, 200)), 1000 - done)
-                async with trio.open_nursery() as nursery:
-                    for _ in range(concurrency):
-                        nursery.start_soon(_one, provider, rng, outcomes)
-                done += concurrency
-            assert sum(outcomes.values()) == 1000
-            assert min(outcomes.values()) >= 10, outcomes
-            assert len(outcomes) == 3, outcomes
-
-            pool = provider.statistics().pool
-            assert settled(pool), pool
-            assert pool is not None and pool.connections <= MAX_CONNECTIONS
-            await trio.testing.wait_all_tasks_blocked()
-            assert _tasks() - mock.stats().open_connections == tasks_before
-            breaker = provider.statistics().breaker
-            assert breaker is not None and breaker.failures == 0, (breaker, mock.stats())
-
-            answers: list[str] = []
-
-            async def ask() -> None:
-                answers.append((await provider.complete(ChatRequest((user("hi"),)))).text)
-
-            async with trio.open_nursery() as nursery:
-                for _ in range(100):
-                    nursery.start_soon(ask)
-            assert answers == [mock.config.reply_text] * 100
-            assert settled(provider.statistics().pool)
-
-
-async def test_leaving_a_stream_early_releases_its_connection() -> None:
-    with trio.fail_after(TIMEOUT):
-        async with open_mock_llm(**MOCK) as mock, lean_provider(_cancel_config(mock)) as provider:
-            for _ in range(MAX_CONNECTIONS + 4):
-                async with provider.stream(ChatRequest((user("hi"),))) as chunks:
-                    async for _ in chunks:
-                        break
-                assert settled(provider.statistics().pool)
-            before = provider.statistics().pool
-            async with provider.stream(ChatRequest((user("hi"),))) as chunks:
-                await collect_stream(chunks)
-            async with provider.stream(ChatRequest((user("hi"),))) as chunks:
-                await collect_stream(chunks)
-            after = provider.statistics().pool
-            assert before is not None and after is not None
-            assert after.opened - before.opened <= 1
-
-
-async def test_cancelled_while_queued_for_a_slot() -> None:
-    with trio.fail_after(TIMEOUT):
-        async with (
-            open_mock_llm(latency=0.2) as mock,
-            lean_provider(_cancel_config(mock)) as provider,
-        ):
-            async with trio.open_nursery() as nursery:
-                for _ in range(MAX_CONNECTIONS * 4):
-                    nursery.start_soon(provider.complete, ChatRequest((user("hi"),)))
-                await trio.sleep(0.05)
-                pool = provider.statistics().pool
-                assert pool is not None and pool.queued == MAX_CONNECTIONS * 3
-                assert pool.active == MAX_CONNECTIONS
-                nursery.cancel_scope.cancel()
-            assert settled(provider.statistics().pool)
-            await provider.complete(ChatRequest((user("hi"),)))
+# The cancellation tests of the LLM issue run on both transports: see
+# tests/test_llm_cancellation.py (parametrized by [llm] transport).
 
 
 # -- a second, independent server: hypercorn serving a tiny ASGI app --------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+import pytest
 import trio
 import trio.testing
 
@@ -41,13 +42,17 @@ def _tasks() -> int:
     return walk(trio.lowlevel.current_root_task())
 
 
-def _config(mock: MockLLM) -> LLMConfig:
+TRANSPORTS = pytest.mark.parametrize("transport", ["lean", "httpx2"])
+
+
+def _config(mock: MockLLM, transport: str) -> LLMConfig:
     return LLMConfig(
         provider="openai",
         base_url=mock.url + "/v1",
         max_connections=MAX_CONNECTIONS,
         connection_timeout=5.0,
         request_timeout=5.0,
+        transport=transport,  # type: ignore[arg-type]
     )
 
 
@@ -76,11 +81,15 @@ async def _one(provider: ProviderStack, rng: random.Random, outcomes: Counter[st
         outcomes["cancelled before an answer"] += 1
 
 
-async def test_random_cancellation_leaks_nothing() -> None:
+@TRANSPORTS
+async def test_random_cancellation_leaks_nothing(transport: str) -> None:
     rng = random.Random(1093)
     outcomes: Counter[str] = Counter()
     with trio.fail_after(TIMEOUT):
-        async with open_mock_llm(**MOCK) as mock, open_provider(_config(mock)) as provider:
+        async with (
+            open_mock_llm(**MOCK) as mock,
+            open_provider(_config(mock, transport)) as provider,
+        ):
             await trio.testing.wait_all_tasks_blocked()
             tasks_before = _tasks() - mock.stats().open_connections
             done = 0
@@ -117,9 +126,13 @@ async def test_random_cancellation_leaks_nothing() -> None:
             assert _settled(provider.statistics().pool)
 
 
-async def test_leaving_a_stream_early_releases_its_connection() -> None:
+@TRANSPORTS
+async def test_leaving_a_stream_early_releases_its_connection(transport: str) -> None:
     with trio.fail_after(TIMEOUT):
-        async with open_mock_llm(**MOCK) as mock, open_provider(_config(mock)) as provider:
+        async with (
+            open_mock_llm(**MOCK) as mock,
+            open_provider(_config(mock, transport)) as provider,
+        ):
             for _ in range(MAX_CONNECTIONS + 4):
                 async with provider.stream(ChatRequest((user("hi"),))) as chunks:
                     async for _ in chunks:
@@ -136,10 +149,14 @@ async def test_leaving_a_stream_early_releases_its_connection() -> None:
             assert after.opened - before.opened <= 1
 
 
-async def test_cancelled_while_queued_for_a_slot() -> None:
+@TRANSPORTS
+async def test_cancelled_while_queued_for_a_slot(transport: str) -> None:
     # All slots busy with slow answers; the queued calls are cancelled together.
     with trio.fail_after(TIMEOUT):
-        async with open_mock_llm(latency=0.2) as mock, open_provider(_config(mock)) as provider:
+        async with (
+            open_mock_llm(latency=0.2) as mock,
+            open_provider(_config(mock, transport)) as provider,
+        ):
             async with trio.open_nursery() as nursery:
                 for _ in range(MAX_CONNECTIONS * 4):
                     nursery.start_soon(provider.complete, ChatRequest((user("hi"),)))
