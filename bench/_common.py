@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
+import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def cpu_seconds() -> float:
@@ -52,3 +58,28 @@ def table(rows: Iterable[Mapping[str, Any]], columns: list[str]) -> None:
     for r in rows:
         cells = (str(r.get(c, "")).ljust(w) for c, w in zip(columns, widths, strict=True))
         print("  ".join(cells), file=out)
+
+
+@contextmanager
+def mock_process(latency_ms: float = 0.0) -> Iterator[str]:
+    """Start the mock LLM in a child process pinned to core 1; yield its URL; stop it by PID."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    command = [sys.executable, "-m", "agentflow_trio.cli", "mock-llm", "--port", "0"]
+    command += ["--latency-ms", str(latency_ms)]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        match = re.search(r"listening on (http://\S+)", line)
+        if match is None:
+            raise RuntimeError(f"mock LLM did not start: {line!r}")
+        if (os.cpu_count() or 1) > 1 and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(child.pid, {1})
+        yield match.group(1)
+    finally:
+        child.terminate()
+        try:
+            child.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()

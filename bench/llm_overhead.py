@@ -22,14 +22,10 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
-import re
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,34 +38,10 @@ sys.path.insert(0, str(ROOT))
 
 from agentflow_trio.config import LLMConfig, PerformanceConfig, RateLimitConfig  # noqa: E402
 from agentflow_trio.llm import LLMClient, open_provider, user  # noqa: E402
-from bench._common import cpu_seconds, emit, pin_to_core, table  # noqa: E402
+from bench._common import cpu_seconds, emit, mock_process, pin_to_core, table  # noqa: E402
 
 TARGET = 1.2
 PROMPT = "Summarise the benchmark results in one sentence, please."
-
-
-@contextmanager
-def mock_process() -> Iterator[str]:
-    """Start the mock LLM in a child process; yield its URL; stop it by its PID."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    command = [sys.executable, "-m", "agentflow_trio.cli", "mock-llm", "--port", "0"]
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-    try:
-        assert child.stdout is not None
-        line = child.stdout.readline()
-        match = re.search(r"listening on (http://\S+)", line)
-        if match is None:
-            raise RuntimeError(f"mock LLM did not start: {line!r}")
-        if (os.cpu_count() or 1) > 1 and hasattr(os, "sched_setaffinity"):
-            os.sched_setaffinity(child.pid, {1})
-        yield match.group(1)
-    finally:
-        child.terminate()
-        try:
-            child.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
 
 
 async def drive(

@@ -53,8 +53,7 @@ from agentflow_trio.llm import open_llm_client, user  # noqa: E402
 from agentflow_trio.observability.stats import LatencyRecorder  # noqa: E402
 from agentflow_trio.tools import ToolRegistry, open_tool_stream  # noqa: E402
 from agentflow_trio.tools.streaming import StreamSink  # noqa: E402
-from bench._common import cpu_seconds, emit, pin_to_core  # noqa: E402
-from bench.transport import mock_process  # noqa: E402
+from bench._common import cpu_seconds, emit, mock_process, pin_to_core  # noqa: E402
 
 PROMPT = "Summarise the benchmark results in one sentence, please."
 MAX_CONNECTIONS = 256

@@ -28,15 +28,12 @@ import argparse
 import cProfile
 import io
 import itertools
-import os
 import pstats
-import re
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import AsyncExitStack, contextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -53,37 +50,12 @@ from agentflow_trio.llm._lean import LeanSession, LeanTransport, PoolSettings  #
 from agentflow_trio.llm.http import open_http_session  # noqa: E402
 from agentflow_trio.llm.openai import OpenAIProvider, openai_headers  # noqa: E402
 from agentflow_trio.llm.types import ChatRequest  # noqa: E402
-from bench._common import cpu_seconds, emit, pin_to_core, table  # noqa: E402
+from bench._common import cpu_seconds, emit, mock_process, pin_to_core, table  # noqa: E402
 
 PROMPT = "Summarise the benchmark results in one sentence, please."
 SCENARIOS = ("bare_httpx2", "lean_raw", "httpx2_on_lean", "stack_httpx2", "stack_lean")
 MAX_CONNECTIONS = 256
 Call = Callable[[int], Awaitable[Any]]
-
-
-@contextmanager
-def mock_process(latency_ms: float) -> Iterator[str]:
-    """Start the mock LLM in a child process; yield its URL; stop it by its PID."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    command = [sys.executable, "-m", "agentflow_trio.cli", "mock-llm", "--port", "0"]
-    command += ["--latency-ms", str(latency_ms)]
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-    try:
-        assert child.stdout is not None
-        line = child.stdout.readline()
-        match = re.search(r"listening on (http://\S+)", line)
-        if match is None:
-            raise RuntimeError(f"mock LLM did not start: {line!r}")
-        if (os.cpu_count() or 1) > 1 and hasattr(os, "sched_setaffinity"):
-            os.sched_setaffinity(child.pid, {1})
-        yield match.group(1)
-    finally:
-        child.terminate()
-        try:
-            child.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
 
 
 async def drive(call: Call, calls: int, concurrency: int, offset: int) -> dict[str, float]:
