@@ -30,6 +30,7 @@ from .config import load_config as load_config
 from .errors import AgentError as AgentError
 from .errors import AgentFailed as AgentFailed
 from .errors import AgentFlowError as AgentFlowError
+from .errors import BrokerUnavailable as BrokerUnavailable
 from .errors import CircuitOpenError as CircuitOpenError
 from .errors import ConfigError as ConfigError
 from .errors import LLMError as LLMError
@@ -37,6 +38,7 @@ from .errors import LocalRateLimitError as LocalRateLimitError
 from .errors import MCPError as MCPError
 from .errors import Overloaded as Overloaded
 from .errors import QueueFull as QueueFull
+from .errors import ResultTimeout as ResultTimeout
 from .errors import RunnerClosed as RunnerClosed
 from .errors import RunnerError as RunnerError
 from .errors import ToolArgumentError as ToolArgumentError
@@ -56,6 +58,9 @@ from .state import SessionStore as SessionStore
 from .state import State as State
 
 if TYPE_CHECKING:
+    from .distributed import RemoteRunner as RemoteRunner
+    from .distributed import Worker as Worker
+    from .distributed import run_worker as run_worker
     from .llm import ChatRequest as ChatRequest
     from .llm import ChatResponse as ChatResponse
     from .llm import FakeProvider as FakeProvider
@@ -101,6 +106,7 @@ _LAZY: dict[str, str] = {
     "walk_pages": "agentflow_trio.tools",
     "MCPManager": "agentflow_trio.mcp",
 }
+_LAZY |= {name: "agentflow_trio.distributed" for name in ("RemoteRunner", "Worker", "run_worker")}
 _LAZY |= {
     name: "agentflow_trio.llm"
     for name in (
@@ -140,6 +146,7 @@ __all__ = [
     "AgentFlowError",
     "AgentResult",
     "BoundTools",
+    "BrokerUnavailable",
     "ChatRequest",
     "ChatResponse",
     "CircuitOpenError",
@@ -164,6 +171,8 @@ __all__ = [
     "Overloaded",
     "Provider",
     "QueueFull",
+    "RemoteRunner",
+    "ResultTimeout",
     "Runner",
     "RunnerClosed",
     "RunnerError",
@@ -180,6 +189,7 @@ __all__ = [
     "UnknownAgent",
     "UnknownTool",
     "Usage",
+    "Worker",
     "__version__",
     "agent",
     "assistant",
@@ -193,6 +203,7 @@ __all__ = [
     "paged_tool",
     "parallel",
     "route",
+    "run_worker",
     "sequential",
     "system",
     "tool",

@@ -6,7 +6,8 @@ input never shows a traceback: a bad flag value is a click usage error, and a br
 config file or scenario script is a one-line ``Error: ...`` (both exit 2). A command that
 runs until told to stop (``mock-llm``, ``serve``) ends on SIGINT or SIGTERM with exit 0.
 
-Commands: ``benchmark``, ``loadtest``, ``serve``, ``mock-llm``, ``config validate|show``.
+Commands: ``benchmark``, ``loadtest``, ``serve``, ``worker``, ``mock-llm``,
+``config validate|show``.
 """
 
 from __future__ import annotations
@@ -675,6 +676,99 @@ _MOCK_LLM_FLAGS = {
     "stream_chunks": "--stream-chunks",
     "stream_delay": "--stream-delay-ms",
 }
+
+
+@main.command()
+@click.option(
+    "--redis",
+    "redis_url",
+    help="Redis URL, such as redis://127.0.0.1:6379/0 (default: [distributed] redis_url).",
+)
+@click.option("--stream", help="Stream of events to read (default: [distributed] stream).")
+@click.option("--group", help="Consumer group to read in (default: [distributed] group).")
+@click.option("--consumer", help="This worker's name in the group (default: host-pid-random).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="agentflow.toml")
+@click.option(
+    "--app",
+    "app_ref",
+    help="MODULE:ATTR naming a dict of agents, or a function returning one "
+    "(default: the built-in chat, stream and noop).",
+)
+@click.option(
+    "--latency-ms",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Latency of the built-in mock LLM (when it is used).",
+)
+def worker(
+    redis_url: str | None,
+    stream: str | None,
+    group: str | None,
+    consumer: str | None,
+    config_path: str | None,
+    app_ref: str | None,
+    latency_ms: float,
+) -> None:
+    """Run agents on events read from a Redis stream, in a consumer group, until Ctrl-C.
+
+    Start as many workers as you like, on any machine that reaches Redis; producers send
+    events with RemoteRunner. Each result is stored before its entry is acknowledged;
+    entries of a dead worker are reclaimed after [distributed] claim_idle. The first
+    SIGINT or SIGTERM stops gracefully (running events finish, unstarted ones are handed
+    back); a second stops at once. Model calls go to the built-in mock LLM unless
+    --config sets llm.base_url or llm.provider = "fake".
+    """
+    import functools
+    import importlib.util
+
+    if importlib.util.find_spec("coredis") is None:
+        raise click.ClickException(
+            "agentcli worker needs coredis: pip install 'agentflow_trio[redis]'"
+        )
+    import trio
+
+    from agentflow_trio.distributed import Worker
+    from agentflow_trio.distributed._redis import redact
+    from agentflow_trio.loadgen._services import check_llm_target, open_llm_services
+
+    config = _load_config(config_path)
+    try:
+        check_llm_target(config, config_path)
+    except ValueError as exc:
+        raise _BadInput(str(exc)) from None
+    agents = _load_agents(app_ref)
+
+    async def run() -> None:
+        async with open_llm_services(
+            config, source=config_path, mock_latency=_ms(latency_ms)
+        ) as services:
+            # Built outside any nursery: a bad --redis URL is a plain ConfigError (exit 2).
+            running = Worker(
+                services.config,
+                agents,
+                redis_url=redis_url,
+                stream=stream,
+                group=group,
+                consumer=consumer,
+                llm=services.llm,
+            )
+            async with trio.open_nursery() as nursery:
+                await nursery.start(functools.partial(running.serve, handle_signals=True))
+                s = running.settings
+                click.echo(
+                    f"agentcli worker {running.consumer} reading {s.stream} "
+                    f"(group {s.group}) at {redact(s.redis_url)}"
+                )
+                click.echo(f"agents: {', '.join(sorted(agents))}; model calls: {services.target}")
+            stats = running.statistics()
+            click.echo(
+                f"stopped: {stats.stored} results stored, {stats.duplicates} duplicates, "
+                f"{stats.retried} retried, {stats.dead_lettered} dead-lettered, "
+                f"{stats.released} handed back"
+            )
+
+    _run_trio(run)
 
 
 @main.command("mock-llm")

@@ -50,6 +50,7 @@ from .errors import ConfigError
 __all__ = [
     "CircuitBreakerConfig",
     "Config",
+    "DistributedConfig",
     "Duration",
     "LLMConfig",
     "MCPConfig",
@@ -472,6 +473,52 @@ class MCPConfig:
     servers: dict[str, MCPServerConfig] = attrs.field(factory=dict, validator=_check_server_names)
 
 
+def _non_empty(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not value:
+        raise ConfigError(_expected("a non-empty string", value), key=attribute.name)
+
+
+@attrs.frozen
+class DistributedConfig:
+    """``[distributed]``: scale-out over Redis Streams (``agentcli worker``, `RemoteRunner`).
+
+    Producers ``XADD`` events to ``stream`` (trimmed with ``MAXLEN ~ maxlen``: keep it above
+    the largest backlog, since trimming drops unread entries too). Workers read it in the
+    consumer ``group``, at most ``batch`` entries per ``XREADGROUP`` (blocking ``block``),
+    and never hold more than ``runner.max_concurrent_events``. A result is stored for
+    ``result_ttl`` under ``{key_prefix}:result:{event id}`` (``results = "stream"`` also
+    appends it to ``results_stream``) before the entry is acknowledged. Entries idle for
+    ``claim_idle`` on a dead worker are reclaimed; a failed or timed-out event is offered
+    again after ``retry_delay``; after ``max_deliveries`` deliveries it goes to
+    ``dead_letter_stream`` with its last error. ``consumer = ""`` names a worker
+    ``host-pid-random``. ``redis_url`` is ``redis://``, ``rediss://`` or ``unix://`` (checked
+    when connecting); keep the password out of it, in ``redis_password`` (a secret, masked
+    by `Config.to_dict`; used when the URL carries none).
+    """
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_password: str = attrs.field(default="", metadata=_SECRET_META)
+    stream: str = attrs.field(default="agentflow:events", validator=_non_empty)
+    group: str = attrs.field(default="agentflow", validator=_non_empty)
+    consumer: str = ""
+    key_prefix: str = attrs.field(default="agentflow", validator=_non_empty)
+    results: Literal["key", "stream"] = "key"
+    results_stream: str = attrs.field(default="agentflow:results", validator=_non_empty)
+    result_ttl: Duration = attrs.field(default=3600.0, validator=_Bounds(ge=0.001))
+    maxlen: int = attrs.field(default=100000, validator=_at_least(1))
+    batch: int = attrs.field(default=100, validator=_at_least(1))
+    block: Duration = attrs.field(default=1.0, validator=_Bounds(ge=0.001))
+    claim_idle: Duration = attrs.field(default=30.0, validator=_Bounds(ge=0.001))
+    max_deliveries: int = attrs.field(default=5, validator=_at_least(1))
+    retry_delay: Duration = attrs.field(default=1.0, validator=_at_least(0))
+    dead_letter_stream: str = attrs.field(default="agentflow:dead", validator=_non_empty)
+    connect_timeout: Duration = attrs.field(default=5.0, validator=_above(0))
+    command_timeout: Duration = attrs.field(default=5.0, validator=_above(0))
+    result_timeout: Duration = attrs.field(default=60.0, validator=_above(0))
+    poll_interval: Duration = attrs.field(default=0.05, validator=_Bounds(ge=0.001))
+    reconnect_max_delay: Duration = attrs.field(default=2.0, validator=_Bounds(ge=0.001))
+
+
 @attrs.frozen
 class Config:
     """The whole ``agentflow.toml``. ``Config()`` is every default; values are immutable.
@@ -487,6 +534,7 @@ class Config:
     performance: PerformanceConfig = attrs.field(factory=PerformanceConfig)
     mcp: MCPConfig = attrs.field(factory=MCPConfig)
     runtime: RuntimeConfig = attrs.field(factory=RuntimeConfig)
+    distributed: DistributedConfig = attrs.field(factory=DistributedConfig)
 
     @classmethod
     def from_mapping(
@@ -508,7 +556,7 @@ class Config:
         """The effective config as a plain TOML-able dict (durations as ``"30s"``).
 
         With ``mask_secrets`` non-empty secrets (``llm.api_key``, header values, MCP
-        server ``env`` values) read ``"***"``.
+        server ``env`` values, ``distributed.redis_password``) read ``"***"``.
         ``Config.from_mapping(c.to_dict(mask_secrets=False)) == c``.
         """
         return section_to_dict(self, mask_secrets=mask_secrets)

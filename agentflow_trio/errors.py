@@ -9,7 +9,9 @@ wrong, and must change)::
     ├── RunnerError
     │   ├── QueueFull (also trio.WouldBlock)    emit_nowait found no room
     │   ├── RunnerClosed                        the runner no longer accepts events
-    │   └── Overloaded                          load shed (memory limit, admission)
+    │   ├── Overloaded                          load shed (memory limit, admission)
+    │   ├── BrokerUnavailable                   Redis refused, dropped or did not answer
+    │   └── ResultTimeout (also TimeoutError)   a remote event's result did not come in time
     ├── AgentError
     │   ├── UnknownAgent                        no agent/route for an event
     │   └── AgentFailed                         AgentResult.unwrap() on a non-success
@@ -44,6 +46,7 @@ __all__ = [
     "AgentFlowError",
     "AuthenticationError",
     "BadRequestError",
+    "BrokerUnavailable",
     "CircuitOpenError",
     "ConfigError",
     "LLMConnectError",
@@ -57,6 +60,7 @@ __all__ = [
     "QueueFull",
     "RateLimitError",
     "ResponseFormatError",
+    "ResultTimeout",
     "RunnerClosed",
     "RunnerError",
     "ServerError",
@@ -260,3 +264,34 @@ class LocalRateLimitError(RateLimitError):
 
     def __init__(self, message: str, *, retry_after: float, deployment: str | None = None):
         super().__init__(message, status=429, retry_after=retry_after, deployment=deployment)
+
+
+class BrokerUnavailable(RunnerError):
+    """The Redis broker refused the connection, dropped it, or did not answer in time.
+
+    Raised at once (after the client's own two quick retries, or after
+    ``distributed.command_timeout`` for a server that accepts but does not answer), never
+    after a hang. ``url`` is the broker's URL without its password, ``operation`` what was
+    being done (``"emit"``, ``"wait for results"``, ...). Whether an ``emit`` that raised this
+    reached the stream is unknown: emitting the same event again is safe, because a worker
+    never recomputes an event whose result is stored.
+    """
+
+    def __init__(self, url: str, operation: str, cause: BaseException | None = None):
+        self.url = url
+        self.operation = operation
+        reason = f": {type(cause).__name__}: {cause}" if cause is not None else ""
+        super().__init__(f"Redis at {url} is unavailable ({operation}){reason}")
+
+
+class ResultTimeout(RunnerError, TimeoutError):
+    """No result for ``event_id`` arrived within ``timeout`` seconds.
+
+    The event is in the stream and may still run: its result, once stored, can be read
+    with `RemoteRunner.result`, and emitting the same event again does not recompute it.
+    """
+
+    def __init__(self, event_id: str, timeout: float):
+        self.event_id = event_id
+        self.timeout = timeout
+        super().__init__(f"no result for event {event_id} within {timeout:g}s")

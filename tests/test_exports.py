@@ -11,6 +11,7 @@ import pytest
 import agentflow_trio
 
 SUBPACKAGES = [
+    "agentflow_trio.distributed",
     "agentflow_trio.llm",
     "agentflow_trio.loadgen",
     "agentflow_trio.mcp",
