@@ -10,5 +10,8 @@ from __future__ import annotations
 
 from hypothesis import settings
 
+# The testing kit's fixtures (also registered by the `pytest11` entry point once installed).
+pytest_plugins = ["agentflow_trio.testing.plugin"]
+
 settings.register_profile("ci", deadline=None, print_blob=True)
 settings.load_profile("ci")

@@ -18,6 +18,7 @@ SUBPACKAGES = [
     "agentflow_trio.observability",
     "agentflow_trio.resilience",
     "agentflow_trio.server",
+    "agentflow_trio.testing",
     "agentflow_trio.tools",
 ]
 

@@ -29,8 +29,10 @@ from agentflow_trio.llm import (
     user,
 )
 from agentflow_trio.server.mock_llm import MockLLM, MockReply, MockToolCall, open_mock_llm
+from agentflow_trio.testing import mock_llm_config
 
 TIMEOUT = 10
+NO_RETRY = RetryConfig(enabled=False)
 DIALECTS = ["openai", "azure", "ollama"]
 WEATHER = ToolSpec(
     "get_weather",
@@ -43,20 +45,13 @@ CALLS = (
 )
 
 
-def _config(mock: MockLLM, dialect: str, **fields: Any) -> LLMConfig:
-    base = mock.url + "/v1" if dialect == "openai" else mock.url
-    fields.setdefault("api_key", "sk-test")
-    fields.setdefault("retry", RetryConfig(enabled=False))
-    return LLMConfig(provider=dialect, base_url=base, deployment="dep-1", **fields)  # type: ignore[arg-type]
-
-
 @asynccontextmanager
 async def serving(
     dialect: str, mock_config: dict[str, Any] | None = None, **fields: Any
 ) -> AsyncIterator[tuple[MockLLM, ProviderStack]]:
     async with (
         open_mock_llm(**(mock_config or {})) as mock,
-        open_provider(_config(mock, dialect, **fields)) as provider,
+        open_provider(mock_llm_config(mock, dialect, **{"retry": NO_RETRY, **fields})) as provider,
     ):
         yield mock, provider
 

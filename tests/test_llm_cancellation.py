@@ -28,6 +28,7 @@ from agentflow_trio.llm import (
     user,
 )
 from agentflow_trio.server.mock_llm import MockLLM, open_mock_llm
+from agentflow_trio.testing import mock_llm_config
 
 TIMEOUT = 60
 MAX_CONNECTIONS = 16
@@ -46,13 +47,12 @@ TRANSPORTS = pytest.mark.parametrize("transport", ["lean", "httpx2"])
 
 
 def _config(mock: MockLLM, transport: str) -> LLMConfig:
-    return LLMConfig(
-        provider="openai",
-        base_url=mock.url + "/v1",
+    return mock_llm_config(
+        mock,
         max_connections=MAX_CONNECTIONS,
         connection_timeout=5.0,
         request_timeout=5.0,
-        transport=transport,  # type: ignore[arg-type]
+        transport=transport,
     )
 
 

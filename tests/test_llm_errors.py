@@ -46,6 +46,7 @@ from agentflow_trio.llm.http import (
     status_error,
 )
 from agentflow_trio.server.mock_llm import MockLLM, MockReply, open_mock_llm
+from agentflow_trio.testing import mock_llm_config
 
 TIMEOUT = 10
 REQUEST = ChatRequest((user("hello"),))
@@ -218,8 +219,7 @@ async def transport(
     provider: str = "openai", mock_config: dict[str, Any] | None = None, **llm: Any
 ) -> AsyncIterator[tuple[MockLLM, Provider]]:
     async with open_mock_llm(**(mock_config or {})) as mock:
-        base = mock.url + "/v1" if provider == "openai" else mock.url
-        config = LLMConfig(provider=provider, base_url=base, api_key="k", **llm)  # type: ignore[arg-type]
+        config = mock_llm_config(mock, provider, api_key="k", **llm)  # type: ignore[arg-type]
         async with open_transport(config) as bottom:
             yield mock, bottom
 

@@ -10,10 +10,9 @@ import trio
 import trio.testing
 
 import agentflow_trio as af
+from agentflow_trio.testing import RunnerFactory
 
-
-def _config(**runner: Any) -> af.Config:
-    return af.Config.from_mapping({"runner": runner})
+pytest_plugins = ["agentflow_trio.testing.plugin"]  # runner_factory: recorded, virtual time
 
 
 @af.agent
@@ -30,8 +29,8 @@ async def boom(ctx: af.Context, event: af.Event) -> Any:
 AGENTS = {"echo": echo, "boom": boom}
 
 
-async def test_call_returns_result_with_event_id_and_agent(autojump_clock: Any) -> None:
-    async with af.Runner(agents=AGENTS) as runner:
+async def test_call_returns_result_with_event_id_and_agent(runner_factory: RunnerFactory) -> None:
+    async with runner_factory(AGENTS) as runner:
         event = af.Event("echo", {"x": 1})
         result = await runner.call(event)
     assert result.outcome is af.Outcome.SUCCEEDED
@@ -41,8 +40,8 @@ async def test_call_returns_result_with_event_id_and_agent(autojump_clock: Any) 
     assert result.unwrap() == {"x": 1}
 
 
-async def test_agent_exception_becomes_failed_with_traceback(autojump_clock: Any) -> None:
-    async with af.Runner(agents=AGENTS) as runner:
+async def test_agent_exception_becomes_failed_with_traceback(runner_factory: RunnerFactory) -> None:
+    async with runner_factory(AGENTS) as runner:
         result = await runner.call(af.Event("boom"))
         after = await runner.call(af.Event("echo", {"still": "alive"}))
     assert result.outcome is af.Outcome.FAILED
@@ -56,17 +55,17 @@ async def test_agent_exception_becomes_failed_with_traceback(autojump_clock: Any
     assert info.value.result is result
 
 
-async def test_unknown_event_type_fails_naming_known_agents(autojump_clock: Any) -> None:
-    async with af.Runner(agents=AGENTS) as runner:
+async def test_unknown_event_type_fails_naming_known_agents(runner_factory: RunnerFactory) -> None:
+    async with runner_factory(AGENTS) as runner:
         result = await runner.call(af.Event("nope"))
     assert result.outcome is af.Outcome.FAILED
     assert result.error is not None and result.error.type == "UnknownAgent"
     assert "boom, echo" in result.error.message
 
 
-async def test_timeout_from_config_agent_and_emit(autojump_clock: Any) -> None:
+async def test_timeout_from_config_agent_and_emit(runner_factory: RunnerFactory) -> None:
     slow = af.agent(timeout=2)(echo.fn)
-    async with af.Runner(_config(event_timeout="5s"), agents={"echo": echo, "slow": slow}) as r:
+    async with runner_factory({"echo": echo, "slow": slow}, event_timeout="5s") as r:
         t0 = trio.current_time()
         by_config = await r.call(af.Event("echo", {"sleep": 10}))
         assert trio.current_time() - t0 == pytest.approx(5)
@@ -81,9 +80,12 @@ async def test_timeout_from_config_agent_and_emit(autojump_clock: Any) -> None:
         assert result.error is not None and "timeout" in result.error.message
 
 
-async def test_emit_nowait_raises_queue_full_at_admission_bound(autojump_clock: Any) -> None:
-    config = _config(max_concurrent_events=2, event_buffer_size=10, worker_pool_size=1)
-    async with af.Runner(config, agents=AGENTS) as runner:
+async def test_emit_nowait_raises_queue_full_at_admission_bound(
+    runner_factory: RunnerFactory,
+) -> None:
+    async with runner_factory(
+        AGENTS, max_concurrent_events=2, event_buffer_size=10, worker_pool_size=1
+    ) as runner:
         first = runner.emit_nowait(af.Event("echo", {"sleep": 1}))
         second = runner.emit_nowait(af.Event("echo", {"sleep": 1}))
         with pytest.raises(af.QueueFull, match="max_concurrent_events"):
@@ -96,9 +98,12 @@ async def test_emit_nowait_raises_queue_full_at_admission_bound(autojump_clock: 
     assert third.done
 
 
-async def test_emit_nowait_raises_queue_full_when_buffer_full(autojump_clock: Any) -> None:
-    config = _config(max_concurrent_events=100, event_buffer_size=1, worker_pool_size=1)
-    async with af.Runner(config, agents=AGENTS) as runner:
+async def test_emit_nowait_raises_queue_full_when_buffer_full(
+    runner_factory: RunnerFactory,
+) -> None:
+    async with runner_factory(
+        AGENTS, max_concurrent_events=100, event_buffer_size=1, worker_pool_size=1
+    ) as runner:
         runner.emit_nowait(af.Event("echo", {"sleep": 1}))
         await trio.testing.wait_all_tasks_blocked()  # the worker took it and sleeps
         runner.emit_nowait(af.Event("echo", {"sleep": 1}))  # fills the one-slot buffer
@@ -106,9 +111,10 @@ async def test_emit_nowait_raises_queue_full_when_buffer_full(autojump_clock: An
             runner.emit_nowait(af.Event("echo"))
 
 
-async def test_emit_waits_for_room_backpressure(autojump_clock: Any) -> None:
-    config = _config(max_concurrent_events=1, event_buffer_size=0, worker_pool_size=1)
-    async with af.Runner(config, agents=AGENTS) as runner:
+async def test_emit_waits_for_room_backpressure(runner_factory: RunnerFactory) -> None:
+    async with runner_factory(
+        AGENTS, max_concurrent_events=1, event_buffer_size=0, worker_pool_size=1
+    ) as runner:
         await runner.emit(af.Event("echo", {"sleep": 3}))
         t0 = trio.current_time()
         handle = await runner.emit(af.Event("echo"))  # waits until the first one ends
@@ -116,9 +122,8 @@ async def test_emit_waits_for_room_backpressure(autojump_clock: Any) -> None:
         assert (await handle.result()).succeeded
 
 
-async def test_emit_cancelled_while_waiting_is_not_accepted(autojump_clock: Any) -> None:
-    config = _config(max_concurrent_events=1, worker_pool_size=1)
-    async with af.Runner(config, agents=AGENTS) as runner:
+async def test_emit_cancelled_while_waiting_is_not_accepted(runner_factory: RunnerFactory) -> None:
+    async with runner_factory(AGENTS, max_concurrent_events=1, worker_pool_size=1) as runner:
         await runner.emit(af.Event("echo", {"sleep": 5}))
         with trio.move_on_after(1):
             await runner.emit(af.Event("echo"))
@@ -126,8 +131,8 @@ async def test_emit_cancelled_while_waiting_is_not_accepted(autojump_clock: Any)
         assert runner.statistics().in_flight == 1
 
 
-async def test_emit_after_close_raises_runner_closed(autojump_clock: Any) -> None:
-    runner = af.Runner(agents=AGENTS)
+async def test_emit_after_close_raises_runner_closed(runner_factory: RunnerFactory) -> None:
+    runner = runner_factory(AGENTS)
     with pytest.raises(af.RunnerClosed):
         runner.emit_nowait(af.Event("echo"))
     async with runner:
@@ -141,8 +146,9 @@ async def test_emit_after_close_raises_runner_closed(autojump_clock: Any) -> Non
             pass
 
 
-async def test_waiting_emitter_gets_runner_closed_on_shutdown(autojump_clock: Any) -> None:
-    config = _config(max_concurrent_events=1, worker_pool_size=1, drain_timeout="1s")
+async def test_waiting_emitter_gets_runner_closed_on_shutdown(
+    runner_factory: RunnerFactory,
+) -> None:
     outcome: list[str] = []
 
     async def late(runner: af.Runner) -> None:
@@ -153,17 +159,18 @@ async def test_waiting_emitter_gets_runner_closed_on_shutdown(autojump_clock: An
             outcome.append("closed")
 
     async with trio.open_nursery() as nursery:
-        async with af.Runner(config, agents=AGENTS) as runner:
+        settings = {"max_concurrent_events": 1, "worker_pool_size": 1, "drain_timeout": "1s"}
+        async with runner_factory(AGENTS, **settings) as runner:
             await runner.emit(af.Event("echo", {"sleep": 100}))
             nursery.start_soon(late, runner)
             await trio.testing.wait_all_tasks_blocked()
     assert outcome == ["closed"]
 
 
-async def test_caller_cancellation_cancels_the_event(autojump_clock: Any) -> None:
+async def test_caller_cancellation_cancels_the_event(runner_factory: RunnerFactory) -> None:
     seen: list[af.AgentResult] = []
     hooks = af.Hooks(after_event=[lambda e, r: seen.append(r)])
-    async with af.Runner(agents=AGENTS, hooks=hooks) as runner:
+    async with runner_factory(AGENTS, hooks=hooks) as runner:
         with trio.move_on_after(1):
             await runner.call(af.Event("echo", {"sleep": 10}))
         await trio.testing.wait_all_tasks_blocked()
@@ -172,9 +179,8 @@ async def test_caller_cancellation_cancels_the_event(autojump_clock: Any) -> Non
     assert seen[0].error is not None and "caller" in seen[0].error.message
 
 
-async def test_handle_cancel_while_queued_resolves_at_once(autojump_clock: Any) -> None:
-    config = _config(worker_pool_size=1)
-    async with af.Runner(config, agents=AGENTS) as runner:
+async def test_handle_cancel_while_queued_resolves_at_once(runner_factory: RunnerFactory) -> None:
+    async with runner_factory(AGENTS, worker_pool_size=1) as runner:
         busy = await runner.emit(af.Event("echo", {"sleep": 5}))
         queued = await runner.emit(af.Event("echo"))
         queued.cancel()
@@ -187,9 +193,8 @@ async def test_handle_cancel_while_queued_resolves_at_once(autojump_clock: Any) 
     assert (stats.succeeded, stats.cancelled, stats.in_flight) == (1, 1, 0)
 
 
-async def test_shutdown_drains_then_cancels(autojump_clock: Any) -> None:
-    config = _config(drain_timeout="3s", worker_pool_size=1)
-    async with af.Runner(config, agents=AGENTS) as runner:
+async def test_shutdown_drains_then_cancels(runner_factory: RunnerFactory) -> None:
+    async with runner_factory(AGENTS, drain_timeout="3s", worker_pool_size=1) as runner:
         quick = await runner.emit(af.Event("echo", {"sleep": 1}))
         slow = await runner.emit(af.Event("echo", {"sleep": 100}))
         queued = await runner.emit(af.Event("echo"))
@@ -201,23 +206,27 @@ async def test_shutdown_drains_then_cancels(autojump_clock: Any) -> None:
     assert runner.statistics().in_flight == 0
 
 
-async def test_body_error_propagates_unwrapped_without_draining(autojump_clock: Any) -> None:
+async def test_body_error_propagates_unwrapped_without_draining(
+    runner_factory: RunnerFactory,
+) -> None:
     with pytest.raises(KeyError):
-        async with af.Runner(_config(drain_timeout="1h"), agents=AGENTS) as runner:
+        async with runner_factory(AGENTS, drain_timeout="1h") as runner:
             handle = await runner.emit(af.Event("echo", {"sleep": 100}))
             raise KeyError("mine")
     assert handle.result_nowait().outcome is af.Outcome.CANCELLED
 
 
-async def test_outer_cancellation_during_drain_still_resolves(autojump_clock: Any) -> None:
+async def test_outer_cancellation_during_drain_still_resolves(
+    runner_factory: RunnerFactory,
+) -> None:
     with trio.move_on_after(2):
-        async with af.Runner(_config(drain_timeout="1h"), agents=AGENTS) as runner:
+        async with runner_factory(AGENTS, drain_timeout="1h") as runner:
             handle = await runner.emit(af.Event("echo", {"sleep": 100}))
     assert handle.result_nowait().outcome is af.Outcome.CANCELLED
 
 
 async def test_failing_hooks_are_reported_not_swallowed(
-    autojump_clock: Any, caplog: pytest.LogCaptureFixture
+    runner_factory: RunnerFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     def bad_before(event: af.Event) -> None:
         if event.data.get("break_before"):
@@ -228,7 +237,7 @@ async def test_failing_hooks_are_reported_not_swallowed(
 
     hooks = af.Hooks(before_event=[bad_before], after_event=[bad_after])
     with caplog.at_level(logging.ERROR, logger="agentflow_trio"):
-        async with af.Runner(agents=AGENTS, hooks=hooks) as runner:
+        async with runner_factory(AGENTS, hooks=hooks) as runner:
             blocked = await runner.call(af.Event("echo", {"break_before": True}))
             fine = await runner.call(af.Event("echo", {"x": 1}))
     assert blocked.outcome is af.Outcome.FAILED
@@ -238,14 +247,14 @@ async def test_failing_hooks_are_reported_not_swallowed(
     assert "after hook broke" in caplog.text
 
 
-async def test_agent_hooks_and_on_error(autojump_clock: Any) -> None:
+async def test_agent_hooks_and_on_error(runner_factory: RunnerFactory) -> None:
     calls: list[tuple[str, ...]] = []
     hooks = af.Hooks(
         before_agent=[lambda name, e: calls.append(("before", name))],
         after_agent=[lambda name, e, r: calls.append(("after", name, r.outcome.value))],
         on_error=[lambda e, exc: calls.append(("error", type(exc).__name__))],
     )
-    async with af.Runner(agents=AGENTS, hooks=hooks) as runner:
+    async with runner_factory(AGENTS, hooks=hooks) as runner:
         await runner.call(af.Event("echo"))
         await runner.call(af.Event("boom"))
     assert calls == [
@@ -257,18 +266,18 @@ async def test_agent_hooks_and_on_error(autojump_clock: Any) -> None:
     ]
 
 
-async def test_plain_functions_and_returned_results(autojump_clock: Any) -> None:
+async def test_plain_functions_and_returned_results(runner_factory: RunnerFactory) -> None:
     async def plain(ctx: af.Context, event: af.Event) -> af.AgentResult:
         return af.AgentResult.failed("said no", output={"why": "policy"})
 
-    async with af.Runner(agents={"plain": plain}) as runner:
+    async with runner_factory({"plain": plain}) as runner:
         result = await runner.call(af.Event("plain"))
     assert result.outcome is af.Outcome.FAILED
     assert result.output == {"why": "policy"}
     assert result.agent == "plain"
 
 
-async def test_session_state_persists_between_events(autojump_clock: Any) -> None:
+async def test_session_state_persists_between_events(runner_factory: RunnerFactory) -> None:
     @af.agent
     async def counter(ctx: af.Context, event: af.Event) -> int:
         n = int(ctx.state.get("n", 0)) + 1
@@ -276,7 +285,7 @@ async def test_session_state_persists_between_events(autojump_clock: Any) -> Non
         return n
 
     sessions = af.SessionStore(max_entries=10, ttl=60)
-    async with af.Runner(agents={"count": counter}, sessions=sessions) as runner:
+    async with runner_factory({"count": counter}, sessions=sessions) as runner:
         s1 = [await runner.call(af.Event("count", metadata={"session_id": "a"})) for _ in range(3)]
         other = await runner.call(af.Event("count", metadata={"session_id": "b"}))
         await trio.sleep(61)
@@ -286,8 +295,8 @@ async def test_session_state_persists_between_events(autojump_clock: Any) -> Non
     assert expired.output == 1
 
 
-async def test_statistics_snapshot(autojump_clock: Any) -> None:
-    async with af.Runner(_config(worker_pool_size=2), agents=AGENTS) as runner:
+async def test_statistics_snapshot(runner_factory: RunnerFactory) -> None:
+    async with runner_factory(AGENTS, worker_pool_size=2) as runner:
         handles = [await runner.emit(af.Event("echo", {"sleep": 1})) for _ in range(5)]
         await trio.testing.wait_all_tasks_blocked()
         live = runner.statistics()
@@ -302,8 +311,8 @@ async def test_statistics_snapshot(autojump_clock: Any) -> None:
     assert final.closed
 
 
-async def test_emit_is_a_checkpoint_and_result_too(autojump_clock: Any) -> None:
-    async with af.Runner(agents=AGENTS) as runner:
+async def test_emit_is_a_checkpoint_and_result_too(runner_factory: RunnerFactory) -> None:
+    async with runner_factory(AGENTS) as runner:
         with trio.testing.assert_checkpoints():
             handle = await runner.emit(af.Event("echo"))
         await handle.result()
@@ -311,7 +320,7 @@ async def test_emit_is_a_checkpoint_and_result_too(autojump_clock: Any) -> None:
             await handle.result()
 
 
-async def test_ctx_tools_is_the_registry_bound_to_the_event(autojump_clock: Any) -> None:
+async def test_ctx_tools_is_the_registry_bound_to_the_event(runner_factory: RunnerFactory) -> None:
     registry = af.ToolRegistry()
 
     @registry.register
@@ -325,7 +334,7 @@ async def test_ctx_tools_is_the_registry_bound_to_the_event(autojump_clock: Any)
         hits = await ctx.tools.call_many([("search", {"q": "trio"}), ("search", {"q": 3})])
         return [(h.outcome, h.output) for h in hits]
 
-    async with af.Runner(agents={"x": uses_tools}, tools=registry) as runner:
+    async with runner_factory({"x": uses_tools}, tools=registry) as runner:
         event = af.Event("x")
         result = await runner.call(event)
     assert result.succeeded, result.error
@@ -334,12 +343,12 @@ async def test_ctx_tools_is_the_registry_bound_to_the_event(autojump_clock: Any)
     assert bad == "error"  # a wrong argument type is a structured error, not a failure
 
 
-async def test_memory_guard_sheds_load_with_overloaded(autojump_clock: Any) -> None:
+async def test_memory_guard_sheds_load_with_overloaded(runner_factory: RunnerFactory) -> None:
     from agentflow_trio.observability.runtime import MemoryGuard
 
     rss = [100]
     guard = MemoryGuard(1000, interval=1.0, rss=lambda: rss[0])
-    async with af.Runner(agents=AGENTS, memory_guard=guard) as runner:
+    async with runner_factory(AGENTS, memory_guard=guard) as runner:
         assert (await runner.call(af.Event("echo"))).succeeded
         rss[0] = 5000
         await trio.sleep(1.5)  # the guard samples every second
@@ -353,12 +362,14 @@ async def test_memory_guard_sheds_load_with_overloaded(autojump_clock: Any) -> N
     assert runner.statistics().refused == 2
 
 
-async def test_runtime_gc_settings_live_as_long_as_the_runner(autojump_clock: Any) -> None:
+async def test_runtime_gc_settings_live_as_long_as_the_runner(
+    runner_factory: RunnerFactory,
+) -> None:
     import gc
 
     before = gc.get_threshold()
     config = af.Config.from_mapping({"runtime": {"gc_thresholds": [12345, 11, 12]}})
-    async with af.Runner(config, agents=AGENTS):
+    async with runner_factory(AGENTS, config=config):
         assert gc.get_threshold() == (12345, 11, 12)
     assert gc.get_threshold() == before
 

@@ -14,13 +14,16 @@ import pytest
 import trio
 
 import agentflow_trio as af
-from agentflow_trio.config import LLMConfig, RetryConfig
+from agentflow_trio.config import RetryConfig
 from agentflow_trio.llm import FakeProvider, LLMClient, open_provider
 from agentflow_trio.llm.types import ChatRequest, ChatResponse, Message, ToolCall
 from agentflow_trio.server.mock_llm import MockReply, MockToolCall, open_mock_llm
+from agentflow_trio.testing import mock_llm_config
 from agentflow_trio.tools import ToolRegistry, tool, tool_agent
 
 TIMEOUT = 10
+
+NO_RETRY = RetryConfig(enabled=False)
 
 
 def make_tools(barrier_size: int = 0) -> tuple[ToolRegistry, list[str]]:
@@ -71,23 +74,15 @@ def make_tools(barrier_size: int = 0) -> tuple[ToolRegistry, list[str]]:
     return ToolRegistry([search, weather, slow, explode]), log
 
 
-def _config(mock: Any, dialect: str) -> LLMConfig:
-    base = mock.url + "/v1" if dialect == "openai" else mock.url
-    return LLMConfig(
-        provider=dialect,  # type: ignore[arg-type]
-        base_url=base,
-        api_key="sk-test",
-        deployment="dep-1",
-        retry=RetryConfig(enabled=False),
-    )
-
-
 @pytest.mark.parametrize("dialect", ["openai", "azure", "ollama"])
 async def test_end_to_end_over_http_against_the_mock_llm(dialect: str) -> None:
     registry, log = make_tools(barrier_size=2)  # both tools must be running at once
     agent = tool_agent(tools=registry, system="You are helpful.", max_parallel_tools=4)
     with trio.fail_after(TIMEOUT):
-        async with open_mock_llm() as mock, open_provider(_config(mock, dialect)) as provider:
+        async with (
+            open_mock_llm() as mock,
+            open_provider(mock_llm_config(mock, dialect, retry=NO_RETRY)) as provider,
+        ):
             mock.script(
                 MockReply(
                     tool_calls=(
@@ -130,7 +125,10 @@ async def test_bad_calls_over_http_each_get_an_error_tool_message() -> None:
     registry, _ = make_tools()
     agent = tool_agent(tools=registry)
     with trio.fail_after(TIMEOUT):
-        async with open_mock_llm() as mock, open_provider(_config(mock, "openai")) as provider:
+        async with (
+            open_mock_llm() as mock,
+            open_provider(mock_llm_config(mock, retry=NO_RETRY)) as provider,
+        ):
             mock.script(
                 MockReply(
                     tool_calls=(
