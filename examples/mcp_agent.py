@@ -19,7 +19,8 @@ import trio
 import agentflow_trio as af
 from agentflow_trio.mcp import MCPManager
 
-DEMO_SERVER = Path(__file__).resolve().parent.parent / "tests" / "mcp_servers" / "demo_server.py"
+# The testing kit's real MCP server (any MCP server works the same way).
+DEMO_SERVER = Path(af.__file__).parent / "testing" / "mcp_server.py"
 
 CONFIG = f"""
 [runner]

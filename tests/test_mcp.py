@@ -1,7 +1,7 @@
 """MCP: the ``[mcp]`` config, and session pools against real MCP servers.
 
 Rules of this module (as trio-websocket's tests): the servers are real (written with the
-official SDK, ``tests/mcp_servers/demo_server.py``), run as stdio subprocesses (one per
+official SDK, ``agentflow_trio/testing/mcp_server.py``), run as stdio subprocesses (one per
 pooled session) or as a streamable-HTTP server on 127.0.0.1, port 0, in a subprocess
 stopped by PID. Real clock, every trio test body under an absolute ``trio.fail_after``;
 waiting for a state is polling of ``statistics()``, never a timed assertion.
@@ -30,7 +30,7 @@ pytest.importorskip("mcp")
 
 from agentflow_trio.mcp import MCPManager, MCPTool, SessionPool
 
-DEMO = Path(__file__).resolve().parent / "mcp_servers" / "demo_server.py"
+DEMO = Path(__file__).resolve().parent.parent / "agentflow_trio" / "testing" / "mcp_server.py"
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "agentflow.toml"
 TIMEOUT = 20
 DEMO_TOOLS = {"add", "echo", "fail", "sleep", "stats", "whoami"}

@@ -1,23 +1,28 @@
-"""A small real MCP server for tests, written with the official SDK (the ``mcp`` extra).
+"""A small real MCP server for tests and examples, written with the official SDK (``mcp`` extra).
 
-    python path/to/agentflow_trio/testing/mcp_server.py        # stdio, one process per session
+    python path/to/agentflow_trio/testing/mcp_server.py          # stdio, one process per session
+    python path/to/agentflow_trio/testing/mcp_server.py --http   # streamable HTTP, 127.0.0.1:0
+                                                                 # (prints its port, then serves)
 
-The ``mcp_server`` fixture hands its stdio config to `MCPManager`; run it by file path (it
-imports nothing from agentflow_trio, so it works without the package installed). Tools:
-``add``, ``echo``, ``sleep`` (counts calls in progress and calls cancelled by the client),
-``stats`` (this process's counters), ``fail`` (always a tool error) and ``whoami`` (the
-process id). State is per process.
+It imports nothing from agentflow_trio, so it runs by file path without the package installed;
+the ``mcp_server`` fixture hands its stdio config to `MCPManager`. Its tools let a test see who
+served a call (``whoami``: process id, HTTP peer port), whether a cancelled call reached the
+server (``sleep`` + ``stats``), and a tool error (``fail``); also ``add`` and ``echo``. State is
+per process. ``DEMO_EXTRA_TOOL=name`` adds one more tool (tool-naming tests).
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import sys
+from typing import Any
 
 import anyio
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
-server = MCPServer("agentflow-test", log_level="WARNING")
+server = MCPServer("demo", log_level="WARNING")
 _stats = {"calls": 0, "active": 0, "cancelled": 0, "finished": 0}
 
 
@@ -33,6 +38,15 @@ def echo(text: str) -> str:
     """Return the text unchanged."""
     _stats["calls"] += 1
     return text
+
+
+@server.tool()
+def whoami(ctx: Context) -> dict[str, Any]:
+    """Say which server process (and, over HTTP, which client connection) served this."""
+    _stats["calls"] += 1
+    request = ctx.request_context.request
+    client = getattr(request, "client", None)
+    return {"pid": os.getpid(), "peer": client.port if client else None, "calls": _stats["calls"]}
 
 
 @server.tool()
@@ -63,12 +77,27 @@ def fail(message: str) -> str:
     raise ToolError(message)
 
 
-@server.tool()
-def whoami() -> dict[str, int]:
-    """The id of the process serving this session."""
-    _stats["calls"] += 1
-    return {"pid": os.getpid(), "calls": _stats["calls"]}
+def _add_extra_tool() -> None:
+    """``DEMO_EXTRA_TOOL=name`` adds a tool only this server offers (tool-naming tests)."""
+    name = os.environ.get("DEMO_EXTRA_TOOL")
+    if name:
+        server.add_tool(lambda: name, name=name, description=f"A tool named {name}.")
+
+
+def _serve_http() -> None:
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    print(sock.getsockname()[1], flush=True)
+    config = uvicorn.Config(server.streamable_http_app(), log_level="warning")
+    anyio.run(lambda: uvicorn.Server(config).serve(sockets=[sock]))
 
 
 if __name__ == "__main__":
-    server.run()
+    _add_extra_tool()
+    if sys.argv[1:] == ["--http"]:
+        _serve_http()
+    else:
+        server.run()
