@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from datetime import UTC
 from types import MappingProxyType
-from typing import Final
+from typing import Any, Final
 
 import httpx2
 
@@ -33,6 +33,7 @@ from ..errors import (
     ServerError,
     TransportError,
 )
+from . import _json
 from ._lines import excerpt
 
 __all__ = [
@@ -185,3 +186,20 @@ def _seconds(text: str) -> float | None:
     except ValueError:
         return None
     return value if value >= 0 and math.isfinite(value) else None
+
+
+def format_error(deployment: str, message: str, body: bytes) -> ResponseFormatError:
+    """A `ResponseFormatError` naming the deployment, with an excerpt of the body."""
+    return ResponseFormatError(
+        f"{deployment}: {message}", excerpt=excerpt(body), deployment=deployment
+    )
+
+
+def json_body(content: bytes, content_type: str, deployment: str) -> Any:
+    """Decode a successful response's JSON body; a wrong type or bad JSON is a format error."""
+    if "json" not in content_type:
+        raise format_error(deployment, f"expected JSON, got content type {content_type!r}", content)
+    try:
+        return _json.loads(content)
+    except _json.JSONDecodeError as exc:
+        raise format_error(deployment, f"malformed JSON body: {exc}", content) from exc

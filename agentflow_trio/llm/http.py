@@ -46,10 +46,11 @@ import httpx2
 import trio
 
 from ..errors import ConfigError, ResponseFormatError
-from . import _json
 from ._httperrors import (
     EXCEPTION_MAP,
     HTTPX_ERRORS,
+    format_error,
+    json_body,
     map_exception,
     parse_retry_after,
     status_error,
@@ -199,12 +200,7 @@ class HTTPSession:
         if response.status_code >= 400:
             raise status_error(response.status_code, response.headers, content, self.deployment)
         ctype = response.headers.get("content-type", "application/json")
-        if "json" not in ctype:
-            raise self._format_error(f"expected JSON, got content type {ctype!r}", content)
-        try:
-            return _json.loads(content)
-        except _json.JSONDecodeError as exc:
-            raise self._format_error(f"malformed JSON body: {exc}", content) from exc
+        return json_body(content, ctype, self.deployment)
 
     @asynccontextmanager
     async def open_stream(
@@ -313,9 +309,7 @@ class HTTPSession:
         return body
 
     def _format_error(self, message: str, body: bytes) -> ResponseFormatError:
-        return ResponseFormatError(
-            f"{self.deployment}: {message}", excerpt=excerpt(body), deployment=self.deployment
-        )
+        return format_error(self.deployment, message, body)
 
 
 @asynccontextmanager

@@ -30,9 +30,8 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, final
 import trio
 
 from ...errors import ConfigError, ResponseFormatError
-from .. import _json
-from .._httperrors import status_error
-from .._lines import DEFAULT_MAX_LINE, excerpt
+from .._httperrors import format_error, json_body, status_error
+from .._lines import DEFAULT_MAX_LINE
 from ..http import LineDecoder, PoolStatistics
 from .connection import Connection
 from .decoding import Decompressor, decompressor
@@ -151,13 +150,8 @@ class LeanSession:
             content = self._decompress(coding, content)
         if status >= 400:
             raise status_error(status, _text_headers(raw_headers), content, self.deployment)
-        if ctype is not None and b"json" not in ctype:
-            kind = ctype.decode("latin-1")
-            raise self._format_error(f"expected JSON, got content type {kind!r}", content)
-        try:
-            return _json.loads(content)
-        except _json.JSONDecodeError as exc:
-            raise self._format_error(f"malformed JSON body: {exc}", content) from exc
+        kind = ctype.decode("latin-1") if ctype is not None else "application/json"
+        return json_body(content, kind, self.deployment)
 
     @asynccontextmanager
     async def open_stream(
@@ -232,9 +226,7 @@ class LeanSession:
             raise
 
     def _format_error(self, message: str, body: bytes) -> ResponseFormatError:
-        return ResponseFormatError(
-            f"{self.deployment}: {message}", excerpt=excerpt(body), deployment=self.deployment
-        )
+        return format_error(self.deployment, message, body)
 
     def pool_statistics(self) -> PoolStatistics:
         """A snapshot of the session's pools (summed over origins)."""
