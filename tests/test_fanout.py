@@ -244,3 +244,145 @@ def test_property_bound_order_and_outcomes(
         else:
             assert result.outcome == "ok"
     assert running == 0
+
+
+# -- synchronous tools: answered in the caller's task, no task per call -----------------
+
+
+def _sync_registry(log: list[str]) -> ToolRegistry:
+    @tool
+    def upper(key: str) -> str:
+        """Upper-case ``key`` (or raise for ``boom``)."""
+        log.append(key)
+        if key == "boom":
+            raise ValueError("boom")
+        return key.upper()
+
+    @tool
+    async def slow(key: str, seconds: float = 1.0) -> str:
+        """Sleep, then answer."""
+        log.append(key)
+        await trio.sleep(seconds)
+        return key
+
+    return ToolRegistry([upper, slow])
+
+
+async def test_sync_tools_run_in_the_callers_task(autojump_clock: Any) -> None:
+    caller = trio.lowlevel.current_task()
+    seen: list[object] = []
+
+    @tool
+    def where(n: int) -> int:
+        """Record the task that runs the call."""
+        seen.append(trio.lowlevel.current_task())
+        return n
+
+    registry = ToolRegistry([where])
+    results = await call_many(registry, None, [("where", {"n": i}) for i in range(3)])
+    assert [r.output for r in results] == [{"result": 0}, {"result": 1}, {"result": 2}]
+    assert seen == [caller, caller, caller]
+
+
+async def test_sync_and_async_tools_mixed_keep_input_order(autojump_clock: Any) -> None:
+    log: list[str] = []
+    registry = _sync_registry(log)
+    start = trio.current_time()
+    calls = [("slow", {"key": "s1"}), ("upper", {"key": "a"}), ("slow", {"key": "s2"})]
+    calls += [("upper", {"key": 3}), ("nope", {})]
+    results = await call_many(registry, None, calls)
+    assert trio.current_time() - start == 1.0  # the two async calls ran concurrently
+    assert [r.outcome for r in results] == ["ok", "ok", "ok", "error", "error"]
+    assert [r.output for r in results[:3]] == [{"result": "s1"}, {"result": "A"}, {"result": "s2"}]
+    assert results[3].error is not None and results[3].error["type"] == "invalid_arguments"
+    assert results[4].error is not None and results[4].error["type"] == "unknown_tool"
+    assert sorted(log) == ["a", "s1", "s2"]  # bad arguments never reached the tool
+
+
+async def test_sync_failure_with_cancel_siblings_stops_the_calls_after_it(
+    autojump_clock: Any,
+) -> None:
+    log: list[str] = []
+    registry = _sync_registry(log)
+    calls = [("upper", {"key": "a"}), ("upper", {"key": "boom"}), ("upper", {"key": "c"})]
+    calls.append(("slow", {"key": "d"}))
+    results = await call_many(registry, None, calls, on_error="cancel_siblings")
+    assert [r.outcome for r in results] == ["ok", "error", "cancelled", "cancelled"]
+    assert results[1].traceback is not None and "ValueError: boom" in results[1].traceback
+    assert results[2].error is not None and "sibling call" in results[2].error["message"]
+    assert log == ["a", "boom"]  # neither c nor d ran
+
+
+async def test_sync_tool_that_ran_past_its_timeout_is_timed_out(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    @tool(timeout=1.0)
+    def stuck(seconds: float) -> str:
+        """Hold the thread for ``seconds`` of (virtual) time."""
+        autojump_clock.jump(seconds)
+        return "late"
+
+    registry = ToolRegistry([stuck])
+    results = await call_many(
+        registry, None, [("stuck", {"seconds": 2.0}), ("stuck", {"seconds": 0.5})]
+    )
+    assert [r.outcome for r in results] == ["timed_out", "ok"]
+    assert results[0].error is not None and results[0].error["timeout"] == 1.0
+
+
+async def test_plain_function_returning_a_coroutine_runs_once_concurrently(
+    autojump_clock: Any,
+) -> None:
+    runs: list[int] = []
+
+    async def later(n: int) -> int:
+        runs.append(n)
+        await trio.sleep(1)
+        return n * 10
+
+    def deferred(n: int) -> Any:
+        """A plain function that hands back a coroutine."""
+        return later(n)
+
+    registry = ToolRegistry([tool(deferred)])
+    start = trio.current_time()
+    results = await call_many(registry, None, [("deferred", {"n": 1}), ("deferred", {"n": 2})])
+    assert trio.current_time() - start == 1.0
+    assert [r.output for r in results] == [{"result": 10}, {"result": 20}]
+    assert runs == [1, 2]
+
+
+async def test_an_all_sync_fan_out_is_a_checkpoint(autojump_clock: Any) -> None:
+    log: list[str] = []
+    registry = _sync_registry(log)
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await call_many(registry, None, [("upper", {"key": "a"})])
+    assert scope.cancelled_caught
+    assert log == []  # cancelled before anything ran
+
+
+SYNC_CALL = st.one_of(
+    st.tuples(st.just("upper"), st.fixed_dictionaries({"key": st.sampled_from(["a", "boom"])})),
+    st.tuples(st.just("upper"), st.fixed_dictionaries({"key": st.integers(0, 3)})),
+    st.tuples(st.just("upper"), st.just({})),
+    st.tuples(st.just("missing"), st.just({"key": "a"})),
+)
+
+
+@settings(deadline=None)
+@given(calls=st.lists(SYNC_CALL, min_size=1, max_size=8))
+def test_property_inline_path_equals_calling_each_tool(calls: list[tuple[str, Any]]) -> None:
+    """The inline fast path answers exactly as `ToolRegistry.call` does, call by call."""
+    log: list[str] = []
+    registry = _sync_registry(log)
+    specs = [(name, args, f"id{i}") for i, (name, args) in enumerate(calls)]
+
+    async def main() -> tuple[list[Any], list[Any]]:
+        fast = await call_many(registry, None, specs)
+        slow = [await registry.call(None, n, a, call_id=c) for n, a, c in specs]
+        return fast, slow
+
+    fast, slow = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert fast == slow
+    assert [r.traceback is None for r in fast] == [r.traceback is None for r in slow]

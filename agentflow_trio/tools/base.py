@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, final, overload
 
 import trio
@@ -119,6 +119,36 @@ class Tool:
         else:
             await trio.lowlevel.checkpoint()
         return value if isinstance(value, dict) else {"result": value}
+
+    def _call_sync(
+        self,
+        ctx: Context | None,
+        args: dict[str, Any],
+        call_id: str,
+        timeout: float | None,
+        start: float,
+    ) -> ToolResult | Coroutine[Any, Any, ToolResult]:
+        """Run a synchronous function inline and wrap what it did as a `ToolResult`; the
+        registry's fast path for `call_many` (see `ToolRegistry._call_inline`). If the
+        function returned an awaitable, the coroutine that settles it is returned instead,
+        for the caller to await in a task of its own."""
+        name = self.name
+        try:
+            kwargs = dict(args)
+            for key, convert in self._converters.items():
+                if key in kwargs:
+                    kwargs[key] = convert(kwargs[key])
+            value = self.fn(ctx, **kwargs) if self._ctx else self.fn(**kwargs)
+        except Exception as exc:
+            return _failure(name, call_id, exc, trio.current_time() - start)
+        if inspect.isawaitable(value):
+            # A plain function that returned an awaitable: the caller awaits it in a task.
+            return _settle(name, call_id, _as_dict(value), timeout, start)
+        duration = trio.current_time() - start
+        if timeout is not None and duration >= timeout:
+            return _timed_out(name, call_id, timeout, duration)
+        output = value if isinstance(value, dict) else {"result": value}
+        return ToolResult(call_id, name, "ok", output, None, duration)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
@@ -317,9 +347,24 @@ class ToolRegistry:
         parse_error: str | None,
     ) -> ToolResult:
         start = trio.current_time()
+        checked = self._check(name, args, call_id, parse_error, start)
+        if isinstance(checked, ToolResult):
+            await trio.lowlevel.checkpoint()
+            return checked
+        t, args = checked
+        return await _run(t, ctx, args, call_id, _smaller(timeout, _own_timeout(t)), start)
+
+    def _check(
+        self,
+        name: str,
+        args: Mapping[str, Any],
+        call_id: str,
+        parse_error: str | None,
+        start: float,
+    ) -> ToolResult | tuple[FunctionTool, dict[str, Any]]:
+        """The tool and its validated arguments, or the error result that answers the call."""
         t = self._tools.get(name)
         if t is None:
-            await trio.lowlevel.checkpoint()
             return ToolResult(
                 call_id, name, "error", None, self._unknown(name), trio.current_time() - start
             )
@@ -331,9 +376,30 @@ class ToolRegistry:
         else:
             error = self._validators[name].check(args)
         if error is not None:
-            await trio.lowlevel.checkpoint()
             return ToolResult(call_id, name, "error", None, error, trio.current_time() - start)
-        return await _run(t, ctx, args, call_id, _smaller(timeout, _own_timeout(t)), start)
+        return t, args
+
+    def _call_inline(
+        self, ctx: Context | None, call: ToolCall, timeout: float | None
+    ) -> ToolResult | Coroutine[Any, Any, ToolResult] | None:
+        """``call``'s result computed in this task without a checkpoint; None when its
+        tool is asynchronous (`call` must run it in a task of its own); or, for a plain
+        function that returned an awaitable, the coroutine to await in a task.
+
+        Only a synchronous `Tool` (or an unknown name, or arguments that do not fit) is
+        answered here: such a call never yields, so running it in a task of its own would
+        change nothing but the cost. Its timeout is applied as the task path applies it: a
+        call whose function ran past its deadline is ``timed_out``.
+        """
+        start = trio.current_time()
+        checked = self._check(call.name, call.arguments, call.id, call.parse_error, start)
+        if isinstance(checked, ToolResult):
+            return checked
+        t, args = checked
+        if type(t) is not Tool or t._is_async:
+            return None
+        limit = _smaller(self.default_timeout if timeout is None else timeout, _own_timeout(t))
+        return t._call_sync(ctx, args, call.id, limit, start)
 
     def _unknown(self, name: str) -> dict[str, Any]:
         message = _unknown_message(name, self._tools)
@@ -404,24 +470,49 @@ async def _run(
     timeout: float | None,
     start: float,
 ) -> ToolResult:
-    name = t.name
+    return await _settle(t.name, call_id, t.call(ctx, args), timeout, start)
+
+
+async def _as_dict(value: Awaitable[Any]) -> dict[str, Any]:
+    result = await value
+    return result if isinstance(result, dict) else {"result": result}
+
+
+async def _settle(
+    name: str,
+    call_id: str,
+    running: Awaitable[dict[str, Any]],
+    timeout: float | None,
+    start: float,
+) -> ToolResult:
+    """Await a tool's call under its timeout and wrap what happened as a `ToolResult`."""
     try:
         with trio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
-            value = await t.call(ctx, args)
-    except ToolArgumentError as exc:  # the tool found its arguments wrong (say a bad token)
-        error = invalid_arguments(name, exc.field, "a valid value", str(exc))
-        return ToolResult(call_id, name, "error", None, error, trio.current_time() - start)
+            value = await running
     except Exception as exc:
-        error = {"type": "tool_error", "exception": type(exc).__name__, "message": str(exc)}
-        tb = "".join(traceback.format_exception(exc))
-        return ToolResult(call_id, name, "error", None, error, trio.current_time() - start, tb)
+        return _failure(name, call_id, exc, trio.current_time() - start)
     duration = trio.current_time() - start
     if scope.cancelled_caught:
-        message = f"tool {name!r} did not finish within {timeout:g}s"
-        error = {"type": "timed_out", "timeout": timeout, "message": message}
-        return ToolResult(call_id, name, "timed_out", None, error, duration)
+        assert timeout is not None
+        return _timed_out(name, call_id, timeout, duration)
     output = value if isinstance(value, dict) else {"result": value}
     return ToolResult(call_id, name, "ok", output, None, duration)
+
+
+def _failure(name: str, call_id: str, exc: Exception, duration: float) -> ToolResult:
+    """The result of a tool that raised: its own argument complaint, or a tool error."""
+    if isinstance(exc, ToolArgumentError):  # the tool found its arguments wrong (a bad token)
+        error = invalid_arguments(name, exc.field, "a valid value", str(exc))
+        return ToolResult(call_id, name, "error", None, error, duration)
+    error = {"type": "tool_error", "exception": type(exc).__name__, "message": str(exc)}
+    tb = "".join(traceback.format_exception(exc))
+    return ToolResult(call_id, name, "error", None, error, duration, tb)
+
+
+def _timed_out(name: str, call_id: str, timeout: float, duration: float) -> ToolResult:
+    message = f"tool {name!r} did not finish within {timeout:g}s"
+    error = {"type": "timed_out", "timeout": timeout, "message": message}
+    return ToolResult(call_id, name, "timed_out", None, error, duration)
 
 
 def _own_timeout(t: FunctionTool) -> float | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -56,6 +56,12 @@ async def call_many(
         await trio.lowlevel.checkpoint()
         return []
     run = _FanOut(registry, ctx, items, max_parallel, timeout, on_error == "cancel_siblings")
+    await trio.lowlevel.checkpoint_if_cancelled()
+    if run.run_inline():
+        # Every call was answered in this task (synchronous tools, bad names or arguments):
+        # no nursery, no task; still a checkpoint, as promised.
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return run.collect()
     try:
         async with trio.open_nursery() as nursery:
             run.scope = nursery.cancel_scope
@@ -72,6 +78,7 @@ class _FanOut:
         "failed",
         "items",
         "limiter",
+        "pending",
         "registry",
         "results",
         "scope",
@@ -97,31 +104,65 @@ class _FanOut:
         self.results: list[ToolResult | None] = [None] * n
         self.started: list[float | None] = [None] * n
         self.failed: ToolResult | None = None
+        self.pending: list[tuple[int, Coroutine[Any, Any, ToolResult] | None]] = []
         self.scope: trio.CancelScope | None = None
+
+    def run_inline(self) -> bool:
+        """Answer, in input order and in this task, every call that never yields (see
+        `ToolRegistry._call_inline`); True if that was all of them. The rest are left in
+        ``pending`` for `start_all`, each with the coroutine to await if it has one."""
+        inline = self.registry._call_inline
+        ctx, timeout = self.ctx, self.timeout
+        pending = self.pending
+        for i, call in enumerate(self.items):
+            result = inline(ctx, call, timeout)
+            if result is None or type(result) is not ToolResult:
+                pending.append((i, result))  # type: ignore[arg-type]
+                continue
+            self.results[i] = result
+            if self.cancel_siblings and result.outcome != "ok":
+                self.failed = result
+                for _, started in pending:
+                    if started is not None:
+                        started.close()
+                pending.clear()
+                return True  # the calls after it never start; collect() says cancelled
+        return not pending
 
     async def start_all(self, nursery: trio.Nursery) -> None:
         limiter = self.limiter
         if limiter is None:
-            for i in range(len(self.items)):
-                nursery.start_soon(self._call, i)
+            for i, running in self.pending:
+                nursery.start_soon(self._call, i, running)
             return
         # Slots are taken here, in input order, so calls start in input order; each call's
         # task gives its slot back in a finally (release_on_behalf_of its borrower token).
-        for i in range(len(self.items)):
+        for n, (i, running) in enumerate(self.pending):
             borrower = object()
-            await limiter.acquire_on_behalf_of(borrower)
-            nursery.start_soon(self._call_holding, i, borrower)
+            try:
+                await limiter.acquire_on_behalf_of(borrower)
+            except BaseException:
+                for _, unstarted in self.pending[n:]:
+                    if unstarted is not None:
+                        unstarted.close()
+                raise
+            nursery.start_soon(self._call_holding, i, running, borrower)
 
-    async def _call_holding(self, i: int, borrower: object) -> None:
+    async def _call_holding(
+        self, i: int, running: Coroutine[Any, Any, ToolResult] | None, borrower: object
+    ) -> None:
         assert self.limiter is not None
         try:
-            await self._call(i)
+            await self._call(i, running)
         finally:
             self.limiter.release_on_behalf_of(borrower)
 
-    async def _call(self, i: int) -> None:
+    async def _call(self, i: int, running: Coroutine[Any, Any, ToolResult] | None) -> None:
         self.started[i] = trio.current_time()
-        result = await self.registry.call(self.ctx, self.items[i], timeout=self.timeout)
+        if running is None:
+            result = await self.registry.call(self.ctx, self.items[i], timeout=self.timeout)
+        else:
+            result = await running
         self.results[i] = result  # stored before any checkpoint: never lost to a cancel
         if self.cancel_siblings and result.outcome != "ok" and self.failed is None:
             self.failed = result
