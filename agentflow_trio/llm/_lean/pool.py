@@ -42,6 +42,7 @@ import attrs
 import trio
 
 from ..http import PoolStatistics
+from ._socket import raw_stream
 from .connection import Connection
 from .exceptions import ConnectFailed, ConnectTimeout, PoolClosed, PoolTimeout
 from .tls import start_tls
@@ -106,12 +107,13 @@ class PoolSettings:
 
 
 def tcp_connector(origin: Origin, ssl_context: ssl.SSLContext | None) -> Connector:
-    """A `Connector` for ``origin``: TCP (no Nagle), then TLS with ``ssl_context`` for https."""
+    """A `Connector` for ``origin``: TCP (no Nagle) on a `RawSocketStream`, or TLS with
+    ``ssl_context`` for https (on trio's own `SocketStream`)."""
 
     async def connect() -> trio.abc.Stream:
         tcp = await trio.open_tcp_stream(origin.host, origin.port)
         if not origin.tls:
-            return tcp
+            return raw_stream(tcp)  # the lean socket path (see _socket)
         assert ssl_context is not None
         return await start_tls(tcp, origin.host, ssl_context)
 
