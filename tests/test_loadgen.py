@@ -163,6 +163,25 @@ async def test_closed_think_time_and_cap(autojump_clock: trio.testing.MockClock)
     assert gaps and all(g == pytest.approx(0.2) for g in gaps)
 
 
+async def test_closed_back_to_back_users_take_turns_even_with_a_target_that_never_yields(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """With no think time a user checkpoints between requests (no timer, no scope), so a
+    target that never yields cannot starve the other users."""
+    recorder = ListRecorder()
+    order: list[int] = []
+
+    async def target(index: int) -> str:
+        order.append(index)
+        return "succeeded"
+
+    summary = await run_closed(target, Plan.constant(10.0, 3), recorder, max_requests=30)
+    assert summary.issued == summary.completed == 30
+    assert sorted(set(order)) == [0, 1, 2]
+    assert all(order.count(user) == 10 for user in range(3))
+    assert all(r.intended == r.started for r in recorder.rows)  # back to back: never late
+
+
 async def test_closed_ramp_adds_and_retires_users(autojump_clock: trio.testing.MockClock) -> None:
     recorder = ListRecorder()
     seen: dict[int, list[float]] = {}

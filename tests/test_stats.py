@@ -89,6 +89,31 @@ def test_merge_equals_recording_everything_in_one(
     assert exact * 1000 - 0.001 <= reported <= exact * 1000 * (1 + PRECISION) + 0.001
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    digits=st.sampled_from([2, 3]),
+    values=st.lists(st.one_of(st.integers(0, 5_000), st.integers(0, 3_600_000_000)), max_size=200),
+)
+def test_the_inlined_record_equals_hdrh_record_value(digits: int, values: list[int]) -> None:
+    """`_Put` (the recorder's hot path) fills the same buckets, count, min and max as
+    ``HdrHistogram.record_value``."""
+    from hdrh.histogram import HdrHistogram
+
+    from agentflow_trio.observability._latency import _Put
+
+    fast, slow = HdrHistogram(1, 3_600_000_000, digits), HdrHistogram(1, 3_600_000_000, digits)
+    put = _Put(fast)
+    for value in values:
+        put(value)
+        slow.record_value(value)
+    assert list(fast.counts) == list(slow.counts)
+    assert fast.get_total_count() == slow.get_total_count() == len(values)
+    assert (fast.min_value, fast.max_value) == (slow.min_value, slow.max_value)
+    fast.reset()
+    put(7)  # still writes the histogram's own counts after a reset
+    assert fast.get_total_count() == 1 and fast.get_value_at_percentile(50) == 7
+
+
 def test_values_are_clamped_to_the_histogram_range() -> None:
     recorder = LatencyRecorder(series=False)
     recorder.record(-1.0)  # a clock step backwards: counted as 0, not dropped

@@ -151,9 +151,13 @@ class _ClosedUsers:
                 self.completed += 1
                 self.recorder.record(stage, intended, started, ended, outcome)
                 think = self.think_time() if callable(self.think_time) else self.think_time
-                intended = ended + max(think, 0.0)
-                with trio.move_on_at(intended):
-                    await self.stopped.wait()
+                if think > 0:
+                    intended = ended + think
+                    with trio.move_on_at(intended):
+                        await self.stopped.wait()
+                else:  # back to back: no timer, no scope; a checkpoint keeps it fair
+                    intended = ended
+                    await trio.lowlevel.checkpoint()
         finally:
             self.running.discard(index)
 

@@ -39,6 +39,38 @@ def _new_histogram(digits: int = _SIGNIFICANT_DIGITS) -> HdrHistogram:
     return HdrHistogram(1, _HIGHEST_US, digits)
 
 
+class _Put:
+    """``record_value(us)`` of one `HdrHistogram`, for ``0 <= us <= _HIGHEST_US``, with
+    hdrh's bucket arithmetic inlined: the same counts, total, min and max as
+    ``HdrHistogram.record_value`` (a property test holds them equal), at a fraction of its
+    seven Python calls per value. Writes to the histogram's own ``counts`` in place, so
+    ``reset`` and ``add`` on the histogram stay valid."""
+
+    __slots__ = ("_counts", "_half", "_hist", "_mask", "_shift", "_unit")
+
+    def __init__(self, hist: HdrHistogram) -> None:
+        self._hist = hist
+        self._counts = hist.counts
+        self._mask = hist.sub_bucket_mask
+        self._unit = hist.unit_magnitude
+        self._half = hist.sub_bucket_half_count
+        # bucket index = bit_length(us | mask) - unit - (half-count magnitude + 1)
+        self._shift = hist.sub_bucket_half_count_magnitude
+
+    def __call__(self, us: int) -> None:
+        unit = self._unit
+        shift = self._shift
+        bucket = (us | self._mask).bit_length() - unit - shift - 1
+        index = ((bucket + 1) << shift) + (us >> (bucket + unit)) - self._half
+        self._counts[index] += 1
+        hist = self._hist
+        hist.total_count += 1
+        if us < hist.min_value:
+            hist.min_value = us
+        if us > hist.max_value:
+            hist.max_value = us
+
+
 def _ms(us: float) -> float:
     return us / 1000.0
 
@@ -157,7 +189,16 @@ class LatencyRecorder:
     series off (then `record` never reads a clock).
     """
 
-    __slots__ = ("_clock", "_closed", "_hist", "_interval", "_origin", "_second")
+    __slots__ = (
+        "_clock",
+        "_closed",
+        "_hist",
+        "_interval",
+        "_origin",
+        "_put",
+        "_put_interval",
+        "_second",
+    )
 
     def __init__(
         self,
@@ -168,6 +209,8 @@ class LatencyRecorder:
     ) -> None:
         self._hist = _new_histogram()
         self._interval: HdrHistogram | None = _new_histogram(_SERIES_DIGITS) if series else None
+        self._put = _Put(self._hist)
+        self._put_interval = _Put(self._interval) if self._interval is not None else None
         self._origin = origin
         self._clock = clock if clock is not None else _now
         self._second = -(1 << 62)
@@ -182,13 +225,13 @@ class LatencyRecorder:
             us = _HIGHEST_US
         elif us < 0:
             us = 0
-        self._hist.record_value(us)
-        interval = self._interval
-        if interval is not None:
+        self._put(us)
+        put_interval = self._put_interval
+        if put_interval is not None:
             second = int((self._clock() if at is None else at) - self._origin)
             if second > self._second:
                 self._roll(second)
-            interval.record_value(us)
+            put_interval(us)
 
     def record_from(self, intended_start: float, end: float) -> None:
         """Record ``end - intended_start``: latency from when the request *should* have been
