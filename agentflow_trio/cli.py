@@ -383,6 +383,12 @@ def _toml(data: Mapping[str, Any], prefix: str = "") -> str:
     help="Latency of the built-in mock LLM.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line instead of a table.")
+@click.option(
+    "--suite",
+    is_flag=True,
+    help="Run the whole bench suite instead (python -m bench: the performance table); "
+    "--duration, -c and --latency-ms, when given, narrow it. Needs a source checkout.",
+)
 @_report_options
 def benchmark(
     duration: float,
@@ -394,6 +400,7 @@ def benchmark(
     config_path: str | None,
     latency_ms: float,
     as_json: bool,
+    suite: bool,
     report_path: str | None,
     compare_path: str | None,
     dashboard: bool,
@@ -403,8 +410,13 @@ def benchmark(
     Works offline with no API key. Model calls go to the built-in mock LLM (started in
     this process) unless --config sets llm.base_url or llm.provider = "fake". The report
     includes the mock's own request count, to check the figures against.
+
+    With --suite, runs the bench suite (bench/suite.py) instead and exits with its status.
     """
     from agentflow_trio.loadgen.benchmark import BenchmarkOptions, run_benchmark
+
+    if suite:
+        _run_suite(click.get_current_context(), duration, users, latency_ms)
 
     _check_profile(profile, output)
     baseline = _check_report(report_path, compare_path)
@@ -427,6 +439,42 @@ def benchmark(
         dashboard=dashboard,
         title="benchmark",
     )
+
+
+_SUITE_ONLY = frozenset({"duration", "users", "latency_ms", "suite"})
+
+
+def _run_suite(ctx: click.Context, duration: float, users: int, latency_ms: float) -> None:
+    """``agentcli benchmark --suite``: ``python bench/suite.py`` in a child process (the
+    suite pins itself and its mock to cores), narrowed by the options given explicitly."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from click.core import ParameterSource
+
+    given = {
+        name for name in ctx.params if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
+    }
+    extra = sorted(given - _SUITE_ONLY)
+    if extra:
+        flags = {param.name: param.opts[-1] for param in ctx.command.params}
+        names = ", ".join(flags.get(name) or name for name in extra)
+        raise click.UsageError(f"--suite takes only --duration, -c and --latency-ms, not {names}")
+    script = Path(__file__).resolve().parents[1] / "bench" / "suite.py"
+    if not script.is_file():
+        raise click.UsageError(
+            f"--suite runs bench/suite.py from a source checkout of agentflow_trio; "
+            f"there is none at {script}"
+        )
+    command = [sys.executable, str(script)]
+    if "duration" in given:
+        command += ["--seconds", str(duration)]
+    if "users" in given:
+        command += ["--concurrency", str(users)]
+    if "latency_ms" in given:
+        command += ["--latency", str(latency_ms)]
+    ctx.exit(subprocess.call(command))
 
 
 @main.command()

@@ -87,25 +87,37 @@ async def closed_loop(
 
     Caller ``k`` starts ``k * stagger / concurrency`` seconds in, so that callers do not
     move in lock-step waves (all sending, then all waiting) that neither a real
-    workload nor the server would produce."""
+    workload nor the server would produce.
+
+    Throughput (``per_s``) is steady-state: the calls that completed inside the window
+    from the moment the last caller started to ``seconds``, over that window's length.
+    The ramp-in (fewer than ``concurrency`` callers) and the drain after ``seconds``
+    (calls finishing one by one) are excluded, as wrk and locust do; latency percentiles
+    and CPU per call count every call."""
     recorder = LatencyRecorder(series=False)
     record = recorder.record_from
     now = trio.current_time
     counter = itertools.count()
-    stop_at = now() + seconds
+    begin = now()
+    stop_at = begin + seconds
+    window_from = begin + stagger
     done = 0
+    in_window = 0
     failures = 0
 
     async def caller(delay: float) -> None:
-        nonlocal done, failures
+        nonlocal done, in_window, failures
         await trio.sleep(delay)
         while (start := now()) < stop_at:
             try:
                 await call(next(counter))
             except Exception:  # a failed call is counted, not fatal to the cell
                 failures += 1
-            record(start, now())
+            end = now()
+            record(start, end)
             done += 1
+            if window_from <= end <= stop_at:
+                in_window += 1
 
     c0, t0 = cpu_seconds(), time.perf_counter()
     async with trio.open_nursery() as nursery:
@@ -116,11 +128,12 @@ async def closed_loop(
     return {
         "ops": done,
         "failures": failures,
-        "per_s": round(done / wall, 1),
+        "per_s": round(in_window / window if (window := stop_at - window_from) > 0 else 0.0, 1),
         "p50_ms": _r(s.p50_ms),
         "p95_ms": _r(s.p95_ms),
         "p99_ms": _r(s.p99_ms),
         "cpu_ms_per_op": round(cpu / max(done, 1) * 1000, 4),
+        "wall_s": round(wall, 3),
         "peak_rss_mb": peak_rss_mb(),
     }
 

@@ -87,6 +87,30 @@ def test_benchmark_noop_agent_makes_no_model_calls() -> None:
     assert data["requests"] == 20 and data["mock_requests"] == 0
 
 
+def test_benchmark_suite_runs_the_bench_suite_narrowed_by_the_options(tmp_path: Path) -> None:
+    proc = agentcli(
+        "benchmark", "--suite", "--duration", "0.2s", "-c", "1", "--latency-ms", "0", cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    rows = [row for row in lines if row["scenario"] != "target"]
+    assert {row["scenario"] for row in rows} == {
+        "bare_httpx2",
+        "single_agent",
+        "multi_agent",
+        "streaming",
+    }
+    assert all(row["concurrency"] == 1 and row["failures"] == 0 for row in rows)
+    assert any(row["scenario"] == "target" and "met" in row for row in lines)
+    table = (tmp_path / "bench-results.md").read_text()
+    assert "| single_agent | 0 | 1 |" in table
+
+
+def test_benchmark_suite_refuses_the_single_run_options() -> None:
+    proc = agentcli("benchmark", "--suite", "--json", "--agent", "noop")
+    assert_clean_failure(proc, "--suite takes only", "--json", "--agent")
+
+
 def test_benchmark_table() -> None:
     proc = agentcli("benchmark", "--duration", "1s", "-c", "2", "--agent", "stream")
     assert proc.returncode == 0, proc.stderr

@@ -1,0 +1,231 @@
+"""Requests/s that ``agentcli loadtest --target`` drives from one core, against baselines.
+
+The mock LLM runs in a child process (``python -m agentflow_trio.cli mock-llm --port 0``)
+pinned to core 1 when the machine has two or more cores; this process is pinned to core
+0, so its ``getrusage`` CPU is the generator's alone. At each concurrency (closed model,
+back-to-back requests, every one a ``POST /v1/chat/completions`` with a JSON body):
+
+* ``raw_trio``: the floor. ``c`` raw trio sockets, one pre-encoded request each, the
+  ``httptools`` C parser, nothing else: no JSON, no latency histogram, no pool.
+* ``bare_httpx2``: ``c`` callers sharing one ``httpx2.AsyncClient`` (JSON encoded and
+  decoded): what a load generator built on the usual client reaches.
+* ``agentcli_loadtest``: `run_loadtest` exactly as ``agentcli loadtest --target URL
+  --vus c`` runs it, with a scenario that posts the chat body and decodes the answer; its
+  latency percentiles come from the run's own HDR histograms.
+
+``ratio`` is the scenario's requests/s over ``raw_trio``'s at the same concurrency;
+``cpu_us_per_req`` is client CPU over requests. ``mock_counted`` checks that the mock's
+own ``GET /stats`` request count grew by exactly the requests the load test issued.
+Prints one JSON line per scenario, then a table on stderr.
+
+    python bench/loadtest.py            # 3 s per scenario (about 30 s)
+    python bench/loadtest.py --quick    # 1 s per scenario
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httptools
+import httpx2
+import orjson
+import trio
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from agentflow_trio.loadgen import LoadClient  # noqa: E402
+from agentflow_trio.loadgen.loadtest import LoadTestOptions, Scenario, run_loadtest  # noqa: E402
+from agentflow_trio.loadgen.stages import Plan  # noqa: E402
+from bench._common import cpu_seconds, emit, mock_process, pin_to_core, table  # noqa: E402
+
+PATH = "/v1/chat/completions"
+BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello."}]}
+
+
+# ---------------------------------------------------------------------------- baselines
+class _Done:
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = False
+
+    def on_message_complete(self) -> None:
+        self.done = True
+
+
+def _raw_request(host: str, port: int) -> bytes:
+    body = orjson.dumps(BODY)
+    head = (
+        f"POST {PATH} HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def raw_trio(host: str, port: int, concurrency: int, seconds: float) -> int:
+    """``concurrency`` keep-alive sockets sending back to back until ``seconds`` pass."""
+    request = _raw_request(host, port)
+    stop_at = trio.current_time() + seconds
+    count = 0
+
+    async def connection() -> None:
+        nonlocal count
+        with trio.socket.socket() as sock:
+            await sock.connect((host, port))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            response = _Done()
+            parser = httptools.HttpResponseParser(response)
+            while trio.current_time() < stop_at:
+                view = memoryview(request)
+                while view:
+                    view = view[await sock.send(view) :]
+                response.done = False
+                while not response.done:
+                    data = await sock.recv(65536)
+                    if not data:
+                        raise ConnectionError("the mock closed the connection")
+                    parser.feed_data(data)
+                if parser.get_status_code() != 200:
+                    raise RuntimeError(f"HTTP {parser.get_status_code()}")
+                count += 1
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(concurrency):
+            nursery.start_soon(connection)
+    return count
+
+
+async def bare_httpx2(url: str, concurrency: int, seconds: float) -> int:
+    """``concurrency`` callers sharing one httpx2 client until ``seconds`` pass."""
+    limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    headers = {"content-type": "application/json"}
+    stop_at = trio.current_time() + seconds
+    count = 0
+    async with httpx2.AsyncClient(base_url=url, limits=limits, timeout=60.0) as client:
+
+        async def caller() -> None:
+            nonlocal count
+            while trio.current_time() < stop_at:
+                response = await client.post(PATH, content=orjson.dumps(BODY), headers=headers)
+                response.raise_for_status()
+                orjson.loads(response.content)
+                count += 1
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(concurrency):
+                nursery.start_soon(caller)
+    return count
+
+
+# ---------------------------------------------------------------------------- the CLI's path
+async def _chat(client: LoadClient) -> None:
+    response = await client.post(PATH, json=BODY)
+    response.json()
+
+
+async def agentcli_loadtest(url: str, concurrency: int, seconds: float) -> dict[str, Any]:
+    """What ``agentcli loadtest --target URL --vus c --duration s`` runs."""
+    options = LoadTestOptions(
+        plan=Plan.constant(seconds, concurrency),
+        scenario=Scenario(request=_chat, path="bench/loadtest.py"),
+        target_url=url,
+    )
+    report = await run_loadtest(options)
+    return report.to_dict()
+
+
+async def mock_requests(url: str) -> int:
+    async with httpx2.AsyncClient(base_url=url) as client:
+        return int((await client.get("/stats")).json()["requests"])
+
+
+# ---------------------------------------------------------------------------- driver
+def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
+    c0, t0 = cpu_seconds(), time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - t0, cpu_seconds() - c0
+
+
+def run(url: str, concurrency: int, seconds: float, warm: float) -> list[dict[str, Any]]:
+    host, port = url.removeprefix("http://").split(":")
+    rows: list[dict[str, Any]] = []
+    base = {"concurrency": concurrency, "seconds": seconds}
+
+    trio.run(raw_trio, host, int(port), concurrency, warm)
+    count, wall, cpu = _timed(lambda: trio.run(raw_trio, host, int(port), concurrency, seconds))
+    floor = count / wall
+    rows.append(
+        {
+            "scenario": "raw_trio",
+            **base,
+            "requests": count,
+            "requests_per_s": round(floor, 1),
+            "ratio": 1.0,
+            "cpu_us_per_req": round(cpu / count * 1e6, 1),
+        }
+    )
+
+    trio.run(bare_httpx2, url, concurrency, warm)
+    count, wall, cpu = _timed(lambda: trio.run(bare_httpx2, url, concurrency, seconds))
+    rows.append(
+        {
+            "scenario": "bare_httpx2",
+            **base,
+            "requests": count,
+            "requests_per_s": round(count / wall, 1),
+            "ratio": round(count / wall / floor, 3),
+            "cpu_us_per_req": round(cpu / count * 1e6, 1),
+        }
+    )
+
+    trio.run(agentcli_loadtest, url, concurrency, warm)
+    before = trio.run(mock_requests, url)
+    report, _, cpu = _timed(lambda: trio.run(agentcli_loadtest, url, concurrency, seconds))
+    counted = trio.run(mock_requests, url) - before
+    rate = report["requests_per_s"]
+    rows.append(
+        {
+            "scenario": "agentcli_loadtest",
+            **base,
+            "requests": report["requests"],
+            "requests_per_s": round(rate, 1),
+            "ratio": round(rate / floor, 3),
+            "cpu_us_per_req": round(cpu / max(report["requests"], 1) * 1e6, 1),
+            "p50_ms": report["p50_ms"],
+            "p99_ms": report["p99_ms"],
+            "p999_ms": report["p999_ms"],
+            "errors": report["errors"],
+            "mock_counted": counted == report["issued"],
+        }
+    )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="1 s per scenario instead of 3 s")
+    parser.add_argument("--concurrency", type=int, action="append", help="callers")
+    args = parser.parse_args()
+    seconds = 1.0 if args.quick else 3.0
+    pinned = pin_to_core(0)
+    rows: list[dict[str, Any]] = []
+    with mock_process() as url:
+        for concurrency in args.concurrency or [50, 200]:
+            for row in run(url, concurrency, seconds, warm=0.5):
+                row["client_pinned"] = pinned
+                emit(row)
+                rows.append(row)
+    columns = ["scenario", "concurrency", "requests_per_s", "ratio", "cpu_us_per_req"]
+    table(rows, [*columns, "p50_ms", "p99_ms", "mock_counted"])
+
+
+if __name__ == "__main__":
+    main()
