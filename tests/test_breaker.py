@@ -135,6 +135,27 @@ async def test_outer_cancellation_propagates_uncounted(
     assert (stats.failures, stats.successes, stats.state) == (0, 0, BreakerState.CLOSED)
 
 
+async def test_no_scope_of_its_own_under_a_sooner_enclosing_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Under an enclosing deadline that ends first the breaker opens no scope (it could
+    never fire): visible only if that deadline is later moved past ``call_timeout``,
+    which is then what bounds the call (documented)."""
+    breaker = CircuitBreaker(call_timeout=5.0, failure_threshold=1)
+
+    async def extend_then_sleep(scope: trio.CancelScope) -> str:
+        scope.deadline = trio.current_time() + 100.0
+        await trio.sleep(20.0)  # past call_timeout: no BreakerTimeoutError
+        return "done"
+
+    with trio.CancelScope(deadline=trio.current_time() + 2.0) as outer:
+        assert await breaker.call(extend_then_sleep, outer) == "done"
+    assert breaker.statistics().successes == 1
+    # With the enclosing deadline later than call_timeout, the breaker's own scope rules.
+    with trio.move_on_after(100.0), pytest.raises(BreakerTimeoutError):
+        await breaker.call(hang)
+
+
 @pytest.mark.parametrize(
     "error",
     [
