@@ -47,9 +47,12 @@ def _usage_errors(flags: Mapping[str, str]) -> Iterator[None]:
         raise click.UsageError(str(exc)) from None
 
 
-def _run_until_signalled(serve: Callable[[trio.Nursery], Awaitable[Any]]) -> None:
+def _run_until_signalled(
+    serve: Callable[[trio.Nursery], Awaitable[Any]], clock: trio.abc.Clock | None = None
+) -> None:
     """Run ``await serve(nursery)`` (which starts services in the nursery and returns) under
-    trio, then wait for SIGINT or SIGTERM and cancel everything: a clean exit 0.
+    trio (with ``clock``, if given), then wait for SIGINT or SIGTERM and cancel everything:
+    a clean exit 0.
 
     ``OSError`` while starting (address in use, ...) becomes a click error (exit 1).
     """
@@ -66,7 +69,7 @@ def _run_until_signalled(serve: Callable[[trio.Nursery], Awaitable[Any]]) -> Non
                     break
 
     try:
-        trio.run(run)
+        trio.run(run, clock=clock)
     except OSError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -870,6 +873,13 @@ def worker(
 @click.option(
     "--allow-remote", is_flag=True, help="Allow binding a non-loopback address (exposes the mock)."
 )
+@click.option(
+    "--precise-timers/--coarse-timers",
+    default=True,
+    show_default=True,
+    help="Latencies end on time (the last millisecond is polled, costing CPU) or up to 1 ms "
+    "late (plain trio sleeps).",
+)
 def mock_llm(
     host: str,
     port: int,
@@ -883,6 +893,7 @@ def mock_llm(
     model: str,
     seed: int | None,
     allow_remote: bool,
+    precise_timers: bool,
 ) -> None:
     """Serve an OpenAI-compatible mock LLM (also Azure and Ollama paths) until Ctrl-C.
 
@@ -912,7 +923,9 @@ def mock_llm(
         await nursery.start(mock.serve)
         click.echo(f"mock LLM listening on {mock.url}")  # click.echo flushes
 
-    _run_until_signalled(serve)
+    from agentflow_trio.server.clock import PreciseClock
+
+    _run_until_signalled(serve, PreciseClock() if precise_timers else None)
 
 
 @main.group("config")

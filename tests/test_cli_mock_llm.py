@@ -59,9 +59,13 @@ def read_line(proc: subprocess.Popen[str]) -> str:
     return proc.stdout.readline()
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
-def test_mock_llm_serves_until_signalled(stop: signal.Signals) -> None:
-    with agentcli("mock-llm", "--port", "0", "--latency-ms", "1", "--stream-chunks", "2") as proc:
+@pytest.mark.parametrize(
+    ("stop", "timers"),
+    [(signal.SIGTERM, "--precise-timers"), (signal.SIGINT, "--coarse-timers")],
+)
+def test_mock_llm_serves_until_signalled(stop: signal.Signals, timers: str) -> None:
+    args = ("--port", "0", "--latency-ms", "1", "--stream-chunks", "2", timers)
+    with agentcli("mock-llm", *args) as proc:
         line = read_line(proc)
         assert line.startswith(PREFIX), line
         url = line[len(PREFIX) :].strip()

@@ -713,7 +713,8 @@ def test_public_names_are_exported() -> None:
     exported = set(mock_llm_module.__all__)
     assert exported <= public
     assert exported - {"RECEIVED_LIMIT"} <= set(server.__all__)
-    assert set(server.__all__) - set(app_module.__all__) <= exported
+    assert set(server.__all__) - set(app_module.__all__) - {"PreciseClock"} <= exported
+    assert server.PreciseClock.__module__ == "agentflow_trio.server.clock"
     assert MockReply.__module__ == "agentflow_trio.server.mock_llm"
 
 

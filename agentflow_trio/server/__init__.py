@@ -1,4 +1,4 @@
-"""Servers: the OpenAI-compatible mock LLM and the runner's HTTP app.
+"""Servers: the OpenAI-compatible mock LLM (and its `PreciseClock`) and the runner's HTTP app.
 
 Importing this package is cheap: no web framework (hypercorn) is imported here. The HTTP
 app's names (`make_app`, `serve`, ...) load ``server.app`` on first use, and hypercorn
@@ -7,6 +7,7 @@ itself is imported only when `serve` runs.
 
 from typing import TYPE_CHECKING, Any
 
+from agentflow_trio.server.clock import PreciseClock as PreciseClock
 from agentflow_trio.server.mock_llm import (
     MockLLM as MockLLM,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "MockLLMStats",
     "MockReply",
     "MockToolCall",
+    "PreciseClock",
     "ServeApp",
     "make_app",
     "open_mock_llm",
