@@ -13,6 +13,10 @@ back-to-back requests, every one a ``POST /v1/chat/completions`` with a JSON bod
   --vus c`` runs it, with a scenario that posts the chat body and decodes the answer; its
   latency percentiles come from the run's own HDR histograms.
 
+* ``locust_fasthttp`` (when ``locust`` is on PATH, or given with ``--locust``): locust's
+  ``FastHttpUser`` (gevent + a C HTTP parser), one process pinned to the same core, the
+  same POST, ``wait_time = constant(0)``; its own CSV summary gives requests/s.
+
 ``ratio`` is the scenario's requests/s over ``raw_trio``'s at the same concurrency;
 ``cpu_us_per_req`` is client CPU over requests. ``mock_counted`` checks that the mock's
 own ``GET /stats`` request count grew by exactly the requests the load test issued.
@@ -20,13 +24,19 @@ Prints one JSON line per scenario, then a table on stderr.
 
     python bench/loadtest.py            # 3 s per scenario (about 30 s)
     python bench/loadtest.py --quick    # 1 s per scenario
+    python bench/loadtest.py --locust /path/to/venv/bin/locust
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import os
+import shutil
 import socket
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -147,6 +157,48 @@ async def mock_requests(url: str) -> int:
         return int((await client.get("/stats")).json()["requests"])
 
 
+# ---------------------------------------------------------------------------- locust
+_LOCUSTFILE = f"""
+from locust import FastHttpUser, constant, task
+
+BODY = {BODY!r}
+
+
+class Chat(FastHttpUser):
+    wait_time = constant(0)
+
+    @task
+    def chat(self):
+        with self.client.post("{PATH}", json=BODY, catch_response=True) as response:
+            response.json()
+"""
+
+
+def locust_fasthttp(locust: str, url: str, concurrency: int, seconds: float) -> dict[str, Any]:
+    """One headless locust process (pinned to core 0) for ``seconds``; its CSV summary."""
+    with tempfile.TemporaryDirectory() as tmp:
+        locustfile = Path(tmp, "locustfile.py")
+        locustfile.write_text(_LOCUSTFILE)
+        command = [locust, "-f", str(locustfile), "--headless", "--only-summary"]
+        command += ["-u", str(concurrency), "-r", str(concurrency * 100), "-H", url]
+        command += ["-t", f"{max(int(seconds), 1)}s", "--csv", str(Path(tmp, "run"))]
+
+        def pin() -> None:
+            if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+                os.sched_setaffinity(0, {0})
+
+        subprocess.run(command, capture_output=True, timeout=seconds + 60, preexec_fn=pin)
+        with open(Path(tmp, "run_stats.csv"), newline="") as stats:
+            total = next(row for row in csv.DictReader(stats) if row["Name"] == "Aggregated")
+    return {
+        "requests": int(total["Request Count"]),
+        "requests_per_s": round(float(total["Requests/s"]), 1),
+        "failures": int(total["Failure Count"]),
+        "p50_ms": float(total["50%"]),
+        "p99_ms": float(total["99%"]),
+    }
+
+
 # ---------------------------------------------------------------------------- driver
 def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
     c0, t0 = cpu_seconds(), time.perf_counter()
@@ -154,7 +206,9 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
     return value, time.perf_counter() - t0, cpu_seconds() - c0
 
 
-def run(url: str, concurrency: int, seconds: float, warm: float) -> list[dict[str, Any]]:
+def run(
+    url: str, concurrency: int, seconds: float, warm: float, locust: str | None
+) -> list[dict[str, Any]]:
     host, port = url.removeprefix("http://").split(":")
     rows: list[dict[str, Any]] = []
     base = {"concurrency": concurrency, "seconds": seconds}
@@ -206,6 +260,18 @@ def run(url: str, concurrency: int, seconds: float, warm: float) -> list[dict[st
             "mock_counted": counted == report["issued"],
         }
     )
+
+    if locust is not None:
+        figures = locust_fasthttp(locust, url, concurrency, max(seconds, 5.0))
+        rows.append(
+            {
+                "scenario": "locust_fasthttp",
+                **base,
+                **figures,
+                "ratio": round(figures["requests_per_s"] / floor, 3),
+                "vs_agentcli": round(figures["requests_per_s"] / rate, 3),
+            }
+        )
     return rows
 
 
@@ -213,13 +279,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 s per scenario instead of 3 s")
     parser.add_argument("--concurrency", type=int, action="append", help="callers")
+    parser.add_argument("--locust", help="locust executable (default: locust on PATH, if any)")
     args = parser.parse_args()
+    locust = args.locust or shutil.which("locust")
+    if locust is None:
+        print("locust_fasthttp skipped: locust is not on PATH (--locust PATH)", file=sys.stderr)
     seconds = 1.0 if args.quick else 3.0
     pinned = pin_to_core(0)
     rows: list[dict[str, Any]] = []
     with mock_process() as url:
         for concurrency in args.concurrency or [50, 200]:
-            for row in run(url, concurrency, seconds, warm=0.5):
+            for row in run(url, concurrency, seconds, warm=0.5, locust=locust):
                 row["client_pinned"] = pinned
                 emit(row)
                 rows.append(row)
