@@ -56,7 +56,7 @@ from agentflow_trio.tools.streaming import StreamSink  # noqa: E402
 from bench._common import cpu_seconds, emit, mock_process, pin_to_core  # noqa: E402
 
 PROMPT = "Summarise the benchmark results in one sentence, please."
-MAX_CONNECTIONS = 256
+MAX_CONNECTIONS = 1024  # a collaboration at c=200 has 600 model calls in flight
 STREAM_BATCH = 256
 Call = Callable[[int], Awaitable[Any]]
 
