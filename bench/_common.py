@@ -6,6 +6,7 @@ import json
 import os
 import re
 import resource
+import socket
 import subprocess
 import sys
 import time
@@ -13,6 +14,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import httptools
+import trio
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,3 +87,42 @@ def mock_process(latency_ms: float = 0.0) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
+
+
+class RawHTTPConnection:
+    """A benchmark floor: one keep-alive HTTP/1.1 connection on a raw trio socket, the
+    request pre-encoded by the caller, responses framed by the ``httptools`` C parser and
+    otherwise ignored (no headers, no body kept)."""
+
+    __slots__ = ("_done", "_parser", "_sock")
+
+    def __init__(self, sock: trio.socket.SocketType) -> None:
+        self._sock = sock
+        self._done = False
+        self._parser = httptools.HttpResponseParser(self)
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> RawHTTPConnection:
+        sock = trio.socket.socket()
+        await sock.connect((host, port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return cls(sock)
+
+    def on_message_complete(self) -> None:  # httptools callback
+        self._done = True
+
+    async def round_trip(self, request: bytes) -> int:
+        """Send ``request``, read one whole response; its status code."""
+        view = memoryview(request)
+        while view:
+            view = view[await self._sock.send(view) :]
+        self._done = False
+        while not self._done:
+            data = await self._sock.recv(65536)
+            if not data:
+                raise ConnectionError("the server closed the connection")
+            self._parser.feed_data(data)
+        return int(self._parser.get_status_code())
+
+    def close(self) -> None:
+        self._sock.close()

@@ -33,7 +33,6 @@ import argparse
 import csv
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,7 +41,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httptools
 import httpx2
 import orjson
 import trio
@@ -54,23 +52,20 @@ if str(ROOT) not in sys.path:
 from agentflow_trio.loadgen import LoadClient  # noqa: E402
 from agentflow_trio.loadgen.loadtest import LoadTestOptions, Scenario, run_loadtest  # noqa: E402
 from agentflow_trio.loadgen.stages import Plan  # noqa: E402
-from bench._common import cpu_seconds, emit, mock_process, pin_to_core, table  # noqa: E402
+from bench._common import (  # noqa: E402
+    RawHTTPConnection,
+    cpu_seconds,
+    emit,
+    mock_process,
+    pin_to_core,
+    table,
+)
 
 PATH = "/v1/chat/completions"
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello."}]}
 
 
 # ---------------------------------------------------------------------------- baselines
-class _Done:
-    __slots__ = ("done",)
-
-    def __init__(self) -> None:
-        self.done = False
-
-    def on_message_complete(self) -> None:
-        self.done = True
-
-
 def _raw_request(host: str, port: int) -> bytes:
     body = orjson.dumps(BODY)
     head = (
@@ -88,24 +83,15 @@ async def raw_trio(host: str, port: int, concurrency: int, seconds: float) -> in
 
     async def connection() -> None:
         nonlocal count
-        with trio.socket.socket() as sock:
-            await sock.connect((host, port))
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            response = _Done()
-            parser = httptools.HttpResponseParser(response)
+        conn = await RawHTTPConnection.open(host, port)
+        try:
             while trio.current_time() < stop_at:
-                view = memoryview(request)
-                while view:
-                    view = view[await sock.send(view) :]
-                response.done = False
-                while not response.done:
-                    data = await sock.recv(65536)
-                    if not data:
-                        raise ConnectionError("the mock closed the connection")
-                    parser.feed_data(data)
-                if parser.get_status_code() != 200:
-                    raise RuntimeError(f"HTTP {parser.get_status_code()}")
+                status = await conn.round_trip(request)
+                if status != 200:
+                    raise RuntimeError(f"HTTP {status}")
                 count += 1
+        finally:
+            conn.close()
 
     async with trio.open_nursery() as nursery:
         for _ in range(concurrency):

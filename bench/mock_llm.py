@@ -26,7 +26,6 @@ import os
 import re
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from agentflow_trio.server import _json  # noqa: E402
 from agentflow_trio.server.mock_llm import MockLLM, MockLLMConfig  # noqa: E402
+from bench._common import RawHTTPConnection  # noqa: E402
 
 TARGET_RPS = 15_000
 CHAT_BODY = json.dumps(
@@ -177,16 +177,6 @@ class Server:
 # -- the load generator -----------------------------------------------------------------
 
 
-class _Response:
-    __slots__ = ("done",)
-
-    def __init__(self) -> None:
-        self.done = False
-
-    def on_message_complete(self) -> None:
-        self.done = True
-
-
 class Load:
     def __init__(self) -> None:
         self.measuring = False
@@ -197,31 +187,21 @@ class Load:
 
 
 async def connection(port: int, request: bytes, load: Load, stop_at: float) -> None:
-    sock = trio.socket.socket()
-    with sock:
-        await sock.connect(("127.0.0.1", port))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        response = _Response()
-        parser = httptools.HttpResponseParser(response)
+    conn = await RawHTTPConnection.open("127.0.0.1", port)
+    try:
         clock = time.perf_counter
         while trio.current_time() < stop_at:
             start = clock()
-            view = memoryview(request)
-            while view:
-                view = view[await sock.send(view) :]
-            response.done = False
-            while not response.done:
-                data = await sock.recv(65536)
-                if not data:
-                    raise ConnectionError("server closed the connection")
-                parser.feed_data(data)
+            status = await conn.round_trip(request)
             load.total += 1
             if load.measuring:
                 load.latencies.append(clock() - start)
-                if parser.get_status_code() == 200:
+                if status == 200:
                     load.ok += 1
                 else:
                     load.failed += 1
+    finally:
+        conn.close()
 
 
 def cpu_self() -> float:
