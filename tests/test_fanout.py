@@ -349,7 +349,7 @@ async def test_plain_function_returning_a_coroutine_runs_once_concurrently(
     results = await call_many(registry, None, [("deferred", {"n": 1}), ("deferred", {"n": 2})])
     assert trio.current_time() - start == 1.0
     assert [r.output for r in results] == [{"result": 10}, {"result": 20}]
-    assert runs == [1, 2]
+    assert sorted(runs) == [1, 2]  # each once (trio may start the two tasks in either order)
 
 
 async def test_an_all_sync_fan_out_is_a_checkpoint(autojump_clock: Any) -> None:
