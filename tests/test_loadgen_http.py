@@ -1,12 +1,12 @@
-"""The load generator's HTTP path: `LeanHTTPTarget` and `LoadClient` over it, against the
+"""The load generator's HTTP path: `LeanHTTPClient` and `LoadClient` over it, against the
 real mock LLM server on 127.0.0.1 (real clock, bounded by ``fail_after``)."""
 
 from __future__ import annotations
 
 import trio
 
+from agentflow_trio.llm import LeanHTTPClient
 from agentflow_trio.loadgen._client import LoadClient
-from agentflow_trio.loadgen._http import LeanHTTPTarget
 from agentflow_trio.server.mock_llm import open_mock_llm
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
@@ -14,7 +14,7 @@ CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
 async def test_posts_reach_the_server_once_each_over_few_connections() -> None:
     with trio.fail_after(20):
-        async with open_mock_llm() as mock, LeanHTTPTarget(mock.url, max_connections=8) as http:
+        async with open_mock_llm() as mock, LeanHTTPClient(mock.url, max_connections=8) as http:
             before = mock.stats().requests
             outcomes: list[str] = []
 
@@ -38,7 +38,7 @@ async def test_posts_reach_the_server_once_each_over_few_connections() -> None:
 
 async def test_a_non_2xx_status_marks_the_request_and_is_returned() -> None:
     with trio.fail_after(10):
-        async with open_mock_llm() as mock, LeanHTTPTarget(mock.url) as http:
+        async with open_mock_llm() as mock, LeanHTTPClient(mock.url) as http:
             client = LoadClient(0, http=http)
             response = await client.get("/no/such/path")
             assert response.status_code == 404
@@ -52,7 +52,7 @@ async def test_a_non_2xx_status_marks_the_request_and_is_returned() -> None:
 
 async def test_base_path_raw_content_and_headers() -> None:
     with trio.fail_after(10):
-        async with open_mock_llm() as mock, LeanHTTPTarget(mock.url + "/v1/") as http:
+        async with open_mock_llm() as mock, LeanHTTPClient(mock.url + "/v1/") as http:
             import orjson
 
             response = await http.post(
@@ -68,7 +68,7 @@ async def test_cancelled_requests_release_their_slots() -> None:
     with trio.fail_after(20):
         async with (
             open_mock_llm(latency=0.5) as mock,
-            LeanHTTPTarget(mock.url, max_connections=2) as http,
+            LeanHTTPClient(mock.url, max_connections=2) as http,
         ):
             with trio.move_on_after(0.05):
                 async with trio.open_nursery() as nursery:

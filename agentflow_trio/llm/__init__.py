@@ -3,11 +3,16 @@
 `Provider` is the interface (``complete``, ``stream``, ``embed``, ``aclose``);
 `open_provider` builds the configured transport (OpenAI, Azure, Ollama or fake) with the
 layers the config turns on (cache -> retry -> breaker -> rate limit -> batching);
-`LLMClient` is the convenience face agents use. Values live in ``types``.
+`LLMClient` is the convenience face agents use. Values live in ``types``. The lean
+HTTP/1.1 client behind the adapters is also offered on its own: `LeanTransport` (for an
+``httpx2.AsyncClient``) and `LeanHTTPClient` (plain requests to one base URL).
 """
 
 from ._accumulate import StreamAccumulator as StreamAccumulator
 from ._accumulate import collect_stream as collect_stream
+from ._lean import LeanHTTPClient as LeanHTTPClient
+from ._lean import LeanResponse as LeanResponse
+from ._lean import LeanTransport as LeanTransport
 from .azure import open_azure as open_azure
 from .fake import FakeProvider as FakeProvider
 from .http import HTTPSession as HTTPSession
@@ -49,6 +54,9 @@ __all__ = [
     "FakeProvider",
     "HTTPSession",
     "LLMClient",
+    "LeanHTTPClient",
+    "LeanResponse",
+    "LeanTransport",
     "Message",
     "OllamaProvider",
     "OpenAIProvider",

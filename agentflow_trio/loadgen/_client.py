@@ -5,8 +5,8 @@ the calls made through it: the request's outcome is the first one that was not
 ``succeeded`` (``"succeeded"`` if all were). Two backends: a local `Runner`
 (`client.call` runs the event in-process) or an HTTP base URL (`client.call` posts to an
 ``agentcli serve`` instance's ``/v1/events``; `client.post` reaches any path, for example
-an OpenAI-compatible ``/v1/chat/completions``). The HTTP backend is a `LeanHTTPTarget`
-(the lean HTTP/1.1 transport; responses are `HTTPResponse`: ``status_code``,
+an OpenAI-compatible ``/v1/chat/completions``). The HTTP backend is a `LeanHTTPClient`
+(the lean HTTP/1.1 transport; responses are `LeanResponse`: ``status_code``,
 ``content``, ``text``, ``json()``, ``headers``) or, still accepted, an
 ``httpx2.AsyncClient``.
 """
@@ -21,11 +21,11 @@ from ..events import AgentResult, ErrorInfo, Event, Outcome
 if TYPE_CHECKING:
     import httpx2
 
+    from ..llm import LeanHTTPClient, LeanResponse
     from ..runner import Runner
-    from ._http import HTTPResponse, LeanHTTPTarget
 
-    HTTPClient = LeanHTTPTarget | httpx2.AsyncClient
-    Response = HTTPResponse | httpx2.Response
+    HTTPClient = LeanHTTPClient | httpx2.AsyncClient
+    Response = LeanResponse | httpx2.Response
 
 __all__ = ["LoadClient"]
 
@@ -95,7 +95,7 @@ class LoadClient:
     async def post(self, path: str, json: Any = None, **kwargs: Any) -> Response:
         """POST to ``path`` on the HTTP target (``--target``); a non-2xx status marks this
         request ``http_STATUS``. Extra keyword arguments (``content``, ``headers``) go to
-        `LeanHTTPTarget.post` (or ``httpx2.AsyncClient.post``).
+        `LeanHTTPClient.post` (or ``httpx2.AsyncClient.post``).
         """
         response = await self._need_http().post(path, json=json, **kwargs)
         if not 200 <= response.status_code < 300:

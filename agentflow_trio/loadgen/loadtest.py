@@ -227,11 +227,11 @@ async def run_loadtest(
         mock = None
         gauges: Callable[[], Mapping[str, Any]] | None = None
         if options.target_url is not None:
-            from ._http import LeanHTTPTarget
+            from ..llm import LeanHTTPClient
 
             limit = plan.peak if not plan.is_rate else options.max_in_flight
             http = await stack.enter_async_context(
-                LeanHTTPTarget(
+                LeanHTTPClient(
                     options.target_url,
                     timeout=options.http_timeout,
                     max_connections=max(int(limit), 1),

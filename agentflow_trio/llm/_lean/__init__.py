@@ -2,9 +2,11 @@
 
 Layers, bottom up: `Connection` (one trio stream, responses parsed by httptools), `ConnectionPool`
 (keep-alive connections to one origin with the guide's settings), `Exchange` (one request:
-slot, connection, send, give back), then two faces: `LeanSession` (the adapters'
-``post_json``/``open_stream`` interface, errors from `agentflow_trio.errors`) and
-`LeanTransport` (an ``httpx2`` transport, errors from httpx2). TLS goes through
+slot, connection, send, give back), then three faces: `LeanSession` (the adapters'
+``post_json``/``open_stream`` interface, errors from `agentflow_trio.errors`),
+`LeanTransport` (an ``httpx2`` transport, errors from httpx2) and `LeanHTTPClient` (plain
+requests to one base URL, the load generator's client). The last two are public through
+`agentflow_trio.llm`. TLS goes through
 ``trio.SSLStream`` with the system trust store (`default_ssl_context`).
 
 Selected with ``[llm] transport = "lean"`` (or ``open_http_session(..., http_transport=
@@ -13,6 +15,8 @@ Selected with ``[llm] transport = "lean"`` (or ``open_http_session(..., http_tra
 
 from .choice import TRANSPORTS as TRANSPORTS
 from .choice import fallback_reason as fallback_reason
+from .client import LeanHTTPClient as LeanHTTPClient
+from .client import LeanResponse as LeanResponse
 from .connection import Connection as Connection
 from .exceptions import LeanHTTPError as LeanHTTPError
 from .exchange import Exchange as Exchange
@@ -33,7 +37,9 @@ __all__ = [
     "Connection",
     "ConnectionPool",
     "Exchange",
+    "LeanHTTPClient",
     "LeanHTTPError",
+    "LeanResponse",
     "LeanSession",
     "LeanTransport",
     "PoolSet",

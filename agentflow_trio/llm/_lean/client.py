@@ -1,10 +1,10 @@
-"""`LeanHTTPTarget`: the load generator's HTTP client, on the lean HTTP/1.1 transport.
+"""`LeanHTTPClient`: a plain HTTP/1.1 client for one base URL, on the lean transport's pool.
 
-``agentcli loadtest --target URL`` sends every request of a scenario through one target:
-pooled keep-alive connections (`ConnectionPool` of the lean transport, httptools parser),
-request heads pre-encoded per (method, path), no request objects and no header
-dictionaries unless the scenario reads ``response.headers``. Unlike the LLM session it
-never raises for an HTTP status: the status is the caller's to judge.
+What ``agentcli loadtest --target URL`` sends a scenario's requests through (and what any
+caller that wants raw speed can use): pooled keep-alive connections (`ConnectionPool`,
+httptools parser), request heads pre-encoded per (method, path), no request objects and no
+header dictionaries unless the caller reads ``response.headers``. Unlike the LLM session
+it never raises for an HTTP status: the status is the caller's to judge.
 
 Cancellation: a request cancelled at any point closes its connection unless the response
 had been read to its end; its pool slot is always released.
@@ -18,11 +18,13 @@ from typing import Any, Final, final
 import orjson
 import trio
 
-from ..llm._lean import Connection, Exchange, PoolSet, PoolSettings
-from ..llm._lean.exchange import own_deadline
-from ..llm._lean.url import encode_headers, parse_url, request_bytes, request_prefix
+from .connection import Connection
+from .exchange import Exchange, own_deadline
+from .pool import PoolSettings
+from .pools import PoolSet
+from .url import encode_headers, parse_url, request_bytes, request_prefix
 
-__all__ = ["HTTPResponse", "LeanHTTPTarget"]
+__all__ = ["LeanHTTPClient", "LeanResponse"]
 
 _BASE_HEADERS: Final = (("accept", "*/*"), ("user-agent", "agentflow-trio-loadgen"))
 _JSON_TYPE: Final = (("content-type", "application/json"),)
@@ -30,7 +32,7 @@ _MAX_PREFIXES: Final = 1024
 
 
 @final
-class HTTPResponse:
+class LeanResponse:
     """A response: ``status_code``, ``content`` (bytes), `text`, `json`, `headers`."""
 
     __slots__ = ("_raw_headers", "content", "status_code")
@@ -63,11 +65,11 @@ class HTTPResponse:
         return orjson.loads(self.content)
 
     def __repr__(self) -> str:
-        return f"<HTTPResponse [{self.status_code}]>"
+        return f"<LeanResponse [{self.status_code}]>"
 
 
 @final
-class LeanHTTPTarget:
+class LeanHTTPClient:
     """Requests to one base URL (``http://host:port[/prefix]``) over a lean pool.
 
     ``max_connections`` bounds the open connections (a request beyond it waits for a
@@ -118,7 +120,7 @@ class LeanHTTPTarget:
         json: Any = None,
         content: bytes | str | None = None,
         headers: Mapping[str, str] | None = None,
-    ) -> HTTPResponse:
+    ) -> LeanResponse:
         """Send one request and read the whole response. ``json`` is encoded with orjson."""
         if json is not None:
             body = orjson.dumps(json)
@@ -143,7 +145,7 @@ class LeanHTTPTarget:
                     data = await conn.receive_all()
                 if scope.cancelled_caught:
                     raise exchange.timeout_error(self._timeout)
-            return HTTPResponse(conn.status, data, conn.headers)
+            return LeanResponse(conn.status, data, conn.headers)
         finally:
             await exchange.aclose()
 
@@ -152,11 +154,11 @@ class LeanHTTPTarget:
         await exchange.open(no_body=method == "HEAD")
         return await exchange.send(head, rest)
 
-    async def post(self, path: str, json: Any = None, **kwargs: Any) -> HTTPResponse:
+    async def post(self, path: str, json: Any = None, **kwargs: Any) -> LeanResponse:
         """``request("POST", path, json=json, ...)``."""
         return await self.request("POST", path, json=json, **kwargs)
 
-    async def get(self, path: str, **kwargs: Any) -> HTTPResponse:
+    async def get(self, path: str, **kwargs: Any) -> LeanResponse:
         """``request("GET", path, ...)``."""
         return await self.request("GET", path, **kwargs)
 
@@ -164,7 +166,7 @@ class LeanHTTPTarget:
         """Close every connection. Idempotent; never blocks."""
         await self._pools.aclose()
 
-    async def __aenter__(self) -> LeanHTTPTarget:
+    async def __aenter__(self) -> LeanHTTPClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
