@@ -253,6 +253,35 @@ async def test_open_model_measures_a_stall_from_the_intended_start(
     assert len(late) >= 40  # the backlog: arrivals due while the target was stuck
 
 
+async def test_open_model_behind_schedule_starts_the_backlog_fairly(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """When many arrivals are due at once (the generator fell behind), each starts without a
+    timer but after a checkpoint, so other tasks keep running while the backlog starts."""
+    recorder = ListRecorder()
+    entered: list[int] = []
+    seen: set[int] = set()
+
+    async def target(index: int) -> str:
+        entered.append(index)
+        await trio.sleep(10)
+        return "succeeded"
+
+    async def fall_behind_and_watch() -> None:
+        await trio.sleep(0.001)  # the generator now waits for its first arrival (5 ms)
+        autojump_clock.jump(0.5)  # fifty arrivals are due at once
+        for _ in range(500):
+            seen.add(len(entered))
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(fall_behind_and_watch)
+        summary = await run_open(target, Plan.constant(1.0, 100, is_rate=True), recorder, grace=20)
+    assert summary.issued == summary.completed == 100
+    assert len(seen) >= 20  # the backlog started one by one, not in one burst
+    assert all(r.started >= r.intended for r in recorder.rows)
+
+
 async def test_open_model_drops_what_never_started(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
