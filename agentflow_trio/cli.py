@@ -477,7 +477,8 @@ def _run_suite(ctx: click.Context, duration: float, users: int, latency_ms: floa
         command += ["--concurrency", str(users)]
     if "latency_ms" in given:
         command += ["--latency", str(latency_ms)]
-    ctx.exit(subprocess.call(command))
+    code = subprocess.call(command)
+    ctx.exit(code if code >= 0 else 128 - code)  # killed by signal N: 128 + N, as shells say
 
 
 @main.command()

@@ -70,6 +70,8 @@ def mock_process(latency_ms: float = 0.0) -> Iterator[str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     command = [sys.executable, "-m", "agentflow_trio.cli", "mock-llm", "--port", "0"]
     command += ["--latency-ms", str(latency_ms)]
+    if (os.cpu_count() or 1) < 2:  # PreciseClock polls: on one core it would slow the client
+        command.append("--coarse-timers")
     child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     try:
         assert child.stdout is not None
@@ -104,8 +106,12 @@ class RawHTTPConnection:
     @classmethod
     async def open(cls, host: str, port: int) -> RawHTTPConnection:
         sock = trio.socket.socket()
-        await sock.connect((host, port))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            await sock.connect((host, port))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except BaseException:
+            sock.close()
+            raise
         return cls(sock)
 
     def on_message_complete(self) -> None:  # httptools callback

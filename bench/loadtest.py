@@ -36,8 +36,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,50 +73,62 @@ def _raw_request(host: str, port: int) -> bytes:
     return head.encode() + body
 
 
-async def raw_trio(host: str, port: int, concurrency: int, seconds: float) -> int:
+class _Span:
+    """Requests done, and trio seconds and CPU seconds from the loop's start to its last
+    completion: the same span `run_loadtest` reports over (setup excluded)."""
+
+    def __init__(self) -> None:
+        self.t0, self.c0 = trio.current_time(), cpu_seconds()
+        self.count = 0
+
+    def end(self) -> tuple[int, float, float]:
+        return self.count, trio.current_time() - self.t0, cpu_seconds() - self.c0
+
+
+async def raw_trio(
+    host: str, port: int, concurrency: int, seconds: float
+) -> tuple[int, float, float]:
     """``concurrency`` keep-alive sockets sending back to back until ``seconds`` pass."""
     request = _raw_request(host, port)
-    stop_at = trio.current_time() + seconds
-    count = 0
+    span = _Span()
+    stop_at = span.t0 + seconds
 
     async def connection() -> None:
-        nonlocal count
         conn = await RawHTTPConnection.open(host, port)
         try:
             while trio.current_time() < stop_at:
                 status = await conn.round_trip(request)
                 if status != 200:
                     raise RuntimeError(f"HTTP {status}")
-                count += 1
+                span.count += 1
         finally:
             conn.close()
 
     async with trio.open_nursery() as nursery:
         for _ in range(concurrency):
             nursery.start_soon(connection)
-    return count
+    return span.end()
 
 
-async def bare_httpx2(url: str, concurrency: int, seconds: float) -> int:
+async def bare_httpx2(url: str, concurrency: int, seconds: float) -> tuple[int, float, float]:
     """``concurrency`` callers sharing one httpx2 client until ``seconds`` pass."""
     limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     headers = {"content-type": "application/json"}
-    stop_at = trio.current_time() + seconds
-    count = 0
     async with httpx2.AsyncClient(base_url=url, limits=limits, timeout=60.0) as client:
+        span = _Span()
+        stop_at = span.t0 + seconds
 
         async def caller() -> None:
-            nonlocal count
             while trio.current_time() < stop_at:
                 response = await client.post(PATH, content=orjson.dumps(BODY), headers=headers)
                 response.raise_for_status()
                 orjson.loads(response.content)
-                count += 1
+                span.count += 1
 
         async with trio.open_nursery() as nursery:
             for _ in range(concurrency):
                 nursery.start_soon(caller)
-    return count
+        return span.end()
 
 
 # ---------------------------------------------------------------------------- the CLI's path
@@ -173,8 +183,13 @@ def locust_fasthttp(locust: str, url: str, concurrency: int, seconds: float) -> 
             if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
                 os.sched_setaffinity(0, {0})
 
-        subprocess.run(command, capture_output=True, timeout=seconds + 60, preexec_fn=pin)
-        with open(Path(tmp, "run_stats.csv"), newline="") as stats:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=seconds + 60, preexec_fn=pin
+        )
+        summary = Path(tmp, "run_stats.csv")
+        if not summary.is_file():
+            raise RuntimeError(f"locust wrote no summary (exit {done.returncode}): {done.stderr}")
+        with open(summary, newline="") as stats:
             total = next(row for row in csv.DictReader(stats) if row["Name"] == "Aggregated")
     return {
         "requests": int(total["Request Count"]),
@@ -186,12 +201,6 @@ def locust_fasthttp(locust: str, url: str, concurrency: int, seconds: float) -> 
 
 
 # ---------------------------------------------------------------------------- driver
-def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
-    c0, t0 = cpu_seconds(), time.perf_counter()
-    value = fn()
-    return value, time.perf_counter() - t0, cpu_seconds() - c0
-
-
 def run(
     url: str, concurrency: int, seconds: float, warm: float, locust: str | None
 ) -> list[dict[str, Any]]:
@@ -200,7 +209,7 @@ def run(
     base = {"concurrency": concurrency, "seconds": seconds}
 
     trio.run(raw_trio, host, int(port), concurrency, warm)
-    count, wall, cpu = _timed(lambda: trio.run(raw_trio, host, int(port), concurrency, seconds))
+    count, wall, cpu = trio.run(raw_trio, host, int(port), concurrency, seconds)
     floor = count / wall
     rows.append(
         {
@@ -214,7 +223,7 @@ def run(
     )
 
     trio.run(bare_httpx2, url, concurrency, warm)
-    count, wall, cpu = _timed(lambda: trio.run(bare_httpx2, url, concurrency, seconds))
+    count, wall, cpu = trio.run(bare_httpx2, url, concurrency, seconds)
     rows.append(
         {
             "scenario": "bare_httpx2",
@@ -228,7 +237,8 @@ def run(
 
     trio.run(agentcli_loadtest, url, concurrency, warm)
     before = trio.run(mock_requests, url)
-    report, _, cpu = _timed(lambda: trio.run(agentcli_loadtest, url, concurrency, seconds))
+    report = trio.run(agentcli_loadtest, url, concurrency, seconds)
+    cpu = report["cpu_seconds"]  # the run's own measure, over the same span as its rate
     counted = trio.run(mock_requests, url) - before
     rate = report["requests_per_s"]
     rows.append(

@@ -90,7 +90,8 @@ async def closed_loop(
     workload nor the server would produce.
 
     Throughput (``per_s``) is steady-state: the calls that completed inside the window
-    from the moment the last caller started to ``seconds``, over that window's length.
+    from ``stagger`` (every caller has started by then) to ``seconds``, over that
+    window's length (``done / wall`` when the cell is shorter than ``stagger``).
     The ramp-in (fewer than ``concurrency`` callers) and the drain after ``seconds``
     (calls finishing one by one) are excluded, as wrk and locust do; latency percentiles
     and CPU per call count every call."""
@@ -128,7 +129,9 @@ async def closed_loop(
     return {
         "ops": done,
         "failures": failures,
-        "per_s": round(in_window / window if (window := stop_at - window_from) > 0 else 0.0, 1),
+        "per_s": round(
+            in_window / window if (window := stop_at - window_from) > 0 else done / wall, 1
+        ),
         "p50_ms": _r(s.p50_ms),
         "p95_ms": _r(s.p95_ms),
         "p99_ms": _r(s.p99_ms),
@@ -399,9 +402,9 @@ def main(argv: list[str] | None = None) -> None:
         emit({"scenario": "target", **check})
     elapsed = time.perf_counter() - started
     header = (
-        f"Measured with `python -m bench{' --quick' if args.quick else ''}` "
+        f"Measured with `python -m bench{' ' if sys.argv[1:] else ''}{' '.join(sys.argv[1:])}` "
         f"({seconds:g} s per cell, {elapsed:.0f} s in all); client pinned to core 0: "
-        f"{pinned}, mock LLM in its own process on core 1; Python "
+        f"{pinned}, mock LLM in its own process{' on core 1' if pinned else ''}; Python "
         f"{sys.version.split()[0]}, trio {trio.__version__}."
     )
     text = markdown(rows, header)

@@ -11,6 +11,7 @@ HTTP/1.1 client behind the adapters is also offered on its own: `LeanTransport` 
 from ._accumulate import StreamAccumulator as StreamAccumulator
 from ._accumulate import collect_stream as collect_stream
 from ._lean import LeanHTTPClient as LeanHTTPClient
+from ._lean import LeanHTTPError as LeanHTTPError
 from ._lean import LeanResponse as LeanResponse
 from ._lean import LeanTransport as LeanTransport
 from .azure import open_azure as open_azure
@@ -55,6 +56,7 @@ __all__ = [
     "HTTPSession",
     "LLMClient",
     "LeanHTTPClient",
+    "LeanHTTPError",
     "LeanResponse",
     "LeanTransport",
     "Message",

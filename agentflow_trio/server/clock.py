@@ -26,6 +26,7 @@ __all__ = ["PreciseClock"]
 
 _SLACK = 0.0001  # seconds: more than Linux's default 50 us timer slack
 _LONG = 3600.0  # seconds: beyond this, plain rounding is fine
+_HAIR = 1e-7  # seconds: below Python's ns -> ms ceiling, far below a millisecond
 
 
 @final
@@ -61,4 +62,7 @@ class PreciseClock(trio.abc.Clock):
         if remaining > _LONG:  # no deadline at all (inf), or one too far to matter
             return remaining
         # The OS wakes us at the whole millisecond asked plus its timer slack (~50 us).
-        return max(math.floor((remaining - _SLACK) * 1000.0) / 1000.0, 0.0)
+        ms = math.floor((remaining - _SLACK) * 1000.0)
+        # Python rounds a timeout up to whole ns, then ms: k / 1000 is often a hair above
+        # k ms in binary (0.067 s -> 67000001 ns -> 68 ms), so ask for a hair less.
+        return ms / 1000.0 - _HAIR if ms > 0 else 0.0

@@ -8,7 +8,7 @@ descriptor is detached from the trio socket, so exactly one object owns it) and 
 the non-blocking stdlib socket directly, waiting with `trio.lowlevel.wait_readable` /
 `wait_writable` only when the kernel says it would block.
 
-Guarantees, and the one departure from `trio.abc.Stream`:
+Guarantees, and where it departs from `trio.abc.Stream` (the last two points):
 
 - ``receive_some`` is always a checkpoint (it waits for readability before every read).
 - ``send_all`` raises `trio.Cancelled` if the caller is already cancelled, and is a full
@@ -17,11 +17,13 @@ Guarantees, and the one departure from `trio.abc.Stream`:
   checkpoint, so a request is never a loop without one.
 - Errors are trio's: `trio.BrokenResourceError` (the peer or the network failed, the
   ``OSError`` as its cause) and `trio.ClosedResourceError` (used after `aclose`).
-- One task at a time (the pool guarantees it); `aclose` is idempotent.
+- One task at a time: the pool guarantees it, so there is no conflict detector and
+  concurrent use is not detected (no ``trio.BusyResourceError``). `aclose` is idempotent.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import final
 
@@ -35,8 +37,13 @@ _RECEIVE_SIZE = 65536
 def raw_stream(stream: trio.SocketStream) -> RawSocketStream:
     """Take over ``stream``'s socket (``stream`` must not be used afterwards)."""
     trio_socket = stream.socket
+    family, kind, proto = trio_socket.family, trio_socket.type, trio_socket.proto
     fd = trio_socket.detach()
-    raw = socket.socket(trio_socket.family, trio_socket.type, trio_socket.proto, fileno=fd)
+    try:
+        raw = socket.socket(family, kind, proto, fileno=fd)
+    except BaseException:
+        os.close(fd)  # nobody else owns it any more
+        raise
     raw.setblocking(False)
     return RawSocketStream(raw)
 

@@ -26,7 +26,7 @@ from .url import encode_headers, parse_url, request_bytes, request_prefix
 
 __all__ = ["LeanHTTPClient", "LeanResponse"]
 
-_BASE_HEADERS: Final = (("accept", "*/*"), ("user-agent", "agentflow-trio-loadgen"))
+_BASE_HEADERS: Final = (("accept", "*/*"), ("user-agent", "agentflow-trio"))
 _JSON_TYPE: Final = (("content-type", "application/json"),)
 _MAX_PREFIXES: Final = 1024
 

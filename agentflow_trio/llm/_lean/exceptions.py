@@ -35,7 +35,9 @@ __all__ = [
 
 
 class LeanHTTPError(Exception):
-    """Root of the lean transport's failures (never escapes a public edge unmapped)."""
+    """Root of the lean transport's failures. `LeanHTTPClient` raises them as they are
+    (the subclass names the failure); the LLM session maps them to `agentflow_trio.errors`
+    and `LeanTransport` to httpx2's exceptions."""
 
 
 class PoolTimeout(LeanHTTPError):
