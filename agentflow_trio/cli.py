@@ -878,8 +878,8 @@ def worker(
     "--precise-timers/--coarse-timers",
     default=True,
     show_default=True,
-    help="Latencies end on time (the last millisecond is polled, costing CPU) or up to 1 ms "
-    "late (plain trio sleeps).",
+    help="Latencies end within about 0.1 ms (the last millisecond is polled, costing CPU) "
+    "or up to 1 ms late (plain trio sleeps).",
 )
 def mock_llm(
     host: str,
