@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import attrs
 
+from .._json import dumps
 from ..config import DistributedConfig
 from ..events import Event
 from . import _scripts
-from ._codec import dumps, encode_event
+from ._codec import encode_event
 
 if TYPE_CHECKING:
     from coredis import Redis

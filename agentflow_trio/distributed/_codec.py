@@ -1,15 +1,14 @@
 """Events, results and errors to and from the bytes kept in Redis (JSON).
 
-orjson when importable, the standard library otherwise; both encode read-only mappings
-as objects. Decoding is strict: a malformed payload raises ``ValueError``.
+Encoding is the package's one JSON place (``agentflow_trio._json``: read-only mappings as
+objects, sets as arrays). Decoding is strict: a malformed payload raises ``ValueError``.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+from .._json import dumps, loads
 from ..events import AgentResult, ErrorInfo, Event, Outcome
 
 __all__ = [
@@ -19,37 +18,9 @@ __all__ = [
     "encode_error",
     "encode_event",
     "encode_result",
-    "loads",
 ]
 
 _TRACEBACK_LIMIT: Final = 16384  # bytes of traceback kept with a stored error
-
-
-def _default(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return dict(obj)
-    if isinstance(obj, tuple | set | frozenset):
-        return list(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
-
-
-dumps: Callable[[Any], bytes]
-loads: Callable[[bytes | str], Any]
-try:
-    import orjson as _orjson
-except ImportError:  # pragma: no cover - orjson is an optional speed-up
-    _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_default)
-
-    def dumps(obj: Any) -> bytes:
-        return _encoder.encode(obj).encode()
-
-    loads = json.loads
-else:
-
-    def dumps(obj: Any) -> bytes:
-        return _orjson.dumps(obj, default=_default)
-
-    loads = _orjson.loads
 
 
 def encode_event(event: Event) -> bytes:

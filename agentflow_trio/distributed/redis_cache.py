@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any, final
 import attrs
 import trio
 
+from .._json import dumps, loads
 from ..errors import LocalRateLimitError
 from . import _scripts
-from ._codec import dumps, loads
 from ._errors import BrokerUnavailable
 from ._redis import is_outage, open_redis
 

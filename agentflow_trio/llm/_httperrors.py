@@ -18,6 +18,7 @@ from typing import Any, Final
 
 import httpx2
 
+from .. import _json
 from ..errors import (
     APIStatusError,
     AuthenticationError,
@@ -33,7 +34,6 @@ from ..errors import (
     ServerError,
     TransportError,
 )
-from . import _json
 from ._lines import excerpt
 
 __all__ = [

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from .. import _json
 from ..errors import ResponseFormatError
-from . import _json
 
 __all__ = ["DEFAULT_MAX_LINE", "NDJSONDecoder", "SSEDecoder", "excerpt"]
 

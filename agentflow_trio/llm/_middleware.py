@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any, final
 
 import trio
 
+from .. import _json
 from ..errors import ResponseFormatError
 from ..resilience import Batcher, CircuitBreaker, RateLimiter, Retry, TTLCache, make_key
-from . import _json
 from .types import (
     ChatRequest,
     ChatResponse,

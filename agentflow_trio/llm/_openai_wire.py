@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
+from .. import _json
 from ..errors import ResponseFormatError, ServerError
-from . import _json
 from ._lines import excerpt
 from .types import (
     ChatRequest,

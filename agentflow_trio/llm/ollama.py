@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, final
 
+from .. import _json
 from ..errors import ServerError
-from . import _json
 from ._lines import NDJSONDecoder, excerpt
 from ._openai_wire import shape_error, tools
 from .http import Session, open_http_session

@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from . import _json
+from .. import _json
 
 __all__ = [
     "ChatRequest",

@@ -20,8 +20,9 @@ from typing import Any, Final, final
 import attrs
 import trio
 
+from agentflow_trio import _json
 from agentflow_trio._http11 import Request, ResponseWriter
-from agentflow_trio.server import _json, _payloads
+from agentflow_trio.server import _payloads
 from agentflow_trio.server._payloads import Completion, ToolCallOut
 from agentflow_trio.server._values import (
     MAX_EMBEDDING_DIM,

@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from agentflow_trio.server import _json
+from agentflow_trio import _json
 
 __all__ = [
     "Completion",

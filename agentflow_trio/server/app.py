@@ -35,10 +35,10 @@ from typing import Any, Final, Protocol, final
 
 import trio
 
+from .. import _json
 from ..errors import RunnerError
 from ..events import AgentResult, Event
 from ..runner import Runner
-from . import _json
 
 __all__ = ["MetricsRenderer", "ServeApp", "make_app", "result_json", "serve"]
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final, final
 
-import orjson
 import trio
 
+from ... import _json
 from .connection import Connection
 from .exchange import Exchange, own_deadline
 from .pool import PoolSettings
@@ -61,8 +61,8 @@ class LeanResponse:
         }
 
     def json(self) -> Any:
-        """The body decoded as JSON (orjson). Raises ``orjson.JSONDecodeError``."""
-        return orjson.loads(self.content)
+        """The body decoded as JSON (orjson). Raises ``ValueError`` (``JSONDecodeError``)."""
+        return _json.loads(self.content)
 
     def __repr__(self) -> str:
         return f"<LeanResponse [{self.status_code}]>"
@@ -121,9 +121,9 @@ class LeanHTTPClient:
         content: bytes | str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> LeanResponse:
-        """Send one request and read the whole response. ``json`` is encoded with orjson."""
+        """Send one request and read the whole response (``json`` encoded by ``_json``)."""
         if json is not None:
-            body = orjson.dumps(json)
+            body = _json.dumps(json)
         elif isinstance(content, str):
             body = content.encode()
         else:

@@ -1,8 +1,12 @@
-"""JSON encode/decode for the LLM wire: orjson when importable, the stdlib otherwise.
+"""The package's one JSON place: orjson (a required dependency) or, where it cannot be
+imported, the standard library with the same behaviour.
 
-One place decides, so every adapter pays the same (lowest available) price per call.
-``dumps`` returns bytes, ready for an HTTP body; ``dumps_canonical`` sorts keys, for
-cache keys; ``loads`` accepts bytes or str; ``JSONDecodeError`` is what ``loads`` raises.
+One place decides, so every wire (LLM adapters, the mock LLM, ``serve``, Redis entries)
+pays the same price per call and encodes the same way. ``dumps`` returns compact UTF-8
+bytes, ready for an HTTP body or a Redis field; read-only mappings encode as objects and
+sets as arrays. ``dumps_canonical`` sorts keys (cache keys); ``loads`` accepts bytes or
+str; ``JSONDecodeError`` (a ``ValueError``) is what ``loads`` raises. ``BACKEND`` names
+the backend in use (``"orjson"`` or ``"json"``).
 """
 
 from __future__ import annotations
@@ -11,24 +15,27 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["JSONDecodeError", "dumps", "dumps_canonical", "dumps_str", "loads"]
+__all__ = ["BACKEND", "JSONDecodeError", "dumps", "dumps_canonical", "dumps_str", "loads"]
 
 loads: Callable[[bytes | str], Any]
 dumps: Callable[[Any], bytes]
 dumps_canonical: Callable[[Any], bytes]
 JSONDecodeError: type[ValueError]
+BACKEND: str
 
 
 def _default(obj: Any) -> Any:
     # Read-only mappings (MappingProxyType defaults, user Mappings) encode as objects.
     if isinstance(obj, Mapping):
         return dict(obj)
+    if isinstance(obj, set | frozenset):
+        return list(obj)
     raise TypeError(f"{type(obj).__name__} is not JSON serializable")
 
 
 try:
     import orjson as _orjson
-except ImportError:  # pragma: no cover - orjson is an optional speed-up
+except ImportError:  # pragma: no cover - exercised by the blocked-imports test
     _compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_default)
     _sorted = json.JSONEncoder(
         ensure_ascii=False, separators=(",", ":"), sort_keys=True, default=_default
@@ -42,6 +49,7 @@ except ImportError:  # pragma: no cover - orjson is an optional speed-up
 
     loads = json.loads
     JSONDecodeError = json.JSONDecodeError
+    BACKEND = "json"
 else:
     _SORT = _orjson.OPT_SORT_KEYS | _orjson.OPT_NON_STR_KEYS
 
@@ -53,6 +61,7 @@ else:
 
     loads = _orjson.loads
     JSONDecodeError = _orjson.JSONDecodeError
+    BACKEND = "orjson"
 
 
 def dumps_str(obj: Any) -> str:
