@@ -16,7 +16,6 @@ task is left, when its block exits.
 
 from __future__ import annotations
 
-import ipaddress
 import urllib.parse
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -24,12 +23,13 @@ from typing import TYPE_CHECKING, Final
 
 import attrs
 
-from ..config import Config, LLMConfig
-from ..errors import ConfigError
+from agentflow_trio.config import Config, LLMConfig
+from agentflow_trio.errors import ConfigError
+from agentflow_trio.mockllm._values import is_loopback
+from agentflow_trio.mockllm.server import MockLLM, open_mock_llm
 
 if TYPE_CHECKING:
-    from ..llm import LLMClient
-    from ..server.mock_llm import MockLLM
+    from agentflow_trio.llm import LLMClient
 
 __all__ = ["LLMServices", "check_llm_target", "open_llm_services", "uses_mock"]
 
@@ -63,7 +63,7 @@ def check_llm_target(config: Config, source: str | None = None) -> None:
     llm = config.llm
     if uses_mock(config) or llm.provider not in ("openai", "azure") or llm.api_key:
         return
-    if _is_local(llm.base_url):
+    if is_loopback(urllib.parse.urlsplit(llm.base_url).hostname or ""):
         return
     raise ConfigError(
         f"is empty, but llm.base_url sends requests to {llm.base_url}; set it "
@@ -71,16 +71,6 @@ def check_llm_target(config: Config, source: str | None = None) -> None:
         source=source,
         key="llm.api_key",
     )
-
-
-def _is_local(url: str) -> bool:
-    host = urllib.parse.urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _pointed_at_mock(llm: LLMConfig, url: str) -> LLMConfig:
@@ -102,8 +92,7 @@ async def open_llm_services(
     Raises:
         ConfigError: see `check_llm_target`.
     """
-    from ..llm import open_llm_client
-    from ..server.mock_llm import open_mock_llm
+    from agentflow_trio.llm import open_llm_client  # the HTTP stack, loaded when needed
 
     config = config if config is not None else Config()
     check_llm_target(config, source)

@@ -38,8 +38,8 @@ import attrs
 import trio
 
 from agentflow_trio._http11 import serve_http_connection
-from agentflow_trio.server._app import RECEIVED_LIMIT, MockApp
-from agentflow_trio.server._values import (
+from agentflow_trio.mockllm._handler import RECEIVED_LIMIT, MockApp
+from agentflow_trio.mockllm._values import (
     MockLLMConfig,
     MockLLMStats,
     MockReply,

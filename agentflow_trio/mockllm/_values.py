@@ -1,7 +1,7 @@
 """The mock LLM's values: its configuration, scripted replies and statistics.
 
 All are frozen attrs classes, validated on construction (``attrs.evolve`` validates again).
-Re-exported, and documented, by :mod:`agentflow_trio.server.mock_llm`.
+Re-exported, and documented, by :mod:`agentflow_trio.mockllm.server`.
 """
 
 from __future__ import annotations
@@ -22,13 +22,16 @@ __all__ = [
     "MockReply",
     "MockToolCall",
     "check_config",
+    "is_loopback",
     "reply_from_json",
 ]
 
 MAX_EMBEDDING_DIM: Final = 65536
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback IP literals: the mock binds only there unless told
+    otherwise, and a key-less OpenAI/Azure config may point only there."""
     if host == "localhost":
         return True
     try:
@@ -66,7 +69,7 @@ def check_config(config: MockLLMConfig) -> None:
     )
     need(config.max_body_bytes >= 0, "max_body_bytes", "must be >= 0")
     need(
-        config.allow_remote or _is_loopback(config.host),
+        config.allow_remote or is_loopback(config.host),
         "host",
         f"refusing to bind non-loopback host {config.host!r}; set allow_remote "
         "(agentcli: --allow-remote) to expose the mock",

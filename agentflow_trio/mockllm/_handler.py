@@ -1,6 +1,6 @@
 """The mock LLM's request handling: routing, faults, the three dialects, the control API.
 
-:class:`MockApp` holds the state a :class:`~agentflow_trio.server.mock_llm.MockLLM` serves
+:class:`MockApp` holds the state a :class:`~agentflow_trio.mockllm.MockLLM` serves
 (configuration, script, counters, received bodies) and answers one parsed request at a
 time; it never owns a task. Every model-endpoint response goes through ``_send`` or
 ``_send_stream``, which count its status before writing it: the statistics are exact.
@@ -22,9 +22,9 @@ import trio
 
 from agentflow_trio import _json
 from agentflow_trio._http11 import Request, ResponseWriter
-from agentflow_trio.server import _payloads
-from agentflow_trio.server._payloads import Completion, ToolCallOut
-from agentflow_trio.server._values import (
+from agentflow_trio.mockllm import _payloads
+from agentflow_trio.mockllm._payloads import Completion, ToolCallOut
+from agentflow_trio.mockllm._values import (
     MAX_EMBEDDING_DIM,
     Counters,
     MockLLMConfig,
