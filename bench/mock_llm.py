@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agentflow_trio import _json  # noqa: E402
-from agentflow_trio.server.mock_llm import MockLLM, MockLLMConfig  # noqa: E402
+from agentflow_trio.mockllm import MockLLM, MockLLMConfig  # noqa: E402
 from bench._common import RawHTTPConnection  # noqa: E402
 
 TARGET_RPS = 15_000

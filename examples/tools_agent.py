@@ -14,7 +14,7 @@ import trio
 import agentflow_trio as af
 from agentflow_trio.config import LLMConfig
 from agentflow_trio.llm import LLMClient, open_provider
-from agentflow_trio.server.mock_llm import MockReply, MockToolCall, open_mock_llm
+from agentflow_trio.mockllm import MockReply, MockToolCall, open_mock_llm
 from agentflow_trio.tools import ToolRegistry, tool, tool_agent
 
 

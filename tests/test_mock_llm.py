@@ -26,7 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agentflow_trio.errors import ConfigError
-from agentflow_trio.server import (
+from agentflow_trio.mockllm import (
     MockLLM,
     MockLLMConfig,
     MockLLMStats,
@@ -35,7 +35,7 @@ from agentflow_trio.server import (
     _payloads,
     open_mock_llm,
 )
-from agentflow_trio.server import mock_llm as mock_llm_module
+from agentflow_trio.mockllm import server as mock_llm_module
 
 TIMEOUT = 10
 CHAT = "/v1/chat/completions"
@@ -706,16 +706,33 @@ async def test_serve_reports_the_port_to_nursery_start() -> None:
 
 
 def test_public_names_are_exported() -> None:
-    import agentflow_trio.server as server
-    from agentflow_trio.server import app as app_module
+    import agentflow_trio.mockllm as mockllm
 
     public = {name for name in vars(mock_llm_module) if not name.startswith("_")}
     exported = set(mock_llm_module.__all__)
     assert exported <= public
-    assert exported - {"RECEIVED_LIMIT"} <= set(server.__all__)
-    assert set(server.__all__) - set(app_module.__all__) - {"PreciseClock"} <= exported
-    assert server.PreciseClock.__module__ == "agentflow_trio.server.clock"
-    assert MockReply.__module__ == "agentflow_trio.server.mock_llm"
+    assert exported | {"PreciseClock"} <= set(mockllm.__all__)
+    assert mockllm.__all__ == sorted(mockllm.__all__, key=lambda n: (not n.isupper(), n))
+    assert mockllm.PreciseClock.__module__ == "agentflow_trio.mockllm.clock"
+    assert MockReply.__module__ == "agentflow_trio.mockllm.server"
+
+
+def test_old_import_paths_still_work() -> None:
+    """The mock moved from ``server/`` to ``mockllm/``; what users typed before still works."""
+    import agentflow_trio.mockllm as mockllm
+    import agentflow_trio.server as server
+    from agentflow_trio.server import app as app_module
+    from agentflow_trio.server import clock as old_clock
+    from agentflow_trio.server import mock_llm as old_mock_llm
+
+    assert set(old_mock_llm.__all__) == set(mock_llm_module.__all__)
+    for name in old_mock_llm.__all__:
+        assert getattr(old_mock_llm, name) is getattr(mockllm, name), name
+    assert old_clock.PreciseClock is mockllm.PreciseClock
+    mock_names = set(server.__all__) - set(app_module.__all__)
+    assert mock_names == set(mock_llm_module.__all__) - {"RECEIVED_LIMIT"} | {"PreciseClock"}
+    for name in mock_names:
+        assert getattr(server, name) is getattr(mockllm, name), name
 
 
 # -- the official openai SDK against the mock --------------------------------------------

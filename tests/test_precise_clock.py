@@ -9,7 +9,7 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agentflow_trio.server.clock import PreciseClock
+from agentflow_trio.mockllm import PreciseClock
 
 
 class _Time:

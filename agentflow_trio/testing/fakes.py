@@ -2,7 +2,7 @@
 (`ToolBehaviour`, `scripted_tool`), and a faulty mock LLM server (`LLMBehaviour`).
 
 `FakeLLM` reuses `agentflow_trio.llm.FakeProvider` (no sockets, exact under the autojump
-clock); `LLMBehaviour` drives the real HTTP mock of `agentflow_trio.server.mock_llm`.
+clock); `LLMBehaviour` drives the real HTTP mock of `agentflow_trio.mockllm`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from ..config import LLMConfig
 from ..llm.fake import FakeProvider, Reply
 from ..llm.provider import LLMClient
 from ..llm.types import ChatRequest
-from ..server.mock_llm import MockLLM, MockLLMConfig, MockReply
+from ..mockllm import MockLLM, MockLLMConfig, MockReply
 from ..tools.base import Tool, tool
 
 __all__ = [

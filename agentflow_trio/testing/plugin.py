@@ -37,7 +37,7 @@ from .fakes import FakeLLM
 from .servers import MCPTestServer
 
 if TYPE_CHECKING:
-    from ..server.mock_llm import MockLLM
+    from ..mockllm import MockLLM
 
 __all__ = [
     "fake_llm",
@@ -122,7 +122,7 @@ def fake_llm() -> FakeLLM:
 async def mock_llm(request: pytest.FixtureRequest) -> AsyncIterator[MockLLM]:
     """A `MockLLM` serving on 127.0.0.1 (free port) for the test; configured by the
     ``mock_llm`` marker. Real sockets: the test must use the real clock."""
-    from ..server.mock_llm import open_mock_llm
+    from ..mockllm import open_mock_llm
 
     if "autojump_clock" in request.fixturenames:
         pytest.fail(

@@ -29,7 +29,7 @@ from ..errors import (
     ServerError,
 )
 from ..events import Event
-from ..server.mock_llm import MockLLMConfig, MockReply
+from ..mockllm import MockLLMConfig, MockReply
 from .fakes import LLMBehaviour, ScriptItem, ToolBehaviour, delayed
 from .workload import EmitMode, EventSpec, Workload
 
