@@ -1,8 +1,10 @@
-"""CPU profiles that pstats loads, tracemalloc's top sites, and the live task tree."""
+"""CPU profiles that pstats loads, tracemalloc's top sites, `profiled` (a whole run into a
+file, as ``agentcli --profile`` writes it), and the live task tree."""
 
 from __future__ import annotations
 
 import pstats
+import sys
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,6 +119,112 @@ def test_heap_top_needs_tracing() -> None:
         pytest.skip("tracemalloc is already tracing in this process")
     with pytest.raises(RuntimeError, match="tracemalloc"):
         profiling.heap_top()
+
+
+def test_profiled_without_a_kind_does_nothing(tmp_path: Path) -> None:
+    notes: list[str] = []
+    with profiling.profiled(None, None, on_written=notes.append):
+        _spin_the_wheel(100)
+    assert notes == [] and list(tmp_path.iterdir()) == []
+    with profiling.profile_cpu():  # no CPU profile was left running
+        pass
+
+
+def test_profiled_cpu_writes_pstats_and_says_where(tmp_path: Path) -> None:
+    path = tmp_path / "run.pstats"
+    notes: list[str] = []
+    with profiling.profiled("cpu", path, on_written=notes.append):
+        _spin_the_wheel(20_000)
+    assert "_spin_the_wheel" in _names(pstats.Stats(str(path)))
+    assert notes == [f"CPU profile written to {path} (python -m pstats {path})"]
+
+
+def test_profiled_cpu_writes_the_file_but_says_nothing_when_the_run_fails(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "run.pstats"
+    notes: list[str] = []
+    with pytest.raises(ZeroDivisionError):
+        with profiling.profiled("cpu", path, on_written=notes.append):
+            _spin_the_wheel(1000)
+            1 / 0  # noqa: B018
+    assert "_spin_the_wheel" in _names(pstats.Stats(str(path)))
+    assert notes == []
+
+
+def test_profiled_memory_writes_the_top_sites_and_stops_tracing(tmp_path: Path) -> None:
+    if tracemalloc.is_tracing():
+        pytest.skip("tracemalloc is already tracing in this process")
+    path = tmp_path / "heap.txt"
+    notes: list[str] = []
+    with profiling.profiled("memory", path, heap_limit=3, on_written=notes.append):
+        assert tracemalloc.is_tracing()
+        hoard = [bytearray(1024) for _ in range(2000)]  # ~2 MiB from this line
+    assert not tracemalloc.is_tracing()
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert lines[0].startswith("top ") and lines[-1].startswith("traced now")
+    assert __file__ in lines[1] and "bytearray(1024)" in lines[2]
+    assert notes == [f"memory profile (top 3 allocation sites) written to {path}"]
+    del hoard
+
+
+def test_profiled_memory_writes_nothing_when_the_run_fails(tmp_path: Path) -> None:
+    if tracemalloc.is_tracing():
+        pytest.skip("tracemalloc is already tracing in this process")
+    path = tmp_path / "heap.txt"
+    notes: list[str] = []
+    with pytest.raises(ZeroDivisionError):
+        with profiling.profiled("memory", path, on_written=notes.append):
+            1 / 0  # noqa: B018
+    assert not tracemalloc.is_tracing()
+    assert not path.exists() and notes == []
+
+
+def _hoarding_module(where: Path, name: str) -> Path:
+    """A module that holds ~4 MiB, allocated when it is imported."""
+    source = where / f"{name}.py"
+    source.write_text("HOARD = [bytearray(1024) for _ in range(4000)]\n")
+    return source
+
+
+@pytest.mark.parametrize("preimported", [True, False])
+def test_preimported_modules_are_not_counted_as_the_runs_heap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, preimported: bool
+) -> None:
+    if tracemalloc.is_tracing():
+        pytest.skip("tracemalloc is already tracing in this process")
+    name = f"_hoard_{'pre' if preimported else 'late'}"
+    source = _hoarding_module(tmp_path, name)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    path = tmp_path / "heap.txt"
+    with profiling.profiled("memory", path, preimport=[name] if preimported else []):
+        __import__(name)  # the run imports it (again, if it was preimported)
+    assert (str(source) in path.read_text(encoding="utf-8")) is not preimported
+    sys.modules.pop(name, None)
+
+
+@pytest.mark.parametrize(
+    ("kind", "output", "key", "reason"),
+    [
+        ("cpu", None, "kind", "needs an output file"),
+        (None, "out.txt", "output", "no profile kind"),
+        ("wall", "out.txt", "kind", "unknown profile kind 'wall'"),
+    ],
+)
+def test_profiled_refuses_arguments_that_do_not_fit(
+    kind: str | None, output: str | None, key: str, reason: str
+) -> None:
+    with pytest.raises(profiling.ProfileError, match=reason) as caught:
+        profiling.check_profile(kind, output)
+    assert caught.value.key == key and reason in caught.value.reason
+    assert isinstance(caught.value, ValueError)
+    ran = False
+    with pytest.raises(profiling.ProfileError):
+        with profiling.profiled(kind, output):
+            ran = True
+    assert not ran  # refused before the block, so a long run never starts
+    profiling.check_profile(None, None)  # no profile: fine
 
 
 async def _parked(event: trio.Event) -> None:

@@ -6,7 +6,8 @@ Everything is re-exported lazily (on first use), so importing a light module suc
 
 - `stats`: `LatencyRecorder` (HDR), `PerformanceMetrics`, `StatsCollector`, `GCMonitor`.
 - `metrics`: `RunnerMetrics` (its own Prometheus registry; hooks plus scrape-time reads).
-- `profiling`: `profile_cpu`, `cpu_profile`, `heap_top`, `task_tree`.
+- `profiling`: `profiled` (a whole run, into a file), `profile_cpu`, `cpu_profile`,
+  `heap_top`, `task_tree`.
 - `debug_server`: `serve_debug` (``/debug/tasks``, ``/debug/profile``, ``/debug/heap``,
   ``/metrics``).
 - `runtime`: `apply_gc_settings`, `MemoryGuard`, `current_rss`, `peak_rss`.
@@ -21,8 +22,11 @@ if TYPE_CHECKING:
     from .debug_server import serve_debug as serve_debug
     from .metrics import DEFAULT_BUCKETS as DEFAULT_BUCKETS
     from .metrics import RunnerMetrics as RunnerMetrics
+    from .profiling import PROFILE_KINDS as PROFILE_KINDS
     from .profiling import HeapEntry as HeapEntry
+    from .profiling import ProfileError as ProfileError
     from .profiling import ProfilerBusy as ProfilerBusy
+    from .profiling import check_profile as check_profile
     from .profiling import cpu_profile as cpu_profile
     from .profiling import ensure_tracing as ensure_tracing
     from .profiling import format_stats as format_stats
@@ -30,6 +34,7 @@ if TYPE_CHECKING:
     from .profiling import heap_top as heap_top
     from .profiling import profile_cpu as profile_cpu
     from .profiling import profile_sampling as profile_sampling
+    from .profiling import profiled as profiled
     from .profiling import sampling_available as sampling_available
     from .profiling import stats_bytes as stats_bytes
     from .profiling import task_tree as task_tree
@@ -52,8 +57,11 @@ _MODULES: dict[str, tuple[str, ...]] = {
     "debug_server": ("serve_debug",),
     "metrics": ("DEFAULT_BUCKETS", "RunnerMetrics"),
     "profiling": (
+        "PROFILE_KINDS",
         "HeapEntry",
+        "ProfileError",
         "ProfilerBusy",
+        "check_profile",
         "cpu_profile",
         "ensure_tracing",
         "format_stats",
@@ -61,6 +69,7 @@ _MODULES: dict[str, tuple[str, ...]] = {
         "heap_top",
         "profile_cpu",
         "profile_sampling",
+        "profiled",
         "sampling_available",
         "stats_bytes",
         "task_tree",
@@ -102,6 +111,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "DEFAULT_BUCKETS",
+    "PROFILE_KINDS",
     "AppliedGCSettings",
     "CurvePoint",
     "GCMonitor",
@@ -112,11 +122,13 @@ __all__ = [
     "MemoryGuard",
     "MemoryGuardStatistics",
     "PerformanceMetrics",
+    "ProfileError",
     "ProfilerBusy",
     "RunnerMetrics",
     "SecondStats",
     "StatsCollector",
     "apply_gc_settings",
+    "check_profile",
     "cpu_profile",
     "current_rss",
     "ensure_tracing",
@@ -126,6 +138,7 @@ __all__ = [
     "peak_rss",
     "profile_cpu",
     "profile_sampling",
+    "profiled",
     "sampling_available",
     "serve_debug",
     "stats_bytes",

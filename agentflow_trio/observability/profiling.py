@@ -1,5 +1,6 @@
 """Profiling the live process: CPU (cProfile, or pyinstrument's sampler if installed), heap
-(tracemalloc top-N), and a dump of the trio task tree.
+(tracemalloc top-N), and a dump of the trio task tree; `profiled` wraps a whole run in
+either profile and writes it to a file (what ``agentcli benchmark --profile`` does).
 
 The CPU profilers see every task: trio runs them all on one thread, and the profiler is
 per thread. One CPU profile runs at a time in a process (a second raises
@@ -17,7 +18,7 @@ import marshal
 import os
 import pstats
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Final
 
@@ -27,9 +28,12 @@ import trio
 from ._tasks import walk_tasks
 
 __all__ = [
+    "PROFILE_KINDS",
     "SORT_KEYS",
     "HeapEntry",
+    "ProfileError",
     "ProfilerBusy",
+    "check_profile",
     "cpu_profile",
     "ensure_tracing",
     "format_stats",
@@ -37,6 +41,7 @@ __all__ = [
     "heap_top",
     "profile_cpu",
     "profile_sampling",
+    "profiled",
     "sampling_available",
     "stats_bytes",
     "task_tree",
@@ -236,6 +241,96 @@ def heap_top(limit: int = 25) -> str:
 
 def _kib(n: int) -> str:
     return f"{n / 1024:.1f} KiB"
+
+
+# --------------------------------------------------------------------------- a whole run
+
+PROFILE_KINDS: Final = ("cpu", "memory")
+
+
+class ProfileError(ValueError):
+    """`profiled` was asked for a profile it cannot write: ``key`` (``"kind"`` or
+    ``"output"``) names the argument at fault and ``reason`` says why, the same two
+    attributes a ``ConfigError`` carries."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+def check_profile(kind: str | None, output: str | os.PathLike[str] | None) -> None:
+    """Check `profiled`'s arguments before a long run starts: a kind needs an output file,
+    an output file needs a kind, and the kind is one of ``PROFILE_KINDS``. Both None is
+    fine (no profile).
+
+    Raises:
+        ProfileError: the arguments do not fit; ``key`` names the one at fault.
+    """
+    if kind is not None and kind not in PROFILE_KINDS:
+        raise ProfileError("kind", f"unknown profile kind {kind!r}; use one of {PROFILE_KINDS}")
+    if kind is not None and output is None:
+        raise ProfileError("kind", "needs an output file to write the profile to")
+    if output is not None and kind is None:
+        raise ProfileError("output", "names the profile file, but no profile kind was given")
+
+
+@contextmanager
+def profiled(
+    kind: str | None,
+    output: str | os.PathLike[str] | None,
+    *,
+    preimport: Iterable[str] = (),
+    heap_limit: int = 25,
+    on_written: Callable[[str], None] | None = None,
+) -> Iterator[None]:
+    """Profile the block and write the profile to ``output``; with ``kind`` None, do nothing.
+
+    - ``"cpu"``: cProfile over this thread (every trio task), written as a pstats file even
+      if the block raised (`profile_cpu`).
+    - ``"memory"``: tracemalloc (one frame) runs for the block; when it ends without an
+      error, the ``heap_limit`` sites holding the most memory (`heap_top`) are written as
+      text. Tracing stops either way. The modules named in ``preimport`` are imported
+      first, so what they allocate at import is not counted as the run's heap.
+
+    When the file is written and the block ended without an error, ``on_written`` gets one
+    line saying where it went and how to read it (``agentcli`` prints it on stderr).
+
+    Raises:
+        ProfileError: the arguments do not fit (see `check_profile`), before the block runs.
+        ProfilerBusy: ``"cpu"`` while another CPU profile is running.
+    """
+    check_profile(kind, output)
+    if kind is None or output is None:
+        yield
+        return
+    if kind == "cpu":
+        with profile_cpu(output):
+            yield
+        note = f"CPU profile written to {output} (python -m pstats {output})"
+    else:
+        with _heap_profile(output, preimport, heap_limit):
+            yield
+        note = f"memory profile (top {heap_limit} allocation sites) written to {output}"
+    if on_written is not None:
+        on_written(note)
+
+
+@contextmanager
+def _heap_profile(
+    output: str | os.PathLike[str], preimport: Iterable[str], limit: int
+) -> Iterator[None]:
+    """Trace allocations during the block, then write `heap_top` to ``output``."""
+    for name in preimport:
+        importlib.import_module(name)
+    tracemalloc.start(1)
+    try:
+        yield
+        top = heap_top(limit)
+    finally:
+        tracemalloc.stop()
+    with open(output, "w", encoding="utf-8") as file:
+        file.write(top)
 
 
 # --------------------------------------------------------------------------- tasks
