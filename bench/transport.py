@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 from agentflow_trio.config import LLMConfig  # noqa: E402
 from agentflow_trio.llm import ProviderStack, open_provider, user  # noqa: E402
 from agentflow_trio.llm._lean import LeanSession, LeanTransport, PoolSettings  # noqa: E402
-from agentflow_trio.llm.http import open_http_session  # noqa: E402
+from agentflow_trio.llm._open_session import open_http_session  # noqa: E402
 from agentflow_trio.llm.openai import OpenAIProvider, openai_headers  # noqa: E402
 from agentflow_trio.llm.types import ChatRequest  # noqa: E402
 from bench._common import cpu_seconds, emit, mock_process, pin_to_core, table  # noqa: E402

@@ -8,12 +8,14 @@ port 0, use the real clock and wrap their body in an absolute ``trio.fail_after`
 
 from __future__ import annotations
 
+import ast
 import gzip
 import itertools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -27,6 +29,7 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import agentflow_trio.llm
 from agentflow_trio.config import LLMConfig
 from agentflow_trio.errors import (
     AuthenticationError,
@@ -61,10 +64,11 @@ from agentflow_trio.llm._lean import (
 from agentflow_trio.llm._lean import exceptions as lean_exceptions
 from agentflow_trio.llm._lean.mapping import to_httpx, to_llm_error
 from agentflow_trio.llm._lines import SSEDecoder
-from agentflow_trio.llm.http import HTTPSession, map_exception, open_http_session
+from agentflow_trio.llm._open_session import open_http_session
+from agentflow_trio.llm.http import HTTPSession, map_exception
 from agentflow_trio.llm.ollama import OllamaProvider
 from agentflow_trio.llm.openai import OpenAIProvider, openai_headers
-from agentflow_trio.server.mock_llm import MockLLM, MockReply, open_mock_llm
+from agentflow_trio.mockllm import MockLLM, MockReply, open_mock_llm
 
 TIMEOUT = 30
 URL = "http://fake.test/v1/chat/completions"
@@ -759,6 +763,19 @@ async def test_the_transport_is_selectable(caplog: pytest.LogCaptureFixture) -> 
         async with open_http_session(_ProxiedConfig(), http_transport="lean", **options) as s:
             assert isinstance(s, HTTPSession)
     assert "proxy" in caplog.text and "httpx2" in caplog.text
+
+
+def test_the_two_clients_do_not_import_each_other() -> None:
+    """Both implement the ``llm._session`` seam; only ``llm._open_session`` knows both."""
+    llm_dir = Path(agentflow_trio.llm.__file__).parent
+
+    def imported(path: Path) -> set[str]:
+        nodes = ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        return {n.module or "" for n in nodes if isinstance(n, ast.ImportFrom)}
+
+    assert not any("_lean" in module for module in imported(llm_dir / "http.py"))
+    for path in (llm_dir / "_lean").glob("*.py"):
+        assert not any(m.endswith("http") for m in imported(path)), path.name
 
 
 # -- against the mock LLM (real sockets) ---------------------------------------------------

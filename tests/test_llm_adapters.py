@@ -28,7 +28,7 @@ from agentflow_trio.llm import (
     tool_message,
     user,
 )
-from agentflow_trio.server.mock_llm import MockLLM, MockReply, MockToolCall, open_mock_llm
+from agentflow_trio.mockllm import MockLLM, MockReply, MockToolCall, open_mock_llm
 from agentflow_trio.testing import mock_llm_config
 
 TIMEOUT = 10

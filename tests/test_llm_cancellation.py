@@ -27,7 +27,7 @@ from agentflow_trio.llm import (
     open_provider,
     user,
 )
-from agentflow_trio.server.mock_llm import MockLLM, open_mock_llm
+from agentflow_trio.mockllm import MockLLM, open_mock_llm
 from agentflow_trio.testing import mock_llm_config
 
 TIMEOUT = 60

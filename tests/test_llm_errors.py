@@ -45,7 +45,7 @@ from agentflow_trio.llm.http import (
     parse_retry_after,
     status_error,
 )
-from agentflow_trio.server.mock_llm import MockLLM, MockReply, open_mock_llm
+from agentflow_trio.mockllm import MockLLM, MockReply, open_mock_llm
 from agentflow_trio.testing import mock_llm_config
 
 TIMEOUT = 10

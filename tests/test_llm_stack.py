@@ -38,14 +38,8 @@ from agentflow_trio.llm import (
     open_transport,
     user,
 )
-from agentflow_trio.llm._middleware import (
-    BatchLayer,
-    BreakerLayer,
-    CacheLayer,
-    RateLimitLayer,
-    RetryLayer,
-)
-from agentflow_trio.resilience import BreakerState
+from agentflow_trio.llm.stack import BatchLayer, CacheLayer, GuardLayer, RateLimitLayer
+from agentflow_trio.resilience import BreakerState, CircuitBreaker, Retry
 
 REQUEST = ChatRequest((user("hello"),))
 FAST_RETRY = RetryConfig(max_attempts=3, base_delay=0.5, max_delay=4.0)
@@ -78,7 +72,11 @@ def _timed(replies: list[Any]) -> tuple[FakeProvider, list[float]]:
 
 
 def _kinds(provider: ProviderStack) -> list[type]:
-    return [type(layer) for layer in provider.layers]
+    """Each layer's class, outermost first; a `GuardLayer` by its guard (retry or breaker)."""
+    return [
+        type(layer.guard) if isinstance(layer, GuardLayer) else type(layer)
+        for layer in provider.layers
+    ]
 
 
 async def test_layer_order_with_everything_on(autojump_clock: trio.testing.MockClock) -> None:
@@ -86,8 +84,8 @@ async def test_layer_order_with_everything_on(autojump_clock: trio.testing.MockC
     async with stack(FakeProvider(), ALL_ON, rate_limit=limits) as provider:
         assert _kinds(provider) == [
             CacheLayer,
-            RetryLayer,
-            BreakerLayer,
+            Retry,
+            CircuitBreaker,
             RateLimitLayer,
             BatchLayer,
             FakeProvider,
@@ -97,17 +95,17 @@ async def test_layer_order_with_everything_on(autojump_clock: trio.testing.MockC
 @pytest.mark.parametrize(
     ("fields", "perf", "expected"),
     [
-        ({}, None, [RetryLayer, BreakerLayer]),
-        ({"retry": RetryConfig(enabled=False)}, None, [BreakerLayer]),
-        ({"circuit_breaker": CircuitBreakerConfig(enabled=False)}, None, [RetryLayer]),
+        ({}, None, [Retry, CircuitBreaker]),
+        ({"retry": RetryConfig(enabled=False)}, None, [CircuitBreaker]),
+        ({"circuit_breaker": CircuitBreakerConfig(enabled=False)}, None, [Retry]),
         (
             {"rate_limit": RateLimitConfig(enabled=True, tokens_per_minute=1000)},
             None,
-            [RetryLayer, BreakerLayer, RateLimitLayer],
+            [Retry, CircuitBreaker, RateLimitLayer],
         ),
-        ({"rate_limit": RateLimitConfig(enabled=True)}, None, [RetryLayer, BreakerLayer]),
-        ({}, PerformanceConfig(enable_caching=True), [CacheLayer, RetryLayer, BreakerLayer]),
-        ({}, PerformanceConfig(enable_batching=True), [RetryLayer, BreakerLayer, BatchLayer]),
+        ({"rate_limit": RateLimitConfig(enabled=True)}, None, [Retry, CircuitBreaker]),
+        ({}, PerformanceConfig(enable_caching=True), [CacheLayer, Retry, CircuitBreaker]),
+        ({}, PerformanceConfig(enable_batching=True), [Retry, CircuitBreaker, BatchLayer]),
         (
             {
                 "retry": RetryConfig(enabled=False),
@@ -127,8 +125,8 @@ async def test_config_switches_layers(
     async with stack(FakeProvider(), perf, **fields) as provider:
         assert _kinds(provider) == [*expected, FakeProvider]
         assert (provider.cache is not None) == (CacheLayer in expected)
-        assert (provider.retry is not None) == (RetryLayer in expected)
-        assert (provider.breaker is not None) == (BreakerLayer in expected)
+        assert (provider.retry is not None) == (Retry in expected)
+        assert (provider.breaker is not None) == (CircuitBreaker in expected)
         assert (provider.rate_limiter is not None) == (RateLimitLayer in expected)
         assert (provider.batcher is not None) == (BatchLayer in expected)
         assert (await provider.complete(REQUEST)).text == "echo: hello"

@@ -9,6 +9,7 @@ import pytest
 import trio
 
 import agentflow_trio.llm as llm_pkg
+from agentflow_trio import _json
 from agentflow_trio.errors import ServerError
 from agentflow_trio.llm import (
     ChatRequest,
@@ -23,7 +24,6 @@ from agentflow_trio.llm import (
     ToolCallDelta,
     ToolSpec,
     Usage,
-    _json,
     assistant,
     collect_stream,
     system,
@@ -41,6 +41,20 @@ def test_exported_members() -> None:
     }
     assert set(llm_pkg.__all__) == public
     assert llm_pkg.__all__ == sorted(llm_pkg.__all__)
+
+
+def test_names_keep_their_paths_after_the_split() -> None:
+    """``llm.provider`` and ``llm.http`` still offer what they did before ``base``, ``stack``
+    and ``_session`` took the protocol, the stack and the session seam out of them."""
+    from agentflow_trio.llm import _session, base, http, provider, stack
+
+    assert provider.Provider is base.Provider is llm_pkg.Provider
+    for name in provider.__all__:
+        assert getattr(provider, name) is getattr(llm_pkg, name), name
+    for name in ("ProviderStack", "StackStatistics", "open_stack", "deployment_gate"):
+        assert getattr(provider, name) is getattr(stack, name), name
+    assert (http.Session, http.LineDecoder) == (_session.Session, _session.LineDecoder)
+    assert llm_pkg.PoolStatistics is http.PoolStatistics is llm_pkg.HTTPPoolStatistics
 
 
 def test_message_helpers() -> None:

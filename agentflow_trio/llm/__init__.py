@@ -1,10 +1,12 @@
 """Model providers behind one seam, and the middleware stack around them.
 
-`Provider` is the interface (``complete``, ``stream``, ``embed``, ``aclose``);
-`open_provider` builds the configured transport (OpenAI, Azure, Ollama or fake) with the
-layers the config turns on (cache -> retry -> breaker -> rate limit -> batching);
-`LLMClient` is the convenience face agents use. Values live in ``types``. The lean
-HTTP/1.1 client behind the adapters is also offered on its own: `LeanTransport` (for an
+`Provider` (``base``) is the interface (``complete``, ``stream``, ``embed``, ``aclose``);
+`open_provider` (``provider``) builds the configured transport (OpenAI, Azure, Ollama or
+fake) with the layers the config turns on (``stack``: cache -> retry -> breaker -> rate
+limit -> batching); `LLMClient` is the convenience face agents use. Values live in
+``types``. The adapters speak HTTP through one session seam (``_session``) that two clients
+implement: the lean HTTP/1.1 client (``_lean``) and httpx2 (``http``); `HTTPPoolStatistics`
+is their pool snapshot. The lean client is also offered on its own: `LeanTransport` (for an
 ``httpx2.AsyncClient``) and `LeanHTTPClient` (plain requests to one base URL).
 """
 
@@ -14,24 +16,25 @@ from ._lean import LeanHTTPClient as LeanHTTPClient
 from ._lean import LeanHTTPError as LeanHTTPError
 from ._lean import LeanResponse as LeanResponse
 from ._lean import LeanTransport as LeanTransport
+from ._session import HTTPPoolStatistics as HTTPPoolStatistics
+from ._session import PoolStatistics as PoolStatistics
 from .azure import open_azure as open_azure
+from .base import Provider as Provider
 from .fake import FakeProvider as FakeProvider
 from .http import HTTPSession as HTTPSession
-from .http import PoolStatistics as PoolStatistics
 from .ollama import OllamaProvider as OllamaProvider
 from .ollama import open_ollama as open_ollama
 from .openai import OpenAIProvider as OpenAIProvider
 from .openai import open_openai as open_openai
 from .provider import LLMClient as LLMClient
-from .provider import Provider as Provider
-from .provider import ProviderStack as ProviderStack
-from .provider import StackStatistics as StackStatistics
-from .provider import configured_ttl_policy as configured_ttl_policy
-from .provider import deployment_gate as deployment_gate
 from .provider import open_llm_client as open_llm_client
 from .provider import open_provider as open_provider
-from .provider import open_stack as open_stack
 from .provider import open_transport as open_transport
+from .stack import ProviderStack as ProviderStack
+from .stack import StackStatistics as StackStatistics
+from .stack import configured_ttl_policy as configured_ttl_policy
+from .stack import deployment_gate as deployment_gate
+from .stack import open_stack as open_stack
 from .types import ChatRequest as ChatRequest
 from .types import ChatResponse as ChatResponse
 from .types import EmbeddingRequest as EmbeddingRequest
@@ -53,6 +56,7 @@ __all__ = [
     "EmbeddingRequest",
     "EmbeddingResponse",
     "FakeProvider",
+    "HTTPPoolStatistics",
     "HTTPSession",
     "LLMClient",
     "LeanHTTPClient",

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from ..errors import ConfigError
-from .http import open_http_session
+from ._open_session import open_http_session
 from .openai import OpenAIProvider
 
 if TYPE_CHECKING:

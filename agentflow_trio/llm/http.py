@@ -1,11 +1,11 @@
-"""The one pooled HTTP client of a provider, and the error mapping at its edge.
+"""The httpx2 session: one pooled HTTP client of a provider, and the error mapping at its edge.
 
-Two clients sit behind one `Session` interface: this module's `HTTPSession` (httpx2) and
-the lean HTTP/1.1 client of ``_lean`` (``transport = "lean"``, same interface and errors).
-`open_http_session` picks one; the rest of this docstring describes the httpx2 one.
+`HTTPSession` is one of the two clients behind the `Session` seam (``_session``), the
+alternative to the lean client of ``_lean``; ``open_http_session`` (``_open_session``) picks
+one per ``[llm] transport``. This module does not know the lean client, nor it this one.
 
-`open_http_session` builds a single ``httpx2.AsyncClient`` from `LLMConfig`, shared by every
-call of one provider:
+`open_httpx2_session` builds a single ``httpx2.AsyncClient`` from `LLMConfig`, shared by
+every call of one provider:
 
 * pool: ``httpx2.Limits(max_connections, max_keepalive_connections=max_connections,
   keepalive_expiry=idle_timeout)``; timeouts: ``httpx2.Timeout(request_timeout,
@@ -34,18 +34,16 @@ at most 64 KiB, so the connection goes back to the pool instead of being closed.
 
 from __future__ import annotations
 
-import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar, final
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, final
 
-import attrs
 import httpcore2
 import httpx2
 import trio
 
-from ..errors import ConfigError, ResponseFormatError
+from ..errors import ResponseFormatError
 from ._httperrors import (
     EXCEPTION_MAP,
     HTTPX_ERRORS,
@@ -57,6 +55,10 @@ from ._httperrors import (
 )
 from ._lifetime import LifetimeBackend
 from ._lines import DEFAULT_MAX_LINE, NDJSONDecoder, SSEDecoder, excerpt
+from ._session import HTTPPoolStatistics as HTTPPoolStatistics
+from ._session import LineDecoder as LineDecoder
+from ._session import PoolStatistics as PoolStatistics
+from ._session import Session as Session
 
 if TYPE_CHECKING:
     from ..config import LLMConfig
@@ -65,6 +67,7 @@ __all__ = [
     "DEFAULT_MAX_LINE",
     "EXCEPTION_MAP",
     "HTTPX_ERRORS",
+    "HTTPPoolStatistics",
     "HTTPSession",
     "LineDecoder",
     "NDJSONDecoder",
@@ -74,67 +77,14 @@ __all__ = [
     "build_client",
     "excerpt",
     "map_exception",
-    "open_http_session",
+    "open_httpx2_session",
     "parse_retry_after",
     "status_error",
 ]
 
 T = TypeVar("T")
-_log = logging.getLogger("agentflow_trio.llm")
 _ERROR_BODY_LIMIT: Final = 4096
 _DRAIN_LIMIT: Final = 65536
-
-
-class LineDecoder(Protocol):
-    """What `HTTPSession.open_stream` needs from a stream decoder (`SSEDecoder`, ...)."""
-
-    done: bool
-
-    def feed(self, data: bytes) -> list[Any]: ...
-
-    def finish(self) -> list[Any]: ...
-
-
-class Session(Protocol):
-    """What the adapters need from an HTTP session: `HTTPSession` (httpx2) or the lean one.
-
-    ``deployment`` names the target in errors; ``post_json`` and ``open_stream`` have the
-    contract of `HTTPSession`'s; ``pool_statistics`` feeds `StackStatistics.pool`.
-    """
-
-    deployment: str
-
-    async def post_json(self, url: str, body: bytes) -> Any: ...
-
-    def open_stream(
-        self,
-        url: str,
-        body: bytes,
-        decoder: LineDecoder,
-        parse: Callable[[Any], T | None],
-        content_types: tuple[str, ...],
-    ) -> AbstractAsyncContextManager[AsyncIterator[T]]: ...
-
-    def pool_statistics(self) -> PoolStatistics: ...
-
-    async def aclose(self) -> None: ...
-
-
-@attrs.frozen(slots=True)
-class PoolStatistics:
-    """A snapshot of the connection pool.
-
-    ``connections`` open (``active`` serving a request + ``idle``); ``requests`` in the pool,
-    of which ``queued`` still wait for a connection; ``opened`` connections made so far.
-    After every call has returned (or been cancelled), ``requests == active == 0``.
-    """
-
-    connections: int
-    active: int
-    idle: int
-    requests: int
-    queued: int
-    opened: int
 
 
 def build_client(
@@ -168,7 +118,7 @@ def build_client(
 class HTTPSession:
     """A provider's pooled client: JSON posts and line streams, with errors mapped.
 
-    Build it with `open_http_session`. ``deployment`` names the target in every error.
+    Build it with `open_httpx2_session`. ``deployment`` names the target in every error.
     """
 
     def __init__(
@@ -233,7 +183,7 @@ class HTTPSession:
         finally:
             await response.aclose()
 
-    def pool_statistics(self) -> PoolStatistics:
+    def pool_statistics(self) -> HTTPPoolStatistics:
         """A snapshot of the pool (reads httpcore2's private request list)."""
         pool = self.client._transport._pool  # type: ignore[attr-defined]
         connections = pool.connections
@@ -242,7 +192,7 @@ class HTTPSession:
         queued = sum(1 for r in requests if r.is_queued())
         opened = self._backend.opened
         active = len(connections) - idle
-        return PoolStatistics(len(connections), active, idle, len(requests), queued, opened)
+        return HTTPPoolStatistics(len(connections), active, idle, len(requests), queued, opened)
 
     async def warm_up(self, count: int, url: str, timeout: float) -> None:
         """Open up to ``count`` connections with concurrent ``GET url`` requests.
@@ -313,40 +263,15 @@ class HTTPSession:
 
 
 @asynccontextmanager
-async def open_http_session(
-    llm: LLMConfig,
-    *,
-    headers: Mapping[str, str],
-    deployment: str,
-    base_url: str,
-    http_transport: str | None = None,
-) -> AsyncIterator[Session]:
-    """Build the provider's client, warm ``min_connections`` up, and close it on exit.
+async def open_httpx2_session(
+    llm: LLMConfig, *, headers: Mapping[str, str], deployment: str, base_url: str
+) -> AsyncIterator[HTTPSession]:
+    """Build the provider's httpx2 client, warm ``min_connections`` up, close it on exit.
 
     ``headers`` are sent with every request (set once here, not per call); the warm-up
-    ``GET`` requests go to the origin of ``base_url``. ``http_transport`` (default: the
-    config's ``transport``, else ``"httpx2"``) picks the client: ``"httpx2"`` (this
-    module's `HTTPSession`) or ``"lean"`` (``_lean.LeanSession``: HTTP/1.1 on trio streams,
-    same interface and errors); where the lean one cannot serve (a proxy, HTTP/2) httpx2
-    is used and the reason logged at INFO.
-
-    Raises:
-        ConfigError: an unknown ``http_transport``.
+    ``GET`` requests go to the origin of ``base_url``. Adapters call
+    ``open_http_session`` instead, which picks this client or the lean one.
     """
-    choice = http_transport or getattr(llm, "transport", None) or "httpx2"
-    if choice == "lean":
-        from ._lean import fallback_reason, open_lean_session
-
-        reason = fallback_reason(llm)
-        if reason is None:
-            async with open_lean_session(
-                llm, headers=headers, deployment=deployment, base_url=base_url
-            ) as lean:
-                yield lean
-            return
-        _log.info("%s: lean HTTP transport cannot serve: %s; using httpx2", deployment, reason)
-    elif choice != "httpx2":
-        raise ConfigError(f"expected 'lean' or 'httpx2', got {choice!r}", key="llm.transport")
     client, backend = build_client(llm, headers)
     session = HTTPSession(client, backend, deployment)
     try:

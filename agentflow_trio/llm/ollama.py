@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any, Final, final
 from .. import _json
 from ..errors import ServerError
 from ._lines import NDJSONDecoder, excerpt
+from ._open_session import open_http_session
 from ._openai_wire import shape_error, tools
-from .http import Session, open_http_session
+from ._session import Session
 from .types import (
     ChatRequest,
     ChatResponse,

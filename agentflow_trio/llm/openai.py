@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Final, final
 
 from . import _openai_wire as wire
 from ._lines import SSEDecoder
-from .http import Session, open_http_session
+from ._open_session import open_http_session
+from ._session import Session
 from .types import ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, StreamChunk
 
 if TYPE_CHECKING:

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Final, final
 import attrs
 import trio
 
-from ..http import PoolStatistics
+from .._session import HTTPPoolStatistics
 from ._socket import raw_stream
 from .connection import Connection
 from .exceptions import ConnectFailed, ConnectTimeout, PoolClosed, PoolTimeout
@@ -313,12 +313,12 @@ class ConnectionPool:
             )
         return opened
 
-    def statistics(self) -> PoolStatistics:
+    def statistics(self) -> HTTPPoolStatistics:
         """Connections open (checked out + idle), slots borrowed and waited for, opened."""
         waiting = self._slots.statistics().tasks_waiting
         borrowed = self.settings.max_connections - self._slots.value
         idle = len(self._idle)
-        return PoolStatistics(
+        return HTTPPoolStatistics(
             connections=self._active + idle,
             active=self._active,
             idle=idle,

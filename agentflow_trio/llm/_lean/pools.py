@@ -6,7 +6,7 @@ import ssl
 from collections.abc import Callable
 from typing import final
 
-from ..http import PoolStatistics
+from .._session import HTTPPoolStatistics
 from .exceptions import PoolClosed
 from .pool import ConnectionPool, Connector, PoolSettings, tcp_connector
 from .tls import default_ssl_context
@@ -58,10 +58,10 @@ class PoolSet:
             self._pools[origin] = pool
         return pool
 
-    def statistics(self) -> PoolStatistics:
+    def statistics(self) -> HTTPPoolStatistics:
         """The sum of every pool's statistics (all zero before the first request)."""
         snapshots = [pool.statistics() for pool in self._pools.values()]
-        return PoolStatistics(
+        return HTTPPoolStatistics(
             connections=sum(s.connections for s in snapshots),
             active=sum(s.active for s in snapshots),
             idle=sum(s.idle for s in snapshots),

@@ -1,9 +1,10 @@
 """`LeanSession`: the adapters' HTTP session (``post_json``, ``open_stream``) on lean pools.
 
-It has the interface and the error contract of `agentflow_trio.llm.http.HTTPSession`, so
-the OpenAI, Azure and Ollama adapters run on it unchanged: the same `errors` classes for
-the same failures, status errors with a body excerpt, `ResponseFormatError` for a body
-that is not the expected JSON or stream, streams through the same incremental decoders.
+It implements the `Session` seam (``llm._session``) with the error contract of the httpx2
+`HTTPSession`, so the OpenAI, Azure and Ollama adapters run on it unchanged: the same
+`errors` classes for the same failures, status errors with a body excerpt,
+`ResponseFormatError` for a body that is not the expected JSON or stream, streams through
+the same incremental decoders.
 
 What it saves per call: the request head is pre-encoded per URL (request line, host, the
 provider's constant headers), so a call formats only the length; the response is parsed
@@ -32,7 +33,7 @@ import trio
 from ...errors import ConfigError, ResponseFormatError
 from .._httperrors import format_error, json_body, status_error
 from .._lines import DEFAULT_MAX_LINE
-from ..http import LineDecoder, PoolStatistics
+from .._session import HTTPPoolStatistics, LineDecoder
 from .connection import Connection
 from .decoding import Decompressor, decompressor
 from .exceptions import LeanHTTPError, ReadTimeout, UnsupportedURL
@@ -228,7 +229,7 @@ class LeanSession:
     def _format_error(self, message: str, body: bytes) -> ResponseFormatError:
         return format_error(self.deployment, message, body)
 
-    def pool_statistics(self) -> PoolStatistics:
+    def pool_statistics(self) -> HTTPPoolStatistics:
         """A snapshot of the session's pools (summed over origins)."""
         return self.pools.statistics()
 
