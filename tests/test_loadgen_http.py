@@ -7,7 +7,7 @@ import trio
 
 from agentflow_trio.llm import LeanHTTPClient
 from agentflow_trio.loadgen._client import LoadClient
-from agentflow_trio.server.mock_llm import open_mock_llm
+from agentflow_trio.mockllm import open_mock_llm
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 

@@ -36,7 +36,7 @@ import agentflow_trio as af
 from agentflow_trio.config import RetryConfig
 from agentflow_trio.errors import LLMError, RateLimitError
 from agentflow_trio.llm import ChatResponse, open_transport
-from agentflow_trio.server.mock_llm import MockLLM, open_mock_llm
+from agentflow_trio.mockllm import MockLLM, open_mock_llm
 from agentflow_trio.testing import (
     MCP_TEST_TOOLS,
     Bounds,
@@ -781,7 +781,7 @@ def test_teardown_check_and_markers(pytester: pytest.Pytester) -> None:
         """
         import pytest, trio
         import agentflow_trio as af
-        from agentflow_trio.server.mock_llm import MockReply
+        from agentflow_trio.mockllm import MockReply
         from agentflow_trio.testing import workload_agent
 
         def _widen(runner):

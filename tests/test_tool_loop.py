@@ -17,7 +17,7 @@ import agentflow_trio as af
 from agentflow_trio.config import RetryConfig
 from agentflow_trio.llm import FakeProvider, LLMClient, open_provider
 from agentflow_trio.llm.types import ChatRequest, ChatResponse, Message, ToolCall
-from agentflow_trio.server.mock_llm import MockReply, MockToolCall, open_mock_llm
+from agentflow_trio.mockllm import MockReply, MockToolCall, open_mock_llm
 from agentflow_trio.testing import mock_llm_config
 from agentflow_trio.tools import ToolRegistry, tool, tool_agent
 
