@@ -8,12 +8,12 @@ nursery under an integer cap; `tool_agent` is the model -> tools -> model loop;
 in batches through a bounded channel.
 """
 
+from ._calls import CallSpec as CallSpec
+from ._calls import OnError as OnError
 from ._result import ToolOutcome as ToolOutcome
 from ._result import ToolResult as ToolResult
 from .base import BoundTools as BoundTools
-from .base import CallSpec as CallSpec
 from .base import FunctionTool as FunctionTool
-from .base import OnError as OnError
 from .base import Tool as Tool
 from .base import ToolRegistry as ToolRegistry
 from .base import new_call_id as new_call_id

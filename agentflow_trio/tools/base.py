@@ -13,15 +13,17 @@ from __future__ import annotations
 import inspect
 import traceback
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, final, overload
+from typing import TYPE_CHECKING, Any, Protocol, final, overload
 
 import trio
 
 from ..errors import ToolArgumentError, UnknownTool
 from ..llm.types import ToolCall, ToolSpec
+from ._calls import CallSpec, OnError
 from ._result import ToolResult, new_call_id
 from ._schema import Converter, function_schema
 from ._validate import ArgumentValidator, invalid_arguments
+from .fanout import call_many as _fan_out
 
 if TYPE_CHECKING:
     from ..agents import Context
@@ -37,11 +39,6 @@ __all__ = [
     "to_spec",
     "tool",
 ]
-
-OnError: TypeAlias = Literal["continue", "cancel_siblings"]
-CallSpec: TypeAlias = ToolCall | tuple[str, Mapping[str, Any]] | tuple[str, Mapping[str, Any], str]
-"""One call for `ToolRegistry.call_many`: a model's `ToolCall`, ``(name, args)`` or
-``(name, args, call_id)``."""
 
 
 class FunctionTool(Protocol):
@@ -326,10 +323,8 @@ class ToolRegistry:
         on_error: OnError = "continue",
     ) -> list[ToolResult]:
         """`fanout.call_many` on this registry; ``max_parallel`` defaults to the registry's."""
-        from .fanout import call_many
-
         cap = self.max_parallel if max_parallel is None else max_parallel
-        return await call_many(
+        return await _fan_out(
             self, ctx, calls, max_parallel=cap, timeout=timeout, on_error=on_error
         )
 

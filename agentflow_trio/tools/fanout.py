@@ -1,25 +1,29 @@
-"""Parallel tool calls: one nursery, an integer cap, a timeout per call, results in order."""
+"""Parallel tool calls: one nursery, an integer cap, a timeout per call, results in order.
+
+The registry is reached through the `Registry` protocol of ``_calls``: ``base`` imports
+this module (``ToolRegistry.call_many``), never the other way round.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
 import trio
 
+from .._owner import reraise_single
 from ..llm.types import ToolCall
-from ._groups import reraise_single
-from ._result import ToolResult, cancelled_result, new_call_id
+from ._calls import CallSpec, OnError, Registry, as_call
+from ._result import ToolResult, cancelled_result
 
 if TYPE_CHECKING:
     from ..agents import Context
-    from .base import CallSpec, OnError, ToolRegistry
 
 __all__ = ["call_many"]
 
 
 async def call_many(
-    registry: ToolRegistry,
+    registry: Registry,
     ctx: Context | None,
     calls: Iterable[CallSpec],
     *,
@@ -51,7 +55,7 @@ async def call_many(
         raise ValueError(f"max_parallel must be >= 1 or None, got {max_parallel!r}")
     if on_error not in ("continue", "cancel_siblings"):
         raise ValueError(f"on_error must be 'continue' or 'cancel_siblings', not {on_error!r}")
-    items = [_as_call(c) for c in calls]
+    items = [as_call(c) for c in calls]
     if not items:
         await trio.lowlevel.checkpoint()
         return []
@@ -88,7 +92,7 @@ class _FanOut:
 
     def __init__(
         self,
-        registry: ToolRegistry,
+        registry: Registry,
         ctx: Context | None,
         items: list[ToolCall],
         max_parallel: int | None,
@@ -185,16 +189,3 @@ class _FanOut:
         if failed is not None:
             reason = f"cancelled: sibling call {failed.call_id} ({failed.name}) {failed.outcome}"
         return cancelled_result(call.id, call.name, reason, duration)
-
-
-def _as_call(item: CallSpec) -> ToolCall:
-    if isinstance(item, ToolCall):
-        return item if item.id else ToolCall(new_call_id(), *_rest(item))
-    if isinstance(item, tuple) and len(item) in (2, 3) and isinstance(item[0], str):
-        call_id = item[2] if len(item) == 3 else new_call_id()
-        return ToolCall(str(call_id), item[0], item[1])
-    raise TypeError(f"a call is a ToolCall or a (name, args) tuple, not {item!r}")
-
-
-def _rest(call: ToolCall) -> tuple[str, Mapping[str, Any], str, str | None]:
-    return call.name, call.arguments, call.raw_arguments, call.parse_error

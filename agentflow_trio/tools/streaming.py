@@ -28,7 +28,7 @@ from typing import Any, Generic, TypeAlias, TypeVar, TypeVarTuple, final
 import attrs
 import trio
 
-from ._groups import reraise_single
+from .._owner import reraise_single
 
 __all__ = ["Batch", "StreamError", "StreamSink", "open_tool_stream"]
 
