@@ -54,6 +54,7 @@ from .orchestrators import route as route
 from .runner import EventHandle as EventHandle
 from .runner import Runner as Runner
 from .runner import RunnerStatistics as RunnerStatistics
+from .services import Services as Services
 from .state import SessionStore as SessionStore
 from .state import State as State
 
@@ -177,6 +178,7 @@ __all__ = [
     "RunnerClosed",
     "RunnerError",
     "RunnerStatistics",
+    "Services",
     "SessionStore",
     "State",
     "StreamChunk",

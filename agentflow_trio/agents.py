@@ -117,7 +117,7 @@ class Context:
     """What an agent gets besides its event; built per event, owned by the event's task.
 
     ``state`` is the event's (or its session's) copy-on-write `State`; ``llm``, ``tools``,
-    ``mcp`` and ``metrics`` are whatever the runner was given (None if nothing);
+    ``mcp`` and ``metrics`` are the fields of the runner's `Services` (None if not given);
     ``previous`` is the output of the step before, inside `sequential` and `loop`.
     """
 

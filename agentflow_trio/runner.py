@@ -1,7 +1,8 @@
 """The runner: a bounded queue of events, a pool of agent slots, timeouts, clean shutdown.
 
 One object, one nursery: ``async with Runner(config, agents={...}) as runner`` owns every
-task that handles an event. See `Runner` for the guarantees.
+task that handles an event (the nursery is kept as every owner of the package keeps it:
+`NurseryOwner`). See `Runner` for the guarantees.
 """
 
 from __future__ import annotations
@@ -9,18 +10,25 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Mapping
-from types import TracebackType
-from typing import Any, Final, final
+from typing import TYPE_CHECKING, Final, Unpack, final
 
 import attrs
 import trio
 
+from ._owner import NurseryOwner
 from .agents import Agent, AgentFunction, Context, Hooks, _AgentLike, as_agent, invoke
 from .config import Config
 from .errors import QueueFull, RunnerClosed, UnknownAgent
 from .events import AgentResult, ErrorInfo, Event, Outcome
 from .observability.runtime import AppliedGCSettings, MemoryGuard, apply_gc_settings
+from .services import ServiceKeywords, Services
 from .state import SessionStore
+
+if TYPE_CHECKING:
+    from .llm import LLMClient, Provider
+    from .mcp import MCPManager
+    from .observability.metrics import RunnerMetrics
+    from .tools import ToolRegistry
 
 __all__ = ["EventHandle", "Runner", "RunnerStatistics"]
 
@@ -122,11 +130,13 @@ class RunnerStatistics:
 
 
 @final
-class Runner:
+class Runner(NurseryOwner):
     """Runs agents on events with bounded concurrency; nothing it starts outlives it.
 
-    ``async with Runner(config, agents={"type": agent}) as runner`` opens the runner's
-    nursery. ``await runner.emit(event)`` waits for room and returns an `EventHandle`;
+    ``async with Runner(config, agents={"type": agent}, services=Services(...)) as runner``
+    opens the runner's nursery; every event's `Context` sees the `Services` (the keyword
+    form ``Runner(config, agents, llm=..., tools=...)`` builds one).
+    ``await runner.emit(event)`` waits for room and returns an `EventHandle`;
     ``runner.emit_nowait(event)`` raises `QueueFull` instead of waiting;
     ``await runner.call(event)`` emits and waits for the result, and cancels the event if
     the caller is cancelled. An event's ``type`` picks its agent; an unknown type ends
@@ -147,6 +157,7 @@ class Runner:
        and running events finish for up to ``drain_timeout``, then cancels the rest; when
        it returns no task of the runner is alive and every handle is done. If the body
        raised, nothing is drained: the rest is cancelled and the error propagates as is.
+       A runner is entered once.
     """
 
     def __init__(
@@ -154,28 +165,23 @@ class Runner:
         config: Config | None = None,
         agents: Mapping[str, _AgentLike | AgentFunction] | None = None,
         *,
-        hooks: Hooks | None = None,
-        llm: Any = None,
-        tools: Any = None,
-        mcp: Any = None,
-        metrics: Any = None,
-        sessions: SessionStore | None = None,
+        services: Services | None = None,
         memory_guard: MemoryGuard | None = None,
+        **keywords: Unpack[ServiceKeywords],
     ) -> None:
+        """``keywords`` (``hooks``, ``llm``, ``tools``, ``mcp``, ``metrics``, ``sessions``)
+        replace the fields of ``services``: see `Services.build`."""
         self.config = config if config is not None else Config()
         rc = self.config.runner
         self._agents: dict[str, _AgentLike] = {k: as_agent(v) for k, v in (agents or {}).items()}
-        self.hooks = hooks if hooks is not None else Hooks()
-        self.llm, self.tools, self.mcp, self.metrics = llm, tools, mcp, metrics
-        self.sessions = sessions
+        self.services = Services.build(services, **keywords)
+        self._hooks = self.services.hooks  # read per event: one attribute, not a property
         self._event_timeout = rc.event_timeout
         self._drain_timeout = rc.drain_timeout
         self._max_in_flight = rc.max_concurrent_events
         self._workers = trio.CapacityLimiter(rc.worker_pool_size)
         self._send, self._receive = trio.open_memory_channel[EventHandle](rc.event_buffer_size)
         self._state = _NEW
-        self._nursery_manager: Any = None
-        self._nursery: trio.Nursery | None = None
         self._room = trio.lowlevel.ParkingLot()  # emitters waiting for admission/queue room
         self._drained = trio.Event()
         self._in_flight = 0
@@ -191,22 +197,45 @@ class Runner:
         self._gc: AppliedGCSettings | None = None
         self.debug_port: int | None = None  # bound port of the debug server, if enabled
 
+    # ----------------------------------------------------------------- services
+    @property
+    def hooks(self) -> Hooks:
+        """The hooks run around every event (``services.hooks``; append to its lists)."""
+        return self._hooks
+
+    @property
+    def llm(self) -> LLMClient | Provider | None:
+        """``services.llm``: what agents get as ``ctx.llm``."""
+        return self.services.llm
+
+    @property
+    def tools(self) -> ToolRegistry | None:
+        """``services.tools``: what agents get (bound) as ``ctx.tools``."""
+        return self.services.tools
+
+    @property
+    def mcp(self) -> MCPManager | None:
+        """``services.mcp``: what agents get as ``ctx.mcp``."""
+        return self.services.mcp
+
+    @property
+    def metrics(self) -> RunnerMetrics | None:
+        """``services.metrics``: what agents get as ``ctx.metrics``."""
+        return self.services.metrics
+
+    @property
+    def sessions(self) -> SessionStore | None:
+        """``services.sessions``: where session state is kept between events."""
+        return self.services.sessions
+
     # ----------------------------------------------------------------- lifecycle
-    async def __aenter__(self) -> Runner:
-        if self._state != _NEW:
-            raise RuntimeError("a Runner can be entered only once")
-        self._nursery_manager = trio.open_nursery()
-        self._nursery = nursery = await self._nursery_manager.__aenter__()
-        try:
-            await self._start_services(nursery)
-        except BaseException as exc:
-            nursery.cancel_scope.cancel()
-            await self._nursery_manager.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
+    async def _open(self) -> None:
+        """Enter: the nursery, what the config asks for in it, then the worker tasks."""
+        nursery = await self._open_nursery()
+        await self._start_services(nursery)
         self._state = _OPEN
         for _ in range(int(self._workers.total_tokens)):
             nursery.start_soon(self._worker)
-        return self
 
     async def _start_services(self, nursery: trio.Nursery) -> None:
         """What ``[runtime]`` and ``[monitoring]`` ask for, owned by this runner."""
@@ -224,32 +253,24 @@ class Runner:
         if runtime.gc_thresholds or runtime.gc_freeze:
             self._gc = apply_gc_settings(runtime)  # undone when the runner closes
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        assert self._nursery is not None
+    async def _closing(self, error: BaseException | None) -> None:
+        """Leave, first step: refuse new events; drain for ``drain_timeout`` unless the
+        body raised. The nursery is cancelled next (`NurseryOwner`)."""
         self._state = _CLOSING
         self._send.close()
         self._room.unpark_all()  # waiting emitters see the state and raise RunnerClosed
         if self._in_flight == 0:
             self._drained.set()
-        try:
-            if exc is None:
-                with trio.move_on_after(self._drain_timeout):
-                    await self._drained.wait()
-        finally:
-            self._nursery.cancel_scope.cancel()
-            try:
-                await self._nursery_manager.__aexit__(None, None, None)
-            finally:
-                self._cancel_leftovers()
-                self._state = _CLOSED
-                if self._gc is not None:
-                    self._gc.undo()
-        return False
+        if error is None:
+            with trio.move_on_after(self._drain_timeout):
+                await self._drained.wait()
+
+    def _closed(self) -> None:
+        """Leave, last step (every task has ended): settle leftovers, undo GC settings."""
+        self._cancel_leftovers()
+        self._state = _CLOSED
+        if self._gc is not None:
+            self._gc.undo()
 
     # ----------------------------------------------------------------- emitting
     def emit_nowait(self, event: Event, *, timeout: float | None = None) -> EventHandle:
@@ -323,7 +344,7 @@ class Runner:
             failed=o[Outcome.FAILED],
             timed_out=o[Outcome.TIMED_OUT],
             cancelled=o[Outcome.CANCELLED],
-            hook_failures=self.hooks.failures,
+            hook_failures=self._hooks.failures,
             max_concurrent_events=self._max_in_flight,
             worker_pool_size=int(self._workers.total_tokens),
             closed=self._state >= _CLOSING,
@@ -350,7 +371,7 @@ class Runner:
         self._accepted += 1
         if self._in_flight > self._peak_in_flight:
             self._peak_in_flight = self._in_flight
-        hooks = self.hooks
+        hooks = self._hooks
         if hooks.on_accept:
             hooks.run_after(hooks.on_accept, "on_accept", handle.event)
         return True
@@ -371,7 +392,7 @@ class Runner:
         final = handle._result
         assert final is not None
         self._outcomes[final.outcome] += 1
-        hooks = self.hooks
+        hooks = self._hooks
         if hooks.after_event:
             hooks.run_after(hooks.after_event, "after_event", handle.event, final)
         self._release_slot()
@@ -419,14 +440,15 @@ class Runner:
             timeout = self._event_timeout
             if agent is not None and isinstance(agent, Agent) and agent.timeout is not None:
                 timeout = agent.timeout
+        services = self.services
         ctx = Context(
             event,
-            llm=self.llm,
-            tools=self.tools,
-            mcp=self.mcp,
-            metrics=self.metrics,
+            llm=services.llm,
+            tools=services.tools,
+            mcp=services.mcp,
+            metrics=services.metrics,
             runner=self,
-            hooks=self.hooks,
+            hooks=services.hooks,
             limiter=self._workers,
             borrower=handle,
         )
@@ -460,7 +482,7 @@ class Runner:
             self._finish(handle, result)
 
     async def _handle(self, ctx: Context, agent: _AgentLike | None, event: Event) -> AgentResult:
-        hooks = self.hooks
+        hooks = self._hooks
         if hooks.before_event:
             failure = hooks.run_before(hooks.before_event, "before_event", event)
             if failure is not None:
@@ -468,7 +490,7 @@ class Runner:
         if agent is None:
             error = UnknownAgent(event.type, list(self._agents))
             return AgentResult(Outcome.FAILED, None, ErrorInfo.from_exception(error))
-        sessions = self.sessions
+        sessions = self.services.sessions
         if sessions is not None:
             session_id = event.metadata.get("session_id")
             if session_id is not None:

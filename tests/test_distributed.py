@@ -602,6 +602,29 @@ async def test_a_non_redis_url_is_refused_before_connecting() -> None:
         await run_worker(Config(), {}, redis_url="http://127.0.0.1:6379")
 
 
+def test_a_worker_hands_one_services_value_to_its_runner() -> None:
+    registry, hooks = af.ToolRegistry(), af.Hooks()
+    services = af.Services(tools=registry, hooks=hooks)
+    assert Worker(Config(), {}, services=services).services is services
+    keyworded = Worker(Config(), {}, tools=registry, hooks=hooks)
+    assert keyworded.services == services
+
+
+async def test_run_worker_services_reach_the_agents(redis_server: RedisServer) -> None:
+    registry = af.ToolRegistry()
+
+    async def sees(ctx: af.Context, event: af.Event) -> Any:
+        return ctx.tools.registry is registry
+
+    cfg = config(redis_server.url)
+    with trio.fail_after(TIMEOUT):
+        async with (
+            serving(cfg, {"sees": sees}, services=af.Services(tools=registry)),
+            RemoteRunner(cfg) as remote,
+        ):
+            assert (await remote.call(af.Event("sees"))).output is True
+
+
 # --------------------------------------------------------------------------- shared LLM tiers
 
 

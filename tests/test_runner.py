@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -386,3 +387,89 @@ async def test_enable_profiling_starts_the_debug_server_in_the_runner() -> None:
             async with httpx2.AsyncClient() as client:
                 tree = (await client.get(url)).text
     assert "_worker" in tree  # the live task tree shows the runner's workers
+
+
+# --------------------------------------------------------------------------- services
+
+
+async def test_services_reach_every_context(autojump_clock: Any) -> None:
+    fake, registry, hooks = af.FakeProvider(), af.ToolRegistry(), af.Hooks()
+    seen: list[tuple[Any, ...]] = []
+
+    @af.agent
+    async def look(ctx: af.Context, event: af.Event) -> None:
+        seen.append((ctx.llm, ctx.tools.registry, ctx.mcp, ctx.metrics))
+
+    services = af.Services(llm=fake, tools=registry, hooks=hooks)
+    async with af.Runner(agents={"x": look}, services=services) as runner:
+        assert (await runner.call(af.Event("x"))).succeeded
+    assert seen == [(fake, registry, None, None)]
+    assert runner.services is services
+    assert (runner.hooks, runner.llm, runner.tools) == (hooks, fake, registry)
+
+
+def test_service_keywords_build_one_services_value() -> None:
+    fake, registry, store = af.FakeProvider(), af.ToolRegistry(), af.SessionStore(10, 60)
+    keyworded = af.Runner(llm=fake, tools=registry)
+    assert keyworded.services == af.Services(llm=fake, tools=registry, hooks=keyworded.hooks)
+    base = af.Services(llm=fake, tools=registry)
+    mixed = af.Runner(services=base, tools=None, sessions=store)  # None: not given
+    assert mixed.services == attrs.evolve(base, sessions=store)
+    assert af.Runner().services.llm is None
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        base.llm = None  # type: ignore[misc]
+    with pytest.raises(TypeError, match="toolz"):
+        af.Runner(toolz=registry)  # type: ignore[call-arg]
+
+
+async def test_runner_factory_takes_services(runner_factory: RunnerFactory) -> None:
+    hooks = af.Hooks()
+    async with runner_factory(AGENTS, services=af.Services(hooks=hooks)) as runner:
+        assert (await runner.call(af.Event("echo"))).succeeded
+    assert runner.hooks is hooks and hooks.after_event  # the recorder is in the given hooks
+
+
+# --------------------------------------------------------------------------- nursery owner
+
+
+def _guard(rss: Any) -> Any:
+    from agentflow_trio.observability.runtime import MemoryGuard
+
+    return MemoryGuard(1000, interval=1.0, rss=rss)
+
+
+async def test_a_failed_start_comes_out_bare_and_closes_the_runner(autojump_clock: Any) -> None:
+    def broken() -> int:
+        raise OSError("no /proc here")
+
+    runner = af.Runner(agents=AGENTS, memory_guard=_guard(broken))
+    with pytest.raises(OSError, match="no /proc"):
+        async with runner:
+            pytest.fail("the body must not run")
+    assert runner.statistics().closed
+    with pytest.raises(af.RunnerClosed):
+        runner.emit_nowait(af.Event("echo"))
+
+
+async def test_a_lone_task_error_comes_out_bare(autojump_clock: Any) -> None:
+    samples = [100]
+
+    def rss() -> int:
+        if not samples:
+            raise OSError("rss went away")
+        return samples.pop()
+
+    with pytest.raises(OSError, match="rss went away"):  # not an ExceptionGroup
+        async with af.Runner(agents=AGENTS, memory_guard=_guard(rss)) as runner:
+            assert (await runner.call(af.Event("echo"))).succeeded
+            await trio.sleep_forever()  # cancelled when the guard's task fails
+    assert runner.statistics().closed
+
+
+async def test_a_runner_is_entered_once(autojump_clock: Any) -> None:
+    runner = af.Runner(agents=AGENTS)
+    async with runner:
+        pass
+    with pytest.raises(RuntimeError, match="entered only once"):
+        async with runner:
+            pass

@@ -15,13 +15,12 @@ deliveries are appended to ``dead_letter_stream`` (fields ``id``, ``entry``, ``e
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AsyncExitStack
-from types import TracebackType
 from typing import Any, TypeVar, final
 
 import attrs
 import trio
 
+from .._owner import NurseryOwner
 from ..config import Config
 from ..errors import RunnerClosed
 from ..events import AgentResult, ErrorInfo, Event
@@ -88,7 +87,7 @@ class RemoteHandle:
 
 
 @final
-class RemoteRunner:
+class RemoteRunner(NurseryOwner):
     """Emits events to a Redis stream for workers, and waits for their results.
 
     The same shape as the local `Runner`: ``await emit(event) -> RemoteHandle``,
@@ -133,52 +132,28 @@ class RemoteRunner:
         check_url(settings.redis_url)
         self.settings = settings
         self._url = redact(settings.redis_url)
-        self._stack: AsyncExitStack | None = None
-        self._nursery: trio.Nursery | None = None
         self._bus: Bus | None = None
         self._waiter: ResultWaiter | None = None
-        self._open = False
-        self._entered = False
+        self._accepting = False
         self._emitted = 0
         self._timeouts = 0
         self._broker_errors = 0
 
     # ----------------------------------------------------------------- lifecycle
-    async def __aenter__(self) -> RemoteRunner:
-        if self._entered:
-            raise RuntimeError("a RemoteRunner can be entered only once")
-        self._entered = True
+    async def _open(self) -> None:
+        """Enter (see `NurseryOwner`): the Redis client, then the poller in the nursery."""
         s = self.settings
-        stack = AsyncExitStack()
-        try:
-            client = await stack.enter_async_context(
-                open_redis(
-                    s.redis_url, password=s.redis_password, connect_timeout=s.connect_timeout
-                )
-            )
-            self._bus = Bus(client, s)
-            self._waiter = ResultWaiter(self._bus, self._url)
-            self._nursery = await stack.enter_async_context(trio.open_nursery())
-            await self._nursery.start(self._waiter.run)
-        except BaseException:
-            await stack.aclose()
-            raise
-        self._stack = stack
-        self._open = True
-        return self
+        client = await self._enter(
+            open_redis(s.redis_url, password=s.redis_password, connect_timeout=s.connect_timeout)
+        )
+        self._bus = Bus(client, s)
+        self._waiter = ResultWaiter(self._bus, self._url)
+        nursery = await self._open_nursery()
+        await nursery.start(self._waiter.run)
+        self._accepting = True
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        self._open = False
-        assert self._stack is not None and self._nursery is not None
-        self._nursery.cancel_scope.cancel()
-        # Exit with no exception: the body's own error propagates unwrapped.
-        await self._stack.__aexit__(None, None, None)
-        return False
+    async def _closing(self, error: BaseException | None) -> None:
+        self._accepting = False
 
     # ----------------------------------------------------------------- emitting
     async def emit(self, event: Event, *, timeout: float | None = None) -> RemoteHandle:
@@ -279,12 +254,12 @@ class RemoteRunner:
             waiting=waiter.waiting if waiter is not None else 0,
             timeouts=self._timeouts,
             broker_errors=self._broker_errors,
-            closed=not self._open,
+            closed=not self._accepting,
         )
 
     # ----------------------------------------------------------------- internals
     def _require_open(self) -> Bus:
-        if not self._open or self._bus is None:
+        if not self._accepting or self._bus is None:
             raise RunnerClosed("the RemoteRunner is not open")
         return self._bus
 

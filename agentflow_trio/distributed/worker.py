@@ -13,17 +13,16 @@ import secrets
 import signal
 import socket
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Final, TypeVar, final
+from typing import Any, Final, TypeVar, Unpack, final
 
 import attrs
 import trio
 
-from ..agents import Hooks
 from ..config import Config, DistributedConfig
 from ..errors import RunnerClosed
 from ..events import AgentResult, ErrorInfo, Event, Outcome
 from ..runner import EventHandle, Runner, RunnerStatistics
-from ..state import SessionStore
+from ..services import ServiceKeywords, Services
 from ._bus import Bus, Op, RawEntry, dead_record
 from ._codec import decode_error, decode_event, encode_error, encode_result
 from ._redis import Backoff, check_url, is_missing_group, is_outage, open_redis, redact
@@ -129,7 +128,8 @@ class Worker:
        either way.
 
     Building a worker raises `ConfigError` if ``redis_url`` is not a Redis URL; nothing
-    connects before `serve`.
+    connects before `serve`. ``services`` (or the keyword form, see `Services.build`) go
+    to the worker's `Runner` unchanged.
     """
 
     def __init__(
@@ -141,26 +141,15 @@ class Worker:
         stream: str | None = None,
         group: str | None = None,
         consumer: str | None = None,
-        hooks: Hooks | None = None,
-        llm: Any = None,
-        tools: Any = None,
-        mcp: Any = None,
-        metrics: Any = None,
-        sessions: SessionStore | None = None,
+        services: Services | None = None,
+        **keywords: Unpack[ServiceKeywords],
     ) -> None:
         self.config = config if config is not None else Config()
         self.settings = _override(self.config.distributed, redis_url, stream, group)
         check_url(self.settings.redis_url)
         self.consumer = consumer or self.settings.consumer or default_consumer_name()
-        self._runner_args: dict[str, Any] = {
-            "agents": agents,
-            "hooks": hooks,
-            "llm": llm,
-            "tools": tools,
-            "mcp": mcp,
-            "metrics": metrics,
-            "sessions": sessions,
-        }
+        self._agents = agents
+        self.services = Services.build(services, **keywords)
         self._slots = trio.CapacityLimiter(self.config.runner.max_concurrent_events)
         self._reserved = 0  # slots taken for a read in progress, not yet an entry's
         self._state = _NEW
@@ -262,7 +251,7 @@ class Worker:
                 services.start_soon(self._stop_on_signals)
             async with trio.open_nursery() as waiters:
                 self._waiters = waiters
-                async with Runner(self.config, **self._runner_args) as runner:
+                async with Runner(self.config, self._agents, services=self.services) as runner:
                     self._runner = runner
                     async with trio.open_nursery() as intake:
                         intake.start_soon(self._read_loop)
@@ -585,13 +574,9 @@ async def run_worker(
     group: str | None = None,
     consumer: str | None = None,
     handle_signals: bool = False,
-    hooks: Hooks | None = None,
-    llm: Any = None,
-    tools: Any = None,
-    mcp: Any = None,
-    metrics: Any = None,
-    sessions: SessionStore | None = None,
+    services: Services | None = None,
     task_status: trio.TaskStatus[Worker] = trio.TASK_STATUS_IGNORED,
+    **keywords: Unpack[ServiceKeywords],
 ) -> WorkerStatistics:
     """Run a `Worker` until it is shut down or cancelled; return its final statistics.
 
@@ -599,7 +584,8 @@ async def run_worker(
     names this worker in the group (default: ``distributed.consumer``, else
     ``host-pid-random``). With ``handle_signals`` (what ``agentcli worker`` uses) the first
     SIGINT or SIGTERM shuts the worker down gracefully and a second one cancels it.
-    ``task_status.started`` reports the `Worker` once it reads.
+    ``task_status.started`` reports the `Worker` once it reads. ``services`` (or the
+    keyword form, see `Services.build`) go to the worker's `Runner`.
     """
     worker = Worker(
         config,
@@ -608,12 +594,7 @@ async def run_worker(
         stream=stream,
         group=group,
         consumer=consumer,
-        hooks=hooks,
-        llm=llm,
-        tools=tools,
-        mcp=mcp,
-        metrics=metrics,
-        sessions=sessions,
+        services=Services.build(services, **keywords),
     )
     await worker.serve(handle_signals=handle_signals, task_status=task_status)
     return worker.statistics()

@@ -10,16 +10,15 @@ has exited and no task of the manager is left when ``__aexit__`` returns.
 
 from __future__ import annotations
 
-import enum
 import re
 from collections import Counter
 from collections.abc import Mapping
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, final
 
 import attrs
 import trio
 
+from .._owner import NurseryOwner
 from ..config import MCPConfig, MCPServerConfig
 from ..errors import MCPError, UnknownTool
 from ._results import result_to_dict
@@ -66,14 +65,8 @@ class MCPTool:
         return result_to_dict(result, server=self.server, tool=self.remote_name)
 
 
-class _State(enum.Enum):
-    NEW = "new"
-    OPEN = "open"
-    CLOSED = "closed"
-
-
 @final
-class MCPManager:
+class MCPManager(NurseryOwner):
     """The MCP servers of a config, connected for the duration of an ``async with``.
 
     ``config`` is the ``[mcp]`` section or a mapping of server name to
@@ -91,7 +84,8 @@ class MCPManager:
 
     Raises (on entering):
         MCPError: a server had no session that could connect, or its tools could not be
-            listed (every failing server is named), or two tools end up with one name.
+            listed (every failing server is named), or two tools end up with one name;
+            whatever had started is closed first.
         RuntimeError: the manager was entered before.
     """
 
@@ -111,42 +105,14 @@ class MCPManager:
         self._prefix = prefix
         self._separator = separator
         self._tools: dict[str, MCPTool] = {}
-        self._state = _State.NEW
-        self._nursery_manager: Any = None
-        self._nursery: trio.Nursery | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
-    async def __aenter__(self) -> MCPManager:
-        if self._state is not _State.NEW:
-            raise RuntimeError("an MCPManager can be entered only once")
-        self._state = _State.OPEN
-        self._nursery_manager = trio.open_nursery()
-        self._nursery = await self._nursery_manager.__aenter__()
-        try:
-            await self._start_pools(self._nursery)
-            self._tools = self._name_tools()
-        except BaseException:
-            await self._close()
-            raise
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        await self._close()
-        return False
-
-    async def _close(self) -> None:
-        self._state = _State.CLOSED
-        if self._nursery is None:
-            return
-        self._nursery.cancel_scope.cancel()
-        self._nursery = None
-        await self._nursery_manager.__aexit__(None, None, None)
+    async def _open(self) -> None:
+        """Enter (see `NurseryOwner`): every pool and its health loop, then the tools."""
+        nursery = await self._open_nursery()
+        await self._start_pools(nursery)
+        self._tools = self._name_tools()
 
     async def _start_pools(self, nursery: trio.Nursery) -> None:
         failures: list[MCPError] = []

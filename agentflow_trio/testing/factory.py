@@ -74,9 +74,10 @@ class RunnerFactory:
         """A new recorded runner.
 
         ``kwargs`` holds ``[runner]`` settings (see `runner_config`); any other keyword
-        goes to `Runner` (``llm``, ``tools``, ``mcp``, ``metrics``, ``sessions`` ...);
-        ``hooks`` are kept and the recorder's callables appended to them. ``check=False``
-        leaves this runner out of the teardown check (tests of deliberately broken runners).
+        goes to `Runner` (``services``, or ``llm``, ``tools``, ``mcp``, ``metrics``,
+        ``sessions`` ...); ``hooks`` (else ``services.hooks``) are kept and the recorder's
+        callables appended to them. ``check=False`` leaves this runner out of the teardown
+        check (tests of deliberately broken runners).
         """
         settings = {k: kwargs.pop(k) for k in list(kwargs) if k in _RUNNER_SETTINGS}
         runner = Runner(runner_config(config, **settings), agents, hooks=hooks, **kwargs)

@@ -1,0 +1,95 @@
+"""`Services`: the one typed, frozen value of what every event's `Context` sees.
+
+``Runner(config, agents, services=Services(llm=client, tools=registry))`` gives each
+event's context the model client, the tools, the MCP manager, the metrics and the session
+store, and runs the hooks around every event. `Worker` and `run_worker` take the same value
+and hand it to their runner unchanged.
+
+The keyword form (``Runner(config, agents, llm=client)``) still works everywhere:
+`Services.build` turns it into a `Services`.
+
+Floor 4, beside ``agents.py``: this module names the types of ``llm/``, ``tools/``,
+``mcp/`` and ``observability/`` and none of them imports it. Those types are imported for
+type checkers only, so that ``import agentflow_trio`` (which imports the runner, and so this
+module) stays without httpx2 and prometheus_client (see tests/test_exports.py).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final, TypedDict, Unpack, final
+
+import attrs
+
+from .agents import Hooks
+from .state import SessionStore
+
+if TYPE_CHECKING:
+    from .llm import LLMClient, Provider
+    from .mcp import MCPManager
+    from .observability.metrics import RunnerMetrics
+    from .tools import ToolRegistry
+
+__all__ = ["ServiceKeywords", "Services"]
+
+
+@final
+@attrs.frozen(kw_only=True)
+class Services:
+    """What a runner hands to every event: hooks, model, tools, MCP, metrics, sessions.
+
+    ``hooks`` run around every event and agent (a fresh `Hooks` by default; the runner and
+    the tools that attach to it add to its lists). ``llm`` is what agents call as
+    ``ctx.llm`` (an `LLMClient`, or a bare `Provider`); ``tools`` is bound to each context
+    (``ctx.tools.call_many(...)``); ``mcp`` and ``metrics`` are handed to agents as they
+    are (``ctx.mcp``, ``ctx.metrics``), and ``metrics`` is also served on the debug
+    server's ``/metrics``. With ``sessions``, an event whose metadata has a ``session_id``
+    starts from that session's `State` and stores it back when its agent returns. None:
+    the event does without.
+
+    Frozen: a runner's services are fixed for its life (the objects themselves may
+    change: hooks are appended to, tools registered).
+    """
+
+    hooks: Hooks = attrs.field(factory=Hooks)
+    llm: LLMClient | Provider | None = None
+    tools: ToolRegistry | None = None
+    mcp: MCPManager | None = None
+    metrics: RunnerMetrics | None = None
+    sessions: SessionStore | None = None
+
+    @classmethod
+    def build(
+        cls, services: Services | None = None, **keywords: Unpack[ServiceKeywords]
+    ) -> Services:
+        """``services`` (default: none but fresh hooks) with each keyword that is not None
+        in place of its field: what ``Runner(..., services=..., llm=...)`` gets.
+
+        Raises:
+            TypeError: a keyword that names no field.
+        """
+        unknown = keywords.keys() - _FIELDS
+        if unknown:
+            names = ", ".join(sorted(unknown))
+            raise TypeError(f"unexpected service keyword(s) {names}; services are {_NAMES}")
+        given: dict[str, Any] = {k: v for k, v in keywords.items() if v is not None}
+        base = services if services is not None else cls()
+        return attrs.evolve(base, **given) if given else base
+
+
+class ServiceKeywords(TypedDict, total=False):
+    """The keyword form of `Services` that `Runner`, `Worker` and `run_worker` accept.
+
+    ``Runner(config, agents, llm=client)`` is ``Runner(config, agents,
+    services=Services(llm=client))``; a keyword given as None is left out.
+    """
+
+    hooks: Hooks | None
+    llm: LLMClient | Provider | None
+    tools: ToolRegistry | None
+    mcp: MCPManager | None
+    metrics: RunnerMetrics | None
+    sessions: SessionStore | None
+
+
+_FIELDS: Final = frozenset(attrs.fields_dict(Services))
+_NAMES: Final = ", ".join(attrs.fields_dict(Services))
