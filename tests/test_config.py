@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,9 +14,13 @@ from hypothesis import strategies as st
 
 from agentflow_trio.config import (
     Config,
+    DistributedConfig,
     Duration,
     LLMConfig,
+    MCPConfig,
+    MCPServerConfig,
     RunnerConfig,
+    RuntimeConfig,
     Size,
     format_duration,
     format_size,
@@ -207,6 +212,124 @@ def test_secrets_masked(tmp_path: Path) -> None:
     assert c.to_dict(mask_secrets=False)["llm"]["api_key"] == "sk-secret"
     # An empty secret stays empty: "***" would claim a key is set.
     assert Config().to_dict()["llm"]["api_key"] == ""
+
+
+# --------------------------------------------------------------------------- TOML text
+
+MCP_TOML = """
+[mcp.servers.github]
+command = "github-mcp"
+args = ["--token", "${TEST_AF_KEY}"]
+env = { GH_TOKEN = "${TEST_AF_KEY}" }
+
+[mcp.servers.search]
+url = "https://search.example/mcp"
+pool_size = 4
+"""
+
+SECRETS = (
+    Config(
+        llm=LLMConfig(api_key="sk-one", headers={"X-Token": "two"}),
+        mcp=MCPConfig(servers={"gh": MCPServerConfig(command="gh", env={"GH_TOKEN": "three"})}),
+        distributed=DistributedConfig(redis_password="four"),
+    ),
+    ("sk-one", "two", "three", "four"),
+)
+
+
+def test_to_toml_writes_one_table_per_section() -> None:
+    text = Config().to_toml()
+    assert text.startswith("[runner]\nmax_concurrent_events = 1000\nevent_buffer_size = 1000\n")
+    assert '\n[llm]\nprovider = "openai"\n' in text
+    assert "\n[llm.headers]\n\n[llm.retry]\nenabled = true\n" in text
+    assert "\n[mcp]\n\n[mcp.servers]\n\n[runtime]\ngc_thresholds = []\n" in text
+    assert text.endswith('reconnect_max_delay = "2s"\n')
+    headers = [line for line in text.splitlines() if line.startswith("[")]
+    assert headers[:4] == ["[runner]", "[memory]", "[monitoring]", "[llm]"]
+    assert tomllib.loads(text) == Config().to_dict()
+
+
+def test_to_toml_round_trips_through_load_config(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, FULL_TOML + MCP_TOML), env=ENV)
+    assert config.mcp.servers["github"].env == {"GH_TOKEN": "sk-secret"}
+    text = config.to_toml(mask_secrets=False)
+    assert load_config(write(tmp_path, text, "shown.toml"), env={}) == config
+    assert load_config(write(tmp_path, Config().to_toml(), "defaults.toml"), env={}) == Config()
+
+
+def test_to_toml_masks_secrets_by_default() -> None:
+    config, secrets = SECRETS
+    text = config.to_toml()
+    assert not [secret for secret in secrets if secret in text]
+    shown = tomllib.loads(text)
+    assert shown["llm"]["api_key"] == "***" and shown["llm"]["headers"] == {"X-Token": "***"}
+    assert shown["mcp"]["servers"]["gh"]["env"] == {"GH_TOKEN": "***"}
+    assert shown["distributed"]["redis_password"] == "***"
+    unmasked = config.to_toml(mask_secrets=False)
+    assert all(secret in unmasked for secret in secrets)
+
+
+def test_to_toml_quotes_keys_and_escapes_strings() -> None:
+    headers = {"X Title": 'say "hi"\\', "é": "tab\there\x7f"}
+    config = Config(llm=LLMConfig(model="line\nbreak", headers=headers))
+    text = config.to_toml(mask_secrets=False)
+    assert '"X Title" = "say \\"hi\\"\\\\"' in text
+    assert Config.from_mapping(tomllib.loads(text), env={}) == config
+
+
+def test_rendered_strings_keep_a_literal_env_reference() -> None:
+    config = Config(llm=LLMConfig(model="${NOT_A_REF}", headers={"${K}": "$${V}"}))
+    assert config.to_dict(mask_secrets=False)["llm"]["model"] == "$${NOT_A_REF}"
+    assert Config.from_mapping(config.to_dict(mask_secrets=False), env={}) == config
+    assert Config.from_mapping(tomllib.loads(config.to_toml(mask_secrets=False))) == config
+
+
+_TRICKY = st.sampled_from(["${", "$", "{", "}", "\x7f", '"', "\\", "\n", "'"])
+_TEXT = st.lists(st.characters(codec="utf-8") | _TRICKY, max_size=8).map("".join)
+_NAME = st.from_regex(r"[A-Za-z0-9_-]{1,8}", fullmatch=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    model=_TEXT,
+    headers=st.dictionaries(_TEXT, _TEXT, max_size=3),
+    args=st.lists(_TEXT, max_size=3),
+    env=st.dictionaries(_NAME, _TEXT, max_size=2),
+    name=_NAME,
+    timeout=st.floats(min_value=0.001, max_value=1e9, allow_nan=False),
+    memory_limit=st.integers(min_value=0, max_value=2**50),
+)
+def test_to_toml_round_trips_any_text(
+    model: str,
+    headers: dict[str, str],
+    args: list[str],
+    env: dict[str, str],
+    name: str,
+    timeout: float,
+    memory_limit: int,
+) -> None:
+    server = MCPServerConfig(command="run", args=args, env=env, call_timeout=timeout)
+    config = Config(
+        llm=LLMConfig(model=model, headers=headers, request_timeout=timeout),
+        mcp=MCPConfig(servers={name: server}),
+        runtime=RuntimeConfig(memory_limit=memory_limit),
+    )
+    text = config.to_toml(mask_secrets=False)
+    assert Config.from_mapping(tomllib.loads(text), source="shown.toml", env={}) == config
+
+
+def test_package_exports_exactly_its_public_names() -> None:
+    import types
+
+    import agentflow_trio.config as pkg
+
+    public = {
+        name
+        for name, value in vars(pkg).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+    assert set(pkg.__all__) == public
+    assert pkg.__all__ == sorted(pkg.__all__)
 
 
 # --------------------------------------------------------------------------- durations, sizes
@@ -527,8 +650,6 @@ transport = "http"
 
 
 def test_named_tables() -> None:
-    import tomllib
-
     root = parse_section(_Root, tomllib.loads(NAMED_TOML), source="mcp.toml", env={})
     assert root.mcp.enabled is True
     assert set(root.mcp.servers) == {"github", "search"}

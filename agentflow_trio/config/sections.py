@@ -1,0 +1,334 @@
+"""The config sections: one frozen attrs class per ``agentflow.toml`` table, `Config` the root.
+
+The configuration is a tree of frozen attrs classes read once and then shared freely between
+tasks: reading ``config.runner.worker_pool_size`` is a plain attribute access. ``Config()``
+gives every default, so no file is ever required. The classes declare types, defaults,
+bounds and secrets only; `parse_section` (in `convert`) turns TOML into them and back.
+To add a section: write a frozen attrs class with defaults and add one field of `Config`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import attrs
+
+from ..errors import ConfigError
+from ._bounds import Bounds, above, at_least, between
+from ._messages import expected
+from .convert import SECRET, parse_section, section_to_dict, section_to_toml
+from .units import Duration, Size
+
+__all__ = [
+    "CircuitBreakerConfig",
+    "Config",
+    "DistributedConfig",
+    "LLMConfig",
+    "MCPConfig",
+    "MCPServerConfig",
+    "MemoryConfig",
+    "MonitoringConfig",
+    "PerformanceConfig",
+    "RateLimitConfig",
+    "RetryConfig",
+    "RunnerConfig",
+    "RuntimeConfig",
+]
+
+
+@attrs.frozen
+class RunnerConfig:
+    """``[runner]``: admission bound, queue, worker pool and timeouts of the `Runner`.
+
+    ``event_buffer_size = 0`` makes the queue an unbuffered (rendezvous) channel.
+    """
+
+    max_concurrent_events: int = attrs.field(default=1000, validator=at_least(1))
+    event_buffer_size: int = attrs.field(default=1000, validator=at_least(0))
+    worker_pool_size: int = attrs.field(default=50, validator=at_least(1))
+    event_timeout: Duration = attrs.field(default=30.0, validator=above(0))
+    drain_timeout: Duration = attrs.field(default=10.0, validator=at_least(0))
+
+
+def _gc_thresholds(instance: object, attribute: attrs.Attribute[Any], value: list[int]) -> None:
+    if len(value) > 3 or any(v < 0 for v in value):
+        raise ConfigError(
+            f"expected at most 3 integers >= 0 (gc.set_threshold), got {value!r}",
+            key=attribute.name,
+        )
+
+
+@attrs.frozen
+class RuntimeConfig:
+    """``[runtime]``: the guide's runtime tuning, for Python.
+
+    ``gc_thresholds`` (1 to 3 ints, empty = Python's default) goes to ``gc.set_threshold``;
+    ``gc_freeze`` moves everything allocated during start-up out of the collector's reach
+    (``gc.freeze()``); ``memory_limit`` is a soft RSS limit (0 = off): above it the runner
+    refuses new events with `Overloaded` instead of being killed, checked every
+    ``memory_check_interval``.
+    """
+
+    gc_thresholds: list[int] = attrs.field(factory=list, validator=_gc_thresholds)
+    gc_freeze: bool = False
+    memory_limit: Size = attrs.field(default=0, validator=at_least(0))
+    memory_check_interval: Duration = attrs.field(default=1.0, validator=above(0))
+
+
+@attrs.frozen
+class MemoryConfig:
+    """``[memory]``: the bound and TTL of the session state cache (`SessionStore`)."""
+
+    state_cache_size: int = attrs.field(default=10000, validator=at_least(1))
+    state_cache_ttl: Duration = attrs.field(default=3600.0, validator=above(0))
+
+
+@attrs.frozen
+class MonitoringConfig:
+    """``[monitoring]``: Prometheus metrics, the profiling/debug server, log level."""
+
+    enable_metrics: bool = True
+    metrics_port: int = attrs.field(default=9090, validator=between(0, 65535))
+    enable_profiling: bool = False
+    profile_port: int = attrs.field(default=6060, validator=between(0, 65535))
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+@attrs.frozen
+class RetryConfig:
+    """``[llm.retry]``: exponential backoff with jitter between ``base_delay`` and ``max_delay``."""
+
+    enabled: bool = True
+    max_attempts: int = attrs.field(default=3, validator=at_least(1))
+    base_delay: Duration = attrs.field(default=0.5, validator=at_least(0))
+    max_delay: Duration = attrs.field(default=30.0, validator=at_least(0))
+
+
+@attrs.frozen
+class CircuitBreakerConfig:
+    """``[llm.circuit_breaker]``: trip after ``failure_threshold`` consecutive failures."""
+
+    enabled: bool = True
+    failure_threshold: int = attrs.field(default=5, validator=at_least(1))
+    open_timeout: Duration = attrs.field(default=30.0, validator=at_least(0))
+    half_open_max_calls: int = attrs.field(default=1, validator=at_least(1))
+    call_timeout: Duration = attrs.field(default=60.0, validator=above(0))
+
+
+@attrs.frozen
+class RateLimitConfig:
+    """``[llm.rate_limit]``: client-side request and token budgets; 0 means unlimited."""
+
+    enabled: bool = False
+    requests_per_minute: int = attrs.field(default=0, validator=at_least(0))
+    tokens_per_minute: int = attrs.field(default=0, validator=at_least(0))
+
+
+@attrs.frozen
+class LLMConfig:
+    """``[llm]``: provider, credentials, connection pool and the resilience stack.
+
+    ``base_url = ""`` means the provider's default. ``api_key`` and ``headers`` are
+    secrets: `Config.to_dict` masks them. ``min_connections <= max_connections``.
+    """
+
+    provider: Literal["openai", "azure", "ollama", "fake"] = "openai"
+    model: str = "gpt-4o-mini"
+    base_url: str = ""
+    api_key: str = attrs.field(default="", metadata=SECRET)
+    api_version: str = "2024-10-21"
+    deployment: str = ""
+    organization: str = ""
+    max_connections: int = attrs.field(default=100, validator=at_least(1))
+    min_connections: int = attrs.field(default=0, validator=at_least(0))
+    connection_timeout: Duration = attrs.field(default=10.0, validator=above(0))
+    request_timeout: Duration = attrs.field(default=60.0, validator=above(0))
+    idle_timeout: Duration = attrs.field(default=300.0, validator=at_least(0))
+    max_connection_lifetime: Duration = attrs.field(default=3600.0, validator=at_least(0))
+    headers: dict[str, str] = attrs.field(factory=dict, metadata=SECRET)
+    # "lean": the project's HTTP/1.1 client on trio streams (httptools); "httpx2": the
+    # httpx2 client. Both honour the pool settings above and raise the same errors.
+    transport: Literal["lean", "httpx2"] = "lean"
+    retry: RetryConfig = attrs.field(factory=RetryConfig)
+    circuit_breaker: CircuitBreakerConfig = attrs.field(factory=CircuitBreakerConfig)
+    rate_limit: RateLimitConfig = attrs.field(factory=RateLimitConfig)
+
+    def __attrs_post_init__(self) -> None:
+        if self.min_connections > self.max_connections:
+            limit = f"an integer <= max_connections ({self.max_connections})"
+            raise ConfigError(expected(limit, self.min_connections), key="min_connections")
+
+
+@attrs.frozen
+class PerformanceConfig:
+    """``[performance]``: the response cache (bounded by entries and bytes) and batching."""
+
+    enable_caching: bool = False
+    cache_ttl: Duration = attrs.field(default=3600.0, validator=at_least(0))
+    cache_max_entries: int = attrs.field(default=10000, validator=at_least(1))
+    cache_max_bytes: Size = attrs.field(default=64 * 2**20, validator=at_least(0))
+    enable_batching: bool = False
+    batch_size: int = attrs.field(default=16, validator=at_least(1))
+    batch_timeout: Duration = attrs.field(default=0.01, validator=at_least(0))
+
+
+_SERVER_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+@attrs.frozen
+class MCPServerConfig:
+    """``[mcp.servers.NAME]``: one MCP server, spawned over stdio or reached over HTTP.
+
+    Exactly one of ``command`` (a stdio server run as a subprocess with ``args``, ``env``
+    and ``cwd``; ``env`` is added to a minimal inherited environment) and ``url`` (a
+    streamable-HTTP endpoint, ``http://`` or ``https://``) is set. ``pool_size`` sessions
+    (for stdio: that many subprocesses) serve calls round-robin. Every call runs under
+    ``call_timeout``, every connect under ``connect_timeout``, and each session is pinged
+    every ``health_interval``. ``enabled = false`` keeps the table but connects nothing.
+    ``env`` values are secrets: `Config.to_dict` masks them.
+    """
+
+    command: str = ""
+    args: list[str] = attrs.field(factory=list)
+    env: dict[str, str] = attrs.field(factory=dict, metadata=SECRET)
+    cwd: str = ""
+    url: str = ""
+    pool_size: int = attrs.field(default=2, validator=at_least(1))
+    health_interval: Duration = attrs.field(default=10.0, validator=above(0))
+    call_timeout: Duration = attrs.field(default=30.0, validator=above(0))
+    connect_timeout: Duration = attrs.field(default=10.0, validator=above(0))
+    enabled: bool = True
+
+    def __attrs_post_init__(self) -> None:
+        if self.command and self.url:
+            message = "set either command (a stdio server) or url (streamable HTTP), not both"
+            raise ConfigError(f"{message}; got url {self.url!r}", key="url")
+        if not self.command and not self.url:
+            raise ConfigError(
+                "expected a command (a stdio server) or a url (streamable HTTP), got neither",
+                key="command",
+            )
+        if self.url and not self.url.startswith(("http://", "https://")):
+            raise ConfigError(expected("an http:// or https:// URL", self.url), key="url")
+
+
+def _check_server_names(
+    instance: object, attribute: attrs.Attribute[Any], servers: Mapping[str, object]
+) -> None:
+    for name in servers:
+        if not _SERVER_NAME.fullmatch(name):
+            what = "a server name of letters, digits, '_' and '-' (it prefixes tool names)"
+            raise ConfigError(expected(what, name), key=f"{attribute.name}.{name}")
+
+
+@attrs.frozen
+class MCPConfig:
+    """``[mcp]``: the MCP servers, one ``[mcp.servers.NAME]`` table each (none by default).
+
+    ``NAME`` (letters, digits, ``_``, ``-``) names the server in errors and statistics and
+    prefixes its tools' names (``NAME.tool``).
+    """
+
+    servers: dict[str, MCPServerConfig] = attrs.field(factory=dict, validator=_check_server_names)
+
+
+def _non_empty(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not value:
+        raise ConfigError(expected("a non-empty string", value), key=attribute.name)
+
+
+@attrs.frozen
+class DistributedConfig:
+    """``[distributed]``: scale-out over Redis Streams (``agentcli worker``, `RemoteRunner`).
+
+    Producers ``XADD`` events to ``stream`` (trimmed with ``MAXLEN ~ maxlen``: keep it above
+    the largest backlog, since trimming drops unread entries too). Workers read it in the
+    consumer ``group``, at most ``batch`` entries per ``XREADGROUP`` (blocking ``block``),
+    and never hold more than ``runner.max_concurrent_events``. A result is stored for
+    ``result_ttl`` under ``{key_prefix}:result:{event id}`` (``results = "stream"`` also
+    appends it to ``results_stream``) before the entry is acknowledged. Entries idle for
+    ``claim_idle`` on a dead worker are reclaimed; a failed or timed-out event is offered
+    again after ``retry_delay``; after ``max_deliveries`` deliveries it goes to
+    ``dead_letter_stream`` with its last error. ``consumer = ""`` names a worker
+    ``host-pid-random``. ``redis_url`` is ``redis://``, ``rediss://`` or ``unix://`` (checked
+    when connecting); keep the password out of it, in ``redis_password`` (a secret, masked
+    by `Config.to_dict`; used when the URL carries none).
+    """
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_password: str = attrs.field(default="", metadata=SECRET)
+    stream: str = attrs.field(default="agentflow:events", validator=_non_empty)
+    group: str = attrs.field(default="agentflow", validator=_non_empty)
+    consumer: str = ""
+    key_prefix: str = attrs.field(default="agentflow", validator=_non_empty)
+    results: Literal["key", "stream"] = "key"
+    results_stream: str = attrs.field(default="agentflow:results", validator=_non_empty)
+    result_ttl: Duration = attrs.field(default=3600.0, validator=Bounds(ge=0.001))
+    maxlen: int = attrs.field(default=100000, validator=at_least(1))
+    batch: int = attrs.field(default=100, validator=at_least(1))
+    block: Duration = attrs.field(default=1.0, validator=Bounds(ge=0.001))
+    claim_idle: Duration = attrs.field(default=30.0, validator=Bounds(ge=0.001))
+    max_deliveries: int = attrs.field(default=5, validator=at_least(1))
+    retry_delay: Duration = attrs.field(default=1.0, validator=at_least(0))
+    dead_letter_stream: str = attrs.field(default="agentflow:dead", validator=_non_empty)
+    connect_timeout: Duration = attrs.field(default=5.0, validator=above(0))
+    command_timeout: Duration = attrs.field(default=5.0, validator=above(0))
+    result_timeout: Duration = attrs.field(default=60.0, validator=above(0))
+    poll_interval: Duration = attrs.field(default=0.05, validator=Bounds(ge=0.001))
+    reconnect_max_delay: Duration = attrs.field(default=2.0, validator=Bounds(ge=0.001))
+
+
+@attrs.frozen
+class Config:
+    """The whole ``agentflow.toml``. ``Config()`` is every default; values are immutable.
+
+    Build one with `load_config` or `Config.from_mapping`; render it with `to_dict` or
+    `to_toml`.
+    To add a section: write a frozen attrs class with defaults and add one field here.
+    """
+
+    runner: RunnerConfig = attrs.field(factory=RunnerConfig)
+    memory: MemoryConfig = attrs.field(factory=MemoryConfig)
+    monitoring: MonitoringConfig = attrs.field(factory=MonitoringConfig)
+    llm: LLMConfig = attrs.field(factory=LLMConfig)
+    performance: PerformanceConfig = attrs.field(factory=PerformanceConfig)
+    mcp: MCPConfig = attrs.field(factory=MCPConfig)
+    runtime: RuntimeConfig = attrs.field(factory=RuntimeConfig)
+    distributed: DistributedConfig = attrs.field(factory=DistributedConfig)
+
+    @classmethod
+    def from_mapping(
+        cls,
+        data: Mapping[str, Any],
+        *,
+        source: str = "<mapping>",
+        env: Mapping[str, str] | None = None,
+    ) -> Config:
+        """Build a config from parsed TOML (nested dicts); ``env`` defaults to ``os.environ``.
+
+        Raises:
+            ConfigError: an unknown key, a wrong type, a value out of range, or an unset
+                environment variable; ``source`` and the dotted ``key`` say where.
+        """
+        return parse_section(cls, data, source=source, env=env)
+
+    def to_dict(self, mask_secrets: bool = True) -> dict[str, Any]:
+        """The effective config as a plain TOML-able dict (durations as ``"30s"``).
+
+        With ``mask_secrets`` non-empty secrets (``llm.api_key``, header values, MCP
+        server ``env`` values, ``distributed.redis_password``) read ``"***"``.
+        ``Config.from_mapping(c.to_dict(mask_secrets=False)) == c``.
+        """
+        return section_to_dict(self, mask_secrets=mask_secrets)
+
+    def to_toml(self, *, mask_secrets: bool = True) -> str:
+        """The effective config as TOML text, one ``[table]`` per section (what
+        ``agentcli config show`` prints).
+
+        Secrets are masked as by `to_dict`; with ``mask_secrets=False`` the text loads back
+        to an equal config: ``Config.from_mapping(tomllib.loads(c.to_toml(mask_secrets=False)))
+        == c``.
+        """
+        return section_to_toml(self, mask_secrets=mask_secrets)
