@@ -200,7 +200,7 @@ def _run_load(
     to stderr); with ``report_path`` the HTML report is written afterwards."""
     import sys
 
-    from agentflow_trio.loadgen._report import RichProgress, print_report
+    from agentflow_trio.loadgen.console import RichProgress, print_report
 
     progress = RichProgress() if not as_json and sys.stderr.isatty() else None
 
@@ -256,7 +256,7 @@ def _profiling(profile: str | None, output: str | None) -> Iterator[None]:
     import tracemalloc
 
     import agentflow_trio.llm
-    import agentflow_trio.server.mock_llm  # noqa: F401  (imported now: not counted as heap)
+    import agentflow_trio.mockllm.server  # noqa: F401  (imported now: not counted as heap)
 
     tracemalloc.start(1)
     try:
@@ -658,7 +658,7 @@ def serve(
     import trio
 
     from agentflow_trio.config import parse_size
-    from agentflow_trio.loadgen._services import check_llm_target, open_llm_services
+    from agentflow_trio.mockllm import check_llm_target, open_llm_services
     from agentflow_trio.runner import Runner
     from agentflow_trio.server.app import make_app
     from agentflow_trio.server.app import serve as serve_app
@@ -782,7 +782,7 @@ def worker(
 
     from agentflow_trio.distributed import Worker
     from agentflow_trio.distributed._redis import redact
-    from agentflow_trio.loadgen._services import check_llm_target, open_llm_services
+    from agentflow_trio.mockllm import check_llm_target, open_llm_services
 
     config = _load_config(config_path)
     try:
@@ -901,7 +901,7 @@ def mock_llm(
     Prints ``mock LLM listening on http://HOST:PORT`` once it accepts connections; point
     an OpenAI client at that URL + /v1. GET /stats shows what it served.
     """
-    from agentflow_trio.server.mock_llm import MockLLM, MockLLMConfig
+    from agentflow_trio.mockllm import MockLLM, MockLLMConfig
 
     with _usage_errors(_MOCK_LLM_FLAGS):
         config = MockLLMConfig(
@@ -924,7 +924,7 @@ def mock_llm(
         await nursery.start(mock.serve)
         click.echo(f"mock LLM listening on {mock.url}")  # click.echo flushes
 
-    from agentflow_trio.server.clock import PreciseClock
+    from agentflow_trio.mockllm import PreciseClock
 
     _run_until_signalled(serve, PreciseClock() if precise_timers else None)
 

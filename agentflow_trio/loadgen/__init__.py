@@ -13,10 +13,10 @@ from ._generators import Recorder as Recorder
 from ._generators import RunSummary as RunSummary
 from ._generators import run_closed as run_closed
 from ._generators import run_open as run_open
-from ._report import LoadReport as LoadReport
-from ._report import StageReport as StageReport
 from .benchmark import BenchmarkOptions as BenchmarkOptions
 from .benchmark import run_benchmark as run_benchmark
+from .console import LoadReport as LoadReport
+from .console import StageReport as StageReport
 from .loadtest import LoadTestOptions as LoadTestOptions
 from .loadtest import Scenario as Scenario
 from .loadtest import ScriptError as ScriptError

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ._generators import RunSummary, Target
-from ._report import LoadReport, StageReport
+from .console import LoadReport, StageReport
 from .stages import Plan
 
 if TYPE_CHECKING:

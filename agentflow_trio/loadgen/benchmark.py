@@ -16,12 +16,12 @@ from typing import Any, Final
 import attrs
 
 from ..config import Config
+from ..mockllm import open_llm_services
 from ..runner import Runner
 from ._example import EXAMPLE_AGENTS, example_event
 from ._generators import run_closed
-from ._report import LoadReport, ProgressSink
-from ._services import open_llm_services
 from ._tally import LoadStats, measure
+from .console import LoadReport, ProgressSink
 from .dashboard import runner_gauges
 from .stages import Plan
 

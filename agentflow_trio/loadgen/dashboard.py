@@ -25,8 +25,8 @@ from typing import Any, Final
 import trio
 
 from .._http11 import Request, ResponseWriter, serve_http_connection
-from ._report import Counting, ProgressSink
 from ._tally import Timeline, tick_seconds
+from .console import Counting, ProgressSink
 from .report import PLOTLY_CONFIG, STYLE, chart_divs, figures, plotly_js
 
 __all__ = ["Dashboard", "ServeWatch", "TeeProgress", "runner_gauges"]

@@ -52,13 +52,13 @@ from typing import Any
 import attrs
 
 from ..config import Config
+from ..mockllm import open_llm_services
 from ..runner import Runner
 from ._client import LoadClient
 from ._example import EXAMPLE_AGENTS
 from ._generators import RunSummary, ThinkTime, run_closed, run_open
-from ._report import LoadReport, ProgressSink
-from ._services import open_llm_services
 from ._tally import LoadStats, measure
+from .console import LoadReport, ProgressSink
 from .dashboard import runner_gauges
 from .stages import Plan
 

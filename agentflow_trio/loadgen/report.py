@@ -209,131 +209,132 @@ _NO_ERRORS: Final = {
 
 def figures(run: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """The report's charts for ``run`` (a ``LoadReport.to_dict``): chart id -> plotly
-    figure ``{"data": [...], "layout": {...}}``. Without a timeline, the traces are empty
-    (the live dashboard fills them in)."""
-    timeline: Mapping[str, Any] = run.get("timeline") or {}
-    unit = str(timeline.get("target_unit", "users"))
-    seconds = "timeline.seconds"
-    shapes, notes = _stage_shapes(timeline)
-    errors = sorted((timeline.get("errors") or {}).keys())
-    error_traces = [
+    figure ``{"data": [...], "layout": {...}}``, in page order. Without a timeline, the
+    traces are empty (the live dashboard fills them in)."""
+    shapes, notes = _stage_shapes(run.get("timeline") or {})
+    return {
+        "chart-throughput": _throughput_chart(run, shapes),
+        "chart-latency": _latency_chart(run, shapes),
+        "chart-users": _load_chart(run, shapes, notes),
+        "chart-distribution": _distribution_chart(run),
+        "chart-errors": _errors_chart(run, shapes),
+    }
+
+
+_SECONDS: Final = "timeline.seconds"
+
+
+def _throughput_chart(run: Mapping[str, Any], shapes: list[Any]) -> dict[str, Any]:
+    """Requests completed per second, stages shaded."""
+    line = {"color": _COLOURS["requests"]}
+    trace = _trace("requests/s", _SECONDS, "timeline.requests", run, line=line, fill="tozeroy")
+    layout = _layout(
+        "Throughput (requests completed per second)",
+        "seconds since start",
+        "requests/s",
+        shapes=shapes,
+    )
+    return {"data": [trace], "layout": layout}
+
+
+def _latency_chart(run: Mapping[str, Any], shapes: list[Any]) -> dict[str, Any]:
+    """p50, p95 and p99 of each second, stages shaded."""
+    traces = [
+        _trace(label, _SECONDS, f"timeline.{key}", run, line={"color": _COLOURS[key]})
+        for label, key in (("p50", "p50_ms"), ("p95", "p95_ms"), ("p99", "p99_ms"))
+    ]
+    layout = _layout(
+        "Latency per second (from each request's intended start)",
+        "seconds since start",
+        "milliseconds",
+        shapes=shapes,
+    )
+    return {"data": traces, "layout": layout}
+
+
+def _load_chart(run: Mapping[str, Any], shapes: list[Any], notes: list[Any]) -> dict[str, Any]:
+    """The load target (users or arrival rate) and the peak requests in flight, per second,
+    with each stage shaded and labelled."""
+    unit = str((run.get("timeline") or {}).get("target_unit", "users"))
+    target_line = {"color": _COLOURS["target"], "dash": "dash", "shape": "hv"}
+    in_flight_line = {"color": _COLOURS["in_flight"], "shape": "hv"}
+    traces = [
+        _trace(f"target ({unit})", _SECONDS, "timeline.target", run, line=target_line),
+        _trace(
+            "requests in flight (peak per second)",
+            _SECONDS,
+            "timeline.in_flight",
+            run,
+            line=in_flight_line,
+        ),
+    ]
+    layout = _layout(
+        "Load: virtual users / arrival rate, and requests in flight, by stage",
+        "seconds since start",
+        unit,
+        shapes=shapes,
+        annotations=notes,
+    )
+    return {"data": traces, "layout": layout}
+
+
+_PERCENTILE_TICKS: Final = (2, 10, 100, 1_000, 10_000, 100_000, 1_000_000)
+_PERCENTILE_LABELS: Final = ("50%", "90%", "99%", "99.9%", "99.99%", "99.999%", "99.9999%")
+
+
+def _distribution_chart(run: Mapping[str, Any]) -> dict[str, Any]:
+    """The whole run's HDR percentile curve, on a log scale of 1 / (1 - percentile)."""
+    curve = run.get("latency_curve") or {}
+    line = {"color": _COLOURS["p99_ms"]}
+    trace = {
+        **_trace("latency", "latency_curve.one_in", "latency_curve.latency_ms", run, line=line),
+        "customdata": list(curve.get("percentile", [])),
+        "hovertemplate": "p%{customdata:.4f}: %{y:.3f} ms<extra></extra>",
+    }
+    xaxis = {
+        "type": "log",
+        "tickvals": list(_PERCENTILE_TICKS),
+        "ticktext": list(_PERCENTILE_LABELS),
+        "title": {"text": "percentile (log scale)"},
+    }
+    layout = _layout(
+        "Latency distribution (HDR percentile curve)",
+        "percentile (log scale of 1 / (1 - percentile))",
+        "milliseconds",
+        xaxis=xaxis,
+    )
+    return {"data": [trace], "layout": layout}
+
+
+def _errors_chart(run: Mapping[str, Any], shapes: list[Any]) -> dict[str, Any]:
+    """Failed requests per second, one stacked bar per error kind; a green "no errors"
+    note (and a zero bar of ``timeline.error_total``) when every request succeeded."""
+    kinds = sorted(((run.get("timeline") or {}).get("errors") or {}).keys())
+    traces = [
         _trace(
             kind,
-            seconds,
+            _SECONDS,
             f"timeline.errors.{kind}",
             run,
             kind="bar",
             marker={"color": _ERROR_COLOURS[i % len(_ERROR_COLOURS)]},
         )
-        for i, kind in enumerate(errors)
+        for i, kind in enumerate(kinds)
     ]
-    curve = run.get("latency_curve") or {}
-    tick_values = [v for v in (2, 10, 100, 1_000, 10_000, 100_000, 1_000_000)]
-    tick_text = ["50%", "90%", "99%", "99.9%", "99.99%", "99.999%", "99.9999%"]
-    return {
-        "chart-throughput": {
-            "data": [
-                _trace(
-                    "requests/s",
-                    seconds,
-                    "timeline.requests",
-                    run,
-                    line={"color": _COLOURS["requests"]},
-                    fill="tozeroy",
-                )
-            ],
-            "layout": _layout(
-                "Throughput (requests completed per second)",
-                "seconds since start",
-                "requests/s",
-                shapes=shapes,
-            ),
-        },
-        "chart-latency": {
-            "data": [
-                _trace(label, seconds, f"timeline.{key}", run, line={"color": _COLOURS[key]})
-                for label, key in (("p50", "p50_ms"), ("p95", "p95_ms"), ("p99", "p99_ms"))
-            ],
-            "layout": _layout(
-                "Latency per second (from each request's intended start)",
-                "seconds since start",
-                "milliseconds",
-                shapes=shapes,
-            ),
-        },
-        "chart-users": {
-            "data": [
-                _trace(
-                    f"target ({unit})",
-                    seconds,
-                    "timeline.target",
-                    run,
-                    line={"color": _COLOURS["target"], "dash": "dash", "shape": "hv"},
-                ),
-                _trace(
-                    "requests in flight (peak per second)",
-                    seconds,
-                    "timeline.in_flight",
-                    run,
-                    line={"color": _COLOURS["in_flight"], "shape": "hv"},
-                ),
-            ],
-            "layout": _layout(
-                "Load: virtual users / arrival rate, and requests in flight, by stage",
-                "seconds since start",
-                unit,
-                shapes=shapes,
-                annotations=notes,
-            ),
-        },
-        "chart-distribution": {
-            "data": [
-                {
-                    **_trace(
-                        "latency",
-                        "latency_curve.one_in",
-                        "latency_curve.latency_ms",
-                        run,
-                        line={"color": _COLOURS["p99_ms"]},
-                    ),
-                    "customdata": list(curve.get("percentile", [])),
-                    "hovertemplate": "p%{customdata:.4f}: %{y:.3f} ms<extra></extra>",
-                }
-            ],
-            "layout": _layout(
-                "Latency distribution (HDR percentile curve)",
-                "percentile (log scale of 1 / (1 - percentile))",
-                "milliseconds",
-                xaxis={
-                    "type": "log",
-                    "tickvals": tick_values,
-                    "ticktext": tick_text,
-                    "title": {"text": "percentile (log scale)"},
-                },
-            ),
-        },
-        "chart-errors": {
-            "data": error_traces
-            or [
-                _trace(
-                    "errors (none)",
-                    seconds,
-                    "timeline.error_total",
-                    run,
-                    kind="bar",
-                    marker={"color": "#2ca02c"},
-                )
-            ],
-            "layout": _layout(
-                "Errors per second, by kind",
-                "seconds since start",
-                "requests",
-                barmode="stack",
-                shapes=shapes,
-                annotations=[] if errors else [_NO_ERRORS],
-            ),
-        },
-    }
+    if not traces:
+        green = {"color": "#2ca02c"}
+        traces = [
+            _trace("errors (none)", _SECONDS, "timeline.error_total", run, kind="bar", marker=green)
+        ]
+    layout = _layout(
+        "Errors per second, by kind",
+        "seconds since start",
+        "requests",
+        barmode="stack",
+        shapes=shapes,
+        annotations=[] if kinds else [_NO_ERRORS],
+    )
+    return {"data": traces, "layout": layout}
 
 
 # -- page ------------------------------------------------------------------------------

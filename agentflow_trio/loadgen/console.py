@@ -1,4 +1,5 @@
-"""What a load run reports: `LoadReport` (one JSON line, or a rich table) and live progress.
+"""The load run's console face: `LoadReport` (one JSON line, or a rich table) and live
+progress while the run goes on. (The HTML report is `loadgen.report`'s job.)
 
 The table goes to stdout, the progress bar to stderr (and only when stderr is a terminal),
 so ``agentcli benchmark --json > out.jsonl`` captures exactly one line.
