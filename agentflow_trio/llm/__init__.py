@@ -16,6 +16,7 @@ from ._lean import LeanHTTPClient as LeanHTTPClient
 from ._lean import LeanHTTPError as LeanHTTPError
 from ._lean import LeanResponse as LeanResponse
 from ._lean import LeanTransport as LeanTransport
+from ._open_session import open_http_session as open_http_session
 from ._session import HTTPPoolStatistics as HTTPPoolStatistics
 from ._session import PoolStatistics as PoolStatistics
 from .azure import open_azure as open_azure
@@ -81,6 +82,7 @@ __all__ = [
     "configured_ttl_policy",
     "deployment_gate",
     "open_azure",
+    "open_http_session",
     "open_llm_client",
     "open_ollama",
     "open_openai",
