@@ -374,3 +374,29 @@ def test_retry_after_date_defaults_to_the_wall_clock() -> None:
     soon = email.utils.formatdate(time.time() + 60, usegmt=True)
     value = parse_retry_after(httpx2.Headers({"retry-after": soon}))
     assert value is not None and 0 < value <= 60
+
+
+@pytest.mark.parametrize(
+    "value",
+    "nan NaN inf -inf infinity -1 -0.5 1e3 1_000 0x10 5s 12abc +5 .5 5.".split()
+    + ["", " ", "Wed, 99 Foo 2024", "\x00", "9" * 400],
+)
+def test_garbage_retry_after_is_ignored(value: str) -> None:
+    assert parse_retry_after({"retry-after": value}) is None
+    assert parse_retry_after({"retry-after-ms": value}) is None
+
+
+def test_absurd_retry_after_is_clamped() -> None:
+    from agentflow_trio.llm.http import MAX_RETRY_AFTER
+
+    assert MAX_RETRY_AFTER == 86_400.0
+    assert parse_retry_after({"retry-after": "1000000000"}) == MAX_RETRY_AFTER
+    assert parse_retry_after({"retry-after-ms": "1000000000000"}) == MAX_RETRY_AFTER
+    far = email.utils.formatdate(4_000_000_000, usegmt=True)  # year 2096
+    assert parse_retry_after({"retry-after": far}, now=1_000_000) == MAX_RETRY_AFTER
+    past = email.utils.formatdate(1_000, usegmt=True)
+    assert parse_retry_after({"retry-after": past}, now=1_000_000) == 0.0
+    assert parse_retry_after({"retry-after": " 12 "}) == 12.0
+    assert parse_retry_after({"retry-after-ms": "250.5"}) == 0.2505
+    error = status_error(429, {"retry-after": "1000000000"}, b"", "dep")
+    assert error.retry_after == MAX_RETRY_AFTER

@@ -266,7 +266,7 @@ async def test_open_breaker_waits_when_the_deadline_allows(
 async def test_a_429_pauses_every_caller_of_the_deployment(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    limited = RateLimitError("slow down", status=429, retry_after=5.0)
+    limited = RateLimitError("slow down", status=429, retry_after=3.0)  # < max_delay 4
     first, first_times = _timed([limited])
     second, second_times = _timed([])
     async with stack(first) as one, stack(second) as two:
@@ -276,8 +276,25 @@ async def test_a_429_pauses_every_caller_of_the_deployment(
             nursery.start_soon(one.complete, REQUEST)
             await trio.sleep(1)  # after the 429
             nursery.start_soon(two.complete, REQUEST)
-        assert first_times[1] - start >= 5
-        assert second_times[0] - start >= 5  # never asked; it waited for the pause
+        assert first_times[1] - start >= 3
+        assert second_times[0] - start >= 3  # never asked; it waited for the pause
+
+
+async def test_a_429_pause_is_capped_by_max_delay(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    limited = RateLimitError("slow down", status=429, retry_after=1e9)  # ~31 years
+    first, first_times = _timed([limited])
+    second, second_times = _timed([])
+    async with stack(first) as one, stack(second) as two:
+        start = trio.current_time()
+        assert (await one.complete(REQUEST)).text == "ok"  # no deadline: max_delay, not 1e9
+        assert first_times == [start, start + 4.0]
+        assert one.retry is not None and one.retry.gate is not None
+        assert one.retry.gate.paused_until == start + 4.0
+        with trio.fail_after(1.0):  # the deployment is not parked: later calls just work
+            assert (await two.complete(REQUEST)).text == "ok"
+        assert second_times == [start + 4.0]
 
 
 async def test_rate_limit_spaces_calls(autojump_clock: trio.testing.MockClock) -> None:

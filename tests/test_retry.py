@@ -170,7 +170,7 @@ async def test_already_cancelled_makes_no_attempt(
 async def test_no_deadline_means_only_max_attempts(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    retry = Retry(max_attempts=3, base_delay=0.0)
+    retry = Retry(max_attempts=3, base_delay=0.0, max_delay=1000.0)
     script = Script(rate_limited(1000.0), rate_limited(1000.0), rate_limited(1000.0))
     assert trio.current_effective_deadline() == math.inf
     with pytest.raises(RateLimitError):
@@ -319,3 +319,50 @@ async def test_gate_keeps_the_longest_pause_and_wait_follows_extensions(
 def test_constructor_validates(make: Callable[[], Retry]) -> None:
     with pytest.raises(ValueError):
         make()
+
+
+# -- hostile Retry-After (issue 17): capped by max_delay, never a parked deployment -----
+
+
+async def test_absurd_retry_after_is_capped_by_max_delay(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    gate = PauseGate()
+    retry = Retry(max_attempts=2, base_delay=0.0, max_delay=30.0, gate=gate)
+    script = Script(rate_limited(1_000_000_000.0))  # ~31 years, no caller deadline
+    start = trio.current_time()
+    assert await retry.call(script) == "done"
+    assert script.times == [start, start + 30.0]
+    assert gate.paused_until == start + 30.0
+
+
+async def test_absurd_retry_after_does_not_park_the_deployment(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    gate = PauseGate()
+    first = Retry(max_attempts=1, max_delay=10.0, gate=gate)
+    with pytest.raises(RateLimitError):
+        await first.call(Script(rate_limited(1e9)))
+    assert gate.paused_until == trio.current_time() + 10.0
+    later = Script()
+    with trio.fail_after(60.0):  # a later caller with a deadline waits out the short pause
+        assert await Retry(gate=gate).call(later) == "done"
+    assert later.times == [gate.paused_until]
+
+
+async def test_retry_after_above_max_delay_on_a_5xx_is_capped_too(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    retry = Retry(max_attempts=3, base_delay=0.0, max_delay=2.0)
+    script = Script(server_error(retry_after=86_400.0), server_error(retry_after=1e300))
+    await retry.call(script)
+    start = script.times[0]
+    assert [t - start for t in script.times] == [0.0, 2.0, 4.0]
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -1.0])
+def test_constructor_rejects_nan_and_infinite_delays(value: float) -> None:
+    with pytest.raises(ValueError):
+        Retry(max_delay=value)
+    with pytest.raises(ValueError):
+        Retry(base_delay=value)

@@ -9,7 +9,7 @@ the original as ``__cause__`` (callers write ``raise map_exception(exc, d) from 
 from __future__ import annotations
 
 import email.utils
-import math
+import re
 import time
 from collections.abc import Mapping
 from datetime import UTC
@@ -39,6 +39,7 @@ from ._lines import excerpt
 __all__ = [
     "EXCEPTION_MAP",
     "HTTPX_ERRORS",
+    "MAX_RETRY_AFTER",
     "map_exception",
     "parse_retry_after",
     "status_error",
@@ -90,6 +91,13 @@ EXCEPTION_MAP: Final[Mapping[type[Exception], type[Exception]]] = MappingProxyTy
         httpx2.RequestNotRead: LLMError,
     }
 )
+
+MAX_RETRY_AFTER: Final = 86_400.0
+"""The largest Retry-After `parse_retry_after` reports (one day): a larger value is absurd
+and reads as this. `Retry` caps further, by its ``max_delay``."""
+
+_DELAY: Final = re.compile(rb"[0-9]{1,20}(?:\.[0-9]{1,9})?")
+_DATE_CHARS: Final = 64
 
 _STATUS: Final[Mapping[int, type[APIStatusError]]] = {
     400: BadRequestError,
@@ -157,35 +165,37 @@ def status_error(
 def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
     """Seconds to wait, from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP date).
 
-    Look-ups are by lower-case name (httpx2's headers ignore case). Negative, infinite or
-    unparsable values give None; a date in the past gives 0.0.
+    Look-ups are by lower-case name (httpx2's headers ignore case). Only plain decimal
+    numbers count (``1e3``, ``nan``, ``inf``, ``-3``, ``1_000`` are garbage); garbage and
+    unparsable dates give None, a date in the past 0.0, and anything above
+    `MAX_RETRY_AFTER` (an absurd ``1000000000``, a date in 2096) reads as `MAX_RETRY_AFTER`.
     """
     ms = headers.get("retry-after-ms")
     if ms:
         value = _seconds(ms)
         if value is not None:
-            return value / 1000.0
+            return min(value / 1000.0, MAX_RETRY_AFTER)
     raw = headers.get("retry-after")
     if not raw:
         return None
     value = _seconds(raw)
     if value is not None:
-        return value
+        return min(value, MAX_RETRY_AFTER)
+    if len(raw) > _DATE_CHARS:
+        return None
     try:
         when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    wait = when.timestamp() - (time.time() if now is None else now)
+    return min(max(0.0, wait), MAX_RETRY_AFTER)
 
 
 def _seconds(text: str) -> float | None:
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if value >= 0 and math.isfinite(value) else None
+    data = text.strip().encode("latin-1", "replace")
+    return float(data) if _DELAY.fullmatch(data) else None
 
 
 def format_error(deployment: str, message: str, body: bytes) -> ResponseFormatError:

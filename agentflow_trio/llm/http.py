@@ -47,6 +47,7 @@ from ..errors import ResponseFormatError
 from ._httperrors import (
     EXCEPTION_MAP,
     HTTPX_ERRORS,
+    MAX_RETRY_AFTER,
     format_error,
     json_body,
     map_exception,
@@ -67,6 +68,7 @@ __all__ = [
     "DEFAULT_MAX_LINE",
     "EXCEPTION_MAP",
     "HTTPX_ERRORS",
+    "MAX_RETRY_AFTER",
     "HTTPPoolStatistics",
     "HTTPSession",
     "LineDecoder",

@@ -107,6 +107,12 @@ class Retry:
     the error's ``retry_after`` (Retry-After), read afresh from every error so that an
     escalating Retry-After is honoured.
 
+    - **Retry-After is capped by** ``max_delay``: a server asking for a longer wait (an
+      absurd ``Retry-After: 1000000000`` included) gets ``max_delay``, both for this
+      caller's sleep and for the shared pause; a value that is not a finite number >= 0 is
+      ignored. So no caller, with or without a deadline, waits longer than ``max_delay``
+      between two attempts, and one bad header cannot park a deployment.
+
     - **Deadline**: it never sleeps past ``trio.current_effective_deadline()``. If the next
       sleep would end after it, the last error is re-raised at once. Edge values: ``-inf``
       (already cancelled) means no attempt at all (``trio.Cancelled`` is raised); ``inf``
@@ -119,8 +125,9 @@ class Retry:
       (the probe). With no deadline an open breaker fails fast rather than parking the
       caller for the whole open timeout.
     - **Shared pause**: with a :class:`PauseGate`, every attempt first waits for the gate,
-      and a provider's 429 with Retry-After pauses the gate until ``now + retry_after`` for
-      every caller sharing it (even when this call then gives up).
+      and a provider's 429 with Retry-After pauses the gate until
+      ``now + min(retry_after, max_delay)`` for every caller sharing it (even when this call
+      then gives up).
 
     Errors are re-raised unchanged: the caller sees the last attempt's own exception.
     """
@@ -137,8 +144,8 @@ class Retry:
     ):
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
-        if base_delay < 0 or max_delay < 0:
-            raise ValueError("delays must be >= 0")
+        if not (0 <= base_delay < math.inf and 0 <= max_delay < math.inf):
+            raise ValueError("delays must be finite and >= 0")
         self._max_attempts = max_attempts
         self._base_delay = base_delay
         self._max_delay = max_delay
@@ -191,16 +198,23 @@ class Retry:
         if (
             self._gate is not None
             and isinstance(exc, RateLimitError)
-            and exc.retry_after is not None
             and not isinstance(exc, LocalRateLimitError)
         ):
-            self._gate.pause_until(trio.current_time() + exc.retry_after)
+            wait = self._retry_after(exc)
+            if wait is not None:
+                self._gate.pause_until(trio.current_time() + wait)
+
+    def _retry_after(self, exc: Exception) -> float | None:
+        # The error's Retry-After, capped by max_delay; None if absent or not a number >= 0.
+        value = getattr(exc, "retry_after", None)
+        if not isinstance(value, int | float) or not value >= 0:
+            return None  # NaN fails the comparison too
+        return min(float(value), self._max_delay)
 
     def _delay(self, exc: Exception, attempt: int) -> float | None:
         # The sleep before the next attempt, or None to give up now.
         if attempt + 1 >= self._max_attempts or not self._retry_on(exc):
             return None
-        retry_after: float | None = getattr(exc, "retry_after", None)
         if isinstance(exc, CircuitOpenError):
             if trio.current_effective_deadline() == math.inf:
                 return None  # no deadline to fit the open time into: fail fast
@@ -208,6 +222,7 @@ class Retry:
         else:
             ceiling = min(self._max_delay, self._base_delay * 2.0 ** min(attempt, 64))
             delay = self._rng.uniform(0.0, ceiling)
+            retry_after = self._retry_after(exc)
             if retry_after is not None:
                 delay = max(delay, retry_after)
         if trio.current_time() + delay > trio.current_effective_deadline():
