@@ -211,3 +211,47 @@ async def test_healthz_metrics_and_routing() -> None:
             assert (await client.get("/nowhere")).status_code == 404
             wrong = await client.get("/v1/events")
             assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
+
+
+async def test_serve_runner_in_process_on_port_0() -> None:
+    from agentflow_trio.server import ServedRunner, serve_runner
+
+    started: list[object] = []
+
+    async def companion(runner: Runner, *, task_status: trio.TaskStatus[str]) -> None:
+        started.append(runner)
+        task_status.started("companion ready")
+        await trio.sleep_forever()
+
+    config = af.Config.from_mapping({"llm": {"provider": "fake"}})
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            served: ServedRunner = await nursery.start(
+                functools.partial(serve_runner, config, AGENTS, port=0, companions=[companion])
+            )
+            assert served.port > 0 and served.url == f"http://127.0.0.1:{served.port}"
+            assert served.target == "in-process fake provider"
+            assert served.companions == ("companion ready",) and started == [served.runner]
+            assert served.runner.metrics is not None and served.runner.llm is not None
+            async with httpx2.AsyncClient(base_url=served.url, timeout=TIMEOUT) as client:
+                reply = await client.post("/v1/events", json={"type": "echo", "data": {"q": 2}})
+                assert reply.status_code == 200
+                assert reply.json()["output"] == {"echo": {"q": 2}, "trace": None}
+                metrics = (await client.get("/metrics")).text
+                assert 'agent_requests_total{agent_name="echo",status="succeeded"} 1.0' in metrics
+            nursery.cancel_scope.cancel()
+
+
+async def test_serve_runner_refuses_a_remote_host_and_names_a_busy_port() -> None:
+    from agentflow_trio.server import serve_runner
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            with pytest.raises(af.ConfigError, match="allow_remote"):
+                await nursery.start(functools.partial(serve_runner, None, AGENTS, host="0.0.0.0"))
+            busy = trio.socket.socket()
+            await busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            port = busy.getsockname()[1]
+            with busy, pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port}"):
+                await nursery.start(functools.partial(serve_runner, None, AGENTS, port=port))

@@ -5,6 +5,7 @@
   ordinary `Runner` (``agentcli worker`` is `run_worker`).
 * `redis_cache`: an optional second-tier LLM cache and a rate limiter shared by every
   worker of a deployment.
+* `redact`: a Redis URL with its password masked, for messages and logs.
 
 Importing this package does not import coredis (the ``redis`` extra); opening a
 `RemoteRunner` or serving a `Worker` does, and names the extra if it is missing.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from ._errors import BrokerUnavailable as BrokerUnavailable
 from ._errors import ResultTimeout as ResultTimeout
+from ._redis import redact as redact
 from .redis_bus import DeadLetter as DeadLetter
 from .redis_bus import RemoteHandle as RemoteHandle
 from .redis_bus import RemoteRunner as RemoteRunner
@@ -43,5 +45,6 @@ __all__ = [
     "WorkerStatistics",
     "default_consumer_name",
     "open_redis_client",
+    "redact",
     "run_worker",
 ]

@@ -16,12 +16,15 @@ import attrs
 from agentflow_trio.errors import ConfigError
 
 __all__ = [
+    "FLAG",
     "Counters",
+    "Flag",
     "MockLLMConfig",
     "MockLLMStats",
     "MockReply",
     "MockToolCall",
     "check_config",
+    "flag",
     "is_loopback",
     "reply_from_json",
 ]
@@ -76,29 +79,74 @@ def check_config(config: MockLLMConfig) -> None:
     )
 
 
+FLAG: Final = "agentcli"
+"""The field metadata key under which a `MockLLMConfig` field describes its command-line
+flag (see `flag`): ``agentcli mock-llm`` builds its options from these."""
+
+
+@attrs.frozen(slots=True)
+class Flag:
+    """How a `MockLLMConfig` field appears as an ``agentcli mock-llm`` flag.
+
+    The flag is ``--`` plus the field name with dashes, plus ``-ms`` when ``unit`` is
+    ``"ms"`` (the field holds seconds, the flag takes milliseconds). ``low`` and ``high``
+    are the inclusive bounds the flag enforces (None: unbounded); the same bounds are
+    checked again, for every caller, by the config's own validation.
+    """
+
+    help: str
+    unit: str | None = None
+    low: float | None = None
+    high: float | None = None
+
+
+def flag(
+    help: str, *, unit: str | None = None, low: float | None = None, high: float | None = None
+) -> dict[str, Flag]:
+    """Field metadata declaring the field's command-line flag (see `Flag`)."""
+    return {FLAG: Flag(help, unit, low, high)}
+
+
 @attrs.frozen
 class MockLLMConfig:
     """How the mock behaves; read again for every request, so it may be replaced while serving.
 
     Durations are in seconds. Validated on construction (and by ``attrs.evolve``): a bad
     value raises :class:`~agentflow_trio.errors.ConfigError` (a ``ValueError``) naming the
-    field. A non-loopback ``host`` is refused unless ``allow_remote`` is true.
+    field. A non-loopback ``host`` is refused unless ``allow_remote`` is true. The fields
+    with `flag` metadata are ``agentcli mock-llm``'s options (with its ``--host``,
+    ``--port`` and ``--allow-remote``).
     """
 
     host: str = "127.0.0.1"
     port: int = 0
-    latency: float = 0.0
-    jitter: float = 0.0
-    error_rate: float = 0.0
-    rate_limit_rate: float = 0.0
-    retry_after: float = 1.0
-    stream_chunks: int = 5
-    stream_delay: float = 0.0
+    latency: float = attrs.field(
+        default=0.0, metadata=flag("Added before each model response.", unit="ms", low=0)
+    )
+    jitter: float = attrs.field(
+        default=0.0, metadata=flag("Latency varies by +- this much (uniform).", unit="ms", low=0)
+    )
+    error_rate: float = attrs.field(
+        default=0.0, metadata=flag("Fraction of model requests answered 500.", low=0, high=1)
+    )
+    rate_limit_rate: float = attrs.field(
+        default=0.0,
+        metadata=flag("Fraction of model requests answered 429 with Retry-After.", low=0, high=1),
+    )
+    retry_after: float = attrs.field(
+        default=1.0, metadata=flag("Retry-After advertised by 429 answers.", unit="ms", low=0)
+    )
+    stream_chunks: int = attrs.field(
+        default=5, metadata=flag("Chunks in each streamed reply.", low=1)
+    )
+    stream_delay: float = attrs.field(
+        default=0.0, metadata=flag("Pause between streamed chunks.", unit="ms", low=0)
+    )
     reply_text: str = "Hello from the mock LLM."
     embedding_dim: int = 8
-    model: str = "mock-gpt"
+    model: str = attrs.field(default="mock-gpt", metadata=flag("Model name reported."))
     allow_remote: bool = False
-    seed: int | None = None
+    seed: int | None = attrs.field(default=None, metadata=flag("Seed for faults and jitter."))
     max_body_bytes: int = 4 * 2**20
 
     def __attrs_post_init__(self) -> None:

@@ -1,9 +1,11 @@
 """The runner's HTTP face: `make_app` (ASGI: ``/v1/events``, SSE, the OpenAI-compatible
-face) and `serve` (hypercorn on trio).
+face), `serve` (hypercorn on trio) and `serve_runner` (model client, metrics, runner and
+HTTP face assembled in one call: what ``agentcli serve`` runs).
 
 Importing this package is cheap: no web framework (hypercorn) is imported here. The HTTP
-app's names (`make_app`, `serve`, ...) load ``server.app`` on first use, and hypercorn
-itself is imported only when `serve` runs.
+app's names (`make_app`, `serve`, ...) load ``server.app`` on first use, `serve_runner`
+and its companions load ``server.service``, and hypercorn itself is imported only when
+`serve` runs.
 
 The mock LLM moved to its own room, :mod:`agentflow_trio.mockllm`; its names (`open_mock_llm`,
 `MockReply`, `PreciseClock`, ...) are still re-exported here, as are the modules
@@ -26,8 +28,15 @@ if TYPE_CHECKING:
     from agentflow_trio.server.app import make_app as make_app
     from agentflow_trio.server.app import result_json as result_json
     from agentflow_trio.server.app import serve as serve
+    from agentflow_trio.server.service import Companion as Companion
+    from agentflow_trio.server.service import ServedRunner as ServedRunner
+    from agentflow_trio.server.service import check_host as check_host
+    from agentflow_trio.server.service import listen_error as listen_error
+    from agentflow_trio.server.service import only_os_error as only_os_error
+    from agentflow_trio.server.service import serve_runner as serve_runner
 
 __all__ = [
+    "Companion",
     "MetricsRenderer",
     "MockLLM",
     "MockLLMConfig",
@@ -36,20 +45,39 @@ __all__ = [
     "MockToolCall",
     "PreciseClock",
     "ServeApp",
+    "ServedRunner",
+    "check_host",
+    "listen_error",
     "make_app",
+    "only_os_error",
     "open_mock_llm",
     "result_json",
     "serve",
+    "serve_runner",
 ]
 
-_LAZY = frozenset({"MetricsRenderer", "ServeApp", "make_app", "result_json", "serve"})
+_LAZY = {
+    "MetricsRenderer": "app",
+    "ServeApp": "app",
+    "make_app": "app",
+    "result_json": "app",
+    "serve": "app",
+    "Companion": "service",
+    "ServedRunner": "service",
+    "check_host": "service",
+    "listen_error": "service",
+    "only_os_error": "service",
+    "serve_runner": "service",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from agentflow_trio.server import app
+    module_name = _LAZY.get(name)
+    if module_name is not None:
+        import importlib
 
-        value = getattr(app, name)
+        module = importlib.import_module(f"agentflow_trio.server.{module_name}")
+        value = getattr(module, name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'agentflow_trio.server' has no attribute {name!r}")

@@ -1,0 +1,136 @@
+"""The options and parameter types ``agentcli`` commands share, declared once.
+
+Each decorator adds one option (or one family of options) with the same flag, default and
+help everywhere: ``--config``, ``--app``, ``--json``, ``--host``/``--port``/
+``--allow-remote``, the built-in mock's ``--latency-ms``, the report options of the load
+commands, and ``--threshold``. `Duration` reads ``"30s"``/``"500ms"``/``"5m"``. Importing
+this module costs only click.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+__all__ = [
+    "DURATION",
+    "THINK_TIME",
+    "Duration",
+    "app_option",
+    "config_option",
+    "host_options",
+    "json_option",
+    "mock_latency_option",
+    "report_options",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Duration(click.ParamType[float]):
+    """``"30s"``, ``"500ms"``, ``"5m"``, ``"1h30m"`` or plain seconds; > 0 unless ``zero_ok``."""
+
+    name = "duration"
+
+    def __init__(self, *, zero_ok: bool = False) -> None:
+        self.zero_ok = zero_ok
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, float):
+            return value
+        from agentflow_trio.config import parse_duration
+
+        try:
+            seconds = parse_duration(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a duration (such as '30s', '500ms' or '5m')", param, ctx)
+        if seconds <= 0 and not self.zero_ok:
+            self.fail(f"{value!r} must be longer than 0s", param, ctx)
+        return seconds
+
+
+DURATION = Duration()
+THINK_TIME = Duration(zero_ok=True)
+
+
+def config_option(function: F) -> F:
+    """``--config FILE`` (``config_path``): the agentflow.toml to use (default: none)."""
+    return click.option(
+        "--config", "config_path", type=click.Path(dir_okay=False), help="agentflow.toml"
+    )(function)
+
+
+def app_option(function: F) -> F:
+    """``--app MODULE:ATTR`` (``app_ref``): the agents to serve."""
+    return click.option(
+        "--app",
+        "app_ref",
+        help="MODULE:ATTR naming a dict of agents, or a function returning one "
+        "(default: the built-in chat, stream and noop).",
+    )(function)
+
+
+def json_option(function: F) -> F:
+    """``--json`` (``as_json``): one JSON line instead of a table."""
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print one JSON line instead of a table."
+    )(function)
+
+
+def host_options(port: int, *, what: str) -> Callable[[F], F]:
+    """``--host`` (loopback by default), ``--port`` (default ``port``) and
+    ``--allow-remote``, which binding a non-loopback ``--host`` needs (``what`` names
+    what would be exposed, in its help)."""
+
+    def decorate(function: F) -> F:
+        function = click.option(
+            "--allow-remote",
+            is_flag=True,
+            help=f"Allow binding a non-loopback address (exposes {what}).",
+        )(function)
+        function = click.option(
+            "--port", type=click.IntRange(0, 65535), default=port, show_default=True
+        )(function)
+        return click.option(
+            "--host", default="127.0.0.1", show_default=True, help="Address to bind."
+        )(function)
+
+    return decorate
+
+
+def mock_latency_option(*, when_used: bool) -> Callable[[F], F]:
+    """``--latency-ms`` (``latency_ms``): the built-in mock LLM's latency; ``when_used``
+    adds that the mock may not be used (serve, worker)."""
+    note = " (when it is used)" if when_used else ""
+    return click.option(
+        "--latency-ms",
+        type=click.FloatRange(min=0),
+        default=0.0,
+        show_default=True,
+        help=f"Latency of the built-in mock LLM{note}.",
+    )
+
+
+def report_options(function: F) -> F:
+    """``--report``, ``--compare`` and ``--dashboard``, shared by benchmark and loadtest."""
+    function = click.option(
+        "--dashboard",
+        is_flag=True,
+        help="Serve a live dashboard on 127.0.0.1 while the run goes on (prints its URL).",
+    )(function)
+    function = click.option(
+        "--compare",
+        "compare_path",
+        type=click.Path(dir_okay=False),
+        help="The --json output of an earlier run: the report shows the deltas.",
+    )(function)
+    return click.option(
+        "--report",
+        "report_path",
+        type=click.Path(dir_okay=False),
+        help="Write a self-contained HTML report with charts (opens offline).",
+    )(function)

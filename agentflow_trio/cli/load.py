@@ -1,0 +1,242 @@
+"""``agentcli benchmark`` and ``agentcli loadtest``: the load commands' flags.
+
+Each command parses and checks its flags, builds the load generator's options
+(`BenchmarkOptions`, `LoadTestOptions`) and hands them to `run_load`; the load itself,
+its report and its statistics are the job of `agentflow_trio.loadgen`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+
+from ._loadrun import check_profile, check_report, run_load, run_suite
+from ._options import (
+    DURATION,
+    THINK_TIME,
+    config_option,
+    json_option,
+    mock_latency_option,
+    report_options,
+)
+from ._plumbing import BadInput, load_config, ms
+
+if TYPE_CHECKING:
+    from agentflow_trio.loadgen.stages import Plan
+
+__all__ = ["benchmark", "loadtest"]
+
+
+@click.command()
+@click.option(
+    "--duration", type=DURATION, default="60s", show_default=True, help="How long to run."
+)
+@click.option(
+    "--concurrent-users",
+    "-c",
+    "users",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Closed-loop users, each calling the runner back to back.",
+)
+@click.option(
+    "--agent",
+    type=click.Choice(["chat", "stream", "noop"]),
+    default="chat",
+    show_default=True,
+    help="Built-in agent: chat (one LLM call), stream (streamed), noop (no LLM).",
+)
+@click.option(
+    "--requests",
+    "-n",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Stop after exactly N requests (or at --duration, whichever comes first).",
+)
+@click.option("--profile", type=click.Choice(["cpu", "memory"]), help="Profile the run.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Profile file.")
+@config_option
+@mock_latency_option(when_used=False)
+@json_option
+@click.option(
+    "--suite",
+    is_flag=True,
+    help="Run the whole bench suite instead (python -m bench: the performance table); "
+    "--duration, -c and --latency-ms, when given, narrow it. Needs a source checkout.",
+)
+@report_options
+def benchmark(
+    duration: float,
+    users: int,
+    agent: str,
+    requests: int | None,
+    profile: str | None,
+    output: str | None,
+    config_path: str | None,
+    latency_ms: float,
+    as_json: bool,
+    suite: bool,
+    report_path: str | None,
+    compare_path: str | None,
+    dashboard: bool,
+) -> None:
+    """Run an example agent under closed-loop load and report throughput and latency.
+
+    Works offline with no API key. Model calls go to the built-in mock LLM (started in
+    this process) unless --config sets llm.base_url or llm.provider = "fake". The report
+    includes the mock's own request count, to check the figures against.
+
+    With --suite, runs the bench suite (bench/suite.py) instead and exits with its status.
+    """
+    from agentflow_trio.loadgen.benchmark import BenchmarkOptions, run_benchmark
+
+    if suite:
+        run_suite(click.get_current_context(), duration, users, latency_ms)
+
+    check_profile(profile, output)
+    baseline = check_report(report_path, compare_path)
+    options = BenchmarkOptions(
+        duration=duration,
+        users=users,
+        agent=agent,
+        requests=requests,
+        config=load_config(config_path),
+        source=config_path,
+        mock_latency=ms(latency_ms),
+    )
+    run_load(
+        lambda progress: run_benchmark(options, progress=progress),
+        as_json=as_json,
+        profile=profile,
+        output=output,
+        report_path=report_path,
+        baseline=baseline,
+        dashboard=dashboard,
+        title="benchmark",
+    )
+
+
+@click.command()
+@click.option(
+    "--script",
+    type=click.Path(dir_okay=False),
+    help="Scenario file defining async def request(client) (default: one chat event).",
+)
+@click.option("--duration", type=DURATION, help="How long to run (default 30s).")
+@click.option("--vus", type=click.IntRange(min=1), help="Virtual users (closed model; default 10).")
+@click.option(
+    "--stages",
+    help="Ramps such as '30s:10,1m:100,30s:0' (users), or rates '30s:50/s,1m:200/s' (open).",
+)
+@click.option("--rate", help="Open model: arrivals such as '200/s' or '600/m'.")
+@click.option(
+    "--open", "open_model", is_flag=True, help="Open model: --stages targets are rates per second."
+)
+@click.option(
+    "--think-time", type=THINK_TIME, help="Pause between a user's requests (overrides the script)."
+)
+@click.option(
+    "--max-in-flight",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="Open model: at most this many requests at once.",
+)
+@click.option("--target", help="Base URL of an agentcli serve instance (or any HTTP service).")
+@config_option
+@mock_latency_option(when_used=False)
+@json_option
+@report_options
+def loadtest(
+    script: str | None,
+    duration: float | None,
+    vus: int | None,
+    stages: str | None,
+    rate: str | None,
+    open_model: bool,
+    think_time: float | None,
+    max_in_flight: int,
+    target: str | None,
+    config_path: str | None,
+    latency_ms: float,
+    as_json: bool,
+    report_path: str | None,
+    compare_path: str | None,
+    dashboard: bool,
+) -> None:
+    """Drive a scenario script with a load shape; report per stage and in total.
+
+    Closed model: --vus N --duration D, or --stages of user counts (each stage ramps
+    linearly from the previous target). Open model: --rate R --duration D, or --stages of
+    rates. Latency counts from each request's intended start. Without --target the events
+    run on a local runner whose model calls go to the built-in mock LLM unless --config
+    sets llm.base_url.
+    """
+    from agentflow_trio.loadgen.loadtest import (
+        DEFAULT_SCENARIO,
+        LoadTestOptions,
+        ScriptError,
+        load_scenario,
+        run_loadtest,
+    )
+
+    plan = _plan(duration, vus, stages, rate, open_model)
+    if think_time is not None and plan.is_rate:
+        raise click.BadParameter("applies to the closed model only", param_hint="'--think-time'")
+    if target is not None and not target.startswith(("http://", "https://")):
+        raise click.BadParameter(
+            f"{target!r} is not an http:// or https:// URL", param_hint="'--target'"
+        )
+    baseline = check_report(report_path, compare_path)
+    try:
+        scenario = load_scenario(script) if script is not None else DEFAULT_SCENARIO
+    except ScriptError as exc:
+        raise BadInput(str(exc)) from None
+    options = LoadTestOptions(
+        plan=plan,
+        scenario=scenario,
+        think_time=think_time,
+        target_url=target,
+        config=load_config(config_path),
+        source=config_path,
+        mock_latency=ms(latency_ms),
+        max_in_flight=max_in_flight,
+    )
+    run_load(
+        lambda progress: run_loadtest(options, progress=progress),
+        as_json=as_json,
+        report_path=report_path,
+        baseline=baseline,
+        dashboard=dashboard,
+        title="loadtest",
+    )
+
+
+def _plan(
+    duration: float | None, vus: int | None, stages: str | None, rate: str | None, open_model: bool
+) -> Plan:
+    """The load shape the flags describe (exit 2 if they contradict each other)."""
+    from agentflow_trio.loadgen.stages import Plan, StageError, parse_rate, parse_stages
+
+    if stages is not None:
+        if duration is not None or vus is not None or rate is not None:
+            raise click.UsageError(
+                "--stages replaces --duration, --vus and --rate: give one or the other"
+            )
+        try:
+            return parse_stages(stages, rates=open_model)
+        except StageError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--stages'") from None
+    seconds = duration if duration is not None else 30.0
+    if rate is not None:
+        if vus is not None:
+            raise click.UsageError("--vus is the closed model and --rate the open one: pick one")
+        try:
+            return Plan.constant(seconds, parse_rate(rate), is_rate=True)
+        except StageError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--rate'") from None
+    if open_model:
+        raise click.UsageError("--open needs --rate or --stages")
+    return Plan.constant(seconds, vus if vus is not None else 10)

@@ -1,0 +1,186 @@
+"""``agentcli serve`` and ``agentcli worker``: run agents for others, until stopped.
+
+Both share one preamble (`prepare`: config, model-target check, ``--app`` agents) and hand
+over to the library: ``serve`` to `agentflow_trio.server.serve_runner`, ``worker`` to
+`agentflow_trio.distributed.Worker`, each with a typed `Services` value.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+
+from ._options import app_option, config_option, host_options, mock_latency_option
+from ._plumbing import ms, prepare, run_trio, run_until_signalled
+
+if TYPE_CHECKING:
+    import trio
+
+    from agentflow_trio.runner import Runner
+
+__all__ = ["serve", "worker"]
+
+
+@click.command()
+@config_option
+@host_options(8080, what="the runner: anyone who reaches it can run agents")
+@app_option
+@click.option(
+    "--max-body",
+    default="1MiB",
+    show_default=True,
+    help="Largest request body accepted (bigger: 413).",
+)
+@mock_latency_option(when_used=True)
+@click.option(
+    "--dashboard",
+    is_flag=True,
+    help="Serve a live dashboard on 127.0.0.1 (a free port; its URL is printed).",
+)
+def serve(
+    config_path: str | None,
+    host: str,
+    port: int,
+    allow_remote: bool,
+    app_ref: str | None,
+    max_body: str,
+    latency_ms: float,
+    dashboard: bool,
+) -> None:
+    """Serve a runner over HTTP (hypercorn, trio) until Ctrl-C.
+
+    POST /v1/events runs an event and returns its result (?async=1: 202 with an id);
+    GET /v1/events/ID, /metrics (Prometheus) and /healthz. Model calls go to the built-in
+    mock LLM unless --config sets llm.base_url or llm.provider = "fake". Binding an
+    address other than loopback needs --allow-remote.
+    """
+    import functools
+
+    from agentflow_trio.config import parse_size
+    from agentflow_trio.server import check_host, serve_runner
+
+    try:
+        max_body_bytes = parse_size(max_body)
+    except ValueError:
+        raise click.BadParameter(
+            f"{max_body!r} is not a size (such as '1MiB' or 65536)", param_hint="'--max-body'"
+        ) from None
+    try:
+        check_host(host, allow_remote)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--host'") from None
+    config, agents = prepare(config_path, app_ref)
+    run = functools.partial(
+        serve_runner,
+        config,
+        agents,
+        host=host,
+        port=port,
+        allow_remote=allow_remote,
+        max_body_bytes=max_body_bytes,
+        source=config_path,
+        mock_latency=ms(latency_ms),
+        companions=(_serve_dashboard,) if dashboard else (),
+    )
+
+    async def start(nursery: trio.Nursery) -> None:
+        served = await nursery.start(run)
+        click.echo(f"agentcli serve listening on {served.url}")
+        click.echo(f"agents: {', '.join(sorted(agents))}; model calls: {served.target}")
+        if dashboard:
+            click.echo(f"dashboard: {served.companions[0]}")
+
+    run_until_signalled(start)
+
+
+async def _serve_dashboard(runner: Runner, *, task_status: trio.TaskStatus[str]) -> None:
+    """``serve --dashboard``: the live dashboard, watching ``runner``; reports its URL."""
+    import trio
+
+    from agentflow_trio.loadgen.dashboard import Dashboard, ServeWatch
+
+    watch = ServeWatch(runner, runner.llm)
+    board = Dashboard(title="agentcli serve live dashboard")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(watch.run)
+        url = await nursery.start(board.serve)
+        board.start(watch, 0.0, None)
+        task_status.started(url)
+
+
+@click.command()
+@click.option(
+    "--redis",
+    "redis_url",
+    help="Redis URL, such as redis://127.0.0.1:6379/0 (default: [distributed] redis_url).",
+)
+@click.option("--stream", help="Stream of events to read (default: [distributed] stream).")
+@click.option("--group", help="Consumer group to read in (default: [distributed] group).")
+@click.option("--consumer", help="This worker's name in the group (default: host-pid-random).")
+@config_option
+@app_option
+@mock_latency_option(when_used=True)
+def worker(
+    redis_url: str | None,
+    stream: str | None,
+    group: str | None,
+    consumer: str | None,
+    config_path: str | None,
+    app_ref: str | None,
+    latency_ms: float,
+) -> None:
+    """Run agents on events read from a Redis stream, in a consumer group, until Ctrl-C.
+
+    Start as many workers as you like, on any machine that reaches Redis; producers send
+    events with RemoteRunner. Each result is stored before its entry is acknowledged;
+    entries of a dead worker are reclaimed after [distributed] claim_idle. The first
+    SIGINT or SIGTERM stops gracefully (running events finish, unstarted ones are handed
+    back); a second stops at once. Model calls go to the built-in mock LLM unless
+    --config sets llm.base_url or llm.provider = "fake".
+    """
+    import functools
+    import importlib.util
+
+    if importlib.util.find_spec("coredis") is None:
+        raise click.ClickException(
+            "agentcli worker needs coredis: pip install 'agentflow_trio[redis]'"
+        )
+    import trio
+
+    from agentflow_trio.distributed import Worker, redact
+    from agentflow_trio.mockllm import open_llm_services
+    from agentflow_trio.services import Services
+
+    config, agents = prepare(config_path, app_ref)
+
+    async def run() -> None:
+        async with open_llm_services(
+            config, source=config_path, mock_latency=ms(latency_ms)
+        ) as services:
+            # Built outside any nursery: a bad --redis URL is a plain ConfigError (exit 2).
+            running = Worker(
+                services.config,
+                agents,
+                redis_url=redis_url,
+                stream=stream,
+                group=group,
+                consumer=consumer,
+                services=Services(llm=services.llm),
+            )
+            async with trio.open_nursery() as nursery:
+                await nursery.start(functools.partial(running.serve, handle_signals=True))
+                s = running.settings
+                click.echo(
+                    f"agentcli worker {running.consumer} reading {s.stream} "
+                    f"(group {s.group}) at {redact(s.redis_url)}"
+                )
+                click.echo(f"agents: {', '.join(sorted(agents))}; model calls: {services.target}")
+            stats = running.statistics()
+            click.echo(
+                f"stopped: {stats.stored} results stored, {stats.duplicates} duplicates, "
+                f"{stats.retried} retried, {stats.dead_lettered} dead-lettered, "
+                f"{stats.released} handed back"
+            )
+
+    run_trio(run)

@@ -1,0 +1,192 @@
+"""`serve_runner`: a whole served runner in one call, what ``agentcli serve`` runs.
+
+It assembles, in order, and owns until cancelled: the model client (the built-in mock LLM
+or the configured endpoint, by the rule of `open_llm_services`), a `RunnerMetrics`, the
+`Runner` with the typed `Services`, the companions the caller asks for (``agentcli serve
+--dashboard`` passes its live dashboard this way, so this room does not depend on the load
+generator's), and the HTTP face (`make_app` served by hypercorn). With ``nursery.start`` it
+reports a `ServedRunner` (the bound port, the URL, the runner) once it accepts connections,
+so tests bind port 0 and read the port back; no click, no signals, no printing here.
+
+Binding beyond loopback needs ``allow_remote`` (`check_host`), as for every server of the
+project. A busy address is an `OSError` whose message names the server, address and port.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import ipaddress
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING, Any, Protocol, final
+
+import attrs
+import trio
+
+from .._owner import reraise_single
+from ..config import Config
+from ..errors import ConfigError
+from ..mockllm import open_llm_services
+from ..runner import Runner
+from ..services import Services
+from .app import DEFAULT_MAX_BODY_BYTES, make_app, serve
+
+if TYPE_CHECKING:
+    from ..observability.metrics import RunnerMetrics
+
+__all__ = [
+    "Companion",
+    "ServedRunner",
+    "check_host",
+    "listen_error",
+    "only_os_error",
+    "serve_runner",
+]
+
+
+class Companion(Protocol):
+    """A service started beside the served runner, in the same nursery, before the HTTP
+    face: ``await nursery.start(companion, runner)``. What it passes to
+    ``task_status.started`` (a URL, say) is reported in `ServedRunner.companions`."""
+
+    def __call__(self, runner: Runner, *, task_status: trio.TaskStatus[Any]) -> Awaitable[None]: ...
+
+
+@final
+@attrs.frozen(slots=True)
+class ServedRunner:
+    """What `serve_runner` reports once it accepts connections.
+
+    ``port`` is the bound TCP port (the real one for ``port=0``), ``url`` the base URL to
+    send requests to, ``target`` says in words where model calls go, ``companions`` holds
+    what each companion reported, in the order given.
+    """
+
+    url: str
+    port: int
+    target: str
+    runner: Runner
+    companions: tuple[Any, ...] = ()
+
+
+def _is_loopback(host: str) -> bool:
+    """True for ``localhost`` and the loopback IP literals (``[::1]`` included)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_host(host: str, allow_remote: bool) -> None:
+    """Refuse a non-loopback ``host`` unless ``allow_remote``: a served runner starts
+    agents (and spends model calls) for whoever reaches it.
+
+    Raises:
+        ConfigError: key ``host``, naming the address and ``allow_remote``.
+    """
+    if not allow_remote and not _is_loopback(host):
+        raise ConfigError(
+            f"refusing to bind non-loopback host {host!r}: anyone who reaches it can run "
+            "agents; set allow_remote (agentcli: --allow-remote) to expose the runner",
+            key="host",
+        )
+
+
+def listen_error(exc: OSError, what: str, host: str, port: int) -> OSError:
+    """``exc`` (from binding ``host:port``) as an `OSError` whose message names ``what``
+    (the server), the address and the port; ``errno`` is kept."""
+    where = f"[{host}]" if ":" in host else host
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.EADDRINUSE:
+        reason = "the address is already in use (is another server running there?)"
+    error = OSError(exc.errno, f"{what} cannot listen on {where}:{port}: {reason}")
+    error.__cause__ = exc
+    return error
+
+
+def only_os_error(exc: BaseException) -> OSError | None:
+    """The lone `OSError` inside ``exc`` (nested exception groups unwrapped), else None."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc if isinstance(exc, OSError) else None
+
+
+@asynccontextmanager
+async def _listening(what: str, host: str, port: int) -> AsyncIterator[None]:
+    """An `OSError` (alone, even inside exception groups) raised in the block becomes
+    `listen_error`; anything else passes unchanged."""
+    try:
+        yield
+    except (OSError, BaseExceptionGroup) as exc:
+        error = only_os_error(exc)
+        if error is None:
+            raise
+        raise listen_error(error, what, host, port) from None
+
+
+async def serve_runner(
+    config: Config | None,
+    agents: Mapping[str, Any],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    allow_remote: bool = False,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    services: Services | None = None,
+    source: str | None = None,
+    mock_latency: float = 0.0,
+    companions: Sequence[Companion] = (),
+    task_status: trio.TaskStatus[ServedRunner] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve a runner of ``agents`` over HTTP on ``host:port`` until cancelled.
+
+    ``config`` (None: every default) sets the runner and the model client; ``source``
+    names its file in messages. ``services`` are handed to the runner, with ``llm`` (the
+    opened client) and ``metrics`` (a fresh `RunnerMetrics`, served on ``/metrics``)
+    filled in where they are None. ``mock_latency`` (seconds) is the built-in mock LLM's
+    latency, when the mock answers. Everything started here ends when the call does.
+
+    Raises (before ``task_status.started``):
+        ConfigError: ``host`` is not loopback and ``allow_remote`` is false; or the
+            config would call a remote provider without a key (see `check_llm_target`).
+        OSError: an address cannot be bound; the message names it (`listen_error`).
+    """
+    check_host(host, allow_remote)
+    async with AsyncExitStack() as stack:
+        llm = await stack.enter_async_context(
+            open_llm_services(config, source=source, mock_latency=mock_latency)
+        )
+        base = services if services is not None else Services()
+        metrics = base.metrics if base.metrics is not None else _new_metrics(llm.llm)
+        filled = attrs.evolve(base, llm=base.llm or llm.llm, metrics=metrics)
+        async with _listening("the debug server", "127.0.0.1", llm.config.monitoring.profile_port):
+            runner = await stack.enter_async_context(
+                Runner(llm.config, agents=agents, services=filled)
+            )
+        metrics.attach(runner)
+        app = make_app(runner, metrics=metrics, max_body_bytes=max_body_bytes)
+        try:
+            async with trio.open_nursery() as nursery:
+                reported = tuple([await nursery.start(c, runner) for c in companions])
+                async with _listening("agentcli serve", host, port):
+                    bound = await nursery.start(functools.partial(serve, app, host=host, port=port))
+                where = f"[{host}]" if ":" in host else host
+                task_status.started(
+                    ServedRunner(f"http://{where}:{bound}", bound, llm.target, runner, reported)
+                )
+        except BaseExceptionGroup as group:
+            reraise_single(group)  # a lone error (a busy port) comes out bare
+
+
+def _new_metrics(llm: Any) -> RunnerMetrics:
+    """A `RunnerMetrics` that also watches the model stack (breaker, cache, pool)."""
+    from ..observability.metrics import RunnerMetrics
+
+    metrics = RunnerMetrics()
+    stack_statistics = getattr(getattr(llm, "provider", None), "statistics", None)
+    if stack_statistics is not None:
+        metrics.watch_llm("llm", stack_statistics)
+    return metrics
