@@ -26,6 +26,7 @@ wrong, and must change)::
         │   ├── LLMTimeoutError
         │   └── LLMReadError                    connection lost mid-response
         ├── ResponseFormatError                 malformed JSON, truncated stream, wrong type
+        │   └── ResponseTooLargeError           a response size bound tripped (limit, key)
         └── APIStatusError                      an HTTP error status (status, body excerpt)
             ├── BadRequestError (400) / AuthenticationError (401, 403) / NotFoundError (404)
             ├── RateLimitError (429, retry_after)
@@ -60,6 +61,7 @@ __all__ = [
     "QueueFull",
     "RateLimitError",
     "ResponseFormatError",
+    "ResponseTooLargeError",
     "ResultTimeout",
     "RunnerClosed",
     "RunnerError",
@@ -201,6 +203,22 @@ class ResponseFormatError(LLMError):
 
     def __init__(self, message: str, *, excerpt: str = "", deployment: str | None = None):
         self.excerpt = excerpt
+        super().__init__(message, deployment=deployment)
+
+
+class ResponseTooLargeError(ResponseFormatError):
+    """The response broke a size bound: ``limit`` bytes, set by the config key ``key``.
+
+    Raised as soon as the bound is crossed (a head, a body as received, a body once
+    decoded), never after buffering the rest; the connection is closed, not reused.
+    Retrying cannot help: the same request gets the same answer.
+    """
+
+    def __init__(
+        self, message: str, *, limit: int, key: str | None = None, deployment: str | None = None
+    ):
+        self.limit = limit
+        self.key = key
         super().__init__(message, deployment=deployment)
 
 

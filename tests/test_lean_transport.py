@@ -737,7 +737,7 @@ def test_every_lean_error_is_mapped_at_both_edges() -> None:
         assert type(httpx_error) is HTTPX_ERRORS[cls]
         # Through httpx2, the agentflow mapping lands on the same family.
         via_httpx = map_exception(httpx_error, "dep")
-        assert isinstance(via_httpx, TransportError | ConfigError)
+        assert isinstance(via_httpx, TransportError | ConfigError | ResponseFormatError)
         assert isinstance(llm_error, type(via_httpx)) or isinstance(via_httpx, type(llm_error))
 
 

@@ -31,6 +31,7 @@ from ..errors import (
     NotFoundError,
     RateLimitError,
     ResponseFormatError,
+    ResponseTooLargeError,
     ServerError,
     TransportError,
 )
@@ -96,6 +97,10 @@ MAX_RETRY_AFTER: Final = 86_400.0
 """The largest Retry-After `parse_retry_after` reports (one day): a larger value is absurd
 and reads as this. `Retry` caps further, by its ``max_delay``."""
 
+HTTPX2_MAX_HEAD: Final = 100 * 1024
+"""httpcore2's fixed bound on an incomplete HTTP/1.1 event (a response head, a chunk line)."""
+
+_TOO_LONG: Final = "Receive buffer too long"  # h11's message for that bound
 _DELAY: Final = re.compile(rb"[0-9]{1,20}(?:\.[0-9]{1,9})?")
 _DATE_CHARS: Final = 64
 
@@ -124,7 +129,8 @@ def map_exception(exc: Exception, deployment: str | None = None) -> Exception:
 
     Transport failures become `TransportError` subclasses, format problems
     `ResponseFormatError`, an `httpx2.HTTPStatusError` the `APIStatusError` subclass of
-    its status, and a bad URL `ConfigError` (key ``llm.base_url``).
+    its status, a bad URL `ConfigError` (key ``llm.base_url``), and httpcore2's refusal of
+    an oversized head `ResponseTooLargeError`.
     """
     if isinstance(exc, httpx2.HTTPStatusError):
         response = exc.response
@@ -136,6 +142,13 @@ def map_exception(exc: Exception, deployment: str | None = None) -> Exception:
         return ConfigError(message, key="llm.base_url")
     if target is ResponseFormatError:
         return ResponseFormatError(message, deployment=deployment)
+    if isinstance(exc, httpx2.RemoteProtocolError) and _TOO_LONG in str(exc):
+        return ResponseTooLargeError(
+            f"{deployment or 'llm'}: response head larger than {HTTPX2_MAX_HEAD} bytes "
+            "(httpcore2's fixed bound)",
+            limit=HTTPX2_MAX_HEAD,
+            deployment=deployment,
+        )
     return target(message, deployment=deployment)  # type: ignore[call-arg]
 
 

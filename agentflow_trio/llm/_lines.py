@@ -1,10 +1,11 @@
 """Incremental, bounded decoders for streamed bodies: SSE (OpenAI, Azure) and NDJSON (Ollama).
 
 Both take raw byte chunks as they arrive (`feed`) and return the JSON payloads completed by
-that chunk. A line longer than ``max_line`` bytes raises `ResponseFormatError` instead of
-buffering without bound. `finish` is called at end of body: a stream that ended before its
-terminator (``data: [DONE]`` for SSE, an object with ``"done": true`` for NDJSON) raises
-`ResponseFormatError`, so a truncated stream is an error, never a silent short answer.
+that chunk. A line longer than ``max_line`` bytes, or an SSE event whose data lines add up
+to more, raises `ResponseFormatError` instead of buffering without bound. `finish` is
+called at end of body: a stream that ended before its terminator (``data: [DONE]`` for
+SSE, an object with ``"done": true`` for NDJSON) raises `ResponseFormatError`, so a
+truncated stream is an error, never a silent short answer.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from ..errors import ResponseFormatError
 __all__ = ["DEFAULT_MAX_LINE", "NDJSONDecoder", "SSEDecoder", "excerpt"]
 
 DEFAULT_MAX_LINE: Final = 1 << 20
-"""Longest line (bytes) a stream decoder accepts: 1 MiB."""
+"""Longest line, and longest SSE event (bytes), a stream decoder accepts: 1 MiB."""
 
 _EXCERPT: Final = 200
 
@@ -66,14 +67,17 @@ class SSEDecoder:
     """Server-sent events to JSON payloads; ``data: [DONE]`` ends the stream (`done`).
 
     Only ``data`` fields matter to the model APIs; comments and other fields are skipped.
-    Multi-line data is joined with newlines, as the SSE spec says.
+    Multi-line data is joined with newlines, as the SSE spec says; an event's data may not
+    exceed ``max_line`` bytes in all either.
     """
 
-    __slots__ = ("_data", "_lines", "done")
+    __slots__ = ("_data", "_lines", "_max", "_size", "done")
 
     def __init__(self, max_line: int = DEFAULT_MAX_LINE) -> None:
         self._lines = _Lines(max_line)
         self._data: list[bytes] = []
+        self._max = max_line
+        self._size = 0
         self.done = False
 
     def feed(self, data: bytes) -> list[Any]:
@@ -98,6 +102,7 @@ class SSEDecoder:
                 if self._data:
                     payload = b"\n".join(self._data)
                     self._data = []
+                    self._size = 0
                     if payload == b"[DONE]":
                         self.done = True
                     else:
@@ -105,6 +110,11 @@ class SSEDecoder:
             elif line.startswith(b"data:"):
                 value = line[5:]
                 self._data.append(value[1:] if value.startswith(b" ") else value)
+                self._size += len(value)
+                if self._size > self._max:
+                    raise ResponseFormatError(
+                        f"stream event longer than {self._max} bytes", excerpt=excerpt(value)
+                    )
         return out
 
 

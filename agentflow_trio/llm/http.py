@@ -22,6 +22,12 @@ every call of one provider:
   ``_pool`` (httpx2 does not let a client choose the network backend); `pool_statistics`
   reads that pool too. Environment proxies are not used (``trust_env=False``).
 
+Sizes (``_bodies``): the body is read raw and decoded here, not by httpx2, so that
+``max_response_bytes`` bounds it as received, as declared (``Content-Length``) and once
+decoded (gzip, deflate: the only codings asked for), for a stream in all; the head is
+bounded by httpcore2's fixed 100 KiB. Crossing a bound raises `ResponseTooLargeError`;
+the response is closed unread, which closes its connection.
+
 Every httpx2 exception is mapped to the most specific `agentflow_trio.errors` class with
 ``from`` (`map_exception`), error statuses to `APIStatusError` subclasses with a body excerpt
 of at most 200 characters (`status_error`), and a body that is not the expected JSON to
@@ -44,6 +50,14 @@ import httpx2
 import trio
 
 from ..errors import ResponseFormatError
+from ._bodies import (
+    BODY_KEY,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    Decompressor,
+    configured_limits,
+    decompressor,
+    too_large,
+)
 from ._httperrors import (
     EXCEPTION_MAP,
     HTTPX_ERRORS,
@@ -87,6 +101,7 @@ __all__ = [
 T = TypeVar("T")
 _ERROR_BODY_LIMIT: Final = 4096
 _DRAIN_LIMIT: Final = 65536
+_CODINGS: Final = "gzip, deflate"  # what _bodies decodes, within max_response_bytes
 
 
 def build_client(
@@ -101,6 +116,8 @@ def build_client(
     timeout = httpx2.Timeout(
         llm.request_timeout, connect=llm.connection_timeout, pool=llm.connection_timeout
     )
+    if not any(name.lower() == "accept-encoding" for name in headers):
+        headers = {"accept-encoding": _CODINGS, **headers}
     backend = LifetimeBackend(llm.max_connection_lifetime)
     transport = httpx2.AsyncHTTPTransport(limits=limits, trust_env=False)
     transport._pool = httpcore2.AsyncConnectionPool(
@@ -120,7 +137,8 @@ def build_client(
 class HTTPSession:
     """A provider's pooled client: JSON posts and line streams, with errors mapped.
 
-    Build it with `open_httpx2_session`. ``deployment`` names the target in every error.
+    Build it with `open_httpx2_session`. ``deployment`` names the target in every error;
+    ``max_response_bytes`` bounds each body (module docstring).
     """
 
     def __init__(
@@ -130,11 +148,13 @@ class HTTPSession:
         deployment: str,
         *,
         max_line: int = DEFAULT_MAX_LINE,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self.client = client
         self.deployment = deployment
         self._backend = backend
         self._max_line = max_line
+        self._max_body = max_response_bytes
 
     async def post_json(self, url: str, body: bytes) -> Any:
         """POST ``body`` (JSON bytes) and return the decoded JSON answer.
@@ -143,12 +163,17 @@ class HTTPSession:
             TransportError: no usable response (connect, timeout, connection lost).
             APIStatusError: an HTTP error status (the subclass of that status).
             ResponseFormatError: the answer is not JSON (wrong content type or malformed).
+            ResponseTooLargeError: the body crossed ``max_response_bytes``.
         """
+        request = self.client.build_request("POST", url, content=body)
         try:
-            response = await self.client.post(url, content=body)
+            response = await self.client.send(request, stream=True)
+            try:
+                content = await self._read_body(response)
+            finally:
+                await response.aclose()
         except HTTPX_ERRORS as exc:
             raise map_exception(exc, self.deployment) from exc
-        content = response.content
         if response.status_code >= 400:
             raise status_error(response.status_code, response.headers, content, self.deployment)
         ctype = response.headers.get("content-type", "application/json")
@@ -177,7 +202,8 @@ class HTTPSession:
             raise map_exception(exc, self.deployment) from exc
         try:
             await self._check_stream(response, content_types)
-            chunks = _ChunkStream(response, decoder, parse, self.deployment)
+            unzip = self._decoder(response, self._max_body)
+            chunks = _ChunkStream(response, decoder, parse, self.deployment, unzip, self._max_body)
             try:
                 yield chunks
             finally:
@@ -249,15 +275,58 @@ class HTTPSession:
             raise status_error(status, response.headers, body, self.deployment)
         raise self._format_error(f"expected a stream, got content type {ctype!r}", body)
 
+    async def _read_body(self, response: httpx2.Response) -> bytes:
+        # The whole body, raw then decoded, each within max_response_bytes.
+        limit = self._max_body
+        length = response.headers.get("content-length", "")
+        if length.isdigit() and len(length) < 20 and int(length) > limit:
+            raise too_large(f"body (Content-Length {length})", limit, BODY_KEY, self.deployment)
+        unzip = self._decoder(response, limit)
+        parts: list[bytes] = []
+        received = 0
+        async for data in response.aiter_raw():
+            received += len(data)
+            if received > limit:
+                raise too_large("body", limit, BODY_KEY, self.deployment)
+            parts.append(data if unzip is None else self._checked(unzip.feed, data))
+        if unzip is not None:
+            parts.append(self._checked(unzip.flush))
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _decoder(self, response: httpx2.Response, limit: int) -> Decompressor | None:
+        coding = response.headers.get("content-encoding")
+        if coding is None:
+            return None
+        unzip: Decompressor | None = self._checked(
+            decompressor, coding.strip().lower().encode("latin-1"), limit
+        )
+        return unzip
+
+    def _checked(self, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except ResponseFormatError as exc:
+            exc.deployment = self.deployment
+            raise
+
     async def _read_some(self, response: httpx2.Response) -> bytes:
         body = b""
         try:
-            async for data in response.aiter_bytes():
+            async for data in response.aiter_raw():
                 body += data
                 if len(body) >= _ERROR_BODY_LIMIT:
                     break
         except HTTPX_ERRORS as exc:
             raise map_exception(exc, self.deployment) from exc
+        coding = response.headers.get("content-encoding")
+        if coding is not None:
+            try:  # an error page cut short: show it as it came
+                coding_bytes = coding.strip().lower().encode("latin-1")
+                unzip = decompressor(coding_bytes, _ERROR_BODY_LIMIT, truncate=True)
+                if unzip is not None:
+                    body = unzip.feed(body) + unzip.flush()
+            except ResponseFormatError:
+                pass
         return body
 
     def _format_error(self, message: str, body: bytes) -> ResponseFormatError:
@@ -275,7 +344,8 @@ async def open_httpx2_session(
     ``open_http_session`` instead, which picks this client or the lean one.
     """
     client, backend = build_client(llm, headers)
-    session = HTTPSession(client, backend, deployment)
+    max_body, _ = configured_limits(llm)
+    session = HTTPSession(client, backend, deployment, max_response_bytes=max_body)
     try:
         if llm.min_connections > 0:
             origin = str(httpx2.URL(base_url).copy_with(path="/", query=None, fragment=None))
@@ -288,7 +358,16 @@ async def open_httpx2_session(
 class _ChunkStream(Generic[T]):
     """Async iterator over the parsed payloads of a streamed response body."""
 
-    __slots__ = ("_decoder", "_deployment", "_parse", "_pending", "_raw")
+    __slots__ = (
+        "_decoder",
+        "_deployment",
+        "_left",
+        "_limit",
+        "_parse",
+        "_pending",
+        "_raw",
+        "_unzip",
+    )
 
     def __init__(
         self,
@@ -296,11 +375,15 @@ class _ChunkStream(Generic[T]):
         decoder: LineDecoder,
         parse: Callable[[Any], T | None],
         deployment: str,
+        unzip: Decompressor | None,
+        limit: int,
     ) -> None:
-        self._raw = response.aiter_bytes()
+        self._raw = response.aiter_raw()
         self._decoder = decoder
         self._parse = parse
         self._deployment = deployment
+        self._unzip = unzip
+        self._limit = self._left = limit  # raw bytes of the whole stream
         self._pending: deque[T] = deque()
 
     def __aiter__(self) -> _ChunkStream[T]:
@@ -320,6 +403,9 @@ class _ChunkStream(Generic[T]):
             except HTTPX_ERRORS as exc:
                 raise map_exception(exc, self._deployment) from exc
             else:
+                self._left -= len(data)
+                if self._left < 0:
+                    raise too_large("body", self._limit, BODY_KEY, self._deployment)
                 items = self._decode(data)
             parse = self._parse
             for item in items:
@@ -330,6 +416,8 @@ class _ChunkStream(Generic[T]):
 
     def _decode(self, data: bytes) -> list[Any]:
         try:
+            if self._unzip is not None:
+                data = self._unzip.feed(data)
             return self._decoder.feed(data)
         except ResponseFormatError as exc:
             exc.deployment = self._deployment
@@ -337,7 +425,9 @@ class _ChunkStream(Generic[T]):
 
     def _finish(self) -> list[Any]:
         try:
-            return self._decoder.finish()
+            tail = self._unzip.flush() if self._unzip is not None else b""
+            items = self._decoder.feed(tail) if tail else []
+            return items + self._decoder.finish()
         except ResponseFormatError as exc:
             exc.deployment = self._deployment
             raise

@@ -7,9 +7,15 @@ Interim ``1xx`` responses are skipped. The connection may carry another request 
 the last response was read to its end, the server allowed keep-alive (no ``Connection:
 close``, HTTP/1.1) and nothing followed it (`reusable`); the pool checks that.
 
-Failures raise the transport's own errors (`ReadFailed`, `WriteFailed`, `ProtocolFailed`);
-timeouts are the caller's cancel scopes. A connection whose request was interrupted (by an
-error or by cancellation) is never reusable: its owner closes it.
+Sizes are bounded as the bytes arrive: the head (status line and headers, interim heads
+included) by ``max_header_bytes``, the body as received (framing included; for a stream
+read with `receive_part`, the whole stream) and a declared ``Content-Length`` by
+``max_response_bytes``. Crossing either raises `ResponseTooLarge` at once, at most one
+receive buffer (64 KiB) past the bound, never after buffering the rest.
+
+Failures raise the transport's own errors (`ReadFailed`, `WriteFailed`, `ProtocolFailed`,
+`ResponseTooLarge`); timeouts are the caller's cancel scopes. A connection whose request
+was interrupted (by an error or by cancellation) is never reusable: its owner closes it.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ from typing import Final
 import httptools
 import trio
 
-from .exceptions import ProtocolFailed, ReadFailed, WriteFailed
+from .._bodies import BODY_KEY, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_RESPONSE_BYTES, HEADER_KEY
+from .exceptions import ProtocolFailed, ReadFailed, ResponseTooLarge, WriteFailed
 
 __all__ = ["RECEIVE_SIZE", "Connection"]
 
@@ -34,15 +41,19 @@ class _Reader:
     """httptools callbacks: the state of the response being read on one connection."""
 
     __slots__ = (
+        "body_bytes",
         "complete",
         "content_encoding",
         "content_type",
+        "declared",
         "extra",
         "framed",
+        "head_bytes",
         "head_done",
         "headers",
         "interim",
         "keep_alive",
+        "max_body",
         "no_body",
         "parser",
         "parts",
@@ -51,8 +62,9 @@ class _Reader:
         "status",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, max_body: int) -> None:
         self.parser = httptools.HttpResponseParser(self)
+        self.max_body = max_body
         self.reset(no_body=False)
         self.complete = self.keep_alive = True  # a new connection is idle and in step
 
@@ -60,6 +72,7 @@ class _Reader:
         self.no_body = no_body
         self.started = self.complete = self.extra = False
         self.keep_alive = False
+        self.head_bytes = self.body_bytes = self.declared = 0  # per exchange: 1xx heads count
         self._message()
 
     def _message(self) -> None:
@@ -88,7 +101,15 @@ class _Reader:
         lower = name.lower()
         if lower == b"content-type":
             self.content_type = value
-        elif lower == b"content-length" or lower == b"transfer-encoding":
+        elif lower == b"content-length":
+            self.framed = True
+            try:
+                length = int(value)  # digits only: the parser checked them (uint64 at most)
+            except ValueError:
+                length = 0  # the parser reports the malformed header
+            if length > self.max_body:
+                self.declared = length
+        elif lower == b"transfer-encoding":
             self.framed = True
         elif lower == b"content-encoding":
             self.content_encoding = value.strip().lower()
@@ -138,9 +159,12 @@ class Connection:
     ``opened_at``, ``expires_at`` (lifetime end) and ``idle_since`` are trio clock times;
     ``requests`` counts the requests begun on it; ``fresh`` is True until it first waits
     idle in a pool (a fresh connection cannot have been closed by the server while idle).
+    ``max_header_bytes`` and ``max_response_bytes`` bound each response (module docstring).
     """
 
     __slots__ = (
+        "_max_body",
+        "_max_head",
         "_poll",
         "_reader",
         "_stream",
@@ -153,10 +177,19 @@ class Connection:
     )
 
     def __init__(
-        self, stream: trio.abc.Stream, *, opened_at: float, expires_at: float, tls: bool
+        self,
+        stream: trio.abc.Stream,
+        *,
+        opened_at: float,
+        expires_at: float,
+        tls: bool,
+        max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self._stream = stream
-        self._reader = _Reader()
+        self._reader = _Reader(max_response_bytes)
+        self._max_head = max_header_bytes
+        self._max_body = max_response_bytes
         self.tls = tls
         self.opened_at = self.idle_since = opened_at
         self.expires_at = expires_at
@@ -230,6 +263,11 @@ class Connection:
         self.requests += 1
         self._reader.reset(no_body=no_body)
 
+    def discard(self) -> None:
+        """Never reuse this connection (its answer was refused, e.g. a body too large once
+        decoded); its owner closes it at checkin."""
+        self._reader.keep_alive = False
+
     async def send(self, head: bytes, body: bytes = b"") -> None:
         """Write the request (``head``, then ``body`` when given apart).
 
@@ -301,12 +339,51 @@ class Connection:
                 reader.keep_alive = False
                 return
             raise ReadFailed(self._lost(""))
+        if reader.head_done:
+            self._feed_body(data)
+        else:
+            self._feed_head(data)
+
+    def _feed_head(self, data: bytes | bytearray) -> None:
+        # Feed at most max_header_bytes before the head is complete; a chunk crossing the
+        # bound is split there, so a head just under it still passes whatever follows.
+        reader = self._reader
+        room = self._max_head - reader.head_bytes
+        if len(data) <= room:
+            reader.head_bytes += len(data)
+            self._feed(data)
+        else:
+            if room > 0:
+                self._feed(data[:room])
+            reader.head_bytes = self._max_head
+            if reader.head_done:
+                self._feed_body(data[room:])
+        if reader.declared:
+            what = f"body (Content-Length {reader.declared})"
+            raise self._too_large(what, self._max_body, BODY_KEY)
+        if not reader.head_done and reader.head_bytes >= self._max_head:
+            raise self._too_large("head", self._max_head, HEADER_KEY)
+
+    def _feed_body(self, data: bytes | bytearray) -> None:
+        reader = self._reader
+        reader.body_bytes += len(data)
+        if reader.body_bytes > self._max_body:
+            raise self._too_large("body", self._max_body, BODY_KEY)
+        self._feed(data)
+
+    def _feed(self, data: bytes | bytearray) -> None:
         try:
-            reader.parser.feed_data(data)
+            self._reader.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             raise ProtocolFailed("the server switched protocols (upgrade)") from exc
         except httptools.HttpParserError as exc:
             raise ProtocolFailed(f"malformed HTTP response: {exc}") from exc
+
+    def _too_large(self, what: str, limit: int, key: str) -> ResponseTooLarge:
+        self._reader.keep_alive = False
+        name = key.rpartition(".")[2]
+        message = f"response {what} larger than {limit} bytes ({name} = {limit})"
+        return ResponseTooLarge(message, limit=limit, key=key)
 
     def _lost(self, detail: str) -> str:
         reader = self._reader

@@ -13,6 +13,7 @@ with ``from`` so the cause chain reaches the socket error::
     ├── ReadTimeout        the response (or the next part of a stream) did not come in time
     ├── ReadFailed         the connection broke or closed before the response was complete
     ├── ProtocolFailed     the bytes received are not a valid HTTP/1.1 response
+    ├── ResponseTooLarge   the head or body crossed max_header_bytes / max_response_bytes
     ├── UnsupportedURL     not http:// or https:// (misuse: the configured URL is wrong)
     └── PoolClosed         the pool was closed (misuse: a call after aclose)
 """
@@ -28,6 +29,7 @@ __all__ = [
     "ProtocolFailed",
     "ReadFailed",
     "ReadTimeout",
+    "ResponseTooLarge",
     "UnsupportedURL",
     "WriteFailed",
     "WriteTimeout",
@@ -70,6 +72,17 @@ class ReadFailed(LeanHTTPError):
 
 class ProtocolFailed(LeanHTTPError):
     """The server's bytes are not a valid HTTP/1.1 response (or ask for an upgrade)."""
+
+
+class ResponseTooLarge(LeanHTTPError):
+    """The response's head or body crossed its bound: ``limit`` bytes, config key ``key``
+    (``llm.max_header_bytes`` or ``llm.max_response_bytes``). Raised as the bound is
+    crossed; the connection is then closed, never reused."""
+
+    def __init__(self, message: str, *, limit: int = 0, key: str = "") -> None:
+        self.limit = limit
+        self.key = key
+        super().__init__(message)
 
 
 class UnsupportedURL(LeanHTTPError):

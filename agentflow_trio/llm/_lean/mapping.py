@@ -18,6 +18,7 @@ from ...errors import (
     LLMConnectError,
     LLMReadError,
     LLMTimeoutError,
+    ResponseTooLargeError,
     TransportError,
 )
 from .exceptions import (
@@ -29,6 +30,7 @@ from .exceptions import (
     ProtocolFailed,
     ReadFailed,
     ReadTimeout,
+    ResponseTooLarge,
     UnsupportedURL,
     WriteFailed,
     WriteTimeout,
@@ -47,6 +49,7 @@ SESSION_ERRORS: Final[Mapping[type[LeanHTTPError], type[Exception]]] = MappingPr
         ReadTimeout: LLMTimeoutError,
         ReadFailed: LLMReadError,
         ProtocolFailed: LLMReadError,
+        ResponseTooLarge: ResponseTooLargeError,
         UnsupportedURL: ConfigError,
         PoolClosed: TransportError,
     }
@@ -63,6 +66,7 @@ HTTPX_ERRORS: Final[Mapping[type[LeanHTTPError], type[httpx2.RequestError]]] = M
         ReadTimeout: httpx2.ReadTimeout,
         ReadFailed: httpx2.ReadError,
         ProtocolFailed: httpx2.RemoteProtocolError,
+        ResponseTooLarge: httpx2.DecodingError,  # a response came, but not a usable one
         UnsupportedURL: httpx2.UnsupportedProtocol,
         PoolClosed: httpx2.TransportError,
     }
@@ -85,6 +89,10 @@ def to_llm_error(exc: LeanHTTPError, deployment: str | None = None) -> Exception
     message = f"{deployment or 'llm'}: {exc}"
     if target is ConfigError:
         return ConfigError(message, key="llm.base_url")
+    if isinstance(exc, ResponseTooLarge):
+        return ResponseTooLargeError(
+            message, limit=exc.limit, key=exc.key or None, deployment=deployment
+        )
     return target(message, deployment=deployment)  # type: ignore[call-arg]
 
 

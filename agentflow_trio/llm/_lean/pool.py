@@ -1,10 +1,11 @@
 """A bounded pool of keep-alive connections to one origin, with the guide's settings.
 
 `PoolSettings` carries ``max_connections``, ``min_connections``, ``connection_timeout``,
-``request_timeout``, ``idle_timeout`` and ``max_connection_lifetime``. A request borrows a
-slot (`acquire`: a ``trio.Semaphore`` of ``max_connections``, first come first served; a
-wait longer than ``connection_timeout`` raises `PoolTimeout`), then a connection
-(`checkout`: the most recently used idle one, else a new one, opened within
+``request_timeout``, ``idle_timeout`` and ``max_connection_lifetime``, and the bounds of
+each response its connections read (``max_response_bytes``, ``max_header_bytes``). A
+request borrows a slot (`acquire`: a ``trio.Semaphore`` of ``max_connections``, first come
+first served; a wait longer than ``connection_timeout`` raises `PoolTimeout`), then a
+connection (`checkout`: the most recently used idle one, else a new one, opened within
 ``connection_timeout``), and gives both back (`checkin`, `release`) in its ``finally``.
 Slots are counted, not owned (a semaphore, not a ``CapacityLimiter``: no borrower set to
 maintain per call); the borrower's ``finally`` (`Exchange.aclose`) releases exactly once.
@@ -41,6 +42,7 @@ from typing import TYPE_CHECKING, Final, final
 import attrs
 import trio
 
+from .._bodies import DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_RESPONSE_BYTES, configured_limits
 from .._session import HTTPPoolStatistics
 from ._socket import raw_stream
 from .connection import Connection
@@ -79,7 +81,10 @@ class PoolSettings:
     """The pool and timeout settings of one provider (``[llm]``), in seconds.
 
     ``request_timeout`` bounds one call from its first byte sent to its last byte read
-    (for streams: the head, then each gap between two parts). Validated on construction.
+    (for streams: the head, then each gap between two parts). ``max_response_bytes``
+    bounds a response body (as received, as declared, once decoded; a stream in all) and
+    ``max_header_bytes`` its head; crossing one raises `ResponseTooLarge`. Validated on
+    construction.
     """
 
     max_connections: int = attrs.field(default=100, validator=_at_least(1))
@@ -88,6 +93,10 @@ class PoolSettings:
     request_timeout: float = attrs.field(default=60.0, validator=_positive)
     idle_timeout: float = 300.0
     max_connection_lifetime: float = 3600.0
+    max_response_bytes: int = attrs.field(
+        default=DEFAULT_MAX_RESPONSE_BYTES, validator=_at_least(1)
+    )
+    max_header_bytes: int = attrs.field(default=DEFAULT_MAX_HEADER_BYTES, validator=_at_least(1))
 
     def __attrs_post_init__(self) -> None:
         if self.min_connections > self.max_connections:
@@ -96,6 +105,7 @@ class PoolSettings:
     @classmethod
     def from_config(cls, llm: LLMConfig) -> PoolSettings:
         """The settings of an ``[llm]`` section."""
+        max_response_bytes, max_header_bytes = configured_limits(llm)
         return cls(
             max_connections=llm.max_connections,
             min_connections=llm.min_connections,
@@ -103,6 +113,8 @@ class PoolSettings:
             request_timeout=llm.request_timeout,
             idle_timeout=llm.idle_timeout,
             max_connection_lifetime=llm.max_connection_lifetime,
+            max_response_bytes=max_response_bytes,
+            max_header_bytes=max_header_bytes,
         )
 
 
@@ -244,7 +256,15 @@ class ConnectionPool:
             now = trio.current_time()
             self.opened += 1
             self._active += 1
-            return Connection(stream, opened_at=now, expires_at=now + self._lifetime, tls=self._tls)
+            settings = self.settings
+            return Connection(
+                stream,
+                opened_at=now,
+                expires_at=now + self._lifetime,
+                tls=self._tls,
+                max_header_bytes=settings.max_header_bytes,
+                max_response_bytes=settings.max_response_bytes,
+            )
         raise ConnectTimeout(f"{self.name}: connecting took longer than {timeout}s")
 
     def keep(self, conn: Connection) -> bool:

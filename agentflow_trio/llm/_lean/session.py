@@ -12,6 +12,10 @@ by httptools into the few fields an adapter reads; no request or response object
 header dictionaries, no per-call cancel scope when an enclosing deadline (a breaker's
 call timeout, an event timeout) already ends sooner than ``request_timeout``.
 
+Sizes: a response's head, its body as received and its body once decoded are bounded by
+the pool's ``max_header_bytes`` and ``max_response_bytes`` (a stream's in all);
+crossing one raises `ResponseTooLargeError` and closes the connection.
+
 Timeouts: ``request_timeout`` bounds a whole `post_json` exchange (first byte sent to last
 byte read) and, for a stream, the head and then each wait for the next part;
 ``connection_timeout`` bounds the wait for a pool slot and the connect (TCP + TLS).
@@ -31,11 +35,11 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, final
 import trio
 
 from ...errors import ConfigError, ResponseFormatError
+from .._bodies import Decompressor, decompressor
 from .._httperrors import format_error, json_body, status_error
 from .._lines import DEFAULT_MAX_LINE
 from .._session import HTTPPoolStatistics, LineDecoder
 from .connection import Connection
-from .decoding import Decompressor, decompressor
 from .exceptions import LeanHTTPError, ReadTimeout, UnsupportedURL
 from .exchange import Exchange, own_deadline
 from .mapping import to_llm_error
@@ -98,6 +102,7 @@ class LeanSession:
         self.pools = pools
         self.deployment = deployment
         self._timeout = pools.settings.request_timeout
+        self._max_body = pools.settings.max_response_bytes
         self._max_line = max_line
         self._targets: dict[str, _Target] = {}
 
@@ -121,6 +126,7 @@ class LeanSession:
             TransportError: no usable response (connect, timeout, connection lost).
             APIStatusError: an HTTP error status (the subclass of that status).
             ResponseFormatError: the answer is not JSON (wrong content type or malformed).
+            ResponseTooLargeError: its head or body crossed a bound (`PoolSettings`).
             ConfigError: ``url`` is not http(s).
         """
         target = self._targets.get(url) or self._target(url)
@@ -143,12 +149,12 @@ class LeanSession:
             ctype = conn.content_type
             coding = conn.content_encoding
             raw_headers = conn.headers
+            if coding is not None:
+                content = self._decompress(conn, coding, content)
         except LeanHTTPError as exc:
             raise to_llm_error(exc, self.deployment) from exc
         finally:
             await exchange.aclose()
-        if coding is not None:
-            content = self._decompress(coding, content)
         if status >= 400:
             raise status_error(status, _text_headers(raw_headers), content, self.deployment)
         kind = ctype.decode("latin-1") if ctype is not None else "application/json"
@@ -175,7 +181,7 @@ class LeanSession:
         try:
             conn = await self._start(exchange, target, body)
             await self._check_stream(conn, content_types)
-            chunks = _Chunks(conn, decoder, parse, self.deployment, self._timeout)
+            chunks = _Chunks(conn, decoder, parse, self.deployment, self._timeout, self._max_body)
             yield chunks
         finally:
             await exchange.aclose()
@@ -215,14 +221,17 @@ class LeanSession:
             raise to_llm_error(exc, self.deployment) from exc
         if conn.content_encoding is not None:
             with suppress(ResponseFormatError):  # an error page cut short: show it as it came
-                body = self._decompress(conn.content_encoding, body)
+                decoder = decompressor(conn.content_encoding, _ERROR_BODY_LIMIT, truncate=True)
+                if decoder is not None:
+                    body = decoder.feed(body) + decoder.flush()
         return body
 
-    def _decompress(self, coding: bytes, content: bytes) -> bytes:
+    def _decompress(self, conn: Connection, coding: bytes, content: bytes) -> bytes:
         try:
-            decoder = decompressor(coding)
+            decoder = decompressor(coding, self._max_body)
             return content if decoder is None else decoder.feed(content) + decoder.flush()
         except ResponseFormatError as exc:
+            conn.discard()  # a bomb or garbage: do not keep talking to it
             exc.deployment = self.deployment
             raise
 
@@ -262,6 +271,7 @@ class _Chunks(Generic[T]):
         parse: Callable[[Any], T | None],
         deployment: str,
         timeout: float,
+        max_body: int,
     ) -> None:
         self._conn = conn
         self._decoder = decoder
@@ -271,7 +281,7 @@ class _Chunks(Generic[T]):
         self._pending: deque[T] = deque()
         self._unzip: Decompressor | None = None
         if conn.content_encoding is not None:
-            self._unzip = self._checked(decompressor, conn.content_encoding)
+            self._unzip = self._checked(decompressor, conn.content_encoding, max_body)
 
     def __aiter__(self) -> _Chunks[T]:
         return self
@@ -315,6 +325,7 @@ class _Chunks(Generic[T]):
         try:
             return fn(*args)
         except ResponseFormatError as exc:
+            self._conn.discard()
             exc.deployment = self._deployment
             raise
 
