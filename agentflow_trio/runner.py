@@ -232,12 +232,12 @@ class Runner(NurseryOwner):
     async def _open(self) -> None:
         """Enter: the nursery, what the config asks for in it, then the worker tasks."""
         nursery = await self._open_nursery()
-        await self._start_services(nursery)
+        await self._start_runtime(nursery)
         self._state = _OPEN
         for _ in range(int(self._workers.total_tokens)):
             nursery.start_soon(self._worker)
 
-    async def _start_services(self, nursery: trio.Nursery) -> None:
+    async def _start_runtime(self, nursery: trio.Nursery) -> None:
         """What ``[runtime]`` and ``[monitoring]`` ask for, owned by this runner."""
         if self._guard is not None:
             await nursery.start(self._guard.run)
