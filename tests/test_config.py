@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import re
 import tomllib
+import typing
+from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Any, Literal
 
@@ -296,8 +299,8 @@ _NAME = st.from_regex(r"[A-Za-z0-9_-]{1,8}", fullmatch=True)
     args=st.lists(_TEXT, max_size=3),
     env=st.dictionaries(_NAME, _TEXT, max_size=2),
     name=_NAME,
-    timeout=st.floats(min_value=0.001, max_value=1e9, allow_nan=False),
-    memory_limit=st.integers(min_value=0, max_value=2**50),
+    timeout=st.floats(min_value=0.001, max_value=86400.0, allow_nan=False),
+    memory_limit=st.integers(min_value=0, max_value=2**44),
 )
 def test_to_toml_round_trips_any_text(
     model: str,
@@ -329,7 +332,7 @@ def test_package_exports_exactly_its_public_names() -> None:
         if not name.startswith("_") and not isinstance(value, types.ModuleType)
     }
     assert set(pkg.__all__) == public
-    assert pkg.__all__ == sorted(pkg.__all__)
+    assert pkg.__all__ == sorted(pkg.__all__, key=lambda name: (not name.isupper(), name))
 
 
 # --------------------------------------------------------------------------- durations, sizes
@@ -457,7 +460,8 @@ def test_wrong_type_names_file_and_key(tmp_path: Path) -> None:
     err = info.value
     assert (err.source, err.key) == (str(path), "runner.worker_pool_size")
     assert str(err) == (
-        f"{path}: runner.worker_pool_size: expected an integer >= 1, got 'many' (str)"
+        f"{path}: runner.worker_pool_size: expected an integer between 1 and 65536, "
+        "got 'many' (str)"
     )
     assert isinstance(err, ValueError)
 
@@ -467,7 +471,7 @@ def test_wrong_type_names_file_and_key(tmp_path: Path) -> None:
     [
         ({"runner": {"worker_pool_size": 0}}, "runner.worker_pool_size", ">= 1, got 0"),
         ({"runner": {"event_buffer_size": -1}}, "runner.event_buffer_size", ">= 0, got -1"),
-        ({"monitoring": {"metrics_port": 70000}}, "monitoring.metrics_port", "between 0 and"),
+        ({"monitoring": {"metrics_port": 70000}}, "monitoring.metrics_port", "<= 65535, got 7"),
         ({"llm": {"retry": {"max_attempts": 0}}}, "llm.retry.max_attempts", ">= 1, got 0"),
         ({"runner": {"worker_pool_size": True}}, "runner.worker_pool_size", "got True (bool)"),
         ({"runner": {"worker_pool_size": 2.0}}, "runner.worker_pool_size", "got 2.0 (float)"),
@@ -701,3 +705,308 @@ def test_runtime_section() -> None:
         Config.from_mapping({"runtime": {"gc_thresholds": [1, 2, 3, 4]}}, source="x.toml")
     with pytest.raises(ConfigError, match=r"runtime\.gc_thresholds\[1\]: expected an integer"):
         Config.from_mapping({"runtime": {"gc_thresholds": [1, "two"]}}, source="x.toml")
+
+
+# --------------------------------------------------------------------------- secrets
+
+PLANTED = "pl4nted-s3cret"
+
+
+def planted_config() -> Config:
+    """A config holding the planted secret in every place a secret may live."""
+    return Config(
+        llm=LLMConfig(
+            api_key=PLANTED,
+            base_url=f"https://user:{PLANTED}@llm.example/v1",
+            headers={"X-Token": PLANTED},
+        ),
+        mcp=MCPConfig(
+            servers={
+                "gh": MCPServerConfig(command="gh", env={"GH_TOKEN": PLANTED}),
+                "web": MCPServerConfig(url=f"https://u:{PLANTED}@mcp.example/mcp"),
+            }
+        ),
+        distributed=DistributedConfig(
+            redis_url=f"redis://:{PLANTED}@redis.example:6379/0", redis_password=PLANTED
+        ),
+    )
+
+
+def test_no_repr_str_or_rendering_shows_a_secret() -> None:
+    config = planted_config()
+    sections = [config, config.llm, config.mcp, config.mcp.servers["gh"], config.distributed]
+    shown = [repr(s) for s in sections] + [str(s) for s in sections]
+    shown += [config.to_toml(), repr(config.to_dict()), repr(config.mcp.servers["web"])]
+    assert [text for text in shown if PLANTED in text] == []
+    assert "api_key='***'" in repr(config.llm) and "headers={'X-Token': '***'}" in repr(config.llm)
+    assert "base_url='https://user:***@llm.example/v1'" in repr(config.llm)
+    assert "redis_url='redis://:***@redis.example:6379/0'" in repr(config.distributed)
+    assert "env={'GH_TOKEN': '***'}" in repr(config.mcp.servers["gh"])
+    rendered = config.to_dict()
+    assert rendered["llm"]["base_url"] == "https://user:***@llm.example/v1"
+    assert rendered["distributed"]["redis_url"] == "redis://:***@redis.example:6379/0"
+    assert rendered["mcp"]["servers"]["web"]["url"] == "https://u:***@mcp.example/mcp"
+    assert repr(LLMConfig()).count("api_key=''") == 1  # an empty secret reads empty
+    unmasked = config.to_toml(mask_secrets=False)
+    assert Config.from_mapping(tomllib.loads(unmasked), env={}) == config
+
+
+def test_config_show_masks_url_passwords(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = write(
+        tmp_path,
+        f'[llm]\nbase_url = "http://u:{PLANTED}@127.0.0.1:9/v1"\n'
+        f'[distributed]\nredis_url = "redis://:{PLANTED}@127.0.0.1:6379/0"\n',
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "agentflow_trio.cli", "config", "show", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert PLANTED not in proc.stdout + proc.stderr
+    assert 'redis_url = "redis://:***@127.0.0.1:6379/0"' in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:s3cret@host", "redis://:***@host"),
+        ("https://user:pw@h", "https://user:***@h"),
+        ("https://user:pw@h:8443/v1?q=1#f", "https://user:***@h:8443/v1?q=1#f"),
+        ("rediss://default:p@ss@[::1]:6380/2", "rediss://default:***@[::1]:6380/2"),
+        ("unix://:pw@/tmp/redis.sock?db=1", "unix://:***@/tmp/redis.sock?db=1"),
+        ("https://token@h/v1", "https://token@h/v1"),  # a user name alone is kept
+        ("https://h/a:b@c", "https://h/a:b@c"),  # an '@' in the path is no userinfo
+        ("http://h", "http://h"),
+        ("not a url", "not a url"),
+        ("", ""),
+    ],
+)
+def test_redact_url(url: str, shown: str) -> None:
+    from agentflow_trio.config import redact_url
+
+    assert redact_url(url) == shown
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"llm": {"api_key": 9876543210}},
+        {"llm": {"api_key": [PLANTED]}},
+        {"llm": {"api_key": PLANTED + "${"}},
+        {"llm": {"headers": {"X-Token": [PLANTED]}}},
+        {"distributed": {"redis_password": {"p": PLANTED}}},
+        {"mcp": {"servers": {"s": {"url": f"ftp://u:{PLANTED}@h/mcp"}}}},
+        {"mcp": {"servers": {"s": {"command": "x", "url": f"http://u:{PLANTED}@h/mcp"}}}},
+        {"mcp": {"servers": {"s": {"command": "x", "env": {"T": 9876543210}}}}},
+    ],
+)
+def test_errors_never_echo_a_secret(data: dict[str, Any]) -> None:
+    err = config_error(data)
+    assert PLANTED not in str(err) and "9876543210" not in str(err)
+
+
+# --------------------------------------------------------------------------- unknown keys
+
+
+def test_all_unknown_keys_in_one_error(tmp_path: Path) -> None:
+    text = (
+        "[runner]\nworker_pool_sise = 4\nevent_timeout = '5s'\nidle_timeout = '1s'\n"
+        "[llm]\nmodle = 'x'\nMAX_CONNECTIONS = 3\n[llm.retry]\nmax_retries = 3\nzzz = 1\n"
+        "[mcp.servers.gh]\ncomand = 'gh'\n[retry]\nenabled = false\n"
+    )
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    err = info.value
+    assert (err.source, err.key) == (str(path), "runner.worker_pool_sise")
+    assert str(err).splitlines() == [
+        f"{path}: 8 unknown keys:",
+        "  runner.worker_pool_sise: did you mean 'worker_pool_size'?",
+        "  runner.idle_timeout: did you mean 'llm.idle_timeout', 'drain_timeout' or "
+        "'event_timeout'?",
+        "  llm.modle: did you mean 'model'?",
+        "  llm.MAX_CONNECTIONS: did you mean 'max_connections'?",
+        "  llm.retry.max_retries: did you mean 'max_attempts'?",
+        "  llm.retry.zzz: known keys are base_delay, enabled, max_attempts, max_delay",
+        "  mcp.servers.gh.comand: did you mean 'command'?",
+        "  retry: did you mean 'llm.retry'?",
+    ]
+
+
+def _hint(section: str, key: str) -> list[str]:
+    """The keys the error for ``key`` (unknown, in table ``section``) points at."""
+    data: dict[str, Any] = {key: 1}
+    for part in reversed(section.split(".") if section else []):
+        data = {part: data}
+    err = config_error(data)
+    match = re.search(r"did you mean (.*)\?", str(err))
+    return re.findall(r"'([^']*)'", match[1]) if match else []
+
+
+def _tables() -> dict[str, type[Any]]:
+    tables: dict[str, type[Any]] = {}
+
+    def walk(cls: type[Any], path: str) -> None:
+        tables[path] = cls
+        hints = typing.get_type_hints(cls)
+        for field in attrs.fields(cls):
+            hint, sub = hints[field.name], f"{path}.{field.name}".lstrip(".")
+            if attrs.has(hint):
+                walk(hint, sub)
+            elif typing.get_origin(hint) is dict and attrs.has(typing.get_args(hint)[1]):
+                walk(typing.get_args(hint)[1], f"{sub}.s")
+
+    walk(Config, "")
+    return tables
+
+
+def _typos(name: str) -> set[str]:
+    """Plausible slips: a letter dropped or two swapped, CAPS, camelCase, kebab-case."""
+    words = name.split("_")
+    typos = {name.upper(), words[0] + "".join(w.title() for w in words[1:]), name.replace("_", "-")}
+    for i in range(1, len(name) - 1):
+        typos.add(name[:i] + name[i + 1 :])
+        typos.add(name[:i] + name[i + 1] + name[i] + name[i + 2 :])
+    return typos - {name}
+
+
+@pytest.mark.parametrize("section", list(_tables()), ids=lambda s: s or "<root>")
+def test_a_typo_of_every_key_hints_that_key(section: str) -> None:
+    names = [field.name for field in attrs.fields(_tables()[section])]
+    wrong = []
+    for name in names:
+        for typo in sorted(_typos(name) - set(names)):
+            hints = _hint(section, typo)
+            if name not in hints or (len(hints) > 1 and typo.upper() == typo):
+                wrong.append((typo, name, hints))
+    assert wrong == []
+
+
+def test_a_key_in_the_wrong_table_hints_its_table() -> None:
+    tables = _tables()
+    wrong = []
+    for section, cls in tables.items():
+        names = {field.name for field in attrs.fields(cls)}
+        for other, other_cls in tables.items():
+            for field in attrs.fields(other_cls):
+                path = f"{other}.{field.name}".lstrip(".").replace(".s.", ".<name>.")
+                if field.name in names or other == section:
+                    continue
+                hints = _hint(section, field.name)
+                close = [n for n in names if SequenceMatcher(None, field.name, n).ratio() >= 0.9]
+                if path not in hints and not (close and set(close) <= set(hints)):
+                    wrong.append((section, field.name, hints))
+    assert wrong == []
+
+
+def test_a_choice_hint_ignores_case() -> None:
+    err = config_error({"monitoring": {"log_level": "INFO"}})
+    assert "did you mean 'info'?" in str(err)
+    err = config_error({"llm": {"max_connections": 5, "min_connections": 5, "mai_connections": 1}})
+    assert "did you mean 'max_connections' or 'min_connections'?" in str(err)  # a tie is a tie
+
+
+# --------------------------------------------------------------------------- what services refuse
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "fragment"),
+    [
+        ('[llm]\nheaders = { "X-A" = "a\\nb" }', "llm.headers.X-A", "without CR, LF or NUL"),
+        ('[llm]\nheaders = { "X-A" = "a\\u0000" }', "llm.headers.X-A", "without CR, LF or NUL"),
+        ('[llm]\nheaders = { "X A" = "b" }', "llm.headers.X A", "a header name"),
+        ('[llm]\nheaders = { "" = "b" }', "llm.headers.", "a header name"),
+        ('[llm]\ntransport = "httpx2"\nheaders = { "X" = "é" }', "llm.headers.X", "ASCII"),
+        ('[llm]\napi_key = "sk-1\\r\\nX-Evil: 1"', "llm.api_key", "without CR, LF or NUL"),
+        ('[llm]\norganization = "o\\n"', "llm.organization", "without CR, LF or NUL"),
+        ('[llm]\nbase_url = "ftp://127.0.0.1/v1"', "llm.base_url", "an http:// or https://"),
+        ('[llm]\nbase_url = "http:///v1"', "llm.base_url", "with a host"),
+        ('[llm]\nbase_url = "http://h:99999/v1"', "llm.base_url", "out of range"),
+        ('[llm]\nbase_url = "http://h /v1"', "llm.base_url", "no whitespace"),
+        ('[llm]\nbase_url = "https://api.example/v1"', "llm.api_key", "is empty, but"),
+        ('[llm]\nprovider = "azure"\nbase_url = "https://r.example"', "llm.api_key", "is empty"),
+        ('[distributed]\nredis_url = "http://h:6379"', "distributed.redis_url", "redis://"),
+        ('[distributed]\nredis_url = "localhost:6379"', "distributed.redis_url", "redis://"),
+        (
+            '[distributed]\nstream = "s"\ndead_letter_stream = "s"',
+            "distributed.dead_letter_stream",
+            "other than distributed.stream",
+        ),
+        (
+            '[distributed]\nresults = "stream"\nresults_stream = "agentflow:events"',
+            "distributed.results_stream",
+            "other than distributed.stream",
+        ),
+        ('[mcp.servers.s]\nurl = "http:///mcp"', "mcp.servers.s.url", "with a host"),
+    ],
+)
+def test_load_refuses_what_the_services_refuse(
+    tmp_path: Path, text: str, key: str, fragment: str
+) -> None:
+    path = write(tmp_path, text + "\n")
+    assert Config.from_mapping(tomllib.loads(text), env={})  # each value alone is fine
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    err = info.value
+    assert (err.source, err.key) == (str(path), key)
+    assert str(err).startswith(f"{path}: {key}: ") and fragment in str(err)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[llm]\nbase_url = "http://127.0.0.1:8000/v1"',  # a local server needs no key
+        '[llm]\nbase_url = "http://[::1]:8000/v1"',
+        '[llm]\nbase_url = "http://localhost:8000/v1"',
+        '[llm]\nprovider = "ollama"\nbase_url = "http://gpu.example:11434"',
+        '[llm]\nbase_url = "https://api.example/v1"\napi_key = "sk-1"\nheaders = { "X" = "é" }',
+        '[llm]\nprovider = "fake"\nheaders = { "X A" = "a\\nb" }',  # fake sends nothing
+        '[llm]\nprovider = "azure"',  # no base_url: the built-in mock stands in
+        '[distributed]\nredis_url = "unix:///tmp/redis.sock"',
+    ],
+)
+def test_load_accepts_what_the_services_accept(tmp_path: Path, text: str) -> None:
+    load_config(write(tmp_path, text + "\n"), env={})
+
+
+@pytest.mark.parametrize("provider", ["openai", "azure", "ollama", "fake"])
+@pytest.mark.parametrize(
+    "base_url", ["", "http://127.0.0.1:9/v1", "https://api.example/v1", "http://[::1]/v1"]
+)
+@pytest.mark.parametrize("api_key", ["", "sk-1"])
+def test_the_key_rule_is_the_services_rule(provider: str, base_url: str, api_key: str) -> None:
+    from agentflow_trio.config import check_config
+    from agentflow_trio.mockllm import check_llm_target
+
+    config = Config(llm=LLMConfig(provider=provider, base_url=base_url, api_key=api_key))  # type: ignore[arg-type]
+    try:
+        check_llm_target(config, "a.toml")
+    except ConfigError as exc:
+        with pytest.raises(ConfigError) as info:
+            check_config(config, source="a.toml")
+        assert (info.value.key, info.value.source) == (exc.key, exc.source)
+    else:
+        check_config(config, source="a.toml")
+
+
+def test_config_validate_refuses_what_serve_refuses(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = write(tmp_path, '[llm]\nheaders = { "X-A" = "a\\nb" }\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "agentflow_trio.cli", "config", "validate", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert (
+        proc.stderr == f"Error: {path}: llm.headers.X-A: expected a header value without "
+        "CR, LF or NUL (value hidden: a secret)\n"
+    )

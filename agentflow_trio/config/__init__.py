@@ -3,18 +3,28 @@
 
 `load_config` reads a file into a `Config`, the root of one frozen attrs class per table
 (`RunnerConfig`, `LLMConfig`, ...); ``Config()`` is every default. Every problem raises
-`ConfigError` naming the source, the dotted key, what was expected and what was found.
-`Config.to_dict` and `Config.to_toml` render the effective config, secrets masked.
+`ConfigError` naming the source, the dotted key, what was expected and what was found;
+all unknown keys of a file are named at once, each with its hint. `Config.to_dict`,
+`Config.to_toml` and every repr mask secrets (`redact_url` masks a URL's password).
+
+Hostile input is bounded: a file holds at most `MAX_FILE_SIZE` bytes nested at most
+`MAX_DEPTH` levels, every number has an upper bound, and `check_config` (run by
+`load_config`) refuses what the services would refuse later.
 
 Inside: ``units`` (`Duration`, `Size`, their parsers and renderers), ``sections`` (the
-classes), ``convert`` (the generic TOML <-> attrs machine and ``${ENV}``), ``loader``
-(the file). Nothing here imports anything above ``errors``.
+classes), ``convert`` (the generic TOML <-> attrs machine and ``${ENV}``), ``checks``
+(the services' rules), ``loader`` (the file). Nothing here imports anything above
+``errors``.
 """
 
 from ..errors import ConfigError as ConfigError
+from ._secrets import redact_url as redact_url
+from ._shape import MAX_DEPTH as MAX_DEPTH
+from .checks import check_config as check_config
 from .convert import parse_section as parse_section
 from .convert import section_to_dict as section_to_dict
 from .convert import section_to_toml as section_to_toml
+from .loader import MAX_FILE_SIZE as MAX_FILE_SIZE
 from .loader import load_config as load_config
 from .sections import CircuitBreakerConfig as CircuitBreakerConfig
 from .sections import Config as Config
@@ -37,6 +47,8 @@ from .units import parse_duration as parse_duration
 from .units import parse_size as parse_size
 
 __all__ = [
+    "MAX_DEPTH",
+    "MAX_FILE_SIZE",
     "CircuitBreakerConfig",
     "Config",
     "ConfigError",
@@ -53,12 +65,14 @@ __all__ = [
     "RunnerConfig",
     "RuntimeConfig",
     "Size",
+    "check_config",
     "format_duration",
     "format_size",
     "load_config",
     "parse_duration",
     "parse_section",
     "parse_size",
+    "redact_url",
     "section_to_dict",
     "section_to_toml",
 ]

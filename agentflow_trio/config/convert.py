@@ -12,16 +12,18 @@ field types:
 * another attrs class (a nested table) and ``dict[str, SectionClass]`` (named tables such
   as ``[mcp.servers.NAME]``).
 
-Numeric bounds are `Bounds` validators (``validator=at_least(1)``): the machine reads them to
-say what it expected, and a value built in code is checked by the same validator. Secrets
-carry ``metadata=SECRET`` and are masked when rendered.
+Numeric bounds are `Bounds` validators (``validator=between(1, 65536)``): the machine reads
+them to say what it expected, and a value built in code is checked by the same validator.
+Secrets carry ``metadata=SECRET`` and URLs ``metadata=URL``: rendering and error messages
+mask them (``***``, ``redis://:***@host``). Before converting, the data's nesting depth is
+bounded (``MAX_DEPTH``) and every unknown key is named at once, each with its hint.
 
 ``${NAME}`` and ``${NAME:-default}`` are replaced in every string value (``$${`` writes a
 literal ``${``); a number or bool field also accepts a string holding such a reference
 (``worker_pool_size = "${WORKERS:-50}"``). Every problem raises `ConfigError` naming the
 source, the dotted key, what was expected and what was found, for example::
 
-    agentflow.toml: runner.worker_pool_size: expected an integer >= 1, got 'many' (str)
+    agentflow.toml: runner.worker_pool_size: expected an integer <= 65536, got 100000000 (int)
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ import json
 import math
 import os
 import re
-import types
 import typing
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal, TypeVar
@@ -40,48 +41,27 @@ import attrs
 from ..errors import ConfigError
 from ._bounds import Bounds, bounds_of
 from ._messages import expected, suggest
+from ._secrets import SECRET, mask, shown
+from ._shape import check_depth, check_keys, fields_of, join
 from .units import Unit
 
 __all__ = ["SECRET", "parse_section", "section_to_dict", "section_to_toml"]
 
 _T = TypeVar("_T")
 
-_SECRET_KEY = "agentflow_trio.secret"
-SECRET: Mapping[str, bool] = types.MappingProxyType({_SECRET_KEY: True})
-"""Field metadata marking a secret (``attrs.field(default="", metadata=SECRET)``): rendering
-masks a non-empty secret string, and every value of a secret list or dict, as ``"***"``."""
-_MASK = "***"
-
-
-# --------------------------------------------------------------------------- fields
-
-
-@attrs.frozen
-class _Field:
-    attribute: attrs.Attribute[Any]
-    hint: Any
-
 
 @attrs.frozen
 class _Context:
     source: str
     env: Mapping[str, str]
+    metadata: Mapping[str, Any] = attrs.field(factory=dict)  # of the field being converted
 
     def error(self, key: str, message: str) -> ConfigError:
         return ConfigError(message, source=self.source, key=key or None)
 
-
-_FIELDS: dict[type[Any], dict[str, _Field]] = {}
-
-
-def _fields(cls: type[Any]) -> dict[str, _Field]:
-    """The init fields of an attrs class with resolved hints, by TOML key (cached)."""
-    fields = _FIELDS.get(cls)
-    if fields is None:
-        hints = typing.get_type_hints(cls, include_extras=True)
-        fields = {a.name: _Field(a, hints[a.name]) for a in attrs.fields(cls) if a.init}
-        _FIELDS[cls] = fields
-    return fields
+    def expected(self, what: str, found: object) -> str:
+        """`expected`, showing ``found`` as the field may show it (secrets masked)."""
+        return expected(what, found, shown=shown(found, self.metadata))
 
 
 # --------------------------------------------------------------------------- parsing
@@ -98,31 +78,39 @@ def parse_section(
 
     This is the machine behind `Config.from_mapping`; it works for any frozen attrs class
     whose fields are of the kinds listed in this module's docstring and all have defaults.
+    Before converting anything it refuses data nested deeper than ``MAX_DEPTH`` (32)
+    levels and names every unknown key at once.
 
     Raises:
         ConfigError: as `Config.from_mapping`.
         TypeError: ``cls`` has a field of an unsupported type (a programming error).
     """
-    return _build(cls, data, "", _Context(source, os.environ if env is None else env))
+    ctx = _Context(source, os.environ if env is None else env)
+    if not isinstance(data, Mapping):
+        raise ctx.error("", expected("a table", data))
+    check_depth(data, source)
+    check_keys(cls, data, source)
+    return _build(cls, data, "", ctx)
 
 
 def _build(cls: type[_T], data: object, prefix: str, ctx: _Context) -> _T:
     if not isinstance(data, Mapping):
-        raise ctx.error(prefix, expected("a table", data))
-    fields = _fields(cls)
+        raise ctx.error(prefix, ctx.expected("a table", data))
+    fields = fields_of(cls)
     kwargs: dict[str, Any] = {}
     for name, raw in data.items():
-        key = _join(prefix, str(name))
+        key = join(prefix, str(name))
         field = fields.get(name)
-        if field is None:
-            raise ctx.error(key, _unknown(key, str(name), fields))
+        if field is None:  # check_keys found it first, unless called on a part of the data
+            raise ctx.error(key, f"unknown key {key!r}{suggest(str(name), fields)}")
+        field_ctx = attrs.evolve(ctx, metadata=field.attribute.metadata)
         kwargs[field.attribute.alias or field.attribute.name] = _convert(
-            field.hint, field.attribute, raw, key, ctx
+            field.hint, field.attribute, raw, key, field_ctx
         )
     try:
         return cls(**kwargs)
     except ConfigError as exc:
-        raise ctx.error(_join(prefix, exc.key or ""), exc.reason) from None
+        raise ctx.error(join(prefix, exc.key or ""), exc.reason) from None
 
 
 def _convert(
@@ -145,7 +133,7 @@ def _convert(
     if origin is Literal:
         return _to_choice(typing.get_args(hint), raw, key, ctx)
     if attrs.has(hint):
-        return _build(hint, raw, key, ctx)
+        return _build(hint, raw, key, attrs.evolve(ctx, metadata={}))
     if origin in (list, tuple):
         return _to_sequence(origin, hint, raw, key, ctx)
     if origin in (dict, Mapping):
@@ -159,14 +147,14 @@ def _unit_of(extras: list[Any]) -> Unit | None:
 
 def _to_unit(unit: Unit, raw: object, bounds: Bounds | None, key: str, ctx: _Context) -> Any:
     """A Duration or Size: interpolate, parse, check the field's bounds (default ``>= 0``)."""
-    noun = f"a {unit.value}" + (_describe(bounds) or " >= 0")
-    message = expected(f"{noun} {unit.examples}", raw)
     try:
         value = unit.parse(_text(raw, key, ctx))
     except ConfigError:
-        raise ctx.error(key, message) from None
+        noun = f"a {unit.value}" + (_describe(bounds) or " >= 0")
+        raise ctx.error(key, ctx.expected(f"{noun} {unit.examples}", raw)) from None
     if bounds is not None and not bounds.admits(value):
-        raise ctx.error(key, message)
+        noun = f"a {unit.value}{bounds.describe(value)}"
+        raise ctx.error(key, ctx.expected(f"{noun} {unit.examples}", raw))
     return value
 
 
@@ -175,7 +163,7 @@ def _to_bool(raw: object, key: str, ctx: _Context) -> bool:
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
     if not isinstance(value, bool):
-        raise ctx.error(key, expected("a boolean (true or false)", raw))
+        raise ctx.error(key, ctx.expected("a boolean (true or false)", raw))
     return value
 
 
@@ -184,21 +172,24 @@ def _to_number(kind: type, raw: object, bounds: Bounds | None, key: str, ctx: _C
     value = _from_env(raw, key, ctx)
     if isinstance(value, str):
         try:
-            value = kind(value.strip())
+            value = kind(value.strip()) if len(value) <= _MAX_NUMBER_TEXT else None
         except ValueError:
-            raise ctx.error(key, expected(noun + _describe(bounds), raw)) from None
+            value = None
     if isinstance(value, bool) or not isinstance(value, int if kind is int else int | float):
-        raise ctx.error(key, expected(noun + _describe(bounds), raw))
+        raise ctx.error(key, ctx.expected(noun + _describe(bounds), raw))
     if kind is float and not math.isfinite(value):
-        raise ctx.error(key, expected("a finite number" + _describe(bounds), raw))
+        raise ctx.error(key, ctx.expected("a finite number" + _describe(bounds), raw))
     if bounds is not None and not bounds.admits(kind(value)):
-        raise ctx.error(key, expected(noun + bounds.describe(), raw))
+        raise ctx.error(key, ctx.expected(noun + bounds.describe(kind(value)), raw))
     return kind(value)
+
+
+_MAX_NUMBER_TEXT = 64  # "${WORKERS}" set to 5,000 digits is no number anyone meant
 
 
 def _to_str(raw: object, key: str, ctx: _Context) -> str:
     if not isinstance(raw, str):
-        raise ctx.error(key, expected("a string", raw))
+        raise ctx.error(key, ctx.expected("a string", raw))
     return _interpolate(raw, key, ctx)
 
 
@@ -207,7 +198,7 @@ def _to_choice(choices: tuple[str, ...], raw: object, key: str, ctx: _Context) -
     if value not in choices:
         listing = ", ".join(repr(c) for c in choices)
         hint = suggest(value, choices) if isinstance(value, str) else ""
-        raise ctx.error(key, expected(f"one of {listing}", raw) + hint)
+        raise ctx.error(key, ctx.expected(f"one of {listing}", raw) + hint)
     return value
 
 
@@ -222,7 +213,7 @@ def _to_sequence(origin: type, hint: Any, raw: object, key: str, ctx: _Context) 
     else:
         raise TypeError(f"unsupported config field type {hint!r} for {key!r}")
     if not isinstance(raw, list | tuple):
-        raise ctx.error(key, expected(f"an array of {noun}", raw))
+        raise ctx.error(key, ctx.expected(f"an array of {noun}", raw))
     items = [convert(item, f"{key}[{i}]", ctx) for i, item in enumerate(raw)]
     return origin(items)
 
@@ -234,24 +225,15 @@ def _to_dict(
     if key_type is not str:
         raise TypeError(f"unsupported config field type {hint!r} for {key!r}")
     if not isinstance(raw, Mapping):
-        raise ctx.error(key, expected("a table", raw))
+        raise ctx.error(key, ctx.expected("a table", raw))
     return {
-        str(name): _convert(value_type, attribute, item, _join(key, str(name)), ctx)
+        str(name): _convert(value_type, attribute, item, join(key, str(name)), ctx)
         for name, item in raw.items()
     }
 
 
 def _describe(bounds: Bounds | None) -> str:
     return bounds.describe() if bounds is not None else ""
-
-
-def _unknown(key: str, name: str, fields: Mapping[str, _Field]) -> str:
-    known = ", ".join(sorted(fields)) or "(none)"
-    return f"unknown key {key!r}{suggest(name, fields)} (known keys: {known})"
-
-
-def _join(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix and name else prefix or name
 
 
 # --------------------------------------------------------------------------- ${ENV}
@@ -283,8 +265,9 @@ def _interpolate(text: str, key: str, ctx: _Context) -> str:
             return "${"
         name = match["name"]
         if name is None:
+            shown_text = shown(text, ctx.metadata)
             raise ctx.error(
-                key, f"malformed '${{' in {text!r}: write ${{NAME}} or ${{NAME:-default}}"
+                key, f"malformed '${{' in {shown_text}: write ${{NAME}} or ${{NAME:-default}}"
             )
         value = ctx.env.get(name)
         if match["has_default"] is not None:
@@ -308,33 +291,33 @@ def section_to_dict(section: Any, *, mask_secrets: bool = True) -> dict[str, Any
 
     Durations render as `format_duration` strings, sizes as `format_size` strings; a
     ``${`` inside a string value renders as ``$${``, so parsing gives the same string back.
-    With ``mask_secrets``, non-empty secret strings (and secret dicts' values) are ``"***"``.
+    With ``mask_secrets``, non-empty secret strings (and secret dicts' values) are
+    ``"***"`` and the password in a URL field's userinfo too (``redis://:***@host``).
     """
     out: dict[str, Any] = {}
-    for name, field in _fields(type(section)).items():
-        secret = mask_secrets and bool(field.attribute.metadata.get(_SECRET_KEY))
+    for name, field in fields_of(type(section)).items():
         value = getattr(section, field.attribute.name)
-        out[name] = _render(field.hint, value, secret, mask_secrets)
+        if mask_secrets:
+            value = mask(value, field.attribute.metadata)
+        out[name] = _render(field.hint, value, mask_secrets)
     return out
 
 
-def _render(hint: Any, value: Any, secret: bool, mask_secrets: bool) -> Any:
+def _render(hint: Any, value: Any, mask_secrets: bool) -> Any:
     origin = typing.get_origin(hint)
     if origin is Annotated:
         base, *extras = typing.get_args(hint)
         unit = _unit_of(extras)
         if unit is not None:
             return unit.format(value)
-        return _render(base, value, secret, mask_secrets)
+        return _render(base, value, mask_secrets)
     if attrs.has(hint):
         return section_to_dict(value, mask_secrets=mask_secrets)
     if origin in (list, tuple):
-        return [_MASK if secret and v else _escape(v) for v in value]
+        return [_escape(v) for v in value]
     if origin in (dict, Mapping):
         value_type = typing.get_args(hint)[1]
-        return {k: _render(value_type, v, secret, mask_secrets) for k, v in value.items()}
-    if secret and isinstance(value, str) and value:
-        return _MASK
+        return {k: _render(value_type, v, mask_secrets) for k, v in value.items()}
     return _escape(value)
 
 

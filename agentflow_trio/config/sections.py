@@ -5,6 +5,11 @@ tasks: reading ``config.runner.worker_pool_size`` is a plain attribute access. `
 gives every default, so no file is ever required. The classes declare types, defaults,
 bounds and secrets only; `parse_section` (in `convert`) turns TOML into them and back.
 To add a section: write a frozen attrs class with defaults and add one field of `Config`.
+
+Every number has a lower and an upper bound (its validator, such as ``between(1, 65536)``
+or ``duration(gt=0, le=7 * DAY)``): the upper one is far above what a deployment needs and
+below what breaks at start (a C int, a timer, memory). Secrets (``metadata=SECRET``) and
+URLs (``metadata=URL``) never show a secret in a repr, a rendering or an error.
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ from typing import Any, Literal
 import attrs
 
 from ..errors import ConfigError
-from ._bounds import Bounds, above, at_least, between
+from ._bounds import DAY, HOUR, INT32_MAX, MaxItems, between, duration, size
 from ._messages import expected
-from .convert import SECRET, parse_section, section_to_dict, section_to_toml
+from ._secrets import SECRET, URL, masked_repr, redact_url, url_repr
+from .convert import parse_section, section_to_dict, section_to_toml
 from .units import Duration, Size
 
 __all__ = [
@@ -42,22 +48,25 @@ __all__ = [
 class RunnerConfig:
     """``[runner]``: admission bound, queue, worker pool and timeouts of the `Runner`.
 
-    ``event_buffer_size = 0`` makes the queue an unbuffered (rendezvous) channel.
+    ``event_buffer_size = 0`` makes the queue an unbuffered (rendezvous) channel. Bounds:
+    at most 1,000,000 events in flight and queued, 65,536 workers (one task each, started
+    with the runner), an event timeout of 7 days and a drain of 1 day.
     """
 
-    max_concurrent_events: int = attrs.field(default=1000, validator=at_least(1))
-    event_buffer_size: int = attrs.field(default=1000, validator=at_least(0))
-    worker_pool_size: int = attrs.field(default=50, validator=at_least(1))
-    event_timeout: Duration = attrs.field(default=30.0, validator=above(0))
-    drain_timeout: Duration = attrs.field(default=10.0, validator=at_least(0))
+    max_concurrent_events: int = attrs.field(default=1000, validator=between(1, 1_000_000))
+    event_buffer_size: int = attrs.field(default=1000, validator=between(0, 1_000_000))
+    worker_pool_size: int = attrs.field(default=50, validator=between(1, 65_536))
+    event_timeout: Duration = attrs.field(default=30.0, validator=duration(gt=0, le=7 * DAY))
+    drain_timeout: Duration = attrs.field(default=10.0, validator=duration(le=DAY))
 
 
 def _gc_thresholds(instance: object, attribute: attrs.Attribute[Any], value: list[int]) -> None:
-    if len(value) > 3 or any(v < 0 for v in value):
-        raise ConfigError(
-            f"expected at most 3 integers >= 0 (gc.set_threshold), got {value!r}",
-            key=attribute.name,
-        )
+    """At most 3 C ints >= 0: what ``gc.set_threshold`` takes without an OverflowError."""
+    if len(value) > 3 or not all(
+        isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= INT32_MAX for v in value
+    ):
+        what = f"at most 3 integers between 0 and {INT32_MAX} (gc.set_threshold)"
+        raise ConfigError(expected(what, value), key=attribute.name)
 
 
 @attrs.frozen
@@ -68,21 +77,25 @@ class RuntimeConfig:
     ``gc_freeze`` moves everything allocated during start-up out of the collector's reach
     (``gc.freeze()``); ``memory_limit`` is a soft RSS limit (0 = off): above it the runner
     refuses new events with `Overloaded` instead of being killed, checked every
-    ``memory_check_interval``.
+    ``memory_check_interval``. Bounds: thresholds <= 2**31 - 1 (a C int), a limit of at
+    most 16TiB, a check at least every hour.
     """
 
     gc_thresholds: list[int] = attrs.field(factory=list, validator=_gc_thresholds)
     gc_freeze: bool = False
-    memory_limit: Size = attrs.field(default=0, validator=at_least(0))
-    memory_check_interval: Duration = attrs.field(default=1.0, validator=above(0))
+    memory_limit: Size = attrs.field(default=0, validator=size(le=2**44))
+    memory_check_interval: Duration = attrs.field(default=1.0, validator=duration(gt=0, le=HOUR))
 
 
 @attrs.frozen
 class MemoryConfig:
-    """``[memory]``: the bound and TTL of the session state cache (`SessionStore`)."""
+    """``[memory]``: the bound and TTL of the session state cache (`SessionStore`).
 
-    state_cache_size: int = attrs.field(default=10000, validator=at_least(1))
-    state_cache_ttl: Duration = attrs.field(default=3600.0, validator=above(0))
+    Bounds: at most 10,000,000 sessions, kept at most 30 days.
+    """
+
+    state_cache_size: int = attrs.field(default=10000, validator=between(1, 10_000_000))
+    state_cache_ttl: Duration = attrs.field(default=3600.0, validator=duration(gt=0, le=30 * DAY))
 
 
 @attrs.frozen
@@ -98,32 +111,41 @@ class MonitoringConfig:
 
 @attrs.frozen
 class RetryConfig:
-    """``[llm.retry]``: exponential backoff with jitter between ``base_delay`` and ``max_delay``."""
+    """``[llm.retry]``: exponential backoff with jitter between ``base_delay`` and ``max_delay``.
+
+    Bounds: at most 100 attempts; delays (a server's Retry-After included) of at most 1 hour.
+    """
 
     enabled: bool = True
-    max_attempts: int = attrs.field(default=3, validator=at_least(1))
-    base_delay: Duration = attrs.field(default=0.5, validator=at_least(0))
-    max_delay: Duration = attrs.field(default=30.0, validator=at_least(0))
+    max_attempts: int = attrs.field(default=3, validator=between(1, 100))
+    base_delay: Duration = attrs.field(default=0.5, validator=duration(le=HOUR))
+    max_delay: Duration = attrs.field(default=30.0, validator=duration(le=HOUR))
 
 
 @attrs.frozen
 class CircuitBreakerConfig:
-    """``[llm.circuit_breaker]``: trip after ``failure_threshold`` consecutive failures."""
+    """``[llm.circuit_breaker]``: trip after ``failure_threshold`` consecutive failures.
+
+    Bounds: thresholds of at most 1,000,000 failures and 10,000 probes; timeouts of 1 day.
+    """
 
     enabled: bool = True
-    failure_threshold: int = attrs.field(default=5, validator=at_least(1))
-    open_timeout: Duration = attrs.field(default=30.0, validator=at_least(0))
-    half_open_max_calls: int = attrs.field(default=1, validator=at_least(1))
-    call_timeout: Duration = attrs.field(default=60.0, validator=above(0))
+    failure_threshold: int = attrs.field(default=5, validator=between(1, 1_000_000))
+    open_timeout: Duration = attrs.field(default=30.0, validator=duration(le=DAY))
+    half_open_max_calls: int = attrs.field(default=1, validator=between(1, 10_000))
+    call_timeout: Duration = attrs.field(default=60.0, validator=duration(gt=0, le=DAY))
 
 
 @attrs.frozen
 class RateLimitConfig:
-    """``[llm.rate_limit]``: client-side request and token budgets; 0 means unlimited."""
+    """``[llm.rate_limit]``: client-side request and token budgets; 0 means unlimited.
+
+    Bounds: 100,000,000 requests and 10,000,000,000 tokens per minute.
+    """
 
     enabled: bool = False
-    requests_per_minute: int = attrs.field(default=0, validator=at_least(0))
-    tokens_per_minute: int = attrs.field(default=0, validator=at_least(0))
+    requests_per_minute: int = attrs.field(default=0, validator=between(0, 10**8))
+    tokens_per_minute: int = attrs.field(default=0, validator=between(0, 10**10))
 
 
 @attrs.frozen
@@ -131,23 +153,28 @@ class LLMConfig:
     """``[llm]``: provider, credentials, connection pool and the resilience stack.
 
     ``base_url = ""`` means the provider's default. ``api_key`` and ``headers`` are
-    secrets: `Config.to_dict` masks them. ``min_connections <= max_connections``.
+    secrets, and the password in ``base_url``'s userinfo: reprs, `Config.to_dict` and
+    errors mask them. ``min_connections <= max_connections``. Bounds: 65,536 connections,
+    256 headers, a connect timeout of 1 hour, a request timeout and an idle time of 1 day,
+    a connection lifetime of 30 days.
     """
 
     provider: Literal["openai", "azure", "ollama", "fake"] = "openai"
     model: str = "gpt-4o-mini"
-    base_url: str = ""
-    api_key: str = attrs.field(default="", metadata=SECRET)
+    base_url: str = attrs.field(default="", metadata=URL, repr=url_repr)
+    api_key: str = attrs.field(default="", metadata=SECRET, repr=masked_repr)
     api_version: str = "2024-10-21"
     deployment: str = ""
     organization: str = ""
-    max_connections: int = attrs.field(default=100, validator=at_least(1))
-    min_connections: int = attrs.field(default=0, validator=at_least(0))
-    connection_timeout: Duration = attrs.field(default=10.0, validator=above(0))
-    request_timeout: Duration = attrs.field(default=60.0, validator=above(0))
-    idle_timeout: Duration = attrs.field(default=300.0, validator=at_least(0))
-    max_connection_lifetime: Duration = attrs.field(default=3600.0, validator=at_least(0))
-    headers: dict[str, str] = attrs.field(factory=dict, metadata=SECRET)
+    max_connections: int = attrs.field(default=100, validator=between(1, 65_536))
+    min_connections: int = attrs.field(default=0, validator=between(0, 65_536))
+    connection_timeout: Duration = attrs.field(default=10.0, validator=duration(gt=0, le=HOUR))
+    request_timeout: Duration = attrs.field(default=60.0, validator=duration(gt=0, le=DAY))
+    idle_timeout: Duration = attrs.field(default=300.0, validator=duration(le=DAY))
+    max_connection_lifetime: Duration = attrs.field(default=3600.0, validator=duration(le=30 * DAY))
+    headers: dict[str, str] = attrs.field(
+        factory=dict, metadata=SECRET, repr=masked_repr, validator=MaxItems(256)
+    )
     # "lean": the project's HTTP/1.1 client on trio streams (httptools); "httpx2": the
     # httpx2 client. Both honour the pool settings above and raise the same errors.
     transport: Literal["lean", "httpx2"] = "lean"
@@ -163,15 +190,19 @@ class LLMConfig:
 
 @attrs.frozen
 class PerformanceConfig:
-    """``[performance]``: the response cache (bounded by entries and bytes) and batching."""
+    """``[performance]``: the response cache (bounded by entries and bytes) and batching.
+
+    Bounds: a TTL of 30 days, 10,000,000 entries, 1TiB; batches of 10,000 items waiting at
+    most 1 minute.
+    """
 
     enable_caching: bool = False
-    cache_ttl: Duration = attrs.field(default=3600.0, validator=at_least(0))
-    cache_max_entries: int = attrs.field(default=10000, validator=at_least(1))
-    cache_max_bytes: Size = attrs.field(default=64 * 2**20, validator=at_least(0))
+    cache_ttl: Duration = attrs.field(default=3600.0, validator=duration(le=30 * DAY))
+    cache_max_entries: int = attrs.field(default=10000, validator=between(1, 10_000_000))
+    cache_max_bytes: Size = attrs.field(default=64 * 2**20, validator=size(le=2**40))
     enable_batching: bool = False
-    batch_size: int = attrs.field(default=16, validator=at_least(1))
-    batch_timeout: Duration = attrs.field(default=0.01, validator=at_least(0))
+    batch_size: int = attrs.field(default=16, validator=between(1, 10_000))
+    batch_timeout: Duration = attrs.field(default=0.01, validator=duration(le=60.0))
 
 
 _SERVER_NAME = re.compile(r"[A-Za-z0-9_-]+")
@@ -187,31 +218,37 @@ class MCPServerConfig:
     (for stdio: that many subprocesses) serve calls round-robin. Every call runs under
     ``call_timeout``, every connect under ``connect_timeout``, and each session is pinged
     every ``health_interval``. ``enabled = false`` keeps the table but connects nothing.
-    ``env`` values are secrets: `Config.to_dict` masks them.
+    ``env`` values are secrets (and the password in ``url``'s userinfo): reprs,
+    `Config.to_dict` and errors mask them; keep tokens in ``env``, not in ``args``.
+    Bounds: 1,024 args and env entries, 256 sessions, a call timeout and a health interval
+    of 1 day, a connect timeout of 1 hour.
     """
 
     command: str = ""
-    args: list[str] = attrs.field(factory=list)
-    env: dict[str, str] = attrs.field(factory=dict, metadata=SECRET)
+    args: list[str] = attrs.field(factory=list, validator=MaxItems(1024))
+    env: dict[str, str] = attrs.field(
+        factory=dict, metadata=SECRET, repr=masked_repr, validator=MaxItems(1024)
+    )
     cwd: str = ""
-    url: str = ""
-    pool_size: int = attrs.field(default=2, validator=at_least(1))
-    health_interval: Duration = attrs.field(default=10.0, validator=above(0))
-    call_timeout: Duration = attrs.field(default=30.0, validator=above(0))
-    connect_timeout: Duration = attrs.field(default=10.0, validator=above(0))
+    url: str = attrs.field(default="", metadata=URL, repr=url_repr)
+    pool_size: int = attrs.field(default=2, validator=between(1, 256))
+    health_interval: Duration = attrs.field(default=10.0, validator=duration(gt=0, le=DAY))
+    call_timeout: Duration = attrs.field(default=30.0, validator=duration(gt=0, le=DAY))
+    connect_timeout: Duration = attrs.field(default=10.0, validator=duration(gt=0, le=HOUR))
     enabled: bool = True
 
     def __attrs_post_init__(self) -> None:
+        url = redact_url(self.url)
         if self.command and self.url:
             message = "set either command (a stdio server) or url (streamable HTTP), not both"
-            raise ConfigError(f"{message}; got url {self.url!r}", key="url")
+            raise ConfigError(f"{message}; got url {url!r}", key="url")
         if not self.command and not self.url:
             raise ConfigError(
                 "expected a command (a stdio server) or a url (streamable HTTP), got neither",
                 key="command",
             )
         if self.url and not self.url.startswith(("http://", "https://")):
-            raise ConfigError(expected("an http:// or https:// URL", self.url), key="url")
+            raise ConfigError(expected("an http:// or https:// URL", url), key="url")
 
 
 def _check_server_names(
@@ -228,10 +265,12 @@ class MCPConfig:
     """``[mcp]``: the MCP servers, one ``[mcp.servers.NAME]`` table each (none by default).
 
     ``NAME`` (letters, digits, ``_``, ``-``) names the server in errors and statistics and
-    prefixes its tools' names (``NAME.tool``).
+    prefixes its tools' names (``NAME.tool``). Bound: 256 servers.
     """
 
-    servers: dict[str, MCPServerConfig] = attrs.field(factory=dict, validator=_check_server_names)
+    servers: dict[str, MCPServerConfig] = attrs.field(
+        factory=dict, validator=[MaxItems(256), _check_server_names]
+    )
 
 
 def _non_empty(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
@@ -253,31 +292,34 @@ class DistributedConfig:
     again after ``retry_delay``; after ``max_deliveries`` deliveries it goes to
     ``dead_letter_stream`` with its last error. ``consumer = ""`` names a worker
     ``host-pid-random``. ``redis_url`` is ``redis://``, ``rediss://`` or ``unix://`` (checked
-    when connecting); keep the password out of it, in ``redis_password`` (a secret, masked
-    by `Config.to_dict`; used when the URL carries none).
+    by `load_config`, and by workers when connecting); keep the password out of it, in
+    ``redis_password`` (a secret; used when the URL carries none); reprs, `Config.to_dict`
+    and errors mask both. Bounds: ``maxlen`` 10**9, ``batch`` 10,000, 1,000 deliveries;
+    result TTL 30 days, result timeout 7 days, claim idle and retry delay 1 day, other
+    waits 1 hour.
     """
 
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    redis_password: str = attrs.field(default="", metadata=SECRET)
+    redis_url: str = attrs.field(default="redis://127.0.0.1:6379/0", metadata=URL, repr=url_repr)
+    redis_password: str = attrs.field(default="", metadata=SECRET, repr=masked_repr)
     stream: str = attrs.field(default="agentflow:events", validator=_non_empty)
     group: str = attrs.field(default="agentflow", validator=_non_empty)
     consumer: str = ""
     key_prefix: str = attrs.field(default="agentflow", validator=_non_empty)
     results: Literal["key", "stream"] = "key"
     results_stream: str = attrs.field(default="agentflow:results", validator=_non_empty)
-    result_ttl: Duration = attrs.field(default=3600.0, validator=Bounds(ge=0.001))
-    maxlen: int = attrs.field(default=100000, validator=at_least(1))
-    batch: int = attrs.field(default=100, validator=at_least(1))
-    block: Duration = attrs.field(default=1.0, validator=Bounds(ge=0.001))
-    claim_idle: Duration = attrs.field(default=30.0, validator=Bounds(ge=0.001))
-    max_deliveries: int = attrs.field(default=5, validator=at_least(1))
-    retry_delay: Duration = attrs.field(default=1.0, validator=at_least(0))
+    result_ttl: Duration = attrs.field(default=3600.0, validator=duration(ge=0.001, le=30 * DAY))
+    maxlen: int = attrs.field(default=100000, validator=between(1, 10**9))
+    batch: int = attrs.field(default=100, validator=between(1, 10_000))
+    block: Duration = attrs.field(default=1.0, validator=duration(ge=0.001, le=HOUR))
+    claim_idle: Duration = attrs.field(default=30.0, validator=duration(ge=0.001, le=DAY))
+    max_deliveries: int = attrs.field(default=5, validator=between(1, 1000))
+    retry_delay: Duration = attrs.field(default=1.0, validator=duration(le=DAY))
     dead_letter_stream: str = attrs.field(default="agentflow:dead", validator=_non_empty)
-    connect_timeout: Duration = attrs.field(default=5.0, validator=above(0))
-    command_timeout: Duration = attrs.field(default=5.0, validator=above(0))
-    result_timeout: Duration = attrs.field(default=60.0, validator=above(0))
-    poll_interval: Duration = attrs.field(default=0.05, validator=Bounds(ge=0.001))
-    reconnect_max_delay: Duration = attrs.field(default=2.0, validator=Bounds(ge=0.001))
+    connect_timeout: Duration = attrs.field(default=5.0, validator=duration(gt=0, le=HOUR))
+    command_timeout: Duration = attrs.field(default=5.0, validator=duration(gt=0, le=HOUR))
+    result_timeout: Duration = attrs.field(default=60.0, validator=duration(gt=0, le=7 * DAY))
+    poll_interval: Duration = attrs.field(default=0.05, validator=duration(ge=0.001, le=HOUR))
+    reconnect_max_delay: Duration = attrs.field(default=2.0, validator=duration(ge=0.001, le=HOUR))
 
 
 @attrs.frozen

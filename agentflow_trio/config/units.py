@@ -74,6 +74,9 @@ _DURATION_UNITS: dict[str, Fraction] = {
 _NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
 _DURATION_PART = re.compile(rf"({_NUMBER})(ns|us|µs|ms|s|m|h|d)")
 _DURATION_TEXT = re.compile(rf"(?:{_NUMBER}(?:ns|us|µs|ms|s|m|h|d))+|{_NUMBER}")
+# The longest text `format_duration` writes for a float is about 330 characters (5e-324s);
+# longer text is no duration or size, and never a 4,300-digit number int() refuses.
+_MAX_TEXT = 400
 _DURATION_EXAMPLES = "(such as '30s', '500ms' or '1h30m')"
 _DURATION_EXPECTED = f"a duration >= 0 {_DURATION_EXAMPLES}"
 
@@ -85,11 +88,12 @@ def parse_duration(value: object) -> float:
     m, h, d; components may repeat and are summed exactly, then rounded once to a float.
 
     Raises:
-        ConfigError: ``value`` is negative, not finite, a bool, or not a duration.
+        ConfigError: ``value`` is negative, not finite, a bool, not a duration, or text
+            longer than 400 characters.
     """
     if isinstance(value, str):
         text = value.strip()
-        if not _DURATION_TEXT.fullmatch(text):
+        if len(text) > _MAX_TEXT or not _DURATION_TEXT.fullmatch(text):
             raise ConfigError(expected(_DURATION_EXPECTED, value))
         if text[-1].isdigit() or text[-1] == ".":
             total = Fraction(text)
@@ -166,11 +170,12 @@ def parse_size(value: object) -> int:
     powers of 1000; units are case-insensitive; ``B`` or no unit means bytes.
 
     Raises:
-        ConfigError: ``value`` is negative, a bool, not a whole number of bytes, or garbage.
+        ConfigError: ``value`` is negative, a bool, not a whole number of bytes, garbage,
+            or text longer than 400 characters.
     """
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
-    if isinstance(value, str):
+    if isinstance(value, str) and len(value) <= _MAX_TEXT:
         match = _SIZE_TEXT.fullmatch(value.strip())
         if match and match[2].lower() in _SIZE_UNITS:
             total = Fraction(match[1]) * _SIZE_UNITS[match[2].lower()]

@@ -1,0 +1,150 @@
+"""What the services refuse in a config that parses: checked once, at load, naming the key.
+
+`check_config` holds the rules that ``serve``, ``benchmark``, ``loadtest`` and ``worker``
+(and the providers, the HTTP clients and the Redis workers under them) would otherwise
+apply only at start or on the first call, so that ``agentcli config validate`` refuses
+exactly what they refuse. `load_config` runs it; a config built in code may call it too.
+The rules need the whole config (a key needed for a remote endpoint) or are the clients'
+own (header syntax), which is why they are not attrs validators of single fields.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import urllib.parse
+from collections.abc import Iterator
+from typing import Final
+
+from ..errors import ConfigError
+from ._messages import expected
+from ._secrets import url_repr
+from .sections import Config, DistributedConfig, LLMConfig, MCPConfig
+
+__all__ = ["check_config"]
+
+_HTTP: Final = ("http", "https")
+_REDIS: Final = ("redis://", "rediss://", "unix://")
+_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP field name (RFC 9110)
+_FORBIDDEN: Final = frozenset("\r\n\0")  # header injection: refused by both HTTP clients
+
+
+def check_config(config: Config, *, source: str | None = None) -> None:
+    """Refuse a config the services would refuse; ``source`` names its file in the error.
+
+    * ``llm.base_url``: empty, or an ``http://``/``https://`` URL with a host, a valid port
+      and no whitespace or control character;
+    * ``llm.api_key``: set when ``provider`` is ``openai`` or ``azure`` and ``base_url``
+      points beyond this machine (the rule of ``agentcli serve``/``benchmark``/``worker``);
+    * ``llm.headers``: names are HTTP tokens; no value (nor ``api_key``,
+      ``organization``) holds CR, LF or NUL, nor, with ``transport = "httpx2"``,
+      anything beyond ASCII (not checked for ``provider = "fake"``, which sends nothing);
+    * ``distributed.redis_url``: ``redis://``, ``rediss://`` or ``unix://``;
+      ``dead_letter_stream`` (and ``results_stream`` when ``results = "stream"``) is not
+      the ``stream`` the workers read, or every dead entry would be read again;
+    * ``mcp.servers.NAME.url``: a host.
+
+    Raises:
+        ConfigError: the first rule broken, naming ``source`` and the dotted key; no
+            secret and no URL password is echoed.
+    """
+    for key, message in _problems(config):
+        raise ConfigError(message, source=source, key=key)
+
+
+def _problems(config: Config) -> Iterator[tuple[str, str]]:
+    yield from _llm(config.llm)
+    yield from _mcp(config.mcp)
+    yield from _distributed(config.distributed)
+
+
+def _llm(llm: LLMConfig) -> Iterator[tuple[str, str]]:
+    if llm.base_url:
+        problem = _http_url(llm.base_url)
+        if problem is not None:
+            yield "llm.base_url", problem
+            return
+    if llm.provider == "fake":
+        return
+    ascii_only = llm.transport == "httpx2"
+    for name, value in llm.headers.items():
+        if not _TOKEN.fullmatch(name):
+            what = "a header name of letters, digits and !#$%&'*+.^_`|~-"
+            yield f"llm.headers.{name}", expected(what, name)
+        problem = _header_value(value, ascii_only)
+        if problem is not None:
+            yield f"llm.headers.{name}", problem
+    for key, value in (("llm.api_key", llm.api_key), ("llm.organization", llm.organization)):
+        problem = _header_value(value, ascii_only)
+        if problem is not None:
+            yield key, problem
+    remote = llm.base_url and not _is_loopback(urllib.parse.urlsplit(llm.base_url).hostname or "")
+    if llm.provider in ("openai", "azure") and remote and not llm.api_key:
+        where = url_repr(llm.base_url)
+        yield (
+            "llm.api_key",
+            (
+                f"is empty, but llm.base_url sends requests to {where}; set it (api_key = "
+                '"${OPENAI_API_KEY}") or remove llm.base_url to use the built-in mock LLM'
+            ),
+        )
+
+
+def _mcp(mcp: MCPConfig) -> Iterator[tuple[str, str]]:
+    for name, server in mcp.servers.items():
+        if server.url:
+            problem = _http_url(server.url)
+            if problem is not None:
+                yield f"mcp.servers.{name}.url", problem
+
+
+def _distributed(settings: DistributedConfig) -> Iterator[tuple[str, str]]:
+    if not settings.redis_url.startswith(_REDIS):
+        url, what = settings.redis_url, "a redis://, rediss:// or unix:// URL"
+        yield "distributed.redis_url", expected(what, url, shown=url_repr(url))
+    others = [("distributed.dead_letter_stream", settings.dead_letter_stream)]
+    if settings.results == "stream":
+        others.append(("distributed.results_stream", settings.results_stream))
+    for key, stream in others:
+        if stream == settings.stream:
+            why = "the workers would read their own output back as events"
+            yield key, f"expected a stream other than distributed.stream ({why}), got {stream!r}"
+
+
+def _http_url(url: str) -> str | None:
+    """Why ``url`` is no ``http(s)://host[:port]/...`` URL an HTTP client accepts, or None."""
+    what = "an http:// or https:// URL with a host"
+    if any(c.isspace() or not c.isprintable() for c in url):
+        what += " and no whitespace or control character"
+        return expected(what, url, shown=url_repr(url))
+    try:
+        parts = urllib.parse.urlsplit(url)
+        _ = parts.port  # raises ValueError for a port out of range
+    except ValueError as exc:
+        return expected(f"{what} ({exc})", url, shown=url_repr(url))
+    if parts.scheme.lower() not in _HTTP or not parts.hostname:
+        return expected(what, url, shown=url_repr(url))
+    return None
+
+
+def _header_value(value: str, ascii_only: bool) -> str | None:
+    """Why ``value`` cannot be sent as a header value (never echoing it), or None."""
+    if not _FORBIDDEN.isdisjoint(value):
+        return "expected a header value without CR, LF or NUL (value hidden: a secret)"
+    if ascii_only and not value.isascii():
+        return (
+            'expected an ASCII header value with transport = "httpx2" (use "lean" for '
+            "UTF-8; value hidden: a secret)"
+        )
+    return None
+
+
+def _is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback IP literal: a key-less OpenAI/Azure URL may point only
+    there (the same rule as the mock LLM's)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
