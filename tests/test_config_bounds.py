@@ -242,3 +242,11 @@ def test_counts_are_bounded(build: Any, key: str) -> None:
     with pytest.raises(ConfigError, match="expected at most") as info:
         build()
     assert info.value.key == key
+
+
+def test_thousands_of_unknown_keys_are_counted_not_listed() -> None:
+    with pytest.raises(ConfigError) as info:
+        Config.from_mapping({f"key{i}": 1 for i in range(50_000)}, source="a.toml")
+    lines = str(info.value).splitlines()
+    assert lines[0] == "a.toml: 50000 unknown keys:" and len(lines) == 22
+    assert lines[-1] == "  ... and 49980 more"

@@ -21,6 +21,8 @@ __all__ = ["MAX_DEPTH", "Field", "check_depth", "check_keys", "fields_of", "join
 MAX_DEPTH: Final = 32
 """Tables and arrays nest at most this deep in a config (``agentflow.toml`` needs 4)."""
 
+_MAX_LISTED: Final = 20  # unknown keys named one by one; the rest are counted
+
 
 @attrs.frozen
 class Field:
@@ -115,8 +117,9 @@ def _tree(root: type[Any]) -> dict[str, list[str]]:
 def check_keys(root: type[Any], data: Mapping[str, Any], source: str) -> None:
     """Refuse data holding keys that ``root`` (and its nested sections) does not know.
 
-    Every unknown key of the data is named, one per line, each with the closest known
-    key of its table (or of another table, if it was put in the wrong one).
+    Every unknown key of the data is named (the first 20; the rest are counted), one per
+    line, each with the closest known key of its table (or of another table, if it was
+    put in the wrong one).
 
     Raises:
         ConfigError: ``key`` is the first unknown key.
@@ -163,9 +166,11 @@ def _unknown(found: list[_Unknown], tree: dict[str, list[str]], source: str) -> 
         message = f"unknown key {first!r}{hint(name, fields)} (known keys: {known(fields)})"
         return ConfigError(message, source=source, key=first)
     lines = [f"{len(found)} unknown keys:"]
-    for key, name, fields in found:
+    for key, name, fields in found[:_MAX_LISTED]:
         text = hint(name, fields).removeprefix("; ")
         lines.append(f"  {key}: {text or 'known keys are ' + known(fields)}")
+    if len(found) > _MAX_LISTED:
+        lines.append(f"  ... and {len(found) - _MAX_LISTED} more")
     error = ConfigError("\n".join(lines), source=source)
     error.key = first
     return error
