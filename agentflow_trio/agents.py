@@ -9,17 +9,25 @@ Workflow agents compose others: `sequential` (in order, sharing the context's st
 holds or ``max_iterations``). Concurrent children each take a slot of the runner's worker
 pool; the parent gives its own slot back while it waits for them, so nesting can never
 deadlock the pool.
+
+An agent's error is any exception it raises, BaseException subclasses included, except
+the three that are not the agent's to report: ``trio.Cancelled`` (its scope decides),
+``KeyboardInterrupt`` and ``SystemExit`` (the process is stopping). Those propagate.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any, Literal, Protocol, overload
 
 import trio
 
+from ._outcome import passes_through
+from .errors import ConfigError
 from .events import AgentResult, ErrorInfo, Event, Outcome
+from .hooks import Hooks as Hooks
 from .state import State
 
 __all__ = [
@@ -46,71 +54,47 @@ class _AgentLike(Protocol):
     def __call__(self, ctx: Context, event: Event, /) -> Awaitable[Any]: ...
 
 
-class Hooks:
-    """Plain synchronous callables run around events and agents.
+class _Slot(Protocol):
+    """What a worker-pool slot is held on behalf of, and whether it is held right now.
 
-    ``before_event(event)``, ``after_event(event, result)``, ``before_agent(name, event)``,
-    ``after_agent(name, event, result)``, ``on_error(event, exc)``, and ``on_accept(event)``
-    (called by the runner the moment an event is queued). A hook that raises is
-    never swallowed silently: it is logged with its traceback, counted in
-    ``Runner.statistics().hook_failures``, and a failing ``before_*`` hook fails the event
-    (the agent does not run) with the hook's error kept in the result.
+    An `EventHandle` for an event's own slot, a `_ChildSlot` for a concurrent child's; one
+    object is shared by an event's context and every nested call run under its slot."""
+
+    _slot_held: bool
+
+
+class _ChildSlot:
+    __slots__ = ("_slot_held",)
+
+    def __init__(self) -> None:
+        self._slot_held = False
+
+
+def _timeout_seconds(value: object, key: str = "timeout") -> float | None:
+    """``value`` as a timeout in seconds: None (no override), a number > 0, or
+    ``math.inf`` for none at all. Checked where a timeout enters, so that nothing
+    trio refuses (NaN) ever reaches a cancel scope.
+
+    Raises:
+        ConfigError: NaN, zero or negative, a bool, or not a number; ``key`` names it.
     """
-
-    __slots__ = (
-        "after_agent",
-        "after_event",
-        "before_agent",
-        "before_event",
-        "failures",
-        "on_accept",
-        "on_error",
-    )
-
-    def __init__(
-        self,
-        *,
-        before_event: Iterable[Callable[[Event], object]] = (),
-        after_event: Iterable[Callable[[Event, AgentResult], object]] = (),
-        before_agent: Iterable[Callable[[str, Event], object]] = (),
-        after_agent: Iterable[Callable[[str, Event, AgentResult], object]] = (),
-        on_error: Iterable[Callable[[Event, BaseException], object]] = (),
-        on_accept: Iterable[Callable[[Event], object]] = (),
-    ) -> None:
-        self.before_event = list(before_event)
-        self.after_event = list(after_event)
-        self.before_agent = list(before_agent)
-        self.after_agent = list(after_agent)
-        self.on_error = list(on_error)
-        self.on_accept = list(on_accept)
-        self.failures = 0
-
-    def _report(self, kind: str, hook: object, exc: Exception) -> None:
-        self.failures += 1
-        _log.error("%s hook %r failed", kind, hook, exc_info=exc)
-
-    def run_after(self, hooks: Sequence[Callable[..., object]], kind: str, *args: Any) -> None:
-        """Run after-hooks; a failure is reported and the next hook still runs."""
-        for hook in hooks:
-            try:
-                hook(*args)
-            except Exception as exc:
-                self._report(kind, hook, exc)
-
-    def run_before(
-        self, hooks: Sequence[Callable[..., object]], kind: str, *args: Any
-    ) -> Exception | None:
-        """Run before-hooks; return the first failure (reported), which fails the event."""
-        for hook in hooks:
-            try:
-                hook(*args)
-            except Exception as exc:
-                self._report(kind, hook, exc)
-                return exc
+    if value is None:
         return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+        if seconds > 0:  # False for NaN
+            return seconds
+    raise ConfigError(
+        f"expected a number of seconds > 0 (math.inf: no timeout), got {value!r}", key=key
+    )
 
 
 _NO_HOOKS = Hooks()
+
+
+_current: ContextVar[Context | None] = ContextVar("agentflow_trio.current_context", default=None)
+"""The context of the agent running in this task (and the tasks it starts), if any: how
+`Runner.call` knows it is called from inside an agent, and under whose slot to run."""
 
 
 class Context:
@@ -118,17 +102,19 @@ class Context:
 
     ``state`` is the event's (or its session's) copy-on-write `State`; ``llm``, ``tools``,
     ``mcp`` and ``metrics`` are the fields of the runner's `Services` (None if not given);
-    ``previous`` is the output of the step before, inside `sequential` and `loop`.
+    ``previous`` is the output of the step before, inside `sequential` and `loop`;
+    ``depth`` is 0 for an event emitted from outside, 1 for a call made from its agent
+    through ``ctx.runner.call``, and so on.
     """
 
     __slots__ = (
-        "_borrower",
-        "_holding",
         "_hooks",
         "_limiter",
+        "_slot",
         "_state",
         "_tools",
         "agent",
+        "depth",
         "event",
         "llm",
         "mcp",
@@ -149,7 +135,8 @@ class Context:
         runner: Any = None,
         hooks: Hooks | None = None,
         limiter: trio.CapacityLimiter | None = None,
-        borrower: object = None,
+        slot: _Slot | None = None,
+        depth: int = 0,
     ) -> None:
         self.event = event
         self._state = state
@@ -161,10 +148,11 @@ class Context:
         self.agent: str | None = None
         self.previous: Any = None
         self._hooks = hooks if hooks is not None else _NO_HOOKS
+        # The worker-pool slot of `limiter` this context's task runs under (held on
+        # behalf of ``slot`` while ``slot._slot_held``), shared with nested calls.
         self._limiter = limiter
-        # The worker-pool slot this context's task runs under, held on behalf of _borrower.
-        self._borrower = borrower
-        self._holding = borrower is not None
+        self._slot = slot
+        self.depth = depth
 
     @property
     def tools(self) -> Any:
@@ -193,6 +181,7 @@ class Context:
             runner=self.runner,
             hooks=self._hooks,
             limiter=self._limiter,
+            depth=self.depth,
         )
         ctx.previous = self.previous
         return ctx
@@ -206,6 +195,10 @@ class Context:
 
 class Agent:
     """An agent: a name, an ``async def (ctx, event)`` function and an optional timeout.
+
+    ``timeout`` is in seconds, > 0; ``math.inf`` means none (not even ``event_timeout``);
+    NaN, zero, a negative number or a non-number raises `ConfigError` at once, whether
+    given here or set later.
 
     Calling it (``await a(ctx, event)``) runs the function directly; the runner instead goes
     through `invoke`, which applies hooks and turns exceptions into results.
@@ -226,8 +219,14 @@ class Agent:
         self.fn = fn
         self.__wrapped__ = fn
         self.name: str = name or str(getattr(fn, "__name__", "agent"))
-        self.timeout = timeout
+        self.timeout: float | None = timeout
         self.description = description or (getattr(fn, "__doc__", None) or "").strip()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # ``timeout`` is checked however it is set (the runner trusts it at run time).
+        if name == "timeout":
+            value = _timeout_seconds(value)
+        object.__setattr__(self, name, value)
 
     def __call__(self, ctx: Context, event: Event, /) -> Awaitable[Any]:
         return self.fn(ctx, event)
@@ -252,8 +251,11 @@ def agent(
 ) -> Agent | Callable[[AgentFunction], Agent]:
     """Decorate ``async def f(ctx, event)`` as an `Agent`; usable bare or with arguments.
 
-    ``timeout`` (seconds) overrides the runner's ``event_timeout`` for events this agent
-    handles as the top-level agent.
+    ``timeout`` (seconds, > 0, ``math.inf`` for none) overrides the runner's
+    ``event_timeout`` for events this agent handles as the top-level agent.
+
+    Raises:
+        ConfigError: ``timeout`` is NaN, not positive, or not a number.
     """
 
     def wrap(f: AgentFunction) -> Agent:
@@ -272,7 +274,8 @@ def as_agent(obj: _AgentLike | AgentFunction) -> _AgentLike:
 async def invoke(ctx: Context, agent: _AgentLike, event: Event) -> AgentResult:
     """Run one agent: hooks around it, a plain return value wrapped, an exception kept.
 
-    ``trio.Cancelled`` (and other BaseExceptions) propagate untouched.
+    Any exception becomes a ``failed`` result, BaseException subclasses included;
+    ``trio.Cancelled``, ``KeyboardInterrupt`` and ``SystemExit`` propagate untouched.
     """
     hooks = ctx._hooks
     name = agent.name
@@ -283,7 +286,9 @@ async def invoke(ctx: Context, agent: _AgentLike, event: Event) -> AgentResult:
             return AgentResult(Outcome.FAILED, None, ErrorInfo.from_exception(failure), None, name)
     try:
         value = await agent(ctx, event)
-    except Exception as exc:
+    except BaseException as exc:
+        if passes_through(exc):
+            raise
         if hooks.on_error:
             hooks.run_after(hooks.on_error, "on_error", event, exc)
         result = AgentResult(Outcome.FAILED, None, ErrorInfo.from_exception(exc), None, name)
@@ -317,25 +322,30 @@ async def run_concurrently(
     """
     results: list[AgentResult | None] = [None] * len(agents)
     limiter = ctx._limiter
-    holding = ctx._holding and limiter is not None
+    slot = ctx._slot
+    # Several tasks may share one slot (nested calls made concurrently from one agent):
+    # only the one that finds it held gives it back and takes it again.
+    holding = limiter is not None and slot is not None and slot._slot_held
     if holding:
-        assert limiter is not None
-        limiter.release_on_behalf_of(ctx._borrower)
-        ctx._holding = False
+        assert limiter is not None and slot is not None
+        limiter.release_on_behalf_of(slot)
+        slot._slot_held = False
 
     async def run_one(i: int, child_agent: _AgentLike, scope: trio.CancelScope) -> None:
         child = ctx.child(event)
+        _current.set(child)  # this task's own context copy: nested calls use its slot
         if limiter is None:
             results[i] = await invoke(child, child_agent, event)
         else:
-            token = child._borrower = object()
+            token = child._slot = _ChildSlot()
             await limiter.acquire_on_behalf_of(token)
-            child._holding = True
+            token._slot_held = True
             try:
                 results[i] = await invoke(child, child_agent, event)
             finally:
-                if child._holding:
+                if token._slot_held:
                     limiter.release_on_behalf_of(token)
+                    token._slot_held = False
         result = results[i]
         if on_error == "cancel" and result is not None and result.outcome is not Outcome.SUCCEEDED:
             scope.cancel()
@@ -346,10 +356,10 @@ async def run_concurrently(
                 nursery.start_soon(run_one, i, child_agent, nursery.cancel_scope)
     finally:
         if holding:
-            assert limiter is not None
+            assert limiter is not None and slot is not None
             # Take a slot again before going on; if cancelled meanwhile, hold nothing.
-            await limiter.acquire_on_behalf_of(ctx._borrower)
-            ctx._holding = True
+            await limiter.acquire_on_behalf_of(slot)
+            slot._slot_held = True
     return [
         r
         if r is not None
@@ -422,6 +432,8 @@ def parallel(
     children = [as_agent(a) for a in agents]
     if not children:
         raise ValueError(f"{name}() needs at least one agent")
+    if on_error not in ("continue", "cancel"):
+        raise ValueError(f'on_error must be "continue" or "cancel", got {on_error!r}')
     merger = merge if merge is not None else merge_outputs
 
     async def run(ctx: Context, event: Event) -> AgentResult:
@@ -446,6 +458,8 @@ def loop(
     the last iteration's; ``ctx.previous`` carries each output into the next iteration.
     """
     step = as_agent(body)
+    if not isinstance(max_iterations, int) or isinstance(max_iterations, bool):
+        raise TypeError(f"max_iterations must be an int, got {max_iterations!r}")
     if max_iterations < 1:
         raise ValueError("max_iterations must be >= 1")
 

@@ -10,6 +10,7 @@ wrong, and must change)::
     │   ├── QueueFull (also trio.WouldBlock)    emit_nowait found no room
     │   ├── RunnerClosed                        the runner no longer accepts events
     │   ├── Overloaded                          load shed (memory limit, admission)
+    │   ├── NestingTooDeep                      nested runner.call calls past the limit
     │   ├── BrokerUnavailable                   Redis refused, dropped or did not answer
     │   └── ResultTimeout (also TimeoutError)   a remote event's result did not come in time
     ├── AgentError
@@ -56,6 +57,7 @@ __all__ = [
     "LLMTimeoutError",
     "LocalRateLimitError",
     "MCPError",
+    "NestingTooDeep",
     "NotFoundError",
     "Overloaded",
     "QueueFull",
@@ -112,6 +114,21 @@ class RunnerClosed(RunnerError):
 
 class Overloaded(RunnerError):
     """The runner sheds load (for example over its soft memory limit)."""
+
+
+class NestingTooDeep(RunnerError):
+    """``ctx.runner.call`` from inside an agent went more than ``limit`` levels deep.
+
+    Raised at once to the calling agent (a runaway recursion of agents calling agents),
+    never after a wait; ``limit`` is ``Runner.MAX_NESTING_DEPTH``.
+    """
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        super().__init__(
+            f"runner.call nested more than {limit} levels deep inside one event "
+            "(Runner.MAX_NESTING_DEPTH): is an agent calling itself?"
+        )
 
 
 class AgentError(AgentFlowError):

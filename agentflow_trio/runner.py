@@ -15,10 +15,21 @@ from typing import TYPE_CHECKING, Final, Unpack, final
 import attrs
 import trio
 
+from ._handle import CALLER_CANCELLED, EventHandle, new_handle
+from ._outcome import cancelled_now, only_cancelled, passes_through, stops_process
 from ._owner import NurseryOwner
-from .agents import Agent, AgentFunction, Context, Hooks, _AgentLike, as_agent, invoke
+from .agents import (
+    Agent,
+    AgentFunction,
+    Context,
+    Hooks,
+    _AgentLike,
+    _current,
+    as_agent,
+    invoke,
+)
 from .config import Config
-from .errors import QueueFull, RunnerClosed, UnknownAgent
+from .errors import NestingTooDeep, QueueFull, RunnerClosed, UnknownAgent
 from .events import AgentResult, ErrorInfo, Event, Outcome
 from .observability.runtime import AppliedGCSettings, MemoryGuard, apply_gc_settings
 from .services import ServiceKeywords, Services
@@ -36,71 +47,6 @@ _log = logging.getLogger("agentflow_trio.runner")
 
 _NEW, _OPEN, _CLOSING, _CLOSED = range(4)
 _SHUTDOWN_CANCELLED: Final = ErrorInfo("Cancelled", "cancelled by runner shutdown")
-_CALLER_CANCELLED: Final = ErrorInfo("Cancelled", "cancelled by its caller")
-
-
-@final
-class EventHandle:
-    """The runner's promise for one accepted event; completes exactly once.
-
-    Only the runner makes these. ``await handle.result()`` returns the `AgentResult`
-    whatever the outcome; ``handle.cancel()`` asks for the event to end as ``cancelled``
-    (at once if it is still queued, at its next checkpoint if it runs).
-    """
-
-    __slots__ = ("_cancel_requested", "_done", "_result", "_scope", "event", "timeout")
-
-    def __init__(self, event: Event, timeout: float | None) -> None:
-        self.event = event
-        self.timeout = timeout
-        self._result: AgentResult | None = None
-        self._done: trio.Event | None = None  # made only if someone waits before the end
-        self._scope: trio.CancelScope | None = None
-        self._cancel_requested = False
-
-    @property
-    def done(self) -> bool:
-        """True once the event has ended (in any outcome)."""
-        return self._result is not None
-
-    async def result(self) -> AgentResult:
-        """Wait for the event to end and return its result. Always a checkpoint."""
-        if self._result is None:
-            if self._done is None:
-                self._done = trio.Event()
-            await self._done.wait()
-        else:
-            await trio.lowlevel.checkpoint()
-        assert self._result is not None
-        return self._result
-
-    def result_nowait(self) -> AgentResult:
-        """The result if the event has ended; else raise `trio.WouldBlock`."""
-        if self._result is None:
-            raise trio.WouldBlock
-        return self._result
-
-    def cancel(self) -> None:
-        """Ask for the event to end ``cancelled``; does nothing once it has ended."""
-        if self._result is not None or self._cancel_requested:
-            return
-        self._cancel_requested = True
-        if self._scope is not None:
-            self._scope.cancel()
-        else:  # still queued: resolve now; the dispatcher skips it later
-            self._resolve(AgentResult(Outcome.CANCELLED, None, _CALLER_CANCELLED, self.event.id))
-
-    def _resolve(self, result: AgentResult) -> bool:
-        if self._result is not None:
-            return False
-        self._result = result
-        if self._done is not None:
-            self._done.set()
-        return True
-
-    def __repr__(self) -> str:
-        state = self._result.outcome.value if self._result is not None else "pending"
-        return f"<EventHandle {self.event.id} {self.event.type} {state}>"
 
 
 @attrs.frozen(slots=True)
@@ -147,7 +93,11 @@ class Runner(NurseryOwner):
     1. Conservation: every accepted event ends exactly once, in exactly one outcome
        (``succeeded | failed | timed_out | cancelled``); a refused event is refused to its
        caller at once (`QueueFull`, `RunnerClosed`). An agent's exception never escapes:
-       it becomes a ``failed`` result with the traceback kept.
+       it becomes a ``failed`` result with the traceback kept, whatever its class
+       (BaseException subclasses, ``GeneratorExit`` and a ``trio.Cancelled`` that none of
+       the event's own scopes caused included). Only ``KeyboardInterrupt`` and
+       ``SystemExit`` go on to stop the runner, as they would stop the process without
+       it: their event still ends ``failed`` and every other event ``cancelled``.
     2. Bounds: at most ``worker_pool_size`` agents run at once; at most
        ``max_concurrent_events`` events are in flight (queued + running).
     3. Timeouts: an event ends no later than its timeout (``event_timeout``, an agent's
@@ -158,7 +108,29 @@ class Runner(NurseryOwner):
        it returns no task of the runner is alive and every handle is done. If the body
        raised, nothing is drained: the rest is cancelled and the error propagates as is.
        A runner is entered once.
+
+    Nested calls: ``await ctx.runner.call(event)`` from inside an agent (or from a task
+    the agent started) does not queue and does not wait for a worker: the nested event
+    runs at once, in the calling task, under the worker slot its parent holds, with its
+    own timeout inside whatever is left of the parent's. It takes no admission slot
+    (``in_flight`` counts the parent only), is counted in ``accepted`` and in its
+    outcome, runs the event hooks like any event, and is cancelled with its parent. As
+    part of an accepted event's work it is not refused while the runner drains. Past
+    ``MAX_NESTING_DEPTH`` levels (an agent calling itself) the call raises
+    `NestingTooDeep` at once. ``emit`` from inside an agent queues the event for a free
+    worker like any other (fire and forget): an agent that waits for that handle waits
+    for a worker, so use ``call`` for work it waits on. Order (4) is about queued
+    events; nested calls run when they are made.
+
+    Bad input is refused where it enters, to the caller, never inside the runner's
+    tasks: a timeout that is NaN, zero, negative or not a number raises `ConfigError`
+    (``math.inf`` means no timeout); something that is not an `Event` (or whose
+    ``type`` is not a string) raises ``TypeError``; a config built in code with its
+    validators switched off is checked again here.
     """
+
+    MAX_NESTING_DEPTH: Final = 8
+    """How many levels of nested ``ctx.runner.call`` one event may make."""
 
     def __init__(
         self,
@@ -172,6 +144,8 @@ class Runner(NurseryOwner):
         """``keywords`` (``hooks``, ``llm``, ``tools``, ``mcp``, ``metrics``, ``sessions``)
         replace the fields of ``services``: see `Services.build`."""
         self.config = config if config is not None else Config()
+        for section in (self.config.runner, self.config.runtime, self.config.monitoring):
+            attrs.validate(section)  # a config built in code with validators switched off
         rc = self.config.runner
         self._agents: dict[str, _AgentLike] = {k: as_agent(v) for k, v in (agents or {}).items()}
         self.services = Services.build(services, **keywords)
@@ -280,12 +254,14 @@ class Runner(NurseryOwner):
             QueueFull: ``max_concurrent_events`` are in flight or the queue is full.
             Overloaded: the process is over its soft memory limit (``[runtime]``).
             RunnerClosed: the runner is not open.
+            ConfigError: ``timeout`` is NaN, not positive or not a number.
+            TypeError: ``event`` is not an `Event` with a string ``type``.
         """
+        handle = new_handle(event, timeout)
         guard = self._guard
         if guard is not None and guard.shedding:
             self._refused += 1
             raise guard.overloaded()
-        handle = EventHandle(event, timeout)
         if not self._try_accept(handle):
             self._refused += 1
             if self._state != _OPEN:
@@ -298,20 +274,24 @@ class Runner(NurseryOwner):
     async def emit(self, event: Event, *, timeout: float | None = None) -> EventHandle:
         """Accept ``event``, waiting for room (backpressure); return its handle.
 
-        ``timeout`` overrides the event's run timeout. Cancellation while waiting leaves
-        the event not accepted. Always a checkpoint.
+        ``timeout`` (seconds, > 0; ``math.inf`` for none) overrides the event's run
+        timeout. Cancellation while waiting leaves the event not accepted. Always a
+        checkpoint. From inside an agent the event is queued like any other (see
+        "Nested calls" in the class docstring).
 
         Raises:
             Overloaded: the process is over its soft memory limit (``[runtime]``); load is
                 shed at once rather than queued.
             RunnerClosed: the runner is not open, or closes while this waits.
+            ConfigError: ``timeout`` is NaN, not positive or not a number.
+            TypeError: ``event`` is not an `Event` with a string ``type``.
         """
+        handle = new_handle(event, timeout)
         await trio.lowlevel.checkpoint_if_cancelled()
         guard = self._guard
         if guard is not None and guard.shedding:
             self._refused += 1
             raise guard.overloaded()
-        handle = EventHandle(event, timeout)
         while not self._try_accept(handle):
             if self._state != _OPEN:
                 self._refused += 1
@@ -321,7 +301,18 @@ class Runner(NurseryOwner):
         return handle
 
     async def call(self, event: Event, *, timeout: float | None = None) -> AgentResult:
-        """Emit ``event`` and wait for its result; cancelling the caller cancels the event."""
+        """Emit ``event`` and wait for its result; cancelling the caller cancels the event.
+
+        From inside an agent of this runner the event runs at once under the agent's
+        worker slot instead of queueing (see "Nested calls" in the class docstring).
+
+        Raises:
+            The errors of `emit`; from inside an agent, `NestingTooDeep` past
+            ``MAX_NESTING_DEPTH`` levels.
+        """
+        parent = _current.get()
+        if parent is not None and _runs_on(parent, self):
+            return await self._call_nested(parent, event, timeout)
         handle = await self.emit(event, timeout=timeout)
         try:
             return await handle.result()
@@ -383,8 +374,9 @@ class Runner(NurseryOwner):
         if self._in_flight == 0 and self._state >= _CLOSING:
             self._drained.set()
 
-    def _finish(self, handle: EventHandle, result: AgentResult) -> None:
-        """Resolve a handle (if a cancel did not already) and free its admission slot.
+    def _finish(self, handle: EventHandle, result: AgentResult, admitted: bool = True) -> None:
+        """Resolve a handle (if a cancel did not already) and free its admission slot
+        (a nested call, not ``admitted``, has none).
 
         Called exactly once per accepted event, whichever path ends it.
         """
@@ -395,7 +387,8 @@ class Runner(NurseryOwner):
         hooks = self._hooks
         if hooks.after_event:
             hooks.run_after(hooks.after_event, "after_event", handle.event, final)
-        self._release_slot()
+        if admitted:
+            self._release_slot()
 
     async def _worker(self) -> None:
         """One of ``worker_pool_size`` long-lived tasks: take events in queue order, run each.
@@ -424,6 +417,7 @@ class Runner(NurseryOwner):
                     workers.acquire_on_behalf_of_nowait(handle)
                 except trio.WouldBlock:
                     await workers.acquire_on_behalf_of(handle)
+                handle._slot_held = True
                 h, handle = handle, None
                 await self._run_event(h)
         finally:
@@ -431,11 +425,37 @@ class Runner(NurseryOwner):
                 res = AgentResult(Outcome.CANCELLED, None, _SHUTDOWN_CANCELLED, handle.event.id)
                 self._finish(handle, res)
 
-    async def _run_event(self, handle: EventHandle) -> None:
-        """Run one event under its timeout scope; always resolve it and free its slots."""
+    async def _call_nested(
+        self, parent: Context, event: Event, timeout: float | None
+    ) -> AgentResult:
+        """Run ``event`` now, in this task, under ``parent``'s worker slot; see the class
+        docstring ("Nested calls")."""
+        handle = new_handle(event, timeout)
+        if parent.depth >= self.MAX_NESTING_DEPTH:
+            raise NestingTooDeep(self.MAX_NESTING_DEPTH)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._state > _CLOSING:  # a parent still running after the exit (it never is)
+            self._refused += 1
+            raise RunnerClosed("the runner is closed")
+        self._accepted += 1
+        hooks = self._hooks
+        if hooks.on_accept:
+            hooks.run_after(hooks.on_accept, "on_accept", event)
+        await self._run_event(handle, parent)
+        result = handle._result
+        assert result is not None
+        return result
+
+    async def _run_event(self, handle: EventHandle, parent: Context | None = None) -> None:
+        """Run one event under its timeout scope; always resolve it and free its slots.
+
+        ``parent``: the context of the agent making this nested call (None for an event
+        a worker took from the queue); its worker slot is shared, not taken or freed.
+        """
         event = handle.event
-        agent = self._agents.get(event.type)
+        result: AgentResult | None = None
         timeout = handle.timeout
+        agent = self._agents.get(event.type)
         if timeout is None:
             timeout = self._event_timeout
             if agent is not None and isinstance(agent, Agent) and agent.timeout is not None:
@@ -450,10 +470,12 @@ class Runner(NurseryOwner):
             runner=self,
             hooks=services.hooks,
             limiter=self._workers,
-            borrower=handle,
+            slot=handle if parent is None else parent._slot,
+            depth=0 if parent is None else parent.depth + 1,
         )
-        result: AgentResult | None = None
-        self._running += 1
+        token = _current.set(ctx)
+        if parent is None:
+            self._running += 1
         try:
             with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
                 handle._scope = scope
@@ -462,24 +484,25 @@ class Runner(NurseryOwner):
                 result = await self._handle(ctx, agent, event)
             if result is None:
                 if handle._cancel_requested:
-                    result = AgentResult(Outcome.CANCELLED, None, _CALLER_CANCELLED)
+                    result = AgentResult(Outcome.CANCELLED, None, CALLER_CANCELLED)
                 else:
                     msg = f"event {event.id} ran past its timeout of {timeout:g}s"
                     result = AgentResult(Outcome.TIMED_OUT, None, ErrorInfo("Timeout", msg))
-        except trio.Cancelled:
-            result = AgentResult(Outcome.CANCELLED, None, _SHUTDOWN_CANCELLED)
-            raise
         except BaseException as exc:
-            result = AgentResult(Outcome.FAILED, None, ErrorInfo.from_exception(exc))
-            raise
+            result = _escaped(exc, parent is not None)
+            if _reraise(exc):
+                raise
         finally:
-            self._running -= 1
-            if ctx._holding:
-                self._workers.release_on_behalf_of(handle)
+            _current.reset(token)
+            if parent is None:
+                self._running -= 1
+                if handle._slot_held:
+                    handle._slot_held = False
+                    self._workers.release_on_behalf_of(handle)
             assert result is not None
             if result.event_id != event.id:
                 result = _stamp(result, event.id, ctx.agent)
-            self._finish(handle, result)
+            self._finish(handle, result, parent is None)
 
     async def _handle(self, ctx: Context, agent: _AgentLike | None, event: Event) -> AgentResult:
         hooks = self._hooks
@@ -506,7 +529,9 @@ class Runner(NurseryOwner):
         name = ctx.agent = agent.name
         try:
             value = await agent(ctx, event)
-        except Exception as exc:
+        except BaseException as exc:
+            if passes_through(exc):
+                raise
             return AgentResult(Outcome.FAILED, None, ErrorInfo.from_exception(exc), event.id, name)
         if type(value) is AgentResult:
             return value
@@ -524,6 +549,30 @@ class Runner(NurseryOwner):
             )
             self._finish(handle, result)
         self._receive.close()
+
+
+def _runs_on(ctx: Context, runner: Runner) -> bool:
+    """Whether ``ctx`` is the context of an event this ``runner`` runs."""
+    owner: object = ctx.runner
+    return owner is runner
+
+
+def _escaped(exc: BaseException, nested: bool) -> AgentResult:
+    """The result of an event whose run raised ``exc`` past the event's own scope: a
+    real cancellation of this task (shutdown, or a nested call's caller) is
+    ``cancelled``; anything else, a hand-made ``Cancelled`` included, is ``failed``."""
+    if only_cancelled(exc) and cancelled_now():
+        error = CALLER_CANCELLED if nested else _SHUTDOWN_CANCELLED
+        return AgentResult(Outcome.CANCELLED, None, error)
+    return AgentResult(Outcome.FAILED, None, ErrorInfo.from_exception(exc))
+
+
+def _reraise(exc: BaseException) -> bool:
+    """Whether ``exc`` goes on after its event ended: a real cancellation (its scope's
+    owner handles it) or a process stop. Anything else was the agent's error, now its
+    result; swallowing it leaves a cancelled task cancelled (trio raises again at the
+    task's next checkpoint)."""
+    return stops_process(exc) or (only_cancelled(exc) and cancelled_now())
 
 
 def _stamp(result: AgentResult, event_id: str, agent: str | None) -> AgentResult:
