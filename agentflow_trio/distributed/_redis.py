@@ -7,13 +7,13 @@ works without the ``redis`` extra; the import error then names the extra to inst
 from __future__ import annotations
 
 import random
-import urllib.parse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
+from ..config import redact_url
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -35,14 +35,9 @@ def _coredis() -> Any:
 
 
 def redact(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``, for messages and logs."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    """``url`` with its password (if any) replaced by ``***``, for messages and logs
+    (`agentflow_trio.config.redact_url`: one masking rule for the whole package)."""
+    return redact_url(url)
 
 
 def check_url(url: str) -> None:
