@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -16,9 +19,18 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentflow_trio.loadgen._generators import run_closed, run_open
+from agentflow_trio.loadgen._generators import RunSummary, Target, run_closed, run_open
+from agentflow_trio.loadgen._stop import drive_until
 from agentflow_trio.loadgen.loadtest import ScriptError, load_scenario
 from agentflow_trio.loadgen.stages import Plan, StageError, parse_rate, parse_stages
+from agentflow_trio.loadgen.thresholds import (
+    ThresholdError,
+    all_passed,
+    evaluate,
+    parse_threshold,
+    parse_thresholds,
+)
+from agentflow_trio.observability.stats import PerformanceMetrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -338,3 +350,152 @@ def test_broken_scripts_are_refused(tmp_path: Path, source: str, message: str) -
 def test_missing_script(tmp_path: Path) -> None:
     with pytest.raises(ScriptError, match="no such file"):
         load_scenario(tmp_path / "absent.py")
+
+
+# -- thresholds -------------------------------------------------------------------------
+
+
+def _metrics(**figures: Any) -> PerformanceMetrics:
+    base: dict[str, Any] = {
+        "requests": 100,
+        "duration_s": 2.0,
+        "requests_per_s": 50.0,
+        "mean_ms": 20.0,
+        "p50_ms": 10.0,
+        "p90_ms": 30.0,
+        "p95_ms": 40.0,
+        "p99_ms": 150.0,
+        "p999_ms": 190.0,
+        "max_ms": 200.0,
+        "errors": 1,
+        "error_rate": 0.01,
+        "outcomes": {"succeeded": 99, "failed": 1},
+    }
+    return PerformanceMetrics(**{**base, **figures})
+
+
+@pytest.mark.parametrize(
+    ("text", "metric", "op", "limit"),
+    [
+        ("p99<200ms", "p99", "<", 200.0),
+        (" p95 <= 1.5s ", "p95", "<=", 1500.0),
+        ("max<250", "max", "<", 250.0),  # a plain number is milliseconds, as in k6
+        ("mean<500us", "mean", "<", 0.5),
+        ("P90<1m", "p90", "<", 60_000.0),
+        ("errors<0.1%", "errors", "<", 0.1),
+        ("errors<=5 %", "errors", "<=", 5.0),
+        ("rps>50", "rps", ">", 50.0),
+        ("throughput>=12.5/s", "rps", ">=", 12.5),
+    ],
+)
+def test_thresholds_parse(text: str, metric: str, op: str, limit: float) -> None:
+    threshold = parse_threshold(text)
+    assert (threshold.metric, threshold.op) == (metric, op)
+    assert threshold.limit == pytest.approx(limit)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("p99", "must be METRIC OP VALUE"),
+        ("p99=200ms", "must be METRIC OP VALUE"),
+        ("p42<200ms", "unknown metric 'p42'"),
+        ("p99<fast", "'fast' is not a duration"),
+        ("p99<-5ms", "is not a duration"),
+        ("errors<0.1", "errors takes a percentage"),
+        ("errors<101%", "at most 100%"),
+        ("rps>many", "rps takes requests per second"),
+    ],
+)
+def test_bad_thresholds_say_what_is_wrong(text: str, message: str) -> None:
+    with pytest.raises(ThresholdError, match=re.escape(message)):
+        parse_threshold(text)
+
+
+def test_thresholds_evaluate_against_the_total() -> None:
+    metrics = _metrics()
+    results = evaluate(
+        parse_thresholds(["p99<200ms", "p99<100ms", "errors<0.1%", "errors<=1%", "rps>=50"]),
+        metrics,
+    )
+    assert [r.passed for r in results] == [True, False, False, True, True]
+    assert results[1].actual == 150.0 and results[2].actual == pytest.approx(1.0)
+    assert results[1].describe() == "p99<100ms: FAIL (p99 = 150.00 ms)"
+    assert results[4].to_dict() == {
+        "threshold": "rps>=50",
+        "actual": 50.0,
+        "unit": "/s",
+        "passed": True,
+    }
+    assert not all_passed(results) and all_passed(results[:1]) and all_passed(())
+
+
+def test_a_latency_threshold_fails_without_data() -> None:
+    empty = _metrics(requests=0, p99_ms=None, error_rate=0.0, requests_per_s=0.0)
+    (result,) = evaluate(parse_thresholds(["p99<1s"]), empty)
+    assert result.actual is None and not result.passed
+    assert result.describe() == "p99<1s: FAIL (p99: no data)"
+
+
+def test_script_thresholds(tmp_path: Path) -> None:
+    script = tmp_path / "scenario.py"
+    script.write_text("async def request(c): pass\nthresholds = ['p99<200ms', 'errors<1%']\n")
+    assert [t.text for t in load_scenario(script).thresholds] == ["p99<200ms", "errors<1%"]
+    script.write_text("async def request(c): pass\nthresholds = 'p99<200ms'\n")
+    with pytest.raises(ScriptError, match="thresholds must be a list of strings"):
+        load_scenario(script)
+    script.write_text("async def request(c): pass\nthresholds = ['p99<soon']\n")
+    with pytest.raises(ScriptError, match=r"scenario\.py: threshold 'p99<soon'"):
+        load_scenario(script)
+
+
+# -- stopping early (Ctrl-C) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("open_model", [False, True])
+async def test_a_stopped_run_keeps_what_finished(
+    autojump_clock: trio.testing.MockClock, open_model: bool
+) -> None:
+    recorder = ListRecorder()
+    stop = trio.Event()
+
+    async def target(index: int) -> str:
+        await trio.sleep(0.3)
+        return "succeeded"
+
+    def drive(requests: Target) -> Awaitable[RunSummary]:
+        if open_model:
+            return run_open(requests, Plan.constant(100.0, 10, is_rate=True), recorder)
+        return run_closed(requests, Plan.constant(100.0, 4), recorder)
+
+    async def stop_later() -> None:
+        await trio.sleep(1.0)
+        stop.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stop_later)
+        start = trio.current_time()
+        summary, interrupted = await drive_until(stop, drive, target)
+    assert interrupted
+    assert trio.current_time() - start == pytest.approx(1.0)
+    assert summary.elapsed == pytest.approx(1.0)
+    assert summary.completed == len(recorder.rows) > 0
+    assert summary.unfinished > 0  # cancelled in flight, not recorded
+
+
+async def test_an_unstopped_run_is_the_generators_own(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    recorder = ListRecorder()
+
+    async def target(index: int) -> str:
+        await trio.sleep(0.125)
+        return "succeeded"
+
+    def drive(requests: Target) -> Awaitable[RunSummary]:
+        return run_closed(requests, Plan.constant(1.0, 3), recorder)
+
+    summary, interrupted = await drive_until(trio.Event(), drive, target)
+    assert not interrupted and summary.issued == summary.completed == 24
+    summary, interrupted = await drive_until(None, drive, target)
+    assert not interrupted and summary.completed == 24

@@ -11,19 +11,23 @@ requests (``mock_requests``), so the figures can be checked independently: with 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any, Final
 
 import attrs
+import trio
 
 from ..config import Config
 from ..mockllm import open_llm_services
 from ..runner import Runner
 from ._example import EXAMPLE_AGENTS, example_event
-from ._generators import run_closed
+from ._generators import RunSummary, Target, run_closed
+from ._stop import drive_until
 from ._tally import LoadStats, measure
 from .console import LoadReport, ProgressSink
 from .dashboard import runner_gauges
 from .stages import Plan
+from .thresholds import Threshold, evaluate
 
 __all__ = ["AGENT_NAMES", "BenchmarkOptions", "run_benchmark"]
 
@@ -47,6 +51,7 @@ class BenchmarkOptions:
 
     ``config`` (None: every default) supplies the runner and LLM settings; ``source``
     names its file in messages. ``requests`` caps the calls issued (None: no cap).
+    ``thresholds`` are checked against the run's total (see `loadgen.thresholds`).
     """
 
     duration: float = attrs.field(default=60.0, validator=_check_positive)
@@ -57,12 +62,19 @@ class BenchmarkOptions:
     source: str | None = None
     mock_latency: float = 0.0
     grace: float = 30.0
+    thresholds: tuple[Threshold, ...] = ()
 
 
 async def run_benchmark(
-    options: BenchmarkOptions, *, progress: ProgressSink | None = None
+    options: BenchmarkOptions,
+    *,
+    progress: ProgressSink | None = None,
+    stop: trio.Event | None = None,
 ) -> LoadReport:
     """Run the benchmark described by ``options``; every task it starts ends with it.
+
+    Setting ``stop`` ends the run early: requests in flight are cancelled and the report
+    covers what finished, with ``interrupted`` true (``agentcli``'s Ctrl-C).
 
     Raises:
         ConfigError: the config would call a remote provider without a key.
@@ -83,20 +95,20 @@ async def run_benchmark(
             stats.gauges = runner_gauges(runner, services.llm)
             if progress is not None:
                 progress.start(stats, plan.total, options.requests)
+
+            def drive(users: Target) -> Awaitable[RunSummary]:
+                return run_closed(
+                    users, plan, stats, max_requests=options.requests, grace=options.grace
+                )
+
             try:
                 async with measure(stats):
-                    summary = await run_closed(
-                        stats.track(target),
-                        plan,
-                        stats,
-                        max_requests=options.requests,
-                        grace=options.grace,
-                    )
+                    summary, interrupted = await drive_until(stop, drive, stats.track(target))
             finally:
                 if progress is not None:
                     progress.stop()
         mock = services.mock
-        return stats.report(
+        report = stats.report(
             "benchmark",
             summary,
             target=services.target,
@@ -108,4 +120,9 @@ async def run_benchmark(
                 "requests_limit": options.requests,
                 "mock_latency_ms": options.mock_latency * 1000,
             },
+        )
+        return attrs.evolve(
+            report,
+            thresholds=evaluate(options.thresholds, report.total),
+            interrupted=interrupted,
         )

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import attrs
 
 from ._generators import RunSummary
+from .thresholds import ThresholdResult, all_passed
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -64,7 +65,9 @@ class LoadReport:
     mock LLM's own request count (None when no mock ran); ``target`` says where model
     calls (or HTTP requests) went. ``timeline`` (per-second series, see
     `_tally.Timeline.to_dict`) and ``latency_curve`` (the HDR percentile curve) feed the
-    charts of the HTML report.
+    charts of the HTML report. ``thresholds`` are the run's pass/fail checks (see
+    `loadgen.thresholds`), ``interrupted`` says the run was stopped early (Ctrl-C): its
+    figures cover what finished until then.
     """
 
     command: str
@@ -78,6 +81,13 @@ class LoadReport:
     first_error: str | None = None
     timeline: Mapping[str, Any] | None = None
     latency_curve: Mapping[str, Any] | None = None
+    thresholds: tuple[ThresholdResult, ...] = ()
+    interrupted: bool = False
+
+    @property
+    def thresholds_passed(self) -> bool:
+        """True when every threshold passed (and when there are none)."""
+        return all_passed(self.thresholds)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form: the total's figures, the run parameters, then per-stage entries."""
@@ -90,6 +100,8 @@ class LoadReport:
         data["mock_requests"] = self.mock_requests
         data["target"] = self.target
         data["first_error"] = self.first_error
+        data["interrupted"] = self.interrupted
+        data["thresholds"] = [result.to_dict() for result in self.thresholds]
         data["stages"] = [{"stage": s.label, **s.metrics.to_dict()} for s in self.stages]
         if self.timeline is not None:
             data["timeline"] = dict(self.timeline)
@@ -184,6 +196,10 @@ def render_report(report: LoadReport) -> RenderableType:
         lines.append(f"mock LLM requests (its own /stats count): {report.mock_requests}")
     if report.first_error:
         lines.append(f"first error: {report.first_error}")
+    if report.interrupted:
+        elapsed = report.summary.elapsed
+        lines.append(f"interrupted (Ctrl-C) after {elapsed:.1f} s: partial results")
+    lines.extend(f"threshold {result.describe()}" for result in report.thresholds)
     return Group(table, Text("\n".join(lines)))
 
 

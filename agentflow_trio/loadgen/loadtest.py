@@ -16,6 +16,8 @@ and may define::
     agents = {"chat": my_agent} # what the local runner serves (default: the built-in
                                 # example agents chat, stream and noop)
     def setup() -> None: ...    # run once before the load starts (may be async)
+    thresholds = ["p99<200ms", "errors<0.1%"]  # pass/fail checks of the run (see
+                                # `loadgen.thresholds`); --threshold adds more
 
 Each call of ``request(client)`` is one measured request. Its latency runs from its
 *intended* start to its return (coordinated omission is corrected: see `_generators`),
@@ -50,17 +52,20 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import trio
 
 from ..config import Config
 from ..mockllm import open_llm_services
 from ..runner import Runner
 from ._client import LoadClient
 from ._example import EXAMPLE_AGENTS
-from ._generators import RunSummary, ThinkTime, run_closed, run_open
+from ._generators import RunSummary, Target, ThinkTime, run_closed, run_open
+from ._stop import drive_until
 from ._tally import LoadStats, measure
 from .console import LoadReport, ProgressSink
 from .dashboard import runner_gauges
 from .stages import Plan
+from .thresholds import Threshold, ThresholdError, evaluate, parse_thresholds
 
 __all__ = [
     "DEFAULT_SCENARIO",
@@ -85,6 +90,7 @@ class Scenario:
     agents: Mapping[str, Any] | None = None
     setup: Callable[[], object] | None = None
     path: str = "<built-in>"
+    thresholds: tuple[Threshold, ...] = ()
 
     async def run_setup(self) -> None:
         """Call ``setup()`` (awaiting it if it is async).
@@ -128,6 +134,7 @@ def load_scenario(path: str | Path) -> Scenario:
         agents=_agents(getattr(module, "agents", None), where),
         setup=_setup(getattr(module, "setup", None), where),
         path=where,
+        thresholds=_thresholds(getattr(module, "thresholds", ()), where),
     )
 
 
@@ -181,6 +188,18 @@ def _setup(value: object, where: str) -> Callable[[], object] | None:
     raise ScriptError(f"script {where}: setup must be a function, got {value!r}")
 
 
+def _thresholds(value: object, where: str) -> tuple[Threshold, ...]:
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise ScriptError(
+            f"script {where}: thresholds must be a list of strings such as 'p99<200ms', "
+            f"got {value!r}"
+        )
+    try:
+        return parse_thresholds(value)
+    except ThresholdError as exc:
+        raise ScriptError(f"script {where}: {exc}") from None
+
+
 async def _default_request(client: LoadClient) -> None:
     from ._example import example_event
 
@@ -198,7 +217,8 @@ class LoadTestOptions:
     ``plan`` is the load shape (users for the closed model, rates for the open one);
     ``think_time`` overrides the script's; ``target_url`` sends the scenario's calls over
     HTTP instead of to a local runner (built from ``config``, the scenario's ``agents``
-    and, by the rule of `open_llm_services`, the built-in mock LLM).
+    and, by the rule of `open_llm_services`, the built-in mock LLM). ``thresholds`` are
+    checked against the run's total after the scenario's own.
     """
 
     plan: Plan
@@ -211,12 +231,19 @@ class LoadTestOptions:
     max_in_flight: int = 10_000
     grace: float = 30.0
     http_timeout: float = 60.0
+    thresholds: tuple[Threshold, ...] = ()
 
 
 async def run_loadtest(
-    options: LoadTestOptions, *, progress: ProgressSink | None = None
+    options: LoadTestOptions,
+    *,
+    progress: ProgressSink | None = None,
+    stop: trio.Event | None = None,
 ) -> LoadReport:
     """Run ``options.scenario`` under ``options.plan``; every task it starts ends with it.
+
+    Setting ``stop`` ends the run early: requests in flight are cancelled and the report
+    covers what finished, with ``interrupted`` true (``agentcli``'s Ctrl-C).
 
     Raises:
         ConfigError: the config would call a remote provider without a key.
@@ -272,40 +299,49 @@ async def run_loadtest(
                 stats.note_error(client.error)
             return client.outcome
 
-        summary = await _drive(options, stats.track(target), stats, progress)
+        summary, interrupted = await _drive(options, stats.track(target), stats, progress, stop)
         await stack.aclose()  # the runner drains before the mock is asked for its count
-        return stats.report(
+        report = stats.report(
             "loadtest",
             summary,
             target=where,
             mock_requests=mock.stats().requests if mock is not None else None,
             parameters=_parameters(options),
         )
+        thresholds = (*scenario.thresholds, *options.thresholds)
+        return attrs.evolve(
+            report, thresholds=evaluate(thresholds, report.total), interrupted=interrupted
+        )
 
 
 async def _drive(
     options: LoadTestOptions,
-    target: Callable[[int], Awaitable[str]],
+    target: Target,
     stats: LoadStats,
     progress: ProgressSink | None,
-) -> RunSummary:
+    stop: trio.Event | None,
+) -> tuple[RunSummary, bool]:
     plan = options.plan
+
+    def drive(requests: Target) -> Awaitable[RunSummary]:
+        if plan.is_rate:
+            return run_open(
+                requests, plan, stats, max_in_flight=options.max_in_flight, grace=options.grace
+            )
+        think = options.think_time
+        return run_closed(
+            requests,
+            plan,
+            stats,
+            think_time=think if think is not None else options.scenario.think_time,
+            grace=options.grace,
+        )
+
     if progress is not None:
         progress.start(stats, plan.total, None)
     try:
         async with measure(stats):
-            if plan.is_rate:
-                return await run_open(
-                    target, plan, stats, max_in_flight=options.max_in_flight, grace=options.grace
-                )
-            think = options.think_time
-            return await run_closed(
-                target,
-                plan,
-                stats,
-                think_time=think if think is not None else options.scenario.think_time,
-                grace=options.grace,
-            )
+            return await drive_until(stop, drive, target)
     finally:
         if progress is not None:
             progress.stop()
