@@ -4,13 +4,36 @@ One call to :func:`serve_http_connection` owns one connection: it reads requests
 Content-Length or chunked), hands each complete one to ``handler(request, writer)`` in
 arrival order, and keeps the connection alive as HTTP/1.1 allows. It exists because a
 benchmark's mock server must cost far less than the client it measures: headers are
-pre-built bytes, a whole response is one ``send_all``, and nothing is parsed twice.
+pre-built bytes, a whole response is one ``send_all``, and nothing is parsed twice
+(``bench/mock_llm.py``). The mock LLM, the live dashboard and the debug server use it.
 
 Guarantees:
 
 - Exactly one handler call per complete request, in order; a request is never dropped
   silently. A body over ``max_body_bytes`` is discarded (bounded) and the request is
-  still handed over with ``body_too_large`` set, after which the connection closes.
+  still handed over with ``body_too_large`` set (the handler answers 413 in its own
+  format), after which the connection closes.
+- Bounds from the client, each answered by this module (JSON error body, then the
+  connection closes; the handler is not called):
+
+  ==================  =============  ==================================================
+  parameter           default        what trips it
+  ==================  =============  ==================================================
+  max_header_bytes    64 KiB         request line + headers longer: 431
+  header_timeout      10 s           a request head not complete this long after its
+                                     first byte (for the first request: after the
+                                     connection opened): 408, or a quiet close if no
+                                     byte came
+  idle_timeout        60 s           no next request this long on a kept-alive
+                                     connection: quiet close; a body stalled this long:
+                                     408; a response the client does not take this
+                                     long: the connection ends
+  max_body_bytes      (required)     a larger body: ``body_too_large`` (see above)
+  ==================  =============  ==================================================
+
+  After an error answer the connection is closed gracefully: the write side first, then
+  at most `LINGER_BYTES` more input is read for at most `LINGER_SECONDS`, so the client
+  reads the answer instead of a reset.
 - A peer that goes away (``BrokenResourceError`` / ``ClosedResourceError``) ends the
   connection quietly; any other handler error is logged, answered with a 500 when
   possible, and ends only that connection. ``trio.Cancelled`` is never caught.
@@ -21,19 +44,38 @@ from __future__ import annotations
 
 import functools
 import http
+import ipaddress
 import logging
+import math
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Final
 
 import attrs
 import httptools
 import trio
 
-__all__ = ["Request", "ResponseWriter", "serve_http_connection"]
+__all__ = [
+    "DEFAULT_HEADER_TIMEOUT",
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_MAX_HEADER_BYTES",
+    "Request",
+    "ResponseWriter",
+    "is_loopback_host",
+    "serve_http_connection",
+]
 
 _log = logging.getLogger("agentflow_trio.http")
 
-RECEIVE_SIZE = 65536
-JSON = b"application/json"
+RECEIVE_SIZE: Final = 65536
+JSON: Final = b"application/json"
+DEFAULT_MAX_HEADER_BYTES: Final = 64 * 1024
+"""Longest request head (request line and headers) accepted; longer is answered 431."""
+DEFAULT_HEADER_TIMEOUT: Final = 10.0
+"""Seconds a request head may take to arrive; then 408 (see the module docstring)."""
+DEFAULT_IDLE_TIMEOUT: Final = 60.0
+"""Seconds the server waits on a silent client (see the module docstring)."""
+LINGER_SECONDS: Final = 2.0
+LINGER_BYTES: Final = 256 * 1024
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 
@@ -49,6 +91,39 @@ class Request:
     body: bytes
     keep_alive: bool
     body_too_large: bool = False
+
+
+def is_loopback_host(host: bytes | str | None) -> bool:
+    """True if a ``Host`` header value names this machine: ``localhost`` (or a name under
+    ``.localhost``), or a loopback address, with or without a port; True when absent.
+
+    A server bound to loopback checks it to refuse DNS rebinding: a web page whose name
+    was re-pointed at 127.0.0.1 still sends its own name as the Host.
+    """
+    if host is None:
+        return True
+    text = host.decode("latin-1") if isinstance(host, bytes) else host
+    text = text.strip().lower()
+    if text.startswith("["):
+        name = text[1 : text.find("]")] if "]" in text else text[1:]
+    else:
+        name, colon, port = text.rpartition(":")
+        if not colon or not port.isdigit():
+            name = text
+    name = name.rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _error_body(message: str) -> bytes:
+    text = message.replace("\\", "\\\\").replace('"', '\\"')
+    return b'{"error":{"message":"%b","type":"invalid_request_error"}}' % text.encode(
+        "ascii", "replace"
+    )
 
 
 @functools.lru_cache(maxsize=512)
@@ -84,14 +159,15 @@ class ResponseWriter:
     """Writes the responses of one connection; the handler's only way to answer.
 
     After a response sent with ``close=True`` or ``truncate=True`` the connection ends once
-    the handler returns. Send errors (the peer went away) propagate to the caller as
-    ``trio.BrokenResourceError``.
+    the handler returns. Send errors (the peer went away, or did not take a response for
+    ``idle_timeout``) propagate to the caller as ``trio.BrokenResourceError``.
     """
 
-    __slots__ = ("_stream", "closing", "head_only", "keep_alive", "responded")
+    __slots__ = ("_send_timeout", "_stream", "closing", "head_only", "keep_alive", "responded")
 
-    def __init__(self, stream: trio.abc.Stream) -> None:
+    def __init__(self, stream: trio.abc.Stream, send_timeout: float = math.inf) -> None:
         self._stream = stream
+        self._send_timeout = send_timeout
         self.head_only = False  # answering a HEAD request: headers only, never a body
         self.keep_alive = True
         self.closing = False
@@ -118,7 +194,7 @@ class ResponseWriter:
         if self.head_only:
             out = b""
         head = _head(status, content_type, close, False)
-        await self._stream.send_all(b"%b%d\r\n%b\r\n%b" % (head, len(body), extra, out))
+        await self._send_all(b"%b%d\r\n%b\r\n%b" % (head, len(body), extra, out))
 
     async def send_chunked(
         self,
@@ -143,18 +219,24 @@ class ResponseWriter:
         extra = _header_lines(headers) if headers else b""
         frames = [head + extra + b"\r\n"]
         if self.head_only:
-            await self._stream.send_all(frames[0])
+            await self._send_all(frames[0])
             return
         frames.extend(_chunk(part) for part in parts)
         if truncate_after is None:
             frames.append(_LAST_CHUNK)
         if delay <= 0:
-            await self._stream.send_all(b"".join(frames))
+            await self._send_all(b"".join(frames))
             return
-        await self._stream.send_all(frames[0] + frames[1] if len(frames) > 1 else frames[0])
+        await self._send_all(frames[0] + frames[1] if len(frames) > 1 else frames[0])
         for frame in frames[2:]:
             await trio.sleep(delay)
-            await self._stream.send_all(frame)
+            await self._send_all(frame)
+
+    async def _send_all(self, data: bytes) -> None:
+        with trio.move_on_after(self._send_timeout):
+            await self._stream.send_all(data)
+            return
+        raise trio.BrokenResourceError(f"the client took no data for {self._send_timeout:g}s")
 
     def _closes(self, close: bool) -> bool:
         self.responded = True
@@ -163,27 +245,66 @@ class ResponseWriter:
         return self.closing
 
 
+@attrs.frozen
+class _Limits:
+    max_body: int
+    max_head: int
+    header_timeout: float
+    idle_timeout: float
+
+
+def _limits(
+    max_body_bytes: int, max_header_bytes: int, header_timeout: float, idle_timeout: float
+) -> _Limits:
+    """The bounds, checked (a NaN or a negative bound would disable them silently)."""
+    if not max_body_bytes >= 0 or not max_header_bytes > 0:
+        raise ValueError(
+            f"need max_body_bytes >= 0 and max_header_bytes > 0, got {max_body_bytes} "
+            f"and {max_header_bytes}"
+        )
+    for name, value in (("header_timeout", header_timeout), ("idle_timeout", idle_timeout)):
+        if not 0 < value <= math.inf:
+            raise ValueError(f"{name} must be > 0 seconds, got {value!r}")
+    return _Limits(max_body_bytes, max_header_bytes, header_timeout, idle_timeout)
+
+
 class _Reader:
-    """httptools callbacks: collects complete requests into ``ready``."""
+    """httptools callbacks: collects complete requests into ``ready``, and tracks where in
+    a request the parser is (between requests, in a head, in a body) for the bounds."""
 
     __slots__ = (
         "_body",
         "_body_size",
+        "_head_size",
         "_headers",
         "_max_body",
+        "_max_head",
         "_url",
         "aborted",
+        "at_boundary",
+        "begun",
         "expect_continue",
+        "head_read",
+        "head_started",
+        "head_too_large",
+        "in_head",
         "parser",
         "ready",
         "too_large",
     )
 
-    def __init__(self, max_body: int) -> None:
-        self._max_body = max_body
+    def __init__(self, limits: _Limits) -> None:
+        self._max_body = limits.max_body
+        self._max_head = limits.max_head
         self.parser = httptools.HttpRequestParser(self)
         self.ready: list[Request] = []
         self.aborted = False
+        self.at_boundary = True  # no byte of a next request seen yet
+        self.in_head = False
+        self.begun = 0  # requests begun on this connection
+        self.head_read = 0  # bytes read while this head is incomplete (see _serve)
+        self.head_started = trio.current_time()  # first request: when the connection opened
+        self.head_too_large = False
         self._reset()
 
     def _reset(self) -> None:
@@ -191,19 +312,32 @@ class _Reader:
         self._headers: dict[bytes, bytes] = {}
         self._body: list[bytes] = []
         self._body_size = 0
+        self._head_size = 0
         self.too_large = False
         self.expect_continue = False
 
     def on_message_begin(self) -> None:
         self._reset()
+        if self.begun:
+            self.head_started = trio.current_time()
+        self.begun += 1
+        self.head_read = 0
+        self.at_boundary = False
+        self.in_head = True
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        self._head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers[name.lower()] = value
+        self._head_size += len(name) + len(value) + 4
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
+        if self._head_size > self._max_head:
+            self.head_too_large = True
+            return
         length = self._headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self._max_body:
             self.too_large = True
@@ -215,7 +349,7 @@ class _Reader:
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
-        if self.too_large:
+        if self.too_large or self.head_too_large:
             if self._body_size > 2 * self._max_body + RECEIVE_SIZE:
                 self.aborted = True  # stop draining: answer now and close
             return
@@ -227,7 +361,9 @@ class _Reader:
 
     def on_message_complete(self) -> None:
         self.aborted = self.expect_continue = False
-        self.ready.append(self._request(self.parser.should_keep_alive()))
+        self.at_boundary = True
+        if not self.head_too_large:
+            self.ready.append(self._request(self.parser.should_keep_alive()))
 
     def take_aborted(self) -> Request:
         """The request being read, cut short because its body is too large."""
@@ -252,45 +388,106 @@ Handler = Callable[[Request, ResponseWriter], Awaitable[None]]
 
 
 async def serve_http_connection(
-    stream: trio.abc.Stream, handler: Handler, *, max_body_bytes: int
+    stream: trio.abc.Stream,
+    handler: Handler,
+    *,
+    max_body_bytes: int,
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
 ) -> None:
-    """Serve HTTP/1.1 requests on ``stream`` until the peer or a response closes it."""
+    """Serve HTTP/1.1 requests on ``stream`` until the peer or a response closes it.
+
+    The bounds are described in the module docstring.
+
+    Raises:
+        ValueError: a bound is out of range (checked before anything is read).
+    """
     try:
-        await _serve(stream, handler, max_body_bytes)
+        limits = _limits(max_body_bytes, max_header_bytes, header_timeout, idle_timeout)
+        await _serve(stream, handler, limits)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass  # the peer went away: nothing to answer
     finally:
         await trio.aclose_forcefully(stream)
 
 
-async def _serve(stream: trio.abc.Stream, handler: Handler, max_body_bytes: int) -> None:
-    reader = _Reader(max_body_bytes)
-    writer = ResponseWriter(stream)
-    while True:
-        data = await stream.receive_some(RECEIVE_SIZE)
-        if not data:
-            return
-        try:
-            reader.parser.feed_data(data)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
-            body = (
-                b'{"error":{"message":"malformed HTTP request: %b","type":"invalid_request_error"}}'
-            )
-            await writer.send(400, body % str(exc).encode("latin-1", "replace"), close=True)
-            return
-        if reader.aborted:
-            reader.ready.append(reader.take_aborted())
-        elif reader.expect_continue:
-            reader.expect_continue = False
-            await stream.send_all(_CONTINUE)
-        ready, reader.ready = reader.ready, []
-        for request in ready:
-            writer.keep_alive = request.keep_alive and not request.body_too_large
-            writer.head_only = request.method == b"HEAD"
-            writer.responded = False
-            await _handle(handler, request, writer)
-            if writer.closing:
+async def _serve(stream: trio.abc.Stream, handler: Handler, limits: _Limits) -> None:
+    reader = _Reader(limits)
+    writer = ResponseWriter(stream, limits.idle_timeout)
+    timer = trio.CancelScope()  # one scope for the whole loop: only reads get a deadline
+    idle_deadline = reader.head_started + limits.header_timeout
+    with timer:
+        while True:
+            if reader.at_boundary:
+                timer.deadline = idle_deadline
+            elif reader.in_head:
+                timer.deadline = reader.head_started + limits.header_timeout
+            else:
+                timer.deadline = trio.current_time() + limits.idle_timeout
+            data = await stream.receive_some(RECEIVE_SIZE)
+            timer.deadline = math.inf
+            if not data:
                 return
+            fresh, begun = reader.at_boundary, reader.begun
+            try:
+                reader.parser.feed_data(data)
+            except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+                await _refuse(stream, writer, 400, f"malformed HTTP request: {exc}")
+                return
+            if reader.in_head and (reader.begun == begun or (fresh and reader.begun == begun + 1)):
+                reader.head_read += len(data)  # all of this read belongs to the open head
+            if reader.aborted and not reader.head_too_large:
+                reader.ready.append(reader.take_aborted())
+            elif reader.expect_continue:
+                reader.expect_continue = False
+                await stream.send_all(_CONTINUE)
+            ready, reader.ready = reader.ready, []
+            for request in ready:
+                writer.keep_alive = request.keep_alive and not request.body_too_large
+                writer.head_only = request.method == b"HEAD"
+                writer.responded = False
+                await _handle(handler, request, writer)
+                if writer.closing:
+                    if request.body_too_large:
+                        await _linger(stream)  # the rest of the body is likely on its way
+                    return
+            if reader.head_too_large or reader.head_read > limits.max_head:
+                message = f"request head over {limits.max_head} bytes (max_header_bytes)"
+                await _refuse(stream, writer, 431, message)
+                return
+            if ready:
+                idle_deadline = trio.current_time() + limits.idle_timeout
+    if reader.at_boundary:
+        return  # nothing more was asked: a quiet close
+    if reader.in_head:
+        message = f"request head not received within {limits.header_timeout:g}s (header_timeout)"
+    else:
+        message = f"request body stalled for {limits.idle_timeout:g}s (idle_timeout)"
+    await _refuse(stream, writer, 408, message)
+
+
+async def _refuse(stream: trio.abc.Stream, writer: ResponseWriter, status: int, why: str) -> None:
+    """Answer ``status`` with ``why`` (JSON), then close gracefully (see `_linger`)."""
+    writer.head_only = False
+    await writer.send(status, _error_body(why), close=True)
+    await _linger(stream)
+
+
+async def _linger(stream: trio.abc.Stream) -> None:
+    """End the write side, then read and drop what the client still sends (bounded in bytes
+    and time): closing with unread input would reset the connection and could destroy the
+    answer before the client reads it."""
+    if not isinstance(stream, trio.abc.HalfCloseableStream):
+        return
+    await stream.send_eof()
+    left = LINGER_BYTES
+    with trio.move_on_after(LINGER_SECONDS):
+        while left > 0:
+            data = await stream.receive_some(RECEIVE_SIZE)
+            if not data:
+                return
+            left -= len(data)
 
 
 async def _handle(handler: Handler, request: Request, writer: ResponseWriter) -> None:
@@ -299,8 +496,8 @@ async def _handle(handler: Handler, request: Request, writer: ResponseWriter) ->
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         raise
     except Exception:
-        _log.exception("mock server: unexpected error answering %s", request.path)
+        _log.exception("HTTP server: unexpected error answering %s", request.path)
         if not writer.responded:
-            body = b'{"error":{"message":"internal mock server error","type":"server_error"}}'
+            body = b'{"error":{"message":"internal server error","type":"server_error"}}'
             await writer.send(500, body, close=True)
         writer.closing = True
