@@ -7,19 +7,26 @@ binds 127.0.0.1 port 0 inside that subprocess.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pstats
 import selectors
 import signal
+import socket
 import subprocess
 import sys
+import time
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import click
 import httpx2
 import pytest
+
+import agentflow_trio as af
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = str(ROOT / "examples" / "loadtest_script.py")
@@ -338,6 +345,9 @@ def test_config_validate_a_broken_file(tmp_path: Path) -> None:
         (["serve", "--max-body", "huge"], ["--max-body"]),
         (["serve", "--app", "nomodule"], ["--app must be MODULE:ATTR"]),
         (["serve", "--app", "no_such_module_x:agents"], ["cannot import 'no_such_module_x'"]),
+        (["serve", "--host", "0.0.0.0"], ["--host", "non-loopback", "--allow-remote"]),
+        (["benchmark", "--threshold", "p99<soon"], ["--threshold", "'soon' is not a duration"]),
+        (["loadtest", "--threshold", "errors<0.1"], ["errors takes a percentage, like 0.1%"]),
     ],
 )
 def test_bad_flags(args: list[str], needles: list[str]) -> None:
@@ -407,3 +417,258 @@ def test_help_is_fast_to_import() -> None:
     assert helped.returncode == 0
     for command in ("benchmark", "loadtest", "serve", "mock-llm", "config"):
         assert command in helped.stdout
+
+
+# -- issue 17: thresholds, Ctrl-C, busy ports, remote binds, the global guard -----------
+
+FAILING_SCRIPT = """
+async def request(client):
+    raise RuntimeError("the scenario always fails")
+"""
+
+
+def _no_traceback(proc: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout, proc.stderr
+
+
+def test_a_crossed_threshold_exits_99_so_a_load_test_at_100_percent_errors_fails_ci(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "failing.py"
+    script.write_text(FAILING_SCRIPT)
+    base = ["loadtest", "--script", str(script), "--vus", "2", "--duration", "0.5s"]
+    table = agentcli(*base, "--threshold", "errors<1%", "--threshold", "p99<10s")
+    assert table.returncode == 99, table.stderr
+    assert "threshold errors<1%: FAIL (errors = 100.00%)" in table.stdout
+    assert "threshold p99<10s: pass" in table.stdout
+    assert table.stderr.strip().splitlines()[-1] == (
+        "threshold crossed: errors<1% (errors = 100.00%)"
+    )
+    _no_traceback(table)
+
+    as_json = agentcli(*base, "--threshold", "errors<1%", "--json")
+    assert as_json.returncode == 99
+    (line,) = as_json.stdout.splitlines()
+    data = json.loads(line)
+    assert data["error_rate"] == 1.0 and data["interrupted"] is False
+    assert data["thresholds"] == [
+        {"threshold": "errors<1%", "actual": 100.0, "unit": "%", "passed": False}
+    ]
+
+    without = agentcli(*base, "--json")  # no threshold: the run itself succeeded
+    assert without.returncode == 0
+
+
+def test_script_thresholds_and_passing_thresholds(tmp_path: Path) -> None:
+    script = tmp_path / "gated.py"
+    script.write_text(
+        "from agentflow_trio.loadgen import example_event\n"
+        "thresholds = ['errors<=0%', 'p99<30s']\n"
+        "async def request(client):\n"
+        "    await client.call(example_event('noop'))\n"
+    )
+    proc = agentcli(
+        "loadtest", "--script", str(script), "--vus", "2", "--duration", "0.5s",
+        "--threshold", "rps>0", "--json",
+    )  # fmt: skip
+    data = one_json_line(proc)
+    assert [t["threshold"] for t in data["thresholds"]] == ["errors<=0%", "p99<30s", "rps>0"]
+    assert all(t["passed"] for t in data["thresholds"])
+
+    bench = agentcli(
+        "benchmark", "--agent", "noop", "--requests", "20", "--threshold", "max<0.000001ms"
+    )
+    assert bench.returncode == 99 and "threshold max<0.000001ms: FAIL" in bench.stdout
+
+
+def _wait_for(path: Path) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def _popen(*args: str, cwd: Path = ROOT) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "agentflow_trio.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+        cwd=cwd,
+    )
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_ctrl_c_ends_a_load_test_with_its_partial_results_and_exit_130(
+    tmp_path: Path, as_json: bool
+) -> None:
+    started = tmp_path / "started"
+    script = tmp_path / "marking.py"
+    script.write_text(
+        "from pathlib import Path\n"
+        "from agentflow_trio.loadgen import example_event\n"
+        f"STARTED = Path({str(started)!r})\n"
+        "async def request(client):\n"
+        "    STARTED.touch()\n"
+        "    await client.call(example_event('noop'))\n"
+    )
+    report = tmp_path / "partial.html"
+    args = ["loadtest", "--script", str(script), "--vus", "2", "--duration", "60s"]
+    proc = _popen(*args, "--report", str(report), *(["--json"] if as_json else []))
+    try:
+        _wait_for(started)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert report.is_file() and "report written to" in stderr
+    if as_json:
+        data = json.loads(stdout)
+        assert data["interrupted"] is True and data["requests"] > 0
+        assert data["duration_s"] < 30
+    else:
+        assert "interrupted (Ctrl-C) after" in stdout and "total" in stdout
+
+
+def test_ctrl_c_ends_a_benchmark_too() -> None:
+    proc = _popen("benchmark", "--duration", "60s", "-c", "2", "--dashboard", "--json")
+    try:
+        assert proc.stderr is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(proc.stderr, selectors.EVENT_READ)
+            assert selector.select(TIMEOUT), "no dashboard line"
+        assert proc.stderr.readline().startswith("dashboard: http://127.0.0.1:")
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    data = json.loads(stdout)
+    assert data["interrupted"] is True and data["command"] == "benchmark"
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
+def test_a_busy_port_is_one_line_naming_it(tmp_path: Path, busy_port: int) -> None:
+    where = f"127.0.0.1:{busy_port}"
+    debug = tmp_path / "debug.toml"
+    debug.write_text(f"[monitoring]\nenable_profiling = true\nprofile_port = {busy_port}\n")
+    cases = [
+        (["serve", "--port", str(busy_port)], "agentcli serve"),
+        (["mock-llm", "--port", str(busy_port)], "agentcli mock-llm"),
+        (["serve", "--port", "0", "--config", str(debug)], "the debug server"),
+        (["benchmark", "--requests", "5", "--config", str(debug)], "the debug server"),
+    ]
+    for args, what in cases:
+        proc = agentcli(*args)
+        assert proc.returncode == 1, (args, proc.stderr)
+        _no_traceback(proc)
+        (line,) = proc.stderr.strip().splitlines()
+        assert line.startswith(f"Error: {what}") and f"cannot listen on {where}" in line, line
+        assert "already in use" in line
+
+
+def test_ctrl_c_on_a_worker_that_cannot_reach_redis_is_one_line() -> None:
+    proc = _popen("worker", "--redis", "redis://127.0.0.1:1/0")
+    try:
+        assert proc.stderr is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(proc.stderr, selectors.EVENT_READ)
+            assert selector.select(TIMEOUT), "the worker said nothing"
+        assert "unreachable" in proc.stderr.readline()
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 130
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == "agentcli: interrupted (Ctrl-C)"
+
+
+def test_an_unexpected_error_is_one_line_and_agentcli_debug_shows_the_traceback(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "thinking.py"
+    script.write_text(
+        "from agentflow_trio.loadgen import example_event\n"
+        "def think_time():\n"
+        "    raise LookupError('the think time broke')\n"
+        "async def request(client):\n"
+        "    await client.call(example_event('noop'))\n"
+    )
+    args = ["loadtest", "--script", str(script), "--vus", "1", "--duration", "5s"]
+    proc = agentcli(*args)
+    assert proc.returncode == 1
+    _no_traceback(proc)
+    assert proc.stderr.strip() == (
+        "Error: unexpected LookupError: the think time broke "
+        "(rerun with AGENTCLI_DEBUG=1 for the traceback)"
+    )
+    env = dict(_env(), AGENTCLI_DEBUG="1")
+    debug = subprocess.run(
+        [sys.executable, "-m", "agentflow_trio.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=TIMEOUT,
+    )
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
+    assert "LookupError: the think time broke" in debug.stderr
+
+
+def test_the_guard_turns_every_exception_into_one_line_and_an_exit_code() -> None:
+    from click.testing import CliRunner
+
+    from agentflow_trio.cli._guard import GuardedGroup
+
+    @click.group(cls=GuardedGroup)
+    def cli() -> None:
+        pass
+
+    errors: dict[str, BaseException] = {
+        "ctrl-c": KeyboardInterrupt(),
+        "grouped-ctrl-c": BaseExceptionGroup("nursery", [KeyboardInterrupt()]),
+        "busy": ExceptionGroup("nursery", [OSError(errno.EADDRINUSE, "Address already in use")]),
+        "config": ExceptionGroup("nursery", [af.ConfigError("must be > 0", key="runner.x")]),
+        "bug": RuntimeError("a\nbug"),
+    }
+    for name, error in errors.items():
+
+        def raising(error: BaseException = error) -> None:
+            raise error
+
+        cli.command(name)(raising)
+    runner = CliRunner()
+    outcomes = {name: runner.invoke(cli, [name]) for name in errors}
+    assert {name: r.exit_code for name, r in outcomes.items()} == {
+        "ctrl-c": 130,
+        "grouped-ctrl-c": 130,
+        "busy": 1,
+        "config": 2,
+        "bug": 1,
+    }
+    assert outcomes["ctrl-c"].output.strip() == "agentcli: interrupted (Ctrl-C)"
+    assert "already in use (another server holds the port)" in outcomes["busy"].output
+    assert "runner.x: must be > 0" in outcomes["config"].output
+    assert outcomes["bug"].output.strip() == (
+        "Error: unexpected RuntimeError: a bug (rerun with AGENTCLI_DEBUG=1 for the traceback)"
+    )

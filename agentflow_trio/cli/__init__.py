@@ -8,13 +8,16 @@ The group only parses, loads and hands over; what the commands do lives in the l
 - ``mock``: ``mock-llm`` (`agentflow_trio.mockllm`), its flags generated from
   `MockLLMConfig`;
 - ``config``: ``config validate|show`` (`agentflow_trio.config`);
-- ``_options`` the options every command shares, ``_plumbing`` loading, running and
-  error reporting, ``_loadrun`` the run of a load command.
+- ``_options`` the options every command shares, ``_plumbing`` loading and running,
+  ``_guard`` one line per failure and the exit codes, ``_loadrun`` the run of a load
+  command.
 
 Importing this package costs only click: each command imports what it needs (trio, the
-server, the load generator) inside its function, so ``agentcli --help`` stays fast. Bad
-input never shows a traceback: a bad flag value is a click usage error, and a broken
-config file or scenario script is a one-line ``Error: ...`` (both exit 2). A command that
+server, the load generator) inside its function, so ``agentcli --help`` stays fast. No
+input shows a traceback (``_guard``): a bad flag value is a click usage error, and a
+broken config file or scenario script is a one-line ``Error: ...`` (both exit 2); a busy
+port or another error while running is one line, exit 1; Ctrl-C exits 130 (a load run
+prints its partial results first); a crossed ``--threshold`` exits 99. A command that
 runs until told to stop (``mock-llm``, ``serve``) ends on SIGINT or SIGTERM with exit 0.
 """
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import click
 
+from ._guard import GuardedGroup
 from .config import config_group
 from .load import benchmark, loadtest
 from .mock import mock_llm
@@ -32,7 +36,7 @@ __all__ = ["main"]
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-@click.group(name="agentcli", context_settings=_CONTEXT)
+@click.group(name="agentcli", cls=GuardedGroup, context_settings=_CONTEXT)
 def main() -> None:
     """agentflow_trio: run, benchmark and serve LLM agent systems on trio."""
 

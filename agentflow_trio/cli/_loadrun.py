@@ -2,8 +2,9 @@
 
 `check_profile` and `check_report` refuse bad ``--profile``/``--report`` combinations
 before anything runs; `run_load` runs the load under trio (profiled if asked, with the live
-dashboard if asked), prints the result (one JSON line or a table) and writes the HTML
-report; `run_suite` hands ``benchmark --suite`` to ``bench/suite.py`` in a child process.
+dashboard if asked, stopped early by Ctrl-C), prints the result (one JSON line or a table),
+writes the HTML report and exits 130 (interrupted) or 99 (a threshold crossed);
+`run_suite` hands ``benchmark --suite`` to ``bench/suite.py`` in a child process.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Any, Final
 
 import click
 
-from ._plumbing import BadInput, run_trio
+from ._guard import EXIT_INTERRUPTED, EXIT_THRESHOLDS
+from ._plumbing import BadInput, run_trio, start_server
 
 __all__ = ["check_profile", "check_report", "run_load", "run_suite"]
 
@@ -50,7 +52,7 @@ def check_report(report_path: str | None, compare_path: str | None) -> Any:
 
 
 def run_load(
-    start: Callable[[Any], Awaitable[Any]],
+    start: Callable[[Any, Any], Awaitable[Any]],
     *,
     as_json: bool,
     profile: str | None = None,
@@ -59,12 +61,18 @@ def run_load(
     baseline: Any = None,
     dashboard: bool = False,
     title: str = "",
+    debug_port: int | None = None,
 ) -> None:
-    """Run ``await start(progress)`` under trio (profiled if asked) and print its report:
-    one JSON line with ``as_json``, else a table. Progress shows only on a terminal.
+    """Run ``await start(progress, stop)`` under trio (profiled if asked), print its
+    report (one JSON line with ``as_json``, else a table; progress only on a terminal)
+    and exit with the run's code.
 
-    With ``dashboard`` a live dashboard serves on 127.0.0.1 during the run (its URL goes
-    to stderr); with ``report_path`` the HTML report is written afterwards."""
+    Ctrl-C sets ``stop``: the run ends at once and its partial report is printed (and
+    written) as usual, then the exit code is 130; a second Ctrl-C quits without a
+    report. A crossed threshold exits 99 after the report. With ``dashboard`` a live
+    dashboard serves on 127.0.0.1 during the run (its URL goes to stderr); with
+    ``report_path`` the HTML report is written afterwards. ``debug_port``: see `run_trio`.
+    """
     import sys
 
     from agentflow_trio.loadgen.console import RichProgress, print_report
@@ -73,9 +81,17 @@ def run_load(
     progress = RichProgress() if not as_json and sys.stderr.isatty() else None
 
     async def run() -> Any:
-        if not dashboard:
-            return await start(progress)
-        return await _with_dashboard(start, progress, title)
+        import trio
+
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_stop_on_ctrl_c, stop)
+            if dashboard:
+                report = await _with_dashboard(start, progress, stop, title)
+            else:
+                report = await start(progress, stop)
+            nursery.cancel_scope.cancel()
+        return report
 
     with profiled(
         profile,
@@ -84,16 +100,45 @@ def run_load(
         heap_limit=25,
         on_written=lambda note: click.echo(note, err=True),
     ):
-        report = run_trio(run)
+        report = run_trio(run, debug_port=debug_port)
     if as_json:
         click.echo(report.to_json())
     else:
         print_report(report)
     if report_path is not None:
         _write_report(report_path, report, baseline)
+    _exit_for(report)
 
 
-async def _with_dashboard(start: Callable[[Any], Awaitable[Any]], progress: Any, title: str) -> Any:
+async def _stop_on_ctrl_c(stop: Any) -> None:
+    """First SIGINT: set ``stop`` (the run ends, its partial report follows); second:
+    quit at once (KeyboardInterrupt: one line, exit 130)."""
+    import signal
+
+    import trio
+
+    with trio.open_signal_receiver(signal.SIGINT) as signals:
+        async for _ in signals:
+            if stop.is_set():
+                raise KeyboardInterrupt
+            stop.set()
+            click.echo("stopping: Ctrl-C again to quit without the report", err=True)
+
+
+def _exit_for(report: Any) -> None:
+    """Exit 130 after an interrupted run, 99 when a threshold was crossed, else return."""
+    if report.interrupted:
+        click.get_current_context().exit(EXIT_INTERRUPTED)
+    failed = [result for result in report.thresholds if not result.passed]
+    if failed:
+        crossed = "; ".join(f"{r.threshold.text} ({r.observed})" for r in failed)
+        click.echo(f"threshold crossed: {crossed}", err=True)
+        click.get_current_context().exit(EXIT_THRESHOLDS)
+
+
+async def _with_dashboard(
+    start: Callable[[Any, Any], Awaitable[Any]], progress: Any, stop: Any, title: str
+) -> Any:
     """``await start(...)`` with a live dashboard beside it, for as long as it runs."""
     import trio
 
@@ -101,10 +146,12 @@ async def _with_dashboard(start: Callable[[Any], Awaitable[Any]], progress: Any,
 
     board = Dashboard(title=f"agentcli {title} live dashboard")
     async with trio.open_nursery() as nursery:
-        url = await nursery.start(board.serve)
+        url = await start_server(
+            nursery, board.serve, what="the dashboard", host=board.host, port=board.port
+        )
         click.echo(f"dashboard: {url}", err=True)
         try:
-            result = await start(TeeProgress(progress, board))
+            result = await start(TeeProgress(progress, board), stop)
         finally:
             board.stop()
         await board.linger()

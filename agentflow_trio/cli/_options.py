@@ -24,6 +24,7 @@ __all__ = [
     "json_option",
     "mock_latency_option",
     "report_options",
+    "threshold_option",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -55,6 +56,35 @@ class Duration(click.ParamType[float]):
 
 DURATION = Duration()
 THINK_TIME = Duration(zero_ok=True)
+
+
+class ThresholdType(click.ParamType[Any]):
+    """A k6-style threshold such as ``"p99<200ms"`` (`agentflow_trio.loadgen.thresholds`)."""
+
+    name = "threshold"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from agentflow_trio.loadgen.thresholds import Threshold, ThresholdError, parse_threshold
+
+        if isinstance(value, Threshold):
+            return value
+        try:
+            return parse_threshold(value)
+        except ThresholdError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def threshold_option(function: F) -> F:
+    """``--threshold`` (repeatable; ``thresholds``): pass/fail checks of a load run."""
+    return click.option(
+        "--threshold",
+        "thresholds",
+        type=ThresholdType(),
+        multiple=True,
+        help="Pass/fail check of the run's total, k6-style, repeatable: 'p99<200ms', "
+        "'errors<0.1%', 'rps>=50' (p50 p90 p95 p99 max mean errors rps; < <= > >=). "
+        "A crossed threshold makes the exit code 99.",
+    )(function)
 
 
 def config_option(function: F) -> F:

@@ -5,7 +5,7 @@ plus the model-target check: the preamble ``serve`` and ``worker`` share). Runni
 `run_trio` (a run that ends by itself) and `run_until_signalled` (a server that runs until
 SIGINT or SIGTERM, exit 0). Errors: a broken config file, scenario script or app string is
 `BadInput` (``Error: ...``, exit 2); a config value built from a flag names the flag
-(`usage_errors`); an `OSError` is one line, exit 1.
+(`usage_errors`); the rest is one line by the rule of `_guard.as_click_error`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import click
+
+from ._guard import BadInput, as_click_error, leaves
 
 if TYPE_CHECKING:
     import trio
@@ -29,14 +31,9 @@ __all__ = [
     "prepare",
     "run_trio",
     "run_until_signalled",
+    "start_server",
     "usage_errors",
 ]
-
-
-class BadInput(click.ClickException):
-    """A broken config file, scenario script or app string: ``Error: ...``, exit 2."""
-
-    exit_code = 2
 
 
 def ms(value: float) -> float:
@@ -121,22 +118,51 @@ def prepare(config_path: str | None, app_ref: str | None) -> tuple[Config, Mappi
     return config, load_agents(app_ref)
 
 
-def run_trio(main_fn: Callable[[], Awaitable[Any]]) -> Any:
-    """``trio.run(main_fn)``. A config or script problem found while starting becomes
-    `BadInput` (exit 2), ``OSError`` a one-line error (exit 1), Ctrl-C click's Abort."""
+def run_trio(main_fn: Callable[[], Awaitable[Any]], *, debug_port: int | None = None) -> Any:
+    """``trio.run(main_fn)``; whatever it raises becomes one line (`as_click_error`): a
+    config or script problem found while starting is `BadInput` (exit 2), an ``OSError``
+    exit 1, Ctrl-C exit 130. ``debug_port``: the runner's debug server binds it (the only
+    server of the run that may find its port taken), so a busy port names it."""
     import trio
 
-    from agentflow_trio.errors import ConfigError
     from agentflow_trio.loadgen.loadtest import ScriptError
 
     try:
         return trio.run(main_fn)
-    except (ConfigError, ScriptError) as exc:
-        raise BadInput(str(exc)) from None
-    except OSError as exc:
-        raise click.ClickException(str(exc)) from None
-    except KeyboardInterrupt:
-        raise click.Abort() from None
+    except BaseException as exc:
+        raise as_click_error(_naming_debug_port(exc, debug_port), (ScriptError,)) from None
+
+
+def _naming_debug_port(exc: BaseException, port: int | None) -> BaseException:
+    """``exc``, or, when it is a busy port that names no address, the same error naming
+    the debug server's (``[monitoring] profile_port``)."""
+    import errno
+
+    found = leaves(exc)
+    if port is None or len(found) != 1 or not isinstance(found[0], OSError):
+        return exc
+    error = found[0]
+    if error.errno != errno.EADDRINUSE or "listen on" in str(error):
+        return exc
+    from agentflow_trio.server import listen_error
+
+    return listen_error(error, "the debug server ([monitoring] profile_port)", "127.0.0.1", port)
+
+
+async def start_server(
+    nursery: trio.Nursery, serve: Callable[..., Awaitable[Any]], *, what: str, host: str, port: int
+) -> Any:
+    """``await nursery.start(serve)``; an address that cannot be bound (a busy port) is an
+    `OSError` naming ``what``, ``host`` and ``port`` (`agentflow_trio.server.listen_error`)."""
+    try:
+        return await nursery.start(serve)
+    except (OSError, BaseExceptionGroup) as exc:
+        from agentflow_trio.server import listen_error, only_os_error
+
+        error = only_os_error(exc)
+        if error is None:
+            raise
+        raise listen_error(error, what, host, port) from None
 
 
 def run_until_signalled(
@@ -146,7 +172,7 @@ def run_until_signalled(
     trio (with ``clock``, if given), then wait for SIGINT or SIGTERM and cancel everything:
     a clean exit 0.
 
-    ``OSError`` while starting (address in use, ...) becomes a click error (exit 1).
+    Whatever starting raises becomes one line (`as_click_error`; a busy port: exit 1).
     """
     import signal
 
@@ -162,5 +188,5 @@ def run_until_signalled(
 
     try:
         trio.run(run, clock=clock)
-    except OSError as exc:
-        raise click.ClickException(str(exc)) from None
+    except BaseException as exc:
+        raise as_click_error(exc) from None

@@ -19,11 +19,14 @@ from ._options import (
     json_option,
     mock_latency_option,
     report_options,
+    threshold_option,
 )
 from ._plumbing import BadInput, load_config, ms
 
 if TYPE_CHECKING:
+    from agentflow_trio.config import Config
     from agentflow_trio.loadgen.stages import Plan
+    from agentflow_trio.loadgen.thresholds import Threshold
 
 __all__ = ["benchmark", "loadtest"]
 
@@ -66,6 +69,7 @@ __all__ = ["benchmark", "loadtest"]
     help="Run the whole bench suite instead (python -m bench: the performance table); "
     "--duration, -c and --latency-ms, when given, narrow it. Needs a source checkout.",
 )
+@threshold_option
 @report_options
 def benchmark(
     duration: float,
@@ -78,6 +82,7 @@ def benchmark(
     latency_ms: float,
     as_json: bool,
     suite: bool,
+    thresholds: tuple[Threshold, ...],
     report_path: str | None,
     compare_path: str | None,
     dashboard: bool,
@@ -89,6 +94,8 @@ def benchmark(
     includes the mock's own request count, to check the figures against.
 
     With --suite, runs the bench suite (bench/suite.py) instead and exits with its status.
+    Exit codes: 99 when a --threshold is crossed, 130 after Ctrl-C (the partial results
+    are printed first).
     """
     from agentflow_trio.loadgen.benchmark import BenchmarkOptions, run_benchmark
 
@@ -97,17 +104,19 @@ def benchmark(
 
     check_profile(profile, output)
     baseline = check_report(report_path, compare_path)
+    config = load_config(config_path)
     options = BenchmarkOptions(
         duration=duration,
         users=users,
         agent=agent,
         requests=requests,
-        config=load_config(config_path),
+        config=config,
         source=config_path,
         mock_latency=ms(latency_ms),
+        thresholds=thresholds,
     )
     run_load(
-        lambda progress: run_benchmark(options, progress=progress),
+        lambda progress, stop: run_benchmark(options, progress=progress, stop=stop),
         as_json=as_json,
         profile=profile,
         output=output,
@@ -115,6 +124,7 @@ def benchmark(
         baseline=baseline,
         dashboard=dashboard,
         title="benchmark",
+        debug_port=_debug_port(config),
     )
 
 
@@ -148,6 +158,7 @@ def benchmark(
 @config_option
 @mock_latency_option(when_used=False)
 @json_option
+@threshold_option
 @report_options
 def loadtest(
     script: str | None,
@@ -162,6 +173,7 @@ def loadtest(
     config_path: str | None,
     latency_ms: float,
     as_json: bool,
+    thresholds: tuple[Threshold, ...],
     report_path: str | None,
     compare_path: str | None,
     dashboard: bool,
@@ -173,6 +185,9 @@ def loadtest(
     rates. Latency counts from each request's intended start. Without --target the events
     run on a local runner whose model calls go to the built-in mock LLM unless --config
     sets llm.base_url.
+
+    Thresholds come from --threshold and from the script's `thresholds` list. Exit codes:
+    99 when one is crossed, 130 after Ctrl-C (the partial results are printed first).
     """
     from agentflow_trio.loadgen.loadtest import (
         DEFAULT_SCENARIO,
@@ -194,24 +209,33 @@ def loadtest(
         scenario = load_scenario(script) if script is not None else DEFAULT_SCENARIO
     except ScriptError as exc:
         raise BadInput(str(exc)) from None
+    config = load_config(config_path)
     options = LoadTestOptions(
         plan=plan,
         scenario=scenario,
         think_time=think_time,
         target_url=target,
-        config=load_config(config_path),
+        config=config,
         source=config_path,
         mock_latency=ms(latency_ms),
         max_in_flight=max_in_flight,
+        thresholds=thresholds,
     )
     run_load(
-        lambda progress: run_loadtest(options, progress=progress),
+        lambda progress, stop: run_loadtest(options, progress=progress, stop=stop),
         as_json=as_json,
         report_path=report_path,
         baseline=baseline,
         dashboard=dashboard,
         title="loadtest",
+        debug_port=None if target is not None else _debug_port(config),
     )
+
+
+def _debug_port(config: Config) -> int | None:
+    """The port the runner's debug server binds, if ``[monitoring]`` enables it."""
+    monitoring = config.monitoring
+    return monitoring.profile_port if monitoring.enable_profiling else None
 
 
 def _plan(

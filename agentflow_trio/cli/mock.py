@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ._options import host_options
-from ._plumbing import ms, run_until_signalled, usage_errors
+from ._plumbing import ms, run_until_signalled, start_server, usage_errors
 
 if TYPE_CHECKING:
     import attrs
@@ -111,7 +111,9 @@ def mock_llm(precise_timers: bool, **values: Any) -> None:
     mock = MockLLM(config)
 
     async def serve(nursery: trio.Nursery) -> None:
-        await nursery.start(mock.serve)
+        await start_server(
+            nursery, mock.serve, what="agentcli mock-llm", host=config.host, port=config.port
+        )
         click.echo(f"mock LLM listening on {mock.url}")  # click.echo flushes
 
     run_until_signalled(serve, PreciseClock() if precise_timers else None)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import click
 
 from ._options import app_option, config_option, host_options, mock_latency_option
-from ._plumbing import ms, prepare, run_trio, run_until_signalled
+from ._plumbing import ms, prepare, run_trio, run_until_signalled, start_server, usage_errors
 
 if TYPE_CHECKING:
     import trio
@@ -66,10 +66,8 @@ def serve(
         raise click.BadParameter(
             f"{max_body!r} is not a size (such as '1MiB' or 65536)", param_hint="'--max-body'"
         ) from None
-    try:
+    with usage_errors({"host": "--host"}):
         check_host(host, allow_remote)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="'--host'") from None
     config, agents = prepare(config_path, app_ref)
     run = functools.partial(
         serve_runner,
@@ -104,7 +102,9 @@ async def _serve_dashboard(runner: Runner, *, task_status: trio.TaskStatus[str])
     board = Dashboard(title="agentcli serve live dashboard")
     async with trio.open_nursery() as nursery:
         await nursery.start(watch.run)
-        url = await nursery.start(board.serve)
+        url = await start_server(
+            nursery, board.serve, what="the dashboard", host=board.host, port=board.port
+        )
         board.start(watch, 0.0, None)
         task_status.started(url)
 
@@ -183,4 +183,5 @@ def worker(
                 f"{stats.released} handed back"
             )
 
-    run_trio(run)
+    monitoring = config.monitoring
+    run_trio(run, debug_port=monitoring.profile_port if monitoring.enable_profiling else None)

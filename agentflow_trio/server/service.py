@@ -162,7 +162,10 @@ async def serve_runner(
         base = services if services is not None else Services()
         metrics = base.metrics if base.metrics is not None else _new_metrics(llm.llm)
         filled = attrs.evolve(base, llm=base.llm or llm.llm, metrics=metrics)
-        async with _listening("the debug server", "127.0.0.1", llm.config.monitoring.profile_port):
+        debug_port = llm.config.monitoring.profile_port
+        async with _listening(
+            "the debug server ([monitoring] profile_port)", "127.0.0.1", debug_port
+        ):
             runner = await stack.enter_async_context(
                 Runner(llm.config, agents=agents, services=filled)
             )
