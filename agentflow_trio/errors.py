@@ -11,6 +11,7 @@ wrong, and must change)::
     │   ├── RunnerClosed                        the runner no longer accepts events
     │   ├── Overloaded                          load shed (memory limit, admission)
     │   ├── NestingTooDeep                      nested runner.call calls past the limit
+    │   ├── MalformedEntry (also ValueError)    a Redis stream entry breaks its format or a bound
     │   ├── BrokerUnavailable                   Redis refused, dropped or did not answer
     │   └── ResultTimeout (also TimeoutError)   a remote event's result did not come in time
     ├── AgentError
@@ -57,6 +58,7 @@ __all__ = [
     "LLMTimeoutError",
     "LocalRateLimitError",
     "MCPError",
+    "MalformedEntry",
     "NestingTooDeep",
     "NotFoundError",
     "Overloaded",
@@ -129,6 +131,20 @@ class NestingTooDeep(RunnerError):
             f"runner.call nested more than {limit} levels deep inside one event "
             "(Runner.MAX_NESTING_DEPTH): is an agent calling itself?"
         )
+
+
+class MalformedEntry(RunnerError, ValueError):
+    """A Redis stream entry (or the entry an event would make) is malformed or breaks a
+    bound: ``limit`` of ``bound`` (the name of the bound, when one tripped).
+
+    A worker dead-letters such an entry on its first delivery with this as the reason,
+    never runs or retries it; `RemoteRunner.emit` raises it before sending.
+    """
+
+    def __init__(self, message: str, *, bound: str | None = None, limit: float | None = None):
+        self.bound = bound
+        self.limit = limit
+        super().__init__(message)
 
 
 class AgentError(AgentFlowError):

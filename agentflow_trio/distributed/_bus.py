@@ -5,7 +5,8 @@ turns coredis replies into plain values. It never retries and never sleeps: call
 decide (producers raise `BrokerUnavailable`, workers back off and try again).
 
 Entry fields: ``id`` (the event id), ``event`` (the event as JSON) and, if the producer
-set one, ``timeout`` (seconds, the event's run timeout on the worker).
+set one, ``timeout`` (seconds, the event's run timeout on the worker); their bounds are
+`_codec`'s, checked when an entry is made and again when it is read.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from .._json import dumps
 from ..config import DistributedConfig
 from ..events import Event
 from . import _scripts
-from ._codec import encode_event
+from ._codec import entry_fields
 
 if TYPE_CHECKING:
     from coredis import Redis
@@ -91,11 +92,9 @@ class Bus:
     # ------------------------------------------------------------------ producers
     @staticmethod
     def entry_fields(event: Event, timeout: float | None) -> dict[str | bytes, bytes | str]:
-        """The stream fields of ``event`` (raises ``TypeError`` if it cannot be JSON)."""
-        fields: dict[str | bytes, bytes | str] = {"id": event.id, "event": encode_event(event)}
-        if timeout is not None:
-            fields["timeout"] = repr(float(timeout))
-        return fields
+        """The stream fields of ``event``, within the bounds workers apply (see
+        `_codec.entry_fields` for what it raises)."""
+        return entry_fields(event, timeout)
 
     async def add(self, fields: dict[str | bytes, bytes | str]) -> str:
         """``XADD`` one entry (``MAXLEN ~``); return its entry id."""

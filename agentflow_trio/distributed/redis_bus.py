@@ -14,6 +14,7 @@ deliveries are appended to ``dead_letter_stream`` (fields ``id``, ``entry``, ``e
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar, final
 
@@ -25,7 +26,7 @@ from ..config import Config
 from ..errors import RunnerClosed
 from ..events import AgentResult, ErrorInfo, Event
 from ._bus import Bus
-from ._codec import decode_error, decode_event, decode_result
+from ._codec import check_timeout, decode_error, decode_event, decode_result
 from ._errors import BrokerUnavailable, ResultTimeout
 from ._redis import check_url, is_outage, open_redis, redact
 from ._waiters import ResultWaiter
@@ -158,12 +159,17 @@ class RemoteRunner(NurseryOwner):
     # ----------------------------------------------------------------- emitting
     async def emit(self, event: Event, *, timeout: float | None = None) -> RemoteHandle:
         """Append ``event`` to the stream; return its handle. ``timeout`` is the run
-        timeout the worker applies (default: the worker's own rules).
+        timeout the worker applies (default: the worker's own rules): seconds, > 0, at
+        most 7 days. The event is checked against the bounds a worker applies before
+        anything is sent, so that it is never dead-lettered as malformed.
 
         Raises:
             BrokerUnavailable: Redis refused, dropped or did not answer the ``XADD``.
             RunnerClosed: this runner is not open.
-            TypeError: the event's data or metadata cannot be encoded as JSON.
+            TypeError: not an `Event`, or its data or metadata cannot be encoded as JSON.
+            ConfigError: ``timeout`` is NaN, not positive, or over 7 days.
+            MalformedEntry: the event is over 1 MiB as JSON, nests deeper than 64
+                levels, or its type or id is not a string of 1 to 256 characters.
         """
         bus = self._require_open()
         fields = bus.entry_fields(event, timeout)
@@ -177,7 +183,8 @@ class RemoteRunner(NurseryOwner):
         """`emit` for many events in one pipelined round trip; handles in order.
 
         Raises:
-            BrokerUnavailable, RunnerClosed, TypeError: as `emit`. On
+            BrokerUnavailable, RunnerClosed, TypeError, ConfigError, MalformedEntry: as
+                `emit` (nothing is sent if any event is refused). On
                 `BrokerUnavailable` some of the events may have been appended; emitting
                 them again is safe (see the class guarantees).
         """
@@ -197,8 +204,12 @@ class RemoteRunner(NurseryOwner):
         """Emit ``event`` and wait for its result (see `emit` and `wait_result`).
 
         Raises:
-            BrokerUnavailable, RunnerClosed, ResultTimeout, TypeError.
+            BrokerUnavailable, RunnerClosed, ResultTimeout, TypeError, ConfigError,
+            MalformedEntry: as `emit` and `wait_result`; a bad ``result_timeout`` is
+            refused before anything is sent.
         """
+        if result_timeout is not None:
+            check_timeout(result_timeout, "result_timeout", upper=math.inf)
         handle = await self.emit(event, timeout=timeout)
         return await handle.result(timeout=result_timeout)
 
@@ -220,11 +231,15 @@ class RemoteRunner(NurseryOwner):
             ResultTimeout: no result within ``timeout`` (the event may still run).
             BrokerUnavailable: Redis could not be reached while waiting.
             RunnerClosed: this runner is not open.
+            ConfigError: ``timeout`` is NaN, not positive or not a number (``math.inf``
+                waits for as long as it takes).
         """
+        limit = self.settings.result_timeout
+        if timeout is not None:
+            limit = check_timeout(timeout, "timeout", upper=math.inf)
         self._require_open()
         waiter = self._waiter
         assert waiter is not None
-        limit = self.settings.result_timeout if timeout is None else timeout
         with trio.move_on_after(limit):
             try:
                 payload = await waiter.wait(event_id)

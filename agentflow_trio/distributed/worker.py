@@ -19,12 +19,12 @@ import attrs
 import trio
 
 from ..config import Config, DistributedConfig
-from ..errors import RunnerClosed
+from ..errors import MalformedEntry, RunnerClosed
 from ..events import AgentResult, ErrorInfo, Event, Outcome
 from ..runner import EventHandle, Runner, RunnerStatistics
 from ..services import ServiceKeywords, Services
 from ._bus import Bus, Op, RawEntry, dead_record
-from ._codec import decode_error, decode_event, encode_error, encode_result
+from ._codec import decode_entry, decode_error, encode_error, encode_result, entry_event_id
 from ._redis import Backoff, check_url, is_missing_group, is_outage, open_redis, redact
 
 __all__ = ["Worker", "WorkerStatistics", "default_consumer_name", "run_worker"]
@@ -34,6 +34,7 @@ _T = TypeVar("_T")
 
 _NEW, _RUNNING, _DRAINING, _STOPPED = range(4)
 _COMMIT_BATCH: Final = 256
+_EXCERPT: Final = 64 * 1024  # bytes of a malformed entry kept in its dead letter
 
 
 def default_consumer_name() -> str:
@@ -70,9 +71,23 @@ class WorkerStatistics:
 
 @final
 class _Held:
-    """One entry this worker holds, from the read to the commit of its outcome."""
+    """One entry this worker holds, from the read to the commit of its outcome.
 
-    __slots__ = ("deliveries", "entry_id", "event", "event_id", "payload", "timeout", "token")
+    Decoded and checked at once (`decode_entry`): a malformed entry keeps its reason in
+    ``problem`` (and at most ``_EXCERPT`` bytes of itself for the dead letter), and is
+    never handed to the runner.
+    """
+
+    __slots__ = (
+        "deliveries",
+        "entry_id",
+        "event",
+        "event_id",
+        "payload",
+        "problem",
+        "timeout",
+        "token",
+    )
 
     def __init__(self, entry: RawEntry, token: object) -> None:
         self.token = token
@@ -80,17 +95,15 @@ class _Held:
         self.deliveries = entry.deliveries
         fields = entry.fields
         self.payload = fields.get(b"event", b"")
-        self.event_id = fields.get(b"id", entry.entry_id.encode()).decode("utf-8", "replace")
+        self.event_id = entry_event_id(fields, entry.entry_id)
         self.event: Event | None = None
         self.timeout: float | None = None
-        raw_timeout = fields.get(b"timeout")
+        self.problem: MalformedEntry | None = None
         try:
-            self.event = decode_event(self.payload)
-            self.timeout = float(raw_timeout) if raw_timeout is not None else None
-        except ValueError as exc:
-            self.event = None
-            self.payload = self.payload or repr(fields).encode()
-            self.timeout = None
+            self.event, self.timeout = decode_entry(fields, self.event_id)
+        except MalformedEntry as exc:
+            self.problem = exc
+            self.payload = (self.payload or repr(fields).encode())[:_EXCERPT]
             _log.error("malformed stream entry %s: %s", entry.entry_id, exc)
 
 
@@ -112,8 +125,12 @@ class Worker:
     3. Failures: a ``failed`` or ``timed_out`` outcome keeps its error and is offered
        again after ``retry_delay``; at the ``max_deliveries``-th delivery it goes to
        ``dead_letter_stream`` with its last error, and that failure is stored as the
-       event's result (a producer waiting on it gets it). An entry that cannot be decoded
-       goes there at once.
+       event's result (a producer waiting on it gets it). A malformed entry (not an
+       event, a field of the wrong type, a ``timeout`` that is NaN, not positive or over
+       7 days, an event over 1 MiB, nesting deeper than 64, an id or type over 256
+       characters: the bounds of ``_codec``) goes there on its first delivery, with
+       the reason as a `MalformedEntry` error, and never reaches the runner: no crash,
+       no retry, nothing else held is touched.
     4. Dead workers: entries idle for ``claim_idle`` (their worker died) are reclaimed
        with ``XAUTOCLAIM``, delivery counts kept. Entries this worker holds are refreshed
        every ``claim_idle / 3``, so a slow event is never taken from a live worker.
@@ -353,14 +370,18 @@ class Worker:
             flags = await self._redis("inspect", bus.inspect, [h.event_id for h in held])
             for h, (stored, last_error) in zip(held, flags, strict=True):
                 if h.event is None:
-                    self._queue(self._dead(h, ErrorInfo("MalformedEntry", "cannot decode")))
+                    self._queue(self._dead(h, _malformed(h.problem)))
                 elif stored:
                     self._queue((Op("ack", h.entry_id, h.event_id), h))
                 elif h.deliveries > self.settings.max_deliveries:
                     self._queue(self._dead(h, _last_error(last_error, h.deliveries)))
                 else:
-                    handle = await runner.emit(h.event, timeout=h.timeout)
-                    waiters.start_soon(self._settle, h, handle)
+                    try:
+                        handle = await runner.emit(h.event, timeout=h.timeout)
+                    except (TypeError, ValueError) as exc:  # refused as bad input: poison
+                        self._queue(self._dead(h, _malformed(exc)))
+                    else:
+                        waiters.start_soon(self._settle, h, handle)
                 settled += 1
         except RunnerClosed:
             pass
@@ -553,6 +574,11 @@ def _override(
 
 def _ids(result: AgentResult) -> tuple[str | None, str | None]:
     return result.event_id, result.agent
+
+
+def _malformed(problem: BaseException | None) -> ErrorInfo:
+    """The dead letter's error for an entry refused as malformed: the reason, no retry."""
+    return ErrorInfo("MalformedEntry", str(problem) if problem is not None else "malformed")
 
 
 def _last_error(payload: bytes, deliveries: int) -> ErrorInfo:
