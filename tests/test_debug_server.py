@@ -110,23 +110,108 @@ async def test_bad_queries_get_400() -> None:
                 assert query.split("=")[0] in reply.text
 
 
-async def test_heap_starts_tracing_and_says_so() -> None:
+async def test_get_heap_changes_nothing_post_starts_and_stops_tracing() -> None:
     was_tracing = tracemalloc.is_tracing()
+    if was_tracing:
+        tracemalloc.stop()
     try:
         with trio.fail_after(TIMEOUT):
             async with debug_client() as client:
-                first = await client.get("/debug/heap")
+                off = await client.get("/debug/heap")
+                assert not tracemalloc.is_tracing()  # a GET turned nothing on
+                head = await client.head("/debug/heap")
+                started = await client.post("/debug/heap/start")
+                assert tracemalloc.is_tracing()
+                again = await client.post("/debug/heap/start")
                 hoard = [bytearray(512) for _ in range(4000)]
-                second = await client.get("/debug/heap", params={"limit": "3"})
+                top = await client.get("/debug/heap", params={"limit": "3"})
                 del hoard
+                stopped = await client.post("/debug/heap/stop")
+                assert not tracemalloc.is_tracing()
+                not_ours = await client.post("/debug/heap/stop")
+                get_start = await client.get("/debug/heap/start")
+                await client.post("/debug/heap/start")
+            assert not tracemalloc.is_tracing()  # tracing started here ends with the server
     finally:
-        if not was_tracing:
+        if tracemalloc.is_tracing():
             tracemalloc.stop()
-    assert first.status_code == 200 and second.status_code == 200
-    assert ("started it now" in first.text) is not was_tracing
-    assert "started it now" not in second.text
-    assert "top 3 allocation sites" in second.text
-    assert "test_debug_server.py" in second.text
+        if was_tracing:
+            tracemalloc.start()
+    assert off.status_code == 409 and "POST /debug/heap/start" in off.text
+    assert head.status_code == 409 and head.content == b""
+    assert started.status_code == 200 and "started" in started.text
+    assert again.status_code == 200 and "already tracing" in again.text
+    assert top.status_code == 200 and "top 3 allocation sites" in top.text
+    assert "test_debug_server.py" in top.text
+    assert stopped.status_code == 200
+    assert not_ours.status_code == 409
+    assert get_start.status_code == 405 and get_start.headers["allow"] == "POST"
+
+
+@pytest.mark.parametrize(
+    "host", ["localhost", "127.0.0.1", "127.0.0.1:6060", "LOCALHOST:1", "[::1]:6060"]
+)
+async def test_loopback_host_headers_are_served(host: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with debug_client() as client:
+            reply = await client.get("/debug", headers={"host": host})
+    assert reply.status_code == 200
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:6060", "10.1.2.3", "[::2]"])
+async def test_other_host_headers_are_refused_421(host: str) -> None:
+    """DNS rebinding: a page whose name now points at 127.0.0.1 sends its own name."""
+    with trio.fail_after(TIMEOUT):
+        async with debug_client() as client:
+            for path in ["/debug/tasks", "/debug/heap", "/metrics"]:
+                reply = await client.get(path, headers={"host": host})
+                assert reply.status_code == 421, path
+                assert "Host" in reply.text
+            post = await client.post("/debug/heap/start", headers={"host": host})
+    assert post.status_code == 421 and not tracemalloc.is_tracing()
+
+
+async def test_allowed_hosts_extend_the_host_check() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            serve = functools.partial(serve_debug, port=0, allowed_hosts=["debug.internal"])
+            port = await nursery.start(serve)
+            async with httpx2.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                named = await client.get("/debug", headers={"host": "debug.internal:6060"})
+                other = await client.get("/debug", headers={"host": "evil.example"})
+            nursery.cancel_scope.cancel()
+    assert named.status_code == 200 and other.status_code == 421
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"origin": "https://evil.example"},
+        {"origin": "null"},
+        {"sec-fetch-site": "cross-site"},
+    ],
+)
+async def test_requests_from_other_sites_pages_are_refused_403(headers: dict[str, str]) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with debug_client() as client:
+            post = await client.post("/debug/heap/start", headers=headers)
+            get = await client.get("/debug/profile?seconds=5", headers=headers)
+    assert post.status_code == 403 and get.status_code == 403
+    assert not tracemalloc.is_tracing()
+
+
+async def test_a_same_machine_origin_is_served() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with debug_client() as client:
+            reply = await client.get("/debug", headers={"origin": "http://localhost:3000"})
+    assert reply.status_code == 200
+
+
+async def test_a_large_body_is_413() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with debug_client() as client:
+            reply = await client.post("/debug/heap/start", content=b"x" * (128 * 1024))
+    assert reply.status_code == 413 and not tracemalloc.is_tracing()
 
 
 async def test_metrics_endpoint_serves_prometheus_text() -> None:
