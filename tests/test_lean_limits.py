@@ -25,7 +25,7 @@ import trio
 import trio.testing
 
 from agentflow_trio.config import LLMConfig
-from agentflow_trio.errors import ResponseFormatError, ResponseTooLargeError
+from agentflow_trio.errors import LLMReadError, ResponseFormatError, ResponseTooLargeError
 from agentflow_trio.llm import ChatRequest, open_provider, user
 from agentflow_trio.llm._lean import LeanSession, PoolSet, PoolSettings
 from agentflow_trio.llm._lean import exceptions as lean_exceptions
@@ -444,3 +444,54 @@ async def test_httpx2_session_still_reads_gzip_and_plain_answers() -> None:
         for raw in answers:
             async with loopback(sending(raw)) as url, httpx2_session() as s:
                 assert (await s.post_json(url, b"{}"))["choices"][0]["message"]["content"] == "ok"
+
+
+# -- an answer refused mid-way never leaves its connection in the pool (found by fuzzing) ---
+
+
+def counting(*answers: Answer) -> tuple[list[int], tuple[Answer, ...]]:
+    """The answers, each also counting the connections it was sent on."""
+    seen: list[int] = []
+
+    def wrap(answer: Answer) -> Answer:
+        async def counted(stream: trio.abc.Stream) -> None:
+            seen.append(id(stream))
+            await answer(stream)
+
+        return counted
+
+    return seen, tuple(wrap(a) for a in answers)
+
+
+async def test_a_protocol_switch_is_not_reused(autojump_clock: trio.testing.MockClock) -> None:
+    switch = head(101, "upgrade: websocket", "connection: upgrade")
+
+    async def in_two(stream: trio.abc.Stream) -> None:
+        await stream.send_all(switch[:1])
+        await trio.sleep(0.1)
+        await stream.send_all(switch[1:])
+
+    seen, answers = counting(in_two, sending(reply()))
+    async with scripted(*answers) as session:
+        with pytest.raises(LLMReadError, match=r"(?i)upgrade"):
+            await session.post_json(URL, b"{}")
+        assert (await session.post_json(URL, b"{}"))["choices"]
+        assert len(set(seen)) == 2  # a new connection, not the stopped parser
+
+
+async def test_a_body_shorter_than_it_claims_is_not_reused(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def lying(stream: trio.abc.Stream) -> None:
+        await stream.send_all(reply(b'{"a":', "x-note: the rest follows late")[:-5])
+        await stream.send_all(b'{"a":')  # content-length says 5 bytes: a truncated JSON
+        await trio.sleep(0.5)
+        await stream.send_all(b" 1}HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+
+    seen, answers = counting(lying, sending(reply()))
+    async with scripted(*answers) as session:
+        with pytest.raises(ResponseFormatError, match="malformed JSON"):
+            await session.post_json(URL, b"{}")
+        await trio.sleep(1)  # the rest has arrived by now
+        assert (await session.post_json(URL, b"{}"))["choices"]  # not the smuggled {}
+        assert len(set(seen)) == 2

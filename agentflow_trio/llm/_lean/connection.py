@@ -7,11 +7,12 @@ Interim ``1xx`` responses are skipped. The connection may carry another request 
 the last response was read to its end, the server allowed keep-alive (no ``Connection:
 close``, HTTP/1.1) and nothing followed it (`reusable`); the pool checks that.
 
-Sizes are bounded as the bytes arrive: the head (status line and headers, interim heads
-included) by ``max_header_bytes``, the body as received (framing included; for a stream
-read with `receive_part`, the whole stream) and a declared ``Content-Length`` by
-``max_response_bytes``. Crossing either raises `ResponseTooLarge` at once, at most one
-receive buffer (64 KiB) past the bound, never after buffering the rest.
+Sizes are bounded as the bytes arrive, exactly: the head (status line and headers, interim
+heads included) must be complete within ``max_header_bytes``; a declared
+``Content-Length`` may not exceed ``max_response_bytes``; and the whole response as
+received (head and body with its framing; for a stream read with `receive_part`, the
+whole stream) may not exceed ``max_header_bytes + max_response_bytes``. Crossing one
+raises `ResponseTooLarge` before the bytes past the bound are parsed.
 
 Failures raise the transport's own errors (`ReadFailed`, `WriteFailed`, `ProtocolFailed`,
 `ResponseTooLarge`); timeouts are the caller's cancel scopes. A connection whose request
@@ -41,14 +42,12 @@ class _Reader:
     """httptools callbacks: the state of the response being read on one connection."""
 
     __slots__ = (
-        "body_bytes",
         "complete",
         "content_encoding",
         "content_type",
         "declared",
         "extra",
         "framed",
-        "head_bytes",
         "head_done",
         "headers",
         "interim",
@@ -58,6 +57,7 @@ class _Reader:
         "parser",
         "parts",
         "reason",
+        "received",
         "started",
         "status",
     )
@@ -72,7 +72,7 @@ class _Reader:
         self.no_body = no_body
         self.started = self.complete = self.extra = False
         self.keep_alive = False
-        self.head_bytes = self.body_bytes = self.declared = 0  # per exchange: 1xx heads count
+        self.received = self.declared = 0  # per exchange: interim 1xx heads count too
         self._message()
 
     def _message(self) -> None:
@@ -165,6 +165,7 @@ class Connection:
     __slots__ = (
         "_max_body",
         "_max_head",
+        "_max_total",
         "_poll",
         "_reader",
         "_stream",
@@ -190,6 +191,7 @@ class Connection:
         self._reader = _Reader(max_response_bytes)
         self._max_head = max_header_bytes
         self._max_body = max_response_bytes
+        self._max_total = max_header_bytes + max_response_bytes
         self.tls = tls
         self.opened_at = self.idle_since = opened_at
         self.expires_at = expires_at
@@ -348,35 +350,38 @@ class Connection:
         # Feed at most max_header_bytes before the head is complete; a chunk crossing the
         # bound is split there, so a head just under it still passes whatever follows.
         reader = self._reader
-        room = self._max_head - reader.head_bytes
+        room = self._max_head - reader.received
         if len(data) <= room:
-            reader.head_bytes += len(data)
+            reader.received += len(data)
             self._feed(data)
         else:
             if room > 0:
                 self._feed(data[:room])
-            reader.head_bytes = self._max_head
+            reader.received = self._max_head
             if reader.head_done:
                 self._feed_body(data[room:])
         if reader.declared:
             what = f"body (Content-Length {reader.declared})"
             raise self._too_large(what, self._max_body, BODY_KEY)
-        if not reader.head_done and reader.head_bytes >= self._max_head:
+        if not reader.head_done and reader.received >= self._max_head:
             raise self._too_large("head", self._max_head, HEADER_KEY)
 
     def _feed_body(self, data: bytes | bytearray) -> None:
         reader = self._reader
-        reader.body_bytes += len(data)
-        if reader.body_bytes > self._max_body:
+        reader.received += len(data)
+        if reader.received > self._max_total:
             raise self._too_large("body", self._max_body, BODY_KEY)
         self._feed(data)
 
     def _feed(self, data: bytes | bytearray) -> None:
+        reader = self._reader
         try:
-            self._reader.parser.feed_data(data)
+            reader.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
+            reader.keep_alive = False  # the parser is stopped: never reuse the connection
             raise ProtocolFailed("the server switched protocols (upgrade)") from exc
         except httptools.HttpParserError as exc:
+            reader.keep_alive = False
             raise ProtocolFailed(f"malformed HTTP response: {exc}") from exc
 
     def _too_large(self, what: str, limit: int, key: str) -> ResponseTooLarge:

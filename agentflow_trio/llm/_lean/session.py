@@ -146,19 +146,27 @@ class LeanSession:
                 if scope.cancelled_caught:
                     raise exchange.timeout_error(self._timeout)
             status = conn.status
-            ctype = conn.content_type
-            coding = conn.content_encoding
             raw_headers = conn.headers
-            if coding is not None:
-                content = self._decompress(conn, coding, content)
+            if conn.content_encoding is not None:
+                content = self._decompress(conn, conn.content_encoding, content)
+            if status < 400:
+                return self._json(conn, content)
         except LeanHTTPError as exc:
             raise to_llm_error(exc, self.deployment) from exc
         finally:
             await exchange.aclose()
-        if status >= 400:
-            raise status_error(status, _text_headers(raw_headers), content, self.deployment)
+        raise status_error(status, _text_headers(raw_headers), content, self.deployment)
+
+    def _json(self, conn: Connection, content: bytes) -> Any:
+        # Decoded before the connection goes back: an answer that is not what it claims
+        # (a short Content-Length, say) may have more bytes coming, so it is not reused.
+        ctype = conn.content_type
         kind = ctype.decode("latin-1") if ctype is not None else "application/json"
-        return json_body(content, kind, self.deployment)
+        try:
+            return json_body(content, kind, self.deployment)
+        except ResponseFormatError:
+            conn.discard()
+            raise
 
     @asynccontextmanager
     async def open_stream(
