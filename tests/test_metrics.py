@@ -78,7 +78,7 @@ async def test_a_real_runner_is_counted_by_agent_and_outcome(
         ("quick", "succeeded"): 3,
         ("boom", "failed"): 2,
         ("slow", "succeeded"): 1,
-        ("nobody", "failed"): 1,  # no such agent: labelled with the event type
+        ("_other", "failed"): 1,  # no such agent: not a label of its own (OTHER_LABEL)
     }
     hist = "agent_request_duration_seconds"
     # quick ran 20 ms (virtual, exact): in the 0.025 bucket, not in 0.01

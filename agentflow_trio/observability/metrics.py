@@ -14,6 +14,12 @@ several runners and tests in one process never clash. Two kinds of figures:
 Metric names follow the guide: ``agent_request_duration_seconds`` (histogram, buckets
 `DEFAULT_BUCKETS`), ``agent_requests_total`` and ``agent_active_requests``, labelled
 ``agent_name`` and ``status`` (the event's outcome).
+
+Label values are bounded, so no input can grow the exposition without end: with a runner
+attached, ``agent_name`` is one of its registered agents' names, or `OTHER_LABEL` for an
+event whose type names none; without one (and for the ``provider`` and ``status`` of LLM
+calls), at most ``max_label_values`` distinct values per label are kept and later ones
+are counted under `OTHER_LABEL`.
 """
 
 from __future__ import annotations
@@ -43,7 +49,14 @@ from prometheus_client.core import (
 
 from ..events import AgentResult, Event
 
-__all__ = ["BREAKER_STATE_VALUES", "CONTENT_TYPE", "DEFAULT_BUCKETS", "RunnerMetrics"]
+__all__ = [
+    "BREAKER_STATE_VALUES",
+    "CONTENT_TYPE",
+    "DEFAULT_BUCKETS",
+    "DEFAULT_MAX_LABEL_VALUES",
+    "OTHER_LABEL",
+    "RunnerMetrics",
+]
 
 _log = logging.getLogger("agentflow_trio.metrics")
 
@@ -55,6 +68,12 @@ BREAKER_STATE_VALUES: Final = {"closed": 0, "half_open": 1, "open": 2}
 
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 """The content type of `RunnerMetrics.render`'s output (Prometheus text format)."""
+
+OTHER_LABEL: Final = "_other"
+"""The label value of an event type with no registered agent, or past the label bound."""
+
+DEFAULT_MAX_LABEL_VALUES: Final = 1000
+"""Distinct values kept per label when the allowed set is not known (see the module)."""
 
 _AGENT_LABELS: Final = ("agent_name", "status")
 _LLM_LABELS: Final = ("provider", "status")
@@ -88,6 +107,29 @@ class _Histogram:
                 cumulative.append((edge, total))
             family.add_metric([str(k) for k in key], cumulative, row[-1])
         return family
+
+
+class _LabelBound:
+    """Maps label values to themselves while fewer than ``limit`` were seen, or while they
+    are in ``allowed`` when that is known; anything else to `OTHER_LABEL`."""
+
+    __slots__ = ("allowed", "limit", "seen")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.allowed: frozenset[str] | None = None
+        self.seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        allowed = self.allowed
+        if allowed is not None:
+            return value if value in allowed else OTHER_LABEL
+        if value in self.seen:
+            return value
+        if len(self.seen) >= self.limit:
+            return OTHER_LABEL
+        self.seen.add(value)
+        return value
 
 
 class _Families:
@@ -155,7 +197,11 @@ class RunnerMetrics:
     under ``MockClock``); ``agent_requests_total`` counts every ended event, including
     those cancelled before they started (which have no duration). A failing ``watch_*``
     callable never breaks a scrape: its figures are left out, it is logged and counted
-    in ``agentflow_metrics_source_errors_total``.
+    in ``agentflow_metrics_source_errors_total``. Label values are bounded (see the
+    module docstring; ``max_label_values``).
+
+    Raises:
+        ValueError: ``max_label_values`` is below 1.
     """
 
     content_type: Final = CONTENT_TYPE
@@ -167,7 +213,13 @@ class RunnerMetrics:
         buckets: Sequence[float] = DEFAULT_BUCKETS,
         clock: Callable[[], float] = trio.current_time,
         process: bool = True,
+        max_label_values: int = DEFAULT_MAX_LABEL_VALUES,
     ) -> None:
+        if max_label_values < 1:
+            raise ValueError(f"max_label_values must be >= 1, got {max_label_values}")
+        self._agent_label = _LabelBound(max_label_values)
+        self._provider_label = _LabelBound(max_label_values)
+        self._status_label = _LabelBound(max_label_values)
         self.registry = registry if registry is not None else CollectorRegistry()
         self._clock = clock
         self._durations = _Histogram(buckets)
@@ -190,10 +242,15 @@ class RunnerMetrics:
     def attach(self, runner: Any, *, name: str = "runner") -> None:
         """Hook into ``runner`` (its ``hooks`` lists) and watch ``runner.statistics``.
 
-        Agent names for ``agent_active_requests`` come from ``runner.agents``.
+        Agent names for ``agent_active_requests`` come from ``runner.agents``, and only
+        those names (and `OTHER_LABEL`) are ``agent_name`` values from then on.
         """
         self.install(runner.hooks)
-        self._agents = getattr(runner, "agents", None)
+        agents = getattr(runner, "agents", None)
+        self._agents = agents
+        if agents is not None:
+            names = {getattr(agent, "name", key) for key, agent in agents.items()}
+            self._agent_label.allowed = frozenset(agents) | frozenset(names)
         self.watch_runner(runner.statistics, name=name)
 
     def install(self, hooks: Any) -> None:
@@ -216,6 +273,7 @@ class RunnerMetrics:
             agent = agents.get(label)
             if agent is not None:
                 label = agent.name
+        label = self._agent_label(label)
         self._starts[event.id] = (self._clock(), label)
         self._active[label] = self._active.get(label, 0) + 1
 
@@ -223,7 +281,7 @@ class RunnerMetrics:
         """Hook: ``event`` ended with ``result``; count it and observe its duration."""
         started = self._starts.pop(event.id, None)
         agent = result.agent or (started[1] if started is not None else event.type)
-        key = (agent, result.outcome.value)
+        key = (self._agent_label(agent), result.outcome.value)
         self._requests[key] = self._requests.get(key, 0) + 1
         if started is not None:
             self._durations.observe(key, self._clock() - started[0])
@@ -231,13 +289,13 @@ class RunnerMetrics:
 
     def observe_request(self, agent_name: str, status: str, seconds: float) -> None:
         """Count one agent request and observe its duration (for callers without hooks)."""
-        key = (agent_name, status)
+        key = (self._agent_label(agent_name), self._status_label(status))
         self._requests[key] = self._requests.get(key, 0) + 1
         self._durations.observe(key, seconds)
 
     def observe_llm(self, provider: str, status: str, seconds: float) -> None:
         """Count one LLM call of ``provider`` ending in ``status`` after ``seconds``."""
-        key = (provider, status)
+        key = (self._provider_label(provider), self._status_label(status))
         self._llm_requests[key] = self._llm_requests.get(key, 0) + 1
         self._llm_durations.observe(key, seconds)
 
