@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
+import attrs
 import httptools
 import pytest
 import trio
@@ -30,6 +31,7 @@ from agentflow_trio.llm import ChatRequest, open_provider, user
 from agentflow_trio.llm._lean import LeanSession, PoolSet, PoolSettings
 from agentflow_trio.llm._lean import exceptions as lean_exceptions
 from agentflow_trio.llm._lines import SSEDecoder
+from agentflow_trio.llm._open_session import open_http_session
 from agentflow_trio.llm._session import HTTPPoolStatistics
 from agentflow_trio.llm.http import HTTPSession, build_client
 from agentflow_trio.llm.openai import OpenAIProvider
@@ -495,3 +497,40 @@ async def test_a_body_shorter_than_it_claims_is_not_reused(
         await trio.sleep(1)  # the rest has arrived by now
         assert (await session.post_json(URL, b"{}"))["choices"]  # not the smuggled {}
         assert len(set(seen)) == 2
+
+
+# -- the bounds come from [llm] (both clients) ----------------------------------------------
+
+
+@attrs.frozen
+class _BoundedConfig(LLMConfig):
+    """An ``[llm]`` section with the two bounds (the keys ``config`` is adding)."""
+
+    max_response_bytes: int = 4096
+    max_header_bytes: int = 1024
+
+
+def test_pool_settings_read_the_bounds_of_the_llm_section() -> None:
+    settings = PoolSettings.from_config(_BoundedConfig())
+    assert (settings.max_response_bytes, settings.max_header_bytes) == (4096, 1024)
+    defaults = PoolSettings.from_config(LLMConfig())
+    assert (defaults.max_response_bytes, defaults.max_header_bytes) == (64 * MIB, 64 * KIB)
+    for bad in ({"max_response_bytes": 0}, {"max_header_bytes": -1}):
+        with pytest.raises(ValueError, match="must be >= 1"):
+            PoolSettings(**bad)
+
+
+@pytest.mark.parametrize("transport", ["lean", "httpx2"])
+async def test_the_configured_bound_applies_to_the_chosen_client(transport: str) -> None:
+    body = b'{"pad": "' + b"x" * 8000 + b'"}'
+    with trio.fail_after(TIMEOUT):
+        async with loopback(sending(reply(body))) as url:
+            llm = _BoundedConfig(base_url=url.rsplit("/", 2)[0], transport=transport)
+            async with open_http_session(
+                llm, headers={}, deployment="dep", base_url=llm.base_url
+            ) as session:
+                with pytest.raises(ResponseTooLargeError, match="4096") as info:
+                    await session.post_json(url, b"{}")
+                assert (info.value.limit, info.value.key) == (4096, "llm.max_response_bytes")
+                stats = session.pool_statistics()
+                assert stats.requests == stats.active == 0

@@ -7,6 +7,11 @@ back is dropping the argument. Per-request timeouts come from httpx2 (``pool``,
 ``connect``, ``write``, ``read`` of the request's ``timeout`` extension; ``read`` applies
 to the head and to each later read of the body), failures are httpx2's own exceptions.
 
+Each response is bounded by the settings' ``max_header_bytes`` and ``max_response_bytes``
+as received (a crossing raises ``httpx2.DecodingError``); decoding a compressed body is
+httpx2's own, so bound it with the lean session (or ``[llm] transport``) when a server may
+send a compression bomb.
+
 Where it cannot serve, it hands every request to ``httpx2.AsyncHTTPTransport`` and logs at
 INFO why: an HTTP proxy, or HTTP/2. The response's connection goes back to the pool when
 its body was read to the end and the response closed; closing it earlier closes the
