@@ -241,3 +241,24 @@ async def test_remote_emit_refuses_an_event_a_worker_would_refuse(
             with pytest.raises(TypeError, match="Event"):
                 await remote.emit("not an event")  # type: ignore[arg-type]
             assert remote.statistics().emitted == 0
+
+
+async def test_a_worker_over_its_memory_limit_hands_entries_back_and_lives(
+    redis_server: RedisServer,
+) -> None:
+    from agentflow_trio.config import RuntimeConfig
+
+    base = config(redis_server.url)
+    cfg = Config(
+        distributed=base.distributed,
+        runner=base.runner,
+        runtime=RuntimeConfig(memory_limit=1, memory_check_interval=0.05),  # always over
+    )
+    with trio.fail_after(TIMEOUT):
+        async with serving(cfg, {"slow": slow}) as worker, RemoteRunner(cfg) as remote:
+            await remote.emit(af.Event("slow"))
+            while worker.statistics().released < 2:  # noqa: ASYNC110
+                await trio.sleep(0.02)
+            stats = worker.statistics()
+    assert stats.runner is not None and stats.runner.accepted == 0
+    assert stats.runner.refused >= 2 and stats.dead_lettered == 0

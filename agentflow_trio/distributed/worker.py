@@ -19,7 +19,7 @@ import attrs
 import trio
 
 from ..config import Config, DistributedConfig
-from ..errors import MalformedEntry, RunnerClosed
+from ..errors import MalformedEntry, Overloaded, RunnerClosed
 from ..events import AgentResult, ErrorInfo, Event, Outcome
 from ..runner import EventHandle, Runner, RunnerStatistics
 from ..services import ServiceKeywords, Services
@@ -359,7 +359,8 @@ class Worker:
 
     async def _admit(self, entries: list[RawEntry], tokens: list[object]) -> None:
         """Settle or start each entry; whatever is not started when this is cancelled
-        (shutdown) is handed back. Each entry gets exactly one outcome op."""
+        (shutdown) or when the runner sheds load (`Overloaded`: then reading pauses for
+        ``memory_check_interval``) is handed back. Each entry gets exactly one outcome op."""
         bus, runner, waiters = self._bus, self._runner, self._waiters
         assert bus is not None and runner is not None and waiters is not None
         held = [_Held(e, t) for e, t in zip(entries, tokens, strict=False)]
@@ -385,6 +386,12 @@ class Worker:
                 settled += 1
         except RunnerClosed:
             pass
+        except Overloaded as exc:  # over the memory limit: hand the rest back, pause
+            _log.warning("%s: %s; handing back %d entries", self.consumer, exc, len(held) - settled)
+            for h in held[settled:]:
+                self._queue(self._release(h))
+            settled = len(held)
+            await trio.sleep(self.config.runtime.memory_check_interval)
         finally:
             for h in held[settled:]:
                 self._queue(self._release(h))
