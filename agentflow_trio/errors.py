@@ -6,12 +6,12 @@ wrong, and must change)::
 
     AgentFlowError
     ├── ConfigError (also ValueError)           misuse: a bad agentflow.toml or argument
+    ├── MalformedEntry (also ValueError)        a Redis stream entry breaks its format or a bound
     ├── RunnerError
     │   ├── QueueFull (also trio.WouldBlock)    emit_nowait found no room
     │   ├── RunnerClosed                        the runner no longer accepts events
     │   ├── Overloaded                          load shed (memory limit, admission)
     │   ├── NestingTooDeep                      nested runner.call calls past the limit
-    │   ├── MalformedEntry (also ValueError)    a Redis stream entry breaks its format or a bound
     │   ├── BrokerUnavailable                   Redis refused, dropped or did not answer
     │   └── ResultTimeout (also TimeoutError)   a remote event's result did not come in time
     ├── AgentError
@@ -133,12 +133,13 @@ class NestingTooDeep(RunnerError):
         )
 
 
-class MalformedEntry(RunnerError, ValueError):
+class MalformedEntry(AgentFlowError, ValueError):
     """A Redis stream entry (or the entry an event would make) is malformed or breaks a
     bound: ``limit`` of ``bound`` (the name of the bound, when one tripped).
 
     A worker dead-letters such an entry on its first delivery with this as the reason,
-    never runs or retries it; `RemoteRunner.emit` raises it before sending.
+    never runs or retries it; `RemoteRunner.emit` raises it before sending. Bad input,
+    not an outage: sending the same entry again cannot help.
     """
 
     def __init__(self, message: str, *, bound: str | None = None, limit: float | None = None):
