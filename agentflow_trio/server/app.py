@@ -9,16 +9,36 @@ Endpoints (JSON in and out)::
     GET  /healthz              200 {"status": "ok", ...}; 503 once the runner closes
 
 A result is answered 200 whatever its outcome (``succeeded``, ``failed``, ``timed_out``,
-``cancelled``): the outcome is in the body. The runner refusing an event (`QueueFull`,
-`Overloaded`, `RunnerClosed`) is a 503 with the reason; a body that is not a JSON object
-with a string ``"type"`` is a 400 with the reason; a body over ``max_body_bytes`` is a 413
-(checked against Content-Length before reading, and while reading).
+``cancelled``): the outcome is in the body. Every other answer is JSON too,
+``{"error": reason, ...}``, in this order of checks:
+
+- 400 and the connection closed: both Content-Length and Transfer-Encoding (ambiguous
+  framing: a request smuggling attempt).
+- 421: a request that came in on a loopback address with a ``Host`` that is not a
+  loopback name or one of ``allowed_hosts`` (DNS rebinding: a web page whose name was
+  pointed at 127.0.0.1 still sends its own name; ``"*"`` turns the check off).
+- 415: a ``POST /v1/events`` whose Content-Type is not JSON (``application/json`` or a
+  ``+json`` type, charset UTF-8 if one is given): a web page can send ``text/plain``
+  to any address without the browser asking first; it cannot send JSON.
+- 413: a body over ``max_body_bytes`` (checked against Content-Length before reading,
+  and while reading); 400: a body that is not a JSON object with a string ``"type"``.
+- 404: a ``"type"`` that names no agent of the runner (the event is not accepted, so it
+  adds no metric label).
+- 503: the runner refuses the event (`QueueFull`, `Overloaded`, `RunnerClosed`).
+- 500: the agent's output cannot be sent as JSON (NaN, bytes, nesting deeper than
+  `MAX_DEPTH`, ...: see ``server._wire``); the body names the problem, the event's id,
+  agent and outcome. What goes on the wire is always strict JSON.
+
+Event ids are random (``secrets.token_urlsafe(16)``, 128 bits): knowing one's own id says
+nothing about another client's.
 
 Bounds: the bodies read are bounded; results of async events are kept for ``result_ttl``
 seconds after they finish, at most ``max_results`` of them (oldest dropped first), then
 ``GET`` answers 404. Events still running are bounded by the runner's own admission limit.
-Cancellation: if the request task of a synchronous call is cancelled, the event is
-cancelled too (as `Runner.call` does).
+`serve` listens with a backlog of ``backlog`` (default `DEFAULT_BACKLOG`) pending
+connections. Cancellation: if the request task of a synchronous call is cancelled, or the
+client disconnects before its answer, the event is cancelled too (as `Runner.call` does):
+it frees its worker slot and makes no more model calls.
 
 `make_app` registers one ``after_event`` hook on ``runner.hooks`` (to collect async
 results). Importing this module does not import hypercorn; `serve` does.
@@ -27,20 +47,32 @@ results). Importing this module does not import hypercorn; `serve` does.
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
-import json
+import ipaddress
+import secrets
 import urllib.parse
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, MutableMapping
 from typing import Any, Final, Protocol, final
 
 import trio
 
 from .. import _json
+from .._http11 import is_loopback_host
 from ..errors import RunnerError
 from ..events import AgentResult, Event
-from ..runner import Runner
+from ..runner import EventHandle, Runner
+from ._wire import MAX_DEPTH, NotJSON, to_json_bytes
 
-__all__ = ["MetricsRenderer", "ServeApp", "make_app", "result_json", "serve"]
+__all__ = [
+    "DEFAULT_BACKLOG",
+    "MAX_DEPTH",
+    "MetricsRenderer",
+    "ServeApp",
+    "make_app",
+    "result_json",
+    "serve",
+]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -48,8 +80,12 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 DEFAULT_MAX_BODY_BYTES: Final = 1 << 20
+DEFAULT_BACKLOG: Final = 1024
+"""Pending connections the listening socket holds (the kernel may cap it lower:
+``net.core.somaxconn``); hypercorn's own default, 100, dropped a burst of 2,000."""
 _EVENTS: Final = "/v1/events"
 _JSON_TYPE: Final = b"application/json"
+_MAX_NAMES_SHOWN: Final = 20
 
 
 class MetricsRenderer(Protocol):
@@ -118,11 +154,37 @@ def result_json(result: AgentResult) -> dict[str, Any]:
     }
 
 
-def _dumps(value: Any) -> bytes:
+def _result_body(result: AgentResult) -> tuple[int, bytes]:
+    """200 and the result as strict JSON, or 500 and an error naming what is not JSON."""
     try:
-        return _json.dumps(value)
-    except (TypeError, ValueError):  # an agent returned something JSON cannot hold
-        return json.dumps(value, default=repr, separators=(",", ":")).encode()
+        return 200, to_json_bytes(result_json(result), "result")
+    except NotJSON as exc:
+        body = {
+            "error": f"the agent's output cannot be sent as JSON: {exc}",
+            "id": result.event_id,
+            "agent": result.agent,
+            "outcome": result.outcome.value,
+        }
+        return 500, to_json_bytes(body)
+
+
+def _content_type_error(headers: Mapping[bytes, bytes]) -> str | None:
+    """Why the request's Content-Type is not JSON, or None if it is."""
+    raw = headers.get(b"content-type")
+    if raw is None:
+        return "a JSON body needs Content-Type: application/json"
+    text = raw.decode("latin-1")
+    media, *params = (part.strip().lower() for part in text.split(";"))
+    json_type = media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+    if not json_type:
+        return f"Content-Type {text[:100]!r} is not JSON: send application/json"
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip() == "charset" and value.strip().strip('"') not in ("utf-8", "utf8"):
+            return f"JSON is UTF-8; Content-Type {text[:100]!r} names another charset"
+    return None
 
 
 @final
@@ -137,12 +199,14 @@ class ServeApp:
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         max_results: int = 10_000,
         result_ttl: float = 300.0,
+        allowed_hosts: Collection[str] = (),
     ) -> None:
         if max_body_bytes < 0 or max_results < 1 or not result_ttl > 0:
             raise ValueError("need max_body_bytes >= 0, max_results >= 1 and result_ttl > 0")
         self.runner = runner
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.allowed_hosts = frozenset(h.lower() for h in allowed_hosts)
         self._results = _Results(max_results, result_ttl)
         runner.hooks.after_event.append(self._results.finished)
 
@@ -157,11 +221,26 @@ class ServeApp:
                 return
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers: dict[bytes, bytes] = {}
+        for name, value in scope.get("headers", ()):
+            if name in headers and name in (b"content-length", b"transfer-encoding", b"host"):
+                headers[name] += b"," + value
+            else:
+                headers[name] = value
+        if b"content-length" in headers and b"transfer-encoding" in headers:
+            with contextlib.suppress(_TooLarge):
+                await _read_body({}, receive, self.max_body_bytes)
+            why = "both Content-Length and Transfer-Encoding: ambiguous framing, refused"
+            return await _reply(send, 400, {"error": why}, connection="close")
+        if not self._host_allowed(scope, headers.get(b"host")):
+            host = headers.get(b"host", b"").decode("latin-1")[:100]
+            why = f"Host {host!r} is not this server: use localhost or add it to allowed_hosts"
+            return await _reply(send, 421, {"error": why})
         method, path = scope["method"], scope["path"]
         if path == _EVENTS:
             if method != "POST":
                 return await _reply(send, 405, {"error": "use POST"}, allow="POST")
-            return await self._post_event(scope, receive, send)
+            return await self._post_event(scope, headers, receive, send)
         if path.startswith(_EVENTS + "/"):
             if method != "GET":
                 return await _reply(send, 405, {"error": "use GET"}, allow="GET")
@@ -170,17 +249,40 @@ class ServeApp:
             return await self._healthz(send)
         if path == "/metrics":
             return await self._metrics(send)
-        await _reply(send, 404, {"error": f"no such endpoint: {path}"})
+        await _reply(send, 404, {"error": f"no such endpoint: {path[:100]}"})
 
-    async def _post_event(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _host_allowed(self, scope: Scope, host: bytes | None) -> bool:
+        """Any Host on a non-loopback socket; on loopback, a loopback name or an allowed one."""
+        server = scope.get("server")
+        if not server or not _is_loopback_address(str(server[0])):
+            return True
+        if is_loopback_host(host) or "*" in self.allowed_hosts:
+            return True
+        assert host is not None
+        name = host.decode("latin-1").strip().lower()
+        return name in self.allowed_hosts or name.rpartition(":")[0] in self.allowed_hosts
+
+    async def _post_event(
+        self, scope: Scope, headers: Mapping[bytes, bytes], receive: Receive, send: Send
+    ) -> None:
+        wrong_type = _content_type_error(headers)
+        if wrong_type is not None:
+            return await _reply(send, 415, {"error": wrong_type}, accept="application/json")
         try:
-            body = await _read_body(scope, receive, self.max_body_bytes)
+            body = await _read_body(headers, receive, self.max_body_bytes)
         except _TooLarge:
             limit = self.max_body_bytes
             return await _reply(send, 413, {"error": f"request body over {limit} bytes"})
         event = _parse_event(body)
         if isinstance(event, str):
             return await _reply(send, 400, {"error": event})
+        agents = self.runner.agents
+        if event.type not in agents:
+            names = sorted(agents)
+            more = ", ..." if len(names) > _MAX_NAMES_SHOWN else ""
+            shown = ", ".join(names[:_MAX_NAMES_SHOWN]) + more
+            why = f"no agent named {event.type[:100]!r}; known: {shown or '(none)'}"
+            return await _reply(send, 404, {"error": why})
         try:
             handle = self.runner.emit_nowait(event)
         except RunnerError as exc:
@@ -191,20 +293,18 @@ class ServeApp:
             if handle.done:  # ended before we asked (cancelled while queued)
                 self._results.finished(event, handle.result_nowait())
             return await _reply(send, 202, {"id": event.id, "status": "pending"})
-        try:
-            result = await handle.result()
-        finally:
-            if not handle.done:
-                handle.cancel()
-        await _reply(send, 200, result_json(result))
+        result = await _result_unless_gone(handle, receive)
+        if result is not None:
+            await _send(send, *_result_body(result), _JSON_TYPE)
 
     async def _get_event(self, event_id: str, send: Send) -> None:
         found = self._results.get(urllib.parse.unquote(event_id))
         if found is None:
-            return await _reply(send, 404, {"error": f"unknown or expired event id {event_id!r}"})
+            why = f"unknown or expired event id {event_id[:100]!r}"
+            return await _reply(send, 404, {"error": why})
         if isinstance(found, str):
             return await _reply(send, 200, {"id": event_id, "status": found})
-        await _reply(send, 200, result_json(found))
+        await _send(send, *_result_body(found), _JSON_TYPE)
 
     async def _healthz(self, send: Send) -> None:
         stats = self.runner.statistics()
@@ -231,8 +331,12 @@ def make_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_results: int = 10_000,
     result_ttl: float = 300.0,
+    allowed_hosts: Collection[str] = (),
 ) -> ServeApp:
     """An ASGI app serving ``runner`` (which must be open while requests arrive).
+
+    ``allowed_hosts``: Host names (``name`` or ``name:port``) accepted besides loopback
+    ones on a loopback socket, e.g. the name a local reverse proxy forwards; ``"*"``: any.
 
     Raises:
         ValueError: a bound is out of range.
@@ -243,6 +347,7 @@ def make_app(
         max_body_bytes=max_body_bytes,
         max_results=max_results,
         result_ttl=result_ttl,
+        allowed_hosts=allowed_hosts,
     )
 
 
@@ -251,14 +356,21 @@ async def serve(
     *,
     host: str = "127.0.0.1",
     port: int = 8080,
+    backlog: int = DEFAULT_BACKLOG,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` with hypercorn's trio worker until cancelled.
 
     Reports the bound TCP port to ``task_status`` (useful with ``port=0``:
     ``port = await nursery.start(functools.partial(serve, app, port=0))``). Errors while
-    binding (``OSError``) come out of ``nursery.start``.
+    binding (``OSError``) come out of ``nursery.start``. ``backlog``: pending connections
+    the listening socket holds before the kernel drops new ones (`DEFAULT_BACKLOG`).
+
+    Raises:
+        ValueError: ``backlog`` is not between 1 and 65535.
     """
+    if not 1 <= backlog <= 65535:
+        raise ValueError(f"backlog must be between 1 and 65535, got {backlog}")
     from hypercorn.config import Config as HypercornConfig
     from hypercorn.trio import serve as hypercorn_serve
 
@@ -267,6 +379,7 @@ async def serve(
     config.accesslog = None
     config.loglevel = "WARNING"
     config.graceful_timeout = 1.0
+    config.backlog = backlog
     async with trio.open_nursery() as nursery:
         asgi: Any = app  # hypercorn's typing wants its TypedDict scopes; the protocol is ASGI 3
         binds = await nursery.start(functools.partial(hypercorn_serve, asgi, config, mode="asgi"))
@@ -286,10 +399,10 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             return
 
 
-async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    for name, value in scope.get("headers", ()):
-        if name == b"content-length" and value.isdigit() and int(value) > limit:
-            raise _TooLarge
+async def _read_body(headers: Mapping[bytes, bytes], receive: Receive, limit: int) -> bytes:
+    length = headers.get(b"content-length", b"")
+    if length.isdigit() and int(length) > limit:
+        raise _TooLarge
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -323,7 +436,38 @@ def _parse_event(body: bytes) -> Event | str:
     for name, value in (("data", payload), ("metadata", metadata)):
         if not isinstance(value, dict):
             return f'"{name}" must be a JSON object, not {type(value).__name__}'
-    return Event(kind, payload, metadata)
+    return Event(kind, payload, metadata, id=secrets.token_urlsafe(16))
+
+
+async def _result_unless_gone(handle: EventHandle, receive: Receive) -> AgentResult | None:
+    """The event's result, or None if the client disconnected first (then the event is
+    cancelled: nobody is left to read its answer)."""
+    gone = False
+
+    async def watch(cancel_scope: trio.CancelScope) -> None:
+        nonlocal gone
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        gone = True
+        handle.cancel()
+        cancel_scope.cancel()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch, nursery.cancel_scope)
+            result = await handle.result()
+            nursery.cancel_scope.cancel()
+    finally:
+        if not handle.done:
+            handle.cancel()
+    return None if gone else result
+
+
+def _is_loopback_address(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.split("%")[0]).is_loopback
+    except ValueError:
+        return False
 
 
 def _wants_async(scope: Scope) -> bool:
@@ -333,7 +477,7 @@ def _wants_async(scope: Scope) -> bool:
 
 async def _reply(send: Send, status: int, body: Mapping[str, Any], **headers: str) -> None:
     extra = [(name.replace("_", "-"), value) for name, value in headers.items()]
-    await _send(send, status, _dumps(body), _JSON_TYPE, extra)
+    await _send(send, status, to_json_bytes(body), _JSON_TYPE, extra)
 
 
 async def _send(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import errno
 import functools
 import ipaddress
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Collection, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Protocol, final
 
@@ -30,7 +30,7 @@ from ..errors import ConfigError
 from ..mockllm import open_llm_services
 from ..runner import Runner
 from ..services import Services
-from .app import DEFAULT_MAX_BODY_BYTES, make_app, serve
+from .app import DEFAULT_BACKLOG, DEFAULT_MAX_BODY_BYTES, make_app, serve
 
 if TYPE_CHECKING:
     from ..observability.metrics import RunnerMetrics
@@ -135,6 +135,8 @@ async def serve_runner(
     port: int = 8080,
     allow_remote: bool = False,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    backlog: int = DEFAULT_BACKLOG,
+    allowed_hosts: Collection[str] = (),
     services: Services | None = None,
     source: str | None = None,
     mock_latency: float = 0.0,
@@ -147,7 +149,8 @@ async def serve_runner(
     names its file in messages. ``services`` are handed to the runner, with ``llm`` (the
     opened client) and ``metrics`` (a fresh `RunnerMetrics`, served on ``/metrics``)
     filled in where they are None. ``mock_latency`` (seconds) is the built-in mock LLM's
-    latency, when the mock answers. Everything started here ends when the call does.
+    latency, when the mock answers. ``backlog`` and ``allowed_hosts`` go to `serve` and
+    `make_app`. Everything started here ends when the call does.
 
     Raises (before ``task_status.started``):
         ConfigError: ``host`` is not loopback and ``allow_remote`` is false; or the
@@ -170,12 +173,16 @@ async def serve_runner(
                 Runner(llm.config, agents=agents, services=filled)
             )
         metrics.attach(runner)
-        app = make_app(runner, metrics=metrics, max_body_bytes=max_body_bytes)
+        app = make_app(
+            runner, metrics=metrics, max_body_bytes=max_body_bytes, allowed_hosts=allowed_hosts
+        )
         try:
             async with trio.open_nursery() as nursery:
                 reported = tuple([await nursery.start(c, runner) for c in companions])
                 async with _listening("agentcli serve", host, port):
-                    bound = await nursery.start(functools.partial(serve, app, host=host, port=port))
+                    bound = await nursery.start(
+                        functools.partial(serve, app, host=host, port=port, backlog=backlog)
+                    )
                 where = f"[{host}]" if ":" in host else host
                 task_status.started(
                     ServedRunner(f"http://{where}:{bound}", bound, llm.target, runner, reported)
