@@ -8,7 +8,8 @@ config turns on in one order, outermost first::
 So a cache hit never reaches retry or the breaker; every retry attempt is seen by the
 breaker; an open breaker ends the retries with `CircuitOpenError` unless its open time fits
 before the caller's deadline; one 429 with Retry-After pauses every caller of that
-deployment (one `PauseGate` per deployment per trio run, `deployment_gate`). Retry and the
+deployment (one `PauseGate` per deployment per trio run, `deployment_gate`) for at most
+``[llm.retry] max_delay``, however long the server asks. Retry and the
 breaker are one layer class, `GuardLayer`, around each's ``call``. Streams pass through
 retry, breaker and rate limit for their *opening* only (the chunks are read outside them)
 and are never cached or batched.
