@@ -262,3 +262,16 @@ async def test_a_worker_over_its_memory_limit_hands_entries_back_and_lives(
             stats = worker.statistics()
     assert stats.runner is not None and stats.runner.accepted == 0
     assert stats.runner.refused >= 2 and stats.dead_lettered == 0
+
+
+def test_deep_json_is_refused_by_the_stdlib_fallback_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from agentflow_trio.distributed import _codec
+
+    monkeypatch.setattr(_codec, "loads", json.loads)  # as without orjson: RecursionError
+    deep = b'{"data":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with pytest.raises(MalformedEntry, match="MAX_DEPTH"):
+        _codec.decode_event(deep)
+    with pytest.raises(ValueError, match="too deep"):
+        _codec.decode_error(b"[" * 100_000)

@@ -70,8 +70,6 @@ def decode_event(payload: bytes) -> Event:
         raise _too_big(len(payload))
     try:
         obj = _object(payload)
-    except RecursionError:  # the stdlib fallback on very deep input
-        raise _too_deep() from None
     except ValueError as exc:  # orjson stops at 1024 levels: "depth limit exceeded"
         if "depth" in str(exc):
             raise _too_deep() from None
@@ -275,7 +273,10 @@ def decode_result(payload: bytes) -> AgentResult:
 
 
 def _object(payload: bytes) -> dict[str, Any]:
-    obj = loads(payload)
+    try:
+        obj = loads(payload)
+    except RecursionError:  # the stdlib fallback on very deep input (orjson: ValueError)
+        raise ValueError("JSON nests too deep (depth limit exceeded)") from None
     if not isinstance(obj, dict):
         raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
     return obj
