@@ -346,6 +346,7 @@ def test_config_validate_a_broken_file(tmp_path: Path) -> None:
         (["serve", "--app", "nomodule"], ["--app must be MODULE:ATTR"]),
         (["serve", "--app", "no_such_module_x:agents"], ["cannot import 'no_such_module_x'"]),
         (["serve", "--host", "0.0.0.0"], ["--host", "non-loopback", "--allow-remote"]),
+        (["serve", "--backlog", "0"], ["--backlog"]),
         (["benchmark", "--threshold", "p99<soon"], ["--threshold", "'soon' is not a duration"]),
         (["loadtest", "--threshold", "errors<0.1"], ["errors takes a percentage, like 0.1%"]),
     ],
@@ -672,3 +673,26 @@ def test_the_guard_turns_every_exception_into_one_line_and_an_exit_code() -> Non
     assert outcomes["bug"].output.strip() == (
         "Error: unexpected RuntimeError: a bug (rerun with AGENTCLI_DEBUG=1 for the traceback)"
     )
+
+
+def test_serve_passes_allowed_hosts_and_backlog() -> None:
+    proc = _popen("serve", "--port", "0", "--backlog", "16", "--allowed-host", "agents.example")
+    try:
+        assert proc.stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(proc.stdout, selectors.EVENT_READ)
+            assert selector.select(TIMEOUT), "agentcli serve printed nothing"
+        url = proc.stdout.readline().split(" on ", 1)[1].strip()
+        event = {"type": "noop", "data": {"query": "hi"}}
+        with httpx2.Client(base_url=url, timeout=TIMEOUT) as client:
+            named = client.post("/v1/events", json=event, headers={"host": "agents.example"})
+            assert named.status_code == 200, named.text
+            other = client.post("/v1/events", json=event, headers={"host": "evil.example"})
+            assert other.status_code == 421
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=TIMEOUT)
+        assert proc.returncode == 0 and "Traceback" not in stderr
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=TIMEOUT)

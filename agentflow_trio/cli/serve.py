@@ -32,6 +32,20 @@ __all__ = ["serve", "worker"]
     show_default=True,
     help="Largest request body accepted (bigger: 413).",
 )
+@click.option(
+    "--backlog",
+    type=click.IntRange(1, 65535),
+    default=1024,
+    show_default=True,
+    help="Connections the kernel holds before accepting (a burst beyond it waits or fails).",
+)
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    help="A Host name (NAME or NAME:PORT) accepted besides loopback ones; repeatable "
+    "('*': any). Others get 421 (DNS rebinding).",
+)
 @mock_latency_option(when_used=True)
 @click.option(
     "--dashboard",
@@ -45,6 +59,8 @@ def serve(
     allow_remote: bool,
     app_ref: str | None,
     max_body: str,
+    backlog: int,
+    allowed_hosts: tuple[str, ...],
     latency_ms: float,
     dashboard: bool,
 ) -> None:
@@ -77,6 +93,8 @@ def serve(
         port=port,
         allow_remote=allow_remote,
         max_body_bytes=max_body_bytes,
+        backlog=backlog,
+        allowed_hosts=allowed_hosts,
         source=config_path,
         mock_latency=ms(latency_ms),
         companions=(_serve_dashboard,) if dashboard else (),
