@@ -67,9 +67,16 @@ class ErrorInfo:
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> ErrorInfo:
-        """Keep the exception's class, message and full formatted traceback."""
+        """Keep the exception's class, message and full formatted traceback.
+
+        Never raises for a hostile exception: a ``__str__`` that fails gives a message
+        saying so (as the traceback module does)."""
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        return cls(type=type(exc).__qualname__, message=str(exc), traceback=tb)
+        try:
+            message = str(exc)
+        except Exception:
+            message = "<exception str() failed>"
+        return cls(type=type(exc).__qualname__, message=message, traceback=tb)
 
     def __str__(self) -> str:
         return f"{self.type}: {self.message}" if self.message else self.type

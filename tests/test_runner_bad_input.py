@@ -382,3 +382,20 @@ async def test_a_hook_raising_a_base_exception_is_counted_not_fatal(
     assert runner.statistics().hook_failures == 2
     expected = af.Outcome.FAILED if kind == "before_event" else af.Outcome.SUCCEEDED
     assert first.outcome is second.outcome is expected
+
+
+async def test_an_exception_whose_str_fails_is_still_reported(
+    runner_factory: RunnerFactory,
+) -> None:
+    class Evil(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no str for you")
+
+    async def evil(ctx: af.Context, event: af.Event) -> None:
+        raise Evil()
+
+    async with runner_factory({"evil": evil}) as runner:
+        result = await runner.call(af.Event("evil"))
+    assert result.outcome is af.Outcome.FAILED and result.error is not None
+    assert result.error.type.endswith("Evil")
+    assert result.error.message == "<exception str() failed>"
