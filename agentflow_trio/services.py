@@ -47,10 +47,11 @@ class Services:
     the event does without.
 
     Frozen: a runner's services are fixed for its life (the objects themselves may
-    change: hooks are appended to, tools registered).
+    change: hooks are appended to, tools registered). ``hooks`` must be a `Hooks`
+    (``TypeError`` otherwise, at once rather than inside the runner).
     """
 
-    hooks: Hooks = attrs.field(factory=Hooks)
+    hooks: Hooks = attrs.field(factory=Hooks, validator=attrs.validators.instance_of(Hooks))
     llm: LLMClient | Provider | None = None
     tools: ToolRegistry | None = None
     mcp: MCPManager | None = None

@@ -399,3 +399,10 @@ async def test_an_exception_whose_str_fails_is_still_reported(
     assert result.outcome is af.Outcome.FAILED and result.error is not None
     assert result.error.type.endswith("Evil")
     assert result.error.message == "<exception str() failed>"
+
+
+def test_hooks_that_are_not_hooks_are_refused_when_the_services_are_made() -> None:
+    with pytest.raises(TypeError, match="hooks"):
+        af.Services(hooks={"after_event": []})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="hooks"):
+        af.Runner(agents={"echo": echo}, hooks=[print])  # type: ignore[arg-type]
