@@ -89,7 +89,7 @@ def _config(url: str) -> tuple[LLMConfig, PerformanceConfig]:
         api_key="sk-bench",
         max_connections=100,
         rate_limit=RateLimitConfig(
-            enabled=True, requests_per_minute=10**9, tokens_per_minute=10**12
+            enabled=True, requests_per_minute=10**8, tokens_per_minute=10**10
         ),
     )
     performance = PerformanceConfig(

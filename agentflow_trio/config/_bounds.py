@@ -134,9 +134,9 @@ def duration(*, le: float, ge: float | None = None, gt: float | None = None) -> 
     return Bounds(ge=ge, gt=gt, le=le, unit=Unit.DURATION)
 
 
-def size(*, le: int) -> Bounds:
-    """A size in bytes, ``0 <= value <= le``."""
-    return Bounds(ge=0, le=le, integer=True, unit=Unit.SIZE)
+def size(*, le: int, ge: int = 0) -> Bounds:
+    """A size in bytes, ``ge <= value <= le``."""
+    return Bounds(ge=ge, le=le, integer=True, unit=Unit.SIZE)
 
 
 @attrs.frozen

@@ -156,7 +156,8 @@ class LLMConfig:
     secrets, and the password in ``base_url``'s userinfo: reprs, `Config.to_dict` and
     errors mask them. ``min_connections <= max_connections``. Bounds: 65,536 connections,
     256 headers, a connect timeout of 1 hour, a request timeout and an idle time of 1 day,
-    a connection lifetime of 30 days.
+    a connection lifetime of 30 days, a response body of 1 GiB (default 64 MiB), a response
+    head of 16 MiB (default 64 KiB).
     """
 
     provider: Literal["openai", "azure", "ollama", "fake"] = "openai"
@@ -178,6 +179,10 @@ class LLMConfig:
     # "lean": the project's HTTP/1.1 client on trio streams (httptools); "httpx2": the
     # httpx2 client. Both honour the pool settings above and raise the same errors.
     transport: Literal["lean", "httpx2"] = "lean"
+    # What a response may bring in: the body (as received, as declared, once decoded, and a
+    # whole stream) and the lean client's status line plus headers.
+    max_response_bytes: Size = attrs.field(default=64 * 2**20, validator=size(ge=1024, le=2**30))
+    max_header_bytes: Size = attrs.field(default=64 * 2**10, validator=size(ge=1024, le=16 * 2**20))
     retry: RetryConfig = attrs.field(factory=RetryConfig)
     circuit_breaker: CircuitBreakerConfig = attrs.field(factory=CircuitBreakerConfig)
     rate_limit: RateLimitConfig = attrs.field(factory=RateLimitConfig)

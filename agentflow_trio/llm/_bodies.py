@@ -51,11 +51,8 @@ _CODINGS: Final = frozenset({b"gzip", b"x-gzip", b"deflate"})
 
 
 def configured_limits(llm: LLMConfig) -> tuple[int, int]:
-    """``(max_response_bytes, max_header_bytes)`` of an ``[llm]`` section, defaults where
-    the section has no such key (read by name: older configs lack them)."""
-    body = getattr(llm, "max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES)
-    head = getattr(llm, "max_header_bytes", DEFAULT_MAX_HEADER_BYTES)
-    return int(body), int(head)
+    """``(max_response_bytes, max_header_bytes)`` of an ``[llm]`` section."""
+    return int(llm.max_response_bytes), int(llm.max_header_bytes)
 
 
 def too_large(what: str, limit: int, key: str, deployment: str | None = None) -> Exception:
