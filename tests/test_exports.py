@@ -14,6 +14,7 @@ SUBPACKAGES = [
     "agentflow_trio.distributed",
     "agentflow_trio.llm",
     "agentflow_trio.loadgen",
+    "agentflow_trio.mockllm",
     "agentflow_trio.mcp",
     "agentflow_trio.observability",
     "agentflow_trio.resilience",
