@@ -11,12 +11,14 @@ from __future__ import annotations
 import functools
 import json
 import math
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from agentflow_trio._http11 import (
     DEFAULT_MAX_HEADER_BYTES,
@@ -37,6 +39,8 @@ class _Counting(trio.abc.HalfCloseableStream):
     def __init__(self, stream: trio.SocketStream) -> None:
         self.stream = stream
         self.received = 0
+        self.closed_at: float | None = None
+        self.ended = trio.Event()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         data = await self.stream.receive_some(max_bytes)
@@ -53,6 +57,8 @@ class _Counting(trio.abc.HalfCloseableStream):
         await self.stream.send_eof()
 
     async def aclose(self) -> None:
+        self.closed_at = trio.current_time()
+        self.ended.set()
         await self.stream.aclose()
 
 
@@ -70,6 +76,11 @@ async def served(**limits: Any) -> AsyncIterator[Served]:
 
     async def handler(request: Request, writer: ResponseWriter) -> None:
         state.requests.append(request)
+        if request.path == "/slow":  # slower than every timeout: a handler is never cut
+            await trio.sleep(0.6)
+        if request.path == "/huge":
+            await writer.send(200, b"h" * (64 * 2**20))
+            return
         if request.body_too_large:
             await writer.send(413, b'{"error":"too large"}')
             return
@@ -202,6 +213,29 @@ async def test_an_idle_keep_alive_connection_is_closed_after_idle_timeout() -> N
                 raw, closed = await read_all(client)
     assert closed and raw.startswith(b"HTTP/1.1 200 ") and raw.count(b"HTTP/1.1") == 1
     assert 0.25 < trio.current_time() - start < 3
+
+
+async def test_a_slow_handler_is_not_a_timeout() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with served(header_timeout=0.2, idle_timeout=0.2) as server:
+            async with await trio.open_tcp_stream("127.0.0.1", server.port) as client:
+                await client.send_all(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
+                raw, closed = await read_all(client)
+    assert raw.startswith(b"HTTP/1.1 200 ") and closed  # answered, then idle: closed
+
+
+async def test_a_client_that_takes_no_response_is_dropped_after_idle_timeout() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with served(idle_timeout=0.3) as server:
+            client = await trio.open_tcp_stream("127.0.0.1", server.port)
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            async with client:
+                await client.send_all(b"GET /huge HTTP/1.1\r\nhost: x\r\n\r\n")
+                start = trio.current_time()
+                await trio.testing.wait_all_tasks_blocked()
+                await server.connections[0].ended.wait()  # the answer was never read
+            closed_at = server.connections[0].closed_at
+            assert closed_at is not None and closed_at - start < 5
 
 
 async def test_a_stalled_body_gets_408_after_idle_timeout() -> None:
