@@ -26,14 +26,21 @@ wrong, and must change)::
         ├── TransportError                      no usable HTTP response
         │   ├── LLMConnectError
         │   ├── LLMTimeoutError
+        │   │   └── StreamStalledError  (*)     no stream data for request_timeout
         │   └── LLMReadError                    connection lost mid-response
+        │       └── StreamCutError  (*)         connection lost mid-stream
         ├── ResponseFormatError                 malformed JSON, truncated stream, wrong type
-        │   └── ResponseTooLargeError           a response size bound tripped (limit, key)
+        │   ├── ResponseTooLargeError           a response size bound tripped (limit, key)
+        │   └── StreamEndedEarlyError  (*)      the body ended before the answer did
+        ├── IncompleteStreamError               (*) a stream stopped before finish_reason
         └── APIStatusError                      an HTTP error status (status, body excerpt)
             ├── BadRequestError (400) / AuthenticationError (401, 403) / NotFoundError (404)
             ├── RateLimitError (429, retry_after)
             │   └── LocalRateLimitError             our own limiter/pause refused to wait
             └── ServerError (5xx)
+
+(*) also an `IncompleteStreamError`: catch that to handle every unfinished stream, which
+says how much reached the caller (``delivered_chunks``, ``delivered_chars``).
 
 ``trio.Cancelled`` is never subclassed, wrapped or counted by anything here.
 """
@@ -52,6 +59,7 @@ __all__ = [
     "BrokerUnavailable",
     "CircuitOpenError",
     "ConfigError",
+    "IncompleteStreamError",
     "LLMConnectError",
     "LLMError",
     "LLMReadError",
@@ -70,6 +78,9 @@ __all__ = [
     "RunnerClosed",
     "RunnerError",
     "ServerError",
+    "StreamCutError",
+    "StreamEndedEarlyError",
+    "StreamStalledError",
     "ToolArgumentError",
     "ToolError",
     "TransportError",
@@ -254,6 +265,43 @@ class ResponseTooLargeError(ResponseFormatError):
         self.limit = limit
         self.key = key
         super().__init__(message, deployment=deployment)
+
+
+class IncompleteStreamError(LLMError):
+    """A streamed answer stopped before its ``finish_reason``: never a truncated success.
+
+    ``delivered_chunks`` chunks, holding ``delivered_chars`` characters of text and
+    tool-call arguments, had reached the caller before it stopped (0: nothing did, so the
+    request may be sent again, elsewhere, without the caller noticing). Raised as one of
+    its subclasses, each also a subclass of the error the same failure raised before
+    (`StreamCutError` is an `LLMReadError`, ...); ``__cause__`` is the transport's error.
+    A stream that ends after ``finish_reason`` but without its terminator (``data:
+    [DONE]``) is complete, not this.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        delivered_chunks: int = 0,
+        delivered_chars: int = 0,
+        deployment: str | None = None,
+    ):
+        self.delivered_chunks = delivered_chunks
+        self.delivered_chars = delivered_chars
+        super().__init__(message, deployment=deployment)
+
+
+class StreamCutError(IncompleteStreamError, LLMReadError):
+    """The connection broke mid-stream (reset, or closed inside the body)."""
+
+
+class StreamStalledError(IncompleteStreamError, LLMTimeoutError):
+    """No stream data came for ``request_timeout`` seconds mid-stream."""
+
+
+class StreamEndedEarlyError(IncompleteStreamError, ResponseFormatError):
+    """The body ended cleanly, but before any ``finish_reason`` (and its terminator)."""
 
 
 class APIStatusError(LLMError):
