@@ -887,6 +887,19 @@ def test_a_typo_of_every_key_hints_that_key(section: str) -> None:
     assert wrong == []
 
 
+def _inherited(table: str, name: str, tables: dict[str, type[Any]]) -> bool:
+    """Whether key ``name`` of ``table`` is inherited: it is under a named table
+    (``llm.deployments.s``) whose parent table (``llm``) has it too; the hint then names
+    the parent's key only."""
+    parts = f"{table}.{name}".split(".")
+    for i, part in enumerate(parts[1:-1], start=1):
+        parent = tables.get(".".join(parts[: i - 1]))
+        fields = {field.name for field in attrs.fields(parent)} if parent is not None else set()
+        if part == "s" and parts[i + 1] in fields:
+            return True
+    return False
+
+
 def test_a_key_in_the_wrong_table_hints_its_table() -> None:
     tables = _tables()
     wrong = []
@@ -895,7 +908,7 @@ def test_a_key_in_the_wrong_table_hints_its_table() -> None:
         for other, other_cls in tables.items():
             for field in attrs.fields(other_cls):
                 path = f"{other}.{field.name}".lstrip(".").replace(".s.", ".<name>.")
-                if field.name in names or other == section:
+                if field.name in names or other == section or _inherited(other, field.name, tables):
                     continue
                 hints = _hint(section, field.name)
                 close = [n for n in names if SequenceMatcher(None, field.name, n).ratio() >= 0.9]

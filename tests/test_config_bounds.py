@@ -79,8 +79,11 @@ def nested(key: str, value: object) -> dict[str, Any]:
         data = {part: data}
     if key.startswith("mcp.servers.s."):
         data["mcp"]["servers"]["s"].setdefault("command", "x")
-    if key == "llm.min_connections":
-        data["llm"]["max_connections"] = 65_536
+    if key.startswith("llm.") and key.endswith(".min_connections"):
+        table = data["llm"]
+        for part in key.split(".")[1:-1]:
+            table = table[part]
+        table["max_connections"] = 65_536
     return data
 
 

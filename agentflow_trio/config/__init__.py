@@ -28,6 +28,7 @@ from .loader import MAX_FILE_SIZE as MAX_FILE_SIZE
 from .loader import load_config as load_config
 from .sections import CircuitBreakerConfig as CircuitBreakerConfig
 from .sections import Config as Config
+from .sections import DeploymentConfig as DeploymentConfig
 from .sections import DistributedConfig as DistributedConfig
 from .sections import LLMConfig as LLMConfig
 from .sections import MCPConfig as MCPConfig
@@ -37,6 +38,8 @@ from .sections import MonitoringConfig as MonitoringConfig
 from .sections import PerformanceConfig as PerformanceConfig
 from .sections import RateLimitConfig as RateLimitConfig
 from .sections import RetryConfig as RetryConfig
+from .sections import RouterConfig as RouterConfig
+from .sections import RouterGroupConfig as RouterGroupConfig
 from .sections import RunnerConfig as RunnerConfig
 from .sections import RuntimeConfig as RuntimeConfig
 from .units import Duration as Duration
@@ -52,6 +55,7 @@ __all__ = [
     "CircuitBreakerConfig",
     "Config",
     "ConfigError",
+    "DeploymentConfig",
     "DistributedConfig",
     "Duration",
     "LLMConfig",
@@ -62,6 +66,8 @@ __all__ = [
     "PerformanceConfig",
     "RateLimitConfig",
     "RetryConfig",
+    "RouterConfig",
+    "RouterGroupConfig",
     "RunnerConfig",
     "RuntimeConfig",
     "Size",

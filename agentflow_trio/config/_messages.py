@@ -13,6 +13,7 @@ MAX_SHOWN: Final = 120
 
 _CUTOFF: Final = 0.6  # difflib's default closeness for a hint inside the table
 _ELSEWHERE_CUTOFF: Final = 0.9  # a key of another table is hinted only when nearly exact
+_CLOSE: Final = 0.9  # nearly equal: one slip away
 _MAX_HINTS: Final = 4
 
 
@@ -62,11 +63,11 @@ def closest(
 ) -> list[str]:
     """What ``name`` was probably meant as, best first (at most four).
 
-    In order: a candidate equal to it up to case and separators; a candidate difflib finds
-    nearly equal (ratio >= 0.9); the places (from ``elsewhere``: field name -> dotted
-    paths in other tables) of a field of that name or nearly that name, for a key put in
-    the wrong table, followed by the closest candidates; else the closest candidates
-    (ratio >= 0.6). A tie lists every candidate that reaches the best ratio.
+    In order: a candidate equal to it up to case and separators; the candidates difflib
+    finds nearly equal (ratio >= 0.9, best first); the places (from ``elsewhere``: field
+    name -> dotted paths in other tables) of a field of that name or nearly that name, for
+    a key put in the wrong table, followed by the closest candidates; else the closest
+    candidates (ratio >= 0.6). A tie lists every candidate that reaches the best ratio.
     """
     names = list(candidates)
     exact = [n for n in dict.fromkeys((name.lower(), _normal(name))) if n in names]
@@ -75,7 +76,11 @@ def closest(
     norm = _normal(name)
     score, near = _closest(norm, names, _CUTOFF)
     if score >= _ELSEWHERE_CUTOFF:
-        return near[:_MAX_HINTS]
+        # Every nearly equal candidate, best first: one slip away from two keys
+        # ("deploymenst": deployment, deployments) names both.
+        ranked = sorted(names, key=lambda c: -difflib.SequenceMatcher(None, norm, c).ratio())
+        close = [c for c in ranked if difflib.SequenceMatcher(None, norm, c).ratio() >= _CLOSE]
+        return list(dict.fromkeys(near + close))[:_MAX_HINTS]
     others = elsewhere or {}
     fields = [norm] if norm in others else _closest(norm, list(others), _ELSEWHERE_CUTOFF)[1]
     paths = [path for field in fields for path in others[field]]

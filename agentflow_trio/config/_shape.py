@@ -1,5 +1,7 @@
 """The shape of parsed TOML before any value is converted: the fields of each section, the
-nesting depth (bounded), and every unknown key of the whole file, each with its hint.
+nesting depth (bounded), every unknown key of the whole file, each with its hint, and the
+reshaping a section may ask for (`register_reshape`: ``[llm]`` keys inherited by
+``[llm.deployments.NAME]``).
 
 Both checks walk the data once, without recursion on the data itself, so a hostile file
 (a 100,000-deep array, 5,000 dotted headers) costs a bounded walk and one `ConfigError`.
@@ -8,7 +10,7 @@ Both checks walk the data once, without recursion on the data itself, so a hosti
 from __future__ import annotations
 
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Final
 
 import attrs
@@ -16,7 +18,17 @@ import attrs
 from ..errors import ConfigError
 from ._messages import suggest
 
-__all__ = ["MAX_DEPTH", "Field", "check_depth", "check_keys", "fields_of", "join", "section_of"]
+__all__ = [
+    "MAX_DEPTH",
+    "Field",
+    "check_depth",
+    "check_keys",
+    "fields_of",
+    "join",
+    "register_reshape",
+    "reshape",
+    "section_of",
+]
 
 MAX_DEPTH: Final = 32
 """Tables and arrays nest at most this deep in a config (``agentflow.toml`` needs 4)."""
@@ -63,6 +75,35 @@ def join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix and name else prefix or name
 
 
+# --------------------------------------------------------------------------- reshape
+
+Reshape = Callable[[Mapping[str, Any]], Mapping[str, Any]]
+_RESHAPES: dict[type[Any], Reshape] = {}
+
+
+def register_reshape(cls: type[Any], fn: Reshape) -> None:
+    """Have ``fn(table)`` rewrite every TOML table of section ``cls`` before its keys are
+    checked and its values converted (one pure function; it may raise `ConfigError` with
+    a ``key`` relative to the table)."""
+    _RESHAPES[cls] = fn
+
+
+def reshape(cls: type[Any], table: Any, prefix: str, source: str) -> Any:
+    """``table`` as the section ``cls`` reads it (unchanged without a registered reshape
+    or when it is no table).
+
+    Raises:
+        ConfigError: the reshape refused the table; names ``source`` and the dotted key.
+    """
+    fn = _RESHAPES.get(cls)
+    if fn is None or not isinstance(table, Mapping):
+        return table
+    try:
+        return fn(table)
+    except ConfigError as exc:
+        raise ConfigError(exc.reason, source=source, key=join(prefix, exc.key or "")) from None
+
+
 # --------------------------------------------------------------------------- depth
 
 
@@ -101,15 +142,21 @@ def _tree(root: type[Any]) -> dict[str, list[str]]:
     tree = _TREES.get(root)
     if tree is None:
         tree = {}
-        pending: list[tuple[type[Any], str]] = [(root, "")]
+        # A named table's key that its parent table has too is inherited from there
+        # (``llm.deployments.<name>.model``): the hint names the parent's key only.
+        pending: list[tuple[type[Any], str, dict[str, Field]]] = [(root, "", {})]
         while pending:
-            cls, prefix = pending.pop(0)
-            for name, field in fields_of(cls).items():
+            cls, prefix, inherited = pending.pop(0)
+            fields = fields_of(cls)
+            for name, field in fields.items():
+                if name in inherited:
+                    continue
                 path = join(prefix, name)
                 tree.setdefault(name, []).append(path)
                 section, named = section_of(field.hint)
                 if section is not None:
-                    pending.append((section, join(path, "<name>") if named else path))
+                    below = (join(path, "<name>"), fields) if named else (path, {})
+                    pending.append((section, *below))
         _TREES[root] = tree
     return tree
 
@@ -125,16 +172,19 @@ def check_keys(root: type[Any], data: Mapping[str, Any], source: str) -> None:
         ConfigError: ``key`` is the first unknown key.
     """
     found: list[_Unknown] = []
-    _collect(root, data, "", found)
+    _collect(root, data, "", found, source)
     if found:
         raise _unknown(found, _tree(root), source)
 
 
-def _collect(cls: type[Any], table: Mapping[Any, Any], prefix: str, found: list[_Unknown]) -> None:
+def _collect(
+    cls: type[Any], table: Mapping[Any, Any], prefix: str, found: list[_Unknown], source: str
+) -> None:
     """Append the unknown keys of ``table`` and of its known sub-tables, in file order.
 
     Recursion follows the sections' nesting (a few levels), never the data's.
     """
+    table = reshape(cls, table, prefix, source)
     fields = fields_of(cls)
     for name, raw in table.items():
         key = join(prefix, str(name))
@@ -146,11 +196,11 @@ def _collect(cls: type[Any], table: Mapping[Any, Any], prefix: str, found: list[
         if section is None or not isinstance(raw, Mapping):
             continue
         if not named:
-            _collect(section, raw, key, found)
+            _collect(section, raw, key, found, source)
             continue
         for sub, sub_table in raw.items():
             if isinstance(sub_table, Mapping):
-                _collect(section, sub_table, join(key, str(sub)), found)
+                _collect(section, sub_table, join(key, str(sub)), found, source)
 
 
 def _unknown(found: list[_Unknown], tree: dict[str, list[str]], source: str) -> ConfigError:

@@ -19,7 +19,7 @@ from typing import Final
 from ..errors import ConfigError
 from ._messages import expected
 from ._secrets import url_repr
-from .sections import Config, DistributedConfig, LLMConfig, MCPConfig
+from .sections import Config, DeploymentConfig, DistributedConfig, LLMConfig, MCPConfig
 
 __all__ = ["check_config"]
 
@@ -36,6 +36,11 @@ def check_config(config: Config, *, source: str | None = None) -> None:
       and no whitespace or control character;
     * ``llm.api_key``: set when ``provider`` is ``openai`` or ``azure`` and ``base_url``
       points beyond this machine (the rule of ``agentcli serve``/``benchmark``/``worker``);
+      with deployments, the same rules for each ``llm.deployments.NAME`` (the key rule for
+      them only: ``[llm]`` then holds the keys they inherit);
+    * ``llm.router``: ``default_group``, every ``groups.NAME`` and every group in its
+      ``fallbacks`` and ``context_fallbacks`` is served by a deployment; no group falls
+      back to itself;
     * ``llm.headers``: names are HTTP tokens; no value (nor ``api_key``,
       ``organization``) holds CR, LF or NUL, nor, with ``transport = "httpx2"``,
       anything beyond ASCII (not checked for ``provider = "fake"``, which sends nothing);
@@ -53,16 +58,20 @@ def check_config(config: Config, *, source: str | None = None) -> None:
 
 
 def _problems(config: Config) -> Iterator[tuple[str, str]]:
-    yield from _llm(config.llm)
+    llm = config.llm
+    yield from _llm(llm, "llm", key_needed=not llm.deployments)
+    for name, deployment in llm.deployments.items():
+        yield from _llm(deployment, f"llm.deployments.{name}", key_needed=True)
+    yield from _router(llm)
     yield from _mcp(config.mcp)
     yield from _distributed(config.distributed)
 
 
-def _llm(llm: LLMConfig) -> Iterator[tuple[str, str]]:
+def _llm(llm: DeploymentConfig, prefix: str, *, key_needed: bool) -> Iterator[tuple[str, str]]:
     if llm.base_url:
         problem = _http_url(llm.base_url)
         if problem is not None:
-            yield "llm.base_url", problem
+            yield f"{prefix}.base_url", problem
             return
     if llm.provider == "fake":
         return
@@ -70,24 +79,48 @@ def _llm(llm: LLMConfig) -> Iterator[tuple[str, str]]:
     for name, value in llm.headers.items():
         if not _TOKEN.fullmatch(name):
             what = "a header name of letters, digits and !#$%&'*+.^_`|~-"
-            yield f"llm.headers.{name}", expected(what, name)
+            yield f"{prefix}.headers.{name}", expected(what, name)
         problem = _header_value(value, ascii_only)
         if problem is not None:
-            yield f"llm.headers.{name}", problem
-    for key, value in (("llm.api_key", llm.api_key), ("llm.organization", llm.organization)):
+            yield f"{prefix}.headers.{name}", problem
+    for key, value in (("api_key", llm.api_key), ("organization", llm.organization)):
         problem = _header_value(value, ascii_only)
         if problem is not None:
-            yield key, problem
+            yield f"{prefix}.{key}", problem
     remote = llm.base_url and not _is_loopback(urllib.parse.urlsplit(llm.base_url).hostname or "")
-    if llm.provider in ("openai", "azure") and remote and not llm.api_key:
+    if key_needed and llm.provider in ("openai", "azure") and remote and not llm.api_key:
         where = url_repr(llm.base_url)
         yield (
-            "llm.api_key",
+            f"{prefix}.api_key",
             (
-                f"is empty, but llm.base_url sends requests to {where}; set it (api_key = "
-                '"${OPENAI_API_KEY}") or remove llm.base_url to use the built-in mock LLM'
+                f"is empty, but {prefix}.base_url sends requests to {where}; set it (api_key = "
+                '"${OPENAI_API_KEY}") or remove the base_url to use the built-in mock LLM'
             ),
         )
+
+
+def _router(llm: LLMConfig) -> Iterator[tuple[str, str]]:
+    """Every group the router settings name is served by a deployment; no group falls back
+    to itself."""
+    if not llm.uses_router():
+        return
+    groups = {d.model_group for d in llm.deployment_configs().values()}
+    known = ", ".join(repr(g) for g in sorted(groups))
+    router = llm.router
+    if router.default_group and router.default_group not in groups:
+        what = f"a model group served by a deployment ({known})"
+        yield "llm.router.default_group", expected(what, router.default_group)
+    for name, policy in router.groups.items():
+        key = f"llm.router.groups.{name}"
+        if name not in groups:
+            yield key, f"no deployment serves model group {name!r} (groups: {known})"
+        for field in ("fallbacks", "context_fallbacks"):
+            for target in getattr(policy, field):
+                if target not in groups:
+                    what = f"a model group served by a deployment ({known})"
+                    yield f"{key}.{field}", expected(what, target)
+                elif target == name:
+                    yield f"{key}.{field}", f"group {name!r} cannot fall back to itself"
 
 
 def _mcp(mcp: MCPConfig) -> Iterator[tuple[str, str]]:

@@ -12,6 +12,9 @@ field types:
 * another attrs class (a nested table) and ``dict[str, SectionClass]`` (named tables such
   as ``[mcp.servers.NAME]``).
 
+A section may have its tables rewritten before anything else (``_shape.register_reshape``):
+``[llm]`` uses it so that ``[llm.deployments.NAME]`` inherits the keys of ``[llm]``.
+
 Numeric bounds are `Bounds` validators (``validator=between(1, 65536)``): the machine reads
 them to say what it expected, and a value built in code is checked by the same validator.
 Secrets carry ``metadata=SECRET`` and URLs ``metadata=URL``: rendering and error messages
@@ -42,7 +45,7 @@ from ..errors import ConfigError
 from ._bounds import Bounds, bounds_of
 from ._messages import expected, suggest
 from ._secrets import SECRET, mask, shown
-from ._shape import check_depth, check_keys, fields_of, join
+from ._shape import check_depth, check_keys, fields_of, join, reshape
 from .units import Unit
 
 __all__ = ["SECRET", "parse_section", "section_to_dict", "section_to_toml"]
@@ -94,6 +97,7 @@ def parse_section(
 
 
 def _build(cls: type[_T], data: object, prefix: str, ctx: _Context) -> _T:
+    data = reshape(cls, data, prefix, ctx.source)
     if not isinstance(data, Mapping):
         raise ctx.error(prefix, ctx.expected("a table", data))
     fields = fields_of(cls)

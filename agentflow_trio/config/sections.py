@@ -14,22 +14,28 @@ URLs (``metadata=URL``) never show a secret in a repr, a rendering or an error.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import attrs
 
 from ..errors import ConfigError
-from ._bounds import DAY, HOUR, INT32_MAX, MaxItems, between, duration, size
+from ._bounds import DAY, HOUR, INT32_MAX, Bounds, MaxItems, between, duration, size
+from ._deployments import reshape_llm, reshape_router
 from ._messages import expected
 from ._secrets import SECRET, URL, masked_repr, redact_url, url_repr
+from ._shape import register_reshape
 from .convert import parse_section, section_to_dict, section_to_toml
 from .units import Duration, Size
 
 __all__ = [
+    "DEFAULT_FALLBACK_ON",
+    "FAILURE_CLASSES",
     "CircuitBreakerConfig",
     "Config",
+    "DeploymentConfig",
     "DistributedConfig",
     "LLMConfig",
     "MCPConfig",
@@ -39,6 +45,8 @@ __all__ = [
     "PerformanceConfig",
     "RateLimitConfig",
     "RetryConfig",
+    "RouterConfig",
+    "RouterGroupConfig",
     "RunnerConfig",
     "RuntimeConfig",
 ]
@@ -149,15 +157,20 @@ class RateLimitConfig:
 
 
 @attrs.frozen
-class LLMConfig:
-    """``[llm]``: provider, credentials, connection pool and the resilience stack.
+class DeploymentConfig:
+    """``[llm.deployments.NAME]``: one model deployment (provider, credentials, connection
+    pool, resilience stack) and its place in the router; also the keys of ``[llm]`` itself.
 
     ``base_url = ""`` means the provider's default. ``api_key`` and ``headers`` are
     secrets, and the password in ``base_url``'s userinfo: reprs, `Config.to_dict` and
-    errors mask them. ``min_connections <= max_connections``. Bounds: 65,536 connections,
-    256 headers, a connect timeout of 1 hour, a request timeout and an idle time of 1 day,
-    a connection lifetime of 30 days, a response body of 1 GiB (default 64 MiB), a response
-    head of 16 MiB (default 64 KiB).
+    errors mask them. ``min_connections <= max_connections``. ``group`` is the model group
+    callers ask for (``ChatRequest.model``; ``""`` = ``model``), ``weight`` its share of
+    the group's traffic (0: only when no weighted deployment of the group can take it),
+    ``max_context`` its context window in tokens (0 = unknown). Bounds: 65,536
+    connections, 256 headers, a connect timeout of 1 hour, a request timeout and an idle
+    time of 1 day, a connection lifetime of 30 days, a response body of 1 GiB (default 64
+    MiB), a response head of 16 MiB (default 64 KiB), a weight of 1,000,000 and a context
+    of 100,000,000 tokens.
     """
 
     provider: Literal["openai", "azure", "ollama", "fake"] = "openai"
@@ -183,6 +196,9 @@ class LLMConfig:
     # whole stream) and the lean client's status line plus headers.
     max_response_bytes: Size = attrs.field(default=64 * 2**20, validator=size(ge=1024, le=2**30))
     max_header_bytes: Size = attrs.field(default=64 * 2**10, validator=size(ge=1024, le=16 * 2**20))
+    group: str = ""
+    weight: int = attrs.field(default=1, validator=between(0, 1_000_000))
+    max_context: int = attrs.field(default=0, validator=between(0, 100_000_000))
     retry: RetryConfig = attrs.field(factory=RetryConfig)
     circuit_breaker: CircuitBreakerConfig = attrs.field(factory=CircuitBreakerConfig)
     rate_limit: RateLimitConfig = attrs.field(factory=RateLimitConfig)
@@ -191,6 +207,155 @@ class LLMConfig:
         if self.min_connections > self.max_connections:
             limit = f"an integer <= max_connections ({self.max_connections})"
             raise ConfigError(expected(limit, self.min_connections), key="min_connections")
+
+    @property
+    def model_group(self) -> str:
+        """The model group this deployment serves: ``group``, or ``model`` when unset."""
+        return self.group or self.model
+
+
+FAILURE_CLASSES: Final = (
+    "rate_limit",
+    "server_error",
+    "connection",
+    "timeout",
+    "bad_response",
+    "context_length",
+    "content_filter",
+    "auth",
+    "not_found",
+    "bad_request",
+)
+"""The failure classes a router group may fail over on (``fallback_on``)."""
+
+DEFAULT_FALLBACK_ON: Final = ("rate_limit", "server_error", "connection", "timeout", "bad_response")
+
+
+def _failure_classes(instance: object, attribute: attrs.Attribute[Any], value: list[str]) -> None:
+    for item in value:
+        if item not in FAILURE_CLASSES:
+            listing = ", ".join(repr(c) for c in FAILURE_CLASSES)
+            raise ConfigError(expected(f"one of {listing}", item), key=attribute.name)
+
+
+@attrs.frozen
+class RouterGroupConfig:
+    """``[llm.router.groups.NAME]``: the failover policy of one model group.
+
+    ``fallbacks``: groups tried, in order, once this group has no untried deployment left;
+    ``context_fallbacks``: groups with a larger context window, tried instead when a
+    deployment says the request is too long (``context_length_exceeded``). A failure of a
+    class in ``fallback_on`` moves the request on; any other class ends it with the
+    provider's typed error. ``first_token_timeout`` bounds a stream's opening and first
+    chunk, ``stream_idle_timeout`` each later wait for a chunk (0 = off; both apart from
+    ``request_timeout``). A deployment is cooled down (skipped) for ``cooldown`` after a
+    timeout, a 429 (for its Retry-After, at most ``cooldown``) or ``allowed_fails``
+    consecutive failures; then one probe at a time brings it back. The same deployment is
+    tried again only for a wait of at most ``max_retry_wait``, and only when no untried
+    deployment is left. Keys not given inherit from ``[llm.router]``. Bounds: 16
+    fallbacks each, timeouts and cooldown of 1 day, 1,000,000 allowed failures, a retry
+    wait of 1 hour.
+    """
+
+    fallbacks: list[str] = attrs.field(factory=list, validator=MaxItems(16))
+    context_fallbacks: list[str] = attrs.field(factory=list, validator=MaxItems(16))
+    fallback_on: list[str] = attrs.field(
+        factory=lambda: list(DEFAULT_FALLBACK_ON), validator=[MaxItems(16), _failure_classes]
+    )
+    first_token_timeout: Duration = attrs.field(default=30.0, validator=duration(le=DAY))
+    stream_idle_timeout: Duration = attrs.field(default=30.0, validator=duration(le=DAY))
+    cooldown: Duration = attrs.field(default=30.0, validator=duration(le=DAY))
+    allowed_fails: int = attrs.field(default=3, validator=between(1, 1_000_000))
+    max_retry_wait: Duration = attrs.field(default=1.0, validator=duration(le=HOUR))
+
+
+@attrs.frozen
+class RouterConfig:
+    """``[llm.router]``: how requests are spread over deployments, and the group policies.
+
+    ``strategy``: ``"weighted_random"`` (by ``weight``), ``"least_in_flight"`` or
+    ``"lowest_latency"`` (a decaying average of time to first byte, trying another
+    deployment with probability ``explore``). ``default_group`` answers requests that name
+    no model (``""`` = the first deployment's group). ``shared_cooldowns``: with
+    ``[distributed]``, cooldowns are shared through Redis by every worker. The policy keys
+    (see `RouterGroupConfig`) set here apply to every group; ``groups.NAME`` overrides
+    them. Bounds: 256 groups, ``explore`` between 0 and 1.
+    """
+
+    strategy: Literal["weighted_random", "least_in_flight", "lowest_latency"] = "weighted_random"
+    default_group: str = ""
+    explore: float = attrs.field(default=0.05, validator=Bounds(ge=0, le=1))
+    shared_cooldowns: bool = False
+    fallback_on: list[str] = attrs.field(
+        factory=lambda: list(DEFAULT_FALLBACK_ON), validator=[MaxItems(16), _failure_classes]
+    )
+    first_token_timeout: Duration = attrs.field(default=30.0, validator=duration(le=DAY))
+    stream_idle_timeout: Duration = attrs.field(default=30.0, validator=duration(le=DAY))
+    cooldown: Duration = attrs.field(default=30.0, validator=duration(le=DAY))
+    allowed_fails: int = attrs.field(default=3, validator=between(1, 1_000_000))
+    max_retry_wait: Duration = attrs.field(default=1.0, validator=duration(le=HOUR))
+    groups: dict[str, RouterGroupConfig] = attrs.field(factory=dict, validator=MaxItems(256))
+
+    def group(self, name: str) -> RouterGroupConfig:
+        """The policy of group ``name``: its table, or the router-wide keys."""
+        policy = self.groups.get(name)
+        if policy is not None:
+            return policy
+        names = [f.name for f in attrs.fields(RouterGroupConfig) if hasattr(self, f.name)]
+        return RouterGroupConfig(**{name: getattr(self, name) for name in names})
+
+
+register_reshape(RouterConfig, functools.partial(reshape_router, group=RouterGroupConfig))
+
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def _check_deployment_names(
+    instance: object, attribute: attrs.Attribute[Any], deployments: Mapping[str, object]
+) -> None:
+    for name in deployments:
+        if not _NAME.fullmatch(name):
+            what = "a deployment name of letters, digits, '_', '.' and '-'"
+            raise ConfigError(expected(what, name), key=f"{attribute.name}.{name}")
+
+
+@attrs.frozen
+class LLMConfig(DeploymentConfig):
+    """``[llm]``: provider, credentials, connection pool and the resilience stack (the keys
+    of `DeploymentConfig`), and optionally several deployments behind a router.
+
+    With no ``deployments`` the ``[llm]`` table is the one deployment (a group of one).
+    With ``[llm.deployments.NAME]`` tables, each is a deployment and every key it does not
+    give is inherited from ``[llm]`` (nested tables such as ``[llm.retry]`` key by key;
+    ``headers`` as a whole). A table named after a provider (``[llm.azure]``,
+    ``[llm.openai]``, as in the AgentFlow guide) is the deployment of that name with that
+    ``provider``. Inheritance is done by the loader; in code, give each deployment in
+    full (``attrs.evolve``). ``router`` spreads requests over the deployments. Bound: 256
+    deployments.
+    """
+
+    deployments: dict[str, DeploymentConfig] = attrs.field(
+        factory=dict, validator=[MaxItems(256), _check_deployment_names]
+    )
+    router: RouterConfig = attrs.field(factory=RouterConfig)
+
+    def deployment_configs(self) -> dict[str, LLMConfig]:
+        """Each deployment as a plain `LLMConfig` (no deployments of its own), by name;
+        without deployments, ``{provider: self}``: the ``[llm]`` table is the one."""
+        if not self.deployments:
+            return {self.provider: self}
+        names = [f.name for f in attrs.fields(DeploymentConfig)]
+        return {
+            name: LLMConfig(**{n: getattr(dep, n) for n in names})
+            for name, dep in self.deployments.items()
+        }
+
+    def uses_router(self) -> bool:
+        """Whether a `Router` serves this config: deployments or group policies are set."""
+        return bool(self.deployments or self.router.groups)
+
+
+register_reshape(LLMConfig, functools.partial(reshape_llm, deployment=DeploymentConfig))
 
 
 @attrs.frozen

@@ -1,0 +1,95 @@
+"""Inheritance between LLM tables, done on the parsed TOML before any value is converted.
+
+`reshape_llm` turns the AgentFlow guide's provider-named tables (``[llm.azure]``,
+``[llm.openai]``) into deployments of that name and provider, and gives every
+``[llm.deployments.NAME]`` table the keys of ``[llm]`` it does not set; `reshape_router`
+gives every ``[llm.router.groups.NAME]`` the policy keys of ``[llm.router]``. A nested
+table (``retry``, ``circuit_breaker``, ``rate_limit``) is inherited key by key; any other
+value, ``headers`` included, as a whole. Only keys the receiving section knows are
+inherited, so an unknown key of ``[llm]`` is reported once, under ``llm``.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Mapping
+from typing import Any, Final
+
+from ..errors import ConfigError
+from ._shape import Field, fields_of, section_of
+
+__all__ = ["inherit", "reshape_llm", "reshape_router"]
+
+_DEPLOYMENTS: Final = "deployments"
+_GROUPS: Final = "groups"
+
+
+def inherit(
+    parent: Mapping[str, Any], child: Mapping[str, Any], fields: Mapping[str, Field]
+) -> dict[str, Any]:
+    """``child`` completed by the keys of ``parent`` that ``fields`` know and it lacks.
+
+    A key both set to a table that is a nested section merges key by key (the child's
+    keys win); for any other key the child's value wins whole.
+    """
+    out = {key: value for key, value in parent.items() if key in fields}
+    for key, value in child.items():
+        base = out.get(key)
+        field = fields.get(key)
+        if isinstance(base, Mapping) and isinstance(value, Mapping) and field is not None:
+            section, named = section_of(field.hint)
+            if section is not None and not named:
+                out[key] = {**base, **value}
+                continue
+        out[key] = value
+    return out
+
+
+def reshape_llm(table: Mapping[str, Any], *, deployment: type[Any]) -> Mapping[str, Any]:
+    """``[llm]`` with provider-named tables moved into ``deployments`` and every deployment
+    (a ``deployment`` section) completed from ``[llm]`` (see the module docstring);
+    ``deployments`` goes last.
+
+    Raises:
+        ConfigError: a deployment is given both as ``[llm.NAME]`` and
+            ``[llm.deployments.NAME]``.
+    """
+    fields = fields_of(deployment)
+    providers = tuple(str(c) for c in typing.get_args(fields["provider"].hint))
+    named = {k: v for k, v in table.items() if k in providers and isinstance(v, Mapping)}
+    if not named and _DEPLOYMENTS not in table:
+        return table
+    out = {k: v for k, v in table.items() if k not in named and k != _DEPLOYMENTS}
+    given = table.get(_DEPLOYMENTS, {})
+    if not isinstance(given, Mapping):
+        out[_DEPLOYMENTS] = given  # the converter names the type error
+        return out
+    tables: dict[str, Any] = dict(given)
+    for name, sub in named.items():
+        if name in tables:
+            message = (
+                f"deployment {name!r} is given twice: as [llm.{name}] and as "
+                f"[llm.deployments.{name}]"
+            )
+            raise ConfigError(message, key=name)
+        tables[name] = {"provider": name, **sub}
+    out[_DEPLOYMENTS] = {
+        name: inherit(out, sub, fields) if isinstance(sub, Mapping) else sub
+        for name, sub in tables.items()
+    }
+    return out
+
+
+def reshape_router(table: Mapping[str, Any], *, group: type[Any]) -> Mapping[str, Any]:
+    """``[llm.router]`` with every ``groups.NAME`` table (a ``group`` section) completed
+    from the router's own policy keys; ``groups`` goes last."""
+    given = table.get(_GROUPS)
+    if not isinstance(given, Mapping) or not given:
+        return table
+    fields = fields_of(group)
+    out = {k: v for k, v in table.items() if k != _GROUPS}
+    out[_GROUPS] = {
+        name: inherit(out, sub, fields) if isinstance(sub, Mapping) else sub
+        for name, sub in given.items()
+    }
+    return out
