@@ -96,6 +96,9 @@ def test_mock_llm_serves_until_signalled(stop: signal.Signals, timers: str) -> N
         (["--error-rate", "0.6", "--rate-limit-rate", "0.6"], "must not exceed 1"),
         (["--jitter-ms", "inf"], "--jitter-ms"),
         (["--host", "0.0.0.0"], "--allow-remote"),
+        (["--fault", "gpt-b"], "--fault"),
+        (["--fault", "gpt-b=explode"], "unknown fault kind"),
+        (["--fault", "gpt-b=reset:after_chunks=2"], "--fault"),
     ],
 )
 def test_bad_flags_are_usage_errors(args: list[str], needle: str) -> None:
@@ -103,6 +106,33 @@ def test_bad_flags_are_usage_errors(args: list[str], needle: str) -> None:
     assert result.exit_code == 2, result.output
     assert needle in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_fault_flags_inject_per_model() -> None:
+    faults = ("--fault", "gpt-b=server_error:status=503", "--fault", "*=rate_limit:times=1")
+    with agentcli("mock-llm", "--port", "0", *faults) as proc:
+        line = read_line(proc)
+        assert line.startswith(PREFIX), line
+        url = line[len(PREFIX) :].strip()
+        with httpx2.Client(base_url=url, timeout=TIMEOUT) as client:
+            messages = [{"role": "user", "content": "hi"}]
+
+            def status(model: str) -> int:
+                body = {"model": model, "messages": messages}
+                return client.post("/v1/chat/completions", json=body).status_code
+
+            assert [status("gpt-b"), status("gpt-a"), status("gpt-a")] == [503, 429, 200]
+            assert client.get("/mock/faults").json() == {
+                "faults": {"gpt-b": ["server_error:status=503"], "*": ["rate_limit:times=1"]}
+            }
+            stats = client.get("/stats").json()
+            assert stats["faults_by_model"] == {
+                "gpt-b": {"server_error": 1},
+                "gpt-a": {"rate_limit": 1},
+            }
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=TIMEOUT)
+        assert proc.returncode == 0, stderr
 
 
 def test_bad_flag_in_a_real_process_exits_2_without_traceback() -> None:
@@ -119,5 +149,5 @@ def test_help_lists_mock_llm() -> None:
     assert "mock-llm" in result.output
     assert "agentcli" in result.output
     options = CliRunner().invoke(main, ["mock-llm", "--help"]).output
-    for flag in ("--latency-ms", "--jitter-ms", "--error-rate", "--allow-remote"):
+    for flag in ("--latency-ms", "--jitter-ms", "--error-rate", "--allow-remote", "--fault"):
         assert flag in options

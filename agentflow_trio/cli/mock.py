@@ -3,7 +3,9 @@
 Its behaviour flags are not written out here: `mock_flags` generates one option per
 `MockLLMConfig` field that carries flag metadata (help, unit, bounds: see
 ``mockllm._values.flag``), so a new knob of the mock is a new flag with no CLI change.
-Fields in seconds take milliseconds on the command line (``--latency-ms``).
+Fields in seconds take milliseconds on the command line (``--latency-ms``); a field whose
+metadata has a ``parse`` is a repeatable text flag (``--fault MODEL=KIND[:ARGS]``), its
+values handed to ``parse`` as a tuple.
 """
 
 from __future__ import annotations
@@ -39,11 +41,19 @@ def _fields() -> Iterator[tuple[attrs.Attribute[Any], Any]]:
 
 
 def _flag_name(field: attrs.Attribute[Any], spec: Any) -> str:
-    return "--" + field.name.replace("_", "-") + ("-ms" if spec.unit == "ms" else "")
+    name = spec.name or field.name
+    return "--" + name.replace("_", "-") + ("-ms" if spec.unit == "ms" else "")
 
 
 def _option(field: attrs.Attribute[Any], spec: Any) -> click.Option:
     """The click option of one field: its type and range, default and help."""
+    if spec.parse is not None:
+        return click.Option(
+            [_flag_name(field, spec), field.name],
+            multiple=True,
+            metavar=spec.metavar,
+            help=spec.help,
+        )
     default: Any = field.default
     if spec.unit == "ms":
         default *= 1000
@@ -103,10 +113,12 @@ def mock_llm(precise_timers: bool, **values: Any) -> None:
     """
     from agentflow_trio.mockllm import MockLLM, MockLLMConfig, PreciseClock
 
-    for field, spec in _fields():
-        if spec.unit == "ms":
-            values[field.name] = ms(values[field.name])
     with usage_errors(mock_flags()):
+        for field, spec in _fields():
+            if spec.unit == "ms":
+                values[field.name] = ms(values[field.name])
+            elif spec.parse is not None:
+                values[field.name] = spec.parse(values[field.name])
         config = MockLLMConfig(**values)
     mock = MockLLM(config)
 

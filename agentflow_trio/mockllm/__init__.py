@@ -3,16 +3,18 @@
 One job: stand in for a real provider, offline and fast enough never to be the bottleneck.
 `open_mock_llm` (or `MockLLM.serve` with ``nursery.start``) speaks the OpenAI, Azure OpenAI
 and Ollama wires on one loopback port, with scripted replies (`MockReply`) and fault
-injection (`MockLLMConfig`); `PreciseClock` makes its latencies end on time. The service
-helpers (`open_llm_services`, `check_llm_target`) decide, for the CLI and the load generator,
-whether that mock or a configured endpoint answers.
+injection (`Fault`, per model name in `MockLLMConfig` or per scripted reply); `PreciseClock`
+makes its latencies end on time. The service helpers (`open_llm_services`,
+`check_llm_target`) decide, for the CLI and the load generator, whether that mock or a
+configured endpoint answers.
 
-Public modules: ``mockllm.server`` (the server and its values), ``mockllm.clock``
-(`PreciseClock`), ``mockllm.services`` (the CLI's and load generator's model target). The
-old paths ``agentflow_trio.server.mock_llm`` and ``agentflow_trio.server.clock`` re-export
-them.
+`Fault` (its docstring has the table of kinds) is exported from here only. Public modules:
+``mockllm.server`` (the server and its values), ``mockllm.clock`` (`PreciseClock`),
+``mockllm.services`` (the CLI's and load generator's model target). The old paths
+``agentflow_trio.server.mock_llm`` and ``agentflow_trio.server.clock`` re-export them.
 """
 
+from agentflow_trio.mockllm._faults import Fault as Fault
 from agentflow_trio.mockllm.clock import PreciseClock as PreciseClock
 from agentflow_trio.mockllm.server import RECEIVED_LIMIT as RECEIVED_LIMIT
 from agentflow_trio.mockllm.server import MockLLM as MockLLM
@@ -28,6 +30,7 @@ from agentflow_trio.mockllm.services import uses_mock as uses_mock
 
 __all__ = [
     "RECEIVED_LIMIT",
+    "Fault",
     "LLMServices",
     "MockLLM",
     "MockLLMConfig",
@@ -40,3 +43,5 @@ __all__ = [
     "open_mock_llm",
     "uses_mock",
 ]
+
+Fault.__module__ = __name__  # tracebacks and reprs name the public path

@@ -1,16 +1,17 @@
 """The mock LLM's request handling: routing, faults, the three dialects, the control API.
 
 :class:`MockApp` holds the state a :class:`~agentflow_trio.mockllm.MockLLM` serves
-(configuration, script, counters, received bodies) and answers one parsed request at a
-time; it never owns a task. Every model-endpoint response goes through ``_send`` or
-``_send_stream``, which count its status before writing it: the statistics are exact.
+(configuration, script, counters, received bodies, fault clocks) and answers one parsed
+request at a time; it never owns a task. Every model-endpoint response goes through
+``_send`` or ``_send_stream``, which count its status before writing it: the statistics are
+exact. `Fault` rules (``_faults``) are injected here: the plain kinds instead of a reply
+(``_inject``), the others by shaping the reply as it is sent.
 """
 
 from __future__ import annotations
 
 import collections
 import itertools
-import math
 import random
 import time
 import urllib.parse
@@ -23,12 +24,30 @@ import trio
 from agentflow_trio import _json
 from agentflow_trio._http11 import Request, ResponseWriter
 from agentflow_trio.mockllm import _payloads
+from agentflow_trio.mockllm._faults import (
+    PLAIN_KINDS,
+    FaultBook,
+)
 from agentflow_trio.mockllm._payloads import Completion, ToolCallOut
+from agentflow_trio.mockllm._respond import (
+    AZURE,
+    JSON,
+    NDJSON,
+    OLLAMA,
+    OPENAI,
+    SSE,
+    Call,
+    Responder,
+    retry_headers,
+)
 from agentflow_trio.mockllm._values import (
+    KEY_LIMIT,
     MAX_EMBEDDING_DIM,
+    OTHER,
     Counters,
     MockLLMConfig,
     MockReply,
+    fault_from_json,
     reply_from_json,
 )
 
@@ -37,13 +56,7 @@ __all__ = ["RECEIVED_LIMIT", "MockApp"]
 RECEIVED_LIMIT: Final = 256
 """How many recent request bodies :attr:`MockApp.received` keeps."""
 
-_PATH_LIMIT: Final = 256  # distinct paths kept in by_path; the rest count under "<other>"
-_OPENAI, _AZURE, _OLLAMA = "openai", "azure", "ollama"
-_JSON = b"application/json"
-_SSE = b"text/event-stream"
-_NDJSON = b"application/x-ndjson"
-
-_Handler = Callable[["MockApp", ResponseWriter, Any, str, str], Awaitable[None]]
+_Handler = Callable[["MockApp", ResponseWriter, Any, Call], Awaitable[None]]
 
 
 @attrs.frozen
@@ -54,7 +67,7 @@ class _Route:
 
 
 @final
-class MockApp:
+class MockApp(Responder):
     """State and request handling of one mock server (see the module docstring)."""
 
     def __init__(self, config: MockLLMConfig) -> None:
@@ -64,20 +77,27 @@ class MockApp:
         self.counters = Counters()
         self._rng = random.Random(config.seed)
         self._ids = itertools.count(1)
+        self.fault_book = FaultBook()
 
     def reset_stats(self) -> None:
         """Zero the counters; ``open_connections`` keeps counting the open ones."""
         self.counters = Counters(self.counters.open_connections)
 
     def reset(self) -> None:
-        """Zero the counters, drop queued replies and forget received bodies."""
+        """Zero the counters, drop queued replies, forget received bodies and restart the
+        fault rules (counts and clocks)."""
         self.reset_stats()
         self.script.clear()
         self.received.clear()
+        self.fault_book.clear()
 
     # -- dispatch --
 
-    async def dispatch(self, request: Request, writer: ResponseWriter) -> None:
+    async def dispatch(
+        self, request: Request, writer: ResponseWriter, stream: trio.abc.Stream
+    ) -> None:
+        """Answer ``request`` on ``writer``; ``stream`` is the connection under it (for the
+        faults that reset it, leave it silent, or pace its bytes)."""
         control = _CONTROL.get(request.path)
         if control is not None:
             await control(self, request, writer)
@@ -85,22 +105,27 @@ class MockApp:
         counters = self.counters
         counters.requests += 1
         path = request.path
-        if path in counters.by_path or len(counters.by_path) < _PATH_LIMIT:
+        if path in counters.by_path or len(counters.by_path) < KEY_LIMIT:
             counters.by_path[path] = counters.by_path.get(path, 0) + 1
         else:
-            counters.by_path["<other>"] = counters.by_path.get("<other>", 0) + 1
+            counters.by_path[OTHER] = counters.by_path.get(OTHER, 0) + 1
         route = _ROUTES.get(path)
         deployment = ""
         if route is None and path.startswith("/openai/deployments/"):
             route, deployment = _azure_route(path)
         if route is None:
             message = f"Unknown request URL: {request.method.decode()} {path}."
-            await self._error(writer, _OPENAI, 404, message, "invalid_request_error", "unknown_url")
+            await self._error(writer, OPENAI, 404, message, "invalid_request_error", "unknown_url")
             return
-        await self._model_request(request, writer, route, deployment)
+        await self._model_request(request, writer, route, deployment, stream)
 
     async def _model_request(
-        self, request: Request, writer: ResponseWriter, route: _Route, deployment: str
+        self,
+        request: Request,
+        writer: ResponseWriter,
+        route: _Route,
+        deployment: str,
+        stream: trio.abc.Stream,
     ) -> None:
         dialect = route.dialect
         if request.body_too_large:
@@ -111,7 +136,7 @@ class MockApp:
             message = f"Method {request.method.decode()} not allowed; use {route.method.decode()}."
             await self._error(writer, dialect, 405, message, "invalid_request_error", "bad_method")
             return
-        if dialect == _AZURE and not await self._azure_checks(request, writer):
+        if dialect == AZURE and not await self._azure_checks(request, writer):
             return
         body: Any = None
         if route.method == b"POST":
@@ -119,15 +144,26 @@ class MockApp:
             if body is None:
                 return
             self.received.append(body)
+        name = body.get("model") if body is not None else None
+        model = name if isinstance(name, str) and name else deployment
+        if model:
+            model = self.counters.count_model(model)
         config = self.config
         delay = config.latency
         if config.jitter:
             delay += self._rng.uniform(-config.jitter, config.jitter)
         if delay > 0:
             await trio.sleep(delay)
+        fault = None
+        if config.faults and body is not None:
+            fault = self.fault_book.pick(config.faults, model)
+        call = Call(deployment, dialect, model, stream, fault)
+        if fault is not None and fault.kind in PLAIN_KINDS:
+            await self._inject(writer, call, fault)
+            return
         if (config.error_rate or config.rate_limit_rate) and await self._fault(writer, dialect):
             return
-        await route.handler(self, writer, body, deployment, dialect)
+        await route.handler(self, writer, body, call)
 
     async def _azure_checks(self, request: Request, writer: ResponseWriter) -> bool:
         if not urllib.parse.parse_qs(request.query).get("api-version"):
@@ -135,7 +171,7 @@ class MockApp:
                 "The api-version query parameter (?api-version=) is required for all requests."
             )
             await self._error(
-                writer, _AZURE, 400, message, "invalid_request_error", "MissingApiVersionParameter"
+                writer, AZURE, 400, message, "invalid_request_error", "MissingApiVersionParameter"
             )
             return False
         if not request.headers.get(b"api-key"):
@@ -143,7 +179,7 @@ class MockApp:
                 "Access denied due to missing subscription key. Make sure to include the "
                 "subscription key when making requests to an API (header 'api-key')."
             )
-            await self._error(writer, _AZURE, 401, message, "authentication_error", "401")
+            await self._error(writer, AZURE, 401, message, "authentication_error", "401")
             return False
         return True
 
@@ -176,90 +212,14 @@ class MockApp:
             return True
         if roll < config.error_rate + config.rate_limit_rate:
             self.counters.rate_limited += 1
-            message = f"Rate limit reached (mock). Please try again in {config.retry_after:g}s."
-            await self._error(
-                writer,
-                dialect,
-                429,
-                message,
-                "requests",
-                "rate_limit_exceeded",
-                self._retry_headers(),
-            )
+            await self._rate_limited(writer, dialect, config.retry_after)
             return True
         return False
 
-    def _retry_headers(self) -> list[tuple[str, str]]:
-        seconds = self.config.retry_after
-        return [
-            ("retry-after", str(math.ceil(seconds))),
-            ("retry-after-ms", str(round(seconds * 1000))),
-        ]
-
-    # -- sending (every model response passes here, so by_status is exact) --
-
-    async def _send(
-        self,
-        writer: ResponseWriter,
-        status: int,
-        body: bytes,
-        *,
-        content_type: bytes = _JSON,
-        headers: list[tuple[str, str]] | None = None,
-        truncate: bool = False,
-    ) -> None:
-        by_status = self.counters.by_status
-        by_status[status] = by_status.get(status, 0) + 1
-        await writer.send(
-            status, body, content_type=content_type, headers=headers or (), truncate=truncate
-        )
-
-    async def _send_stream(
-        self,
-        writer: ResponseWriter,
-        status: int,
-        parts: list[bytes],
-        *,
-        content_type: bytes,
-        headers: list[tuple[str, str]] | None,
-        truncate: bool,
-    ) -> None:
-        by_status = self.counters.by_status
-        by_status[status] = by_status.get(status, 0) + 1
-        try:
-            await writer.send_chunked(
-                status,
-                parts,
-                content_type=content_type,
-                headers=headers or (),
-                delay=self.config.stream_delay,
-                truncate_after=max(1, len(parts) // 2) if truncate else None,
-            )
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self.counters.disconnects += 1
-            raise
-
-    async def _error(
-        self,
-        writer: ResponseWriter,
-        dialect: str,
-        status: int,
-        message: str,
-        kind: str,
-        code: str,
-        headers: list[tuple[str, str]] | None = None,
-    ) -> None:
-        if dialect == _OLLAMA:
-            body = _payloads.ollama_error(message)
-        elif dialect == _AZURE:
-            body = _payloads.azure_error(code, message)
-        else:
-            body = _payloads.openai_error(message, kind, code)
-        await self._send(writer, status, _json.dumps(body), headers=headers)
-
     # -- endpoints --
 
-    async def _chat(self, writer: ResponseWriter, body: Any, deployment: str, dialect: str) -> None:
+    async def _chat(self, writer: ResponseWriter, body: Any, call: Call) -> None:
+        dialect = call.dialect
         messages = body.get("messages")
         if not isinstance(messages, list):
             message = "'messages' must be a list of message objects."
@@ -267,15 +227,20 @@ class MockApp:
                 writer, dialect, 400, message, "invalid_request_error", "invalid_messages"
             )
             return
-        reply = self.script.popleft() if self.script else None
+        reply = self._take_reply(call.model)
+        fault = call.fault
         if reply is not None:
             self.counters.scripted += 1
             if reply.delay > 0:
                 await trio.sleep(reply.delay)
+            fault = fault or reply.fault
+            if fault is not None and fault.kind in PLAIN_KINDS:
+                await self._inject(writer, call, fault)
+                return
             if reply.body is not None or not 200 <= reply.status < 300:
                 await self._send_scripted(writer, reply, dialect)
                 return
-        completion = self._completion(body, messages, reply, deployment)
+        completion = self._completion(body, messages, reply, call.deployment)
         counters = self.counters
         counters.chat += 1
         counters.prompt_tokens += completion.prompt_tokens
@@ -283,35 +248,52 @@ class MockApp:
         status = 200 if reply is None else reply.status
         headers = None if reply is None else list(reply.headers.items())
         truncate = reply is not None and reply.truncate_stream
-        stream = body.get("stream", dialect == _OLLAMA)
+        stream = body.get("stream", dialect == OLLAMA)
         if not stream:
             payload = (
                 _payloads.ollama_chat(completion)
-                if dialect == _OLLAMA
+                if dialect == OLLAMA
                 else _payloads.chat_completion(completion)
             )
-            content_type = _content_type(reply, _JSON)
-            await self._send(
+            await self._send_reply(
                 writer,
-                status,
+                call,
+                fault,
                 _json.dumps(payload),
-                content_type=content_type,
+                status=status,
+                content_type=_content_type(reply, JSON),
                 headers=headers,
                 truncate=truncate,
             )
             return
         counters.streams += 1
-        if dialect == _OLLAMA:
+        if dialect == OLLAMA:
             parts = _payloads.ollama_stream_lines(completion, self.config.stream_chunks)
-            content_type = _content_type(reply, _NDJSON)
+            content_type = _content_type(reply, NDJSON)
         else:
             options = body.get("stream_options")
             usage = isinstance(options, dict) and options.get("include_usage") is True
             parts = _payloads.chat_stream_events(completion, self.config.stream_chunks, usage)
-            content_type = _content_type(reply, _SSE)
+            content_type = _content_type(reply, SSE)
         await self._send_stream(
-            writer, status, parts, content_type=content_type, headers=headers, truncate=truncate
+            writer,
+            call,
+            fault,
+            status,
+            parts,
+            content_type=content_type,
+            headers=headers,
+            truncate=truncate,
         )
+
+    def _take_reply(self, model: str) -> MockReply | None:
+        """The oldest scripted reply for ``model`` (or for any model), removed; or None."""
+        script = self.script
+        for index, reply in enumerate(script):
+            if reply.model is None or reply.model == model:
+                del script[index]
+                return reply
+        return None
 
     def _completion(
         self, body: Any, messages: list[Any], reply: MockReply | None, deployment: str
@@ -349,13 +331,13 @@ class MockApp:
                 writer,
                 reply.status,
                 raw,
-                content_type=_content_type(reply, _JSON),
+                content_type=_content_type(reply, JSON),
                 headers=headers,
                 truncate=reply.truncate_stream,
             )
             return
         if reply.status == 429 and not any(name.lower() == "retry-after" for name in reply.headers):
-            headers.extend(self._retry_headers())
+            headers.extend(retry_headers(self.config.retry_after))
         message = f"Scripted error {reply.status} from the mock LLM."
         await self._error(
             writer,
@@ -367,9 +349,8 @@ class MockApp:
             headers,
         )
 
-    async def _embeddings(
-        self, writer: ResponseWriter, body: Any, deployment: str, dialect: str
-    ) -> None:
+    async def _embeddings(self, writer: ResponseWriter, body: Any, call: Call) -> None:
+        dialect = call.dialect
         inputs = _embedding_inputs(body.get("input"))
         dim = body.get("dimensions", self.config.embedding_dim)
         encoding = body.get("encoding_format", "float")
@@ -385,6 +366,7 @@ class MockApp:
                 writer, dialect, 400, str(problem), "invalid_request_error", "invalid_input"
             )
             return
+        deployment = call.deployment
         vectors = [_payloads.embedding_vector(text, dim) for text in inputs]
         words = sum(len(text.split()) for text in inputs)
         self.counters.embeddings += 1
@@ -392,7 +374,7 @@ class MockApp:
         model = body.get("model")
         model = model if isinstance(model, str) else (deployment or self.config.model)
         payload: dict[str, Any]
-        if dialect == _OLLAMA:
+        if dialect == OLLAMA:
             payload = {
                 "model": model,
                 "embeddings": vectors,
@@ -411,11 +393,9 @@ class MockApp:
             ]
             usage = {"prompt_tokens": words, "total_tokens": words}
             payload = {"object": "list", "data": data, "model": model, "usage": usage}
-        await self._send(writer, 200, _json.dumps(payload))
+        await self._send_reply(writer, call, call.fault, _json.dumps(payload))
 
-    async def _models(
-        self, writer: ResponseWriter, body: Any, deployment: str, dialect: str
-    ) -> None:
+    async def _models(self, writer: ResponseWriter, body: Any, call: Call) -> None:
         model = {
             "id": self.config.model,
             "object": "model",
@@ -460,6 +440,31 @@ class MockApp:
         self.reset()
         await writer.send(200, b'{"reset":true}')
 
+    async def _control_faults(self, request: Request, writer: ResponseWriter) -> None:
+        """``GET``: the fault rules; ``POST`` a JSON object (model -> rule or list of rules,
+        in text form or as objects of `Fault` fields): replace them."""
+        if request.method == b"POST" and not request.body_too_large:
+            try:
+                data = _json.loads(request.body)
+                if not isinstance(data, dict):
+                    raise ValueError("POST a JSON object: model -> fault(s)")
+                rules = {
+                    model: [fault_from_json(rule) for rule in (v if isinstance(v, list) else [v])]
+                    for model, v in data.items()
+                }
+                self.config = attrs.evolve(self.config, faults=rules)
+            except (TypeError, ValueError) as exc:
+                body = _json.dumps(
+                    _payloads.openai_error(f"bad faults: {exc}", "invalid_request_error")
+                )
+                await writer.send(400, body)
+                return
+        elif request.method != b"GET":
+            await writer.send(405, b'{"error":{"message":"GET or POST /mock/faults"}}')
+            return
+        faults = {model: [f.spec() for f in rules] for model, rules in self.config.faults.items()}
+        await writer.send(200, _json.dumps({"faults": faults}))
+
 
 # -- module helpers ---------------------------------------------------------------------
 
@@ -501,21 +506,22 @@ def _embedding_inputs(value: Any) -> list[str] | None:
 
 _ROUTES: Final[dict[str, _Route]] = {}
 for _prefix in ("/v1", ""):
-    _ROUTES[f"{_prefix}/chat/completions"] = _Route(b"POST", MockApp._chat, _OPENAI)
-    _ROUTES[f"{_prefix}/embeddings"] = _Route(b"POST", MockApp._embeddings, _OPENAI)
-    _ROUTES[f"{_prefix}/models"] = _Route(b"GET", MockApp._models, _OPENAI)
-_ROUTES["/api/chat"] = _Route(b"POST", MockApp._chat, _OLLAMA)
-_ROUTES["/api/embed"] = _Route(b"POST", MockApp._embeddings, _OLLAMA)
+    _ROUTES[f"{_prefix}/chat/completions"] = _Route(b"POST", MockApp._chat, OPENAI)
+    _ROUTES[f"{_prefix}/embeddings"] = _Route(b"POST", MockApp._embeddings, OPENAI)
+    _ROUTES[f"{_prefix}/models"] = _Route(b"GET", MockApp._models, OPENAI)
+_ROUTES["/api/chat"] = _Route(b"POST", MockApp._chat, OLLAMA)
+_ROUTES["/api/embed"] = _Route(b"POST", MockApp._embeddings, OLLAMA)
 
 _AZURE_ROUTES: Final = {
-    "chat/completions": _Route(b"POST", MockApp._chat, _AZURE),
-    "embeddings": _Route(b"POST", MockApp._embeddings, _AZURE),
+    "chat/completions": _Route(b"POST", MockApp._chat, AZURE),
+    "embeddings": _Route(b"POST", MockApp._embeddings, AZURE),
 }
 
 _CONTROL: Final[dict[str, Callable[[MockApp, Request, ResponseWriter], Awaitable[None]]]] = {
     "/stats": MockApp._control_stats,
     "/mock/script": MockApp._control_script,
     "/mock/reset": MockApp._control_reset,
+    "/mock/faults": MockApp._control_faults,
 }
 
 

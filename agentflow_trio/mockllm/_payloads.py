@@ -21,14 +21,20 @@ import attrs
 from agentflow_trio import _json
 
 __all__ = [
+    "CONTEXT_WINDOW",
+    "DONE_EVENT",
+    "GARBAGE_BODY",
     "Completion",
     "ToolCallOut",
     "azure_error",
     "chat_completion",
     "chat_stream_events",
+    "content_filter_error",
+    "context_length_error",
     "count_prompt_words",
     "embedding_vector",
     "encode_embedding",
+    "garbage_part",
     "ollama_chat",
     "ollama_error",
     "ollama_stream_lines",
@@ -38,6 +44,7 @@ __all__ = [
 ]
 
 _TOOL_RESULT_EXCERPT = 500
+DONE_EVENT = b"data: [DONE]\n\n"
 
 
 @attrs.frozen
@@ -134,13 +141,61 @@ def split_text(text: str, parts: int) -> list[str]:
 
 
 def openai_error(
-    message: str, kind: str, code: str | None = None, param: str | None = None
+    message: str, kind: str | None, code: str | None = None, param: str | None = None
 ) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
 def azure_error(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
+
+
+CONTEXT_WINDOW = 8192  # the window the context_length fault claims
+
+
+def context_length_error() -> dict[str, Any]:
+    """OpenAI's (and Azure's) 400 body for a prompt over the model's context window."""
+    message = (
+        f"This model's maximum context length is {CONTEXT_WINDOW} tokens. However, your "
+        f"messages resulted in {CONTEXT_WINDOW + 1000} tokens. Please reduce the length of "
+        "the messages."
+    )
+    return openai_error(message, "invalid_request_error", "context_length_exceeded", "messages")
+
+
+_FILTER_RESULT = {
+    "hate": {"filtered": False, "severity": "safe"},
+    "jailbreak": {"filtered": False, "detected": False},
+    "self_harm": {"filtered": False, "severity": "safe"},
+    "sexual": {"filtered": False, "severity": "safe"},
+    "violence": {"filtered": True, "severity": "medium"},
+}
+
+
+def content_filter_error() -> dict[str, Any]:
+    """The 400 body of a prompt refused by the content policy (Azure's shape: ``code``
+    ``content_filter``, ``innererror.code`` ``ResponsibleAIPolicyViolation``)."""
+    message = (
+        "The response was filtered due to the prompt triggering Azure OpenAI's content "
+        "management policy. Please modify your prompt and retry. (mock LLM)"
+    )
+    error = openai_error(message, None, "content_filter", "prompt")
+    error["error"]["status"] = 400
+    error["error"]["innererror"] = {
+        "code": "ResponsibleAIPolicyViolation",
+        "content_filter_result": _FILTER_RESULT,
+    }
+    return error
+
+
+GARBAGE_BODY = b'{"id": "chatcmpl-mock", "choices": [{"message": <garbage from the mock>'
+"""A 200 body that is not JSON (the ``malformed`` fault of a plain request)."""
+
+
+def garbage_part(ndjson: bool) -> bytes:
+    """One streamed part that is not JSON: an SSE event, or an NDJSON line."""
+    data = b'{"choices": [{"delta": {"content": <garbage from the mock>'
+    return data + b"\n" if ndjson else b"data: " + data + b"\n\n"
 
 
 def _openai_tool_call(call: ToolCallOut) -> dict[str, Any]:
@@ -207,7 +262,7 @@ def chat_stream_events(reply: Completion, chunks: int, include_usage: bool) -> l
     events.append(event({}, reply.finish_reason))
     if include_usage:
         events.append(event(None))
-    events.append(b"data: [DONE]\n\n")
+    events.append(DONE_EVENT)
     return events
 
 

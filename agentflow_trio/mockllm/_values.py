@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import ipaddress
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import attrs
 
 from agentflow_trio.errors import ConfigError
+from agentflow_trio.mockllm._faults import Fault, faults_from_flags, to_faults
 
 __all__ = [
     "FLAG",
+    "KEY_LIMIT",
+    "OTHER",
     "Counters",
     "Flag",
     "MockLLMConfig",
@@ -24,12 +27,16 @@ __all__ = [
     "MockReply",
     "MockToolCall",
     "check_config",
+    "fault_from_json",
     "flag",
     "is_loopback",
     "reply_from_json",
 ]
 
 MAX_EMBEDDING_DIM: Final = 65536
+KEY_LIMIT: Final = 256
+"""Distinct paths or models kept in the statistics; the rest count under `OTHER`."""
+OTHER: Final = "<other>"
 
 
 def is_loopback(host: str) -> bool:
@@ -88,23 +95,35 @@ flag (see `flag`): ``agentcli mock-llm`` builds its options from these."""
 class Flag:
     """How a `MockLLMConfig` field appears as an ``agentcli mock-llm`` flag.
 
-    The flag is ``--`` plus the field name with dashes, plus ``-ms`` when ``unit`` is
-    ``"ms"`` (the field holds seconds, the flag takes milliseconds). ``low`` and ``high``
-    are the inclusive bounds the flag enforces (None: unbounded); the same bounds are
-    checked again, for every caller, by the config's own validation.
+    The flag is ``--`` plus the field name (or ``name``) with dashes, plus ``-ms`` when
+    ``unit`` is ``"ms"`` (the field holds seconds, the flag takes milliseconds). ``low``
+    and ``high`` are the inclusive bounds the flag enforces (None: unbounded); the same
+    bounds are checked again, for every caller, by the config's own validation. With
+    ``parse``, the flag is repeatable text (shown as ``metavar``) and ``parse`` turns the
+    tuple of values into the field's value (raising `ConfigError` for a bad one).
     """
 
     help: str
     unit: str | None = None
     low: float | None = None
     high: float | None = None
+    name: str | None = None
+    parse: Callable[[tuple[str, ...]], Any] | None = None
+    metavar: str | None = None
 
 
 def flag(
-    help: str, *, unit: str | None = None, low: float | None = None, high: float | None = None
+    help: str,
+    *,
+    unit: str | None = None,
+    low: float | None = None,
+    high: float | None = None,
+    name: str | None = None,
+    parse: Callable[[tuple[str, ...]], Any] | None = None,
+    metavar: str | None = None,
 ) -> dict[str, Flag]:
     """Field metadata declaring the field's command-line flag (see `Flag`)."""
-    return {FLAG: Flag(help, unit, low, high)}
+    return {FLAG: Flag(help, unit, low, high, name, parse, metavar)}
 
 
 @attrs.frozen
@@ -116,6 +135,10 @@ class MockLLMConfig:
     field. A non-loopback ``host`` is refused unless ``allow_remote`` is true. The fields
     with `flag` metadata are ``agentcli mock-llm``'s options (with its ``--host``,
     ``--port`` and ``--allow-remote``).
+
+    ``faults`` maps a model name (``"*"``: any other) to the `Fault` rules injected into its
+    requests, tried in order (see ``mockllm._faults`` for the kinds and their timing); a
+    rule may be given as its text form, and one rule alone needs no tuple.
     """
 
     host: str = "127.0.0.1"
@@ -148,9 +171,28 @@ class MockLLMConfig:
     allow_remote: bool = False
     seed: int | None = attrs.field(default=None, metadata=flag("Seed for faults and jitter."))
     max_body_bytes: int = 4 * 2**20
+    faults: Mapping[str, tuple[Fault, ...]] = attrs.field(
+        factory=dict,
+        converter=to_faults,
+        metadata=flag(
+            "Inject a fault into MODEL's requests (* for any model); repeat for more rules, "
+            "tried in order. KIND: rate_limit, server_error, reset, no_response, "
+            "slow_first_token, cut, stall, malformed, no_done, context_length, "
+            "content_filter; ARGS: NAME=VALUE,... (retry_after, status, after_chunks, count, "
+            "seconds, times, start, window). Example: gpt-b=server_error:status=503,window=2",
+            name="fault",
+            parse=faults_from_flags,
+            metavar="MODEL=KIND[:ARGS]",
+        ),
+    )
 
     def __attrs_post_init__(self) -> None:
         check_config(self)
+
+
+# Field types as objects now, while this module's names resolve them: the CLI reads them
+# to build its flags, and server.py renames the class's module (tracebacks, reprs).
+attrs.resolve_types(MockLLMConfig)
 
 
 def _to_dict(value: Mapping[str, Any]) -> dict[str, Any]:
@@ -195,7 +237,10 @@ class MockReply:
     ``body`` is sent verbatim (with ``content_type``, default ``application/json``) for
     malformed-response tests. ``truncate_stream`` cuts a streamed reply after half its chunks
     (no ``[DONE]``) and closes the connection; a non-streamed one is cut after half its body.
-    ``delay`` seconds are slept on top of the configured latency.
+    ``delay`` seconds are slept on top of the configured latency. ``fault`` is injected
+    into this reply (its ``times``/``start``/``window`` are ignored: it applies once), unless
+    the model's own rules inject one first. ``model`` set: only a request for that model
+    takes this reply (the others take the oldest reply for them or for any model).
     """
 
     text: str | None = None
@@ -206,6 +251,8 @@ class MockReply:
     headers: Mapping[str, str] = attrs.field(factory=dict, converter=_to_str_dict)
     truncate_stream: bool = False
     delay: float = attrs.field(default=0.0, validator=_check_delay)
+    fault: Fault | None = None
+    model: str | None = None
 
 
 @attrs.frozen
@@ -218,6 +265,9 @@ class MockLLMStats:
     generated by the mock (not injected faults or raw scripted bodies), ``streams`` the
     streamed part of ``chat``. ``errors`` and ``rate_limited`` count injected 500s and 429s,
     ``scripted`` the scripted replies consumed, ``disconnects`` the streams the client cut.
+    ``by_model`` counts the model requests naming a model (body ``model``, or the Azure
+    deployment), ``faults`` the injected `Fault` rules by kind and ``faults_by_model`` by
+    model, then kind (each distinct model beyond 256 counts under ``"<other>"``).
     """
 
     requests: int = 0
@@ -234,6 +284,9 @@ class MockLLMStats:
     disconnects: int = 0
     connections: int = 0
     open_connections: int = 0
+    by_model: Mapping[str, int] = attrs.field(factory=dict)
+    faults: Mapping[str, int] = attrs.field(factory=dict)
+    faults_by_model: Mapping[str, Mapping[str, int]] = attrs.field(factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (``by_status`` keys become strings), as ``GET /stats`` sends."""
@@ -246,6 +299,7 @@ class Counters:
     """The mutable counters behind :class:`MockLLMStats`; only the server's tasks touch them."""
 
     __slots__ = (
+        "by_model",
         "by_path",
         "by_status",
         "chat",
@@ -254,6 +308,8 @@ class Counters:
         "disconnects",
         "embeddings",
         "errors",
+        "faults",
+        "faults_by_model",
         "open_connections",
         "prompt_tokens",
         "rate_limited",
@@ -269,12 +325,32 @@ class Counters:
         self.open_connections = open_connections
         self.by_path: dict[str, int] = {}
         self.by_status: dict[int, int] = {}
+        self.by_model: dict[str, int] = {}
+        self.faults: dict[str, int] = {}
+        self.faults_by_model: dict[str, dict[str, int]] = {}
 
     def snapshot(self) -> MockLLMStats:
         values = {name: getattr(self, name) for name in self.__slots__}
-        values["by_path"] = dict(self.by_path)
-        values["by_status"] = dict(self.by_status)
+        for name in ("by_path", "by_status", "by_model", "faults"):
+            values[name] = dict(values[name])
+        values["faults_by_model"] = {
+            model: dict(kinds) for model, kinds in self.faults_by_model.items()
+        }
         return MockLLMStats(**values)
+
+    def count_model(self, model: str) -> str:
+        """Count a request for ``model``; returns the name it was counted under (bounded)."""
+        by_model = self.by_model
+        if model not in by_model and len(by_model) >= KEY_LIMIT:
+            model = OTHER
+        by_model[model] = by_model.get(model, 0) + 1
+        return model
+
+    def count_fault(self, fault: Fault, model: str) -> None:
+        """Count an injected fault (``model`` as `count_model` returned it)."""
+        self.faults[fault.kind] = self.faults.get(fault.kind, 0) + 1
+        kinds = self.faults_by_model.setdefault(model, {})
+        kinds[fault.kind] = kinds.get(fault.kind, 0) + 1
 
 
 _REPLY_FIELDS = frozenset(field.name for field in attrs.fields(MockReply))
@@ -291,6 +367,9 @@ def reply_from_json(data: Any) -> MockReply:
     calls = fields.pop("tool_calls", None) or []
     if not isinstance(calls, list) or not all(isinstance(call, dict) for call in calls):
         raise ValueError("tool_calls must be a list of {name, arguments} objects")
+    fault = fields.pop("fault", None)
+    if fault is not None:
+        fields["fault"] = fault_from_json(fault)
     tool_calls = []
     for call in calls:
         name, arguments = call.get("name"), call.get("arguments", {})
@@ -305,6 +384,15 @@ def reply_from_json(data: Any) -> MockReply:
     return MockReply(tool_calls=tuple(tool_calls), **fields)
 
 
+def fault_from_json(data: Any) -> Fault:
+    """A reply's ``fault``: its text form or an object of `Fault` fields."""
+    if isinstance(data, str):
+        return Fault.parse(data)
+    if isinstance(data, dict) and isinstance(data.get("kind"), str):
+        return Fault(**data)
+    raise ValueError('fault must be "KIND[:NAME=VALUE,...]" or an object with a "kind"')
+
+
 _REPLY_TYPES: Final[dict[str, type | tuple[type, ...]]] = {
     "text": (str, type(None)),
     "status": int,
@@ -313,4 +401,5 @@ _REPLY_TYPES: Final[dict[str, type | tuple[type, ...]]] = {
     "headers": dict,
     "truncate_stream": bool,
     "delay": (int, float),
+    "model": (str, type(None)),
 }

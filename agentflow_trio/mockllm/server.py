@@ -17,9 +17,14 @@ Control endpoints (never faulted, never counted in the request statistics): ``GE
 
 Faults and timing come from :class:`MockLLMConfig` and apply to every model endpoint: first a
 malformed request is refused (400, 404, 405, 413, Azure 400/401) at once, then ``latency``
-(+- ``jitter``) is slept, then ``error_rate`` answers 500 and ``rate_limit_rate`` answers 429
-(with ``Retry-After`` and ``retry-after-ms``); otherwise the next scripted reply, if any, is
-consumed (chat requests only, any dialect) and sent.
+(+- ``jitter``) is slept, then the model's `Fault` rules (``MockLLMConfig.faults``) may
+inject one, then ``error_rate`` answers 500 and ``rate_limit_rate`` answers 429 (with
+``Retry-After`` and ``retry-after-ms``); otherwise the next scripted reply for that model,
+if any, is consumed (chat requests only, any dialect) and sent, with its own fault if it
+has one. `Fault` documents every kind (429 with or without Retry-After, 5xx, reset, no
+response, slow first token, cut or stalled streams, a garbage event, no ``[DONE]``,
+context length, content filter) and when a rule applies (``times``, ``start``,
+``window``); :meth:`MockLLM.stats` counts them per kind and per model.
 
 Guarantees: every request is counted exactly once in :meth:`MockLLM.stats` before its
 response is written; each connection is one task in the server's nursery; a client that
@@ -30,6 +35,7 @@ goes away mid-stream ends only its connection (counted in ``disconnects``); leav
 from __future__ import annotations
 
 import collections
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, final
@@ -118,7 +124,8 @@ class MockLLM:
         self._app.reset_stats()
 
     def reset(self) -> None:
-        """Zero the counters, drop queued replies and forget received bodies (``/mock/reset``)."""
+        """Zero the counters, drop queued replies, forget received bodies and restart the
+        fault rules' counts and clocks (``/mock/reset``)."""
         self._app.reset()
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
@@ -160,7 +167,9 @@ class MockLLM:
         app.counters.open_connections += 1
         try:
             await serve_http_connection(
-                stream, app.dispatch, max_body_bytes=app.config.max_body_bytes
+                stream,
+                functools.partial(app.dispatch, stream=stream),
+                max_body_bytes=app.config.max_body_bytes,
             )
         finally:
             app.counters.open_connections -= 1
