@@ -5,20 +5,30 @@ that chunk. A line longer than ``max_line`` bytes, or an SSE event whose data li
 to more, raises `ResponseFormatError` instead of buffering without bound. `finish` is
 called at end of body: a stream that ended before its terminator (``data: [DONE]`` for
 SSE, an object with ``"done": true`` for NDJSON) raises `ResponseFormatError`, so a
-truncated stream is an error, never a silent short answer.
+truncated stream is an error, never a silent short answer; `end` is its lenient twin,
+for a caller that knows better (the answer's ``finish_reason`` had arrived).
+
+A payload that is not JSON raises `ResponseFormatError` by default. With
+``max_malformed=n`` it is skipped and counted (``malformed``) instead, as long as no more
+than ``n`` come in a row and at least one payload is valid by the end: one garbage event
+in the middle of an answer costs that event, not the answer; a stream of garbage still
+fails.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from .. import _json
 from ..errors import ResponseFormatError
 
-__all__ = ["DEFAULT_MAX_LINE", "NDJSONDecoder", "SSEDecoder", "excerpt"]
+__all__ = ["DEFAULT_MAX_LINE", "MAX_MALFORMED", "NDJSONDecoder", "SSEDecoder", "excerpt"]
 
 DEFAULT_MAX_LINE: Final = 1 << 20
 """Longest line, and longest SSE event (bytes), a stream decoder accepts: 1 MiB."""
+
+MAX_MALFORMED: Final = 16
+"""Malformed payloads in a row the providers' stream decoders skip before giving up."""
 
 _EXCERPT: Final = 200
 
@@ -54,13 +64,41 @@ class _Lines:
         return tail
 
 
-def _loads(payload: bytes) -> Any:
-    try:
-        return _json.loads(payload)
-    except _json.JSONDecodeError as exc:
-        raise ResponseFormatError(
-            f"malformed JSON in stream: {exc}", excerpt=excerpt(payload)
-        ) from exc
+class _Payloads:
+    """JSON payloads with the malformed-payload policy shared by both decoders."""
+
+    __slots__ = ("_max_malformed", "_run", "malformed", "valid")
+
+    def __init__(self, max_malformed: int) -> None:
+        if max_malformed < 0:
+            raise ValueError(f"max_malformed must be >= 0, got {max_malformed}")
+        self._max_malformed = max_malformed
+        self._run = 0
+        self.malformed = 0  # payloads skipped so far
+        self.valid = 0  # payloads decoded so far
+
+    def loads(self, payload: bytes, out: list[Any]) -> None:
+        """Append ``payload`` decoded to ``out``, or skip it (see the module docstring)."""
+        try:
+            out.append(_json.loads(payload))
+        except _json.JSONDecodeError as exc:
+            self._run += 1
+            if self._run > self._max_malformed:
+                many = f"{self._run} malformed payloads in a row; " if self._run > 1 else ""
+                raise ResponseFormatError(
+                    f"{many}malformed JSON in stream: {exc}", excerpt=excerpt(payload)
+                ) from exc
+            self.malformed += 1
+            return
+        self._run = 0
+        self.valid += 1
+
+    def check_any(self) -> None:
+        """At the end of a stream: raise if every payload was malformed."""
+        if self.malformed and not self.valid:
+            raise ResponseFormatError(
+                f"no valid payload in the stream ({self.malformed} malformed, skipped)"
+            )
 
 
 class SSEDecoder:
@@ -68,17 +106,26 @@ class SSEDecoder:
 
     Only ``data`` fields matter to the model APIs; comments and other fields are skipped.
     Multi-line data is joined with newlines, as the SSE spec says; an event's data may not
-    exceed ``max_line`` bytes in all either.
+    exceed ``max_line`` bytes in all either. ``max_malformed``: see the module docstring;
+    ``malformed`` counts the events skipped.
     """
 
-    __slots__ = ("_data", "_lines", "_max", "_size", "done")
+    __slots__ = ("_data", "_json", "_lines", "_max", "_size", "done")
 
-    def __init__(self, max_line: int = DEFAULT_MAX_LINE) -> None:
+    terminator: ClassVar[str] = "data: [DONE]"
+
+    def __init__(self, max_line: int = DEFAULT_MAX_LINE, *, max_malformed: int = 0) -> None:
         self._lines = _Lines(max_line)
+        self._json = _Payloads(max_malformed)
         self._data: list[bytes] = []
         self._max = max_line
         self._size = 0
         self.done = False
+
+    @property
+    def malformed(self) -> int:
+        """Events skipped because their data was not JSON."""
+        return self._json.malformed
 
     def feed(self, data: bytes) -> list[Any]:
         """Payloads of the events completed by ``data``."""
@@ -86,9 +133,18 @@ class SSEDecoder:
 
     def finish(self) -> list[Any]:
         """Payloads left at end of body; raises `ResponseFormatError` if ``[DONE]`` never came."""
-        out = self._decode([self._lines.flush(), b""])
+        out = self.end()
         if not self.done:
             raise ResponseFormatError("event stream ended before data: [DONE]")
+        return out
+
+    def end(self) -> list[Any]:
+        """Payloads left at end of body, whether ``[DONE]`` came or not.
+
+        Raises `ResponseFormatError` only if every event was malformed.
+        """
+        out = self._decode([self._lines.flush(), b""])
+        self._json.check_any()
         return out
 
     def _decode(self, lines: list[bytes]) -> list[Any]:
@@ -105,8 +161,9 @@ class SSEDecoder:
                     self._size = 0
                     if payload == b"[DONE]":
                         self.done = True
+                        self._json.check_any()
                     else:
-                        out.append(_loads(payload))
+                        self._json.loads(payload, out)
             elif line.startswith(b"data:"):
                 value = line[5:]
                 self._data.append(value[1:] if value.startswith(b" ") else value)
@@ -119,13 +176,24 @@ class SSEDecoder:
 
 
 class NDJSONDecoder:
-    """Newline-delimited JSON objects; an object with ``"done": true`` ends the stream."""
+    """Newline-delimited JSON objects; an object with ``"done": true`` ends the stream.
 
-    __slots__ = ("_lines", "done")
+    ``max_malformed``: see the module docstring; ``malformed`` counts the lines skipped.
+    """
 
-    def __init__(self, max_line: int = DEFAULT_MAX_LINE) -> None:
+    __slots__ = ("_json", "_lines", "done")
+
+    terminator: ClassVar[str] = 'an object with "done": true'
+
+    def __init__(self, max_line: int = DEFAULT_MAX_LINE, *, max_malformed: int = 0) -> None:
         self._lines = _Lines(max_line)
+        self._json = _Payloads(max_malformed)
         self.done = False
+
+    @property
+    def malformed(self) -> int:
+        """Lines skipped because they were not JSON."""
+        return self._json.malformed
 
     def feed(self, data: bytes) -> list[Any]:
         """Objects completed by ``data``."""
@@ -133,9 +201,15 @@ class NDJSONDecoder:
 
     def finish(self) -> list[Any]:
         """Objects left at end of body; raises `ResponseFormatError` if none said done."""
-        out = self._decode([self._lines.flush()])
+        out = self.end()
         if not self.done:
             raise ResponseFormatError('NDJSON stream ended before an object with "done": true')
+        return out
+
+    def end(self) -> list[Any]:
+        """Objects left at end of body, done or not (raises only if every line was malformed)."""
+        out = self._decode([self._lines.flush()])
+        self._json.check_any()
         return out
 
     def _decode(self, lines: list[bytes]) -> list[Any]:
@@ -145,8 +219,10 @@ class NDJSONDecoder:
                 break
             if not line.strip():
                 continue
-            obj = _loads(line)
-            if isinstance(obj, dict) and obj.get("done") is True:
+            before = len(out)
+            self._json.loads(line, out)
+            if len(out) > before and isinstance(out[-1], dict) and out[-1].get("done") is True:
                 self.done = True
-            out.append(obj)
+                self._json.check_any()
+                break
         return out

@@ -3,7 +3,9 @@
 Ollama sends tool-call arguments as JSON objects and without ids; the adapter keeps the
 object, re-encodes it as ``raw_arguments`` and names calls ``call_0``, ``call_1``, ... in
 reply order. ``temperature``, ``max_tokens`` and ``stop`` travel in ``options``
-(``num_predict`` for max_tokens). An ``{"error": ...}`` line in a stream raises `ServerError`.
+(``num_predict`` for max_tokens). An ``{"error": ...}`` line in a stream raises `ServerError`;
+a stream is guarded as OpenAI's (``_accumulate``): garbage lines are skipped and counted, a
+stream that stops before its ``"done": true`` line raises an `IncompleteStreamError`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 from .. import _json
 from ..errors import ServerError
-from ._lines import NDJSONDecoder, excerpt
+from ._accumulate import ChunkDecoder, GuardedChunks, passthrough
+from ._lines import MAX_MALFORMED, NDJSONDecoder, excerpt
 from ._open_session import open_http_session
 from ._openai_wire import shape_error, tools
 from ._session import Session
@@ -73,10 +76,14 @@ class OllamaProvider:
     async def stream(self, request: ChatRequest) -> AsyncIterator[AsyncIterator[StreamChunk]]:
         """A streamed chat completion (NDJSON); the connection is released on exit."""
         body = self._body(request, stream=True)
+        deployment = self.session.deployment
+        decoder = ChunkDecoder(
+            NDJSONDecoder(max_malformed=MAX_MALFORMED), _StreamParser(deployment)
+        )
         async with self.session.open_stream(
-            self._chat_url, body, NDJSONDecoder(), _StreamParser(self.session.deployment), _NDJSON
+            self._chat_url, body, decoder, passthrough, _NDJSON
         ) as chunks:
-            yield chunks
+            yield GuardedChunks(chunks, decoder, deployment)
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
         """Embeddings for ``request.inputs``, in input order."""

@@ -4,6 +4,11 @@
 with its own URLs and headers (see ``azure.py``). Streams ask for
 ``stream_options: {include_usage: true}``, so the last chunk carries the usage; streamed tool
 call fragments arrive as `ToolCallDelta` (join them with `StreamAccumulator`).
+
+A stream is judged by its answer (see ``_accumulate``): a clean end after ``finish_reason``
+without ``data: [DONE]`` is a whole answer; one that stops before ``finish_reason`` raises an
+`IncompleteStreamError` saying how much was delivered; up to `MAX_MALFORMED` garbage
+events in a row are skipped and counted (``chunks.malformed``), not fatal.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from functools import partial
 from typing import TYPE_CHECKING, Final, final
 
 from . import _openai_wire as wire
-from ._lines import SSEDecoder
+from ._accumulate import ChunkDecoder, GuardedChunks, passthrough
+from ._lines import MAX_MALFORMED, SSEDecoder
 from ._open_session import open_http_session
 from ._session import Session
 from .types import ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, StreamChunk
@@ -59,12 +65,15 @@ class OpenAIProvider:
 
     @asynccontextmanager
     async def stream(self, request: ChatRequest) -> AsyncIterator[AsyncIterator[StreamChunk]]:
-        """A streamed chat completion; the connection is released when the block exits."""
+        """A streamed chat completion; the connection is released when the block exits.
+
+        The iterator is a `GuardedChunks` (``delivered_chunks``, ``malformed``, ...).
+        """
         body = wire.chat_body(request, self._model, stream=True)
-        async with self.session.open_stream(
-            self._chat_url, body, SSEDecoder(), self._parse_chunk, _SSE
-        ) as chunks:
-            yield chunks
+        decoder = ChunkDecoder(SSEDecoder(max_malformed=MAX_MALFORMED), self._parse_chunk)
+        session = self.session
+        async with session.open_stream(self._chat_url, body, decoder, passthrough, _SSE) as chunks:
+            yield GuardedChunks(chunks, decoder, session.deployment)
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
         """Embeddings for ``request.inputs``, in input order."""
