@@ -3,11 +3,13 @@
 `Provider` (``base``) is the interface (``complete``, ``stream``, ``embed``, ``aclose``);
 `open_provider` (``provider``) builds the configured transport (OpenAI, Azure, Ollama or
 fake) with the layers the config turns on (``stack``: cache -> retry -> breaker -> rate
-limit -> batching); `LLMClient` is the convenience face agents use. Values live in
-``types``. The adapters speak HTTP through one session seam (``_session``) that two clients
-implement: the lean HTTP/1.1 client (``_lean``) and httpx2 (``http``); `HTTPPoolStatistics`
-is their pool snapshot. The lean client is also offered on its own: `LeanTransport` (for an
-``httpx2.AsyncClient``) and `LeanHTTPClient` (plain requests to one base URL).
+limit -> batching); with deployments, `Router` (``router``) spreads requests over several
+stacks, with failover by error class; `LLMClient` is the convenience face agents use.
+Values live in ``types``. The adapters speak HTTP through one session seam (``_session``)
+that two clients implement: the lean HTTP/1.1 client (``_lean``) and httpx2 (``http``);
+`HTTPPoolStatistics` is their pool snapshot. The lean client is also offered on its own:
+`LeanTransport` (for an ``httpx2.AsyncClient``) and `LeanHTTPClient` (plain requests to one
+base URL).
 """
 
 from ._accumulate import StreamAccumulator as StreamAccumulator
@@ -30,7 +32,11 @@ from .openai import open_openai as open_openai
 from .provider import LLMClient as LLMClient
 from .provider import open_llm_client as open_llm_client
 from .provider import open_provider as open_provider
+from .provider import open_router as open_router
 from .provider import open_transport as open_transport
+from .router import DeploymentStatistics as DeploymentStatistics
+from .router import Router as Router
+from .router import RouterStatistics as RouterStatistics
 from .stack import ProviderStack as ProviderStack
 from .stack import StackStatistics as StackStatistics
 from .stack import configured_ttl_policy as configured_ttl_policy
@@ -54,6 +60,7 @@ from .types import user as user
 __all__ = [
     "ChatRequest",
     "ChatResponse",
+    "DeploymentStatistics",
     "EmbeddingRequest",
     "EmbeddingResponse",
     "FakeProvider",
@@ -70,6 +77,8 @@ __all__ = [
     "PoolStatistics",
     "Provider",
     "ProviderStack",
+    "Router",
+    "RouterStatistics",
     "StackStatistics",
     "StreamAccumulator",
     "StreamChunk",
@@ -87,6 +96,7 @@ __all__ = [
     "open_ollama",
     "open_openai",
     "open_provider",
+    "open_router",
     "open_stack",
     "open_transport",
     "system",

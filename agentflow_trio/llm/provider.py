@@ -2,16 +2,18 @@
 
 `open_transport` opens the bottom layer ``[llm] provider`` names (OpenAI, Azure, Ollama or
 the in-process fake); `open_provider` stacks the configured layers on it (``stack``: cache
--> retry -> breaker -> rate limit -> batching); `LLMClient` is the convenience face agents
-get as ``ctx.llm``. The seam they share, `Provider`, is in ``base``; the names this module
-held before the split (`Provider`, `ProviderStack`, `StackStatistics`, `open_stack`,
-`deployment_gate`, `configured_ttl_policy`) are re-exported here.
+-> retry -> breaker -> rate limit -> batching), or, with deployments, puts the cache over a
+`Router` whose deployments each have their own stack (`open_router`); `LLMClient` is the
+convenience face agents get as ``ctx.llm``. The seam they share, `Provider`, is in
+``base``; the names this module held before the split (`Provider`, `ProviderStack`,
+`StackStatistics`, `open_stack`, `deployment_gate`, `configured_ttl_policy`) are
+re-exported here.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any, final
 
@@ -23,8 +25,10 @@ from .base import Provider as Provider
 from .fake import FakeProvider
 from .ollama import open_ollama
 from .openai import open_openai
+from .router import Router
 from .stack import ProviderStack as ProviderStack
 from .stack import StackStatistics as StackStatistics
+from .stack import cache_layer
 from .stack import configured_ttl_policy as configured_ttl_policy
 from .stack import deployment_gate as deployment_gate
 from .stack import open_stack as open_stack
@@ -51,6 +55,7 @@ __all__ = [
     "deployment_gate",
     "open_llm_client",
     "open_provider",
+    "open_router",
     "open_stack",
     "open_transport",
 ]
@@ -98,6 +103,7 @@ async def open_provider(
     performance: PerformanceConfig | None = None,
     *,
     transport: Provider | None = None,
+    transports: Mapping[str, Provider] | None = None,
     ttl_policy: Callable[[Any], float] | None = None,
     rng: random.Random | None = None,
 ) -> AsyncIterator[ProviderStack]:
@@ -108,16 +114,72 @@ async def open_provider(
     here); ``ttl_policy`` replaces `configured_ttl_policy`; ``rng`` seeds retry jitter.
     On exit pending batches are flushed, then the transport's client is closed.
 
+    With ``[llm.deployments]`` (or ``[llm.router.groups]``) the stack is the cache over a
+    `Router` (`open_router`; ``stack.router``): ``transports`` then replaces deployments'
+    transports by name, and ``transport`` those of the others.
+
     Raises:
-        ConfigError: an unknown provider, or Azure without ``base_url``.
+        ConfigError: an unknown provider, Azure without ``base_url``, or router settings
+            naming a group no deployment serves.
     """
     llm, perf = _sections(config, performance)
     async with AsyncExitStack() as stack:
+        if llm.uses_router():
+            given = dict(transports or {})
+            if transport is not None:
+                for name in llm.deployment_configs():
+                    given.setdefault(name, transport)
+            router = await stack.enter_async_context(
+                open_router(llm, perf, transports=given, rng=rng)
+            )
+            if perf is not None and perf.enable_caching:
+                layer = cache_layer(router, perf, ttl_policy)
+                yield ProviderStack([layer, router], cache=layer.cache)
+            else:
+                yield ProviderStack([router])
+            return
         if transport is None:
             transport = await stack.enter_async_context(open_transport(llm))
         yield await stack.enter_async_context(
             open_stack(transport, llm, perf, ttl_policy=ttl_policy, rng=rng)
         )
+
+
+@asynccontextmanager
+async def open_router(
+    llm: LLMConfig,
+    performance: PerformanceConfig | None = None,
+    *,
+    transports: Mapping[str, Provider] | None = None,
+    rng: random.Random | None = None,
+) -> AsyncIterator[Router]:
+    """A `Router` over ``llm``'s deployments (the ``[llm]`` table itself when it has none).
+
+    Each deployment gets its transport (``transports[name]``, not closed here, or the
+    configured one) and its own stack (`open_stack`: breaker, rate limit, batching)
+    without the retry layer and without the cache: the router decides the retries (with
+    each deployment's ``[retry]`` settings) and any cache belongs above the router. On exit
+    each stack is left and each opened transport closed.
+
+    Raises:
+        ConfigError: as `open_provider`.
+    """
+    plain = attrs.evolve(performance, enable_caching=False) if performance is not None else None
+    given = transports or {}
+    async with AsyncExitStack() as stack:
+        members: dict[str, tuple[LLMConfig, Provider]] = {}
+        statistics: dict[str, Callable[[], Any]] = {}
+        for name, dep in llm.deployment_configs().items():
+            transport = given.get(name)
+            if transport is None:
+                transport = await stack.enter_async_context(open_transport(dep))
+            no_retry = attrs.evolve(dep, retry=attrs.evolve(dep.retry, enabled=False))
+            own = await stack.enter_async_context(
+                open_stack(transport, no_retry, plain, rng=rng, name=name)
+            )
+            members[name] = (dep, own)
+            statistics[name] = own.statistics
+        yield Router(members, llm.router, statistics=statistics, rng=rng)
 
 
 Messages = ChatRequest | Sequence[Message] | str

@@ -1,5 +1,8 @@
 """The per-deployment stack: the middleware layers above one transport, and their builder.
 
+With deployments (``router``), each deployment gets its own stack without the retry layer
+(the router decides the retries), and the cache sits above the router (`cache_layer`).
+
 Each layer is a `Provider` wrapping the next one down; `open_stack` stacks the ones the
 config turns on in one order, outermost first::
 
@@ -52,6 +55,7 @@ from ..resilience import (
 )
 from ._session import HTTPPoolStatistics
 from .base import Provider
+from .router import Router, RouterStatistics
 from .types import (
     ChatRequest,
     ChatResponse,
@@ -59,6 +63,7 @@ from .types import (
     EmbeddingResponse,
     StreamChunk,
     Usage,
+    estimate_tokens,
 )
 
 if TYPE_CHECKING:
@@ -72,6 +77,7 @@ __all__ = [
     "ProviderStack",
     "RateLimitLayer",
     "StackStatistics",
+    "cache_layer",
     "configured_ttl_policy",
     "deployment_gate",
     "estimate_tokens",
@@ -180,13 +186,6 @@ class GuardLayer:
 
     async def aclose(self) -> None:
         await self.inner.aclose()
-
-
-def estimate_tokens(request: ChatRequest) -> int:
-    """A rough token count for tokens-per-minute limits: 4 characters per token of the
-    messages, plus ``max_tokens`` (what the provider reserves for the answer)."""
-    chars = sum(len(m.content or "") for m in request.messages)
-    return chars // 4 + 1 + (request.max_tokens or 0)
 
 
 @final
@@ -304,7 +303,11 @@ def response_size(value: Any) -> int:
 
 @attrs.frozen(slots=True)
 class StackStatistics:
-    """A snapshot of every layer of a `ProviderStack` (None for a layer that is off)."""
+    """A snapshot of every layer of a `ProviderStack` (None for a layer that is off).
+
+    With deployments, the stack is a cache over a `Router`: ``router`` holds its
+    statistics (each deployment's own stack in ``router.deployments[i].stack``).
+    """
 
     cache: CacheStatistics | None
     retry: RetryStatistics | None
@@ -312,6 +315,7 @@ class StackStatistics:
     rate_limit: RateLimiterStatistics | None
     batching: BatcherStatistics | None
     pool: HTTPPoolStatistics | None
+    router: RouterStatistics | None = None
 
 
 @final
@@ -319,7 +323,9 @@ class ProviderStack:
     """The composed provider `open_provider` yields; a `Provider` itself.
 
     ``layers`` lists the layers outermost first, the transport last. The resilience objects
-    are exposed (None when their layer is off) for statistics and tests.
+    are exposed (None when their layer is off) for statistics and tests. With
+    deployments, the bottom layer is a `Router` (also ``router``; None otherwise), below
+    the cache, and the other layers live in each deployment's own stack.
     """
 
     def __init__(
@@ -334,6 +340,7 @@ class ProviderStack:
     ) -> None:
         self.layers = tuple(layers)
         self.transport = self.layers[-1]
+        self.router = self.transport if isinstance(self.transport, Router) else None
         self.cache = cache
         self.retry = retry
         self.breaker = breaker
@@ -372,6 +379,7 @@ class ProviderStack:
             rate_limit=self.rate_limiter.statistics() if self.rate_limiter else None,
             batching=self.batcher.statistics() if self.batcher else None,
             pool=session.pool_statistics() if session is not None else None,
+            router=self.router.statistics() if self.router is not None else None,
         )
 
 
@@ -419,11 +427,14 @@ async def open_stack(
     *,
     ttl_policy: Callable[[Any], float] | None = None,
     rng: random.Random | None = None,
+    name: str | None = None,
 ) -> AsyncIterator[ProviderStack]:
     """Stack the layers ``llm`` and ``performance`` turn on above ``transport``.
 
     The transport is not closed on exit (its owner closes it). With batching on, the
-    batcher's nursery lives for the block: leaving it flushes what is pending.
+    batcher's nursery lives for the block: leaving it flushes what is pending. ``name``
+    (a router's deployment name) names the breaker ``llm:NAME`` instead of
+    ``llm:PROVIDER:MODEL``.
     """
     async with AsyncExitStack() as stack:
         layers: list[Provider] = [transport]
@@ -442,7 +453,7 @@ async def open_stack(
         if limiter is not None:
             tpm = llm.rate_limit.tokens_per_minute > 0
             layers.append(RateLimitLayer(layers[-1], limiter, count_tokens=tpm))
-        breaker = _breaker(llm)
+        breaker = _breaker(llm, name)
         if breaker is not None:
             layers.append(GuardLayer(layers[-1], breaker))
         retry = _retry(llm, rng)
@@ -450,13 +461,9 @@ async def open_stack(
             layers.append(GuardLayer(layers[-1], retry))
         cache = None
         if performance is not None and performance.enable_caching:
-            cache = TTLCache[str, Any](
-                max_entries=performance.cache_max_entries,
-                max_bytes=performance.cache_max_bytes,
-                sizeof=response_size,
-            )
-            policy = ttl_policy or configured_ttl_policy(performance.cache_ttl)
-            layers.append(CacheLayer(layers[-1], cache, policy, performance.cache_ttl))
+            layer = cache_layer(layers[-1], performance, ttl_policy)
+            cache = layer.cache
+            layers.append(layer)
         layers.reverse()
         yield ProviderStack(
             layers,
@@ -466,6 +473,22 @@ async def open_stack(
             rate_limiter=limiter,
             batcher=batcher,
         )
+
+
+def cache_layer(
+    inner: Provider,
+    performance: PerformanceConfig,
+    ttl_policy: Callable[[Any], float] | None = None,
+) -> CacheLayer:
+    """A `CacheLayer` over ``inner`` with the cache ``performance`` configures (its
+    bounds, and ``ttl_policy`` or `configured_ttl_policy`)."""
+    cache = TTLCache[str, Any](
+        max_entries=performance.cache_max_entries,
+        max_bytes=performance.cache_max_bytes,
+        sizeof=response_size,
+    )
+    policy = ttl_policy or configured_ttl_policy(performance.cache_ttl)
+    return CacheLayer(inner, cache, policy, performance.cache_ttl)
 
 
 def _rate_limiter(llm: LLMConfig) -> RateLimiter | None:
@@ -478,12 +501,12 @@ def _rate_limiter(llm: LLMConfig) -> RateLimiter | None:
     )
 
 
-def _breaker(llm: LLMConfig) -> CircuitBreaker | None:
+def _breaker(llm: LLMConfig, name: str | None) -> CircuitBreaker | None:
     settings = llm.circuit_breaker
     if not settings.enabled:
         return None
     return CircuitBreaker(
-        f"llm:{llm.provider}:{llm.deployment or llm.model}",
+        f"llm:{name}" if name else f"llm:{llm.provider}:{llm.deployment or llm.model}",
         failure_threshold=settings.failure_threshold,
         open_timeout=settings.open_timeout,
         half_open_max_calls=settings.half_open_max_calls,

@@ -29,6 +29,7 @@ __all__ = [
     "ToolSpec",
     "Usage",
     "assistant",
+    "estimate_tokens",
     "system",
     "tool_message",
     "user",
@@ -163,7 +164,12 @@ class Usage:
 
 @attrs.frozen(slots=True)
 class ChatResponse:
-    """A finished chat completion. ``text`` is "" when the model only called tools."""
+    """A finished chat completion. ``text`` is "" when the model only called tools.
+
+    ``model`` is the model that answered and ``deployment`` the router's deployment that
+    served it (``""`` when no router is involved); ``usage`` is that answer's only, never
+    the failed attempts' before it.
+    """
 
     text: str
     tool_calls: tuple[ToolCall, ...] = ()
@@ -171,6 +177,7 @@ class ChatResponse:
     usage: Usage | None = None
     model: str = ""
     raw: Mapping[str, Any] | None = attrs.field(default=None, eq=False, repr=False)
+    deployment: str = ""
 
 
 @attrs.frozen(slots=True)
@@ -190,12 +197,15 @@ class ToolCallDelta:
 @attrs.frozen(slots=True)
 class StreamChunk:
     """One increment of a streamed completion. The last chunks carry ``finish_reason``
-    and, when the provider reports it, ``usage``."""
+    and, when the provider reports it, ``usage``; through a router they also say which
+    ``model`` and ``deployment`` answered (``""`` on the other chunks)."""
 
     delta_text: str = ""
     tool_call_deltas: tuple[ToolCallDelta, ...] = ()
     finish_reason: str | None = None
     usage: Usage | None = None
+    model: str = ""
+    deployment: str = ""
 
 
 @attrs.frozen(slots=True)
@@ -208,11 +218,20 @@ class EmbeddingRequest:
 
 @attrs.frozen(slots=True)
 class EmbeddingResponse:
-    """One vector per input, in input order."""
+    """One vector per input, in input order; ``deployment`` as in `ChatResponse`."""
 
     vectors: tuple[tuple[float, ...], ...]
     usage: Usage | None = None
     model: str = ""
+    deployment: str = ""
+
+
+def estimate_tokens(request: ChatRequest) -> int:
+    """A rough token count (for tokens-per-minute limits and context windows): 4
+    characters per token of the messages, plus ``max_tokens`` (what the provider reserves
+    for the answer)."""
+    chars = sum(len(m.content or "") for m in request.messages)
+    return chars // 4 + 1 + (request.max_tokens or 0)
 
 
 def _canonical_message(m: Message) -> list[Any]:
