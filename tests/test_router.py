@@ -650,3 +650,20 @@ async def test_a_stream_is_a_stream_of_the_answer(autojump_clock: MockClock) -> 
         async with stack.stream(REQUEST) as chunks:
             response = await collect_stream(chunks)
     assert response.text == "one two three"
+
+
+async def test_router_figures_reach_prometheus(autojump_clock: MockClock) -> None:
+    from agentflow_trio.observability.metrics import RunnerMetrics
+
+    metrics = RunnerMetrics(process=False)
+    async with routed({"a": failing(rate_limited), "b": ok()}) as (stack, fakes):
+        metrics.watch_llm("llm", stack.statistics)
+        while not fakes["a"].requests:
+            await stack.complete(REQUEST)
+        text = metrics.render().decode()
+    assert 'llm_router_requests_total{llm="llm"}' in text
+    assert 'llm_deployment_failures_total{class="rate_limit",deployment="a",llm="llm"} 1.0' in text
+    assert 'llm_deployment_cooling{deployment="a",llm="llm"} 1.0' in text
+    assert 'llm_deployment_attempts_total{deployment="b",llm="llm"}' in text
+    assert 'circuit_breaker_state{breaker="llm:b"} 0.0' in text
+    assert 'llm_deployment_ttft_seconds{deployment="b",llm="llm"}' in text

@@ -338,7 +338,9 @@ class RunnerMetrics:
 
     def watch_llm(self, name: str, statistics: _Statistics) -> None:
         """Read an LLM stack's statistics on scrape: its ``cache``, ``breaker`` and
-        ``pool`` parts (each may be None), labelled ``name``."""
+        ``pool`` parts (each may be None), labelled ``name``; with a ``router`` part, the
+        router's totals and each deployment's attempts, failures by class, cooldowns,
+        fail-overs, in-flight calls, time to first byte, breaker and pool."""
         self._sources[("llm", name)] = statistics
 
     def watch_memory_guard(self, statistics: _Statistics, *, name: str = "memory") -> None:
@@ -465,6 +467,43 @@ def _read_llm(out: _Families, name: str, s: Any) -> None:
         stats = getattr(s, part, None)
         if stats is not None:
             reader(out, name, stats)
+    router = getattr(s, "router", None)
+    if router is not None:
+        _read_router(out, name, router)
+
+
+def _read_router(out: _Families, name: str, s: Any) -> None:
+    """A `RouterStatistics`: the router's totals, then per deployment (labels bounded by
+    the configured deployments and the fixed failure classes), its breaker and its pool."""
+    for field in ("requests", "fallbacks", "context_fallbacks", "retries", "refused", "errors"):
+        out.counter(f"llm_router_{field}", f"Router {field.replace('_', ' ')}.", ("llm",),
+                    (name,), getattr(s, field))  # fmt: skip
+    lab = ("llm", "deployment")
+    for d in s.deployments:
+        key = (name, d.name)
+        out.counter("llm_deployment_attempts", "Attempts sent to a deployment.", lab, key,
+                    d.attempts)  # fmt: skip
+        out.counter("llm_deployment_successes", "Attempts a deployment answered.", lab, key,
+                    d.successes)  # fmt: skip
+        for kind, n in sorted(d.failures.items()):
+            out.counter("llm_deployment_failures", "Failed attempts, by class.",
+                        (*lab, "class"), (*key, kind), n)  # fmt: skip
+        out.counter("llm_deployment_cooldowns", "Times a deployment was cooled down.", lab, key,
+                    d.cooldowns)  # fmt: skip
+        out.counter("llm_deployment_failovers", "Failed attempts that moved a request on.",
+                    lab, key, d.failovers)  # fmt: skip
+        out.gauge("llm_deployment_in_flight", "Calls and streams on a deployment now.", lab,
+                  key, d.in_flight)  # fmt: skip
+        out.gauge("llm_deployment_cooling", "1 while a deployment is skipped.", lab, key,
+                  int(d.cooling))  # fmt: skip
+        if d.ttft is not None:
+            out.gauge("llm_deployment_ttft_seconds", "Decaying average time to first byte.",
+                      lab, key, d.ttft)  # fmt: skip
+        stack = d.stack
+        for part, reader in (("breaker", _read_breaker), ("pool", _read_pool)):
+            stats = getattr(stack, part, None)
+            if stats is not None:
+                reader(out, f"{name}:{d.name}", stats)
 
 
 def _read_guard(out: _Families, name: str, s: Any) -> None:
