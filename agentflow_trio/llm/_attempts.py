@@ -19,6 +19,7 @@ import trio
 
 from ..errors import CircuitOpenError, ConfigError, NotFoundError
 from ._routing import (
+    ALPHA,
     BREAKER_OPEN,
     CONTEXT_LENGTH,
     HEALTH,
@@ -67,8 +68,8 @@ class Core:
         if config.strategy not in STRATEGIES:
             raise ConfigError(f"unknown strategy {config.strategy!r}", key="llm.router.strategy")
         self.rng = rng
-        self._draw = rng.random
-        self._strategy = STRATEGIES.index(config.strategy)
+        self.draw = rng.random
+        self.strategy = STRATEGIES.index(config.strategy)
         self._explore = config.explore
         self._turn = 0
         self.on_cooldown = on_cooldown
@@ -83,8 +84,7 @@ class Core:
                 len(self.deployments), name, settings, provider, group, statistics.get(name)
             )
             self.deployments.append(dep)
-            group.deployments += (dep,)
-            group.sized = group.sized or dep.max_context > 0
+            group.add(dep)
         for group in self.groups.values():
             policy = config.group(group.name)
             group.chain = (group, *(self._named(g, "fallbacks") for g in policy.fallbacks))
@@ -95,6 +95,7 @@ class Core:
         self.default = (
             self._named(default, "default_group") if default else self.deployments[0].group
         )
+        self.cooling = 0  # deployments with ``cooled`` set: while 0, no pick reads the clock
         self.requests = self.fallbacks = self.context_fallbacks = 0
         self.retries = self.refused = self.errors = 0
 
@@ -134,12 +135,17 @@ class Core:
     def choose(self, group: Group, tried: int, now: float) -> Deployment | None:
         """The strategy's pick among the group's ready, untried deployments."""
         deployments = group.deployments
-        if self._strategy == 0:
-            return weighted_random(deployments, tried, now, self._draw)
-        if self._strategy == 1:
+        if self.strategy == 0:
+            return weighted_random(deployments, tried, now, self.draw)
+        if self.strategy == 1:
             self._turn += 1
             return least_in_flight(deployments, tried, now, self._turn)
-        return lowest_latency(deployments, tried, now, self._draw, self._explore)
+        return lowest_latency(deployments, tried, now, self.draw, self._explore)
+
+    def timed(self, dep: Deployment) -> bool:
+        """Whether this attempt (its count already taken) is timed: every one for
+        ``lowest_latency``, else the 1st, 9th, 17th... (two clock reads saved on the rest)."""
+        return self.strategy == 2 or dep.attempts & 7 == 1
 
     @staticmethod
     def begin(dep: Deployment) -> bool:
@@ -164,9 +170,11 @@ class Core:
         dep.successes += 1
         dep.fails = 0
         if seconds is not None:
-            dep.observe(seconds)
+            ttft = dep.ttft
+            dep.ttft = seconds if ttft < 0 else ttft + ALPHA * (seconds - ttft)
         if dep.cooled and trio.current_time() >= dep.cooldown_until:
             dep.cooled = False  # the probe (or a call that outlived the cooldown) answered
+            self.cooling -= 1
         if plan is not None and dep.group is not plan.group:
             self.fallbacks += 1
 
@@ -191,10 +199,13 @@ class Core:
                 dep.fails = 0
                 self.cool(dep, now + group.cooldown)
 
-    def cool(self, dep: Deployment, until: float) -> None:
-        """Cool ``dep`` down until ``until``; tell ``on_cooldown`` when a cooldown starts."""
-        if dep.cool(until) and self.on_cooldown is not None:
-            self.on_cooldown(dep.name, dep.cooldown_until)
+    def cool(self, dep: Deployment, until: float, *, announce: bool = True) -> None:
+        """Cool ``dep`` down until ``until``; with ``announce``, tell ``on_cooldown`` when
+        a cooldown starts."""
+        if dep.cool(until):
+            self.cooling += 1
+            if announce and self.on_cooldown is not None:
+                self.on_cooldown(dep.name, dep.cooldown_until)
 
 
 @final
@@ -232,8 +243,12 @@ class Plan:
     def pick(self) -> Deployment | None:
         """The next untried, ready deployment of the chain, marked tried; None if none."""
         core = self.core
-        now = trio.current_time()
         tried = self.tried
+        if not tried and not core.cooling and not core.strategy:
+            first = self.group.draw(core.draw)  # the common case: all ready, none tried
+            self.tried = first.bit
+            return first
+        now = trio.current_time() if core.cooling else 0.0  # only cooled ones read it
         for group in self.chain:
             dep = core.choose(group, tried, now)
             if dep is not None:

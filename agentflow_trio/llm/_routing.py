@@ -9,6 +9,7 @@ already tried this request (a bit in an int) or cooling down.
 
 from __future__ import annotations
 
+import bisect
 import math
 import random
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from ..config import DeploymentConfig, RouterGroupConfig
 
 __all__ = [
+    "ALPHA",
     "FAILURE_KINDS",
     "HEALTH",
     "SAME_RETRY",
@@ -104,7 +106,8 @@ _FILTER_MARKERS: Final = (
     "safety system",
 )
 _CONNECT_WAITS: Final = frozenset({"ConnectTimeout", "PoolTimeout"})
-_ALPHA: Final = 0.2  # weight of a new sample in the decaying time-to-first-byte average
+ALPHA: Final = 0.2
+"""The weight of a new sample in the decaying time-to-first-byte average."""
 
 
 def classify(exc: BaseException) -> int:
@@ -154,6 +157,7 @@ class Group:
 
     __slots__ = (
         "allowed_fails",
+        "bounds",
         "chain",
         "context_chain",
         "cooldown",
@@ -164,6 +168,8 @@ class Group:
         "max_retry_wait",
         "name",
         "sized",
+        "total",
+        "weighted",
     )
 
     def __init__(self, name: str, policy: RouterGroupConfig) -> None:
@@ -178,6 +184,30 @@ class Group:
         self.allowed_fails = policy.allowed_fails
         self.max_retry_wait = policy.max_retry_wait
         self.sized = False  # some deployment has a known max_context
+        self.weighted: tuple[Deployment, ...] = ()  # weight > 0, for `draw`
+        self.bounds: tuple[float, ...] = ()  # their cumulative weights
+        self.total = 0
+
+    def add(self, dep: Deployment) -> None:
+        """Add ``dep`` to this group (at configuration time)."""
+        self.deployments += (dep,)
+        self.sized = self.sized or dep.max_context > 0
+        if dep.weight:
+            self.total += dep.weight
+            self.weighted += (dep,)
+            self.bounds += (float(self.total),)
+
+    def draw(self, draw: Callable[[], float]) -> Deployment:
+        """A weighted-random deployment when every one is ready and untried: one random
+        number and a bisection, nothing else (the common case)."""
+        if not self.total:
+            return self.deployments[0]
+        weighted = self.weighted
+        if len(weighted) == 1:
+            return weighted[0]
+        return weighted[
+            min(bisect.bisect_right(self.bounds, draw() * self.total), len(weighted) - 1)
+        ]
 
 
 @final
@@ -267,7 +297,7 @@ class Deployment:
 
     def observe(self, seconds: float) -> None:
         """Add a time-to-first-byte sample to the decaying average."""
-        self.ttft = seconds if self.ttft < 0 else self.ttft + _ALPHA * (seconds - self.ttft)
+        self.ttft = seconds if self.ttft < 0 else self.ttft + ALPHA * (seconds - self.ttft)
 
     def cool(self, until: float) -> bool:
         """Skip this deployment until ``until`` (never shortening a cooldown); whether a new

@@ -113,7 +113,8 @@ class DeploymentStatistics:
       failovers: failed attempts after which the request moved on to another deployment.
       probes: attempts made as the one probe after a cooldown.
       ttft: decaying average time to first byte (a whole call for ``complete``), None
-        before the first answer.
+        before the first answer; sampled on every 8th call unless the strategy is
+        ``lowest_latency`` (every call and stream then).
       stack: its stack's `StackStatistics` (breaker, pool, ...), None if unknown.
     """
 
@@ -203,7 +204,8 @@ class Router:
             CircuitOpenError: every deployment it could use is cooling down.
             Exception: otherwise the last attempt's own error (see the rules table).
         """
-        plan = self._core.plan(request.model, request)
+        core = self._core
+        plan = core.plan(request.model, request)
         while True:
             dep = plan.pick()
             if dep is None:
@@ -214,7 +216,8 @@ class Router:
                 dep.probes += 1
             dep.in_flight += 1
             dep.attempts += 1
-            start = trio.current_time()
+            timed = core.timed(dep)
+            start = trio.current_time() if timed else 0.0
             try:
                 response = await dep.provider.complete(dep.adapt_chat(request))
             except Exception as exc:
@@ -225,7 +228,7 @@ class Router:
                 dep.in_flight -= 1
                 if probe:
                     dep.probing = False
-            self._core.succeeded(dep, plan, trio.current_time() - start)
+            core.succeeded(dep, plan, trio.current_time() - start if timed else None)
             return ChatResponse(
                 response.text,
                 response.tool_calls,
@@ -253,7 +256,8 @@ class Router:
             if dep is None:
                 dep = await plan.wait_or_raise()
             probe = core.begin(dep)
-            start = trio.current_time()
+            timed = core.timed(dep)
+            start = trio.current_time() if timed else 0.0
             try:
                 response = await dep.provider.embed(dep.adapt_embed(request))
             except Exception as exc:
@@ -262,7 +266,7 @@ class Router:
                 continue
             finally:
                 core.end(dep, probe)
-            core.succeeded(dep, plan, trio.current_time() - start)
+            core.succeeded(dep, plan, trio.current_time() - start if timed else None)
             model = response.model or dep.model
             return EmbeddingResponse(response.vectors, response.usage, model, dep.name)
 
@@ -311,7 +315,7 @@ class Router:
         Unknown names are ignored; ``on_cooldown`` is not called."""
         for dep in self._core.deployments:
             if dep.name == name:
-                dep.cool(until)
+                self._core.cool(dep, until, announce=False)
 
 
 def _snapshot(dep: Deployment, now: float) -> DeploymentStatistics:
