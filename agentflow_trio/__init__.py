@@ -24,6 +24,7 @@ from .agents import loop as loop
 from .agents import parallel as parallel
 from .agents import sequential as sequential
 from .config import Config as Config
+from .config import DeploymentConfig as DeploymentConfig
 from .config import MCPConfig as MCPConfig
 from .config import MCPServerConfig as MCPServerConfig
 from .config import load_config as load_config
@@ -68,6 +69,8 @@ if TYPE_CHECKING:
     from .llm import LLMClient as LLMClient
     from .llm import Message as Message
     from .llm import Provider as Provider
+    from .llm import Router as Router
+    from .llm import RouterStatistics as RouterStatistics
     from .llm import StreamChunk as StreamChunk
     from .llm import ToolCall as ToolCall
     from .llm import ToolSpec as ToolSpec
@@ -117,6 +120,8 @@ _LAZY |= {
         "LLMClient",
         "Message",
         "Provider",
+        "Router",
+        "RouterStatistics",
         "StreamChunk",
         "ToolCall",
         "ToolSpec",
@@ -154,6 +159,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "Context",
+    "DeploymentConfig",
     "ErrorInfo",
     "Event",
     "EventHandle",
@@ -174,6 +180,8 @@ __all__ = [
     "QueueFull",
     "RemoteRunner",
     "ResultTimeout",
+    "Router",
+    "RouterStatistics",
     "Runner",
     "RunnerClosed",
     "RunnerError",
