@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, final
 import attrs
 
 from ..errors import ConfigError
+from ._shared_cooldowns import open_shared_cooldowns
 from .azure import open_azure
 from .base import Provider as Provider
 from .fake import FakeProvider
@@ -44,7 +45,7 @@ from .types import (
 )
 
 if TYPE_CHECKING:
-    from ..config import Config, LLMConfig, PerformanceConfig
+    from ..config import Config, DistributedConfig, LLMConfig, PerformanceConfig
 
 __all__ = [
     "LLMClient",
@@ -129,8 +130,9 @@ async def open_provider(
             if transport is not None:
                 for name in llm.deployment_configs():
                     given.setdefault(name, transport)
+            distributed = getattr(config, "distributed", None)
             router = await stack.enter_async_context(
-                open_router(llm, perf, transports=given, rng=rng)
+                open_router(llm, perf, transports=given, rng=rng, distributed=distributed)
             )
             if perf is not None and perf.enable_caching:
                 layer = cache_layer(router, perf, ttl_policy)
@@ -152,6 +154,7 @@ async def open_router(
     *,
     transports: Mapping[str, Provider] | None = None,
     rng: random.Random | None = None,
+    distributed: DistributedConfig | None = None,
 ) -> AsyncIterator[Router]:
     """A `Router` over ``llm``'s deployments (the ``[llm]`` table itself when it has none).
 
@@ -159,10 +162,11 @@ async def open_router(
     configured one) and its own stack (`open_stack`: breaker, rate limit, batching)
     without the retry layer and without the cache: the router decides the retries (with
     each deployment's ``[retry]`` settings) and any cache belongs above the router. On exit
-    each stack is left and each opened transport closed.
+    each stack is left and each opened transport closed. With ``[llm.router]
+    shared_cooldowns``, cooldowns go through the Redis of ``distributed`` too.
 
     Raises:
-        ConfigError: as `open_provider`.
+        ConfigError: as `open_provider`; ``shared_cooldowns`` without ``distributed``.
     """
     plain = attrs.evolve(performance, enable_caching=False) if performance is not None else None
     given = transports or {}
@@ -179,7 +183,21 @@ async def open_router(
             )
             members[name] = (dep, own)
             statistics[name] = own.statistics
-        yield Router(members, llm.router, statistics=statistics, rng=rng)
+        share = None
+        if llm.router.shared_cooldowns:
+            share = await stack.enter_async_context(
+                open_shared_cooldowns(distributed, list(members))
+            )
+        router = Router(
+            members,
+            llm.router,
+            statistics=statistics,
+            rng=rng,
+            on_cooldown=share.announce if share is not None else None,
+        )
+        if share is not None:
+            share.attach(router)
+        yield router
 
 
 Messages = ChatRequest | Sequence[Message] | str
