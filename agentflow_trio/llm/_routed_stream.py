@@ -58,9 +58,9 @@ class RoutedStream:
         "_settled",
     )
 
-    def __init__(self, core: Core, plan: Plan, request: ChatRequest) -> None:
+    def __init__(self, core: Core, request: ChatRequest) -> None:
         self._core = core
-        self._plan = plan
+        self._plan: Plan | None = None
         self._request = request
         self._dep: Deployment | None = None
         self._cm: AbstractAsyncContextManager[AsyncIterator[StreamChunk]] | None = None
@@ -73,8 +73,8 @@ class RoutedStream:
         self._settled = False
 
     async def __aenter__(self) -> RoutedStream:
-        plan = self._plan
         core = self._core
+        plan = self._plan = core.plan(self._request.model, self._request)
         while True:
             dep = plan.pick()
             if dep is None:

@@ -243,8 +243,8 @@ class Router:
         self, request: ChatRequest
     ) -> AbstractAsyncContextManager[AsyncIterator[StreamChunk]]:
         """A streamed completion, restarted elsewhere while nothing reached the caller;
-        raises as `complete` when entered, then `IncompleteStreamError` if it breaks."""
-        return RoutedStream(self._core, self._core.plan(request.model, request), request)
+        entering it raises as `complete`, reading it `IncompleteStreamError` if it breaks."""
+        return RoutedStream(self._core, request)
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
         """Embeddings from the first deployment of the group that answers; raises as
