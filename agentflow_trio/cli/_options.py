@@ -2,9 +2,9 @@
 
 Each decorator adds one option (or one family of options) with the same flag, default and
 help everywhere: ``--config``, ``--app``, ``--json``, ``--host``/``--port``/
-``--allow-remote``, the built-in mock's ``--latency-ms``, the report options of the load
-commands, and ``--threshold``. `Duration` reads ``"30s"``/``"500ms"``/``"5m"``. Importing
-this module costs only click.
+``--allow-remote``, the built-in mock's ``--latency-ms`` and ``--mock-fault``, the report
+options of the load commands, ``--model`` (a model group) and ``--threshold``.
+`Duration` reads ``"30s"``/``"500ms"``/``"5m"``. Importing this module costs only click.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ __all__ = [
     "config_option",
     "host_options",
     "json_option",
+    "mock_fault_option",
     "mock_latency_option",
+    "model_option",
     "report_options",
     "threshold_option",
 ]
@@ -143,6 +145,51 @@ def mock_latency_option(*, when_used: bool) -> Callable[[F], F]:
         show_default=True,
         help=f"Latency of the built-in mock LLM{note}.",
     )
+
+
+class MockFaultType(click.ParamType[Any]):
+    """``MODEL=KIND[:NAME=VALUE,...]``: a fault rule of the built-in mock LLM for requests
+    naming MODEL; a ``(model, Fault)`` pair."""
+
+    name = "MODEL=KIND[:ARGS]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, tuple):
+            return value
+        from agentflow_trio.mockllm import Fault
+
+        model, equals, spec = str(value).partition("=")
+        if not equals or not model.strip():
+            self.fail(f"want MODEL=KIND[:NAME=VALUE,...], got {value!r}", param, ctx)
+        try:
+            return model.strip(), Fault.parse(spec)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def mock_fault_option(function: F) -> F:
+    """``--mock-fault`` (repeatable; ``mock_faults``): faults the built-in mock injects."""
+    return click.option(
+        "--mock-fault",
+        "mock_faults",
+        type=MockFaultType(),
+        multiple=True,
+        help="Make the built-in mock LLM inject a fault into requests naming MODEL (a "
+        "deployment's model; * for any), repeatable, as agentcli mock-llm --fault: "
+        "'gpt-b=server_error:status=503', 'gpt-b=no_response', "
+        "'gpt-b=rate_limit:retry_after=2,window=10'.",
+    )(function)
+
+
+def model_option(function: F) -> F:
+    """``--model GROUP`` (``model``): the model group the built-in agents ask for."""
+    return click.option(
+        "--model",
+        "model",
+        metavar="GROUP",
+        help="Model group the built-in agents' requests ask for (with [llm.deployments], "
+        "a group of the router; default: its default group).",
+    )(function)
 
 
 def report_options(function: F) -> F:

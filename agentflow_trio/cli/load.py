@@ -17,7 +17,9 @@ from ._options import (
     THINK_TIME,
     config_option,
     json_option,
+    mock_fault_option,
     mock_latency_option,
+    model_option,
     report_options,
     threshold_option,
 )
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     from agentflow_trio.config import Config
     from agentflow_trio.loadgen.stages import Plan
     from agentflow_trio.loadgen.thresholds import Threshold
+    from agentflow_trio.mockllm import Fault
 
 __all__ = ["benchmark", "loadtest"]
 
@@ -60,8 +63,10 @@ __all__ = ["benchmark", "loadtest"]
 )
 @click.option("--profile", type=click.Choice(["cpu", "memory"]), help="Profile the run.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Profile file.")
+@model_option
 @config_option
 @mock_latency_option(when_used=False)
+@mock_fault_option
 @json_option
 @click.option(
     "--suite",
@@ -78,8 +83,10 @@ def benchmark(
     requests: int | None,
     profile: str | None,
     output: str | None,
+    model: str | None,
     config_path: str | None,
     latency_ms: float,
+    mock_faults: tuple[tuple[str, Fault], ...],
     as_json: bool,
     suite: bool,
     thresholds: tuple[Threshold, ...],
@@ -91,7 +98,10 @@ def benchmark(
 
     Works offline with no API key. Model calls go to the built-in mock LLM (started in
     this process) unless --config sets llm.base_url or llm.provider = "fake". The report
-    includes the mock's own request count, to check the figures against.
+    includes the mock's own request count, to check the figures against. With
+    [llm.deployments] the model router serves the calls: --model picks the group, and
+    the report shows each deployment's traffic and fail-overs (--mock-fault makes the
+    built-in mock fail one of them).
 
     With --suite, runs the bench suite (bench/suite.py) instead and exits with its status.
     Exit codes: 99 when a --threshold is crossed, 130 after Ctrl-C (the partial results
@@ -114,6 +124,8 @@ def benchmark(
         source=config_path,
         mock_latency=ms(latency_ms),
         thresholds=thresholds,
+        model=model,
+        mock_faults=_faults(mock_faults, config),
     )
     run_load(
         lambda progress, stop: run_benchmark(options, progress=progress, stop=stop),
@@ -155,8 +167,10 @@ def benchmark(
     help="Open model: at most this many requests at once.",
 )
 @click.option("--target", help="Base URL of an agentcli serve instance (or any HTTP service).")
+@model_option
 @config_option
 @mock_latency_option(when_used=False)
+@mock_fault_option
 @json_option
 @threshold_option
 @report_options
@@ -170,8 +184,10 @@ def loadtest(
     think_time: float | None,
     max_in_flight: int,
     target: str | None,
+    model: str | None,
     config_path: str | None,
     latency_ms: float,
+    mock_faults: tuple[tuple[str, Fault], ...],
     as_json: bool,
     thresholds: tuple[Threshold, ...],
     report_path: str | None,
@@ -184,7 +200,9 @@ def loadtest(
     linearly from the previous target). Open model: --rate R --duration D, or --stages of
     rates. Latency counts from each request's intended start. Without --target the events
     run on a local runner whose model calls go to the built-in mock LLM unless --config
-    sets llm.base_url.
+    sets llm.base_url. --model names the model group the built-in agents ask for (and,
+    with --target, the default scenario's events); with a model router the report shows
+    each deployment's traffic and fail-overs.
 
     Thresholds come from --threshold and from the script's `thresholds` list. Exit codes:
     99 when one is crossed, 130 after Ctrl-C (the partial results are printed first).
@@ -209,6 +227,9 @@ def loadtest(
         scenario = load_scenario(script) if script is not None else DEFAULT_SCENARIO
     except ScriptError as exc:
         raise BadInput(str(exc)) from None
+    _check_model(model, scenario.agents is not None, script is not None, target is not None)
+    if mock_faults and target is not None:
+        raise click.UsageError("--mock-fault is for the built-in mock LLM, not a --target")
     config = load_config(config_path)
     options = LoadTestOptions(
         plan=plan,
@@ -220,6 +241,8 @@ def loadtest(
         mock_latency=ms(latency_ms),
         max_in_flight=max_in_flight,
         thresholds=thresholds,
+        model=model,
+        mock_faults=_faults(mock_faults, config) if target is None else {},
     )
     run_load(
         lambda progress, stop: run_loadtest(options, progress=progress, stop=stop),
@@ -230,6 +253,36 @@ def loadtest(
         title="loadtest",
         debug_port=None if target is not None else _debug_port(config),
     )
+
+
+def _faults(pairs: tuple[tuple[str, Fault], ...], config: Config) -> dict[str, tuple[Fault, ...]]:
+    """``--mock-fault`` pairs as the mock's rules by model (exit 2 if no mock runs)."""
+    from agentflow_trio.mockllm import uses_mock
+
+    if pairs and not uses_mock(config):
+        raise click.BadParameter(
+            "the built-in mock LLM is not used: the config sets base_url for every deployment",
+            param_hint="'--mock-fault'",
+        )
+    rules: dict[str, tuple[Fault, ...]] = {}
+    for model, fault in pairs:
+        rules[model] = (*rules.get(model, ()), fault)
+    return rules
+
+
+def _check_model(model: str | None, own_agents: bool, script: bool, target: bool) -> None:
+    """--model sets the built-in agents' group: refuse it where they do not serve."""
+    if model is None:
+        return
+    if target and script:
+        raise click.UsageError(
+            "with --target and --script, --model does not reach the events: put "
+            '"model" in the data of the events the script sends'
+        )
+    if own_agents and not target:
+        raise click.UsageError(
+            "--model sets the group of the built-in agents, and the script serves its own"
+        )
 
 
 def _debug_port(config: Config) -> int | None:

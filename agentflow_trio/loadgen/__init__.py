@@ -8,6 +8,7 @@ built-in mock LLM and the statistics around them.
 
 from ._client import LoadClient as LoadClient
 from ._example import EXAMPLE_AGENTS as EXAMPLE_AGENTS
+from ._example import example_agents as example_agents
 from ._example import example_event as example_event
 from ._generators import Recorder as Recorder
 from ._generators import RunSummary as RunSummary
@@ -42,6 +43,7 @@ __all__ = [
     "Stage",
     "StageError",
     "StageReport",
+    "example_agents",
     "example_event",
     "load_scenario",
     "parse_rate",

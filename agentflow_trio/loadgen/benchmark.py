@@ -6,21 +6,24 @@ example agents, runs ``users`` closed-loop users (each ``await runner.call(event
 to back, no think time) for ``duration`` or until ``requests`` calls were issued, and
 returns a `LoadReport`. With the mock, the report carries the mock's own count of model
 requests (``mock_requests``), so the figures can be checked independently: with the
-``chat`` agent and nothing failing it equals ``requests``.
+``chat`` agent and nothing failing it equals ``requests``. ``model`` names the model
+group the agent's requests ask for; when the LLM client is a model router, the report
+carries each deployment's traffic and fail-overs (``router``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from typing import Any, Final
 
 import attrs
 import trio
 
 from ..config import Config
-from ..mockllm import open_llm_services
+from ..mockllm import Fault, open_llm_services
 from ..runner import Runner
-from ._example import EXAMPLE_AGENTS, example_event
+from ._deployments import check_group, fault_specs, router_of, traffic
+from ._example import EXAMPLE_AGENTS, example_agents, example_event
 from ._generators import RunSummary, Target, run_closed
 from ._stop import drive_until
 from ._tally import LoadStats, measure
@@ -52,6 +55,8 @@ class BenchmarkOptions:
     ``config`` (None: every default) supplies the runner and LLM settings; ``source``
     names its file in messages. ``requests`` caps the calls issued (None: no cap).
     ``thresholds`` are checked against the run's total (see `loadgen.thresholds`).
+    ``model`` is the model group the agent asks for (None: the default group);
+    ``mock_faults`` the built-in mock's fault rules by model name, if the mock is used.
     """
 
     duration: float = attrs.field(default=60.0, validator=_check_positive)
@@ -63,6 +68,8 @@ class BenchmarkOptions:
     mock_latency: float = 0.0
     grace: float = 30.0
     thresholds: tuple[Threshold, ...] = ()
+    model: str | None = None
+    mock_faults: Mapping[str, tuple[Fault, ...]] = attrs.field(factory=dict)
 
 
 async def run_benchmark(
@@ -77,14 +84,21 @@ async def run_benchmark(
     covers what finished, with ``interrupted`` true (``agentcli``'s Ctrl-C).
 
     Raises:
-        ConfigError: the config would call a remote provider without a key.
+        ConfigError: the config would call a remote provider without a key, or it has a
+            router and ``model`` names no group of it.
     """
     plan = Plan.constant(options.duration, options.users)
     agent = options.agent
     async with open_llm_services(
-        options.config, source=options.source, mock_latency=options.mock_latency
+        options.config,
+        source=options.source,
+        mock_latency=options.mock_latency,
+        mock_faults=options.mock_faults,
     ) as services:
-        async with Runner(services.config, agents=EXAMPLE_AGENTS, llm=services.llm) as runner:
+        check_group(services.llm, options.model, options.source)
+        router = router_of(services.llm)
+        agents = example_agents(options.model)
+        async with Runner(services.config, agents=agents, llm=services.llm) as runner:
             call = runner.call
 
             async def target(index: int) -> str:
@@ -119,10 +133,13 @@ async def run_benchmark(
                 "duration_limit_s": options.duration,
                 "requests_limit": options.requests,
                 "mock_latency_ms": options.mock_latency * 1000,
+                "model_group": options.model,
+                "mock_faults": fault_specs(options.mock_faults),
             },
         )
         return attrs.evolve(
             report,
             thresholds=evaluate(options.thresholds, report.total),
             interrupted=interrupted,
+            router=traffic(router.statistics()) if router is not None else None,
         )

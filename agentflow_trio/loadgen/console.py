@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
+from ._deployments import COLUMNS, summary_line, traffic_rows
 from ._generators import RunSummary
 from .thresholds import ThresholdResult, all_passed
 
@@ -67,7 +68,9 @@ class LoadReport:
     `_tally.Timeline.to_dict`) and ``latency_curve`` (the HDR percentile curve) feed the
     charts of the HTML report. ``thresholds`` are the run's pass/fail checks (see
     `loadgen.thresholds`), ``interrupted`` says the run was stopped early (Ctrl-C): its
-    figures cover what finished until then.
+    figures cover what finished until then. ``router`` (None unless the LLM client is a
+    model router) is each deployment's traffic and fail-overs, read at the end of the run
+    (see `_deployments.traffic`).
     """
 
     command: str
@@ -83,6 +86,7 @@ class LoadReport:
     latency_curve: Mapping[str, Any] | None = None
     thresholds: tuple[ThresholdResult, ...] = ()
     interrupted: bool = False
+    router: Mapping[str, Any] | None = None
 
     @property
     def thresholds_passed(self) -> bool:
@@ -103,6 +107,8 @@ class LoadReport:
         data["interrupted"] = self.interrupted
         data["thresholds"] = [result.to_dict() for result in self.thresholds]
         data["stages"] = [{"stage": s.label, **s.metrics.to_dict()} for s in self.stages]
+        if self.router is not None:
+            data["router"] = dict(self.router)
         if self.timeline is not None:
             data["timeline"] = dict(self.timeline)
         if self.latency_curve is not None:
@@ -200,7 +206,24 @@ def render_report(report: LoadReport) -> RenderableType:
         elapsed = report.summary.elapsed
         lines.append(f"interrupted (Ctrl-C) after {elapsed:.1f} s: partial results")
     lines.extend(f"threshold {result.describe()}" for result in report.thresholds)
-    return Group(table, Text("\n".join(lines)))
+    if report.router is None:
+        return Group(table, Text("\n".join(lines)))
+    return Group(table, Text("\n".join(lines)), _router_table(report.router))
+
+
+def _router_table(router: Mapping[str, Any]) -> RenderableType:
+    """Per-deployment traffic and fail-overs under the main table."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title="deployments (model router)", title_justify="left")
+    for name in COLUMNS:
+        left = name in ("deployment", "group", "model", "failures")
+        table.add_column(name, justify="left" if left else "right")
+    for cells in traffic_rows(router):
+        table.add_row(*cells)
+    return Group(table, Text(summary_line(router)))
 
 
 def print_report(report: LoadReport, console: Console | None = None) -> None:

@@ -40,9 +40,24 @@ def _hit_rate(hits: int, misses: int) -> float | None:
     return hits / (hits + misses) if hits + misses else None
 
 
+def _state(breaker: Any) -> str:
+    return str(getattr(breaker.state, "value", breaker.state))
+
+
+def _router_breakers(router: Any) -> str:
+    """A router's deployments' breakers counted by state, e.g. ``"closed 2, open 1"``."""
+    counts: dict[str, int] = {}
+    for dep in router.deployments:
+        breaker = getattr(dep.stack, "breaker", None)
+        state = "off" if breaker is None else _state(breaker)
+        counts[state] = counts.get(state, 0) + 1
+    return ", ".join(f"{state} {n}" for state, n in sorted(counts.items()))
+
+
 def runner_gauges(runner: Any, llm: Any = None) -> Callable[[], dict[str, Any]]:
     """A function reading ``runner.statistics()`` and, if ``llm`` has an LLM stack, its
-    breaker and cache: what the dashboard shows besides the charts."""
+    breaker and cache: what the dashboard shows besides the charts. With a model router
+    the breaker gauge counts its deployments' breakers by state (``"closed 2, open 1"``)."""
     stack = getattr(getattr(llm, "provider", None), "statistics", None)
 
     def gauges() -> dict[str, Any]:
@@ -57,7 +72,9 @@ def runner_gauges(runner: Any, llm: Any = None) -> Callable[[], dict[str, Any]]:
         if stack is not None:
             parts = stack()
             if parts.breaker is not None:
-                out["breaker"] = str(getattr(parts.breaker.state, "value", parts.breaker.state))
+                out["breaker"] = _state(parts.breaker)
+            elif getattr(parts, "router", None) is not None:
+                out["breaker"] = _router_breakers(parts.router)
             if parts.cache is not None:
                 out["cache_hit_rate"] = _hit_rate(parts.cache.hits, parts.cache.misses)
         return out

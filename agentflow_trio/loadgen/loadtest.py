@@ -55,10 +55,11 @@ import attrs
 import trio
 
 from ..config import Config
-from ..mockllm import open_llm_services
+from ..mockllm import Fault, open_llm_services
 from ..runner import Runner
 from ._client import LoadClient
-from ._example import EXAMPLE_AGENTS
+from ._deployments import check_group, fault_specs, router_of, traffic
+from ._example import example_agents, example_event
 from ._generators import RunSummary, Target, ThinkTime, run_closed, run_open
 from ._stop import drive_until
 from ._tally import LoadStats, measure
@@ -201,13 +202,23 @@ def _thresholds(value: object, where: str) -> tuple[Threshold, ...]:
 
 
 async def _default_request(client: LoadClient) -> None:
-    from ._example import example_event
-
     await client.call(example_event("chat"))
 
 
 DEFAULT_SCENARIO = Scenario(request=_default_request)
 """Used without ``--script``: each request runs the built-in ``chat`` agent once."""
+
+
+def _asking_for(scenario: Scenario, model: str | None) -> Scenario:
+    """The default scenario with its events naming model group ``model`` (so that an
+    ``agentcli serve`` target's built-in agents ask for it too); others unchanged."""
+    if not model or scenario is not DEFAULT_SCENARIO:
+        return scenario
+
+    async def request(client: LoadClient) -> None:
+        await client.call(example_event("chat", model=model))
+
+    return attrs.evolve(scenario, request=request)
 
 
 @attrs.frozen(slots=True, kw_only=True)
@@ -218,7 +229,9 @@ class LoadTestOptions:
     ``think_time`` overrides the script's; ``target_url`` sends the scenario's calls over
     HTTP instead of to a local runner (built from ``config``, the scenario's ``agents``
     and, by the rule of `open_llm_services`, the built-in mock LLM). ``thresholds`` are
-    checked against the run's total after the scenario's own.
+    checked against the run's total after the scenario's own. ``model`` is the model
+    group the built-in agents ask for (and the default scenario's events name);
+    ``mock_faults`` the built-in mock's fault rules by model name, if the mock is used.
     """
 
     plan: Plan
@@ -232,6 +245,8 @@ class LoadTestOptions:
     grace: float = 30.0
     http_timeout: float = 60.0
     thresholds: tuple[Threshold, ...] = ()
+    model: str | None = None
+    mock_faults: Mapping[str, tuple[Fault, ...]] = attrs.field(factory=dict)
 
 
 async def run_loadtest(
@@ -246,10 +261,12 @@ async def run_loadtest(
     covers what finished, with ``interrupted`` true (``agentcli``'s Ctrl-C).
 
     Raises:
-        ConfigError: the config would call a remote provider without a key.
+        ConfigError: the config would call a remote provider without a key, or it has a
+            router and ``model`` names no group of it.
     """
-    scenario, plan = options.scenario, options.plan
+    scenario, plan = _asking_for(options.scenario, options.model), options.plan
     await scenario.run_setup()
+    routed: list[Mapping[str, Any]] = []
     async with AsyncExitStack() as stack:
         mock = None
         gauges: Callable[[], Mapping[str, Any]] | None = None
@@ -271,10 +288,19 @@ async def run_loadtest(
         else:
             services = await stack.enter_async_context(
                 open_llm_services(
-                    options.config, source=options.source, mock_latency=options.mock_latency
+                    options.config,
+                    source=options.source,
+                    mock_latency=options.mock_latency,
+                    mock_faults=options.mock_faults,
                 )
             )
-            agents = scenario.agents if scenario.agents is not None else EXAMPLE_AGENTS
+            check_group(services.llm, options.model, options.source)
+            router = router_of(services.llm)
+            if router is not None:  # read once the runner has drained, before closing
+                stack.callback(lambda: routed.append(traffic(router.statistics())))
+            agents = scenario.agents
+            if agents is None:
+                agents = example_agents(options.model)
             runner = await stack.enter_async_context(
                 Runner(services.config, agents=agents, llm=services.llm)
             )
@@ -310,7 +336,10 @@ async def run_loadtest(
         )
         thresholds = (*scenario.thresholds, *options.thresholds)
         return attrs.evolve(
-            report, thresholds=evaluate(thresholds, report.total), interrupted=interrupted
+            report,
+            thresholds=evaluate(thresholds, report.total),
+            interrupted=interrupted,
+            router=routed[0] if routed else None,
         )
 
 
@@ -357,4 +386,6 @@ def _parameters(options: LoadTestOptions) -> dict[str, Any]:
         "think_time_s": None if plan.is_rate or callable(think) else think,
         "max_in_flight": options.max_in_flight if plan.is_rate else None,
         "mock_latency_ms": None if options.target_url else options.mock_latency * 1000,
+        "model_group": options.model,
+        "mock_faults": None if options.target_url else fault_specs(options.mock_faults),
     }

@@ -4,7 +4,8 @@
 configuration, a summary table (per stage and total), five plotly charts (throughput,
 p50/p95/p99 latency, load target and requests in flight with the stages marked, the HDR
 latency distribution on a log scale, errors by kind) and, with ``--compare previous.json``,
-a table of deltas against that earlier run coloured better/worse. plotly.js (from the
+a table of deltas against that earlier run coloured better/worse; when the LLM client was a
+model router, a table of each deployment's traffic and fail-overs. plotly.js (from the
 ``plotly`` wheel) and the run's JSON (``LoadReport.to_dict``, ``<script id="run-data">``)
 are inlined: the page makes no network request.
 
@@ -23,6 +24,8 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
+
+from ._deployments import traffic_html
 
 __all__ = [
     "PLOTLY_CONFIG",
@@ -406,7 +409,7 @@ def _summary(run: Mapping[str, Any]) -> str:
 
 
 _CONFIG_SKIP: Final = frozenset(
-    {"stages", "timeline", "latency_curve", "outcomes"}
+    {"stages", "timeline", "latency_curve", "outcomes", "router"}
     | {"requests", "duration_s", "requests_per_s", "mean_ms", "p50_ms", "p90_ms", "p95_ms"}
     | {"p99_ms", "p999_ms", "max_ms", "errors", "error_rate", "rss_bytes", "peak_rss_bytes"}
     | {"gc_pauses", "gc_pause_total_ms", "gc_pause_max_ms", "active_tasks", "peak_tasks"}
@@ -499,6 +502,7 @@ th,td{border:1px solid #ddd;padding:4px 8px;text-align:right}
 th{background:#f5f5f5} #configuration th{text-align:left}
 #configuration td,#summary td:first-child,#summary td:nth-child(9){text-align:left}
 tr.total{font-weight:bold}
+#deployments td:nth-child(-n+3),#deployments td:nth-child(7){text-align:left}
 .better{color:#1a7f37;background:#e6f4ea} .worse{color:#b42318;background:#fdecea}
 .charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(560px,1fr));gap:12px}
 .chart{border:1px solid #eee;border-radius:6px;min-height:330px}
@@ -545,6 +549,7 @@ def render_html(run: Mapping[str, Any], baseline: Mapping[str, Any] | None = Non
         f"{html.escape(str(params))}</p>",
         "<h2>Summary</h2>",
         _summary(run),
+        traffic_html(router) if isinstance(router := run.get("router"), Mapping) else "",
         "<h2>Charts</h2>",
         f'<div class="charts">{chart_divs(list(figs))}</div>',
     ]
