@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 from ..errors import ConfigError
 from ._open_session import open_http_session
+from ._userinfo import move_userinfo, strip_userinfo
 from .openai import OpenAIProvider
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ def azure_urls(llm: LLMConfig) -> tuple[str, str]:
         raise ConfigError(
             "Azure needs base_url (https://RESOURCE.openai.azure.com)", key="llm.base_url"
         )
-    base = llm.base_url.rstrip("/")
+    base = strip_userinfo(llm.base_url).rstrip("/")
     deployment = quote(llm.deployment or llm.model, safe="")
     version = quote(llm.api_version, safe="")
     prefix = f"{base}/openai/deployments/{deployment}"
@@ -59,10 +60,9 @@ async def open_azure(llm: LLMConfig) -> AsyncIterator[OpenAIProvider]:
         ConfigError: ``llm.base_url`` is empty.
     """
     chat_url, embeddings_url = azure_urls(llm)
+    headers = azure_headers(llm)
+    base_url = move_userinfo(llm.base_url, headers)
     async with open_http_session(
-        llm,
-        headers=azure_headers(llm),
-        deployment=llm.deployment or llm.model,
-        base_url=llm.base_url,
+        llm, headers=headers, deployment=llm.deployment or llm.model, base_url=base_url
     ) as session:
         yield OpenAIProvider(session, chat_url=chat_url, embeddings_url=embeddings_url, model=None)

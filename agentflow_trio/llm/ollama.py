@@ -21,6 +21,7 @@ from ._lines import MAX_MALFORMED, NDJSONDecoder, excerpt
 from ._open_session import open_http_session
 from ._openai_wire import shape_error, tools
 from ._session import Session
+from ._userinfo import move_userinfo
 from .types import (
     ChatRequest,
     ChatResponse,
@@ -127,11 +128,11 @@ class OllamaProvider:
 @asynccontextmanager
 async def open_ollama(llm: LLMConfig) -> AsyncIterator[OllamaProvider]:
     """An `OllamaProvider` for ``llm`` (base URL default ``http://localhost:11434``)."""
-    base = (llm.base_url or DEFAULT_OLLAMA_URL).rstrip("/")
     headers = {"content-type": "application/json"}
     if llm.api_key:
         headers["authorization"] = f"Bearer {llm.api_key}"
     headers.update(llm.headers)
+    base = move_userinfo((llm.base_url or DEFAULT_OLLAMA_URL).rstrip("/"), headers)
     async with open_http_session(
         llm, headers=headers, deployment=llm.model, base_url=base
     ) as session:

@@ -23,6 +23,7 @@ from ._accumulate import ChunkDecoder, GuardedChunks, passthrough
 from ._lines import MAX_MALFORMED, SSEDecoder
 from ._open_session import open_http_session
 from ._session import Session
+from ._userinfo import move_userinfo
 from .types import ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, StreamChunk
 
 if TYPE_CHECKING:
@@ -104,9 +105,10 @@ async def open_openai(llm: LLMConfig) -> AsyncIterator[OpenAIProvider]:
     The base URL includes the version prefix, as in the OpenAI SDK. The provider's HTTP
     client is closed when the block exits.
     """
-    base = (llm.base_url or DEFAULT_OPENAI_URL).rstrip("/")
+    headers = openai_headers(llm)
+    base = move_userinfo((llm.base_url or DEFAULT_OPENAI_URL).rstrip("/"), headers)
     async with open_http_session(
-        llm, headers=openai_headers(llm), deployment=llm.model, base_url=base
+        llm, headers=headers, deployment=llm.model, base_url=base
     ) as session:
         yield OpenAIProvider(
             session,

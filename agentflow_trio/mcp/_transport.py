@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TextIO, TypeVar
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import anyio
 
@@ -58,7 +59,10 @@ def _transport_for(config: MCPServerConfig) -> Transport:
     if config.url:
         from mcp.client.streamable_http import streamable_http_client
 
-        return streamable_http_client(config.url)
+        bare = _without_userinfo(config.url)
+        if bare == config.url:
+            return streamable_http_client(config.url)
+        return _credentialed_http(config.url, bare)
     from mcp import StdioServerParameters
     from mcp.client.stdio import stdio_client
 
@@ -69,6 +73,32 @@ def _transport_for(config: MCPServerConfig) -> Transport:
         cwd=config.cwd or None,
     )
     return stdio_client(params, errlog=_errlog())
+
+
+def _without_userinfo(url: str) -> str:
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+@asynccontextmanager
+async def _credentialed_http(url: str, bare: str) -> AsyncIterator[TransportStreams]:
+    """Streamable HTTP to ``bare`` with ``url``'s userinfo sent as Basic auth: the URL the
+    SDK and httpx2 log then carries no password."""
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    parts = urlsplit(url)
+    auth = httpx2.BasicAuth(unquote(parts.username or ""), unquote(parts.password or ""))
+    # The SDK's own client settings: 30 s to connect, write or wait for the pool; 300 s to
+    # read (a server may hold a response stream open).
+    timeout = httpx2.Timeout(30.0, read=300.0)
+    async with (
+        httpx2.AsyncClient(auth=auth, timeout=timeout, follow_redirects=False) as client,
+        streamable_http_client(bare, http_client=client) as streams,
+    ):
+        yield streams
 
 
 def _errlog() -> TextIO:

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from ...config import redact_url
 from .exceptions import UnsupportedURL
 
 __all__ = [
@@ -63,13 +64,15 @@ def parse_url(url: str) -> tuple[Origin, str]:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise UnsupportedURL(f"malformed URL {url!r}: {exc}") from exc
+        raise UnsupportedURL(f"malformed URL {redact_url(url)!r}: {exc}") from exc
     scheme = parts.scheme.lower()
     if scheme not in _DEFAULT_PORTS:
-        raise UnsupportedURL(f"the lean transport speaks http:// and https://, got {url!r}")
+        raise UnsupportedURL(
+            f"the lean transport speaks http:// and https://, got {redact_url(url)!r}"
+        )
     host = parts.hostname
     if not host:
-        raise UnsupportedURL(f"no host in URL {url!r}")
+        raise UnsupportedURL(f"no host in URL {redact_url(url)!r}")
     target = parts.path or "/"
     if parts.query:
         target = f"{target}?{parts.query}"
