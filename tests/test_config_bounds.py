@@ -253,3 +253,12 @@ def test_thousands_of_unknown_keys_are_counted_not_listed() -> None:
     lines = str(info.value).splitlines()
     assert lines[0] == "a.toml: 50000 unknown keys:" and len(lines) == 22
     assert lines[-1] == "  ... and 49980 more"
+
+
+def test_a_redis_port_out_of_range_is_refused_when_loading(tmp_path: Path) -> None:
+    path = tmp_path / "agentflow.toml"
+    path.write_text('[distributed]\nredis_url = "redis://:pw@127.0.0.1:99999/0"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.key == "distributed.redis_url"
+    assert "valid port" in str(info.value) and "pw" not in str(info.value)

@@ -132,9 +132,16 @@ def _mcp(mcp: MCPConfig) -> Iterator[tuple[str, str]]:
 
 
 def _distributed(settings: DistributedConfig) -> Iterator[tuple[str, str]]:
-    if not settings.redis_url.startswith(_REDIS):
-        url, what = settings.redis_url, "a redis://, rediss:// or unix:// URL"
+    url = settings.redis_url
+    if not url.startswith(_REDIS):
+        what = "a redis://, rediss:// or unix:// URL"
         yield "distributed.redis_url", expected(what, url, shown=url_repr(url))
+    elif not url.startswith("unix://"):
+        try:
+            _ = urllib.parse.urlsplit(url).port  # raises ValueError for a port out of range
+        except ValueError as exc:
+            what = f"a redis:// or rediss:// URL with a valid port ({exc})"
+            yield "distributed.redis_url", expected(what, url, shown=url_repr(url))
     others = [("distributed.dead_letter_stream", settings.dead_letter_stream)]
     if settings.results == "stream":
         others.append(("distributed.results_stream", settings.results_stream))
