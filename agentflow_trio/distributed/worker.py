@@ -265,7 +265,7 @@ class Worker:
             services.start_soon(self._commit_loop, receive, committed)
             services.start_soon(self._heartbeat_loop)
             if handle_signals:
-                services.start_soon(self._stop_on_signals)
+                await services.start(self._stop_on_signals)
             async with trio.open_nursery() as waiters:
                 self._waiters = waiters
                 async with Runner(self.config, self._agents, services=self.services) as runner:
@@ -502,8 +502,13 @@ class Worker:
             elif op.kind == "release":
                 c["released"] += 1
 
-    async def _stop_on_signals(self) -> None:
+    async def _stop_on_signals(
+        self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        # Started (not start_soon) so that the handlers are in place before the worker
+        # reports ready: a Ctrl-C right after start-up stops it gracefully.
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
             async for signum in signals:
                 if not self._stop.is_set():
                     _log.info("%s: signal %d: shutting down gracefully", self.consumer, signum)
