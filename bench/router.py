@@ -14,7 +14,10 @@ median of ``--repeat`` runs, scenarios interleaved):
   (retry, breaker; OpenAI adapter, lean transport): the baseline;
 * ``router1``: the same deployment as the one member of a `Router` (its own stack without
   the retry layer, the router above it);
-* ``router3``: a `Router` over three healthy deployments (weighted random, equal weights).
+* ``router3``: a `Router` over three healthy deployments (weighted random, equal weights);
+* ``fake_single``, ``fake_router3``: the same two stacks over the in-process fake provider
+  (no sockets): ``router_own_us_per_call``, their difference, is the router's own CPU per
+  call with nothing else in the way.
 
 ``ratio_router3_over_single`` is router3's CPU per call over single's (target <= 1.1).
 
@@ -39,7 +42,7 @@ it was found dead), ``dead_probes`` (attempts made as the one probe after a cool
 ``cooldown_periods`` (run time over the cooldown) and ``dead_requests_per_period`` (its
 requests after the first burst, per cooldown period).
 
-    python bench/router.py            # 4000 calls x 3 repeats; 20 s per failover run (~2 min)
+    python bench/router.py            # 4000 calls x 5 repeats; 20 s per failover run (~2 min)
     python bench/router.py --quick    # 1000 calls x 1; 6 s per failover run (~45 s)
 """
 
@@ -100,10 +103,10 @@ CELLS: tuple[tuple[str, str], ...] = (
 
 
 # ---------------------------------------------------------------------------- configs
-def single_config(url: str, request_timeout: float = 60.0) -> LLMConfig:
+def single_config(url: str, request_timeout: float = 60.0, provider: Any = "openai") -> LLMConfig:
     """Today's stack: one ``[llm]`` table (default retry and breaker)."""
     return LLMConfig(
-        provider="openai",
+        provider=provider,
         model=MODELS[0],
         base_url=url + "/v1",
         api_key=KEY,
@@ -119,13 +122,14 @@ def router_config(
     strategy: Any = "weighted_random",
     cooldown: float = 30.0,
     request_timeout: float = 60.0,
+    provider: Any = "openai",
 ) -> LLMConfig:
     """A router over one deployment per model, all in group ``gpt``, equal weights; each
     deployment's breaker stays open for ``cooldown`` too (its default is 30 s), so that a
     dead deployment is probed once per ``cooldown``."""
     deployments = {
         model: DeploymentConfig(
-            provider="openai",
+            provider=provider,
             model=model,
             group=GROUP,
             base_url=url + "/v1",
@@ -171,6 +175,8 @@ async def run_cpu(url: str, calls: int, repeat: int) -> list[dict[str, Any]]:
         "single": (single_config(url), None),
         "router1": (router_config(url, MODELS[:1]), GROUP),
         "router3": (router_config(url), GROUP),
+        "fake_single": (single_config(url, provider="fake"), None),
+        "fake_router3": (router_config(url, provider="fake"), GROUP),
     }
     samples: dict[str, list[float]] = {name: [] for name in configs}
     async with AsyncExitStack() as stack:
@@ -199,6 +205,11 @@ async def run_cpu(url: str, calls: int, repeat: int) -> list[dict[str, Any]]:
         rows.append(row)
         emit(row)
     by_name = {r["scenario"]: r["cpu_us_per_call"] for r in rows}
+    own = by_name["cpu_fake_router3"] - by_name["cpu_fake_single"]
+    row = {"scenario": "router_own_us_per_call", "concurrency": CPU_CONCURRENCY}
+    row["cpu_us_per_call"] = round(own, 1)
+    rows.append(row)
+    emit(row)
     attempts = {d.name: d.attempts for d in routed.deployments}
     for base in ("single", "router1"):
         ratio = by_name["cpu_router3"] / by_name[f"cpu_{base}"]
@@ -352,7 +363,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--part", choices=("cpu", "failover", "all"), default="all")
     args = parser.parse_args(argv)
     calls = args.calls or (1000 if args.quick else 4000)
-    repeat = args.repeat or (1 if args.quick else 3)
+    repeat = args.repeat or (1 if args.quick else 5)
     seconds = args.seconds or (6.0 if args.quick else 20.0)
     pin_to_core(0)
     started = time.perf_counter()
