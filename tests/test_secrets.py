@@ -15,9 +15,9 @@ calls made through a runner (lean and httpx2 clients against the mock LLM answer
 output; the worker's logs and errors when Redis is unreachable or refuses the password,
 ``agentcli worker``'s output; MCP servers' errors and logs.
 
-A surface that leaks today is one case marked `leaking`: ``xfail(strict=True, raises=Leak,
-reason="LEAK: ...")``, so only the leak is the expected failure; once fixed the case
-passes, the strict marker makes it fail, and the marker goes with the fix.
+A surface found leaking is marked `leaking` (``xfail(strict=True, raises=Leak,
+reason="LEAK: ...")``) until it is fixed: only the leak is the expected failure, and the
+strict marker makes a fixed case fail until the marker goes. None is marked today.
 
 Rules: servers on 127.0.0.1 port 0 (the mock LLM, serve, the debug server, redis-server
 and the MCP demo server on free ports), the real clock, an absolute ``trio.fail_after``
@@ -505,11 +505,6 @@ async def _error_of_a_call(llm: LLMConfig) -> Exception:
     raise AssertionError(f"a call to {llm.base_url!r} did not fail")
 
 
-@leaking(
-    "error: mockllm/services.py check_llm_target writes llm.base_url unmasked into its "
-    "ConfigError ('... sends requests to https://user:<password>@...') for a config built "
-    "in code (load_config's check_config masks it)"
-)
 def test_the_missing_key_error_hides_the_url_password() -> None:
     config = Config(llm=LLMConfig(base_url=f"https://user:{BASE_URL_PASSWORD}@llm.example/v1"))
 
@@ -611,11 +606,6 @@ async def _debug_pages(port: int) -> dict[str, str]:
     return pages
 
 
-@leaking(
-    "serve_runner's ServedRunner.target (and its repr): mockllm/services.py "
-    "open_llm_services builds LLMServices.target as f'{provider} at {llm.base_url}', "
-    "password included"
-)
 def test_serve_says_where_model_calls_go_without_the_password(tmp_path: Path) -> None:
     from agentflow_trio.server import ServedRunner, serve_runner
 
@@ -635,12 +625,6 @@ def test_serve_says_where_model_calls_go_without_the_password(tmp_path: Path) ->
 
 
 # --------------------------------------------------------------------------- CLI runs
-
-TARGET_LEAK = (
-    "the model target line: mockllm/services.py open_llm_services sets "
-    "LLMServices.target = f'{{provider}} at {{llm.base_url}}' (password included); it "
-    "is shown by {surface}"
-)
 
 
 @attrs.define
@@ -714,7 +698,7 @@ def test_cli_output_apart_from_the_model_target(cli_runs: CLIRuns, surface: str)
 
 @pytest.mark.parametrize(
     "surface",
-    [pytest.param(s, marks=leaking(TARGET_LEAK.format(surface=s))) for s in CLI_SURFACES],
+    CLI_SURFACES,
 )
 def test_cli_output_names_the_model_target_without_the_password(
     cli_runs: CLIRuns, surface: str
@@ -830,11 +814,6 @@ async def test_worker_with_redis_round_trip_and_a_refused_password(
     assert_no_secret("log records of workers with Redis up", *_logged(caplog))
 
 
-@leaking(
-    "agentcli worker's start-up line 'agents: ...; model calls: {target}' (cli/serve.py "
-    "worker): LLMServices.target from mockllm/services.py open_llm_services holds "
-    "llm.base_url with its password"
-)
 def test_agentcli_worker_start_up_lines(tmp_path: Path, redis_with_password: int) -> None:
     mock = _popen("mock-llm", "--port", "0")
     try:

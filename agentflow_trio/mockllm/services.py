@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 
 import attrs
 
-from agentflow_trio.config import Config, DeploymentConfig, LLMConfig
+from agentflow_trio.config import Config, DeploymentConfig, LLMConfig, redact_url
 from agentflow_trio.errors import ConfigError
 from agentflow_trio.mockllm._faults import Fault
 from agentflow_trio.mockllm._values import is_loopback
@@ -81,7 +81,7 @@ def check_llm_target(config: Config, source: str | None = None) -> None:
             continue
         where = f"llm.deployments.{name}" if name else "llm"
         raise ConfigError(
-            f"is empty, but {where}.base_url sends requests to {dep.base_url}; set it "
+            f"is empty, but {where}.base_url sends requests to {redact_url(dep.base_url)}; set it "
             f'(api_key = "${{OPENAI_API_KEY}}") or remove {where}.base_url to use the '
             "built-in mock LLM",
             source=source,
@@ -112,7 +112,7 @@ def _describe(llm: LLMConfig, mock: MockLLM | None, latency: float) -> str:
             return at_mock
         if llm.provider == "fake":
             return "in-process fake provider"
-        return f"{llm.provider} at {llm.base_url}"
+        return f"{llm.provider} at {redact_url(llm.base_url)}"
     parts = []
     for name, dep in llm.deployments.items():
         if mock is not None and dep.base_url.startswith(mock.url):
@@ -120,7 +120,7 @@ def _describe(llm: LLMConfig, mock: MockLLM | None, latency: float) -> str:
         elif dep.provider == "fake":
             where = "the fake provider"
         else:
-            where = f"{dep.provider} at {dep.base_url}"
+            where = f"{dep.provider} at {redact_url(dep.base_url)}"
         parts.append(f"{name} ({dep.model_group}: {dep.model}) -> {where}")
     head = f"router over {len(parts)} deployments"
     return f"{head}{'; ' + at_mock if at_mock else ''}: {', '.join(parts)}"
