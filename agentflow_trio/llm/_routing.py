@@ -15,8 +15,6 @@ import random
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, final
 
-import attrs
-
 from ..errors import (
     APIStatusError,
     AuthenticationError,
@@ -286,7 +284,7 @@ class Deployment:
         model = request.model
         if model is None or model == self.model:
             return request
-        return attrs.evolve(request, model=self.model)
+        return request.with_model(self.model)
 
     def adapt_embed(self, request: EmbeddingRequest) -> EmbeddingRequest:
         """As `adapt_chat`, for embeddings."""
