@@ -215,11 +215,16 @@ class Router:
                 dep.probing = True
                 dep.probes += 1
             dep.in_flight += 1
-            dep.attempts += 1
-            timed = core.timed(dep)
+            attempts = dep.attempts = dep.attempts + 1
+            timed = core.strategy == 2 or attempts & 7 == 1  # as Core.timed, inlined
             start = trio.current_time() if timed else 0.0
+            model = request.model
             try:
-                response = await dep.provider.complete(dep.adapt_chat(request))
+                response = await dep.provider.complete(
+                    request
+                    if model is None or model == dep.model
+                    else request.with_model(dep.model)
+                )
             except Exception as exc:
                 if not plan.failed(dep, exc, probe):
                     raise
@@ -228,7 +233,10 @@ class Router:
                 dep.in_flight -= 1
                 if probe:
                     dep.probing = False
-            core.succeeded(dep, plan, trio.current_time() - start if timed else None)
+            if timed or dep.cooled or dep.fails or dep.group is not plan.group:
+                core.succeeded(dep, plan, trio.current_time() - start if timed else None)
+            else:  # the common case of Core.succeeded, inlined
+                dep.successes += 1
             return ChatResponse(
                 response.text,
                 response.tool_calls,
