@@ -114,7 +114,9 @@ class RateLimiter:
         await trio.lowlevel.checkpoint_if_cancelled()
         now = trio.current_time()
         wait = self._wait(tokens, now)
-        if wait == 0.0:
+        if wait == 0.0 and not self._waiting:
+            # Nobody queued ahead (the sum of their waits can round to zero: a newcomer must
+            # still not overtake a waiter whose wake-up time rounded a hair later).
             self._take(tokens)
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
@@ -137,7 +139,7 @@ class RateLimiter:
           trio.WouldBlock: not enough in a bucket, or other callers are waiting.
           ValueError: ``tokens`` is negative.
         """
-        if self._wait(tokens, trio.current_time()) > 0:
+        if self._waiting or self._wait(tokens, trio.current_time()) > 0:
             raise trio.WouldBlock
         self._take(tokens)
 
