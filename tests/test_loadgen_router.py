@@ -276,6 +276,23 @@ def test_cli_benchmark_model_and_mock_fault(tmp_path: Path) -> None:
     assert "Traceback" not in bad.stderr
 
 
+def test_cli_refuses_a_model_where_it_cannot_reach(tmp_path: Path) -> None:
+    script = tmp_path / "scenario.py"
+    script.write_text(
+        "from agentflow_trio.loadgen import EXAMPLE_AGENTS\n"
+        "agents = dict(EXAMPLE_AGENTS)\n"
+        "async def request(client):\n"
+        "    await client.call('noop', {})\n",
+        encoding="utf-8",
+    )
+    own = agentcli("loadtest", "--script", str(script), "--model", "gpt", "--vus", "1")
+    assert own.returncode == 2 and "the script serves its own" in own.stderr, own.stderr
+    remote = agentcli(
+        "loadtest", "--script", str(script), "--target", "http://127.0.0.1:9", "--model", "gpt"
+    )
+    assert remote.returncode == 2 and "--model does not reach" in remote.stderr, remote.stderr
+
+
 def test_cli_refuses_a_malformed_fault_and_a_fault_for_a_target() -> None:
     proc = agentcli("benchmark", "--mock-fault", "gpt-b", "-n", "1")
     assert proc.returncode == 2 and "MODEL=KIND" in proc.stderr, proc.stderr
