@@ -195,3 +195,18 @@ async def test_llm_client_builds_requests() -> None:
         assert (await collect_stream(chunks)).text == "echo: hello world"
     vectors = await client.embed("one")
     assert len(vectors.vectors) == 1 and fake.embed_requests[-1].inputs == ("one",)
+
+
+async def test_a_collected_stream_names_the_model_and_deployment_that_answered() -> None:
+    async def chunks():  # type: ignore[no-untyped-def]
+        yield StreamChunk(delta_text="hi")
+        yield StreamChunk(finish_reason="stop", model="gpt-b-2024", deployment="b")
+
+    response = await collect_stream(chunks(), model="gpt-b")
+    assert (response.text, response.model, response.deployment) == ("hi", "gpt-b-2024", "b")
+
+    async def unnamed():  # type: ignore[no-untyped-def]
+        yield StreamChunk(delta_text="hi", finish_reason="stop")
+
+    response = await collect_stream(unnamed(), model="gpt-b")
+    assert (response.model, response.deployment) == ("gpt-b", "")

@@ -180,9 +180,11 @@ class GuardedChunks:
 class StreamAccumulator:
     """Collects chunks with `add`; `response` builds the `ChatResponse` seen so far."""
 
-    __slots__ = ("_calls", "_finish", "_text", "_usage")
+    __slots__ = ("_calls", "_deployment", "_finish", "_model", "_text", "_usage")
 
     def __init__(self) -> None:
+        self._model = ""
+        self._deployment = ""
         self._text: list[str] = []
         self._calls: dict[int, list[str]] = {}
         self._finish: str | None = None
@@ -203,13 +205,25 @@ class StreamAccumulator:
             self._finish = chunk.finish_reason
         if chunk.usage is not None:
             self._usage = chunk.usage
+        if chunk.model:
+            self._model = chunk.model
+        if chunk.deployment:
+            self._deployment = chunk.deployment
 
     def response(self, model: str = "") -> ChatResponse:
-        """The accumulated text, tool calls (in index order), finish reason and usage."""
+        """The accumulated text, tool calls (in index order), finish reason and usage; the
+        model and deployment the final chunks named (``model`` when they named none)."""
         calls = tuple(
             ToolCall.parse(c[0] or f"call_{i}", c[1], c[2]) for i, c in sorted(self._calls.items())
         )
-        return ChatResponse("".join(self._text), calls, self._finish, self._usage, model)
+        return ChatResponse(
+            "".join(self._text),
+            calls,
+            self._finish,
+            self._usage,
+            self._model or model,
+            deployment=self._deployment,
+        )
 
 
 async def collect_stream(chunks: AsyncIterable[StreamChunk], model: str = "") -> ChatResponse:
