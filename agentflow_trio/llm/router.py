@@ -108,7 +108,8 @@ class DeploymentStatistics:
       attempts: calls and stream openings sent to it (probes included).
       successes: of those, the ones that answered (a stream: to its end).
       failures: failed attempts by class (`FAILURE_KINDS`; classes never seen left out).
-      cooldowns: times it was cooled down; ``cooling``: whether it is now, for
+      cooldowns: times it went from in service to cooled (a failed probe extends the
+        cooldown it is in: see ``probes``); ``cooling``: whether it is now, for
         ``cooldown_remaining`` more seconds.
       failovers: failed attempts after which the request moved on to another deployment.
       probes: attempts made as the one probe after a cooldown.
