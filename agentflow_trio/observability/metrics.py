@@ -488,7 +488,7 @@ def _read_router(out: _Families, name: str, s: Any) -> None:
         for kind, n in sorted(d.failures.items()):
             out.counter("llm_deployment_failures", "Failed attempts, by class.",
                         (*lab, "class"), (*key, kind), n)  # fmt: skip
-        out.counter("llm_deployment_cooldowns", "Times a deployment went from in service to cooled.", lab, key,
+        out.counter("llm_deployment_cooldowns", "Times a deployment began a cooldown.", lab, key,
                     d.cooldowns)  # fmt: skip
         out.counter("llm_deployment_failovers", "Failed attempts that moved a request on.",
                     lab, key, d.failovers)  # fmt: skip
