@@ -26,6 +26,7 @@ from .convert import section_to_dict as section_to_dict
 from .convert import section_to_toml as section_to_toml
 from .loader import MAX_FILE_SIZE as MAX_FILE_SIZE
 from .loader import load_config as load_config
+from .sections import FAILURE_CLASSES as FAILURE_CLASSES
 from .sections import CircuitBreakerConfig as CircuitBreakerConfig
 from .sections import Config as Config
 from .sections import DeploymentConfig as DeploymentConfig
@@ -50,6 +51,7 @@ from .units import parse_duration as parse_duration
 from .units import parse_size as parse_size
 
 __all__ = [
+    "FAILURE_CLASSES",
     "MAX_DEPTH",
     "MAX_FILE_SIZE",
     "CircuitBreakerConfig",

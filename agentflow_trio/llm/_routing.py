@@ -15,6 +15,7 @@ import random
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, final
 
+from ..config import FAILURE_CLASSES
 from ..errors import (
     APIStatusError,
     AuthenticationError,
@@ -49,21 +50,8 @@ __all__ = [
     "weighted_random",
 ]
 
-FAILURE_KINDS: Final = (
-    "rate_limit",
-    "server_error",
-    "connection",
-    "timeout",
-    "bad_response",
-    "context_length",
-    "content_filter",
-    "auth",
-    "not_found",
-    "bad_request",
-    "breaker_open",
-    "local_limit",
-    "other",
-)
+# The classes a group's `fallback_on` may name (the config's list), then the router's own.
+FAILURE_KINDS: Final = (*FAILURE_CLASSES, "breaker_open", "local_limit", "other")
 """Every failure class the router tells apart, by index (`classify`)."""
 
 (
