@@ -133,14 +133,14 @@ class NestingTooDeep(RunnerError):
     """``ctx.runner.call`` from inside an agent went more than ``limit`` levels deep.
 
     Raised at once to the calling agent (a runaway recursion of agents calling agents),
-    never after a wait; ``limit`` is ``Runner.MAX_NESTING_DEPTH``.
+    never after a wait; ``limit`` is ``runner.max_nesting_depth``.
     """
 
     def __init__(self, limit: int):
         self.limit = limit
         super().__init__(
             f"runner.call nested more than {limit} levels deep inside one event "
-            "(Runner.MAX_NESTING_DEPTH): is an agent calling itself?"
+            "(runner.max_nesting_depth): is an agent calling itself?"
         )
 
 

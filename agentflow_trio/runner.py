@@ -116,11 +116,11 @@ class Runner(NurseryOwner):
     (``in_flight`` counts the parent only), is counted in ``accepted`` and in its
     outcome, runs the event hooks like any event, and is cancelled with its parent. As
     part of an accepted event's work it is not refused while the runner drains. Past
-    ``MAX_NESTING_DEPTH`` levels (an agent calling itself) the call raises
-    `NestingTooDeep` at once. ``emit`` from inside an agent queues the event for a free
-    worker like any other (fire and forget): an agent that waits for that handle waits
-    for a worker, so use ``call`` for work it waits on. Order (4) is about queued
-    events; nested calls run when they are made.
+    ``runner.max_nesting_depth`` levels (default ``MAX_NESTING_DEPTH``; an agent calling
+    itself) the call raises `NestingTooDeep` at once. ``emit`` from inside an agent
+    queues the event for a free worker like any other (fire and forget): an agent that
+    waits for that handle waits for a worker, so use ``call`` for work it waits on.
+    Order (4) is about queued events; nested calls run when they are made.
 
     Bad input is refused where it enters, to the caller, never inside the runner's
     tasks: a timeout that is NaN, zero, negative or not a number raises `ConfigError`
@@ -130,7 +130,8 @@ class Runner(NurseryOwner):
     """
 
     MAX_NESTING_DEPTH: Final = 8
-    """How many levels of nested ``ctx.runner.call`` one event may make."""
+    """The default of ``runner.max_nesting_depth``: how many levels of nested
+    ``ctx.runner.call`` one event may make."""
 
     def __init__(
         self,
@@ -153,6 +154,7 @@ class Runner(NurseryOwner):
         self._event_timeout = rc.event_timeout
         self._drain_timeout = rc.drain_timeout
         self._max_in_flight = rc.max_concurrent_events
+        self._max_depth = rc.max_nesting_depth
         self._workers = trio.CapacityLimiter(rc.worker_pool_size)
         self._send, self._receive = trio.open_memory_channel[EventHandle](rc.event_buffer_size)
         self._state = _NEW
@@ -308,7 +310,7 @@ class Runner(NurseryOwner):
 
         Raises:
             The errors of `emit`; from inside an agent, `NestingTooDeep` past
-            ``MAX_NESTING_DEPTH`` levels.
+            ``runner.max_nesting_depth`` levels.
         """
         parent = _current.get()
         if parent is not None and _runs_on(parent, self):
@@ -431,8 +433,8 @@ class Runner(NurseryOwner):
         """Run ``event`` now, in this task, under ``parent``'s worker slot; see the class
         docstring ("Nested calls")."""
         handle = new_handle(event, timeout)
-        if parent.depth >= self.MAX_NESTING_DEPTH:
-            raise NestingTooDeep(self.MAX_NESTING_DEPTH)
+        if parent.depth >= self._max_depth:
+            raise NestingTooDeep(self._max_depth)
         await trio.lowlevel.checkpoint_if_cancelled()
         if self._state > _CLOSING:  # a parent still running after the exit (it never is)
             self._refused += 1

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
+import attrs
 import pytest
 import trio
 
@@ -262,6 +263,27 @@ async def test_a_worker_over_its_memory_limit_hands_entries_back_and_lives(
             stats = worker.statistics()
     assert stats.runner is not None and stats.runner.accepted == 0
     assert stats.runner.refused >= 2 and stats.dead_lettered == 0
+
+
+async def test_a_configured_max_event_bytes_is_honoured(redis_server: RedisServer) -> None:
+    base = config(redis_server.url)
+    small = attrs.evolve(base, distributed=attrs.evolve(base.distributed, max_event_bytes=2048))
+    event = af.Event("slow", {"blob": "x" * 4096})  # well within the default 1 MiB
+    with trio.fail_after(TIMEOUT):
+        async with RemoteRunner(small) as strict:
+            with pytest.raises(MalformedEntry, match="max_event_bytes") as info:
+                await strict.emit(event)  # refused before sending, with the configured bound
+            assert info.value.limit == 2048
+        async with serving(small, {"slow": slow}) as worker, RemoteRunner(base) as remote:
+            result = await remote.call(event)  # the default producer sends it
+            dead = await remote.dead_letters()
+            stats = worker.statistics()
+    assert result.outcome is af.Outcome.FAILED
+    assert result.error is not None and result.error.type == "MalformedEntry"
+    assert "over the bound of 2048" in result.error.message
+    assert stats.dead_lettered == 1 and stats.runner is not None and stats.runner.accepted == 0
+    (letter,) = dead
+    assert letter.deliveries == 1 and "max_event_bytes" in letter.error.message
 
 
 def test_deep_json_is_refused_by_the_stdlib_fallback_too(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -278,6 +278,26 @@ async def test_nested_calls_are_bounded_in_depth(runner_factory: RunnerFactory) 
     assert runner.statistics().accepted == runner.statistics().failed == 1 + 8
 
 
+async def test_a_configured_max_nesting_depth_is_honoured(runner_factory: RunnerFactory) -> None:
+    levels: list[int] = []
+
+    @af.agent(name="down")
+    async def down(ctx: af.Context, event: af.Event) -> Any:
+        levels.append(len(levels) + 1)
+        return await ctx.runner.call(af.Event("down"))
+
+    async with runner_factory(
+        {"down": down}, worker_pool_size=1, max_nesting_depth=2, check=False
+    ) as runner:
+        result = await runner.call(af.Event("down"))
+    assert levels == [1, 2, 3]  # the event and 2 nested levels; the 3rd nested call raises
+    assert result.outcome is af.Outcome.FAILED
+    assert result.error is not None and result.error.type == "NestingTooDeep"
+    assert "nested more than 2 levels" in result.error.message
+    assert "runner.max_nesting_depth" in result.error.message
+    assert runner.statistics().accepted == 1 + 2
+
+
 async def test_a_nested_call_ends_with_its_parent(runner_factory: RunnerFactory) -> None:
     outcomes: list[af.AgentResult] = []
 

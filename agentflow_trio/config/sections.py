@@ -59,6 +59,8 @@ class RunnerConfig:
     ``event_buffer_size = 0`` makes the queue an unbuffered (rendezvous) channel. Bounds:
     at most 1,000,000 events in flight and queued, 65,536 workers (one task each, started
     with the runner), an event timeout of 7 days and a drain of 1 day.
+    ``max_nesting_depth`` bounds nested ``ctx.runner.call`` levels per event (1 to 64;
+    past it `NestingTooDeep`).
     """
 
     max_concurrent_events: int = attrs.field(default=1000, validator=between(1, 1_000_000))
@@ -66,6 +68,7 @@ class RunnerConfig:
     worker_pool_size: int = attrs.field(default=50, validator=between(1, 65_536))
     event_timeout: Duration = attrs.field(default=30.0, validator=duration(gt=0, le=7 * DAY))
     drain_timeout: Duration = attrs.field(default=10.0, validator=duration(le=DAY))
+    max_nesting_depth: int = attrs.field(default=8, validator=between(1, 64))
 
 
 def _gc_thresholds(instance: object, attribute: attrs.Attribute[Any], value: list[int]) -> None:
@@ -466,7 +469,8 @@ class DistributedConfig:
     ``redis_password`` (a secret; used when the URL carries none); reprs, `Config.to_dict`
     and errors mask both. Bounds: ``maxlen`` 10**9, ``batch`` 10,000, 1,000 deliveries;
     result TTL 30 days, result timeout 7 days, claim idle and retry delay 1 day, other
-    waits 1 hour.
+    waits 1 hour. ``max_event_bytes`` bounds an entry's ``event`` field (1 KiB to 64 MiB):
+    workers dead-letter a bigger one, `RemoteRunner.emit` refuses it.
     """
 
     redis_url: str = attrs.field(default="redis://127.0.0.1:6379/0", metadata=URL, repr=url_repr)
@@ -479,6 +483,7 @@ class DistributedConfig:
     results_stream: str = attrs.field(default="agentflow:results", validator=_non_empty)
     result_ttl: Duration = attrs.field(default=3600.0, validator=duration(ge=0.001, le=30 * DAY))
     maxlen: int = attrs.field(default=100000, validator=between(1, 10**9))
+    max_event_bytes: Size = attrs.field(default=2**20, validator=size(ge=1024, le=64 * 2**20))
     batch: int = attrs.field(default=100, validator=between(1, 10_000))
     block: Duration = attrs.field(default=1.0, validator=duration(ge=0.001, le=HOUR))
     claim_idle: Duration = attrs.field(default=30.0, validator=duration(ge=0.001, le=DAY))

@@ -90,11 +90,10 @@ class Bus:
         return f"{self._prefix}:error:{event_id}"
 
     # ------------------------------------------------------------------ producers
-    @staticmethod
-    def entry_fields(event: Event, timeout: float | None) -> dict[str | bytes, bytes | str]:
-        """The stream fields of ``event``, within the bounds workers apply (see
-        `_codec.entry_fields` for what it raises)."""
-        return entry_fields(event, timeout)
+    def entry_fields(self, event: Event, timeout: float | None) -> dict[str | bytes, bytes | str]:
+        """The stream fields of ``event``, within the bounds workers apply (the size bound
+        is ``settings.max_event_bytes``; see `_codec.entry_fields` for what it raises)."""
+        return entry_fields(event, timeout, max_bytes=self.settings.max_event_bytes)
 
     async def add(self, fields: dict[str | bytes, bytes | str]) -> str:
         """``XADD`` one entry (``MAXLEN ~``); return its entry id."""

@@ -7,6 +7,7 @@ objects, sets as arrays). Decoding is strict: a malformed payload raises ``Value
 (`MalformedEntry` for an entry, naming the bound that tripped). Bounds of an entry:
 
 * ``MAX_EVENT_BYTES`` (1 MiB): the ``event`` field as sent (as much as ``serve`` takes);
+  the default of ``max_bytes``, which callers take from ``distributed.max_event_bytes``;
 * ``MAX_DEPTH`` (64): how deep the event's JSON nests;
 * ``MAX_NAME_LENGTH`` (256 characters): the event id and type;
 * ``MAX_TIMEOUT`` (7 days, as ``runner.event_timeout``): the ``timeout`` field, a
@@ -63,11 +64,12 @@ def encode_event(event: Event) -> bytes:
     )
 
 
-def decode_event(payload: bytes) -> Event:
+def decode_event(payload: bytes, *, max_bytes: int = MAX_EVENT_BYTES) -> Event:
     """The inverse of `encode_event`. Raises ``ValueError`` on a malformed payload
-    (`MalformedEntry` when it breaks a shape rule or a bound of the module docstring)."""
-    if len(payload) > MAX_EVENT_BYTES:
-        raise _too_big(len(payload))
+    (`MalformedEntry` when it breaks a shape rule or a bound of the module docstring;
+    ``max_bytes`` is the size bound)."""
+    if len(payload) > max_bytes:
+        raise _too_big(len(payload), max_bytes)
     try:
         obj = _object(payload)
     except ValueError as exc:  # orjson stops at 1024 levels: "depth limit exceeded"
@@ -98,8 +100,11 @@ def entry_event_id(fields: Mapping[bytes, bytes], entry_id: str) -> str:
         return entry_id
 
 
-def decode_entry(fields: Mapping[bytes, bytes], event_id: str) -> tuple[Event, float | None]:
-    """The event of a stream entry and its run timeout (None: the worker's own rules).
+def decode_entry(
+    fields: Mapping[bytes, bytes], event_id: str, *, max_bytes: int = MAX_EVENT_BYTES
+) -> tuple[Event, float | None]:
+    """The event of a stream entry and its run timeout (None: the worker's own rules);
+    ``max_bytes`` bounds the ``event`` field.
 
     Raises:
         MalformedEntry: a field is missing or malformed, or breaks a bound (see the module
@@ -111,7 +116,7 @@ def decode_entry(fields: Mapping[bytes, bytes], event_id: str) -> tuple[Event, f
     if payload is None:
         raise MalformedEntry("the entry has no event field")
     try:
-        event = decode_event(payload)
+        event = decode_event(payload, max_bytes=max_bytes)
     except MalformedEntry:
         raise
     except (ValueError, TypeError, OverflowError) as exc:
@@ -133,9 +138,12 @@ def decode_entry(fields: Mapping[bytes, bytes], event_id: str) -> tuple[Event, f
         raise MalformedEntry(message, bound="MAX_TIMEOUT", limit=MAX_TIMEOUT) from None
 
 
-def entry_fields(event: Event, timeout: float | None) -> dict[str | bytes, bytes | str]:
-    """The stream fields of ``event``, checked against the bounds a worker applies, so
-    that what a producer sends is never dead-lettered as malformed.
+def entry_fields(
+    event: Event, timeout: float | None, *, max_bytes: int = MAX_EVENT_BYTES
+) -> dict[str | bytes, bytes | str]:
+    """The stream fields of ``event``, checked against the bounds a worker applies
+    (``max_bytes``: the size bound), so that what a producer sends is never
+    dead-lettered as malformed.
 
     Raises:
         TypeError: ``event`` is not an `Event`, or its ``data`` or ``metadata`` holds
@@ -150,7 +158,8 @@ def entry_fields(event: Event, timeout: float | None) -> dict[str | bytes, bytes
     if timeout is not None:
         fields["timeout"] = repr(check_timeout(timeout, "timeout"))
     payload = encode_event(event)
-    decode_event(payload)  # exactly what the worker checks: shape, size, depth, names
+    # Exactly what the worker checks: shape, size, depth, names.
+    decode_event(payload, max_bytes=max_bytes)
     fields["event"] = payload
     return fields
 
@@ -196,11 +205,12 @@ def _depth(obj: Any) -> int:
     return deepest
 
 
-def _too_big(size: int) -> MalformedEntry:
+def _too_big(size: int, limit: int) -> MalformedEntry:
     return MalformedEntry(
-        f"the event is {size} bytes, over the bound of {MAX_EVENT_BYTES} (MAX_EVENT_BYTES)",
+        f"the event is {size} bytes, over the bound of {limit} "
+        "(MAX_EVENT_BYTES, distributed.max_event_bytes)",
         bound="MAX_EVENT_BYTES",
-        limit=MAX_EVENT_BYTES,
+        limit=limit,
     )
 
 

@@ -258,7 +258,8 @@ class RemoteRunner(NurseryOwner):
         """
         bus = self._require_open()
         entries = await self._broker("read dead letters", bus.dead_letters, count)
-        return [_dead_letter(entry_id, fields) for entry_id, fields in entries]
+        limit = bus.settings.max_event_bytes
+        return [_dead_letter(entry_id, fields, limit) for entry_id, fields in entries]
 
     def statistics(self) -> RemoteStatistics:
         """Counters for dashboards and tests; cheap, no checkpoint."""
@@ -291,13 +292,13 @@ class RemoteRunner(NurseryOwner):
             raise BrokerUnavailable(self._url, operation, exc) from exc
 
 
-def _dead_letter(entry_id: str, fields: dict[bytes, bytes]) -> DeadLetter:
+def _dead_letter(entry_id: str, fields: dict[bytes, bytes], max_bytes: int) -> DeadLetter:
     def text(name: bytes) -> str:
         return fields.get(name, b"").decode("utf-8", "replace")
 
     raw_event = text(b"event")
     try:
-        event: Event | None = decode_event(raw_event.encode())
+        event: Event | None = decode_event(raw_event.encode(), max_bytes=max_bytes)
     except ValueError:
         event = None
     try:

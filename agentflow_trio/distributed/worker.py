@@ -89,7 +89,7 @@ class _Held:
         "token",
     )
 
-    def __init__(self, entry: RawEntry, token: object) -> None:
+    def __init__(self, entry: RawEntry, token: object, max_bytes: int) -> None:
         self.token = token
         self.entry_id = entry.entry_id
         self.deliveries = entry.deliveries
@@ -100,7 +100,7 @@ class _Held:
         self.timeout: float | None = None
         self.problem: MalformedEntry | None = None
         try:
-            self.event, self.timeout = decode_entry(fields, self.event_id)
+            self.event, self.timeout = decode_entry(fields, self.event_id, max_bytes=max_bytes)
         except MalformedEntry as exc:
             self.problem = exc
             self.payload = (self.payload or repr(fields).encode())[:_EXCERPT]
@@ -363,7 +363,8 @@ class Worker:
         ``memory_check_interval``) is handed back. Each entry gets exactly one outcome op."""
         bus, runner, waiters = self._bus, self._runner, self._waiters
         assert bus is not None and runner is not None and waiters is not None
-        held = [_Held(e, t) for e, t in zip(entries, tokens, strict=False)]
+        limit = self.settings.max_event_bytes
+        held = [_Held(e, t, limit) for e, t in zip(entries, tokens, strict=False)]
         for h in held:
             self._holding[h.entry_id] = h
         settled = 0
