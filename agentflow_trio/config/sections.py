@@ -310,16 +310,26 @@ class RouterConfig:
 
 register_reshape(RouterConfig, functools.partial(reshape_router, group=RouterGroupConfig))
 
-_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+@attrs.frozen
+class _KeysMatch:
+    """An attrs validator: every key of a table field matches ``pattern``."""
+
+    pattern: re.Pattern[str]
+    what: str
+
+    def __call__(
+        self, instance: object, attribute: attrs.Attribute[Any], table: Mapping[str, object]
+    ) -> None:
+        """Raises: ConfigError: a key does not match (the error names it)."""
+        for name in table:
+            if not self.pattern.fullmatch(name):
+                raise ConfigError(expected(self.what, name), key=f"{attribute.name}.{name}")
 
 
-def _check_deployment_names(
-    instance: object, attribute: attrs.Attribute[Any], deployments: Mapping[str, object]
-) -> None:
-    for name in deployments:
-        if not _NAME.fullmatch(name):
-            what = "a deployment name of letters, digits, '_', '.' and '-'"
-            raise ConfigError(expected(what, name), key=f"{attribute.name}.{name}")
+_check_deployment_names = _KeysMatch(
+    re.compile(r"[A-Za-z0-9_.-]+"), "a deployment name of letters, digits, '_', '.' and '-'"
+)
 
 
 @attrs.frozen
@@ -424,13 +434,9 @@ class MCPServerConfig:
             raise ConfigError(expected("an http:// or https:// URL", url), key="url")
 
 
-def _check_server_names(
-    instance: object, attribute: attrs.Attribute[Any], servers: Mapping[str, object]
-) -> None:
-    for name in servers:
-        if not _SERVER_NAME.fullmatch(name):
-            what = "a server name of letters, digits, '_' and '-' (it prefixes tool names)"
-            raise ConfigError(expected(what, name), key=f"{attribute.name}.{name}")
+_check_server_names = _KeysMatch(
+    _SERVER_NAME, "a server name of letters, digits, '_' and '-' (it prefixes tool names)"
+)
 
 
 @attrs.frozen
