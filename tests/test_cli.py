@@ -500,6 +500,22 @@ def _popen(*args: str, cwd: Path = ROOT) -> subprocess.Popen[str]:
     )
 
 
+def _interrupt(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    """Ctrl-C ``proc`` and collect its output: it must exit 130 with no traceback."""
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    return stdout, stderr
+
+
+def _reap(proc: subprocess.Popen[str]) -> None:
+    """Kill ``proc`` if a failed test left it running."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate(timeout=TIMEOUT)
+
+
 @pytest.mark.parametrize("as_json", [True, False])
 def test_ctrl_c_ends_a_load_test_with_its_partial_results_and_exit_130(
     tmp_path: Path, as_json: bool
@@ -520,14 +536,9 @@ def test_ctrl_c_ends_a_load_test_with_its_partial_results_and_exit_130(
     try:
         _wait_for(started)
         time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=TIMEOUT)
+        stdout, stderr = _interrupt(proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=TIMEOUT)
-    assert proc.returncode == 130, stderr
-    assert "Traceback" not in stderr
+        _reap(proc)
     assert report.is_file() and "report written to" in stderr
     if as_json:
         data = json.loads(stdout)
@@ -546,14 +557,9 @@ def test_ctrl_c_ends_a_benchmark_too() -> None:
             assert selector.select(TIMEOUT), "no dashboard line"
         assert proc.stderr.readline().startswith("dashboard: http://127.0.0.1:")
         time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=TIMEOUT)
+        stdout, _ = _interrupt(proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=TIMEOUT)
-    assert proc.returncode == 130, stderr
-    assert "Traceback" not in stderr
+        _reap(proc)
     data = json.loads(stdout)
     assert data["interrupted"] is True and data["command"] == "benchmark"
 
@@ -593,14 +599,9 @@ def test_ctrl_c_on_a_worker_that_cannot_reach_redis_is_one_line() -> None:
             selector.register(proc.stderr, selectors.EVENT_READ)
             assert selector.select(TIMEOUT), "the worker said nothing"
         assert "unreachable" in proc.stderr.readline()
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=TIMEOUT)
+        _, stderr = _interrupt(proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=TIMEOUT)
-    assert proc.returncode == 130
-    assert "Traceback" not in stderr
+        _reap(proc)
     assert stderr.strip().splitlines()[-1] == "agentcli: interrupted (Ctrl-C)"
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from _sockets import read_all
 
 from agentflow_trio._http11 import (
     DEFAULT_MAX_HEADER_BYTES,
@@ -98,21 +99,6 @@ async def served(**limits: Any) -> AsyncIterator[Served]:
         state.port = listeners[0].socket.getsockname()[1]
         yield state
         nursery.cancel_scope.cancel()
-
-
-async def read_all(stream: trio.SocketStream, seconds: float = 5.0) -> tuple[bytes, bool]:
-    """Everything the server sends within ``seconds``, and whether it closed."""
-    out = b""
-    with trio.move_on_after(seconds):
-        while True:
-            try:
-                data = await stream.receive_some(65536)
-            except trio.BrokenResourceError:
-                return out, True
-            if not data:
-                return out, True
-            out += data
-    return out, False
 
 
 def status_and_json(raw: bytes) -> tuple[int, dict[str, Any]]:

@@ -34,10 +34,10 @@ from functools import partial
 from typing import Any, Literal
 
 import attrs
-import httptools
 import orjson
 import pytest
 import trio
+from _sockets import RequestCounter
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -393,15 +393,6 @@ def _spoiled(case: Case, wire: Wire) -> tuple[bytes, bytes | None]:
     return head + b"\r\n", b"a" * 4096
 
 
-class _Requests:
-    def __init__(self) -> None:
-        self.parser = httptools.HttpRequestParser(self)
-        self.done = 0
-
-    def on_message_complete(self) -> None:
-        self.done += 1
-
-
 async def _answer(stream: trio.SocketStream, data: bytes, piece: bytes | None, case: Case) -> bool:
     # Send data in the generated pieces, then the endless piece. True: keep the connection
     # open and serve it on ("hang": a client waiting for more bytes waits in vain).
@@ -425,7 +416,7 @@ async def _serve(
     case: Case,
     hostile: tuple[bytes, bytes | None],
 ) -> None:
-    requests = _Requests()
+    requests = RequestCounter()
     try:
         while True:
             data = await stream.receive_some(65536)

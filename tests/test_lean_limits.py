@@ -20,10 +20,10 @@ from functools import partial
 from typing import Any
 
 import attrs
-import httptools
 import pytest
 import trio
 import trio.testing
+from _sockets import RequestCounter
 
 from agentflow_trio.config import LLMConfig
 from agentflow_trio.errors import LLMReadError, ResponseFormatError, ResponseTooLargeError
@@ -72,18 +72,9 @@ async def endless(stream: trio.abc.Stream, first: bytes, piece: bytes) -> None:
     await trio.sleep_forever()
 
 
-class _Requests:
-    def __init__(self) -> None:
-        self.parser = httptools.HttpRequestParser(self)
-        self.done = 0
-
-    def on_message_complete(self) -> None:
-        self.done += 1
-
-
 async def _serve(stream: trio.abc.Stream, answers: Callable[[], Answer]) -> None:
     # Answer each request on the connection with the next answer, until the client closes.
-    requests = _Requests()
+    requests = RequestCounter()
     try:
         while True:
             data = await stream.receive_some(65536)

@@ -25,6 +25,7 @@ import attrs
 import httpx2
 import pytest
 import trio
+from _sockets import read_all
 
 import agentflow_trio as af
 from agentflow_trio.events import AgentResult, Event
@@ -56,17 +57,7 @@ async def raw_exchange(port: int, data: bytes, seconds: float = 3.0) -> tuple[by
     the server closed the connection."""
     async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
         await stream.send_all(data)
-        out = b""
-        with trio.move_on_after(seconds):
-            while True:
-                try:
-                    chunk = await stream.receive_some(65536)
-                except trio.BrokenResourceError:
-                    return out, True
-                if not chunk:
-                    return out, True
-                out += chunk
-    return out, False
+        return await read_all(stream, seconds)
 
 
 def strict_json(text: str | bytes) -> Any:
