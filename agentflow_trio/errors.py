@@ -20,6 +20,9 @@ wrong, and must change)::
     ├── ToolError
     │   ├── UnknownTool
     │   └── ToolArgumentError                   arguments do not match the schema
+    ├── SchemaValidationError (also ValueError) a value does not fit a type's schema (problems)
+    │   └── OutputValidationError               a model's structured reply failed every try
+    ├── UsageLimitExceeded                      an event's usage budget would be exceeded
     ├── MCPError                                an MCP server failed or is unreachable
     ├── CircuitOpenError                        a breaker refused the call (retry_after)
     └── LLMError                                a provider call failed
@@ -47,6 +50,9 @@ says how much reached the caller (``delivered_chunks``, ``delivered_chars``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import trio
 
 __all__ = [
@@ -69,6 +75,7 @@ __all__ = [
     "MalformedEntry",
     "NestingTooDeep",
     "NotFoundError",
+    "OutputValidationError",
     "Overloaded",
     "QueueFull",
     "RateLimitError",
@@ -77,6 +84,7 @@ __all__ = [
     "ResultTimeout",
     "RunnerClosed",
     "RunnerError",
+    "SchemaValidationError",
     "ServerError",
     "StreamCutError",
     "StreamEndedEarlyError",
@@ -86,6 +94,7 @@ __all__ = [
     "TransportError",
     "UnknownAgent",
     "UnknownTool",
+    "UsageLimitExceeded",
 ]
 
 
@@ -198,6 +207,55 @@ class ToolArgumentError(ToolError, ValueError):
         self.tool = tool
         self.field = field
         super().__init__(message)
+
+
+class SchemaValidationError(AgentFlowError, ValueError):
+    """A value does not fit a type's schema.
+
+    ``problems`` lists what is wrong, each a dict with ``field`` (a path such as
+    ``"items[0].name"``, None for the whole value), ``expected``, ``got`` (a short repr of
+    what was there) and ``message``; the first problem is the message.
+    """
+
+    def __init__(self, problems: Sequence[Mapping[str, Any]]):
+        self.problems = tuple(problems)
+        first = self.problems[0]["message"] if self.problems else "invalid value"
+        more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
+        super().__init__(f"{first}{more}")
+
+
+class OutputValidationError(SchemaValidationError):
+    """The model's structured reply did not validate, after every allowed retry.
+
+    ``attempts`` is the raw text of each reply, in order (one per model call: the first
+    try and each re-ask); ``problems`` are those of the last attempt.
+    """
+
+    def __init__(self, attempts: Sequence[str], problems: Sequence[Mapping[str, Any]]):
+        self.attempts = tuple(attempts)
+        super().__init__(problems)
+        tries = len(self.attempts)
+        self.args = (f"structured output failed validation after {tries} attempt(s): {self}",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class UsageLimitExceeded(AgentFlowError):
+    """An event's usage budget would be (or was, during a stream) exceeded.
+
+    ``limit`` names the limit (``"max_requests"``, ``"max_input_tokens"``,
+    ``"max_output_tokens"``, ``"max_total_tokens"``, ``"max_cost"``), ``allowed`` its
+    value, ``observed`` what the next call would reach (or what a stream reached), and
+    ``usage`` the usage spent so far (kept on the event's result).
+    """
+
+    def __init__(self, limit: str, allowed: float, observed: float, usage: Any = None):
+        self.limit = limit
+        self.allowed = allowed
+        self.observed = observed
+        self.usage = usage
+        super().__init__(f"usage limit {limit}={allowed:g} exceeded ({observed:g})")
 
 
 class MCPError(AgentFlowError):

@@ -21,7 +21,7 @@ import agentflow_trio as af
 from agentflow_trio.errors import ToolArgumentError, ToolError, UnknownTool
 from agentflow_trio.llm.types import ToolCall, ToolSpec
 from agentflow_trio.tools import BoundTools, Tool, ToolRegistry, ToolResult, tool
-from agentflow_trio.tools._validate import compile_fast
+from agentflow_trio.schema import compile_fast
 
 
 class Color(enum.Enum):

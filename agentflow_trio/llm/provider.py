@@ -1,21 +1,21 @@
-"""The configured provider: a transport plus the stack the config turns on, and `LLMClient`.
+"""The configured provider: a transport plus the stack the config turns on.
 
 `open_transport` opens the bottom layer ``[llm] provider`` names (OpenAI, Azure, Ollama or
 the in-process fake); `open_provider` stacks the configured layers on it (``stack``: cache
 -> retry -> breaker -> rate limit -> batching), or, with deployments, puts the cache over a
-`Router` whose deployments each have their own stack (`open_router`); `LLMClient` is the
-convenience face agents get as ``ctx.llm``. The seam they share, `Provider`, is in
-``base``; the names this module held before the split (`Provider`, `ProviderStack`,
-`StackStatistics`, `open_stack`, `deployment_gate`, `configured_ttl_policy`) are
-re-exported here.
+`Router` whose deployments each have their own stack (`open_router`); `open_llm_client`
+wraps one in the `LLMClient` (``client``) agents get as ``ctx.llm``. The seam they share,
+`Provider`, is in ``base``; names this module held before (`LLMClient`, `Provider`,
+`ProviderStack`, `StackStatistics`, `open_stack`, `deployment_gate`,
+`configured_ttl_policy`) are re-exported here.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -23,6 +23,7 @@ from ..errors import ConfigError
 from ._shared_cooldowns import open_shared_cooldowns
 from .azure import open_azure
 from .base import Provider as Provider
+from .client import LLMClient as LLMClient
 from .fake import FakeProvider
 from .ollama import open_ollama
 from .openai import open_openai
@@ -33,16 +34,6 @@ from .stack import cache_layer
 from .stack import configured_ttl_policy as configured_ttl_policy
 from .stack import deployment_gate as deployment_gate
 from .stack import open_stack as open_stack
-from .types import (
-    ChatRequest,
-    ChatResponse,
-    EmbeddingRequest,
-    EmbeddingResponse,
-    Message,
-    StreamChunk,
-    ToolSpec,
-    user,
-)
 
 if TYPE_CHECKING:
     from ..config import Config, DistributedConfig, LLMConfig, PerformanceConfig
@@ -198,55 +189,6 @@ async def open_router(
         if share is not None:
             share.attach(router)
         yield router
-
-
-Messages = ChatRequest | Sequence[Message] | str
-
-
-@final
-class LLMClient:
-    """The convenience face of a provider (what agents get as ``ctx.llm``).
-
-    ``await llm.complete([af.user("hi")], temperature=0)`` builds the `ChatRequest`:
-    messages may be a `ChatRequest`, a sequence of `Message` or a plain string (one user
-    message); keyword arguments are `ChatRequest` fields (``model``, ``temperature``,
-    ``max_tokens``, ``tools``, ``tool_choice``, ``stop``, ``extra``).
-    """
-
-    __slots__ = ("provider",)
-
-    def __init__(self, provider: Provider) -> None:
-        self.provider = provider
-
-    async def complete(self, messages: Messages, **fields: Any) -> ChatResponse:
-        """A chat completion through the provider's stack."""
-        return await self.provider.complete(_request(messages, fields))
-
-    def stream(
-        self, messages: Messages, **fields: Any
-    ) -> AbstractAsyncContextManager[AsyncIterator[StreamChunk]]:
-        """``async with llm.stream(messages) as chunks: async for chunk in chunks: ...``."""
-        return self.provider.stream(_request(messages, fields))
-
-    async def embed(
-        self, texts: str | Sequence[str], *, model: str | None = None
-    ) -> EmbeddingResponse:
-        """Embeddings of ``texts`` (one vector per text, in order)."""
-        inputs = (texts,) if isinstance(texts, str) else tuple(texts)
-        return await self.provider.embed(EmbeddingRequest(inputs, model))
-
-
-def _request(messages: Messages, fields: dict[str, Any]) -> ChatRequest:
-    if isinstance(messages, ChatRequest):
-        return attrs.evolve(messages, **fields) if fields else messages
-    if "tools" in fields:
-        fields["tools"] = tuple(
-            t if isinstance(t, ToolSpec) else ToolSpec(**t) for t in fields["tools"]
-        )
-    if isinstance(fields.get("stop"), list):
-        fields["stop"] = tuple(fields["stop"])
-    msgs = (user(messages),) if isinstance(messages, str) else tuple(messages)
-    return ChatRequest(msgs, **fields)
 
 
 @asynccontextmanager

@@ -19,10 +19,10 @@ import trio
 
 from ..errors import ToolArgumentError, UnknownTool
 from ..llm.types import ToolCall, ToolSpec
+from ..schema import ArgumentValidator, Converter, invalid_arguments
 from ._calls import CallSpec, OnError
 from ._result import ToolResult, new_call_id
-from ._schema import Converter, function_schema
-from ._validate import ArgumentValidator, invalid_arguments
+from ._schema import function_schema
 from .fanout import call_many as _fan_out
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""Check tool arguments against a JSON schema and describe what is wrong, for the model.
+"""Check a value against a JSON schema and describe what is wrong, for the model.
 
 Validation uses the ``jsonschema`` library (Draft 2020-12, the draft OpenAI and MCP tool
 schemas are written in). A failure becomes a plain dict the model can act on::
@@ -6,7 +6,9 @@ schemas are written in). A failure becomes a plain dict the model can act on::
     {"type": "invalid_arguments", "tool": "search", "field": "q",
      "expected": "string", "message": "q: 3 is not of type 'string'"}
 
-``errors`` lists every problem (same keys) when there is more than one.
+``errors`` lists every problem (same keys) when there is more than one. `problems` gives
+the same description for any value (structured output uses it): ``field``, ``expected``,
+``got`` and ``message`` per problem.
 """
 
 from __future__ import annotations
@@ -16,9 +18,16 @@ from typing import Any, Final
 
 import jsonschema
 
-__all__ = ["ArgumentValidator", "compile_fast", "describe_path", "invalid_arguments"]
+__all__ = [
+    "ArgumentValidator",
+    "compile_fast",
+    "describe_path",
+    "invalid_arguments",
+    "problems",
+]
 
 _MAX_ERRORS: Final = 8
+_MAX_GOT: Final = 80
 
 
 class ArgumentValidator:
@@ -51,13 +60,11 @@ class ArgumentValidator:
         fast = self._fast
         if fast is not None and fast(args):
             return None
-        errors = self._validator.iter_errors(args)
-        first = next(errors, None)
-        if first is None:
+        found = problems(self._validator, args, noun="argument")
+        if not found:
             return None
-        problems = [_problem(e) for e in _sorted([first, *_take(errors, _MAX_ERRORS - 1)])]
-        main = problems[0]
-        extra = {"errors": problems} if len(problems) > 1 else {}
+        main = found[0]
+        extra = {"errors": found} if len(found) > 1 else {}
         return (
             invalid_arguments(self._tool, main["field"], main["expected"], main["message"]) | extra
         )
@@ -82,6 +89,23 @@ def describe_path(path: Iterable[Any]) -> str | None:
     return out or None
 
 
+def problems(validator: Any, value: Any, *, noun: str = "field") -> list[dict[str, Any]]:
+    """What is wrong with ``value`` under a compiled ``jsonschema`` validator, shallow
+    problems first, at most eight; empty when it is valid. ``noun`` is what a property is
+    called in the messages ("field" for a value, "argument" for a tool's arguments)."""
+    errors = validator.iter_errors(value)
+    first = next(errors, None)
+    if first is None:
+        return []
+    return [_problem(e, noun) for e in _sorted([first, *_take(errors, _MAX_ERRORS - 1)])]
+
+
+def got(value: Any) -> str:
+    """A short, bounded description of a value that did not fit."""
+    text = repr(value)
+    return text if len(text) <= _MAX_GOT else text[: _MAX_GOT - 3] + "..."
+
+
 def _take(errors: Iterable[Any], n: int) -> list[Any]:
     out: list[Any] = []
     for error in errors:
@@ -98,7 +122,7 @@ def _sorted(errors: list[Any]) -> list[Any]:
     )
 
 
-def _problem(error: Any) -> dict[str, Any]:
+def _problem(error: Any, noun: str) -> dict[str, Any]:
     if error.context:  # anyOf / oneOf: report the branch that came closest
         error = jsonschema.exceptions.best_match([error])
     field = describe_path(error.absolute_path)
@@ -107,22 +131,32 @@ def _problem(error: Any) -> dict[str, Any]:
         missing = [name for name in value if name not in instance]
         name = missing[0] if missing else None
         field = _join(field, name)
-        return _entry(field, _expected_for(error, name), f"missing required argument {field!r}")
+        return _entry(
+            field, _expected_for(error, name), f"missing required {noun} {field!r}", "nothing"
+        )
     if kind == "additionalProperties" and isinstance(instance, Mapping):
         known = sorted(error.schema.get("properties", {}))
         unknown = sorted(k for k in instance if k not in error.schema.get("properties", {}))
         field = _join(field, unknown[0] if unknown else None)
         listing = ", ".join(known) or "(none)"
         return _entry(
-            field, f"no such argument; known: {listing}", f"unexpected argument {field!r}"
+            field,
+            f"no such {noun}; known: {listing}",
+            f"unexpected {noun} {field!r}",
+            got(instance.get(unknown[0])) if unknown else "",
         )
     expected = _expected(kind, value)
     where = f"{field}: " if field else ""
-    return _entry(field, expected, f"{where}{error.message}")
+    return _entry(field, expected, f"{where}{_short(error.message)}", got(instance))
 
 
-def _entry(field: str | None, expected: str, message: str) -> dict[str, Any]:
-    return {"field": field, "expected": expected, "message": message}
+def _short(message: str) -> str:
+    # jsonschema quotes the whole instance; keep messages bounded whatever the value.
+    return message if len(message) <= 4 * _MAX_GOT else message[: 4 * _MAX_GOT - 3] + "..."
+
+
+def _entry(field: str | None, expected: str, message: str, got: str) -> dict[str, Any]:
+    return {"field": field, "expected": expected, "got": got, "message": message}
 
 
 def _join(base: str | None, name: str | None) -> str | None:
