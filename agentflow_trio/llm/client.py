@@ -13,6 +13,7 @@ from typing import Any, final
 
 import attrs
 
+from . import _metering
 from .base import Provider
 from .types import (
     ChatRequest,
@@ -48,13 +49,13 @@ class LLMClient:
 
     async def complete(self, messages: Messages, **fields: Any) -> ChatResponse:
         """A chat completion through the provider's stack."""
-        return await self.provider.complete(_request(messages, fields))
+        return await _metering.complete(self.provider, _request(messages, fields))
 
     def stream(
         self, messages: Messages, **fields: Any
     ) -> AbstractAsyncContextManager[AsyncIterator[StreamChunk]]:
         """``async with llm.stream(messages) as chunks: async for chunk in chunks: ...``."""
-        return self.provider.stream(_request(messages, fields))
+        return _metering.stream(self.provider, _request(messages, fields))
 
     async def embed(
         self, texts: str | Sequence[str], *, model: str | None = None
