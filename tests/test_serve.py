@@ -8,6 +8,7 @@ a real HTTP client (httpx2).
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -256,3 +257,78 @@ async def test_serve_runner_refuses_a_remote_host_and_names_a_busy_port() -> Non
             port = busy.getsockname()[1]
             with busy, pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port}"):
                 await nursery.start(functools.partial(serve_runner, None, AGENTS, port=port))
+
+
+# A tool-calling transcript in the OpenAI chat shape, keys in the order the wire writes them
+# (role, content, name, tool_calls, tool_call_id); argument text kept with its own spacing.
+TRANSCRIPT: list[dict[str, Any]] = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "Weather in Paris and Oslo?", "name": "ana"},
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call_p",
+                "type": "function",
+                "function": {"name": "weather", "arguments": '{"city":  "Paris"}'},
+            },
+            {
+                "id": "call_o",
+                "type": "function",
+                "function": {"name": "weather", "arguments": '{ "city": "Oslo" }'},
+            },
+        ],
+    },
+    {"role": "tool", "content": '{"temp_c":18}', "name": "weather", "tool_call_id": "call_p"},
+    {"role": "tool", "content": '{"temp_c":-3}', "tool_call_id": "call_o"},
+    {"role": "assistant", "content": "Paris 18C, Oslo -3C."},
+    {"role": "user", "content": "And tomorrow?"},
+]
+
+
+async def test_a_posted_tool_transcript_reaches_the_model_as_the_openai_sdk_sends_it() -> None:
+    import openai
+
+    from agentflow_trio.config import RetryConfig
+    from agentflow_trio.llm import LLMClient, open_provider
+    from agentflow_trio.mockllm import MockReply, open_mock_llm
+    from agentflow_trio.testing import mock_llm_config
+    from agentflow_trio.tools import ToolRegistry, tool, tool_agent
+
+    @tool
+    def weather(city: str) -> dict[str, Any]:
+        """The weather in a city."""
+        return {"temp_c": 0}
+
+    agent = tool_agent(tools=ToolRegistry([weather]))
+    with trio.fail_after(TIMEOUT):
+        async with (
+            open_mock_llm() as mock,
+            open_provider(mock_llm_config(mock, retry=RetryConfig(enabled=False))) as provider,
+            Runner(agents={"ask": agent}, llm=LLMClient(provider)) as runner,
+            served(runner) as client,
+        ):
+            mock.script(MockReply(text="Same."))
+            body = {"type": "ask", "data": {"messages": TRANSCRIPT}}
+            answer = await client.post("/v1/events", json=body)
+            assert answer.status_code == 200 and answer.json()["outcome"] == "succeeded"
+            ours = mock.received[-1]["messages"]
+
+            sdk = openai.OpenAI(base_url=mock.url + "/v1", api_key="k", max_retries=0)
+            with sdk:
+                await trio.to_thread.run_sync(
+                    lambda: sdk.chat.completions.create(model="mock-gpt", messages=TRANSCRIPT)
+                )
+            theirs = mock.received[-1]["messages"]
+
+            # The transcript the agent answered with, posted back as is, is the same wire.
+            again = answer.json()["output"]["transcript"]
+            mock.script(MockReply(text="Same."))
+            await client.post("/v1/events", json={"type": "ask", "data": {"messages": again}})
+            round_trip = mock.received[-1]["messages"]
+
+    assert theirs == TRANSCRIPT  # the SDK sends the transcript as given
+    assert json.dumps(ours) == json.dumps(theirs)  # same values, same key order
+    assert round_trip[: len(ours)] == ours  # plus the assistant's own answer
+    assert round_trip[-1] == {"role": "assistant", "content": "Same."}

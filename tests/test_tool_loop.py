@@ -296,3 +296,87 @@ async def test_messages_from_the_event_and_request_fields(autojump_clock: Any) -
     assert [t.name for t in request.tools] == registry.names()
     with pytest.raises(ValueError):
         tool_agent(tools=registry, max_steps=0)
+
+
+# ------------------------------------------------------------------ history sent as JSON
+
+
+def test_json_history_is_rebuilt_into_messages_and_tool_calls() -> None:
+    from agentflow_trio.tools.loop import default_messages
+
+    history: list[dict[str, Any]] = [
+        {"role": "user", "content": [{"type": "text", "text": "two "}, {"text": "parts"}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "search", "arguments": '{"q": "x"}'},
+                },
+                {"id": "c2", "name": "weather", "arguments": {"city": "Rome"}},  # our shape
+                {"id": "c3", "function": {"name": "search", "arguments": "{not json"}},
+            ],
+        },
+        {"role": "tool", "content": "{}", "tool_call_id": "c1", "name": "search"},
+    ]
+    messages = default_messages(af.Event("ask", {"messages": history}))
+    assert messages[0] == Message("user", "two parts")
+    calls = messages[1].tool_calls
+    assert calls[0] == ToolCall("c1", "search", {"q": "x"}, '{"q": "x"}')
+    assert calls[1] == ToolCall("c2", "weather", {"city": "Rome"})
+    assert calls[1].arguments_json() == '{"city":"Rome"}'
+    assert calls[2].parse_error is not None and calls[2].raw_arguments == "{not json"
+    assert messages[2] == Message("tool", "{}", "search", (), "c1")
+    # What serve answers with (a Message's fields) rebuilds to the same messages.
+    import attrs
+
+    echoed = [attrs.asdict(m, recurse=True) for m in messages]
+    assert default_messages(af.Event("ask", {"messages": echoed})) == messages
+
+
+@pytest.mark.parametrize(
+    ("messages", "reason"),
+    [
+        ("hello", "messages must be a list of messages, not str"),
+        ([{"role": "user", "content": "a"}, {"content": "b"}], 'messages[1] needs "role"'),
+        ([["user", "hi"]], "messages[0] must be an object, not list"),
+        ([{"role": "tool", "content": "{}"}], 'messages[0] is a tool message without "tool_call'),
+        (
+            [{"role": "assistant", "tool_calls": [{"function": {"name": "f"}}]}],
+            'messages[0].tool_calls[0] needs "id"',
+        ),
+        (
+            [{"role": "assistant", "tool_calls": [{"id": "c", "function": {}}]}],
+            'messages[0].tool_calls[0] needs a function "name"',
+        ),
+        (
+            [{"role": "assistant", "tool_calls": [{"id": "c", "name": "f", "arguments": [1]}]}],
+            "messages[0].tool_calls[0] arguments must be JSON text or an object, not list",
+        ),
+        ([{"role": "assistant", "tool_calls": {"id": "c"}}], "messages[0].tool_calls must be"),
+        (
+            [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}],
+            "messages[0].content[0] is not a text part ('image_url')",
+        ),
+        ([{"role": "user", "content": 7}], "messages[0].content must be a string"),
+        ([{"role": "user", "content": "a", "name": 3}], "messages[0].name must be a string"),
+        ([{"role": "user", "content": "a"}] * 5000, "holds 5000 messages; at most 4096"),
+    ],
+)
+def test_bad_json_history_names_the_message(messages: Any, reason: str) -> None:
+    from agentflow_trio.tools.loop import default_messages
+
+    with pytest.raises(ValueError) as caught:
+        default_messages(af.Event("ask", {"messages": messages}))
+    assert reason in str(caught.value)
+
+
+async def test_a_bad_history_fails_the_event_without_a_model_call(autojump_clock: Any) -> None:
+    registry, _ = make_tools()
+    fake = FakeProvider.scripted(["never"])
+    result = await run(tool_agent(tools=registry), fake, {"messages": [{"content": "x"}]})
+    assert result.outcome is af.Outcome.FAILED and result.error is not None
+    assert result.error.type == "ValueError" and "messages[0]" in result.error.message
+    assert fake.requests == []

@@ -9,7 +9,7 @@ cancelled call still answers, so the next request is never rejected for a missin
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 from ..agents import Agent, Context
 from ..events import AgentResult, ErrorInfo, Event, Outcome
@@ -18,25 +18,123 @@ from ..llm.types import system as system_message
 from ._result import ToolResult, cancelled_result
 from .base import OnError, ToolRegistry, new_call_id
 
-__all__ = ["default_messages", "tool_agent"]
+__all__ = ["MAX_MESSAGES", "default_messages", "message_from_dict", "tool_agent"]
 
-_PROMPT_KEYS = ("query", "input", "prompt", "question")
+_PROMPT_KEYS: Final = ("query", "input", "prompt", "question")
+MAX_MESSAGES: Final = 4096
+"""The most messages `default_messages` takes from an event (a bound on posted input)."""
 
 
 def default_messages(event: Event) -> list[Message]:
-    """The conversation an event starts: ``data["messages"]`` (`Message` objects or
-    ``{"role", "content"}`` dicts), else one user message from ``data["query"]``,
-    ``"input"``, ``"prompt"`` or ``"question"`` (the first present)."""
+    """The conversation an event starts: ``data["messages"]``, else one user message from
+    ``data["query"]``, ``"input"``, ``"prompt"`` or ``"question"`` (the first present).
+
+    ``data["messages"]`` is a list (at most `MAX_MESSAGES`) of `Message` objects or of
+    dicts, rebuilt exactly (see `message_from_dict`): a transcript posted to ``serve`` as
+    JSON (the OpenAI chat shape, or the shape ``serve`` answers with) reaches the model
+    as it was sent, tool calls and their answers included.
+
+    Raises:
+        ValueError: no conversation in ``data``, or a message of the wrong shape (the
+            message names its index).
+    """
     data = event.data
     messages = data.get("messages")
     if messages is not None:
+        if not isinstance(messages, list | tuple):
+            kind = type(messages).__name__
+            raise ValueError(f"messages must be a list of messages, not {kind}")
+        if len(messages) > MAX_MESSAGES:
+            raise ValueError(f"messages holds {len(messages)} messages; at most {MAX_MESSAGES}")
         return [
-            m if isinstance(m, Message) else Message(m["role"], m.get("content")) for m in messages
+            m if isinstance(m, Message) else message_from_dict(m, i) for i, m in enumerate(messages)
         ]
     for key in _PROMPT_KEYS:
         if key in data:
             return [user(str(data[key]))]
     raise ValueError(f"event {event.type!r} has none of messages, {', '.join(_PROMPT_KEYS)}")
+
+
+def message_from_dict(data: Any, index: int = 0) -> Message:
+    """The `Message` a JSON message stands for.
+
+    Accepted: the OpenAI chat shape (``role``, ``content`` as a string, null or a list of
+    ``{"type": "text", "text": ...}`` parts, which are joined; ``name``; ``tool_calls`` as
+    ``{"id", "type": "function", "function": {"name", "arguments": "<JSON text>"}}``;
+    ``tool_call_id``) and this package's own shape (a `Message` as ``serve`` sends it: tool
+    calls as ``{"id", "name", "arguments": {...}, "raw_arguments": "..."}``). Argument text
+    is kept as sent (`ToolCall.parse`), so the model gets back exactly what it said. Other
+    keys are ignored.
+
+    Raises:
+        ValueError: not a message: no ``role``, a content part that is not text, a tool
+            call without an ``id`` or a name, a ``tool`` message without ``tool_call_id``.
+            The message says which: ``messages[3].tool_calls[0]: ...``.
+    """
+    where = f"messages[{index}]"
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where} must be an object, not {type(data).__name__}")
+    role = data.get("role")
+    if not isinstance(role, str) or not role:
+        raise ValueError(f'{where} needs "role": a non-empty string')
+    name = _optional_str(data, "name", where)
+    tool_call_id = _optional_str(data, "tool_call_id", where)
+    if role == "tool" and not tool_call_id:
+        raise ValueError(f'{where} is a tool message without "tool_call_id"')
+    raw_calls = data.get("tool_calls") or ()
+    if not isinstance(raw_calls, list | tuple):
+        raise ValueError(f"{where}.tool_calls must be a list, not {type(raw_calls).__name__}")
+    calls = tuple(_tool_call(c, f"{where}.tool_calls[{j}]") for j, c in enumerate(raw_calls))
+    content = _content(data.get("content"), where)
+    return Message(role, content, name, calls, tool_call_id)
+
+
+def _optional_str(data: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = data.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    raise ValueError(f"{where}.{key} must be a string, not {type(value).__name__}")
+
+
+def _content(value: Any, where: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"{where}.content must be a string, null or a list of text parts")
+    texts = []
+    for j, part in enumerate(value):
+        text = part.get("text") if isinstance(part, Mapping) else None
+        if not isinstance(text, str) or part.get("type", "text") != "text":
+            kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
+            raise ValueError(f"{where}.content[{j}] is not a text part ({kind!r})")
+        texts.append(text)
+    return "".join(texts)
+
+
+def _tool_call(data: Any, where: str) -> ToolCall:
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where} must be an object, not {type(data).__name__}")
+    call_id = data.get("id")
+    if not isinstance(call_id, str) or not call_id:
+        raise ValueError(f'{where} needs "id": a non-empty string (the tool message answers it)')
+    kind = data.get("type", "function")
+    if kind != "function":
+        raise ValueError(f'{where} has type {kind!r}; only "function" calls are supported')
+    function = data.get("function")
+    spec: Mapping[str, Any] = function if isinstance(function, Mapping) else data
+    name = spec.get("name")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f'{where} needs a function "name"')
+    raw = spec.get("raw_arguments") if function is None else None
+    arguments = spec.get("arguments")
+    if isinstance(raw, str) and raw:
+        return ToolCall.parse(call_id, name, raw)
+    if arguments is None or isinstance(arguments, str):
+        return ToolCall.parse(call_id, name, arguments or "")
+    if isinstance(arguments, Mapping):
+        return ToolCall(call_id, name, dict(arguments))
+    kind = type(arguments).__name__
+    raise ValueError(f"{where} arguments must be JSON text or an object, not {kind}")
 
 
 def tool_agent(
