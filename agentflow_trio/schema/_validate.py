@@ -8,7 +8,8 @@ schemas are written in). A failure becomes a plain dict the model can act on::
 
 ``errors`` lists every problem (same keys) when there is more than one. `problems` gives
 the same description for any value (structured output uses it): ``field``, ``expected``,
-``got`` and ``message`` per problem.
+``got`` and ``message`` per problem. Converters word their own failures the same way
+(`problem`) and prefix the path of the value they were converting (`under`).
 """
 
 from __future__ import annotations
@@ -18,16 +19,34 @@ from typing import Any, Final
 
 import jsonschema
 
+from ..errors import SchemaValidationError
+
 __all__ = [
     "ArgumentValidator",
     "compile_fast",
     "describe_path",
+    "got",
     "invalid_arguments",
+    "problem",
     "problems",
+    "under",
 ]
 
 _MAX_ERRORS: Final = 8
 _MAX_GOT: Final = 80
+_BOUNDS: Final = frozenset(
+    {
+        "minItems",
+        "maxItems",
+        "minLength",
+        "maxLength",
+        "minProperties",
+        "maxProperties",
+        "multipleOf",
+        "pattern",
+        "format",
+    }
+)
 
 
 class ArgumentValidator:
@@ -64,21 +83,27 @@ class ArgumentValidator:
         if not found:
             return None
         main = found[0]
-        extra = {"errors": found} if len(found) > 1 else {}
-        return (
-            invalid_arguments(self._tool, main["field"], main["expected"], main["message"]) | extra
+        error = invalid_arguments(
+            self._tool, main["field"], main["expected"], main["message"], got=main["got"]
         )
+        return error | {"errors": found} if len(found) > 1 else error
 
 
-def invalid_arguments(tool: str, field: str | None, expected: str, message: str) -> dict[str, Any]:
-    """The error dict for arguments that do not fit (``field`` None: the whole object)."""
-    return {
+def invalid_arguments(
+    tool: str, field: str | None, expected: str, message: str, *, got: str | None = None
+) -> dict[str, Any]:
+    """The error dict for arguments that do not fit (``field`` None: the whole object);
+    ``got`` (a short description of the value) is included when given."""
+    error = {
         "type": "invalid_arguments",
         "tool": tool,
         "field": field,
         "expected": expected,
         "message": message,
     }
+    if got is not None:
+        error["got"] = got
+    return error
 
 
 def describe_path(path: Iterable[Any]) -> str | None:
@@ -104,6 +129,34 @@ def got(value: Any) -> str:
     """A short, bounded description of a value that did not fit."""
     text = repr(value)
     return text if len(text) <= _MAX_GOT else text[: _MAX_GOT - 3] + "..."
+
+
+def problem(field: str | None, expected: str, value: str, message: str) -> dict[str, Any]:
+    """One problem as `problems` words it; ``message`` is prefixed with the field path
+    (``"p.x: must be > 0"``), and ``value`` is already a `got` description."""
+    text = f"{field}: {message}" if field else message
+    return {"field": field, "expected": expected, "got": value, "message": text}
+
+
+def under(error: SchemaValidationError, key: str | int) -> SchemaValidationError:
+    """``error`` seen from one level up: each problem's path (and the path its message
+    starts with) gains ``key`` in front, so a failure inside ``items[2]`` says so."""
+    moved = []
+    for item in error.problems:
+        field = item.get("field")
+        path = _prefix(key, field)
+        message = str(item.get("message", ""))
+        if field and message.startswith(f"{field}: "):
+            message = message[len(field) + 2 :]
+        moved.append({**item, "field": path, "message": f"{path}: {message}"})
+    return SchemaValidationError(moved)
+
+
+def _prefix(key: str | int, field: str | None) -> str:
+    head = f"[{key}]" if isinstance(key, int) else key
+    if not field:
+        return head
+    return f"{head}{field}" if field.startswith("[") else f"{head}.{field}"
 
 
 def _take(errors: Iterable[Any], n: int) -> list[Any]:
@@ -183,7 +236,7 @@ def _expected(kind: str, value: Any) -> str:
         return repr(value)
     if kind in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
         return f"{kind} {value}"
-    if kind in ("minItems", "maxItems", "minLength", "maxLength", "pattern", "format"):
+    if kind in _BOUNDS:
         return f"{kind} {value}"
     if kind == "anyOf" or kind == "oneOf":
         return " or ".join(_brief(s) for s in value)

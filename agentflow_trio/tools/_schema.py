@@ -1,7 +1,11 @@
 """The JSON schema of a function's arguments, from its signature and docstring.
 
 A leading context parameter is left out; each other parameter's schema and converter come
-from `agentflow_trio.schema.type_schema` (the same code structured output uses).
+from `agentflow_trio.schema.type_schema` (the same code structured output uses). A value
+that passes the schema but not its type's own checks (an attrs or pydantic validator, a
+dataclass ``__post_init__``) makes the converter raise `ArgumentConversionError`, a
+`ToolArgumentError` the registry answers with an ``invalid_arguments`` error naming the
+field (``p.x`` for a field inside parameter ``p``).
 """
 
 from __future__ import annotations
@@ -14,10 +18,26 @@ from typing import Any
 
 import attrs
 
-from ..schema import Converter, type_schema
+from ..errors import SchemaValidationError, ToolArgumentError
+from ..schema import Converter, got, problem, type_schema, under
 from ._docstring import parse_docstring
 
-__all__ = ["FunctionSchema", "function_schema"]
+__all__ = ["ArgumentConversionError", "FunctionSchema", "function_schema"]
+
+
+class ArgumentConversionError(ToolArgumentError):
+    """A tool argument fit the schema but its type refused it.
+
+    ``field`` is the path of the first problem (``"p.x"``), ``expected`` and ``got`` its
+    words, ``problems`` every problem (as in `SchemaValidationError`).
+    """
+
+    def __init__(self, tool: str, problems: tuple[dict[str, Any], ...]) -> None:
+        first = problems[0]
+        super().__init__(str(first["message"]), tool=tool, field=first.get("field"))
+        self.expected: str = str(first.get("expected", "a valid value"))
+        self.got: str | None = first.get("got")
+        self.problems = problems
 
 
 @attrs.frozen(slots=True)
@@ -67,12 +87,30 @@ def function_schema(fn: Callable[..., Any]) -> FunctionSchema:
             schema = {**schema, "default": _plain_default(param.default)}
         properties[name] = schema
         if convert is not None:
-            converters[name] = convert
+            converters[name] = _guarded(fn.__name__, name, convert)
     parameters: dict[str, Any] = {"type": "object", "properties": properties}
     if required:
         parameters["required"] = required
     parameters["additionalProperties"] = extra
     return FunctionSchema(parameters, converters, summary, ctx_parameter)
+
+
+def _guarded(tool: str, parameter: str, convert: Converter) -> Converter:
+    """``convert`` raising `ArgumentConversionError` (paths from the parameter) instead of
+    `SchemaValidationError` or a bare ``TypeError``/``ValueError``."""
+
+    def guarded(value: Any) -> Any:
+        try:
+            return convert(value)
+        except SchemaValidationError as exc:
+            moved = tuple(dict(p) for p in under(exc, parameter).problems)
+            raise ArgumentConversionError(tool, moved) from exc
+        except (TypeError, ValueError) as exc:
+            text = f"{type(exc).__name__}: {exc}"
+            found = problem(parameter, "a valid value", got(value), text)
+            raise ArgumentConversionError(tool, (found,)) from exc
+
+    return guarded
 
 
 def _hints(fn: Callable[..., Any], signature: inspect.Signature) -> dict[str, Any]:
