@@ -1,21 +1,28 @@
 """`EventHandle`, the runner's promise for one accepted event, and the checks made
 before one exists: nothing that would fail inside the runner's tasks (an object that
-is not an `Event`, a NaN timeout) gets a handle. Shared by ``runner.py`` and its
-re-exports; users get handles from `Runner.emit`, never build them.
+is not an `Event`, a NaN timeout, limits that are not `UsageLimits`) gets a handle.
+Shared by ``runner.py`` and its re-exports; users get handles from `Runner.emit`, never
+build them.
 """
 
 from __future__ import annotations
 
-from typing import Final, final
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TypeAlias, final
 
 import trio
 
+from ._outcome import CALLER_CANCELLED
 from .agents import _timeout_seconds
-from .events import AgentResult, ErrorInfo, Event, Outcome
+from .events import AgentResult, Event, Outcome
+from .progress import FinalResult, ProgressItem, ProgressSink, open_progress_channel
+from .usage import UsageLimits
 
-__all__ = ["CALLER_CANCELLED", "EventHandle", "new_handle"]
+__all__ = ["CALLER_CANCELLED", "EventHandle", "ItemStream", "new_handle", "open_item_stream"]
 
-CALLER_CANCELLED: Final = ErrorInfo("Cancelled", "cancelled by its caller")
+ItemStream: TypeAlias = AsyncIterator[ProgressItem]
+"""What ``runner.stream(event)`` gives: progress items, the `FinalResult` last."""
 
 
 @final
@@ -24,22 +31,33 @@ class EventHandle:
 
     Only the runner makes these. ``await handle.result()`` returns the `AgentResult`
     whatever the outcome; ``handle.cancel()`` asks for the event to end as ``cancelled``
-    (at once if it is still queued, at its next checkpoint if it runs).
+    (at once if it is still queued, at its next checkpoint if it runs);
+    ``async for item in handle.events()`` gives the event's progress items, the
+    `FinalResult` last (see `events`). ``limits`` are the event's own usage limits
+    (``emit(..., limits=)``), tightened by the agent's and ``[limits]`` when it runs.
     """
 
     __slots__ = (
         "_cancel_requested",
         "_done",
+        "_items",
         "_result",
         "_scope",
+        "_sink",
         "_slot_held",
         "event",
+        "limits",
         "timeout",
     )
 
-    def __init__(self, event: Event, timeout: float | None) -> None:
+    def __init__(
+        self, event: Event, timeout: float | None, limits: UsageLimits | None = None
+    ) -> None:
         self.event = event
         self.timeout = timeout
+        self.limits = limits
+        self._sink: ProgressSink | None = None  # the event's code sends progress here
+        self._items: trio.MemoryReceiveChannel[ProgressItem] | None = None
         self._result: AgentResult | None = None
         self._done: trio.Event | None = None  # made only if someone waits before the end
         self._scope: trio.CancelScope | None = None
@@ -68,6 +86,19 @@ class EventHandle:
             raise trio.WouldBlock
         return self._result
 
+    def events(self) -> AsyncIterator[ProgressItem]:
+        """The event's progress items in the order its code sent them, then exactly one
+        `FinalResult` (the event's result), last.
+
+        For a handle emitted with ``stream=True`` the items come through a bounded
+        channel (``runner.stream_buffer`` items): while it is full, the event's code
+        waits in ``sink.send`` (backpressure), so read promptly or the event slows down
+        (and may time out). Without ``stream=True`` the only item is the `FinalResult`.
+        Iterate once: the items are not kept. Leaving the loop early does not cancel
+        the event (``runner.stream`` does; or call `cancel`).
+        """
+        return _Items(self)
+
     def cancel(self) -> None:
         """Ask for the event to end ``cancelled``; does nothing once it has ended."""
         if self._result is not None or self._cancel_requested:
@@ -82,24 +113,94 @@ class EventHandle:
         if self._result is not None:
             return False
         self._result = result
+        if self._sink is not None:  # the event's code has ended: no more items
+            self._sink.close()
         if self._done is not None:
             self._done.set()
         return True
+
+    def _open_stream(self, max_items: int) -> None:
+        self._sink, self._items = open_progress_channel(max_items)
+
+    def _stop_stream(self) -> None:
+        """The caller is gone: drop buffered items, and make later sends no-ops."""
+        if self._items is not None:
+            self._items.close()
 
     def __repr__(self) -> str:
         state = self._result.outcome.value if self._result is not None else "pending"
         return f"<EventHandle {self.event.id} {self.event.type} {state}>"
 
 
-def new_handle(event: Event, timeout: float | None) -> EventHandle:
+@final
+class _Items:
+    """`EventHandle.events`: the channel's items, then the `FinalResult`.
+
+    An item already buffered is returned after only a cancellation check (no trip
+    through the scheduler), so a caller that fell behind catches up in one go.
+    """
+
+    __slots__ = ("_handle", "_items")
+
+    def __init__(self, handle: EventHandle) -> None:
+        self._handle: EventHandle | None = handle
+        self._items = handle._items
+
+    def __aiter__(self) -> _Items:
+        return self
+
+    async def __anext__(self) -> ProgressItem:
+        items = self._items
+        if items is not None:
+            try:
+                item = items.receive_nowait()
+            except trio.WouldBlock:
+                try:
+                    return await items.receive()
+                except (trio.EndOfChannel, trio.ClosedResourceError):
+                    self._items = None
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                self._items = None
+            else:
+                await trio.lowlevel.checkpoint_if_cancelled()
+                return item
+        handle = self._handle
+        if handle is None:
+            raise StopAsyncIteration
+        self._handle = None
+        return FinalResult(await handle.result())
+
+
+@asynccontextmanager
+async def open_item_stream(emit: Callable[[], Awaitable[EventHandle]]) -> AsyncIterator[ItemStream]:
+    """``runner.stream``: emit (``emit()``, a streamed handle), give its items; on leaving
+    before the event ended, stop the stream, cancel the event and wait for it to end
+    (shielded: the event's scope is cancelled, so it ends at its next checkpoint)."""
+    handle = await emit()
+    try:
+        yield handle.events()
+    finally:
+        if handle._result is None:
+            handle._stop_stream()
+            handle.cancel()
+            with trio.CancelScope(shield=True):
+                await handle.result()
+
+
+def new_handle(
+    event: Event, timeout: float | None, limits: UsageLimits | None = None
+) -> EventHandle:
     """A handle for ``event``, after the checks that keep bad input out of the runner.
 
     Raises:
-        TypeError: ``event`` is not an `Event` with a string ``type``.
+        TypeError: ``event`` is not an `Event` with a string ``type``, or ``limits`` is
+            not None or a `UsageLimits`.
         ConfigError: ``timeout`` is not None, a number > 0 or ``math.inf``.
     """
     if not isinstance(event, Event) or type(event.type) is not str:
         raise TypeError(f"expected an Event whose type is a str, got {event!r}")
     if timeout is not None:
         timeout = _timeout_seconds(timeout)
-    return EventHandle(event, timeout)
+    if limits is not None and not isinstance(limits, UsageLimits):
+        raise TypeError(f"limits must be a UsageLimits, got {limits!r}")
+    return EventHandle(event, timeout, limits)

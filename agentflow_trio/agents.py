@@ -13,6 +13,8 @@ deadlock the pool.
 An agent's error is any exception it raises, BaseException subclasses included, except
 the three that are not the agent's to report: ``trio.Cancelled`` (its scope decides),
 ``KeyboardInterrupt`` and ``SystemExit`` (the process is stopping). Those propagate.
+A `UsageLimitExceeded` (alone or in a nursery's ExceptionGroup) ends the agent
+``usage_limit_exceeded`` rather than ``failed``.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ from typing import Any, Literal, Protocol, overload
 
 import trio
 
-from ._outcome import passes_through
+from ._outcome import failure, passes_through
 from .errors import ConfigError
 from .events import AgentResult, ErrorInfo, Event, Outcome
 from .hooks import Hooks as Hooks
 from .state import State
+from .usage import RunUsage, UsageLimits, UsageMeter, current_meter
 
 __all__ = [
     "Agent",
@@ -104,12 +107,14 @@ class Context:
     ``mcp`` and ``metrics`` are the fields of the runner's `Services` (None if not given);
     ``previous`` is the output of the step before, inside `sequential` and `loop`;
     ``depth`` is 0 for an event emitted from outside, 1 for a call made from its agent
-    through ``ctx.runner.call``, and so on.
+    through ``ctx.runner.call``, and so on; ``usage`` is what the event's model calls
+    have spent so far.
     """
 
     __slots__ = (
         "_hooks",
         "_limiter",
+        "_meter",
         "_slot",
         "_state",
         "_tools",
@@ -137,6 +142,7 @@ class Context:
         limiter: trio.CapacityLimiter | None = None,
         slot: _Slot | None = None,
         depth: int = 0,
+        meter: UsageMeter | None = None,
     ) -> None:
         self.event = event
         self._state = state
@@ -153,6 +159,13 @@ class Context:
         self._limiter = limiter
         self._slot = slot
         self.depth = depth
+        self._meter = meter  # the event's usage meter (the runner's), shared by children
+
+    @property
+    def usage(self) -> RunUsage:
+        """What the event's model calls have spent so far (nested events' included)."""
+        meter = self._meter if self._meter is not None else current_meter()
+        return meter.snapshot() if meter is not None else RunUsage()
 
     @property
     def tools(self) -> Any:
@@ -182,6 +195,7 @@ class Context:
             hooks=self._hooks,
             limiter=self._limiter,
             depth=self.depth,
+            meter=self._meter,
         )
         ctx.previous = self.previous
         return ctx
@@ -194,17 +208,20 @@ class Context:
 
 
 class Agent:
-    """An agent: a name, an ``async def (ctx, event)`` function and an optional timeout.
+    """An agent: a name, an ``async def (ctx, event)`` function, an optional timeout and
+    optional usage limits.
 
     ``timeout`` is in seconds, > 0; ``math.inf`` means none (not even ``event_timeout``);
     NaN, zero, a negative number or a non-number raises `ConfigError` at once, whether
-    given here or set later.
+    given here or set later. ``limits`` (`UsageLimits`) bound the model calls of each
+    event this agent handles as the top-level agent (tightened by ``[limits]`` and the
+    event's own; ``TypeError`` for anything else).
 
     Calling it (``await a(ctx, event)``) runs the function directly; the runner instead goes
     through `invoke`, which applies hooks and turns exceptions into results.
     """
 
-    __slots__ = ("__wrapped__", "description", "fn", "name", "timeout")
+    __slots__ = ("__wrapped__", "description", "fn", "limits", "name", "timeout")
 
     def __init__(
         self,
@@ -213,6 +230,7 @@ class Agent:
         name: str | None = None,
         timeout: float | None = None,
         description: str = "",
+        limits: UsageLimits | None = None,
     ) -> None:
         if not callable(fn):
             raise TypeError(f"an agent needs an async function, got {fn!r}")
@@ -220,12 +238,16 @@ class Agent:
         self.__wrapped__ = fn
         self.name: str = name or str(getattr(fn, "__name__", "agent"))
         self.timeout: float | None = timeout
+        self.limits: UsageLimits | None = limits
         self.description = description or (getattr(fn, "__doc__", None) or "").strip()
 
     def __setattr__(self, name: str, value: Any) -> None:
-        # ``timeout`` is checked however it is set (the runner trusts it at run time).
+        # ``timeout`` and ``limits`` are checked however they are set (the runner trusts
+        # them at run time).
         if name == "timeout":
             value = _timeout_seconds(value)
+        elif name == "limits" and value is not None and not isinstance(value, UsageLimits):
+            raise TypeError(f"limits must be a UsageLimits, got {value!r}")
         object.__setattr__(self, name, value)
 
     def __call__(self, ctx: Context, event: Event, /) -> Awaitable[Any]:
@@ -239,7 +261,11 @@ class Agent:
 def agent(fn: AgentFunction, /) -> Agent: ...
 @overload
 def agent(
-    *, name: str | None = None, timeout: float | None = None, description: str = ""
+    *,
+    name: str | None = None,
+    timeout: float | None = None,
+    description: str = "",
+    limits: UsageLimits | None = None,
 ) -> Callable[[AgentFunction], Agent]: ...
 def agent(
     fn: AgentFunction | None = None,
@@ -248,18 +274,21 @@ def agent(
     name: str | None = None,
     timeout: float | None = None,
     description: str = "",
+    limits: UsageLimits | None = None,
 ) -> Agent | Callable[[AgentFunction], Agent]:
     """Decorate ``async def f(ctx, event)`` as an `Agent`; usable bare or with arguments.
 
     ``timeout`` (seconds, > 0, ``math.inf`` for none) overrides the runner's
-    ``event_timeout`` for events this agent handles as the top-level agent.
+    ``event_timeout`` for events this agent handles as the top-level agent; ``limits``
+    (`UsageLimits`) bound those events' model calls.
 
     Raises:
         ConfigError: ``timeout`` is NaN, not positive, or not a number.
+        TypeError: ``limits`` is not a `UsageLimits`.
     """
 
     def wrap(f: AgentFunction) -> Agent:
-        return Agent(f, name=name, timeout=timeout, description=description)
+        return Agent(f, name=name, timeout=timeout, description=description, limits=limits)
 
     return wrap(fn) if fn is not None else wrap
 
@@ -274,16 +303,17 @@ def as_agent(obj: _AgentLike | AgentFunction) -> _AgentLike:
 async def invoke(ctx: Context, agent: _AgentLike, event: Event) -> AgentResult:
     """Run one agent: hooks around it, a plain return value wrapped, an exception kept.
 
-    Any exception becomes a ``failed`` result, BaseException subclasses included;
-    ``trio.Cancelled``, ``KeyboardInterrupt`` and ``SystemExit`` propagate untouched.
+    Any exception becomes a ``failed`` result, BaseException subclasses included (a
+    `UsageLimitExceeded`: ``usage_limit_exceeded``); ``trio.Cancelled``,
+    ``KeyboardInterrupt`` and ``SystemExit`` propagate untouched.
     """
     hooks = ctx._hooks
     name = agent.name
     ctx.agent = name
     if hooks.before_agent:
-        failure = hooks.run_before(hooks.before_agent, "before_agent", name, event)
-        if failure is not None:
-            return AgentResult(Outcome.FAILED, None, ErrorInfo.from_exception(failure), None, name)
+        refused = hooks.run_before(hooks.before_agent, "before_agent", name, event)
+        if refused is not None:
+            return AgentResult(Outcome.FAILED, None, ErrorInfo.from_exception(refused), None, name)
     try:
         value = await agent(ctx, event)
     except BaseException as exc:
@@ -291,7 +321,7 @@ async def invoke(ctx: Context, agent: _AgentLike, event: Event) -> AgentResult:
             raise
         if hooks.on_error:
             hooks.run_after(hooks.on_error, "on_error", event, exc)
-        result = AgentResult(Outcome.FAILED, None, ErrorInfo.from_exception(exc), None, name)
+        result = failure(exc, name)
     else:
         if type(value) is AgentResult:
             result = value if value.agent is not None else _named(value, name)
@@ -303,7 +333,9 @@ async def invoke(ctx: Context, agent: _AgentLike, event: Event) -> AgentResult:
 
 
 def _named(result: AgentResult, name: str) -> AgentResult:
-    return AgentResult(result.outcome, result.output, result.error, result.event_id, name)
+    return AgentResult(
+        result.outcome, result.output, result.error, result.event_id, name, result.usage
+    )
 
 
 async def run_concurrently(
@@ -425,9 +457,11 @@ def parallel(
     """Run ``agents`` concurrently in one nursery and merge their outputs.
 
     The output is ``merge(results)``, by default a dict of agent name -> output in
-    declaration order. If any child did not succeed the result is ``failed``, its error
-    names each such child, and the outputs of the others are still in ``output``. With
-    ``on_error="cancel"`` the first failure cancels the siblings still running.
+    declaration order. If any child did not succeed the result is ``failed`` (or
+    ``usage_limit_exceeded`` when a child ran out of the event's usage budget, which the
+    children share), its error names each such child, and the outputs of the others are
+    still in ``output``. With ``on_error="cancel"`` the first failure cancels the
+    siblings still running.
     """
     children = [as_agent(a) for a in agents]
     if not children:
@@ -440,6 +474,8 @@ def parallel(
         results = await run_concurrently(ctx, children, event, on_error=on_error)
         error = summarize_failures(results)
         outcome = Outcome.SUCCEEDED if error is None else Outcome.FAILED
+        if any(r.outcome is Outcome.USAGE_LIMIT_EXCEEDED for r in results):
+            outcome = Outcome.USAGE_LIMIT_EXCEEDED
         return AgentResult(outcome, merger(results), error, None, name)
 
     return Agent(run, name=name)

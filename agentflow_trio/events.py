@@ -11,9 +11,12 @@ import os
 import time
 import traceback
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
+
+if TYPE_CHECKING:
+    from .usage import RunUsage
 
 __all__ = ["AgentResult", "ErrorInfo", "Event", "Outcome", "new_event_id"]
 
@@ -36,6 +39,7 @@ class Outcome(enum.StrEnum):
     FAILED = "failed"
     TIMED_OUT = "timed_out"
     CANCELLED = "cancelled"
+    USAGE_LIMIT_EXCEEDED = "usage_limit_exceeded"
 
 
 _EMPTY: Mapping[str, Any] = {}
@@ -86,8 +90,10 @@ class ErrorInfo:
 class AgentResult:
     """What handling an event produced, whatever the outcome.
 
-    Build one with the named constructors `ok`, `failed`, `timed_out` and `cancelled`.
-    The runner fills in ``event_id`` and ``agent``.
+    Build one with the named constructors `ok`, `failed`, `timed_out`, `cancelled` and
+    `usage_limit_exceeded`. The runner fills in ``event_id`` and ``agent``, and ``usage``
+    (a `RunUsage`: requests, tokens, cost of every model call the event made, nested
+    events' included) for an event that made a model call; None otherwise.
     """
 
     outcome: Outcome
@@ -95,6 +101,7 @@ class AgentResult:
     error: ErrorInfo | None = None
     event_id: str | None = None
     agent: str | None = None
+    usage: RunUsage | None = attrs.field(default=None, hash=False)
 
     @classmethod
     def ok(cls, output: Any = None) -> AgentResult:
@@ -115,6 +122,14 @@ class AgentResult:
     def cancelled(cls, message: str = "event cancelled") -> AgentResult:
         """The event was cancelled (by its caller or by shutdown) before it finished."""
         return cls(Outcome.CANCELLED, None, ErrorInfo("Cancelled", message))
+
+    @classmethod
+    def usage_limit_exceeded(
+        cls, error: BaseException | ErrorInfo | str, usage: RunUsage | None = None
+    ) -> AgentResult:
+        """The event's usage budget ran out (`UsageLimitExceeded`); ``usage`` is what
+        it spent."""
+        return cls(Outcome.USAGE_LIMIT_EXCEEDED, None, _error_info(error), usage=usage)
 
     @property
     def succeeded(self) -> bool:

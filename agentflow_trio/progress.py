@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any, Final, final
 
 import attrs
@@ -31,6 +31,8 @@ __all__ = [
     "ToolCallFinished",
     "ToolCallStarted",
     "current_sink",
+    "enter_sink",
+    "exit_sink",
     "open_progress_channel",
     "using_sink",
 ]
@@ -135,3 +137,14 @@ def using_sink(sink: ProgressSink | None) -> Iterator[None]:
         yield
     finally:
         _SINK.reset(token)
+
+
+def enter_sink(sink: ProgressSink | None) -> Token[ProgressSink | None]:
+    """`using_sink` in two calls, for the runner's hot path: make ``sink`` current and
+    return the token `exit_sink` takes to undo it."""
+    return _SINK.set(sink)
+
+
+def exit_sink(token: Token[ProgressSink | None]) -> None:
+    """Undo the `enter_sink` that returned ``token``."""
+    _SINK.reset(token)

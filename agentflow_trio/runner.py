@@ -10,13 +10,14 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Final, Unpack, final
 
 import attrs
 import trio
 
-from ._handle import CALLER_CANCELLED, EventHandle, new_handle
-from ._outcome import cancelled_now, only_cancelled, passes_through, stops_process
+from ._handle import CALLER_CANCELLED, EventHandle, ItemStream, new_handle, open_item_stream
+from ._outcome import SHUTDOWN_CANCELLED, escaped, failure, passes_through, reraise, settle
 from ._owner import NurseryOwner
 from .agents import (
     Agent,
@@ -32,8 +33,10 @@ from .config import Config
 from .errors import NestingTooDeep, QueueFull, RunnerClosed, UnknownAgent
 from .events import AgentResult, ErrorInfo, Event, Outcome
 from .observability.runtime import AppliedGCSettings, MemoryGuard, apply_gc_settings
+from .progress import current_sink, enter_sink, exit_sink
 from .services import ServiceKeywords, Services
 from .state import SessionStore
+from .usage import UsageLimits, UsageMeter, enter_meter, exit_meter
 
 if TYPE_CHECKING:
     from .llm import LLMClient, Provider
@@ -46,7 +49,6 @@ __all__ = ["EventHandle", "Runner", "RunnerStatistics"]
 _log = logging.getLogger("agentflow_trio.runner")
 
 _NEW, _OPEN, _CLOSING, _CLOSED = range(4)
-_SHUTDOWN_CANCELLED: Final = ErrorInfo("Cancelled", "cancelled by runner shutdown")
 
 
 @attrs.frozen(slots=True)
@@ -68,11 +70,13 @@ class RunnerStatistics:
     max_concurrent_events: int
     worker_pool_size: int
     closed: bool
+    usage_limit_exceeded: int = 0
 
     @property
     def completed(self) -> int:
         """Events that have ended, in any outcome."""
-        return self.succeeded + self.failed + self.timed_out + self.cancelled
+        ended = self.succeeded + self.failed + self.timed_out + self.cancelled
+        return ended + self.usage_limit_exceeded
 
 
 @final
@@ -85,15 +89,17 @@ class Runner(NurseryOwner):
     ``await runner.emit(event)`` waits for room and returns an `EventHandle`;
     ``runner.emit_nowait(event)`` raises `QueueFull` instead of waiting;
     ``await runner.call(event)`` emits and waits for the result, and cancels the event if
-    the caller is cancelled. An event's ``type`` picks its agent; an unknown type ends
-    ``failed`` naming the known ones.
+    the caller is cancelled; ``async with runner.stream(event) as items`` gives the
+    event's progress items as they happen, its result last. An event's ``type`` picks
+    its agent; an unknown type ends ``failed`` naming the known ones.
 
     Guarantees (each is a hypothesis property in tests/test_runner_properties.py):
 
     1. Conservation: every accepted event ends exactly once, in exactly one outcome
-       (``succeeded | failed | timed_out | cancelled``); a refused event is refused to its
-       caller at once (`QueueFull`, `RunnerClosed`). An agent's exception never escapes:
-       it becomes a ``failed`` result with the traceback kept, whatever its class
+       (``succeeded | failed | timed_out | cancelled | usage_limit_exceeded``); a refused
+       event is refused to its caller at once (`QueueFull`, `RunnerClosed`). An agent's
+       exception never escapes: it becomes a ``failed`` result with the traceback kept
+       (``usage_limit_exceeded`` for a `UsageLimitExceeded`), whatever its class
        (BaseException subclasses, ``GeneratorExit`` and a ``trio.Cancelled`` that none of
        the event's own scopes caused included). Only ``KeyboardInterrupt`` and
        ``SystemExit`` go on to stop the runner, as they would stop the process without
@@ -121,6 +127,13 @@ class Runner(NurseryOwner):
     queues the event for a free worker like any other (fire and forget): an agent that
     waits for that handle waits for a worker, so use ``call`` for work it waits on.
     Order (4) is about queued events; nested calls run when they are made.
+
+    Usage: each event gets a usage meter; every model call its code makes through
+    ``ctx.llm`` is checked against the event's limits (the tightest of ``[limits]``,
+    the agent's ``limits`` and ``emit(..., limits=)``) and charged to it, and a nested
+    call's to its parent's as well. An event that made a model call ends with
+    ``result.usage`` (a `RunUsage`); past a limit it ends ``usage_limit_exceeded``
+    with what it spent.
 
     Bad input is refused where it enters, to the caller, never inside the runner's
     tasks: a timeout that is NaN, zero, negative or not a number raises `ConfigError`
@@ -155,6 +168,9 @@ class Runner(NurseryOwner):
         self._drain_timeout = rc.drain_timeout
         self._max_in_flight = rc.max_concurrent_events
         self._max_depth = rc.max_nesting_depth
+        self._stream_buffer = rc.stream_buffer
+        self._limits = UsageLimits.from_config(self.config.limits)
+        self._prices = self.config.llm.prices
         self._workers = trio.CapacityLimiter(rc.worker_pool_size)
         self._send, self._receive = trio.open_memory_channel[EventHandle](rc.event_buffer_size)
         self._state = _NEW
@@ -249,17 +265,25 @@ class Runner(NurseryOwner):
             self._gc.undo()
 
     # ----------------------------------------------------------------- emitting
-    def emit_nowait(self, event: Event, *, timeout: float | None = None) -> EventHandle:
-        """Accept ``event`` if there is room now, else raise `QueueFull`.
+    def emit_nowait(
+        self,
+        event: Event,
+        *,
+        timeout: float | None = None,
+        limits: UsageLimits | None = None,
+        stream: bool = False,
+    ) -> EventHandle:
+        """Accept ``event`` if there is room now, else raise `QueueFull`; as `emit`.
 
         Raises:
             QueueFull: ``max_concurrent_events`` are in flight or the queue is full.
             Overloaded: the process is over its soft memory limit (``[runtime]``).
             RunnerClosed: the runner is not open.
             ConfigError: ``timeout`` is NaN, not positive or not a number.
-            TypeError: ``event`` is not an `Event` with a string ``type``.
+            TypeError: ``event`` is not an `Event` with a string ``type``, or ``limits``
+                is not a `UsageLimits`.
         """
-        handle = new_handle(event, timeout)
+        handle = self._new_handle(event, timeout, limits, stream)
         guard = self._guard
         if guard is not None and guard.shedding:
             self._refused += 1
@@ -273,22 +297,33 @@ class Runner(NurseryOwner):
             raise QueueFull("the event queue is full (event_buffer_size)")
         return handle
 
-    async def emit(self, event: Event, *, timeout: float | None = None) -> EventHandle:
+    async def emit(
+        self,
+        event: Event,
+        *,
+        timeout: float | None = None,
+        limits: UsageLimits | None = None,
+        stream: bool = False,
+    ) -> EventHandle:
         """Accept ``event``, waiting for room (backpressure); return its handle.
 
         ``timeout`` (seconds, > 0; ``math.inf`` for none) overrides the event's run
-        timeout. Cancellation while waiting leaves the event not accepted. Always a
-        checkpoint. From inside an agent the event is queued like any other (see
-        "Nested calls" in the class docstring).
+        timeout; ``limits`` (`UsageLimits`) tighten its usage limits. With ``stream``
+        the event's progress items (model text, tool calls, partial output) go to
+        ``handle.events()`` through a bounded channel of ``runner.stream_buffer`` items:
+        read them, or the event waits for room. Cancellation while waiting leaves the
+        event not accepted. Always a checkpoint. From inside an agent the event is
+        queued like any other (see "Nested calls" in the class docstring).
 
         Raises:
             Overloaded: the process is over its soft memory limit (``[runtime]``); load is
                 shed at once rather than queued.
             RunnerClosed: the runner is not open, or closes while this waits.
             ConfigError: ``timeout`` is NaN, not positive or not a number.
-            TypeError: ``event`` is not an `Event` with a string ``type``.
+            TypeError: ``event`` is not an `Event` with a string ``type``, or ``limits``
+                is not a `UsageLimits`.
         """
-        handle = new_handle(event, timeout)
+        handle = self._new_handle(event, timeout, limits, stream)
         await trio.lowlevel.checkpoint_if_cancelled()
         guard = self._guard
         if guard is not None and guard.shedding:
@@ -302,11 +337,14 @@ class Runner(NurseryOwner):
         await trio.lowlevel.cancel_shielded_checkpoint()
         return handle
 
-    async def call(self, event: Event, *, timeout: float | None = None) -> AgentResult:
+    async def call(
+        self, event: Event, *, timeout: float | None = None, limits: UsageLimits | None = None
+    ) -> AgentResult:
         """Emit ``event`` and wait for its result; cancelling the caller cancels the event.
 
         From inside an agent of this runner the event runs at once under the agent's
-        worker slot instead of queueing (see "Nested calls" in the class docstring).
+        worker slot instead of queueing (see "Nested calls" in the class docstring), and
+        its progress items go to its parent's caller, if one streams.
 
         Raises:
             The errors of `emit`; from inside an agent, `NestingTooDeep` past
@@ -314,13 +352,32 @@ class Runner(NurseryOwner):
         """
         parent = _current.get()
         if parent is not None and _runs_on(parent, self):
-            return await self._call_nested(parent, event, timeout)
-        handle = await self.emit(event, timeout=timeout)
+            return await self._call_nested(parent, event, timeout, limits)
+        handle = await self.emit(event, timeout=timeout, limits=limits)
         try:
             return await handle.result()
         finally:
             if handle._result is None:
                 handle.cancel()
+
+    def stream(
+        self, event: Event, *, timeout: float | None = None, limits: UsageLimits | None = None
+    ) -> AbstractAsyncContextManager[ItemStream]:
+        """``async with runner.stream(event) as items: async for item in items: ...``:
+        the event's progress items (`TextDelta`, `ToolCallStarted`, `ToolCallFinished`,
+        `PartialOutput`) in order, then its `FinalResult`, last.
+
+        Entering emits the event (``emit(..., stream=True)``: it waits for room).
+        Items pass through a bounded channel (``runner.stream_buffer``): a consumer
+        that reads slowly makes the event's code wait. Leaving the block before the
+        `FinalResult` (``break``, an exception, the consumer cancelled) cancels the
+        event (outcome ``cancelled``) and waits for it to end, so no task of it is left.
+
+        Raises:
+            The errors of `emit`, when entering.
+        """
+        emit = functools.partial(self.emit, event, timeout=timeout, limits=limits, stream=True)
+        return open_item_stream(emit)
 
     def statistics(self) -> RunnerStatistics:
         """Counters for dashboards and tests; cheap, no checkpoint."""
@@ -341,6 +398,7 @@ class Runner(NurseryOwner):
             max_concurrent_events=self._max_in_flight,
             worker_pool_size=int(self._workers.total_tokens),
             closed=self._state >= _CLOSING,
+            usage_limit_exceeded=o[Outcome.USAGE_LIMIT_EXCEEDED],
         )
 
     @property
@@ -349,6 +407,14 @@ class Runner(NurseryOwner):
         return self._agents
 
     # ----------------------------------------------------------------- internals
+    def _new_handle(
+        self, event: Event, timeout: float | None, limits: UsageLimits | None, stream: bool
+    ) -> EventHandle:
+        handle = new_handle(event, timeout, limits)
+        if stream:
+            handle._open_stream(self._stream_buffer)
+        return handle
+
     def _try_accept(self, handle: EventHandle) -> bool:
         """Queue ``handle`` if the runner is open and has room; no checkpoint.
 
@@ -424,15 +490,15 @@ class Runner(NurseryOwner):
                 await self._run_event(h)
         finally:
             if handle is not None and handle._result is None:  # shut down while waiting
-                res = AgentResult(Outcome.CANCELLED, None, _SHUTDOWN_CANCELLED, handle.event.id)
+                res = AgentResult(Outcome.CANCELLED, None, SHUTDOWN_CANCELLED, handle.event.id)
                 self._finish(handle, res)
 
     async def _call_nested(
-        self, parent: Context, event: Event, timeout: float | None
+        self, parent: Context, event: Event, timeout: float | None, limits: UsageLimits | None
     ) -> AgentResult:
         """Run ``event`` now, in this task, under ``parent``'s worker slot; see the class
         docstring ("Nested calls")."""
-        handle = new_handle(event, timeout)
+        handle = new_handle(event, timeout, limits)
         if parent.depth >= self._max_depth:
             raise NestingTooDeep(self._max_depth)
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -452,16 +518,25 @@ class Runner(NurseryOwner):
         """Run one event under its timeout scope; always resolve it and free its slots.
 
         ``parent``: the context of the agent making this nested call (None for an event
-        a worker took from the queue); its worker slot is shared, not taken or freed.
+        a worker took from the queue); its worker slot is shared, not taken or freed,
+        its usage meter is this event's meter's parent, and its progress sink (the
+        current one) is this event's too.
         """
         event = handle.event
         result: AgentResult | None = None
         timeout = handle.timeout
         agent = self._agents.get(event.type)
+        limits = handle.limits
+        if agent is not None and isinstance(agent, Agent):
+            if timeout is None and agent.timeout is not None:
+                timeout = agent.timeout
+            if agent.limits is not None:
+                limits = agent.limits.tighter(limits)
         if timeout is None:
             timeout = self._event_timeout
-            if agent is not None and isinstance(agent, Agent) and agent.timeout is not None:
-                timeout = agent.timeout
+        if self._limits is not None:
+            limits = self._limits.tighter(limits)
+        meter = UsageMeter(limits, self._prices, None if parent is None else parent._meter)
         services = self.services
         ctx = Context(
             event,
@@ -474,10 +549,15 @@ class Runner(NurseryOwner):
             limiter=self._workers,
             slot=handle if parent is None else parent._slot,
             depth=0 if parent is None else parent.depth + 1,
+            meter=meter,
         )
         token = _current.set(ctx)
+        meter_token = enter_meter(meter)
+        sink_token = None
         if parent is None:
             self._running += 1
+            if handle._sink is not current_sink():  # a queued event streams to its own
+                sink_token = enter_sink(handle._sink)
         try:
             with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
                 handle._scope = scope
@@ -491,27 +571,38 @@ class Runner(NurseryOwner):
                     msg = f"event {event.id} ran past its timeout of {timeout:g}s"
                     result = AgentResult(Outcome.TIMED_OUT, None, ErrorInfo("Timeout", msg))
         except BaseException as exc:
-            result = _escaped(exc, parent is not None)
-            if _reraise(exc):
+            result = escaped(exc, parent is not None)
+            if reraise(exc):
                 raise
         finally:
             _current.reset(token)
+            exit_meter(meter_token)
+            if sink_token is not None:
+                exit_sink(sink_token)
             if parent is None:
                 self._running -= 1
                 if handle._slot_held:
                     handle._slot_held = False
                     self._workers.release_on_behalf_of(handle)
             assert result is not None
-            if result.event_id != event.id:
-                result = _stamp(result, event.id, ctx.agent)
+            result = settle(result, event.id, ctx.agent, meter)
+            if meter.requests:
+                self._observe_usage(ctx.agent or event.type, meter)
             self._finish(handle, result, parent is None)
+
+    def _observe_usage(self, agent: str, meter: UsageMeter) -> None:
+        """Count the event's own model usage in the metrics (when they count usage)."""
+        observe = getattr(self.services.metrics, "observe_usage", None)
+        own = meter.own_usage()
+        if observe is not None and own is not None:
+            observe(agent, own)
 
     async def _handle(self, ctx: Context, agent: _AgentLike | None, event: Event) -> AgentResult:
         hooks = self._hooks
         if hooks.before_event:
-            failure = hooks.run_before(hooks.before_event, "before_event", event)
-            if failure is not None:
-                return AgentResult(Outcome.FAILED, None, ErrorInfo.from_exception(failure))
+            failure_ = hooks.run_before(hooks.before_event, "before_event", event)
+            if failure_ is not None:
+                return AgentResult(Outcome.FAILED, None, ErrorInfo.from_exception(failure_))
         if agent is None:
             error = UnknownAgent(event.type, list(self._agents))
             return AgentResult(Outcome.FAILED, None, ErrorInfo.from_exception(error))
@@ -534,7 +625,7 @@ class Runner(NurseryOwner):
         except BaseException as exc:
             if passes_through(exc):
                 raise
-            return AgentResult(Outcome.FAILED, None, ErrorInfo.from_exception(exc), event.id, name)
+            return failure(exc, name, event.id)
         if type(value) is AgentResult:
             return value
         return AgentResult(Outcome.SUCCEEDED, value, None, event.id, name)
@@ -547,7 +638,7 @@ class Runner(NurseryOwner):
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 break
             result = handle._result or AgentResult(
-                Outcome.CANCELLED, None, _SHUTDOWN_CANCELLED, handle.event.id
+                Outcome.CANCELLED, None, SHUTDOWN_CANCELLED, handle.event.id
             )
             self._finish(handle, result)
         self._receive.close()
@@ -557,27 +648,3 @@ def _runs_on(ctx: Context, runner: Runner) -> bool:
     """Whether ``ctx`` is the context of an event this ``runner`` runs."""
     owner: object = ctx.runner
     return owner is runner
-
-
-def _escaped(exc: BaseException, nested: bool) -> AgentResult:
-    """The result of an event whose run raised ``exc`` past the event's own scope: a
-    real cancellation of this task (shutdown, or a nested call's caller) is
-    ``cancelled``; anything else, a hand-made ``Cancelled`` included, is ``failed``."""
-    if only_cancelled(exc) and cancelled_now():
-        error = CALLER_CANCELLED if nested else _SHUTDOWN_CANCELLED
-        return AgentResult(Outcome.CANCELLED, None, error)
-    return AgentResult(Outcome.FAILED, None, ErrorInfo.from_exception(exc))
-
-
-def _reraise(exc: BaseException) -> bool:
-    """Whether ``exc`` goes on after its event ended: a real cancellation (its scope's
-    owner handles it) or a process stop. Anything else was the agent's error, now its
-    result; swallowing it leaves a cancelled task cancelled (trio raises again at the
-    task's next checkpoint)."""
-    return stops_process(exc) or (only_cancelled(exc) and cancelled_now())
-
-
-def _stamp(result: AgentResult, event_id: str, agent: str | None) -> AgentResult:
-    if result.event_id == event_id and (result.agent is not None or agent is None):
-        return result
-    return AgentResult(result.outcome, result.output, result.error, event_id, result.agent or agent)

@@ -246,7 +246,8 @@ def test_to_toml_writes_one_table_per_section() -> None:
     assert '\n[llm]\nprovider = "openai"\n' in text
     assert "\n[llm.headers]\n\n[llm.retry]\nenabled = true\n" in text
     assert "\n[mcp]\n\n[mcp.servers]\n\n[runtime]\ngc_thresholds = []\n" in text
-    assert text.endswith('reconnect_max_delay = "2s"\n')
+    assert 'reconnect_max_delay = "2s"\n\n[limits]\n# max_requests = (not set)\n' in text
+    assert text.endswith("# max_cost = (not set)\n")  # no limit: TOML has no null
     headers = [line for line in text.splitlines() if line.startswith("[")]
     assert headers[:4] == ["[runner]", "[memory]", "[monitoring]", "[llm]"]
     assert tomllib.loads(text) == Config().to_dict()

@@ -31,12 +31,14 @@ from .sections import CircuitBreakerConfig as CircuitBreakerConfig
 from .sections import Config as Config
 from .sections import DeploymentConfig as DeploymentConfig
 from .sections import DistributedConfig as DistributedConfig
+from .sections import LimitsConfig as LimitsConfig
 from .sections import LLMConfig as LLMConfig
 from .sections import MCPConfig as MCPConfig
 from .sections import MCPServerConfig as MCPServerConfig
 from .sections import MemoryConfig as MemoryConfig
 from .sections import MonitoringConfig as MonitoringConfig
 from .sections import PerformanceConfig as PerformanceConfig
+from .sections import PriceConfig as PriceConfig
 from .sections import RateLimitConfig as RateLimitConfig
 from .sections import RetryConfig as RetryConfig
 from .sections import RouterConfig as RouterConfig
@@ -61,11 +63,13 @@ __all__ = [
     "DistributedConfig",
     "Duration",
     "LLMConfig",
+    "LimitsConfig",
     "MCPConfig",
     "MCPServerConfig",
     "MemoryConfig",
     "MonitoringConfig",
     "PerformanceConfig",
+    "PriceConfig",
     "RateLimitConfig",
     "RetryConfig",
     "RouterConfig",

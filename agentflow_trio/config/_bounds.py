@@ -154,7 +154,9 @@ class MaxItems:
 
 
 def bounds_of(attribute: attrs.Attribute[Any]) -> Bounds | None:
-    """The field's `Bounds` validator, if it has one (also inside ``attrs.validators.and_``)."""
+    """The field's `Bounds` validator, if it has one (also inside ``attrs.validators.and_``
+    or ``attrs.validators.optional``)."""
     validator = attribute.validator
     candidates = getattr(validator, "_validators", (validator,))
+    candidates = tuple(getattr(v, "validator", v) for v in candidates)
     return next((v for v in candidates if isinstance(v, Bounds)), None)

@@ -10,7 +10,9 @@ field types:
 * `Size` (an int in bytes, written ``"64MiB"``, ``"10MB"``, ``"512KiB"`` or a number);
 * ``Literal["a", "b"]`` (a choice), ``list[str]`` / ``tuple[str, ...]``, ``dict[str, str]``;
 * another attrs class (a nested table) and ``dict[str, SectionClass]`` (named tables such
-  as ``[mcp.servers.NAME]``).
+  as ``[mcp.servers.NAME]``);
+* ``X | None`` of a scalar kind above: TOML has no null, so a key left out is None (the
+  default); rendering leaves a None out (`section_to_toml` writes it as a comment).
 
 A section may have its tables rewritten before anything else (``_shape.register_reshape``):
 ``[llm]`` uses it so that ``[llm.deployments.NAME]`` inherits the keys of ``[llm]``.
@@ -35,6 +37,7 @@ import json
 import math
 import os
 import re
+import types
 import typing
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal, TypeVar
@@ -128,6 +131,9 @@ def _convert(
         if unit is not None:
             return _to_unit(unit, raw, bounds, key, ctx)
         return _convert(base, attribute, raw, key, ctx)
+    optional = _optional_of(hint)
+    if optional is not None:
+        return None if raw is None else _convert(optional, attribute, raw, key, ctx)
     if hint is bool:
         return _to_bool(raw, key, ctx)
     if hint is int or hint is float:
@@ -143,6 +149,14 @@ def _convert(
     if origin in (dict, Mapping):
         return _to_dict(hint, attribute, raw, key, ctx)
     raise TypeError(f"unsupported config field type {hint!r} for {key!r}")
+
+
+def _optional_of(hint: Any) -> Any:
+    """``X`` for a hint ``X | None``; None for any other hint."""
+    if typing.get_origin(hint) not in (types.UnionType, typing.Union):
+        return None
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if len(args) == 1 else None
 
 
 def _unit_of(extras: list[Any]) -> Unit | None:
@@ -297,31 +311,52 @@ def section_to_dict(section: Any, *, mask_secrets: bool = True) -> dict[str, Any
     ``${`` inside a string value renders as ``$${``, so parsing gives the same string back.
     With ``mask_secrets``, non-empty secret strings (and secret dicts' values) are
     ``"***"`` and the password in a URL field's userinfo too (``redis://:***@host``).
+    A None (an optional key left out) is left out.
     """
+    return _section_dict(section, mask_secrets, None)
+
+
+class _Unset:
+    """An optional key left out, as `section_to_toml` shows it: a comment line."""
+
+    __slots__ = ()
+
+
+_UNSET = _Unset()
+
+
+def _section_dict(section: Any, mask_secrets: bool, unset: _Unset | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, field in fields_of(type(section)).items():
         value = getattr(section, field.attribute.name)
+        if value is None:
+            if unset is not None:
+                out[name] = unset
+            continue
         if mask_secrets:
             value = mask(value, field.attribute.metadata)
-        out[name] = _render(field.hint, value, mask_secrets)
+        out[name] = _render(field.hint, value, mask_secrets, unset)
     return out
 
 
-def _render(hint: Any, value: Any, mask_secrets: bool) -> Any:
+def _render(hint: Any, value: Any, mask_secrets: bool, unset: _Unset | None) -> Any:
     origin = typing.get_origin(hint)
     if origin is Annotated:
         base, *extras = typing.get_args(hint)
         unit = _unit_of(extras)
         if unit is not None:
             return unit.format(value)
-        return _render(base, value, mask_secrets)
+        return _render(base, value, mask_secrets, unset)
+    optional = _optional_of(hint)
+    if optional is not None:
+        return _render(optional, value, mask_secrets, unset)
     if attrs.has(hint):
-        return section_to_dict(value, mask_secrets=mask_secrets)
+        return _section_dict(value, mask_secrets, unset)
     if origin in (list, tuple):
         return [_escape(v) for v in value]
     if origin in (dict, Mapping):
         value_type = typing.get_args(hint)[1]
-        return {k: _render(value_type, v, mask_secrets) for k, v in value.items()}
+        return {k: _render(value_type, v, mask_secrets, unset) for k, v in value.items()}
     return _escape(value)
 
 
@@ -334,15 +369,18 @@ def section_to_toml(section: Any, *, mask_secrets: bool = True) -> str:
     """Render an attrs section as TOML text; `parse_section` of the parsed text gives it back.
 
     Scalars of a table come first, then its sub-tables as ``[dotted.path]`` headers (an
-    empty dict is an empty table); keys outside ``[A-Za-z0-9_-]`` are quoted. Secrets are
-    masked as by `section_to_dict`.
+    empty dict is an empty table); keys outside ``[A-Za-z0-9_-]`` are quoted; an optional
+    key left out is a comment (``# max_cost = (not set)``). Secrets are masked as by
+    `section_to_dict`.
     """
-    return _toml(section_to_dict(section, mask_secrets=mask_secrets)).lstrip("\n")
+    return _toml(_section_dict(section, mask_secrets, _UNSET)).lstrip("\n")
 
 
 def _toml(data: Mapping[str, Any], prefix: str = "") -> str:
     lines = [
-        f"{_toml_key(k)} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, Mapping)
+        f"# {_toml_key(k)} = (not set)" if v is _UNSET else f"{_toml_key(k)} = {_toml_value(v)}"
+        for k, v in data.items()
+        if not isinstance(v, Mapping)
     ]
     out = "\n".join(lines) + ("\n" if lines else "")
     for name, table in data.items():

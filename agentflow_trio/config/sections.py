@@ -27,6 +27,7 @@ from ._deployments import reshape_llm, reshape_router
 from ._messages import expected
 from ._secrets import SECRET, URL, masked_repr, redact_url, url_repr
 from ._shape import register_reshape
+from ._usage import LimitsConfig, PriceConfig
 from .convert import parse_section, section_to_dict, section_to_toml
 from .units import Duration, Size
 
@@ -38,11 +39,13 @@ __all__ = [
     "DeploymentConfig",
     "DistributedConfig",
     "LLMConfig",
+    "LimitsConfig",
     "MCPConfig",
     "MCPServerConfig",
     "MemoryConfig",
     "MonitoringConfig",
     "PerformanceConfig",
+    "PriceConfig",
     "RateLimitConfig",
     "RetryConfig",
     "RouterConfig",
@@ -60,7 +63,9 @@ class RunnerConfig:
     at most 1,000,000 events in flight and queued, 65,536 workers (one task each, started
     with the runner), an event timeout of 7 days and a drain of 1 day.
     ``max_nesting_depth`` bounds nested ``ctx.runner.call`` levels per event (1 to 64;
-    past it `NestingTooDeep`).
+    past it `NestingTooDeep`). ``stream_buffer``: the progress items a streamed event
+    (``runner.stream``) may have waiting for its caller before its code waits too (1 to
+    65,536).
     """
 
     max_concurrent_events: int = attrs.field(default=1000, validator=between(1, 1_000_000))
@@ -69,6 +74,7 @@ class RunnerConfig:
     event_timeout: Duration = attrs.field(default=30.0, validator=duration(gt=0, le=7 * DAY))
     drain_timeout: Duration = attrs.field(default=10.0, validator=duration(le=DAY))
     max_nesting_depth: int = attrs.field(default=8, validator=between(1, 64))
+    stream_buffer: int = attrs.field(default=64, validator=between(1, 65_536))
 
 
 def _gc_thresholds(instance: object, attribute: attrs.Attribute[Any], value: list[int]) -> None:
@@ -330,6 +336,9 @@ class _KeysMatch:
 _check_deployment_names = _KeysMatch(
     re.compile(r"[A-Za-z0-9_.-]+"), "a deployment name of letters, digits, '_', '.' and '-'"
 )
+_check_model_names = _KeysMatch(
+    re.compile(r"[^\x00-\x1f\x7f]{1,256}"), "a model name of 1 to 256 printable characters"
+)
 
 
 @attrs.frozen
@@ -343,14 +352,24 @@ class LLMConfig(DeploymentConfig):
     ``headers`` as a whole). A table named after a provider (``[llm.azure]``,
     ``[llm.openai]``, as in the AgentFlow guide) is the deployment of that name with that
     ``provider``. Inheritance is done by the loader; in code, give each deployment in
-    full (``attrs.evolve``). ``router`` spreads requests over the deployments. Bound: 256
-    deployments.
+    full (``attrs.evolve``). ``router`` spreads requests over the deployments.
+    ``prices``: USD per million tokens by model name (`PriceConfig`), for
+    ``AgentResult.usage.cost`` and ``[limits] max_cost``. ``output_mode``: how
+    ``complete(..., output_type=T)`` asks for structured output (``"native"`` JSON
+    schema, a forced ``"tool"`` call, a ``"prompted"`` JSON reply, or ``"auto"``: the
+    best the deployment supports); ``output_retries``: how many times an invalid reply
+    is sent back to the model (0 to 100). Bounds: 256 deployments, 4,096 prices.
     """
 
     deployments: dict[str, DeploymentConfig] = attrs.field(
         factory=dict, validator=[MaxItems(256), _check_deployment_names]
     )
     router: RouterConfig = attrs.field(factory=RouterConfig)
+    prices: dict[str, PriceConfig] = attrs.field(
+        factory=dict, validator=[MaxItems(4096), _check_model_names]
+    )
+    output_mode: Literal["auto", "native", "tool", "prompted"] = "auto"
+    output_retries: int = attrs.field(default=1, validator=between(0, 100))
 
     def deployment_configs(self) -> dict[str, LLMConfig]:
         """Each deployment as a plain `LLMConfig` (no deployments of its own), by name;
@@ -520,6 +539,7 @@ class Config:
     mcp: MCPConfig = attrs.field(factory=MCPConfig)
     runtime: RuntimeConfig = attrs.field(factory=RuntimeConfig)
     distributed: DistributedConfig = attrs.field(factory=DistributedConfig)
+    limits: LimitsConfig = attrs.field(factory=LimitsConfig)
 
     @classmethod
     def from_mapping(

@@ -1,28 +1,166 @@
 """The per-event work around one model call that belongs to the caller, not the provider:
 the event's usage and budget, and text deltas sent to a streaming caller.
 
-`LLMClient` sends every model call through `complete` and `stream` here; with no event
-usage and no progress sink in the context they are a plain pass-through.
+`LLMClient` sends every model call through `complete` and `stream` here. With no event
+meter and no progress sink in the context they are a plain pass-through (two context
+variable lookups). With a meter (`agentflow_trio.usage`): the call is checked against
+the event's limits before it is sent (`UsageLimitExceeded` instead of sending) and
+charged after it (``response.usage`` under ``response.model`` and
+``response.deployment``); a stream is also checked as it goes, its output estimated at
+4 characters a token until the provider's usage chunk says the real figure. With a
+sink (`agentflow_trio.progress`): each chunk's text is sent to the caller as a
+`TextDelta`, awaiting the sink, so a slow caller slows the model stream down.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Final, final
 
+from ..progress import ProgressSink, TextDelta, current_sink
+from ..usage import UsageMeter, current_meter
 from .base import Provider
-from .types import ChatRequest, ChatResponse, StreamChunk
+from .types import ChatRequest, ChatResponse, StreamChunk, Usage, estimate_tokens
 
 __all__ = ["complete", "stream"]
 
+_CHARS_PER_TOKEN: Final = 4
+
+
+def _input_estimate(request: ChatRequest) -> int:
+    """The request's input tokens as `estimate_tokens` counts them, without the room it
+    reserves for the answer (``max_tokens``)."""
+    return estimate_tokens(request) - (request.max_tokens or 0)
+
+
+def _charge(meter: UsageMeter, request: ChatRequest, usage: Usage, model: str, dep: str) -> None:
+    meter.charge(
+        model or request.model or "",
+        dep,
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        getattr(usage, "cached_tokens", 0),
+    )
+
 
 async def complete(provider: Provider, request: ChatRequest) -> ChatResponse:
-    """One completion, charged to the current event's usage."""
-    return await provider.complete(request)
+    """One completion, checked against and charged to the current event's usage.
+
+    Raises:
+        UsageLimitExceeded: the call would pass a limit of the event (nothing is sent).
+        The provider's errors.
+    """
+    meter = current_meter()
+    if meter is None:
+        return await provider.complete(request)
+    estimate = _input_estimate(request)
+    meter.start_call(estimate)
+    response = await provider.complete(request)
+    usage = response.usage
+    if usage is None:  # nothing reported: charge the estimates
+        usage = Usage(estimate, len(response.text) // _CHARS_PER_TOKEN)
+    _charge(meter, request, usage, response.model, response.deployment)
+    return response
 
 
 def stream(
     provider: Provider, request: ChatRequest
 ) -> AbstractAsyncContextManager[AsyncIterator[StreamChunk]]:
-    """One stream, charged to the current event's usage as it goes."""
-    return provider.stream(request)
+    """One stream, checked against and charged to the current event's usage as it goes,
+    its text sent to the current progress sink.
+
+    Raises (on entering, or while iterating):
+        UsageLimitExceeded: before sending, as `complete`; while streaming, once the
+            output passes ``max_output_tokens`` or ``max_total_tokens`` (the stream is
+            closed).
+    """
+    meter = current_meter()
+    sink = current_sink()
+    if meter is None and sink is None:
+        return provider.stream(request)
+    return _metered(provider, request, meter, sink)
+
+
+@asynccontextmanager
+async def _metered(
+    provider: Provider, request: ChatRequest, meter: UsageMeter | None, sink: ProgressSink | None
+) -> AsyncIterator[AsyncIterator[StreamChunk]]:
+    estimate = 0
+    if meter is not None:
+        estimate = _input_estimate(request)
+        meter.start_call(estimate)
+    chunks: _Chunks | None = None
+    try:
+        async with provider.stream(request) as inner:
+            chunks = _Chunks(inner, request, meter, sink, estimate)
+            yield chunks
+    finally:
+        if meter is not None:
+            if chunks is None:
+                _charge(meter, request, Usage(estimate, 0), request.model or "", "")
+            else:
+                chunks.charge()
+
+
+@final
+class _Chunks:
+    """The provider's chunks, each counted and its text sent on before it is handed out."""
+
+    __slots__ = ("_chars", "_deployment", "_estimate", "_inner", "_meter", "_model", "_request",
+                 "_sink", "_usage")  # fmt: skip
+
+    def __init__(
+        self,
+        inner: AsyncIterator[StreamChunk],
+        request: ChatRequest,
+        meter: UsageMeter | None,
+        sink: ProgressSink | None,
+        estimate: int,
+    ) -> None:
+        self._inner = inner
+        self._request = request
+        self._meter = meter
+        self._sink = sink
+        self._estimate = estimate
+        self._chars = 0  # text and tool-call arguments streamed so far
+        self._usage: Usage | None = None
+        self._model = request.model or ""
+        self._deployment = ""
+
+    def __aiter__(self) -> _Chunks:
+        return self
+
+    async def __anext__(self) -> StreamChunk:
+        chunk = await self._inner.__anext__()
+        text = chunk.delta_text
+        if self._sink is not None and text:
+            await self._sink.send(TextDelta(text, chunk.model or self._model))
+        meter = self._meter
+        if meter is not None:
+            self._note(chunk, meter)
+        return chunk
+
+    def _note(self, chunk: StreamChunk, meter: UsageMeter) -> None:
+        chars = len(chunk.delta_text)
+        for delta in chunk.tool_call_deltas:
+            chars += len(delta.arguments)
+        self._chars += chars
+        if chunk.model:
+            self._model = chunk.model
+        if chunk.deployment:
+            self._deployment = chunk.deployment
+        if chunk.usage is not None:
+            self._usage = chunk.usage
+            output = chunk.usage.completion_tokens
+        else:
+            output = self._chars // _CHARS_PER_TOKEN
+        if meter.limits is not None or meter.parent is not None:
+            meter.check_stream(self._estimate, output)
+
+    def charge(self) -> None:
+        """Charge the stream's usage (the provider's figures, else the estimates)."""
+        meter = self._meter
+        assert meter is not None
+        usage = self._usage or Usage(self._estimate, self._chars // _CHARS_PER_TOKEN)
+        _charge(meter, self._request, usage, self._model, self._deployment)
