@@ -1,7 +1,9 @@
 """Parallel tool calls: one nursery, an integer cap, a timeout per call, results in order.
 
 The registry is reached through the `Registry` protocol of ``_calls``: ``base`` imports
-this module (``ToolRegistry.call_many``), never the other way round.
+this module (``ToolRegistry.call_many``), never the other way round. When a caller streams
+the event (`progress.current_sink`), each call's start and end are sent to it as they
+happen; otherwise that costs one context-variable lookup per fan-out.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import trio
 
 from .._owner import reraise_single
 from ..llm.types import ToolCall
+from ..progress import ProgressSink, ToolCallFinished, ToolCallStarted, current_sink
 from ._calls import CallSpec, OnError, Registry, as_call
 from ._result import ToolResult, cancelled_result
 
@@ -48,6 +51,14 @@ async def call_many(
     Cancellation: cancelling the caller cancels every call, and ``trio.Cancelled``
     propagates out of this function (no results are returned). Always a checkpoint.
 
+    Progress: when a caller streams the event, every call sends `ToolCallStarted` as it
+    starts running (after its ``max_parallel`` slot) and `ToolCallFinished` as it ends,
+    each as it happens, so at most one of each per call, Started first. A synchronous
+    tool, which runs without yielding, is announced right after it ran (no one can tell
+    the difference). Calls stopped by ``"cancel_siblings"``, the failing one included,
+    are reported once the fan-out ends, in input order. A caller that reads slowly
+    slows the calls down (backpressure); no item is buffered beyond the sink's bound.
+
     Raises:
         ValueError: ``max_parallel < 1`` or an unknown ``on_error`` policy.
     """
@@ -60,7 +71,10 @@ async def call_many(
         await trio.lowlevel.checkpoint()
         return []
     run = _FanOut(registry, ctx, items, max_parallel, timeout, on_error == "cancel_siblings")
+    sink = current_sink()
     await trio.lowlevel.checkpoint_if_cancelled()
+    if sink is not None:
+        return await run.run_reporting(sink)
     if run.run_inline():
         # Every call was answered in this task (synchronous tools, bad names or arguments):
         # no nursery, no task; still a checkpoint, as promised.
@@ -84,8 +98,10 @@ class _FanOut:
         "limiter",
         "pending",
         "registry",
+        "reported",
         "results",
         "scope",
+        "sink",
         "started",
         "timeout",
     )
@@ -110,6 +126,8 @@ class _FanOut:
         self.failed: ToolResult | None = None
         self.pending: list[tuple[int, Coroutine[Any, Any, ToolResult] | None]] = []
         self.scope: trio.CancelScope | None = None
+        self.sink: ProgressSink | None = None
+        self.reported: list[int] = []  # per call: 0 nothing sent, 1 started, 2 finished
 
     def run_inline(self) -> bool:
         """Answer, in input order and in this task, every call that never yields (see
@@ -132,6 +150,45 @@ class _FanOut:
                 pending.clear()
                 return True  # the calls after it never start; collect() says cancelled
         return not pending
+
+    async def run_reporting(self, sink: ProgressSink) -> list[ToolResult]:
+        """The fan-out of `call_many` with every call's start and end sent to ``sink``."""
+        self.sink = sink
+        self.reported = [0] * len(self.items)
+        if not self.run_inline():
+            for i, result in enumerate(self.results):
+                if result is not None:
+                    await self._report(i, result)
+            try:
+                async with trio.open_nursery() as nursery:
+                    self.scope = nursery.cancel_scope
+                    await self.start_all(nursery)
+            except BaseExceptionGroup as group:
+                reraise_single(group)
+        results = self.collect()
+        for i, result in enumerate(results):
+            await self._report(i, result)
+        return results
+
+    async def _report(self, i: int, result: ToolResult | None) -> None:
+        """Send what call ``i`` has not yet sent: its start, then (given) its end."""
+        sink, reported, call = self.sink, self.reported, self.items[i]
+        assert sink is not None
+        if reported[i] == 0:
+            await sink.send(ToolCallStarted(call.id, call.name, call.arguments))
+            reported[i] = 1
+        if result is not None and reported[i] == 1:
+            await sink.send(
+                ToolCallFinished(
+                    result.call_id,
+                    result.name,
+                    result.outcome,
+                    result.output,
+                    result.error,
+                    result.duration,
+                )
+            )
+            reported[i] = 2
 
     async def start_all(self, nursery: trio.Nursery) -> None:
         limiter = self.limiter
@@ -163,6 +220,13 @@ class _FanOut:
 
     async def _call(self, i: int, running: Coroutine[Any, Any, ToolResult] | None) -> None:
         self.started[i] = trio.current_time()
+        if self.sink is not None:
+            try:
+                await self._report(i, None)
+            except BaseException:
+                if running is not None:
+                    running.close()
+                raise
         if running is None:
             result = await self.registry.call(self.ctx, self.items[i], timeout=self.timeout)
         else:
@@ -171,7 +235,9 @@ class _FanOut:
         if self.cancel_siblings and result.outcome != "ok" and self.failed is None:
             self.failed = result
             assert self.scope is not None
-            self.scope.cancel()
+            self.scope.cancel()  # its end is reported after the fan-out, with the siblings'
+        elif self.sink is not None:
+            await self._report(i, result)
 
     def collect(self) -> list[ToolResult]:
         out: list[ToolResult] = []

@@ -12,9 +12,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from ..agents import Agent, Context
+from ..errors import UsageLimitExceeded
 from ..events import AgentResult, ErrorInfo, Event, Outcome
+from ..llm import collect_stream
 from ..llm.types import ChatRequest, ChatResponse, Message, ToolCall, assistant, user
 from ..llm.types import system as system_message
+from ..progress import current_sink
 from ._result import ToolResult, cancelled_result
 from .base import OnError, ToolRegistry, new_call_id
 
@@ -162,8 +165,15 @@ def tool_agent(
     tuple), ``tool_results`` (every `ToolResult`, in order) and ``steps`` (model calls).
     The result is ``failed`` with the transcript kept as output when the model still asks
     for tools after ``max_steps`` calls (those calls are answered ``cancelled``, not run)
-    or when a model call raises. ``ctx.llm`` is anything with
-    ``async complete(ChatRequest) -> ChatResponse``: an `LLMClient` or a provider.
+    or when a model call raises, except `UsageLimitExceeded`: that one propagates (the
+    runner ends the event ``usage_limit_exceeded``), carrying this output as its
+    ``partial_output`` attribute. ``ctx.llm`` is an `LLMClient` or a provider.
+
+    Streaming: when a caller streams the event (`progress.current_sink` is set), each
+    model step uses ``ctx.llm.stream`` folded with `collect_stream`, so the model's text
+    reaches the caller as `TextDelta` items while it comes, and every tool call sends
+    `ToolCallStarted` / `ToolCallFinished` (see `fanout.call_many`). Nobody streaming: one
+    ``complete`` per step, as before.
 
     Raises:
         ValueError: ``max_steps < 1``.
@@ -181,7 +191,13 @@ def tool_agent(
         for step in range(1, max_steps + 1):
             request = ChatRequest(tuple(transcript), tools=specs, **fields)
             try:
-                response: ChatResponse = await ctx.llm.complete(request)
+                response = await _ask(ctx.llm, request)
+            except UsageLimitExceeded as exc:
+                # The runner makes this the usage_limit_exceeded outcome; the transcript
+                # so far rides along on the exception for it to keep as the output.
+                partial = _output("", transcript, results, step)
+                exc.partial_output = partial  # type: ignore[attr-defined]
+                raise
             except Exception as exc:
                 return AgentResult.failed(exc, _output("", transcript, results, step))
             calls = _with_ids(response.tool_calls)
@@ -205,6 +221,16 @@ def tool_agent(
         return AgentResult.failed(error, _output("", transcript, results, max_steps))
 
     return Agent(run, name=name, timeout=timeout, description=f"tool-calling agent ({name})")
+
+
+async def _ask(llm: Any, request: ChatRequest) -> ChatResponse:
+    """One model step: ``complete``, or, when a caller streams the event, ``stream``
+    folded into the same response, so the model's text reaches the caller as it comes."""
+    if current_sink() is None:
+        response: ChatResponse = await llm.complete(request)
+        return response
+    async with llm.stream(request) as chunks:
+        return await collect_stream(chunks)
 
 
 def _with_ids(calls: tuple[ToolCall, ...]) -> tuple[ToolCall, ...]:
