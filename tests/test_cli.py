@@ -349,6 +349,8 @@ def test_config_validate_a_broken_file(tmp_path: Path) -> None:
         (["serve", "--backlog", "0"], ["--backlog"]),
         (["benchmark", "--threshold", "p99<soon"], ["--threshold", "'soon' is not a duration"]),
         (["loadtest", "--threshold", "errors<0.1"], ["errors takes a percentage, like 0.1%"]),
+        (["benchmark", "--threshold", "ttft_p42<1s"], ["unknown metric 'ttft_p42'"]),
+        (["benchmark", "--suite", "--stream"], ["--suite takes only", "--stream"]),
     ],
 )
 def test_bad_flags(args: list[str], needles: list[str]) -> None:
@@ -480,6 +482,49 @@ def test_script_thresholds_and_passing_thresholds(tmp_path: Path) -> None:
         "benchmark", "--agent", "noop", "--requests", "20", "--threshold", "max<0.000001ms"
     )
     assert bench.returncode == 99 and "threshold max<0.000001ms: FAIL" in bench.stdout
+
+
+# -- --stream: time to first token and inter-token latency -------------------------------
+
+
+def test_benchmark_stream_times_tokens_and_gates_on_them() -> None:
+    from agentflow_trio.mockllm import MockLLMConfig
+
+    chunks = MockLLMConfig().stream_chunks  # the built-in mock's default
+    proc = agentcli(
+        "benchmark", "--agent", "stream", "--stream", "--requests", "30", "-c", "3", "--json",
+        "--threshold", "ttft_p99<60s", "--threshold", "itl_p50<0ms",
+    )  # fmt: skip
+    assert proc.returncode == 99, proc.stderr  # no gap is shorter than 0 ms
+    (line,) = proc.stdout.splitlines()
+    data = json.loads(line)
+    assert data["requests"] == 30 == data["mock_requests"] and data["streamed"] is True
+    streaming = data["streaming"]
+    assert (streaming["events"], streaming["without_tokens"]) == (30, 0)
+    assert streaming["ttft"]["count"] == 30
+    assert streaming["itl"]["count"] == 30 * (chunks - 1)
+    assert [(t["threshold"], t["passed"]) for t in data["thresholds"]] == [
+        ("ttft_p99<60s", True),
+        ("itl_p50<0ms", False),
+    ]
+    assert data["thresholds"][1]["actual"] == streaming["itl"]["p50_ms"]
+    assert "threshold crossed: itl_p50<0ms" in proc.stderr
+
+
+def test_benchmark_stream_table_and_loadtest_stream() -> None:
+    table = agentcli("benchmark", "--agent", "stream", "--stream", "--requests", "10")
+    assert table.returncode == 0, table.stderr
+    assert "streamed events: 10 (0 without tokens)" in table.stdout
+    assert "time to first token" in table.stdout and "inter-token" in table.stdout
+    plain = agentcli("benchmark", "--agent", "stream", "--requests", "10")
+    assert "time to first token" not in plain.stdout
+
+    data = one_json_line(
+        agentcli("loadtest", "--stream", "--vus", "2", "--duration", "0.5s", "--json")
+    )  # the default scenario streams the stream agent
+    assert data["streamed"] is True and data["requests"] > 0
+    assert data["streaming"]["events"] == data["requests"] == data["mock_requests"]
+    assert data["streaming"]["without_tokens"] == 0
 
 
 def _wait_for(path: Path) -> None:

@@ -3,7 +3,8 @@
 Each decorator adds one option (or one family of options) with the same flag, default and
 help everywhere: ``--config``, ``--app``, ``--json``, ``--host``/``--port``/
 ``--allow-remote``, the built-in mock's ``--latency-ms`` and ``--mock-fault``, the report
-options of the load commands, ``--model`` (a model group) and ``--threshold``.
+options of the load commands, ``--model`` (a model group), ``--threshold`` and
+``--stream``.
 `Duration` reads ``"30s"``/``"500ms"``/``"5m"``. Importing this module costs only click.
 """
 
@@ -26,6 +27,7 @@ __all__ = [
     "mock_latency_option",
     "model_option",
     "report_options",
+    "stream_option",
     "threshold_option",
 ]
 
@@ -84,8 +86,21 @@ def threshold_option(function: F) -> F:
         type=ThresholdType(),
         multiple=True,
         help="Pass/fail check of the run's total, k6-style, repeatable: 'p99<200ms', "
-        "'errors<0.1%', 'rps>=50' (p50 p90 p95 p99 max mean errors rps; < <= > >=). "
+        "'errors<0.1%', 'rps>=50', 'ttft_p95<300ms' (p50 p90 p95 p99 max mean errors rps; "
+        "ttft_* and itl_* for streamed tokens; < <= > >=). "
         "A crossed threshold makes the exit code 99.",
+    )(function)
+
+
+def stream_option(function: F) -> F:
+    """``--stream`` (``stream``): stream each event's progress and time its tokens."""
+    return click.option(
+        "--stream",
+        "stream",
+        is_flag=True,
+        help="Stream each event's progress to the caller (runner.stream; over HTTP, "
+        "server-sent events) and report time to first token and inter-token latency "
+        "(p50/p95/p99).",
     )(function)
 
 

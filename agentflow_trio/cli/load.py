@@ -21,6 +21,7 @@ from ._options import (
     mock_latency_option,
     model_option,
     report_options,
+    stream_option,
     threshold_option,
 )
 from ._plumbing import BadInput, load_config, ms
@@ -52,7 +53,8 @@ __all__ = ["benchmark", "loadtest"]
     type=click.Choice(["chat", "stream", "noop"]),
     default="chat",
     show_default=True,
-    help="Built-in agent: chat (one LLM call), stream (streamed), noop (no LLM).",
+    help="Built-in agent: chat (one LLM call), stream (streamed; with --stream its tokens "
+    "are timed), noop (no LLM).",
 )
 @click.option(
     "--requests",
@@ -75,6 +77,7 @@ __all__ = ["benchmark", "loadtest"]
     "--duration, -c and --latency-ms, when given, narrow it. Needs a source checkout.",
 )
 @threshold_option
+@stream_option
 @report_options
 def benchmark(
     duration: float,
@@ -90,6 +93,7 @@ def benchmark(
     as_json: bool,
     suite: bool,
     thresholds: tuple[Threshold, ...],
+    stream: bool,
     report_path: str | None,
     compare_path: str | None,
     dashboard: bool,
@@ -101,7 +105,9 @@ def benchmark(
     includes the mock's own request count, to check the figures against. With
     [llm.deployments] the model router serves the calls: --model picks the group, and
     the report shows each deployment's traffic and fail-overs (--mock-fault makes the
-    built-in mock fail one of them).
+    built-in mock fail one of them). With --stream each call streams its event
+    (runner.stream) and the report adds time to first token and inter-token latency
+    (try --agent stream --stream).
 
     With --suite, runs the bench suite (bench/suite.py) instead and exits with its status.
     Exit codes: 99 when a --threshold is crossed, 130 after Ctrl-C (the partial results
@@ -126,6 +132,7 @@ def benchmark(
         thresholds=thresholds,
         model=model,
         mock_faults=_faults(mock_faults, config),
+        stream=stream,
     )
     run_load(
         lambda progress, stop: run_benchmark(options, progress=progress, stop=stop),
@@ -173,6 +180,7 @@ def benchmark(
 @mock_fault_option
 @json_option
 @threshold_option
+@stream_option
 @report_options
 def loadtest(
     script: str | None,
@@ -190,6 +198,7 @@ def loadtest(
     mock_faults: tuple[tuple[str, Fault], ...],
     as_json: bool,
     thresholds: tuple[Threshold, ...],
+    stream: bool,
     report_path: str | None,
     compare_path: str | None,
     dashboard: bool,
@@ -202,7 +211,10 @@ def loadtest(
     run on a local runner whose model calls go to the built-in mock LLM unless --config
     sets llm.base_url. --model names the model group the built-in agents ask for (and,
     with --target, the default scenario's events); with a model router the report shows
-    each deployment's traffic and fail-overs.
+    each deployment's traffic and fail-overs. --stream makes every client.call stream its
+    event (with --target: POST /v1/events?stream=true, server-sent events; the default
+    scenario then runs the stream agent) and the report adds time to first token and
+    inter-token latency.
 
     Thresholds come from --threshold and from the script's `thresholds` list. Exit codes:
     99 when one is crossed, 130 after Ctrl-C (the partial results are printed first).
@@ -243,6 +255,7 @@ def loadtest(
         thresholds=thresholds,
         model=model,
         mock_faults=_faults(mock_faults, config) if target is None else {},
+        stream=stream,
     )
     run_load(
         lambda progress, stop: run_loadtest(options, progress=progress, stop=stop),

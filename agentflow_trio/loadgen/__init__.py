@@ -3,10 +3,13 @@
 `parse_stages` turns ``"5m:100,10m:500"`` into a `Plan`; `run_closed` (virtual users) and
 `run_open` (scheduled arrivals) drive any ``async`` target with it and record latency from
 each request's intended start; `run_benchmark` and `run_loadtest` put a runner, the
-built-in mock LLM and the statistics around them.
+built-in mock LLM and the statistics around them. Streamed events (``--stream``,
+`LoadClient.stream`) add time to first token and inter-token latency (`StreamingFigures`,
+recorded in a `TokenTimes`).
 """
 
 from ._client import LoadClient as LoadClient
+from ._client import SSEConnector as SSEConnector
 from ._example import EXAMPLE_AGENTS as EXAMPLE_AGENTS
 from ._example import example_agents as example_agents
 from ._example import example_event as example_event
@@ -14,6 +17,8 @@ from ._generators import Recorder as Recorder
 from ._generators import RunSummary as RunSummary
 from ._generators import run_closed as run_closed
 from ._generators import run_open as run_open
+from ._streaming import StreamingFigures as StreamingFigures
+from ._streaming import TokenTimes as TokenTimes
 from .benchmark import BenchmarkOptions as BenchmarkOptions
 from .benchmark import run_benchmark as run_benchmark
 from .console import LoadReport as LoadReport
@@ -38,11 +43,14 @@ __all__ = [
     "Plan",
     "Recorder",
     "RunSummary",
+    "SSEConnector",
     "Scenario",
     "ScriptError",
     "Stage",
     "StageError",
     "StageReport",
+    "StreamingFigures",
+    "TokenTimes",
     "example_agents",
     "example_event",
     "load_scenario",

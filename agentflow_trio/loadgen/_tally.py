@@ -3,10 +3,11 @@
 Latency goes into one HDR `LatencyRecorder` per stage (from each request's intended start,
 see `_generators`); outcomes into a counter per stage; and, for the charts of the HTML
 report and the live dashboard, into a `Timeline` (per-second throughput, percentiles,
-errors by kind, load target and requests in flight). `measure` wraps the run in the
-observability `StatsCollector`, which samples what the process spent meanwhile (CPU, RSS,
-GC pauses, trio tasks), and closes one timeline second per second. Recording is O(1) per
-request.
+errors by kind, load target and requests in flight). Streamed events also feed
+``tokens``, a `TokenTimes` (time to first token, inter-token latency; see `_streaming`).
+`measure` wraps the run in the observability `StatsCollector`, which samples what the
+process spent meanwhile (CPU, RSS, GC pauses, trio tasks), and closes one timeline second
+per second. Recording is O(1) per request (and per token).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ._generators import RunSummary, Target
+from ._streaming import TokenTimes, percentile_curve
 from .console import LoadReport, StageReport
 from .stages import Plan
 
@@ -162,6 +164,8 @@ class LoadStats:
         self.timeline = Timeline(plan)
         self.gauges: Callable[[], Mapping[str, Any]] | None = None
         """What the live dashboard shows besides the timeline (set by the command)."""
+        self.tokens = TokenTimes()
+        """The streamed events' token timings (TTFT, ITL), recorded as tokens arrive."""
 
     def record(
         self, stage: int, intended: float, started: float, ended: float, outcome: str
@@ -226,7 +230,8 @@ class LoadStats:
             mock_requests=mock_requests,
             first_error=self.first_error,
             timeline=self.timeline.to_dict(),
-            latency_curve=_curve(total),
+            latency_curve=percentile_curve(total),
+            streaming=self.tokens.figures(),
         )
 
     def _metrics(
@@ -240,23 +245,6 @@ class LoadStats:
         collector = self.collector
         assert collector is not None, "report() before measure()"
         return collector.metrics(latency, outcomes, duration, process=whole)
-
-
-def _curve(latency: LatencyRecorder) -> dict[str, list[float]]:
-    """The HDR percentile curve as parallel lists; ``one_in`` is 1 / (1 - percentile),
-    capped at the request count (the maximum is one request in all of them)."""
-    points = latency.percentile_curve()
-    count = latency.count
-    return {
-        "percentile": [p.percentile for p in points],
-        "latency_ms": [p.latency_ms for p in points],
-        "one_in": [
-            min(1.0 / (1.0 - p.percentile / 100.0), float(count))
-            if p.percentile < 100.0
-            else float(count)
-            for p in points
-        ],
-    }
 
 
 async def tick_seconds(timeline: Timeline, origin: float) -> None:

@@ -8,7 +8,10 @@ returns a `LoadReport`. With the mock, the report carries the mock's own count o
 requests (``mock_requests``), so the figures can be checked independently: with the
 ``chat`` agent and nothing failing it equals ``requests``. ``model`` names the model
 group the agent's requests ask for; when the LLM client is a model router, the report
-carries each deployment's traffic and fail-overs (``router``).
+carries each deployment's traffic and fail-overs (``router``). With ``stream`` each call
+is ``runner.stream(event)`` read to its final result, and the report adds the tokens'
+time to first token and inter-token latency (``streaming``; the ``stream`` agent's
+tokens are the model's streamed chunks).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from ._deployments import check_group, fault_specs, router_of, traffic
 from ._example import EXAMPLE_AGENTS, example_agents, example_event
 from ._generators import RunSummary, Target, run_closed
 from ._stop import drive_until
+from ._streaming import consume_progress
 from ._tally import LoadStats, measure
 from .console import LoadReport, ProgressSink
 from .dashboard import runner_gauges
@@ -57,6 +61,7 @@ class BenchmarkOptions:
     ``thresholds`` are checked against the run's total (see `loadgen.thresholds`).
     ``model`` is the model group the agent asks for (None: the default group);
     ``mock_faults`` the built-in mock's fault rules by model name, if the mock is used.
+    ``stream`` streams each event's progress to the caller and times its tokens.
     """
 
     duration: float = attrs.field(default=60.0, validator=_check_positive)
@@ -70,6 +75,20 @@ class BenchmarkOptions:
     thresholds: tuple[Threshold, ...] = ()
     model: str | None = None
     mock_faults: Mapping[str, tuple[Fault, ...]] = attrs.field(factory=dict)
+    stream: bool = False
+
+
+def _streamed_target(runner: Runner, agent: str, stats: LoadStats) -> Target:
+    """Each call streams its event (``runner.stream``) and times its tokens."""
+    stream, tokens, now = runner.stream, stats.tokens, trio.current_time
+
+    async def target(index: int) -> str:
+        sent = now()
+        async with stream(example_event(agent)) as items:
+            result = await consume_progress(items, tokens, sent)
+        return result.outcome.value if result is not None else "failed"
+
+    return target
 
 
 async def run_benchmark(
@@ -101,11 +120,12 @@ async def run_benchmark(
         async with Runner(services.config, agents=agents, llm=services.llm) as runner:
             call = runner.call
 
-            async def target(index: int) -> str:
+            async def called(index: int) -> str:
                 result = await call(example_event(agent))
                 return result.outcome.value
 
             stats = LoadStats(plan)
+            target = _streamed_target(runner, agent, stats) if options.stream else called
             stats.gauges = runner_gauges(runner, services.llm)
             if progress is not None:
                 progress.start(stats, plan.total, options.requests)
@@ -135,11 +155,12 @@ async def run_benchmark(
                 "mock_latency_ms": options.mock_latency * 1000,
                 "model_group": options.model,
                 "mock_faults": fault_specs(options.mock_faults),
+                "streamed": options.stream,
             },
         )
         return attrs.evolve(
             report,
-            thresholds=evaluate(options.thresholds, report.total),
+            thresholds=evaluate(options.thresholds, report.total, report.streaming),
             interrupted=interrupted,
             router=traffic(router.statistics()) if router is not None else None,
         )

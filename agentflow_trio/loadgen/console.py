@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import attrs
 
 from ._deployments import COLUMNS, summary_line, traffic_rows
 from ._generators import RunSummary
+from ._streaming import StreamingFigures
 from .thresholds import ThresholdResult, all_passed
 
 if TYPE_CHECKING:
@@ -70,7 +71,8 @@ class LoadReport:
     `loadgen.thresholds`), ``interrupted`` says the run was stopped early (Ctrl-C): its
     figures cover what finished until then. ``router`` (None unless the LLM client is a
     model router) is each deployment's traffic and fail-overs, read at the end of the run
-    (see `_deployments.traffic`).
+    (see `_deployments.traffic`). ``streaming`` (None unless events were streamed) holds
+    their time to first token and inter-token latency (see `_streaming`).
     """
 
     command: str
@@ -87,6 +89,7 @@ class LoadReport:
     thresholds: tuple[ThresholdResult, ...] = ()
     interrupted: bool = False
     router: Mapping[str, Any] | None = None
+    streaming: StreamingFigures | None = None
 
     @property
     def thresholds_passed(self) -> bool:
@@ -109,6 +112,8 @@ class LoadReport:
         data["stages"] = [{"stage": s.label, **s.metrics.to_dict()} for s in self.stages]
         if self.router is not None:
             data["router"] = dict(self.router)
+        if self.streaming is not None:
+            data["streaming"] = self.streaming.to_dict()
         if self.timeline is not None:
             data["timeline"] = dict(self.timeline)
         if self.latency_curve is not None:
@@ -206,9 +211,30 @@ def render_report(report: LoadReport) -> RenderableType:
         elapsed = report.summary.elapsed
         lines.append(f"interrupted (Ctrl-C) after {elapsed:.1f} s: partial results")
     lines.extend(f"threshold {result.describe()}" for result in report.thresholds)
-    if report.router is None:
-        return Group(table, Text("\n".join(lines)))
-    return Group(table, Text("\n".join(lines)), _router_table(report.router))
+    parts: list[RenderableType] = [table]
+    if report.streaming is not None:
+        parts.append(_streaming_table(report.streaming))
+    parts.append(Text("\n".join(lines)))
+    if report.router is not None:
+        parts.append(_router_table(report.router))
+    return Group(*parts)
+
+
+_STREAMING_COLUMNS: Final = ("", "samples", "mean ms", "p50 ms", "p95 ms", "p99 ms", "max ms")
+
+
+def _streaming_table(figures: StreamingFigures) -> RenderableType:
+    """Time to first token and inter-token latency of the streamed events, one row each."""
+    from rich.table import Table
+
+    title = f"streamed events: {figures.events} ({figures.without_tokens} without tokens)"
+    table = Table(title=title, title_justify="left")
+    for name in _STREAMING_COLUMNS:
+        table.add_column(name, justify="left" if not name else "right")
+    for label, s in (("time to first token", figures.ttft), ("inter-token", figures.itl)):
+        cells = (s.mean_ms, s.p50_ms, s.p95_ms, s.p99_ms, s.max_ms)
+        table.add_row(label, str(s.count), *(_ms(value) for value in cells))
+    return table
 
 
 def _router_table(router: Mapping[str, Any]) -> RenderableType:

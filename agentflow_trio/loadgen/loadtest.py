@@ -27,6 +27,11 @@ and its outcome is the first outcome of the calls it made that was not ``succeed
 * ``await client.call(event)`` or ``client.call("type", data)`` runs an event and returns
   its `AgentResult`: on a local `Runner` built from ``agents`` (and ``--config``), or,
   with ``--target URL``, by ``POST URL/v1/events`` on an ``agentcli serve`` instance;
+* ``await client.stream(event)`` (or ``client.stream("type", data)``) runs an event with
+  its progress streamed (``runner.stream``; with ``--target``, ``POST
+  /v1/events?stream=true`` read as server-sent events) and times its tokens: time to
+  first token and inter-token latency go to the report's ``streaming`` figures. With
+  ``--stream`` (``LoadTestOptions.stream``) every ``client.call`` streams the same way;
 * ``await client.post(path, json)`` / ``client.get(path)`` reach any path of the
   ``--target`` (for example an OpenAI-compatible ``/v1/chat/completions``);
 * ``client.index`` is the virtual user's number (closed) or the arrival's (open).
@@ -57,7 +62,7 @@ import trio
 from ..config import Config
 from ..mockllm import Fault, open_llm_services
 from ..runner import Runner
-from ._client import LoadClient
+from ._client import LoadClient, SSEConnector
 from ._deployments import check_group, fault_specs, router_of, traffic
 from ._example import example_agents, example_event
 from ._generators import RunSummary, Target, ThinkTime, run_closed, run_open
@@ -201,12 +206,17 @@ def _thresholds(value: object, where: str) -> tuple[Threshold, ...]:
         raise ScriptError(f"script {where}: {exc}") from None
 
 
+def _default_agent(client: LoadClient) -> str:
+    return "stream" if client.streamed else "chat"
+
+
 async def _default_request(client: LoadClient) -> None:
-    await client.call(example_event("chat"))
+    await client.call(example_event(_default_agent(client)))
 
 
 DEFAULT_SCENARIO = Scenario(request=_default_request)
-"""Used without ``--script``: each request runs the built-in ``chat`` agent once."""
+"""Used without ``--script``: each request runs the built-in ``chat`` agent once (the
+``stream`` agent, streamed, with ``--stream``)."""
 
 
 def _asking_for(scenario: Scenario, model: str | None) -> Scenario:
@@ -216,7 +226,7 @@ def _asking_for(scenario: Scenario, model: str | None) -> Scenario:
         return scenario
 
     async def request(client: LoadClient) -> None:
-        await client.call(example_event("chat", model=model))
+        await client.call(example_event(_default_agent(client), model=model))
 
     return attrs.evolve(scenario, request=request)
 
@@ -232,6 +242,8 @@ class LoadTestOptions:
     checked against the run's total after the scenario's own. ``model`` is the model
     group the built-in agents ask for (and the default scenario's events name);
     ``mock_faults`` the built-in mock's fault rules by model name, if the mock is used.
+    ``stream`` makes every ``client.call`` stream its event and time its tokens (and the
+    default scenario run the ``stream`` agent).
     """
 
     plan: Plan
@@ -247,6 +259,7 @@ class LoadTestOptions:
     thresholds: tuple[Threshold, ...] = ()
     model: str | None = None
     mock_faults: Mapping[str, tuple[Fault, ...]] = attrs.field(factory=dict)
+    stream: bool = False
 
 
 async def run_loadtest(
@@ -267,24 +280,28 @@ async def run_loadtest(
     scenario, plan = _asking_for(options.scenario, options.model), options.plan
     await scenario.run_setup()
     routed: list[Mapping[str, Any]] = []
+    stats = LoadStats(plan)
+    streamed, tokens = options.stream, stats.tokens
     async with AsyncExitStack() as stack:
         mock = None
         gauges: Callable[[], Mapping[str, Any]] | None = None
         if options.target_url is not None:
             from ..llm import LeanHTTPClient
 
-            limit = plan.peak if not plan.is_rate else options.max_in_flight
+            limit = max(int(plan.peak if not plan.is_rate else options.max_in_flight), 1)
             http = await stack.enter_async_context(
                 LeanHTTPClient(
-                    options.target_url,
-                    timeout=options.http_timeout,
-                    max_connections=max(int(limit), 1),
+                    options.target_url, timeout=options.http_timeout, max_connections=limit
                 )
             )
+            sse = SSEConnector(
+                options.target_url, timeout=options.http_timeout, max_connections=limit
+            )
+            stack.push_async_callback(sse.aclose)
             where = f"HTTP target {options.target_url}"
 
             def client_for(index: int) -> LoadClient:
-                return LoadClient(index, http=http)
+                return LoadClient(index, http=http, streamed=streamed, tokens=tokens, sse=sse)
         else:
             services = await stack.enter_async_context(
                 open_llm_services(
@@ -308,9 +325,8 @@ async def run_loadtest(
             gauges = runner_gauges(runner, services.llm)
 
             def client_for(index: int) -> LoadClient:
-                return LoadClient(index, runner=runner)
+                return LoadClient(index, runner=runner, streamed=streamed, tokens=tokens)
 
-        stats = LoadStats(plan)
         stats.gauges = gauges
         request = scenario.request
 
@@ -337,7 +353,7 @@ async def run_loadtest(
         thresholds = (*scenario.thresholds, *options.thresholds)
         return attrs.evolve(
             report,
-            thresholds=evaluate(thresholds, report.total),
+            thresholds=evaluate(thresholds, report.total, report.streaming),
             interrupted=interrupted,
             router=routed[0] if routed else None,
         )
@@ -388,4 +404,5 @@ def _parameters(options: LoadTestOptions) -> dict[str, Any]:
         "mock_latency_ms": None if options.target_url else options.mock_latency * 1000,
         "model_group": options.model,
         "mock_faults": None if options.target_url else fault_specs(options.mock_faults),
+        "streamed": options.stream,
     }

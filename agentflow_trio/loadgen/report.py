@@ -5,7 +5,9 @@ configuration, a summary table (per stage and total), five plotly charts (throug
 p50/p95/p99 latency, load target and requests in flight with the stages marked, the HDR
 latency distribution on a log scale, errors by kind) and, with ``--compare previous.json``,
 a table of deltas against that earlier run coloured better/worse; when the LLM client was a
-model router, a table of each deployment's traffic and fail-overs. plotly.js (from the
+model router, a table of each deployment's traffic and fail-overs; when events were
+streamed, a table and a chart (HDR percentile curves) of their time to first token and
+inter-token latency (`streaming_figures`). plotly.js (from the
 ``plotly`` wheel) and the run's JSON (``LoadReport.to_dict``, ``<script id="run-data">``)
 are inlined: the page makes no network request.
 
@@ -25,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from ._compare import comparison
 from ._deployments import traffic_html
 
 __all__ = [
@@ -35,6 +38,7 @@ __all__ = [
     "load_baseline",
     "plotly_js",
     "render_html",
+    "streaming_figures",
     "write_report",
 ]
 
@@ -53,6 +57,8 @@ _COLOURS: Final = {
     "max_ms": "#9467bd",
     "target": "#7f7f7f",
     "in_flight": "#17becf",
+    "ttft": "#1f77b4",
+    "itl": "#ff7f0e",
 }
 _ERROR_COLOURS: Final = ("#d62728", "#ff7f0e", "#8c564b", "#e377c2", "#bcbd22", "#9467bd")
 
@@ -309,6 +315,41 @@ def _distribution_chart(run: Mapping[str, Any]) -> dict[str, Any]:
     return {"data": [trace], "layout": layout}
 
 
+def streaming_figures(run: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The streamed events' chart, when ``run`` has ``streaming`` figures (else none):
+    the HDR percentile curves of time to first token and inter-token latency."""
+    streaming = run.get("streaming")
+    if not isinstance(streaming, Mapping):
+        return {}
+    traces = []
+    for label, kind in (("time to first token", "ttft"), ("inter-token latency", "itl")):
+        curve = streaming.get(f"{kind}_curve") or {}
+        if not curve.get("latency_ms"):
+            continue
+        line = {"color": _COLOURS[kind]}
+        x, y = f"streaming.{kind}_curve.one_in", f"streaming.{kind}_curve.latency_ms"
+        traces.append(
+            {
+                **_trace(label, x, y, run, line=line),
+                "customdata": list(curve.get("percentile", [])),
+                "hovertemplate": f"{label} p%{{customdata:.4f}}: %{{y:.3f}} ms<extra></extra>",
+            }
+        )
+    xaxis = {
+        "type": "log",
+        "tickvals": list(_PERCENTILE_TICKS),
+        "ticktext": list(_PERCENTILE_LABELS),
+        "title": {"text": "percentile (log scale)"},
+    }
+    layout = _layout(
+        "Streaming: time to first token and inter-token latency (HDR percentile curves)",
+        "percentile (log scale of 1 / (1 - percentile))",
+        "milliseconds",
+        xaxis=xaxis,
+    )
+    return {"chart-streaming": {"data": traces, "layout": layout}}
+
+
 def _errors_chart(run: Mapping[str, Any], shapes: list[Any]) -> dict[str, Any]:
     """Failed requests per second, one stacked bar per error kind; a green "no errors"
     note (and a zero bar of ``timeline.error_total``) when every request succeeded."""
@@ -408,8 +449,34 @@ def _summary(run: Mapping[str, Any]) -> str:
     )
 
 
+def _streaming_table(run: Mapping[str, Any]) -> str:
+    """TTFT and ITL of the streamed events, one row each ("" when nothing streamed)."""
+    streaming = run.get("streaming")
+    if not isinstance(streaming, Mapping):
+        return ""
+    head = "".join(f"<th>{c}</th>" for c in _STREAMING_COLUMNS)
+    rows = []
+    for label, kind in (("time to first token", "ttft"), ("inter-token latency", "itl")):
+        s = streaming.get(kind) or {}
+        cells = [html.escape(label), _num(s.get("count"))]
+        cells += [_num(s.get(key)) for key in ("mean_ms", "p50_ms", "p95_ms", "p99_ms", "max_ms")]
+        body = "".join(f"<td>{c}</td>" for c in cells)
+        rows.append(f'<tr data-kind="{kind}">{body}</tr>')
+    note = (
+        f"{_num(streaming.get('events'))} streamed events, "
+        f"{_num(streaming.get('without_tokens'))} without tokens"
+    )
+    return (
+        f'<h2>Streaming</h2><p class="sub">{note}</p>'
+        f'<table id="streaming"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+_STREAMING_COLUMNS: Final = ("", "samples", "mean ms", "p50 ms", "p95 ms", "p99 ms", "max ms")
+
 _CONFIG_SKIP: Final = frozenset(
-    {"stages", "timeline", "latency_curve", "outcomes", "router"}
+    {"stages", "timeline", "latency_curve", "outcomes", "router", "streaming"}
     | {"requests", "duration_s", "requests_per_s", "mean_ms", "p50_ms", "p90_ms", "p95_ms"}
     | {"p99_ms", "p999_ms", "max_ms", "errors", "error_rate", "rss_bytes", "peak_rss_bytes"}
     | {"gc_pauses", "gc_pause_total_ms", "gc_pause_max_ms", "active_tasks", "peak_tasks"}
@@ -432,60 +499,6 @@ def _configuration(run: Mapping[str, Any]) -> str:
     ]
     rows.extend(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in process)
     return f'<table id="configuration">{"".join(rows)}</table>'
-
-
-# (label, key, format, higher is better; None: not a quality, never coloured)
-_COMPARED: Final[Sequence[tuple[str, str, str, bool | None]]] = (
-    ("requests", "requests", "int", None),
-    ("throughput (req/s)", "requests_per_s", "f1", True),
-    ("mean ms", "mean_ms", "f2", False),
-    ("p50 ms", "p50_ms", "f2", False),
-    ("p95 ms", "p95_ms", "f2", False),
-    ("p99 ms", "p99_ms", "f2", False),
-    ("max ms", "max_ms", "f2", False),
-    ("error rate %", "error_rate", "pct", False),
-    ("CPU / request ms", "cpu_seconds_per_request", "ms", False),
-    ("peak RSS MiB", "peak_rss_bytes", "mib", False),
-)
-
-
-def _scaled(value: Any, fmt: str) -> float | None:
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return None
-    return {"pct": 100.0, "ms": 1e3, "mib": 1 / 2**20}.get(fmt, 1.0) * float(value)
-
-
-def _comparison(run: Mapping[str, Any], baseline: Mapping[str, Any]) -> str:
-    rows = []
-    for label, key, fmt, higher_better in _COMPARED:
-        old, new = _scaled(baseline.get(key), fmt), _scaled(run.get(key), fmt)
-        digits = 0 if fmt == "int" else 1 if fmt in ("f1", "mib") else 2 if fmt != "ms" else 3
-        css, delta, ratio = "same", "-", "-"
-        if old is not None and new is not None:
-            change = new - old
-            delta = f"{change:+,.{digits}f}"
-            ratio = f"{change / old * 100:+.1f}%" if old else "-"
-            significant = abs(change) > 1e-12 and (not old or abs(change / old) >= 0.01)
-            if significant and higher_better is not None:
-                css = "better" if (change > 0) == higher_better else "worse"
-        rows.append(
-            f'<tr class="{css}" data-metric="{key}"><th>{label}</th>'
-            f"<td>{'-' if old is None else f'{old:,.{digits}f}'}</td>"
-            f"<td>{'-' if new is None else f'{new:,.{digits}f}'}</td>"
-            f'<td class="delta">{delta}</td><td class="delta">{ratio}</td></tr>'
-        )
-    head = "<tr><th>metric</th><th>baseline</th><th>this run</th><th>delta</th><th>%</th></tr>"
-    note = html.escape(
-        f"baseline: {baseline.get('command', '?')} run, {baseline.get('requests', '?')} requests"
-        f", target {baseline.get('target', '?')}"
-    )
-    return (
-        f'<section id="comparison"><h2>Comparison with the baseline run</h2><p>{note}. '
-        '<span class="better">green: better</span>, <span class="worse">red: worse</span> '
-        "(changes under 1% are not coloured).</p>"
-        f'<table id="comparison-table"><thead>{head}</thead><tbody>{"".join(rows)}</tbody>'
-        "</table></section>"
-    )
 
 
 def _json_script(ident: str, data: Any) -> str:
@@ -533,7 +546,7 @@ def render_html(run: Mapping[str, Any], baseline: Mapping[str, Any] | None = Non
         total = [sum(v) for v in zip(*(timeline.get("errors") or {}).values(), strict=True)]
         timeline = dict(timeline, error_total=total or [0] * len(timeline.get("seconds", [])))
         shown["timeline"] = timeline
-    figs = figures(shown)
+    figs = {**figures(shown), **streaming_figures(shown)}
     title = f"agentcli {run.get('command', '?')} report"
     params = run.get("target", "")
     parts = [
@@ -549,12 +562,13 @@ def render_html(run: Mapping[str, Any], baseline: Mapping[str, Any] | None = Non
         f"{html.escape(str(params))}</p>",
         "<h2>Summary</h2>",
         _summary(run),
+        _streaming_table(run),
         traffic_html(router) if isinstance(router := run.get("router"), Mapping) else "",
         "<h2>Charts</h2>",
         f'<div class="charts">{chart_divs(list(figs))}</div>',
     ]
     if baseline is not None:
-        parts.append(_comparison(run, baseline))
+        parts.append(comparison(run, baseline))
     parts.extend(
         [
             "<h2>Configuration</h2>",

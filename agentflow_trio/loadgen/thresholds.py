@@ -10,12 +10,17 @@ metric                        value
 ``errors``                    the share of requests whose outcome is not ``succeeded``,
                               in percent: ``0.1%`` (the ``%`` is required)
 ``rps`` (or ``throughput``)   completed requests per second: ``50`` or ``50/s``
+``ttft_p50`` ... ``ttft_max``  time to first token of streamed events (``_p50 _p90 _p95
+                              _p99 _max _mean``), a duration as for latency
+``itl_p50`` ... ``itl_max``    inter-token latency of streamed events, the same way
 ============================  ==========================================================
 
 ``OP`` is one of ``<``, ``<=``, ``>``, ``>=``; the threshold passes when ``ACTUAL OP VALUE``
 holds for the run's total. A latency threshold fails when no request completed (there
-is no latency to compare). `parse_threshold` reads one (`ThresholdError`, a `ValueError`,
-names what is wrong), `evaluate` checks a list against a run's `PerformanceMetrics`.
+is no latency to compare); a ``ttft_*``/``itl_*`` threshold fails when no token was
+timed (no event streamed, or none carried two tokens for ITL). `parse_threshold` reads one
+(`ThresholdError`, a `ValueError`, names what is wrong), `evaluate` checks a list against a
+run's `PerformanceMetrics` and `StreamingFigures`.
 
 ``agentcli benchmark|loadtest --threshold "p99<200ms"`` (repeatable) and a load-test
 script's module-level ``thresholds = ["p99<200ms", "errors<0.1%"]`` both end up here; the
@@ -35,6 +40,7 @@ import attrs
 
 if TYPE_CHECKING:
     from ..observability.stats import PerformanceMetrics
+    from ._streaming import StreamingFigures
 
 __all__ = [
     "METRICS",
@@ -60,7 +66,11 @@ _LATENCY: Final = {
     "max": "max_ms",
     "mean": "mean_ms",
 }
-METRICS: Final = (*_LATENCY, "errors", "rps", "throughput")
+_TOKENS: Final = {
+    f"{kind}_{name}": (kind, field) for kind in ("ttft", "itl") for name, field in _LATENCY.items()
+}
+"""``ttft_p95`` -> (``"ttft"``, ``"p95_ms"``): the streamed events' token timings."""
+METRICS: Final = (*_LATENCY, "errors", "rps", "throughput", *_TOKENS)
 """The metric names a threshold may use."""
 
 _OPERATORS: Final[dict[str, Callable[[float, float], bool]]] = {
@@ -71,7 +81,7 @@ _OPERATORS: Final[dict[str, Callable[[float, float], bool]]] = {
 }
 _SHAPE: Final = re.compile(r"\s*([A-Za-z][A-Za-z0-9_]*)\s*(<=|>=|<|>)\s*(\S(?:.*\S)?)\s*")
 _NUMBER: Final = re.compile(r"(?:\d+(?:\.\d*)?|\.\d+)")
-_EXAMPLES: Final = "such as 'p99<200ms', 'errors<0.1%' or 'rps>=50'"
+_EXAMPLES: Final = "such as 'p99<200ms', 'errors<0.1%', 'rps>=50' or 'ttft_p95<300ms'"
 
 
 @attrs.frozen(slots=True)
@@ -88,14 +98,22 @@ class Threshold:
     @property
     def unit(self) -> str:
         """``"ms"``, ``"%"`` or ``"/s"``."""
-        return "ms" if self.metric in _LATENCY else "%" if self.metric == "errors" else "/s"
+        if self.metric == "errors":
+            return "%"
+        return "/s" if self.metric == "rps" else "ms"
 
-    def actual(self, metrics: PerformanceMetrics) -> float | None:
-        """This threshold's metric in ``metrics`` (None: no latency was recorded)."""
+    def actual(
+        self, metrics: PerformanceMetrics, streaming: StreamingFigures | None = None
+    ) -> float | None:
+        """This threshold's metric in ``metrics`` (or, for ``ttft_*``/``itl_*``, in
+        ``streaming``); None: no latency (or no token) was recorded."""
         if self.metric == "errors":
             return metrics.error_rate * 100.0
         if self.metric == "rps":
             return metrics.requests_per_s
+        token = _TOKENS.get(self.metric)
+        if token is not None:
+            return None if streaming is None else streaming.value(*token)
         value: float | None = getattr(metrics, _LATENCY[self.metric])
         return value
 
@@ -153,7 +171,7 @@ def parse_threshold(text: str) -> Threshold:
     metric = name.lower()
     if metric == "throughput":
         metric = "rps"
-    if metric not in _LATENCY and metric not in ("errors", "rps"):
+    if metric not in _LATENCY and metric not in _TOKENS and metric not in ("errors", "rps"):
         known = ", ".join(METRICS)
         raise ThresholdError(f"threshold {text!r}: unknown metric {name!r} (one of {known})")
     limit = _limit(metric, raw.strip(), text)
@@ -203,12 +221,15 @@ def parse_thresholds(texts: Iterable[str]) -> tuple[Threshold, ...]:
 
 
 def evaluate(
-    thresholds: Iterable[Threshold], metrics: PerformanceMetrics
+    thresholds: Iterable[Threshold],
+    metrics: PerformanceMetrics,
+    streaming: StreamingFigures | None = None,
 ) -> tuple[ThresholdResult, ...]:
-    """Check each threshold against ``metrics`` (a run's total), in order."""
+    """Check each threshold against ``metrics`` (a run's total) and ``streaming`` (its
+    streamed events' token timings, None when nothing streamed), in order."""
     results = []
     for threshold in thresholds:
-        actual = threshold.actual(metrics)
+        actual = threshold.actual(metrics, streaming)
         results.append(ThresholdResult(threshold, actual, threshold.check(actual)))
     return tuple(results)
 
