@@ -50,8 +50,10 @@ def object_fields(tp: Any, where: str) -> list[FieldSpec] | None:
     """
     if is_typeddict(tp):
         hints = _hints(tp, where)
-        required = tp.__required_keys__
-        return [FieldSpec(k, _strip_required(h), k in required) for k, h in hints.items()]
+        return [
+            FieldSpec(k, _strip_required(h), _typeddict_requires(tp, k, h))
+            for k, h in hints.items()
+        ]
     if isinstance(tp, type) and attrs.has(tp):
         hints = _hints(tp, where)
         return [
@@ -130,6 +132,15 @@ def _hints(tp: Any, where: str) -> dict[str, Any]:
         return typing.get_type_hints(tp, include_extras=True)
     except Exception as exc:
         raise TypeError(f"{where}: cannot resolve the annotations of {tp!r}: {exc}") from None
+
+
+def _typeddict_requires(tp: Any, key: str, hint: Any) -> bool:
+    # The marker wins: under ``from __future__ import annotations`` Python 3.11 cannot see
+    # ``NotRequired[...]`` in a string and counts the key in ``__required_keys__``.
+    origin = typing.get_origin(hint)
+    if origin is typing.Required or origin is typing.NotRequired:
+        return origin is typing.Required
+    return key in tp.__required_keys__
 
 
 def _strip_required(hint: Any) -> Any:

@@ -36,7 +36,7 @@ import jsonschema
 from ..errors import SchemaValidationError
 from ._constraints import apply_metadata
 from ._objects import FieldSpec, construction_problems, object_fields
-from ._validate import compile_fast, got, problem, under
+from ._validate import brief, compile_fast, got, problem, under
 
 __all__ = ["Converter", "type_schema"]
 
@@ -188,7 +188,7 @@ def _union_converter(
     """Try each member in order: the first whose own schema the value fits and whose
     converter accepts it wins. None stays None (the schema allowed it or said so)."""
     members = [(_fits(schema), convert) for schema, convert in parts]
-    expected = " or ".join(_brief(s) for s, _ in parts)
+    expected = " or ".join(brief(s) for s, _ in parts)
 
     def convert(value: Any) -> Any:
         if value is None:
@@ -217,13 +217,6 @@ def _fits(schema: dict[str, Any]) -> Callable[[Any], bool]:
     if fast is None:
         return slow
     return lambda value: fast(value) or slow(value)
-
-
-def _brief(schema: dict[str, Any]) -> str:
-    kind = schema.get("type")
-    if isinstance(kind, str):
-        return kind if kind != "object" else schema.get("title", "object")
-    return "a value matching the schema"
 
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from ..errors import SchemaValidationError
 
 __all__ = [
     "ArgumentValidator",
+    "brief",
     "compile_fast",
     "describe_path",
     "got",
@@ -239,14 +240,20 @@ def _expected(kind: str, value: Any) -> str:
     if kind in _BOUNDS:
         return f"{kind} {value}"
     if kind == "anyOf" or kind == "oneOf":
-        return " or ".join(_brief(s) for s in value)
+        return " or ".join(brief(s) for s in value)
     return f"{kind}: {value!r}"
 
 
-def _brief(schema: Any) -> str:
-    if isinstance(schema, Mapping) and "type" in schema:
-        return _expected("type", schema["type"])
-    return "a value matching the schema"
+def brief(schema: Any) -> str:
+    """A few words for what ``schema`` admits (``"integer"``, ``"object (name, age)"``)."""
+    if not isinstance(schema, Mapping) or "type" not in schema:
+        return "a value matching the schema"
+    kind = _expected("type", schema["type"])
+    keys = schema.get("properties")
+    if kind == "object" and isinstance(keys, Mapping) and keys:
+        shown = ", ".join(list(keys)[:6]) + (", ..." if len(keys) > 6 else "")
+        return f"{schema.get('title') or 'object'} ({shown})"
+    return kind
 
 
 # ----------------------------------------------------------------------------- fast path
