@@ -28,6 +28,7 @@ from agentflow_trio.errors import SchemaValidationError
 from agentflow_trio.schema import TypeSchema, compile_fast, type_schema
 
 pydantic = pytest.importorskip("pydantic")
+pydantic_dataclasses = pytest.importorskip("pydantic.dataclasses")
 BaseModel = pydantic.BaseModel
 Field = pydantic.Field
 StringConstraints = pydantic.StringConstraints
@@ -284,6 +285,25 @@ def test_pydantic_model_validation_errors_keep_their_paths_inside_our_types() ->
         TypeSchema(Team), {"members": [GOOD_PERSON, {**GOOD_PERSON, "name": "bad"}]}
     )
     assert found == [("members[1].name", "a value Person's validators accept", "'bad'")]
+
+
+def test_a_pydantic_dataclass_is_a_dataclass_whose_validators_speak_as_problems() -> None:
+    @pydantic_dataclasses.dataclass
+    class Count:
+        n: Annotated[int, Field(ge=0)]
+
+        @pydantic.field_validator("n")
+        @classmethod
+        def _not_seven(cls, value: int) -> int:
+            if value == 7:
+                raise ValueError("not seven")
+            return value
+
+    ts = TypeSchema(Count)
+    assert ts.json_schema["properties"]["n"] == {"type": "integer", "minimum": 0}
+    assert ts.validate({"n": 1}) == Count(1)
+    assert problems_of(ts, {"n": 7}) == [("n", "a value Count's validators accept", "7")]
+    assert problems_of(ts, {"n": -1}) == [("n", "minimum 0", "-1")]
 
 
 def test_validate_json_reports_text_that_is_not_json() -> None:

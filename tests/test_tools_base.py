@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 import agentflow_trio as af
 from agentflow_trio.errors import ToolArgumentError, ToolError, UnknownTool
 from agentflow_trio.llm.types import ToolCall, ToolSpec
-from agentflow_trio.tools import BoundTools, Tool, ToolRegistry, ToolResult, tool
 from agentflow_trio.schema import compile_fast
+from agentflow_trio.tools import BoundTools, Tool, ToolRegistry, ToolResult, tool
 
 
 class Color(enum.Enum):
@@ -299,6 +299,7 @@ async def test_invalid_arguments_give_a_structured_error(
     assert result.error["tool"] == "search"
     assert result.error["field"] == field
     assert result.error["expected"] == expected
+    assert result.error["got"] == (repr(args[field]) if field in args else "nothing")
     assert field in result.error["message"]
     assert json.loads(result.content()) == {"error": result.error}
 
