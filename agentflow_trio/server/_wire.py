@@ -1,6 +1,7 @@
 """What may go on the wire as JSON: agent output made strict JSON, or refused with a reason.
 
-``serve`` answers with what agents return, and agents return anything. `to_json_bytes`
+``serve`` answers with what agents return, and agents return anything (`result_json` is
+the wire form of a result, streamed or not). `to_json_bytes`
 turns a value into RFC 8259 JSON or raises `NotJSON` naming the first problem by its path
 (``output.items[3]``): orjson would write NaN as ``null`` (silent corruption) and the
 standard library would write ``NaN`` (not JSON); a deep value would exhaust either's
@@ -26,8 +27,9 @@ from typing import Any, Final
 import attrs
 
 from .. import _json
+from ..events import AgentResult
 
-__all__ = ["MAX_DEPTH", "NotJSON", "to_json_bytes"]
+__all__ = ["MAX_DEPTH", "NotJSON", "result_json", "to_json_bytes"]
 
 MAX_DEPTH: Final = 128
 """Deepest nesting of arrays and objects sent (the result's own envelope included)."""
@@ -35,6 +37,23 @@ MAX_DEPTH: Final = 128
 
 class NotJSON(ValueError):
     """A value cannot be sent as JSON; the message names where and why."""
+
+
+def result_json(result: AgentResult) -> dict[str, Any]:
+    """The wire form of a result (tracebacks stay on the server); ``usage`` (the
+    `RunUsage` figures) is there when the event made a model call."""
+    error = result.error
+    body = {
+        "id": result.event_id,
+        "status": "done",
+        "outcome": result.outcome.value,
+        "output": result.output,
+        "error": None if error is None else {"type": error.type, "message": error.message},
+        "agent": result.agent,
+    }
+    if result.usage is not None:
+        body["usage"] = result.usage.to_dict()
+    return body
 
 
 def to_json_bytes(value: Any, where: str = "body") -> bytes:

@@ -2,15 +2,22 @@
 
 Endpoints (JSON in and out)::
 
-    POST /v1/events            {"type", "data"?, "metadata"?} -> 200 the AgentResult
+    POST /v1/events            {"type", "data"?, "metadata"?, "limits"?} -> 200 the result
     POST /v1/events?async=1    -> 202 {"id", "status": "pending"}; the event runs on
+    POST /v1/events?stream=true   (or Accept: text/event-stream) -> 200 text/event-stream:
+                               one SSE event per progress item, the result last
+                               (``server._sse`` has the events and their data)
     GET  /v1/events/{id}       -> 200 the result, or 200 {"id", "status": "pending"}; 404
     GET  /metrics              Prometheus text (when a metrics object was given)
     GET  /healthz              200 {"status": "ok", ...}; 503 once the runner closes
 
-A result is answered 200 whatever its outcome (``succeeded``, ``failed``, ``timed_out``,
-``cancelled``): the outcome is in the body. Every other answer is JSON too,
-``{"error": reason, ...}``, in this order of checks:
+A result (`result_json`: ``id``, ``status``, ``outcome``, ``output``, ``error``, ``agent``,
+and ``usage`` when the event made a model call) is answered 200 whatever its outcome
+(``succeeded``, ``failed``, ``timed_out``, ``cancelled``, ``usage_limit_exceeded``): the
+outcome is in the body. ``"limits"`` (``{"max_requests": 3, "max_total_tokens": ...,
+"max_cost": ...}``, see `UsageLimits`) sets the event's usage budget; it can only tighten
+the runner's own (``[limits]`` and the agent's), never loosen them. Every other answer is
+JSON too, ``{"error": reason, ...}``, in this order of checks:
 
 - 400 and the connection closed: both Content-Length and Transfer-Encoding (ambiguous
   framing: a request smuggling attempt).
@@ -21,7 +28,9 @@ A result is answered 200 whatever its outcome (``succeeded``, ``failed``, ``time
   ``+json`` type, charset UTF-8 if one is given): a web page can send ``text/plain``
   to any address without the browser asking first; it cannot send JSON.
 - 413: a body over ``max_body_bytes`` (checked against Content-Length before reading,
-  and while reading); 400: a body that is not a JSON object with a string ``"type"``.
+  and while reading); 400: a body that is not a JSON object with a string ``"type"``,
+  ``"limits"`` that are not limits (the error names the key: ``limits.max_cost``), or
+  both ``async`` and ``stream`` asked for.
 - 404: a ``"type"`` that names no agent of the runner (the event is not accepted, so it
   adds no metric label).
 - 503: the runner refuses the event (`QueueFull`, `Overloaded`, `RunnerClosed`).
@@ -36,9 +45,10 @@ Bounds: the bodies read are bounded; results of async events are kept for ``resu
 seconds after they finish, at most ``max_results`` of them (oldest dropped first), then
 ``GET`` answers 404. Events still running are bounded by the runner's own admission limit.
 `serve` listens with a backlog of ``backlog`` (default `DEFAULT_BACKLOG`) pending
-connections. Cancellation: if the request task of a synchronous call is cancelled, or the
-client disconnects before its answer, the event is cancelled too (as `Runner.call` does):
-it frees its worker slot and makes no more model calls.
+connections. Cancellation: if the request task of a synchronous or streamed call is
+cancelled, or the client disconnects before its answer (mid-stream included), the event is
+cancelled too (as `Runner.call` does): it frees its worker slot and makes no more model
+calls.
 
 `make_app` registers one ``after_event`` hook on ``runner.hooks`` (to collect async
 results). Importing this module does not import hypercorn; `serve` does.
@@ -59,10 +69,12 @@ import trio
 
 from .. import _json
 from .._http11 import is_loopback_host
-from ..errors import RunnerError
+from ..errors import ConfigError, RunnerError
 from ..events import AgentResult, Event
 from ..runner import EventHandle, Runner
-from ._wire import MAX_DEPTH, NotJSON, to_json_bytes
+from ..usage import UsageLimits
+from ._sse import stream_answer
+from ._wire import MAX_DEPTH, NotJSON, result_json, to_json_bytes
 
 __all__ = [
     "DEFAULT_BACKLOG",
@@ -139,19 +151,6 @@ class _Results:
         now = trio.current_time()
         while done and (len(done) > self._max or next(iter(done.values()))[0] <= now):
             done.popitem(last=False)
-
-
-def result_json(result: AgentResult) -> dict[str, Any]:
-    """The wire form of a result (tracebacks stay on the server)."""
-    error = result.error
-    return {
-        "id": result.event_id,
-        "status": "done",
-        "outcome": result.outcome.value,
-        "output": result.output,
-        "error": None if error is None else {"type": error.type, "message": error.message},
-        "agent": result.agent,
-    }
 
 
 def _result_body(result: AgentResult) -> tuple[int, bytes]:
@@ -273,9 +272,14 @@ class ServeApp:
         except _TooLarge:
             limit = self.max_body_bytes
             return await _reply(send, 413, {"error": f"request body over {limit} bytes"})
-        event = _parse_event(body)
-        if isinstance(event, str):
-            return await _reply(send, 400, {"error": event})
+        parsed = _parse_event(body)
+        if isinstance(parsed, str):
+            return await _reply(send, 400, {"error": parsed})
+        event, limits = parsed
+        wants_async, wants_stream = _wants(scope, "async"), _wants_stream(scope, headers)
+        if wants_async and wants_stream:
+            why = "ask for async or stream, not both"
+            return await _reply(send, 400, {"error": why})
         agents = self.runner.agents
         if event.type not in agents:
             names = sorted(agents)
@@ -284,11 +288,13 @@ class ServeApp:
             why = f"no agent named {event.type[:100]!r}; known: {shown or '(none)'}"
             return await _reply(send, 404, {"error": why})
         try:
-            handle = self.runner.emit_nowait(event)
+            handle = self.runner.emit_nowait(event, limits=limits, stream=wants_stream)
         except RunnerError as exc:
             reason = f"{type(exc).__name__}: {exc}"
             return await _reply(send, 503, {"error": reason}, retry_after="1")
-        if _wants_async(scope):
+        if wants_stream:
+            return await stream_answer(handle, receive, send)
+        if wants_async:
             self._results.expect(event.id)
             if handle.done:  # ended before we asked (cancelled while queued)
                 self._results.finished(event, handle.result_nowait())
@@ -418,8 +424,8 @@ async def _read_body(headers: Mapping[bytes, bytes], receive: Receive, limit: in
             return b"".join(chunks)
 
 
-def _parse_event(body: bytes) -> Event | str:
-    """The event in ``body``, or the reason it is not one."""
+def _parse_event(body: bytes) -> tuple[Event, UsageLimits | None] | str:
+    """The event in ``body`` and its limits, or the reason it is not one."""
     try:
         data = _json.loads(body)
     except ValueError as exc:
@@ -429,14 +435,20 @@ def _parse_event(body: bytes) -> Event | str:
     kind = data.get("type")
     if not isinstance(kind, str) or not kind:
         return 'the body needs "type": a non-empty string naming the agent'
-    unknown = sorted(set(data) - {"type", "data", "metadata"})
+    unknown = sorted(set(data) - {"type", "data", "metadata", "limits"})
     if unknown:
-        return f"unknown field(s) {', '.join(unknown)}; expected type, data, metadata"
+        return f"unknown field(s) {', '.join(unknown)}; expected type, data, metadata, limits"
     payload, metadata = data.get("data", {}), data.get("metadata", {})
     for name, value in (("data", payload), ("metadata", metadata)):
         if not isinstance(value, dict):
             return f'"{name}" must be a JSON object, not {type(value).__name__}'
-    return Event(kind, payload, metadata, id=secrets.token_urlsafe(16))
+    limits = None
+    if data.get("limits") is not None:
+        try:
+            limits = UsageLimits.from_mapping(data["limits"], key="limits")
+        except ConfigError as exc:
+            return f"{exc.key}: {exc.reason}"
+    return Event(kind, payload, metadata, id=secrets.token_urlsafe(16)), limits
 
 
 async def _result_unless_gone(handle: EventHandle, receive: Receive) -> AgentResult | None:
@@ -470,9 +482,16 @@ def _is_loopback_address(address: str) -> bool:
         return False
 
 
-def _wants_async(scope: Scope) -> bool:
+def _wants(scope: Scope, flag: str) -> bool:
+    """Whether the query string turns ``flag`` on (``1``, ``true`` or ``yes``)."""
     query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
-    return any(v.lower() in ("1", "true", "yes") for v in query.get("async", ()))
+    return any(v.lower() in ("1", "true", "yes") for v in query.get(flag, ()))
+
+
+def _wants_stream(scope: Scope, headers: Mapping[bytes, bytes]) -> bool:
+    """``?stream=true``, or an ``Accept`` that names ``text/event-stream``."""
+    accept = headers.get(b"accept", b"").lower()
+    return b"text/event-stream" in accept or _wants(scope, "stream")
 
 
 async def _reply(send: Send, status: int, body: Mapping[str, Any], **headers: str) -> None:

@@ -1,0 +1,131 @@
+"""A streamed event's answer as Server-Sent Events: one SSE event per progress item.
+
+``POST /v1/events?stream=true`` (or ``Accept: text/event-stream``) is answered ``200
+text/event-stream`` at once, then one event per item the event's code sends, in order::
+
+    id: 3
+    event: text_delta
+    data: {"text":"Hel","model":"gpt-4o-mini"}
+
+=====================  ======================================================================
+``event:``             ``data:`` (one line of strict JSON, see ``server._wire``)
+=====================  ======================================================================
+``text_delta``         ``{"text", "model"}``: model text as it streamed
+``tool_call_started``  ``{"call_id", "name", "arguments"}``
+``tool_call_finished`` ``{"call_id", "name", "status", "output", "error", "duration"}``
+``partial_output``     ``{"value"}``: structured output as far as it has streamed
+``result``             the result, exactly as the non-streamed answer's body; always last
+``error``              ``{"error", ...}``: an item that JSON cannot carry (then the stream
+                       goes on), or a result that JSON cannot carry (then it is the last)
+=====================  ======================================================================
+
+``id:`` numbers the events from 1, so a client can tell whether it missed one. The body is
+written as the items come (chunked), nothing is buffered beyond the runner's own bounded
+channel: a client that reads slowly slows the event down. A client that disconnects
+cancels the event (its model stream and tools are cancelled at their next checkpoint).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Final
+
+import trio
+
+from ..progress import (
+    FinalResult,
+    PartialOutput,
+    ProgressItem,
+    TextDelta,
+    ToolCallFinished,
+    ToolCallStarted,
+)
+from ..runner import EventHandle
+from ._wire import NotJSON, result_json, to_json_bytes
+
+__all__ = ["SSE_HEADERS", "frame", "item_frame", "stream_answer"]
+
+_Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+_Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+SSE_HEADERS: Final = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),  # nginx: pass each event on as it comes
+]
+
+
+def frame(seq: int, kind: str, data: bytes) -> bytes:
+    """One SSE event: ``id``, ``event`` and one ``data`` line (compact JSON has no newline)."""
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (seq, kind.encode(), data)
+
+
+def item_frame(seq: int, item: ProgressItem) -> tuple[bytes, bool]:
+    """The SSE event for ``item`` and whether it ends the stream (a result, or a result
+    that cannot be sent)."""
+    kind, payload = _payload(item)
+    try:
+        return frame(seq, kind, to_json_bytes(payload, kind)), kind == "result"
+    except NotJSON as exc:
+        error: dict[str, Any] = {"error": f"cannot be sent as JSON: {exc}", "event": kind}
+        if isinstance(item, FinalResult):
+            result = item.result
+            error.update(id=result.event_id, agent=result.agent, outcome=result.outcome.value)
+        return frame(seq, "error", to_json_bytes(error)), kind == "result"
+
+
+def _payload(item: ProgressItem) -> tuple[str, Any]:
+    if isinstance(item, TextDelta):
+        return "text_delta", {"text": item.text, "model": item.model}
+    if isinstance(item, ToolCallStarted):
+        return "tool_call_started", {
+            "call_id": item.call_id,
+            "name": item.name,
+            "arguments": item.arguments,
+        }
+    if isinstance(item, ToolCallFinished):
+        return "tool_call_finished", {
+            "call_id": item.call_id,
+            "name": item.name,
+            "status": item.status,
+            "output": item.output,
+            "error": item.error,
+            "duration": item.duration,
+        }
+    if isinstance(item, PartialOutput):
+        return "partial_output", {"value": item.value}
+    return "result", result_json(item.result)
+
+
+async def stream_answer(handle: EventHandle, receive: _Receive, send: _Send) -> None:
+    """Answer with ``handle``'s progress items as SSE until its result; if the client
+    disconnects first, cancel the event and stop.
+
+    The response starts (200) before the first item, so the client learns at once that
+    the event was accepted. Leaving for any reason (a disconnect, this task cancelled,
+    an error writing) cancels the event unless it has already ended.
+    """
+    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_watch_disconnect, handle, receive, nursery.cancel_scope)
+            seq = 0
+            async for item in handle.events():
+                seq += 1
+                body, last = item_frame(seq, item)
+                await send({"type": "http.response.body", "body": body, "more_body": not last})
+                if last:
+                    break
+            nursery.cancel_scope.cancel()
+    finally:
+        if not handle.done:
+            handle.cancel()
+
+
+async def _watch_disconnect(
+    handle: EventHandle, receive: _Receive, scope: trio.CancelScope
+) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    handle.cancel()
+    scope.cancel()
