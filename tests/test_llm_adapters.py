@@ -272,3 +272,25 @@ async def test_max_connection_lifetime_retires_connections() -> None:
             pool = provider.statistics().pool
             assert pool is not None and pool.opened == 2 and pool.connections == 1
             assert mock.stats().connections == 2
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+async def test_response_format_reaches_each_wire(dialect: str) -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    shaped = {"type": "json_schema", "json_schema": {"name": "N", "schema": schema}}
+    with trio.fail_after(TIMEOUT):
+        async with serving(dialect) as (mock, provider):
+            answer = await provider.complete(ChatRequest((user("n?"),), response_format=shaped))
+            async with provider.stream(
+                ChatRequest((user("n?"),), response_format={"type": "json_object"})
+            ) as chunks:
+                streamed = await collect_stream(chunks)
+            schema_body, object_body = mock.received
+    assert answer.text == '{"n":1}'  # the mock answers what the schema asks for
+    assert streamed.text == "{}"
+    if dialect == "ollama":
+        assert (schema_body["format"], object_body["format"]) == (schema, "json")
+        assert "response_format" not in schema_body
+    else:
+        assert schema_body["response_format"] == shaped
+        assert object_body["response_format"] == {"type": "json_object"}

@@ -94,6 +94,61 @@ def test_cache_key_is_canonical() -> None:
     assert a.to_cache_key() != attrs.evolve(a, tools=tools).to_cache_key()
 
 
+def test_with_model_and_the_cache_key_keep_every_field() -> None:
+    """A field added to `ChatRequest` must reach `with_model` (the router's copy) and the
+    cache key; ``response_format`` (structured output) included."""
+    values = {
+        "messages": (user("hi"),),
+        "model": "group",
+        "temperature": 0.5,
+        "max_tokens": 10,
+        "tools": (ToolSpec("t"),),
+        "tool_choice": "auto",
+        "stop": ("x",),
+        "extra": {"a": 1},
+        "response_format": {"type": "json_object"},
+    }
+    assert set(values) == {f.name for f in attrs.fields(ChatRequest)}
+    request = ChatRequest(**values)  # type: ignore[arg-type]
+    assert request.with_model("m") == attrs.evolve(request, model="m")
+    assert set(request.to_canonical()) == set(values)
+    plain = attrs.evolve(request, response_format=None)
+    assert plain.to_cache_key() != request.to_cache_key()
+
+
+def test_usage_reads_cached_tokens_from_the_openai_shape() -> None:
+    from agentflow_trio.llm import _openai_wire
+
+    data = {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
+    assert _openai_wire.usage(data) == Usage(10, 2, 12, 0)
+    details = {**data, "prompt_tokens_details": {"cached_tokens": 8, "audio_tokens": 0}}
+    assert _openai_wire.usage(details) == Usage(10, 2, 12, 8)
+    assert _openai_wire.usage({**data, "prompt_tokens_details": None}) == Usage(10, 2, 12)
+
+
+def test_a_refusal_is_read_from_replies_and_chunks() -> None:
+    from agentflow_trio.llm import _openai_wire
+
+    body = {
+        "choices": [
+            {
+                "message": {"role": "assistant", "content": None, "refusal": "No."},
+                "finish_reason": "stop",
+            }
+        ]
+    }
+    assert _openai_wire.parse_chat(body, "d").refusal == "No."
+    chunk = {"choices": [{"delta": {"refusal": "No"}, "finish_reason": None}]}
+    parsed = _openai_wire.parse_chunk(chunk, "d")
+    assert parsed is not None and parsed.refusal == "No"
+    acc = StreamAccumulator()
+    acc.add(parsed)
+    acc.add(StreamChunk(refusal="."))
+    acc.add(StreamChunk("", (), "stop"))
+    assert acc.response().refusal == "No."
+    assert StreamAccumulator().response().refusal is None
+
+
 def test_json_encodes_read_only_mappings() -> None:
     spec = ToolSpec("f")  # default parameters are a MappingProxyType
     assert _json.loads(_json.dumps({"p": spec.parameters})) == {

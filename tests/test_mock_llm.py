@@ -874,3 +874,89 @@ async def test_head_request_sends_no_body_and_keeps_the_connection_usable() -> N
     head_response, get_response = data.split(b"HTTP/1.1 ")[1:]
     assert head_response.endswith(b"\r\n\r\n")  # headers only
     assert get_response.startswith(b"200") and b'"object":"list"' in get_response
+
+
+# -- replies shaped by the request: response_format, format, a forced tool -----------------
+
+_SCHEMAS = [
+    {"type": "object", "properties": {"a": {"type": "string", "minLength": 6}}},
+    {"type": "integer", "minimum": 3, "multipleOf": 2},
+    {"type": "number", "exclusiveMinimum": 0, "maximum": 0.25},
+    {"type": "array", "items": {"type": "boolean"}, "minItems": 2, "maxItems": 3},
+    {"type": "array", "prefixItems": [{"type": "string"}, {"type": "null"}], "items": False},
+    {"enum": ["x", "y"]},
+    {"anyOf": [{"type": "null"}, {"type": "string", "format": "date-time"}]},
+    {"type": ["null", "object"], "additionalProperties": {"type": "integer"}},
+    {
+        "$defs": {"Node": {"type": "object", "properties": {"v": {"const": 4}}}},
+        "type": "object",
+        "properties": {"n": {"$ref": "#/$defs/Node"}},
+        "required": ["n"],
+        "additionalProperties": False,
+    },
+]
+
+
+@pytest.mark.parametrize("schema", _SCHEMAS, ids=range(len(_SCHEMAS)))
+def test_schema_examples_fit_their_schema(schema: dict[str, Any]) -> None:
+    import jsonschema
+
+    from agentflow_trio.mockllm import _examples
+
+    value = _examples.example(schema)
+    jsonschema.Draft202012Validator(schema).validate(value)
+    assert _examples.example(schema) == value  # deterministic
+
+
+async def test_shaped_replies_and_scripted_refusal_finish_and_cached_tokens() -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    tool = {"type": "function", "function": {"name": "f", "parameters": schema}}
+    with trio.fail_after(TIMEOUT):
+        async with serving() as (_mock, client):
+            shaped = {"type": "json_schema", "json_schema": {"name": "N", "schema": schema}}
+            body = {"model": "m", "messages": HELLO, "response_format": shaped}
+            answer = (await client.post(CHAT, json=body)).json()["choices"][0]
+            assert json.loads(answer["message"]["content"]) == {"n": 1}
+            forced = {"type": "function", "function": {"name": "f"}}
+            body = {"model": "m", "messages": HELLO, "tools": [tool], "tool_choice": forced}
+            answer = (await client.post(CHAT, json=body)).json()["choices"][0]
+            (call,) = answer["message"]["tool_calls"]
+            assert (call["function"]["name"], json.loads(call["function"]["arguments"])) == (
+                "f",
+                {"n": 1},
+            )
+            assert answer["finish_reason"] == "tool_calls"
+            ollama = await client.post(
+                "/api/chat",
+                json={"model": "m", "messages": HELLO, "format": schema, "stream": False},
+            )
+            assert json.loads(ollama.json()["message"]["content"]) == {"n": 1}
+            script = [
+                {"refusal": "I won't."},
+                {"text": "cut", "finish_reason": "content_filter", "cached_tokens": 3},
+            ]
+            assert (await client.post("/mock/script", json=script)).status_code == 200
+            refused = (await client.post(CHAT, json={"model": "m", "messages": HELLO})).json()
+            message = refused["choices"][0]["message"]
+            assert (message["content"], message["refusal"]) == (None, "I won't.")
+            filtered = (await client.post(CHAT, json={"model": "m", "messages": HELLO})).json()
+            assert filtered["choices"][0]["finish_reason"] == "content_filter"
+            assert filtered["usage"]["prompt_tokens_details"] == {"cached_tokens": 3}
+            bad = await client.post("/mock/script", json=[{"cached_tokens": "3"}])
+            assert bad.status_code == 400
+
+
+def test_openai_sdk_reads_refusals_and_cached_tokens() -> None:
+    with mock_in_thread() as (mock, token), sdk_client(mock) as client:
+        replies = (MockReply(refusal="No, sorry."), MockReply(text="ok", cached_tokens=4))
+        trio.from_thread.run_sync(mock.script, *replies, trio_token=token)
+        refused = client.chat.completions.create(model="m", messages=HELLO)
+        assert refused.choices[0].message.refusal == "No, sorry."
+        assert refused.choices[0].message.content is None
+        cached = client.chat.completions.create(model="m", messages=HELLO)
+        details = cached.usage.prompt_tokens_details if cached.usage else None
+        assert details is not None and details.cached_tokens == 4
+        trio.from_thread.run_sync(mock.script, MockReply(refusal="Nope."), trio_token=token)
+        stream = client.chat.completions.create(model="m", messages=HELLO, stream=True)
+        pieces = [c.choices[0].delta.refusal or "" for c in stream if c.choices]
+        assert "".join(pieces) == "Nope."

@@ -4,7 +4,9 @@
 `open_provider` (``provider``) builds the configured transport (OpenAI, Azure, Ollama or
 fake) with the layers the config turns on (``stack``: cache -> retry -> breaker -> rate
 limit -> batching); with deployments, `Router` (``router``) spreads requests over several
-stacks, with failover by error class; `LLMClient` is the convenience face agents use.
+stacks, with failover by error class; `LLMClient` is the convenience face agents use, and
+structured output (``output``: ``complete(..., output_type=T)``, `OutputStream`) lives
+behind it.
 Values live in ``types``. The adapters speak HTTP through one session seam (``_session``)
 that two clients implement: the lean HTTP/1.1 client (``_lean``) and httpx2 (``http``);
 `HTTPPoolStatistics` is their pool snapshot. The lean client is also offered on its own:
@@ -29,6 +31,9 @@ from .ollama import OllamaProvider as OllamaProvider
 from .ollama import open_ollama as open_ollama
 from .openai import OpenAIProvider as OpenAIProvider
 from .openai import open_openai as open_openai
+from .output import OutputMode as OutputMode
+from .output import OutputRefusedError as OutputRefusedError
+from .output import OutputStream as OutputStream
 from .provider import LLMClient as LLMClient
 from .provider import open_llm_client as open_llm_client
 from .provider import open_provider as open_provider
@@ -74,6 +79,9 @@ __all__ = [
     "Message",
     "OllamaProvider",
     "OpenAIProvider",
+    "OutputMode",
+    "OutputRefusedError",
+    "OutputStream",
     "PoolStatistics",
     "Provider",
     "ProviderStack",

@@ -180,12 +180,13 @@ class GuardedChunks:
 class StreamAccumulator:
     """Collects chunks with `add`; `response` builds the `ChatResponse` seen so far."""
 
-    __slots__ = ("_calls", "_deployment", "_finish", "_model", "_text", "_usage")
+    __slots__ = ("_calls", "_deployment", "_finish", "_model", "_refusal", "_text", "_usage")
 
     def __init__(self) -> None:
         self._model = ""
         self._deployment = ""
         self._text: list[str] = []
+        self._refusal: list[str] = []
         self._calls: dict[int, list[str]] = {}
         self._finish: str | None = None
         self._usage: Usage | None = None
@@ -209,10 +210,13 @@ class StreamAccumulator:
             self._model = chunk.model
         if chunk.deployment:
             self._deployment = chunk.deployment
+        if chunk.refusal:
+            self._refusal.append(chunk.refusal)
 
     def response(self, model: str = "") -> ChatResponse:
-        """The accumulated text, tool calls (in index order), finish reason and usage; the
-        model and deployment the final chunks named (``model`` when they named none)."""
+        """The accumulated text, tool calls (in index order), finish reason, usage and
+        refusal; the model and deployment the final chunks named (``model`` when they
+        named none)."""
         calls = tuple(
             ToolCall.parse(c[0] or f"call_{i}", c[1], c[2]) for i, c in sorted(self._calls.items())
         )
@@ -223,6 +227,7 @@ class StreamAccumulator:
             self._usage,
             self._model or model,
             deployment=self._deployment,
+            refusal="".join(self._refusal) or None,
         )
 
 

@@ -96,6 +96,8 @@ def chat_body(request: ChatRequest, model: str | None, *, stream: bool) -> bytes
         body["tool_choice"] = tool_choice(request.tool_choice)
     if request.stop is not None:
         body["stop"] = request.stop
+    if request.response_format is not None:
+        body["response_format"] = request.response_format
     if stream:
         body["stream"] = True
         body["stream_options"] = _STREAM_OPTIONS
@@ -113,12 +115,15 @@ def embeddings_body(request: EmbeddingRequest, model: str | None) -> bytes:
 
 
 def usage(data: Any) -> Usage | None:
-    """`Usage` from an OpenAI ``usage`` object (None if absent)."""
+    """`Usage` from an OpenAI ``usage`` object (None if absent); ``cached_tokens`` from
+    ``prompt_tokens_details.cached_tokens``."""
     if not data:
         return None
     prompt = data.get("prompt_tokens") or 0
     completion = data.get("completion_tokens") or 0
-    return Usage(prompt, completion, data.get("total_tokens") or prompt + completion)
+    details = data.get("prompt_tokens_details")
+    cached = (details.get("cached_tokens") or 0) if details else 0
+    return Usage(prompt, completion, data.get("total_tokens") or prompt + completion, cached)
 
 
 def shape_error(
@@ -153,6 +158,7 @@ def parse_chat(data: Any, deployment: str) -> ChatResponse:
             usage(data.get("usage")),
             data.get("model") or "",
             data,
+            refusal=message.get("refusal") or None,
         )
     except _SHAPE_ERRORS as exc:
         raise shape_error(data, deployment, exc) from exc
@@ -178,8 +184,11 @@ def parse_chunk(data: Any, deployment: str) -> StreamChunk | None:
         finish = choice.get("finish_reason")
         calls = delta.get("tool_calls")
         deltas = _tool_deltas(calls) if calls else ()
-        if not text and not deltas and finish is None and used is None:
+        refusal = delta.get("refusal") or ""
+        if not text and not deltas and finish is None and used is None and not refusal:
             return None
+        if refusal:
+            return StreamChunk(text, deltas, finish, used, refusal=refusal)
         return StreamChunk(text, deltas, finish, used)
     except _SHAPE_ERRORS as exc:
         raise shape_error(data, deployment, exc) from exc

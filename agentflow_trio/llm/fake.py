@@ -51,8 +51,11 @@ class FakeProvider:
     then a final chunk with the finish reason and usage; an exception reply is raised when
     the stream is opened. `embed` returns deterministic vectors of ``dim`` floats derived
     from each text (or uses ``embed_handler``). After `aclose`, calls raise
-    ``trio.ClosedResourceError``.
+    ``trio.ClosedResourceError``. ``native_output`` is true: structured output's ``auto``
+    mode sends it ``response_format`` requests, and a handler answers with the JSON text.
     """
+
+    native_output: Final = True
 
     def __init__(
         self,

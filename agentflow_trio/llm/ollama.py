@@ -3,14 +3,16 @@
 Ollama sends tool-call arguments as JSON objects and without ids; the adapter keeps the
 object, re-encodes it as ``raw_arguments`` and names calls ``call_0``, ``call_1``, ... in
 reply order. ``temperature``, ``max_tokens`` and ``stop`` travel in ``options``
-(``num_predict`` for max_tokens). An ``{"error": ...}`` line in a stream raises `ServerError`;
+(``num_predict`` for max_tokens); a ``response_format`` becomes ``format`` (the JSON schema
+of a ``json_schema`` one, ``"json"`` for ``json_object``). Ollama has no ``tool_choice``: it
+is not sent. An ``{"error": ...}`` line in a stream raises `ServerError`;
 a stream is guarded as OpenAI's (``_accumulate``): garbage lines are skipped and counted, a
 stream that stops before its ``"done": true`` line raises an `IncompleteStreamError`.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, final
 
@@ -46,7 +48,13 @@ _SHAPE_ERRORS: Final = (KeyError, IndexError, TypeError, AttributeError, ValueEr
 
 @final
 class OllamaProvider:
-    """A `Provider` speaking Ollama's native API. Build one with `open_ollama`."""
+    """A `Provider` speaking Ollama's native API. Build one with `open_ollama`.
+
+    ``native_output``: the wire has a JSON-schema ``format`` (structured output's native
+    mode).
+    """
+
+    native_output: Final = True
 
     def __init__(self, session: Session, *, base_url: str, model: str) -> None:
         self.session = session
@@ -120,6 +128,10 @@ class OllamaProvider:
             body["options"] = options
         if request.tools:
             body["tools"] = tools(request.tools)
+        if request.response_format is not None:
+            fmt = _format(request.response_format)
+            if fmt is not None:
+                body["format"] = fmt
         if request.extra:
             body.update(request.extra)
         return _json.dumps(body)
@@ -137,6 +149,15 @@ async def open_ollama(llm: LLMConfig) -> AsyncIterator[OllamaProvider]:
         llm, headers=headers, deployment=llm.model, base_url=base
     ) as session:
         yield OllamaProvider(session, base_url=base, model=llm.model)
+
+
+def _format(response_format: Mapping[str, Any]) -> Any:
+    kind = response_format.get("type")
+    if kind == "json_schema":
+        return (response_format.get("json_schema") or {}).get("schema") or "json"
+    if kind == "json_object":
+        return "json"
+    return None
 
 
 def _message(m: Message) -> dict[str, Any]:

@@ -41,8 +41,11 @@ class OpenAIProvider:
 
     ``model`` is the default model, or None to leave ``model`` out of bodies (Azure, where
     the deployment in the URL decides). Every call goes through ``session``; `aclose`
-    closes it. Build one with `open_openai` (or ``azure.open_azure``).
+    closes it. Build one with `open_openai` (or ``azure.open_azure``). ``native_output``:
+    the wire has a JSON-schema ``response_format`` (structured output's native mode).
     """
+
+    native_output: Final = True
 
     def __init__(
         self,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 
@@ -27,6 +27,13 @@ from .client import LLMClient as LLMClient
 from .fake import FakeProvider
 from .ollama import open_ollama
 from .openai import open_openai
+from .output import (
+    NATIVE_PROVIDERS,
+    OUTPUT_MODES,
+    OutputMode,
+    check_output_settings,
+    speaks_native,
+)
 from .router import Router
 from .stack import ProviderStack as ProviderStack
 from .stack import StackStatistics as StackStatistics
@@ -195,6 +202,39 @@ async def open_router(
 async def open_llm_client(
     config: LLMConfig | Config, performance: PerformanceConfig | None = None, **kwargs: Any
 ) -> AsyncIterator[LLMClient]:
-    """`open_provider` wrapped in an `LLMClient`."""
+    """`open_provider` wrapped in an `LLMClient`.
+
+    Structured output's defaults come from ``[llm] output_mode`` and ``output_retries``
+    (``"auto"`` and 1 when the config has no such keys). Whether ``auto`` means the native
+    mode is asked of the transport (``native_output``); through a router, which does not
+    say, it is decided by the config: native when every deployment's ``provider`` has a
+    JSON-schema reply format (openai, azure, ollama, fake), else the tool mode.
+
+    Raises:
+        ConfigError: as `open_provider`; a bad ``output_mode`` or ``output_retries``.
+    """
+    llm, _ = _sections(config, performance)
+    mode = getattr(llm, "output_mode", "auto")
+    retries = getattr(llm, "output_retries", 1)
+    try:
+        check_output_settings(mode, retries)
+    except ValueError as exc:
+        key = "llm.output_mode" if mode not in OUTPUT_MODES else "llm.output_retries"
+        raise ConfigError(str(exc), key=key) from None
     async with open_provider(config, performance, **kwargs) as provider:
-        yield LLMClient(provider)
+        native = speaks_native(provider)
+        if native is None:
+            native = _config_speaks_native(llm)
+        yield LLMClient(
+            provider,
+            output_mode=cast(OutputMode, mode),
+            output_retries=retries,
+            native_output=native,
+        )
+
+
+def _config_speaks_native(llm: LLMConfig) -> bool:
+    if llm.uses_router():
+        deployments = llm.deployment_configs().values()
+        return all(dep.provider in NATIVE_PROVIDERS for dep in deployments)
+    return llm.provider in NATIVE_PROVIDERS

@@ -121,6 +121,11 @@ class ChatRequest:
     ``model=None`` means the provider's configured model. ``tool_choice`` is ``"auto"``,
     ``"none"``, ``"required"``, a tool name, or a provider-shaped mapping. ``extra`` is
     merged last into the provider's JSON body, for knobs this class does not name.
+
+    ``response_format`` asks for a reply shape, in OpenAI's form (the neutral one here):
+    ``{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}`` or
+    ``{"type": "json_object"}``. OpenAI and Azure send it as is; Ollama as its ``format``
+    (the schema, or ``"json"``). Structured output (``output``) fills it in native mode.
     """
 
     messages: tuple[Message, ...]
@@ -131,6 +136,7 @@ class ChatRequest:
     tool_choice: str | Mapping[str, Any] | None = None
     stop: str | tuple[str, ...] | None = None
     extra: Mapping[str, Any] = _EMPTY
+    response_format: Mapping[str, Any] | None = None
 
     def with_model(self, model: str | None) -> ChatRequest:
         """This request for ``model`` (what a router sends a deployment; a third of the
@@ -144,6 +150,7 @@ class ChatRequest:
             self.tool_choice,
             self.stop,
             self.extra,
+            self.response_format,
         )
 
     def to_canonical(self) -> dict[str, Any]:
@@ -157,6 +164,7 @@ class ChatRequest:
             "tool_choice": _plain(self.tool_choice),
             "stop": list(self.stop) if isinstance(self.stop, tuple) else self.stop,
             "extra": dict(self.extra),
+            "response_format": _plain(self.response_format),
         }
 
     def to_cache_key(self) -> str:
@@ -169,11 +177,14 @@ class ChatRequest:
 
 @attrs.frozen(slots=True)
 class Usage:
-    """Token counts reported by the provider."""
+    """Token counts reported by the provider. ``cached_tokens`` is the part of
+    ``prompt_tokens`` the provider served from its prompt cache (OpenAI and Azure report
+    it as ``usage.prompt_tokens_details.cached_tokens``; 0 when not reported)."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    cached_tokens: int = 0
 
 
 @attrs.frozen(slots=True)
@@ -182,7 +193,8 @@ class ChatResponse:
 
     ``model`` is the model that answered and ``deployment`` the router's deployment that
     served it (``""`` when no router is involved); ``usage`` is that answer's only, never
-    the failed attempts' before it.
+    the failed attempts' before it. ``refusal`` is the model's refusal message when it
+    declined to answer (OpenAI's ``message.refusal``), else None.
     """
 
     text: str
@@ -192,6 +204,7 @@ class ChatResponse:
     model: str = ""
     raw: Mapping[str, Any] | None = attrs.field(default=None, eq=False, repr=False)
     deployment: str = ""
+    refusal: str | None = None
 
 
 @attrs.frozen(slots=True)
@@ -212,7 +225,8 @@ class ToolCallDelta:
 class StreamChunk:
     """One increment of a streamed completion. The last chunks carry ``finish_reason``
     and, when the provider reports it, ``usage``; through a router they also say which
-    ``model`` and ``deployment`` answered (``""`` on the other chunks)."""
+    ``model`` and ``deployment`` answered (``""`` on the other chunks). ``refusal`` is a
+    piece of a refusal message (OpenAI's ``delta.refusal``), to be concatenated."""
 
     delta_text: str = ""
     tool_call_deltas: tuple[ToolCallDelta, ...] = ()
@@ -220,6 +234,7 @@ class StreamChunk:
     usage: Usage | None = None
     model: str = ""
     deployment: str = ""
+    refusal: str = ""
 
 
 @attrs.frozen(slots=True)

@@ -23,7 +23,7 @@ import trio
 
 from agentflow_trio import _json
 from agentflow_trio._http11 import Request, ResponseWriter
-from agentflow_trio.mockllm import _payloads
+from agentflow_trio.mockllm import _examples, _payloads
 from agentflow_trio.mockllm._faults import (
     PLAIN_KINDS,
     FaultBook,
@@ -301,12 +301,22 @@ class MockApp(Responder):
         config = self.config
         text: str | None
         calls: tuple[ToolCallOut, ...] = ()
-        if reply is not None and (reply.text is not None or reply.tool_calls):
+        if reply is not None and (
+            reply.text is not None or reply.tool_calls or reply.refusal is not None
+        ):
             text = reply.text
             calls = tuple(
                 ToolCallOut(call.id or f"call_mock{next(self._ids)}", call.name, call.arguments)
                 for call in reply.tool_calls
             )
+        elif (forced := _examples.forced_tool(body)) is not None:
+            text = None
+            name, parameters = forced
+            calls = (
+                ToolCallOut(f"call_mock{next(self._ids)}", name, _examples.example(parameters)),
+            )
+        elif (schema := _examples.reply_schema(body)) is not None:
+            text = _json.dumps_str(_examples.example(schema))
         else:
             text = _payloads.tool_results_text(messages) or config.reply_text
         completion_words = len(text.split()) if text else 0
@@ -320,6 +330,9 @@ class MockApp(Responder):
             tool_calls=calls,
             prompt_tokens=_payloads.count_prompt_words(messages),
             completion_tokens=max(completion_words, 1),
+            refusal=reply.refusal if reply is not None else None,
+            finish=reply.finish_reason if reply is not None else None,
+            cached_tokens=reply.cached_tokens if reply is not None else 0,
         )
 
     async def _send_scripted(self, writer: ResponseWriter, reply: MockReply, dialect: str) -> None:

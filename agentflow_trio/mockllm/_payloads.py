@@ -61,7 +61,12 @@ class ToolCallOut:
 
 @attrs.frozen
 class Completion:
-    """Everything one chat reply needs, whatever the dialect."""
+    """Everything one chat reply needs, whatever the dialect.
+
+    ``refusal`` is sent as OpenAI's ``message.refusal`` (content null); ``finish``
+    replaces the finish reason; ``cached_tokens`` (when > 0) is reported as
+    ``usage.prompt_tokens_details.cached_tokens``.
+    """
 
     id: str
     created: int
@@ -70,17 +75,25 @@ class Completion:
     tool_calls: tuple[ToolCallOut, ...]
     prompt_tokens: int
     completion_tokens: int
+    refusal: str | None = None
+    finish: str | None = None
+    cached_tokens: int = 0
 
     @property
     def finish_reason(self) -> str:
+        if self.finish is not None:
+            return self.finish
         return "tool_calls" if self.tool_calls else "stop"
 
-    def usage(self) -> dict[str, int]:
-        return {
+    def usage(self) -> dict[str, Any]:
+        usage: dict[str, Any] = {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
         }
+        if self.cached_tokens:
+            usage["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
+        return usage
 
 
 # -- requests ---------------------------------------------------------------------------
@@ -208,7 +221,8 @@ def _openai_tool_call(call: ToolCallOut) -> dict[str, Any]:
 
 def chat_completion(reply: Completion) -> dict[str, Any]:
     """A non-streamed ``chat.completion`` object."""
-    message: dict[str, Any] = {"role": "assistant", "content": reply.text, "refusal": None}
+    text = None if reply.refusal is not None else reply.text
+    message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": reply.refusal}
     if reply.tool_calls:
         message["tool_calls"] = [_openai_tool_call(call) for call in reply.tool_calls]
     return {
@@ -224,12 +238,13 @@ def chat_completion(reply: Completion) -> dict[str, Any]:
     }
 
 
-def _tool_call_deltas(calls: Sequence[ToolCallOut]) -> Iterator[dict[str, Any]]:
-    """OpenAI streams a tool call as a header (id, name) and then argument fragments."""
+def _tool_call_deltas(calls: Sequence[ToolCallOut], chunks: int) -> Iterator[dict[str, Any]]:
+    """OpenAI streams a tool call as a header (id, name) and then argument fragments
+    (``chunks`` of them, at least 2)."""
     for index, call in enumerate(calls):
         header = {"name": call.name, "arguments": ""}
         yield {"index": index, "id": call.id, "type": "function", "function": header}
-        for fragment in split_text(call.arguments_json(), 2):
+        for fragment in split_text(call.arguments_json(), max(chunks, 2)):
             yield {"index": index, "function": {"arguments": fragment}}
 
 
@@ -251,14 +266,23 @@ def chat_stream_events(reply: Completion, chunks: int, include_usage: bool) -> l
             chunk["usage"] = reply.usage()
         return b"data: " + _json.dumps(chunk) + b"\n\n"
 
-    pieces = split_text(reply.text or "", chunks)
-    events = [
-        event({"role": "assistant", "content": piece} if index == 0 else {"content": piece})
-        for index, piece in enumerate(pieces)
-    ]
-    if not pieces:
-        events.append(event({"role": "assistant", "content": reply.text}))
-    events.extend(event({"tool_calls": [delta]}) for delta in _tool_call_deltas(reply.tool_calls))
+    if reply.refusal is not None:
+        pieces = split_text(reply.refusal, chunks)
+        events = [
+            event({"role": "assistant", "content": None, "refusal": ""}),
+            *(event({"refusal": piece}) for piece in pieces),
+        ]
+    else:
+        pieces = split_text(reply.text or "", chunks)
+        events = [
+            event({"role": "assistant", "content": piece} if index == 0 else {"content": piece})
+            for index, piece in enumerate(pieces)
+        ]
+        if not pieces:
+            events.append(event({"role": "assistant", "content": reply.text}))
+    events.extend(
+        event({"tool_calls": [delta]}) for delta in _tool_call_deltas(reply.tool_calls, chunks)
+    )
     events.append(event({}, reply.finish_reason))
     if include_usage:
         events.append(event(None))

@@ -241,6 +241,13 @@ class MockReply:
     into this reply (its ``times``/``start``/``window`` are ignored: it applies once), unless
     the model's own rules inject one first. ``model`` set: only a request for that model
     takes this reply (the others take the oldest reply for them or for any model).
+    ``refusal`` answers with OpenAI's ``message.refusal`` (content null; streamed as
+    ``delta.refusal``); ``finish_reason`` replaces the reply's (e.g. ``content_filter``);
+    ``cached_tokens`` is reported as ``usage.prompt_tokens_details.cached_tokens``.
+
+    Without a scripted ``text`` or ``tool_calls``, a request that asks for a shape gets a
+    reply that fits it: a forced ``tool_choice`` a call of that tool, a ``response_format``
+    (or Ollama ``format``) JSON text matching the schema (``mockllm._examples``).
     """
 
     text: str | None = None
@@ -253,6 +260,9 @@ class MockReply:
     delay: float = attrs.field(default=0.0, validator=_check_delay)
     fault: Fault | None = None
     model: str | None = None
+    refusal: str | None = None
+    finish_reason: str | None = None
+    cached_tokens: int = attrs.field(default=0, validator=attrs.validators.ge(0))
 
 
 @attrs.frozen
@@ -402,4 +412,7 @@ _REPLY_TYPES: Final[dict[str, type | tuple[type, ...]]] = {
     "truncate_stream": bool,
     "delay": (int, float),
     "model": (str, type(None)),
+    "refusal": (str, type(None)),
+    "finish_reason": (str, type(None)),
+    "cached_tokens": int,
 }
