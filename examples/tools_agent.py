@@ -1,5 +1,7 @@
 """A tool-calling agent against the built-in mock LLM: the model asks for two tools, they
-run in parallel, the model answers. Everything runs in this process, over real HTTP.
+run in parallel, the model answers. Then the same run streamed to the caller
+(``runner.stream``): the model's text as it comes, each tool call as it starts and ends,
+the result last. Everything runs in this process, over real HTTP.
 
 python examples/tools_agent.py
 """
@@ -15,6 +17,7 @@ import agentflow_trio as af
 from agentflow_trio.config import LLMConfig
 from agentflow_trio.llm import LLMClient, open_provider
 from agentflow_trio.mockllm import MockReply, MockToolCall, open_mock_llm
+from agentflow_trio.progress import FinalResult, TextDelta, ToolCallFinished, ToolCallStarted
 from agentflow_trio.tools import ToolRegistry, tool, tool_agent
 
 
@@ -69,6 +72,26 @@ async def main() -> None:
         for message in mock.received[1]["messages"]:
             if message["role"] == "tool":
                 print("  ", json.dumps(message)[:110])
+
+        print("streamed:")
+        mock.script(
+            MockReply(tool_calls=(MockToolCall("weather", {"city": "Oslo"}),)),
+            MockReply(text="Oslo is 18C and clear."),
+        )
+        async with (
+            open_provider(config) as provider,
+            af.Runner(agents={"ask": agent}, llm=LLMClient(provider), tools=tools) as runner,
+            runner.stream(af.Event("ask", {"query": "Weather in Oslo?"})) as items,
+        ):
+            async for item in items:
+                if isinstance(item, TextDelta):
+                    print(f"  text     {item.text!r}")
+                elif isinstance(item, ToolCallStarted):
+                    print(f"  tool     {item.name} started {dict(item.arguments)}")
+                elif isinstance(item, ToolCallFinished):
+                    print(f"  tool     {item.name} {item.status} {item.output}")
+                elif isinstance(item, FinalResult):
+                    print(f"  result   {item.result.outcome.value}: {item.result.output['text']}")
 
 
 if __name__ == "__main__":

@@ -274,6 +274,41 @@ async def test_a_streamed_tool_agent_streams_its_model_steps_and_reports_its_too
     tool_items = [i for i in items if isinstance(i, ToolCallStarted | ToolCallFinished)]
     assert pairs(tool_items) == [("started", "w"), ("finished", "w")]
     assert tool_items[1].output == {"city": "Oslo", "temp_c": 18}
+    text = "".join(i.text for i in items if isinstance(i, progress.TextDelta))
+    assert text == "It is 18C in Oslo."
+
+
+async def test_runner_stream_of_a_tool_agent_gives_text_tools_and_the_result_last() -> None:
+    reply = "Oslo is at 18C today, clear skies."
+    with trio.fail_after(TIMEOUT):
+        async with open_mock_llm(stream_chunks=4) as mock:
+            config = mock_llm_config(mock, retry=RetryConfig(enabled=False))
+            async with (
+                open_provider(config) as provider,
+                af.Runner(
+                    agents={"ask": tool_agent(tools=weather_tools())}, llm=LLMClient(provider)
+                ) as runner,
+            ):
+                mock.script(
+                    MockReply(
+                        text="Checking.",
+                        tool_calls=(MockToolCall("weather", {"city": "Oslo"}, id="w"),),
+                    ),
+                    MockReply(text=reply),
+                )
+                async with runner.stream(af.Event("ask", {"query": "Oslo?"})) as stream:
+                    items = [item async for item in stream]
+    kinds = [type(i).__name__ for i in items]
+    assert kinds[-1] == "FinalResult" and kinds.count("FinalResult") == 1
+    started, finished = kinds.index("ToolCallStarted"), kinds.index("ToolCallFinished")
+    assert set(kinds[:started]) == {"TextDelta"} and started + 1 == finished
+    assert set(kinds[finished + 1 : -1]) == {"TextDelta"}
+    before = "".join(i.text for i in items[:started] if isinstance(i, progress.TextDelta))
+    after = "".join(i.text for i in items[finished + 1 : -1] if isinstance(i, progress.TextDelta))
+    assert (before, after) == ("Checking.", reply)
+    result = items[-1].result
+    assert result.succeeded and result.output["text"] == reply
+    assert items[finished] == finished_like(result.output["tool_results"][0])
 
 
 async def test_a_usage_limit_propagates_with_the_transcript(autojump_clock: Any) -> None:
