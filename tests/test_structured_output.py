@@ -8,11 +8,12 @@ mock's received bodies; the official ``openai`` SDK judges the OpenAI wire shape
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import attrs
 import openai
@@ -559,3 +560,55 @@ def test_response_format_is_part_of_the_cache_key() -> None:
     other = ChatRequest((user("x"),), response_format=plan_for(Town).response_format)
     assert len({plain.to_cache_key(), shaped.to_cache_key(), other.to_cache_key()}) == 3
     assert shaped.with_model("m").response_format == shaped.response_format
+
+
+# -- pydantic models and dataclasses (the shared TypeSchema supports them) -----------------
+
+
+async def test_pydantic_and_dataclass_output_types() -> None:
+    pydantic = pytest.importorskip("pydantic")
+    from openai.lib._parsing._completions import type_to_response_format_param
+
+    class Mayor(pydantic.BaseModel):
+        name: str
+
+    class PCity(pydantic.BaseModel):
+        name: str
+        population: Annotated[int, pydantic.Field(ge=1)]
+
+    class NCity(pydantic.BaseModel):
+        name: str
+        mayor: Mayor
+
+    @dataclasses.dataclass
+    class DCity:
+        name: str
+        tags: list[str] = dataclasses.field(default_factory=list)
+
+    with trio.fail_after(TIMEOUT):
+        async with client() as (mock, llm):
+            sdk = openai.AsyncOpenAI(
+                base_url=mock.url + "/v1", api_key="sk-test", max_retries=0, timeout=TIMEOUT
+            )
+            async with sdk:
+                await sdk.chat.completions.create(
+                    model=llm_model(mock),
+                    messages=[{"role": "user", "content": "a city?"}],
+                    response_format=type_to_response_format_param(PCity),
+                )
+            mock.script(
+                MockReply(text='{"name": "Paris", "population": 0}'),
+                MockReply(text='{"name": "Paris", "population": 2}'),
+            )
+            city = await llm.complete("a city?", output_type=PCity)
+            nested = await llm.complete("a city?", output_type=NCity, output_mode="tool")
+            plain = await llm.complete("a city?", output_type=DCity)
+            sdk_body, first, second, *_ = mock.received
+    assert city == PCity(name="Paris", population=2)
+    assert isinstance(nested, NCity) and isinstance(nested.mayor, Mayor)
+    assert isinstance(plain, DCity) and isinstance(plain.tags, list)
+    # A pydantic model goes out exactly as the SDK sends it (strict, closed objects).
+    assert first == sdk_body
+    assert first["response_format"]["json_schema"]["strict"] is True
+    error = text_of(second["messages"][-1])
+    assert "field 'population'" in error and "got 0" in error and "1" in error

@@ -1,12 +1,13 @@
 """What structured output sends for one output type, built once per type and kept.
 
 An `OutputPlan` holds everything a call needs that depends only on the type: its
-`TypeSchema`, the schema as the wire carries it (a non-object type wrapped as
-``{"result": ...}`` for the native and tool modes, whose providers want an object at the
-root), whether that schema qualifies for OpenAI's strict mode, the ``response_format``
-value, the ``final_result`` `ToolSpec`, and the prompted-mode instruction. `plan_for`
-returns the cached plan of a type (or of a ready `TypeSchema`), so a call pays a dict
-lookup, not a schema build.
+`TypeSchema`; the schema as the wire carries it (objects closed with
+``additionalProperties: false`` where the schema left them open, as OpenAI's SDK sends a
+pydantic model; a non-object type wrapped as ``{"result": ...}`` for the native and tool
+modes, whose providers want an object at the root); whether that schema qualifies for
+OpenAI's strict mode; the ``response_format`` value, the ``final_result`` `ToolSpec`, and
+the prompted-mode instruction. `plan_for` returns the cached plan of a type (or of a
+ready `TypeSchema`), so a call pays a dict lookup, not a schema build.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ _STRICT_KEYS: Final = frozenset(
         "maxItems",
     }
 )
+_NOT_SCHEMAS: Final = frozenset({"enum", "const", "required", "default", "examples", "title"})
 _SAYS_WHAT: Final = frozenset({"type", "anyOf", "$ref", "enum", "const"})
 _TOOL_DESCRIPTION: Final = "Give the final answer: its arguments are the result."
 
@@ -83,7 +85,7 @@ class OutputPlan(Generic[T]):
     def __init__(self, schema: TypeSchema[T]) -> None:
         self.schema = schema
         self.name = _NAME_CHARS.sub("_", schema.name)[:64] or "output"
-        inner = schema.json_schema
+        inner = _closed(schema.json_schema)
         self.wrapped = inner.get("type") != "object"
         self.wire_schema: dict[str, Any] = (
             {
@@ -128,6 +130,38 @@ def plan_for(output_type: Any) -> OutputPlan[Any]:
         del _PLANS[next(iter(_PLANS))]
     _PLANS[output_type] = plan
     return plan
+
+
+def _closed(schema: Any, depth: int = 0) -> Any:
+    """``schema`` with ``additionalProperties: false`` on every object that lists its
+    properties and says nothing about others (a pydantic model's schema), as OpenAI's
+    SDK sends a pydantic type: the model is told not to add keys, which validation would
+    ignore anyway; the rest of the schema is shared, not copied."""
+    if depth > 64:
+        return schema
+    if isinstance(schema, list):
+        items = [_closed(item, depth + 1) for item in schema]
+        return items if any(a is not b for a, b in zip(items, schema, strict=True)) else schema
+    if not isinstance(schema, Mapping):
+        return schema
+    out: dict[str, Any] | None = None
+    for key, value in schema.items():
+        if key in _NOT_SCHEMAS:
+            continue
+        if key in ("properties", "$defs") and isinstance(value, Mapping):
+            new: Any = {k: _closed(v, depth + 1) for k, v in value.items()}
+            if all(new[k] is value[k] for k in value):
+                continue
+        else:
+            new = _closed(value, depth + 1)
+            if new is value:
+                continue
+        out = dict(schema) if out is None else out
+        out[key] = new
+    if "properties" in schema and "additionalProperties" not in schema:
+        out = dict(schema) if out is None else out
+        out["additionalProperties"] = False
+    return schema if out is None else out
 
 
 def _schema(output_type: Any) -> TypeSchema[Any]:
