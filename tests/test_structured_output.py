@@ -612,3 +612,17 @@ async def test_pydantic_and_dataclass_output_types() -> None:
     assert first["response_format"]["json_schema"]["strict"] is True
     error = text_of(second["messages"][-1])
     assert "field 'population'" in error and "got 0" in error and "1" in error
+
+
+def test_the_example_runs_against_the_built_in_mock() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "structured_output.py"
+    done = subprocess.run(
+        [sys.executable, str(example)], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "native mode: City(name='Paris', country='France', population=2102650)" in done.stdout
+    assert "field 'population': expected integer, got 'lots'" in done.stdout
+    assert "agent:       succeeded City(name='Lyon'" in done.stdout
