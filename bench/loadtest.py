@@ -13,6 +13,13 @@ back-to-back requests, every one a ``POST /v1/chat/completions`` with a JSON bod
   --vus c`` runs it, with a scenario that posts the chat body and decodes the answer; its
   latency percentiles come from the run's own HDR histograms.
 
+* ``benchmark_stream`` and ``benchmark_stream_streamed``: `run_benchmark` as ``agentcli
+  benchmark --agent stream -c c`` runs it (in-process runner, the ``stream`` agent
+  consuming ``ctx.llm.stream`` against the same mock), without and with ``--stream``
+  (``runner.stream`` to the caller, each token timed: TTFT and ITL). ``cpu_ratio`` is the
+  streamed run's CPU per request over the plain one's, same process; the plain one is the
+  non-streamed path, whose CPU per request streaming must leave unchanged.
+
 * ``locust_fasthttp`` (when ``locust`` is on PATH, or given with ``--locust``): locust's
   ``FastHttpUser`` (gevent + a C HTTP parser), one process pinned to the same core, the
   same POST, ``wait_time = constant(0)``; its own CSV summary gives requests/s.
@@ -47,7 +54,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from agentflow_trio.config import Config  # noqa: E402
 from agentflow_trio.loadgen import LoadClient  # noqa: E402
+from agentflow_trio.loadgen.benchmark import BenchmarkOptions, run_benchmark  # noqa: E402
 from agentflow_trio.loadgen.loadtest import LoadTestOptions, Scenario, run_loadtest  # noqa: E402
 from agentflow_trio.loadgen.stages import Plan  # noqa: E402
 from bench._common import (  # noqa: E402
@@ -146,6 +155,55 @@ async def agentcli_loadtest(url: str, concurrency: int, seconds: float) -> dict[
     )
     report = await run_loadtest(options)
     return report.to_dict()
+
+
+async def agentcli_benchmark(
+    url: str, concurrency: int, seconds: float, stream: bool
+) -> dict[str, Any]:
+    """What ``agentcli benchmark --agent stream -c c [--stream]`` runs, against ``url``."""
+    llm = {"provider": "openai", "base_url": url + "/v1", "api_key": "sk-bench"}
+    options = BenchmarkOptions(
+        duration=seconds,
+        users=concurrency,
+        agent="stream",
+        config=Config.from_mapping({"llm": llm}),
+        stream=stream,
+    )
+    report = await run_benchmark(options)
+    return report.to_dict()
+
+
+def _benchmark_rows(
+    url: str, concurrency: int, seconds: float, warm: float, base: dict[str, Any]
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    plain_cpu = None
+    for stream in (False, True):
+        trio.run(agentcli_benchmark, url, concurrency, warm, stream)
+        report = trio.run(agentcli_benchmark, url, concurrency, seconds, stream)
+        cpu = report["cpu_seconds"] / max(report["requests"], 1)
+        row = {
+            "scenario": "benchmark_stream_streamed" if stream else "benchmark_stream",
+            **base,
+            "requests": report["requests"],
+            "requests_per_s": round(report["requests_per_s"], 1),
+            "cpu_us_per_req": round(cpu * 1e6, 1),
+            "p50_ms": report["p50_ms"],
+            "p99_ms": report["p99_ms"],
+            "errors": report["errors"],
+        }
+        if stream:
+            streaming = report["streaming"]
+            row["cpu_ratio"] = round(cpu / plain_cpu, 3) if plain_cpu else None
+            row["ttft_p50_ms"] = streaming["ttft"]["p50_ms"]
+            row["ttft_p99_ms"] = streaming["ttft"]["p99_ms"]
+            row["itl_p50_ms"] = streaming["itl"]["p50_ms"]
+            row["itl_p99_ms"] = streaming["itl"]["p99_ms"]
+            row["itl_samples"] = streaming["itl"]["count"]
+        else:
+            plain_cpu = cpu
+        rows.append(row)
+    return rows
 
 
 async def mock_requests(url: str) -> int:
@@ -257,6 +315,8 @@ def run(
         }
     )
 
+    rows.extend(_benchmark_rows(url, concurrency, seconds, warm, base))
+
     if locust is not None:
         figures = locust_fasthttp(locust, url, concurrency, max(seconds, 5.0))
         rows.append(
@@ -290,7 +350,7 @@ def main() -> None:
                 emit(row)
                 rows.append(row)
     columns = ["scenario", "concurrency", "requests_per_s", "ratio", "cpu_us_per_req"]
-    table(rows, [*columns, "p50_ms", "p99_ms", "mock_counted"])
+    table(rows, [*columns, "cpu_ratio", "p50_ms", "p99_ms", "ttft_p50_ms", "itl_p50_ms"])
 
 
 if __name__ == "__main__":

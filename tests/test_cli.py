@@ -498,7 +498,7 @@ def test_benchmark_stream_times_tokens_and_gates_on_them() -> None:
     assert proc.returncode == 99, proc.stderr  # no gap is shorter than 0 ms
     (line,) = proc.stdout.splitlines()
     data = json.loads(line)
-    assert data["requests"] == 30 == data["mock_requests"] and data["streamed"] is True
+    assert data["requests"] == 30 == data["mock_requests"] and data["stream"] is True
     streaming = data["streaming"]
     assert (streaming["events"], streaming["without_tokens"]) == (30, 0)
     assert streaming["ttft"]["count"] == 30
@@ -522,7 +522,7 @@ def test_benchmark_stream_table_and_loadtest_stream() -> None:
     data = one_json_line(
         agentcli("loadtest", "--stream", "--vus", "2", "--duration", "0.5s", "--json")
     )  # the default scenario streams the stream agent
-    assert data["streamed"] is True and data["requests"] > 0
+    assert data["stream"] is True and data["requests"] > 0
     assert data["streaming"]["events"] == data["requests"] == data["mock_requests"]
     assert data["streaming"]["without_tokens"] == 0
 

@@ -183,12 +183,12 @@ async def test_stream_flag_makes_call_stream(autojump_clock: Any) -> None:
     )
     plain = await run_loadtest(options)
     assert plain.streaming is None and "streaming" not in plain.to_dict()
-    assert plain.parameters["streamed"] is False
+    assert plain.parameters["stream"] is False
     streamed = await run_loadtest(options.__class__(**{**_fields(options), "stream": True}))
     assert streamed.streaming is not None
     assert streamed.streaming.events == streamed.total.requests > 0
     assert streamed.streaming.itl.count == streamed.total.requests * (TOKENS - 1)
-    assert streamed.parameters["streamed"] is True
+    assert streamed.parameters["stream"] is True
 
 
 def _fields(options: LoadTestOptions) -> dict[str, Any]:
@@ -307,7 +307,7 @@ async def test_benchmark_stream_against_the_mock_llm() -> None:
     assert report.streaming is not None
     _check_mock_timings(report.streaming, 24)
     assert [r.passed for r in report.thresholds] == [True, False]
-    assert report.parameters["streamed"] is True
+    assert report.parameters["stream"] is True
 
 
 async def test_benchmark_without_stream_has_no_streaming_figures() -> None:

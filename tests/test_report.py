@@ -150,6 +150,42 @@ def test_report_renders_in_chromium(runs: dict[str, Any], tmp_path: Path) -> Non
         assert colours["requests_per_s"] == expect
 
 
+def test_a_streamed_run_shows_ttft_and_itl_in_chromium(tmp_path: Path) -> None:
+    require_chromium()
+    out = tmp_path / "streamed.html"
+    run = one_json_line(
+        agentcli(
+            "benchmark", "--agent", "stream", "--stream", "--requests", "40", "-c", "4",
+            "--json", "--report", str(out),
+        )
+    )  # fmt: skip
+    streaming = run["streaming"]
+    assert streaming["events"] == 40 and streaming["ttft"]["count"] == 40
+    with Browser() as browser:
+        browser.open(out.as_uri())
+        browser.wait_until("document.querySelectorAll('.plotly-graph-div .main-svg').length >= 6")
+        charts = browser.evaluate(CHARTS)
+        rows = browser.evaluate(
+            "Array.from(document.querySelectorAll('#streaming tbody tr'))"
+            ".map(r => [r.dataset.kind, Array.from(r.cells).map(c => c.textContent)])"
+        )
+        assert browser.errors == []
+    (chart,) = [chart for chart in charts if chart["id"] == "chart-streaming"]
+    assert chart["xaxis"] == "log"
+    assert [t["meta"]["y"] for t in chart["traces"]] == [
+        "streaming.ttft_curve.latency_ms",
+        "streaming.itl_curve.latency_ms",
+    ]
+    for trace in chart["traces"]:
+        x, y = _lookup(run, trace["meta"]["x"]), _lookup(run, trace["meta"]["y"])
+        assert trace["x"] == x and trace["y"] == y and len(x) > 0
+    table = dict(rows)
+    for kind in ("ttft", "itl"):
+        figures = streaming[kind]
+        assert table[kind][1] == f"{figures['count']:,}"
+        assert table[kind][3:6] == [f"{figures[k]:,.2f}" for k in ("p50_ms", "p95_ms", "p99_ms")]
+
+
 # -- bad input: exit 2 before the run (a 1 h run would hit the subprocess timeout) ---------
 
 

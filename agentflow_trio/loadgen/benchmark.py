@@ -155,7 +155,7 @@ async def run_benchmark(
                 "mock_latency_ms": options.mock_latency * 1000,
                 "model_group": options.model,
                 "mock_faults": fault_specs(options.mock_faults),
-                "streamed": options.stream,
+                "stream": options.stream,
             },
         )
         return attrs.evolve(

@@ -404,5 +404,5 @@ def _parameters(options: LoadTestOptions) -> dict[str, Any]:
         "mock_latency_ms": None if options.target_url else options.mock_latency * 1000,
         "model_group": options.model,
         "mock_faults": None if options.target_url else fault_specs(options.mock_faults),
-        "streamed": options.stream,
+        "stream": options.stream,
     }
