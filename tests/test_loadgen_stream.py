@@ -283,8 +283,9 @@ def _check_mock_timings(streaming: Any, events: int) -> None:
     assert streaming.ttft.count == events
     assert streaming.itl.count == events * (CHUNKS - 1)
     assert streaming.ttft.min_ms >= LATENCY * 1000 * 0.99
-    # Each event's CHUNKS - 1 gaps add up to at least (CHUNKS - 1) * DELAY.
-    assert streaming.itl.mean_ms >= DELAY * 1000 * 0.95
+    # The mock sends an event's chunks DELAY apart, so its CHUNKS - 1 gaps add up to about
+    # (CHUNKS - 1) * DELAY; half of it leaves room for a client that read the first late.
+    assert streaming.itl.mean_ms >= DELAY * 1000 * 0.5
 
 
 async def test_benchmark_stream_against_the_mock_llm() -> None:
@@ -298,7 +299,7 @@ async def test_benchmark_stream_against_the_mock_llm() -> None:
                 requests=24,
                 config=_at(mock.url),
                 thresholds=parse_thresholds(
-                    [f"ttft_p50>={LATENCY * 1000 * 0.99}ms", f"itl_mean<{DELAY * 1000 * 0.95}ms"]
+                    [f"ttft_p50>={LATENCY * 1000 * 0.99}ms", f"itl_mean<{DELAY * 1000 * 0.5}ms"]
                 ),
             )
             report = await run_benchmark(options)
