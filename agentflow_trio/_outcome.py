@@ -32,6 +32,7 @@ __all__ = [
     "passes_through",
     "reraise",
     "settle",
+    "stamp",
     "stops_process",
     "usage_error",
 ]
@@ -143,3 +144,11 @@ def settle(result: AgentResult, event_id: str, agent: str | None, meter: UsageMe
         return result
     name = result.agent or agent
     return AgentResult(outcome, result.output, result.error, event_id, name, usage)
+
+
+def stamp(result: AgentResult, event_id: str, agent: str | None) -> AgentResult:
+    """``result`` with the event's id, and the agent's name unless it names one."""
+    if result.event_id == event_id and (result.agent is not None or agent is None):
+        return result
+    name = result.agent or agent
+    return AgentResult(result.outcome, result.output, result.error, event_id, name, result.usage)

@@ -17,7 +17,15 @@ import attrs
 import trio
 
 from ._handle import CALLER_CANCELLED, EventHandle, ItemStream, new_handle, open_item_stream
-from ._outcome import SHUTDOWN_CANCELLED, escaped, failure, passes_through, reraise, settle
+from ._outcome import (
+    SHUTDOWN_CANCELLED,
+    escaped,
+    failure,
+    passes_through,
+    reraise,
+    settle,
+    stamp,
+)
 from ._owner import NurseryOwner
 from .agents import (
     Agent,
@@ -36,7 +44,7 @@ from .observability.runtime import AppliedGCSettings, MemoryGuard, apply_gc_sett
 from .progress import current_sink, enter_sink, exit_sink
 from .services import ServiceKeywords, Services
 from .state import SessionStore
-from .usage import UsageLimits, UsageMeter, enter_meter, exit_meter
+from .usage import UsageLimits, UsageMeter, enter_meter, exit_meter, tightest
 
 if TYPE_CHECKING:
     from .llm import LLMClient, Provider
@@ -284,10 +292,6 @@ class Runner(NurseryOwner):
                 is not a `UsageLimits`.
         """
         handle = self._new_handle(event, timeout, limits, stream)
-        guard = self._guard
-        if guard is not None and guard.shedding:
-            self._refused += 1
-            raise guard.overloaded()
         if not self._try_accept(handle):
             self._refused += 1
             if self._state != _OPEN:
@@ -325,10 +329,6 @@ class Runner(NurseryOwner):
         """
         handle = self._new_handle(event, timeout, limits, stream)
         await trio.lowlevel.checkpoint_if_cancelled()
-        guard = self._guard
-        if guard is not None and guard.shedding:
-            self._refused += 1
-            raise guard.overloaded()
         while not self._try_accept(handle):
             if self._state != _OPEN:
                 self._refused += 1
@@ -410,7 +410,12 @@ class Runner(NurseryOwner):
     def _new_handle(
         self, event: Event, timeout: float | None, limits: UsageLimits | None, stream: bool
     ) -> EventHandle:
+        """A handle for ``event`` (streamed, with ``stream``), unless load is shed."""
         handle = new_handle(event, timeout, limits)
+        guard = self._guard
+        if guard is not None and guard.shedding:
+            self._refused += 1
+            raise guard.overloaded()
         if stream:
             handle._open_stream(self._stream_buffer)
         return handle
@@ -526,16 +531,12 @@ class Runner(NurseryOwner):
         result: AgentResult | None = None
         timeout = handle.timeout
         agent = self._agents.get(event.type)
-        limits = handle.limits
-        if agent is not None and isinstance(agent, Agent):
-            if timeout is None and agent.timeout is not None:
-                timeout = agent.timeout
-            if agent.limits is not None:
-                limits = agent.limits.tighter(limits)
+        own = agent if isinstance(agent, Agent) else None
         if timeout is None:
-            timeout = self._event_timeout
-        if self._limits is not None:
-            limits = self._limits.tighter(limits)
+            timeout = self._event_timeout if own is None or own.timeout is None else own.timeout
+        limits = self._limits
+        if handle.limits is not None or (own is not None and own.limits is not None):
+            limits = tightest(limits, None if own is None else own.limits, handle.limits)
         meter = UsageMeter(limits, self._prices, None if parent is None else parent._meter)
         services = self.services
         ctx = Context(
@@ -585,9 +586,11 @@ class Runner(NurseryOwner):
                     handle._slot_held = False
                     self._workers.release_on_behalf_of(handle)
             assert result is not None
-            result = settle(result, event.id, ctx.agent, meter)
-            if meter.requests:
+            if meter.requests or meter.exceeded is not None:
+                result = settle(result, event.id, ctx.agent, meter)
                 self._observe_usage(ctx.agent or event.type, meter)
+            elif result.event_id != event.id:
+                result = stamp(result, event.id, ctx.agent)
             self._finish(handle, result, parent is None)
 
     def _observe_usage(self, agent: str, meter: UsageMeter) -> None:

@@ -36,6 +36,7 @@ __all__ = [
     "current_meter",
     "enter_meter",
     "exit_meter",
+    "tightest",
 ]
 
 _EMPTY: Final[Mapping[str, Any]] = {}
@@ -241,8 +242,20 @@ class UsageLimits:
 _NO_LIMITS: Final = UsageLimits()
 
 
+def tightest(*limits: UsageLimits | None) -> UsageLimits | None:
+    """The smallest of each limit over ``limits`` (None where none sets it); None when
+    none is given."""
+    found = [limit for limit in limits if limit is not None]
+    if len(found) <= 1:
+        return found[0] if found else None
+    result = found[0]
+    for limit in found[1:]:
+        result = result.tighter(limit)
+    return result
+
+
 class _Tally:
-    """Mutable figures of an event, a model or a deployment."""
+    """Mutable figures of a model or a deployment (and of an event: `UsageMeter`)."""
 
     __slots__ = ("cached", "cost", "input", "output", "requests", "unpriced")
 
@@ -303,7 +316,7 @@ def _tally(table: dict[str, _Tally], name: str) -> _Tally:
 
 
 @final
-class UsageMeter:
+class UsageMeter(_Tally):
     """The running usage of one event, with its limits; mutable, owned by the runner.
 
     Only the runner makes these (one per event) and only ``llm/_metering.py`` charges
@@ -315,16 +328,7 @@ class UsageMeter:
     checkpoint.
     """
 
-    __slots__ = (
-        "_by_deployment",
-        "_by_model",
-        "_own",
-        "_prices",
-        "exceeded",
-        "limits",
-        "parent",
-        "total",
-    )
+    __slots__ = ("_by_deployment", "_by_model", "_own", "_prices", "exceeded", "limits", "parent")
 
     def __init__(
         self,
@@ -332,19 +336,17 @@ class UsageMeter:
         prices: Mapping[str, Price] = _EMPTY,
         parent: UsageMeter | None = None,
     ) -> None:
+        # ``requests``: model calls sent so far, nested events' included.
+        self.requests = self.input = self.output = self.cached = 0
+        self.cost = 0.0
+        self.unpriced = False
         self.limits = limits
         self.parent = parent
         self._prices = prices
-        self.total = _Tally()
         self._by_model: dict[str, _Tally] | None = None
         self._by_deployment: dict[str, _Tally] | None = None
         self._own: UsageMeter | None = None  # this event's own calls, nested events' left out
         self.exceeded: UsageLimitExceeded | None = None  # the last limit error raised here
-
-    @property
-    def requests(self) -> int:
-        """Model calls sent so far (nested events' included)."""
-        return self.total.requests
 
     # ------------------------------------------------------------------ checks
     def start_call(self, input_estimate: int) -> None:
@@ -362,22 +364,21 @@ class UsageMeter:
             meter = meter.parent
         meter = self
         while meter is not None:
-            meter.total.requests += 1
+            meter.requests += 1
             meter = meter.parent
-        self._own_meter().total.requests += 1
+        self._own_meter().requests += 1
 
     def _check_before(self, limits: UsageLimits, estimate: int, origin: UsageMeter) -> None:
-        total = self.total
-        if limits.max_requests is not None and total.requests + 1 > limits.max_requests:
-            origin._refuse("max_requests", limits.max_requests, total.requests + 1)
-        inp = total.input + estimate
+        if limits.max_requests is not None and self.requests + 1 > limits.max_requests:
+            origin._refuse("max_requests", limits.max_requests, self.requests + 1)
+        inp = self.input + estimate
         if limits.max_input_tokens is not None and inp > limits.max_input_tokens:
             origin._refuse("max_input_tokens", limits.max_input_tokens, inp)
-        tokens = inp + total.output
+        tokens = inp + self.output
         if limits.max_total_tokens is not None and tokens > limits.max_total_tokens:
             origin._refuse("max_total_tokens", limits.max_total_tokens, tokens)
-        if limits.max_cost is not None and total.cost >= limits.max_cost:
-            origin._refuse("max_cost", limits.max_cost, total.cost)
+        if limits.max_cost is not None and self.cost >= limits.max_cost:
+            origin._refuse("max_cost", limits.max_cost, self.cost)
 
     def check_stream(self, input_estimate: int, output_so_far: int) -> None:
         """Check a running stream's output so far (on top of what was charged before it)
@@ -390,10 +391,10 @@ class UsageMeter:
         while meter is not None:
             limits = meter.limits
             if limits is not None:
-                out = meter.total.output + output_so_far
+                out = meter.output + output_so_far
                 if limits.max_output_tokens is not None and out > limits.max_output_tokens:
                     self._refuse("max_output_tokens", limits.max_output_tokens, out)
-                tokens = meter.total.input + input_estimate + out
+                tokens = meter.input + input_estimate + out
                 if limits.max_total_tokens is not None and tokens > limits.max_total_tokens:
                     self._refuse("max_total_tokens", limits.max_total_tokens, tokens)
             meter = meter.parent
@@ -420,7 +421,7 @@ class UsageMeter:
     def _add(
         self, model: str, deployment: str, figures: tuple[int, int, int, float | None]
     ) -> None:
-        self.total.add(*figures)
+        self.add(*figures)
         if self._by_model is None:
             self._by_model = {}
         tally = _tally(self._by_model, model)
@@ -444,7 +445,7 @@ class UsageMeter:
         """The figures now, frozen."""
         by_model = {k: t.frozen() for k, t in (self._by_model or {}).items()}
         by_dep = {k: t.frozen() for k, t in (self._by_deployment or {}).items()}
-        return self.total.frozen(by_model or _EMPTY, by_dep or _EMPTY)
+        return self.frozen(by_model or _EMPTY, by_dep or _EMPTY)
 
     def own_usage(self) -> RunUsage | None:
         """This event's own calls (its nested events' left out), or None when it made

@@ -56,6 +56,7 @@ def test_conservation(w: Workload) -> None:
     assert by_outcome[af.Outcome.FAILED] == stats.failed
     assert by_outcome[af.Outcome.TIMED_OUT] == stats.timed_out
     assert by_outcome[af.Outcome.CANCELLED] == stats.cancelled
+    assert by_outcome[af.Outcome.USAGE_LIMIT_EXCEEDED] == stats.usage_limit_exceeded
     refused = [e for e in trace.ids(Phase.REFUSED) if not _after_exit(trace, e)]
     assert len(refused) == stats.refused
     assert len(accepted) + len(refused) <= len(w.events)
@@ -76,6 +77,10 @@ def test_conservation(w: Workload) -> None:
         timeout = spec.timeout if spec.timeout is not None else w.event_timeout
         if spec.duration >= timeout:
             assert result.outcome is af.Outcome.TIMED_OUT, result
+        elif spec.over_budget:  # its model call was refused before it was sent
+            assert result.outcome is af.Outcome.USAGE_LIMIT_EXCEEDED, result
+            assert result.error is not None and result.error.type == "UsageLimitExceeded"
+            assert result.usage is not None and result.usage.requests == 0
         elif spec.fails:
             assert result.outcome is af.Outcome.FAILED, result
             assert result.error is not None and "WorkloadFailure" in result.error.traceback
@@ -181,6 +186,8 @@ def _hostile_agent(plan: list[tuple[str, int]]) -> af.Agent:
             return await ctx.runner.call(nested, timeout=math.inf)  # its result is ours
         duration = float(event.data["duration"])
         await trio.sleep(duration)
+        if event.data["over_budget"]:  # the top event's limits bind its nested calls too
+            await af.LLMClient(af.FakeProvider()).complete("over budget")
         if event.data["fails"]:
             raise _RAISES[kind](f"event {event.id} raised {kind}")
         return {"index": index, "duration": duration}
@@ -223,6 +230,8 @@ def test_conservation_when_agents_raise_anything_from_any_depth(
             continue
         if spec.duration >= timeout:
             assert result.outcome is af.Outcome.TIMED_OUT, result
+        elif spec.over_budget:
+            assert result.outcome is af.Outcome.USAGE_LIMIT_EXCEEDED, result
         elif spec.fails:
             assert result.outcome is af.Outcome.FAILED, result
             assert result.error is not None and "raised" in result.error.traceback

@@ -12,6 +12,10 @@ objects, sets as arrays). Decoding is strict: a malformed payload raises ``Value
 * ``MAX_NAME_LENGTH`` (256 characters): the event id and type;
 * ``MAX_TIMEOUT`` (7 days, as ``runner.event_timeout``): the ``timeout`` field, a
   number of seconds > 0 (no NaN, no infinity: a remote event always has a bound).
+
+A stored result's ``usage`` (`RunUsage.to_dict`) is read back with each figure an
+integer between 0 and 10**15 (cost: a number or null) and at most ``MAX_USAGE_KEYS``
+(256) models or deployments.
 """
 
 from __future__ import annotations
@@ -23,12 +27,14 @@ from typing import Any, Final
 from .._json import dumps, loads
 from ..errors import ConfigError, MalformedEntry
 from ..events import AgentResult, ErrorInfo, Event, Outcome
+from ..usage import RunUsage
 
 __all__ = [
     "MAX_DEPTH",
     "MAX_EVENT_BYTES",
     "MAX_NAME_LENGTH",
     "MAX_TIMEOUT",
+    "MAX_USAGE_KEYS",
     "decode_entry",
     "decode_error",
     "decode_event",
@@ -44,6 +50,7 @@ MAX_EVENT_BYTES: Final = 1 << 20
 MAX_DEPTH: Final = 64
 MAX_NAME_LENGTH: Final = 256
 MAX_TIMEOUT: Final = 7 * 86400.0
+MAX_USAGE_KEYS: Final = 256
 _TRACEBACK_LIMIT: Final = 16384  # bytes of traceback kept with a stored error
 
 
@@ -262,6 +269,7 @@ def encode_result(result: AgentResult) -> bytes:
             "error": _error_obj(error) if error is not None else None,
             "event_id": result.event_id,
             "agent": result.agent,
+            "usage": result.usage.to_dict() if result.usage is not None else None,
         }
     )
 
@@ -270,13 +278,14 @@ def decode_result(payload: bytes) -> AgentResult:
     """The inverse of `encode_result`. Raises ``ValueError`` on a malformed payload."""
     obj = _object(payload)
     try:
-        error = obj.get("error")
+        error, usage = obj.get("error"), obj.get("usage")
         return AgentResult(
             Outcome(obj["outcome"]),
             obj.get("output"),
             _error_from(error) if error is not None else None,
             obj.get("event_id"),
             obj.get("agent"),
+            RunUsage.from_dict(usage, max_keys=MAX_USAGE_KEYS) if usage is not None else None,
         )
     except KeyError as exc:
         raise ValueError(f"malformed result: {exc!r}") from None

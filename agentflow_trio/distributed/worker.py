@@ -29,6 +29,8 @@ from ._redis import Backoff, check_url, is_missing_group, is_outage, open_redis,
 
 __all__ = ["Worker", "WorkerStatistics", "default_consumer_name", "run_worker"]
 
+_FINAL: Final = (Outcome.SUCCEEDED, Outcome.USAGE_LIMIT_EXCEEDED)  # stored, never retried
+
 _log = logging.getLogger("agentflow_trio.distributed.worker")
 _T = TypeVar("_T")
 
@@ -123,14 +125,16 @@ class Worker:
        one). A result already stored for the event id is acknowledged without running
        the event again (idempotency). Execution is at least once, results exactly once.
     3. Failures: a ``failed`` or ``timed_out`` outcome keeps its error and is offered
-       again after ``retry_delay``; at the ``max_deliveries``-th delivery it goes to
-       ``dead_letter_stream`` with its last error, and that failure is stored as the
-       event's result (a producer waiting on it gets it). A malformed entry (not an
-       event, a field of the wrong type, a ``timeout`` that is NaN, not positive or over
-       7 days, an event over 1 MiB, nesting deeper than 64, an id or type over 256
-       characters: the bounds of ``_codec``) goes there on its first delivery, with
-       the reason as a `MalformedEntry` error, and never reaches the runner: no crash,
-       no retry, nothing else held is touched.
+       again after ``retry_delay`` (not ``usage_limit_exceeded``: a run again would
+       spend again; it is stored, with its usage, like a success); at the
+       ``max_deliveries``-th delivery it goes to ``dead_letter_stream`` with its last
+       error, and that failure is stored as the event's result (a producer waiting on
+       it gets it). A malformed entry (not an event, a field of the wrong type, a
+       ``timeout`` that is NaN, not positive or over 7 days, an event over 1 MiB,
+       nesting deeper than 64, an id or type over 256 characters: the bounds of
+       ``_codec``) goes there on its first delivery, with the reason as a
+       `MalformedEntry` error, and never reaches the runner: no crash, no retry,
+       nothing else held is touched.
     4. Dead workers: entries idle for ``claim_idle`` (their worker died) are reclaimed
        with ``XAUTOCLAIM``, delivery counts kept. Entries this worker holds are refreshed
        every ``claim_idle / 3``, so a slow event is never taken from a live worker.
@@ -415,7 +419,7 @@ class Worker:
         self._ops.send_nowait(item)
 
     def _outcome(self, held: _Held, result: AgentResult) -> tuple[Op, _Held]:
-        if result.outcome is Outcome.SUCCEEDED:
+        if result.outcome in _FINAL:
             try:
                 payload = encode_result(result)
             except TypeError as exc:
@@ -440,6 +444,7 @@ class Worker:
             error,
             held.event_id,
             None if result is None else result.agent,
+            None if result is None else result.usage,
         )
         record = dead_record(
             held.entry_id,

@@ -13,7 +13,10 @@ several runners and tests in one process never clash. Two kinds of figures:
 
 Metric names follow the guide: ``agent_request_duration_seconds`` (histogram, buckets
 `DEFAULT_BUCKETS`), ``agent_requests_total`` and ``agent_active_requests``, labelled
-``agent_name`` and ``status`` (the event's outcome).
+``agent_name`` and ``status`` (the event's outcome). Model usage, counted when an event
+ends (`RunnerMetrics.observe_usage`, called by the runner with the event's own calls):
+``llm_tokens_total`` (``agent_name``, ``model``, ``kind`` = ``input`` / ``output`` /
+``cached``) and ``llm_cost_usd_total`` (``agent_name``, ``model``; models with a price).
 
 Label values are bounded, so no input can grow the exposition without end: with a runner
 attached, ``agent_name`` is one of its registered agents' names, or `OTHER_LABEL` for an
@@ -47,7 +50,8 @@ from prometheus_client.core import (
     Metric,
 )
 
-from ..events import AgentResult, Event
+from ..events import AgentResult, Event, Outcome
+from ..usage import RunUsage
 
 __all__ = [
     "BREAKER_STATE_VALUES",
@@ -77,6 +81,8 @@ DEFAULT_MAX_LABEL_VALUES: Final = 1000
 
 _AGENT_LABELS: Final = ("agent_name", "status")
 _LLM_LABELS: Final = ("provider", "status")
+_TOKEN_LABELS: Final = ("agent_name", "model", "kind")
+_COST_LABELS: Final = ("agent_name", "model")
 
 _Statistics = Callable[[], Any]
 
@@ -220,6 +226,7 @@ class RunnerMetrics:
         self._agent_label = _LabelBound(max_label_values)
         self._provider_label = _LabelBound(max_label_values)
         self._status_label = _LabelBound(max_label_values)
+        self._model_label = _LabelBound(max_label_values)
         self.registry = registry if registry is not None else CollectorRegistry()
         self._clock = clock
         self._durations = _Histogram(buckets)
@@ -228,6 +235,8 @@ class RunnerMetrics:
         self._starts: dict[str, tuple[float, str]] = {}
         self._llm_durations = _Histogram(buckets)
         self._llm_requests: dict[tuple[str, str], int] = {}
+        self._tokens: dict[tuple[str, str, str], int] = {}
+        self._cost: dict[tuple[str, str], float] = {}
         self._agents: Mapping[str, Any] | None = None
         self._sources: dict[tuple[str, str], _Statistics] = {}
         self._source_errors: dict[str, int] = {}
@@ -298,6 +307,23 @@ class RunnerMetrics:
         key = (self._provider_label(provider), self._status_label(status))
         self._llm_requests[key] = self._llm_requests.get(key, 0) + 1
         self._llm_durations.observe(key, seconds)
+
+    def observe_usage(self, agent_name: str, usage: RunUsage) -> None:
+        """Count ``usage`` (an event's own model calls, by model) under ``agent_name``:
+        tokens by kind, and the cost of the models that have a price."""
+        agent = self._agent_label(agent_name)
+        tokens, costs = self._tokens, self._cost
+        for name, figures in usage.by_model.items():
+            model = self._model_label(name or "unknown")
+            for kind, n in (
+                ("input", figures.input_tokens),
+                ("output", figures.output_tokens),
+                ("cached", figures.cached_tokens),
+            ):
+                key = (agent, model, kind)
+                tokens[key] = tokens.get(key, 0) + n
+            if figures.cost is not None:
+                costs[(agent, model)] = costs.get((agent, model), 0.0) + figures.cost
 
     @contextmanager
     def llm_call(self, provider: str) -> Iterator[None]:
@@ -375,6 +401,12 @@ class RunnerMetrics:
         for (provider, status), n in sorted(self._llm_requests.items()):
             out.counter("llm_requests", "LLM calls, by provider and status.",
                         _LLM_LABELS, (provider, status), n)  # fmt: skip
+        for key, n in sorted(self._tokens.items()):
+            out.counter("llm_tokens", "Model tokens, by agent, model and kind.", _TOKEN_LABELS,
+                        key, n)  # fmt: skip
+        for cost_key, usd in sorted(self._cost.items()):
+            out.counter("llm_cost_usd", "Model cost in USD, by agent and model.", _COST_LABELS,
+                        cost_key, usd)  # fmt: skip
         for (kind, name), read in sorted(self._sources.items()):
             part = _Families()  # a source's figures go out all together, or not at all
             try:
@@ -415,9 +447,9 @@ def _read_runner(out: _Families, name: str, s: Any) -> None:
     out.counter("runner_events_refused", "Events refused.", lab, (name,), s.refused)
     out.counter("runner_hook_failures", "Hooks that raised.", lab, (name,),
                 _field(s, "hook_failures"))  # fmt: skip
-    for outcome in ("succeeded", "failed", "timed_out", "cancelled"):
+    for outcome in Outcome:
         out.counter("runner_events_completed", "Events ended, by outcome.", ("runner", "status"),
-                    (name, outcome), _field(s, outcome))  # fmt: skip
+                    (name, outcome.value), _field(s, outcome.value))  # fmt: skip
 
 
 def _read_cache(out: _Families, name: str, s: Any) -> None:

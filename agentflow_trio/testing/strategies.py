@@ -2,8 +2,8 @@
 
 - `events`: `Event` values with JSON-like data.
 - `event_specs`, `workloads`: traffic for a runner (arrival times, agent durations,
-  failures, emit modes, callers giving up, emit timeouts, priorities) plus runner
-  settings, as `Workload` values to `replay`.
+  failures, events over their usage budget, emit modes, callers giving up, emit
+  timeouts, priorities) plus runner settings, as `Workload` values to `replay`.
 - `mock_llm_configs`, `mock_replies`, `llm_behaviours`: the mock LLM server's latency,
   429s, 5xx and truncated streams (`MockLLMConfig`, `MockReply`, `LLMBehaviour`).
 - `fake_replies`: the same faults for `FakeLLM` (text, `RateLimitError`, `ServerError`,
@@ -98,6 +98,7 @@ def event_specs(
     max_arrival: int = 20,
     max_duration: int = 8,
     failures: bool = True,
+    budgets: bool = True,
     modes: Sequence[EmitMode] = _MODES,
     cancellations: bool = True,
     timeouts: bool = True,
@@ -105,8 +106,9 @@ def event_specs(
     types: Sequence[str] = ("work",),
 ) -> st.SearchStrategy[EventSpec]:
     """One event of a workload: arrival in ``0..max_arrival`` s, agent work in
-    ``0..max_duration`` s, failing or not, any of ``modes``, a caller that may give up
-    after 0 to 6 s, an emit timeout of 1.5 to 6.5 s, a priority in ``0..priorities``."""
+    ``0..max_duration`` s, failing or not, over its usage budget or not (``budgets``),
+    any of ``modes``, a caller that may give up after 0 to 6 s, an emit timeout of 1.5 to
+    6.5 s, a priority in ``0..priorities``."""
     return st.builds(
         EventSpec,
         arrival=st.integers(0, max_arrival).map(float),
@@ -117,6 +119,7 @@ def event_specs(
         timeout=(st.none() | _HALF_SECONDS) if timeouts else st.none(),
         priority=st.integers(0, priorities),
         type=st.sampled_from(list(types)),
+        over_budget=st.booleans() if budgets else st.just(False),
     )
 
 

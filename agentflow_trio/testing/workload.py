@@ -1,7 +1,8 @@
 """Workloads: generated traffic for a runner, replayed under virtual time into a `Trace`.
 
 A `Workload` is a list of `EventSpec` (when each event arrives, how long its agent works,
-whether it fails, how it is emitted, when its caller gives up) plus the runner settings.
+whether it fails or runs out of its usage budget, how it is emitted, when its caller
+gives up) plus the runner settings.
 `replay` runs one inside ``trio.run(..., clock=MockClock(autojump_threshold=0))``: exact,
 instant, deterministic. `drive` does the same inside a trio run you already have.
 
@@ -24,6 +25,7 @@ from ..config import Config, RunnerConfig, parse_section
 from ..errors import RunnerError
 from ..events import Event
 from ..runner import EventHandle, Runner
+from ..usage import UsageLimits
 from .recorder import TraceRecorder
 from .trace import Bounds, Trace
 
@@ -40,6 +42,7 @@ __all__ = [
 
 EmitMode = Literal["emit", "emit_nowait", "call"]
 _AgentMap = Mapping[str, _AgentLike | AgentFunction]
+_NO_MODEL_CALLS = UsageLimits(max_requests=0)
 
 
 class RunnerBuilder(Protocol):
@@ -58,7 +61,9 @@ class EventSpec:
     """One event of a workload.
 
     ``arrival``: seconds after the start when it is emitted; ``duration``: seconds its agent
-    works; ``fails``: the agent then raises `WorkloadFailure`; ``mode``: how it is emitted
+    works; ``over_budget``: the event is emitted with ``limits=UsageLimits(max_requests=0)``
+    and its agent then makes a model call, so it ends ``usage_limit_exceeded``;
+    ``fails``: the agent then raises `WorkloadFailure`; ``mode``: how it is emitted
     (``emit`` waits for room, ``emit_nowait`` may be refused, ``call`` waits for the
     result); ``cancel_after``: the caller gives up this many seconds after emitting
     (cancels the call or the handle); ``timeout``: passed as ``emit(..., timeout=)``;
@@ -73,17 +78,24 @@ class EventSpec:
     timeout: float | None = None
     priority: int = 0
     type: str = "work"
+    over_budget: bool = False
 
     def event(self, index: int) -> Event:
-        """The `Event` for this spec; ``data`` holds ``index``, ``duration``, ``fails`` and
-        ``priority`` (all a routing agent or `workload_agent` needs)."""
+        """The `Event` for this spec; ``data`` holds ``index``, ``duration``, ``fails``,
+        ``over_budget`` and ``priority`` (all a routing agent or `workload_agent` needs)."""
         data = {
             "index": index,
             "duration": self.duration,
             "fails": self.fails,
+            "over_budget": self.over_budget,
             "priority": self.priority,
         }
         return Event(self.type, data)
+
+    @property
+    def limits(self) -> UsageLimits | None:
+        """The usage limits it is emitted with: none, or no model call at all."""
+        return _NO_MODEL_CALLS if self.over_budget else None
 
 
 @attrs.frozen
@@ -131,10 +143,16 @@ class Workload:
 @agent(name="work")
 async def workload_agent(ctx: Context, event: Event) -> dict[str, Any]:
     """The agent a workload's events call for: works ``data["duration"]`` seconds (a
-    ``trio.sleep``), then raises `WorkloadFailure` if ``data["fails"]``, else returns
+    ``trio.sleep``), then makes a model call (an in-process `FakeProvider`) if
+    ``data["over_budget"]``, raises `WorkloadFailure` if ``data["fails"]``, else returns
     ``{"index": ..., "duration": ...}``."""
     duration = float(event.data.get("duration", 0.0))
     await trio.sleep(duration)
+    if event.data.get("over_budget"):
+        from ..llm.client import LLMClient
+        from ..llm.fake import FakeProvider
+
+        await LLMClient(FakeProvider()).complete("over budget")  # refused: no call allowed
     if event.data.get("fails"):
         raise WorkloadFailure(f"event {event.id} failed as scripted")
     return {"index": event.data.get("index"), "duration": duration}
@@ -244,9 +262,9 @@ async def _emit(
 ) -> EventHandle | None:
     try:
         if spec.mode == "emit_nowait":
-            return runner.emit_nowait(event, timeout=spec.timeout)
+            return runner.emit_nowait(event, timeout=spec.timeout, limits=spec.limits)
         with trio.move_on_at(deadline):
-            return await runner.emit(event, timeout=spec.timeout)
+            return await runner.emit(event, timeout=spec.timeout, limits=spec.limits)
     except RunnerError as exc:  # QueueFull, RunnerClosed, Overloaded
         recorder.note_refused(event, exc)
         return None
@@ -259,7 +277,7 @@ async def _call(
 ) -> None:
     with trio.move_on_at(deadline) as scope:
         try:
-            await runner.call(event, timeout=spec.timeout)
+            await runner.call(event, timeout=spec.timeout, limits=spec.limits)
         except RunnerError as exc:  # QueueFull, RunnerClosed, Overloaded
             recorder.note_refused(event, exc)
             return
