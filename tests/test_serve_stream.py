@@ -306,3 +306,31 @@ async def test_an_item_json_cannot_carry_is_an_error_event_and_the_stream_goes_o
     last = events[2]["data"]
     assert "result.output.bytes is of type bytes" in last["error"]
     assert last["outcome"] == "succeeded" and last["event"] == "result"
+
+
+@pytest.mark.parametrize("text", ["plain", 'quote " and \n newline', "lone \ud800 surrogate", ""])
+def test_a_text_delta_frame_is_one_data_line_of_strict_json(text: str) -> None:
+    from agentflow_trio.progress import TextDelta
+    from agentflow_trio.server._sse import item_frame
+
+    body, last = item_frame(5, TextDelta(text, "m"))
+    head, data = body.split(b"\ndata: ")
+    assert head == b"id: 5\nevent: text_delta" and data.endswith(b"\n\n") and not last
+    assert b"\n" not in data[:-2]
+    assert json.loads(data) == {"text": text, "model": "m"}
+
+
+async def test_a_refused_stream_request_is_answered_json_before_any_event() -> None:
+    agent = tool_agent(tools=ToolRegistry([weather]))
+    sse = {"accept": "text/event-stream"}
+    with trio.fail_after(TIMEOUT):
+        async with served_agent(agent) as (_, runner, client):
+            plain = {**sse, "content-type": "text/plain"}
+            wrong_type = await client.post("/v1/events", content=b"{}", headers=plain)
+            unknown = await client.post("/v1/events", json={"type": "nobody"}, headers=sse)
+            accepted = runner.statistics().accepted
+    assert wrong_type.status_code == 415 and unknown.status_code == 404
+    for answer in (wrong_type, unknown):
+        assert answer.headers["content-type"] == "application/json"
+        assert "error" in answer.json()
+    assert accepted == 0

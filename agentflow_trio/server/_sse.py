@@ -32,6 +32,7 @@ from typing import Any, Final
 
 import trio
 
+from .. import _json
 from ..progress import (
     FinalResult,
     PartialOutput,
@@ -63,6 +64,13 @@ def frame(seq: int, kind: str, data: bytes) -> bytes:
 def item_frame(seq: int, item: ProgressItem) -> tuple[bytes, bool]:
     """The SSE event for ``item`` and whether it ends the stream (a result, or a result
     that cannot be sent)."""
+    if type(item) is TextDelta:  # the hot path: two strings, nothing to check
+        try:
+            data = _json.dumps({"text": item.text, "model": item.model})
+        except (TypeError, ValueError):  # orjson: a lone surrogate; the checked path says so
+            pass
+        else:
+            return frame(seq, "text_delta", data), False
     kind, payload = _payload(item)
     try:
         return frame(seq, kind, to_json_bytes(payload, kind)), kind == "result"
