@@ -178,9 +178,9 @@ class UsageLimits:
 
     ``max_requests`` model calls; ``max_input_tokens``, ``max_output_tokens`` and
     ``max_total_tokens`` tokens; ``max_cost`` USD (checked only for models with a price).
-    Checked before each call (the request count, the request's input estimate and the
-    cost spent so far) and during a stream (its output so far); past a limit the call
-    raises `UsageLimitExceeded`. Effective limits are the tightest of the ``[limits]``
+    Checked before each call (the request count, the request's input estimate, the
+    output and cost spent so far) and during a stream (its output so far); past a limit
+    the call raises `UsageLimitExceeded`. Effective limits are the tightest of the ``[limits]``
     config table, the agent's and the event's (`tighter`).
 
     Raises:
@@ -355,7 +355,9 @@ class UsageMeter(_Tally):
 
         Raises:
             UsageLimitExceeded: the call would pass ``max_requests``, ``max_input_tokens``
-                or ``max_total_tokens``, or the cost spent has reached ``max_cost``.
+                or ``max_total_tokens``, the output spent has reached
+                ``max_output_tokens`` (no room left), or the cost spent has reached
+                ``max_cost``.
         """
         meter: UsageMeter | None = self
         while meter is not None:
@@ -374,6 +376,8 @@ class UsageMeter(_Tally):
         inp = self.input + estimate
         if limits.max_input_tokens is not None and inp > limits.max_input_tokens:
             origin._refuse("max_input_tokens", limits.max_input_tokens, inp)
+        if limits.max_output_tokens is not None and self.output >= limits.max_output_tokens:
+            origin._refuse("max_output_tokens", limits.max_output_tokens, self.output)
         tokens = inp + self.output
         if limits.max_total_tokens is not None and tokens > limits.max_total_tokens:
             origin._refuse("max_total_tokens", limits.max_total_tokens, tokens)
