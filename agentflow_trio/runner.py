@@ -17,15 +17,7 @@ import attrs
 import trio
 
 from ._handle import CALLER_CANCELLED, EventHandle, ItemStream, new_handle, open_item_stream
-from ._outcome import (
-    SHUTDOWN_CANCELLED,
-    escaped,
-    failure,
-    passes_through,
-    reraise,
-    settle,
-    stamp,
-)
+from ._outcome import SHUTDOWN_CANCELLED, escaped, failure, passes_through, reraise, settle, stamp
 from ._owner import NurseryOwner
 from .agents import (
     Agent,
@@ -588,17 +580,13 @@ class Runner(NurseryOwner):
             assert result is not None
             if meter.requests or meter.exceeded is not None:
                 result = settle(result, event.id, ctx.agent, meter)
-                self._observe_usage(ctx.agent or event.type, meter)
+                spent = meter.own_usage()  # the metrics count each event's own calls
+                observe = getattr(services.metrics, "observe_usage", None)
+                if spent is not None and observe is not None:
+                    observe(ctx.agent or event.type, spent)
             elif result.event_id != event.id:
                 result = stamp(result, event.id, ctx.agent)
             self._finish(handle, result, parent is None)
-
-    def _observe_usage(self, agent: str, meter: UsageMeter) -> None:
-        """Count the event's own model usage in the metrics (when they count usage)."""
-        observe = getattr(self.services.metrics, "observe_usage", None)
-        own = meter.own_usage()
-        if observe is not None and own is not None:
-            observe(agent, own)
 
     async def _handle(self, ctx: Context, agent: _AgentLike | None, event: Event) -> AgentResult:
         hooks = self._hooks
