@@ -13,9 +13,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-__all__ = ["example", "forced_tool", "reply_schema"]
+from agentflow_trio import _json
+
+__all__ = ["cached_example", "example", "forced_tool", "reply_schema"]
 
 _MAX_DEPTH: Final = 32
+_MAX_CACHED: Final = 256
+_CACHE: dict[bytes, tuple[Any, str]] = {}
 _FORMATS: Final = {
     "date-time": "2024-01-01T00:00:00Z",
     "date": "2024-01-01",
@@ -66,6 +70,22 @@ def forced_tool(body: Mapping[str, Any]) -> tuple[str, Any] | None:
             if isinstance(found, str):
                 return found, function.get("parameters") or {"type": "object"}
     return None
+
+
+def cached_example(schema: Any) -> tuple[Any, str]:
+    """`example` of ``schema`` and its JSON text, remembered by the schema's JSON (at most
+    256 schemas; the oldest is forgotten first): a client asking for the same shape again
+    and again costs one encoding, not a walk. The value is shared: never change it."""
+    key = _json.dumps(schema)
+    try:
+        return _CACHE[key]
+    except KeyError:
+        pass
+    value = example(schema)
+    found = _CACHE[key] = (value, _json.dumps_str(value))
+    if len(_CACHE) > _MAX_CACHED:
+        del _CACHE[next(iter(_CACHE))]
+    return found
 
 
 def example(schema: Any, root: Any = None, depth: int = 0) -> Any:

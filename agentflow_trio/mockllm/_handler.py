@@ -313,10 +313,12 @@ class MockApp(Responder):
             text = None
             name, parameters = forced
             calls = (
-                ToolCallOut(f"call_mock{next(self._ids)}", name, _examples.example(parameters)),
+                ToolCallOut(
+                    f"call_mock{next(self._ids)}", name, _examples.cached_example(parameters)[0]
+                ),
             )
         elif (schema := _examples.reply_schema(body)) is not None:
-            text = _json.dumps_str(_examples.example(schema))
+            text = _examples.cached_example(schema)[1]
         else:
             text = _payloads.tool_results_text(messages) or config.reply_text
         completion_words = len(text.split()) if text else 0

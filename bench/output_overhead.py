@@ -1,0 +1,184 @@
+"""The CPU structured output adds to a model call: ``complete(..., output_type=City)`` against
+plain ``complete`` through the same client, in the same run.
+
+The mock LLM runs in a child process (``python -m agentflow_trio.cli mock-llm --port 0``)
+pinned to core 1 when the machine has two or more cores; this process is pinned to core 0,
+so its ``getrusage`` CPU is the client's alone. The mock answers a request that carries a
+``response_format`` (or forces a tool) with a value fitting its schema, so every structured
+call validates on the first reply. Scenarios, at concurrency 1 and 50 (``--calls`` calls
+each, ``--repeat`` repeats, the scenarios' order alternating between repeats):
+
+* ``plain``: `LLMClient.complete` through the default stack (retry, breaker; OpenAI
+  adapter, lean transport), every request unique: the baseline;
+* ``native``: the same call with ``output_type=City`` (an attrs class, two fields) in the
+  auto mode, which is native here (``response_format`` json_schema, strict): the body
+  carries the schema, the reply is parsed, validated and converted to a ``City``;
+* ``tool``: the same with ``output_mode="tool"`` (the forced ``final_result`` call);
+* ``prompted``: the same with ``output_mode="prompted"`` (the schema in a system message;
+  the mock does not know what it asks, so these replies are re-asked and end in an
+  ``OutputValidationError``: only run with ``--prompted``, as a figure of a failing call).
+
+``ratio_native_over_plain`` (and ``ratio_tool_over_plain``) is the median, over the
+repeats, of that scenario's CPU per call over plain's in the same repeat (target <= 1.15),
+with the range of the repeats.
+
+    python bench/output_overhead.py            # 3000 calls per scenario, 5 repeats
+    python bench/output_overhead.py --quick    # 600 calls, 2 repeats
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from agentflow_trio.config import LLMConfig  # noqa: E402
+from agentflow_trio.errors import OutputValidationError  # noqa: E402
+from agentflow_trio.llm import LLMClient, open_llm_client, user  # noqa: E402
+from bench._common import cpu_seconds, emit, mock_process, pin_to_core, table  # noqa: E402
+
+TARGET = 1.15
+PROMPT = "Name one large city and its population, please."
+
+
+@attrs.frozen
+class City:
+    name: str
+    population: int
+
+
+Call = Callable[[int], Awaitable[Any]]
+
+
+async def drive(call: Call, calls: int, concurrency: int) -> dict[str, float]:
+    """``calls`` calls from ``concurrency`` tasks; wall and CPU over exactly that window."""
+    counter = itertools.count()
+
+    async def worker() -> None:
+        while (i := next(counter)) < calls:
+            await call(i)
+
+    c0, t0 = cpu_seconds(), time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(concurrency):
+            nursery.start_soon(worker)
+    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    return {"calls_per_s": calls / wall, "cpu_us_per_call": cpu / calls * 1e6}
+
+
+def callers(llm: LLMClient, prompted: bool) -> dict[str, Call]:
+    async def plain(i: int) -> Any:
+        return (await llm.complete([user(f"{PROMPT} {i}")])).text
+
+    def structured(mode: Any) -> Call:
+        async def call(i: int) -> Any:
+            city = await llm.complete([user(f"{PROMPT} {i}")], output_type=City, output_mode=mode)
+            assert type(city) is City
+            return city
+
+        return call
+
+    async def failing(i: int) -> Any:
+        try:
+            await llm.complete([user(f"{PROMPT} {i}")], output_type=City, output_mode="prompted")
+        except OutputValidationError:
+            return None
+        raise AssertionError("the mock cannot answer the prompted mode")
+
+    out = {"plain": plain, "native": structured(None), "tool": structured("tool")}
+    if prompted:
+        out["prompted"] = failing
+    return out
+
+
+async def run(
+    url: str, calls: int, repeat: int, concurrencies: list[int], prompted: bool
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    config = LLMConfig(
+        provider="openai", base_url=url + "/v1", api_key="sk-bench", max_connections=100
+    )
+    async with open_llm_client(config) as llm:
+        assert llm.native_output  # auto = native on the OpenAI wire
+        scenarios = callers(llm, prompted)
+        offset = 0
+        for concurrency in concurrencies:
+            samples: dict[str, list[dict[str, float]]] = {name: [] for name in scenarios}
+            for call in scenarios.values():  # warm-up: connections, plans, code paths
+                await drive(_shifted(call, offset), min(calls, 300), concurrency)
+                offset += 1_000_000
+            order = list(scenarios)
+            for index in range(repeat):
+                for name in order if index % 2 == 0 else reversed(order):
+                    result = await drive(_shifted(scenarios[name], offset), calls, concurrency)
+                    samples[name].append(result)
+                    offset += 1_000_000
+            for name, runs in samples.items():
+                row = {
+                    "scenario": name,
+                    "concurrency": concurrency,
+                    "calls": calls,
+                    "repeats": repeat,
+                    "calls_per_s": round(statistics.median(r["calls_per_s"] for r in runs), 1),
+                    "cpu_us_per_call": round(
+                        statistics.median(r["cpu_us_per_call"] for r in runs), 1
+                    ),
+                }
+                rows.append(row)
+                emit(row)
+            for name in ("native", "tool"):
+                pairs = zip(samples[name], samples["plain"], strict=True)
+                ratios = sorted(s["cpu_us_per_call"] / p["cpu_us_per_call"] for s, p in pairs)
+                ratio = statistics.median(ratios)
+                row = {
+                    "scenario": f"ratio_{name}_over_plain",
+                    "concurrency": concurrency,
+                    "cpu_ratio": round(ratio, 3),
+                    "cpu_ratio_range": [round(ratios[0], 3), round(ratios[-1], 3)],
+                    "target": TARGET,
+                    "within_target": ratio <= TARGET,
+                }
+                rows.append(row)
+                emit(row)
+    return rows
+
+
+def _shifted(call: Call, offset: int) -> Call:
+    async def shifted(i: int) -> Any:
+        return await call(i + offset)
+
+    return shifted
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--quick", action="store_true", help="600 calls, 2 repeats")
+    parser.add_argument("--calls", type=int, default=None, help="calls per scenario")
+    parser.add_argument("--repeat", type=int, default=None, help="repeats (median kept)")
+    parser.add_argument("--prompted", action="store_true", help="also the prompted mode")
+    args = parser.parse_args()
+    calls = args.calls or (600 if args.quick else 3000)
+    repeat = args.repeat or (2 if args.quick else 5)
+    pin_to_core(0)
+    with mock_process() as url:
+        rows = trio.run(run, url, calls, repeat, [1, 50], args.prompted)
+    table(
+        rows,
+        ["scenario", "concurrency", "calls_per_s", "cpu_us_per_call", "cpu_ratio", "target"],
+    )
+
+
+if __name__ == "__main__":
+    main()
