@@ -156,9 +156,15 @@ class _FanOut:
         self.sink = sink
         self.reported = [0] * len(self.items)
         if not self.run_inline():
-            for i, result in enumerate(self.results):
-                if result is not None:
-                    await self._report(i, result)
+            try:
+                for i, result in enumerate(self.results):
+                    if result is not None:
+                        await self._report(i, result)
+            except BaseException:  # cancelled while reporting: nothing else starts
+                for _, unstarted in self.pending:
+                    if unstarted is not None:
+                        unstarted.close()
+                raise
             try:
                 async with trio.open_nursery() as nursery:
                     self.scope = nursery.cancel_scope
