@@ -347,7 +347,14 @@ async def test_stream_output_yields_growing_partials_then_the_value(mode: str) -
                     assert s.output == City(**GOOD_CITY)
                     assert await s.result() == City(**GOOD_CITY)
             sink.close()
-            sent = [item.value async for item in items if isinstance(item, progress.PartialOutput)]
+            sent = []
+            while True:
+                try:
+                    item = items.receive_nowait()
+                except trio.EndOfChannel:
+                    break
+                if isinstance(item, progress.PartialOutput):
+                    sent.append(item.value)
     assert len(partials) >= 3
     assert partials[-1] == GOOD_CITY
     assert all(a != b for a, b in itertools.pairwise(partials))
