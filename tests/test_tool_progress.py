@@ -27,7 +27,7 @@ from agentflow_trio.tools import ToolRegistry, ToolResult, call_many, tool, tool
 TIMEOUT = 10
 
 
-def drain(receive: trio.MemoryReceiveChannel[progress.ProgressItem]) -> list[Any]:
+def drain(receive: Any) -> list[Any]:
     items = []
     while True:
         try:
@@ -90,7 +90,11 @@ async def test_each_call_is_reported_as_it_ends_not_at_the_end() -> None:
     delivered: list[Any] = []
 
     async def caller() -> None:  # reads as a streaming caller does; opens the gate
-        async for item in receive:
+        while True:
+            try:
+                item = await receive.receive()
+            except trio.EndOfChannel:
+                return
             delivered.append(item)
             if isinstance(item, ToolCallFinished) and item.name == "fast":
                 gate.set()
@@ -224,11 +228,11 @@ async def test_a_slow_caller_holds_the_tools_back(autojump_clock: Any) -> None:
             nursery.start_soon(call_many, ToolRegistry([mark]), None, calls)
         await trio.testing.wait_all_tasks_blocked()
         # One start fits: that call ran; its end and the two other starts wait for room.
-        stats = receive.statistics()
-        assert len(ran) == 1 and stats.current_buffer_used == 1
-        assert stats.tasks_waiting_send == 3
+        assert len(ran) == 1
         while len(received) < 6:
             received.append(await receive.receive())
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(ran) <= (len(received) + 1) // 2 + 1  # a start per item taken, at most
     assert sorted(ran) == ["a", "b", "c"]
     for k in "abc":
         assert [kind for kind, i in pairs(received) if i == k] == ["started", "finished"]

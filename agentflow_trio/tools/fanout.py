@@ -171,9 +171,16 @@ class _FanOut:
                     await self.start_all(nursery)
             except BaseExceptionGroup as group:
                 reraise_single(group)
+            results = self.collect()
+            for i, result in enumerate(results):
+                await self._report(i, result)
+            return results
+        # Every call was answered inline: a send with room may not yield, so yield here,
+        # as `call_many` promises.
         results = self.collect()
         for i, result in enumerate(results):
             await self._report(i, result)
+        await trio.lowlevel.cancel_shielded_checkpoint()
         return results
 
     async def _report(self, i: int, result: ToolResult | None) -> None:
