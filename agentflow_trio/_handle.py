@@ -16,7 +16,13 @@ import trio
 from ._outcome import CALLER_CANCELLED
 from .agents import _timeout_seconds
 from .events import AgentResult, Event, Outcome
-from .progress import FinalResult, ProgressItem, ProgressSink, open_progress_channel
+from .progress import (
+    FinalResult,
+    ProgressItem,
+    ProgressReceiver,
+    ProgressSink,
+    open_progress_channel,
+)
 from .usage import UsageLimits
 
 __all__ = ["CALLER_CANCELLED", "EventHandle", "ItemStream", "new_handle", "open_item_stream"]
@@ -57,7 +63,7 @@ class EventHandle:
         self.timeout = timeout
         self.limits = limits
         self._sink: ProgressSink | None = None  # the event's code sends progress here
-        self._items: trio.MemoryReceiveChannel[ProgressItem] | None = None
+        self._items: ProgressReceiver | None = None
         self._result: AgentResult | None = None
         self._done: trio.Event | None = None  # made only if someone waits before the end
         self._scope: trio.CancelScope | None = None
@@ -136,8 +142,10 @@ class EventHandle:
 class _Items:
     """`EventHandle.events`: the channel's items, then the `FinalResult`.
 
-    An item already buffered is returned after only a cancellation check (no trip
-    through the scheduler), so a caller that fell behind catches up in one go.
+    An item already buffered is returned at once (no trip through the scheduler), so a
+    caller that fell behind catches up in one go; waiting for one is the checkpoint,
+    and the caller waits at least once every ``stream_buffer`` items (the event's code
+    must run to send more), so a loop over the items stays cancellable.
     """
 
     __slots__ = ("_handle", "_items")
@@ -152,18 +160,13 @@ class _Items:
     async def __anext__(self) -> ProgressItem:
         items = self._items
         if items is not None:
+            item = items.take()
+            if item is not None:
+                return item
             try:
-                item = items.receive_nowait()
-            except trio.WouldBlock:
-                try:
-                    return await items.receive()
-                except (trio.EndOfChannel, trio.ClosedResourceError):
-                    self._items = None
+                return await items.receive()
             except (trio.EndOfChannel, trio.ClosedResourceError):
                 self._items = None
-            else:
-                await trio.lowlevel.checkpoint_if_cancelled()
-                return item
         handle = self._handle
         if handle is None:
             raise StopAsyncIteration

@@ -12,6 +12,7 @@ buffer. No sink (an event nobody streams) costs one context-variable lookup.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
@@ -26,6 +27,7 @@ __all__ = [
     "FinalResult",
     "PartialOutput",
     "ProgressItem",
+    "ProgressReceiver",
     "ProgressSink",
     "TextDelta",
     "ToolCallFinished",
@@ -87,30 +89,165 @@ class FinalResult:
 ProgressItem = TextDelta | ToolCallStarted | ToolCallFinished | PartialOutput | FinalResult
 
 
+class _Channel:
+    """The state one sink and its receiver share: a bounded FIFO of items, one waiting
+    receiver at most, and the senders waiting for room."""
+
+    __slots__ = ("closed", "getter", "gone", "items", "max_items", "putters")
+
+    def __init__(self, max_items: int) -> None:
+        if max_items < 1:
+            raise ValueError(f"max_items must be >= 1, got {max_items}")
+        self.items: deque[ProgressItem] = deque()
+        self.max_items = max_items
+        self.closed = False  # no more items (the event ended)
+        self.gone = False  # the receiver went away: items are dropped
+        self.getter: trio.lowlevel.Task | None = None
+        self.putters = trio.lowlevel.ParkingLot()
+
+    def wake_getter(self) -> None:
+        getter = self.getter
+        if getter is not None:
+            self.getter = None
+            trio.lowlevel.reschedule(getter)
+
+
 @final
 class ProgressSink:
     """Where an event's code sends progress items: the send side of a bounded channel.
 
-    ``await send(item)`` waits while the channel is full (backpressure); once the caller
-    has gone away (its receive side closed) items are dropped silently, since the event is
-    being cancelled anyway.
+    ``await send(item)`` waits while the channel holds ``max_items`` (backpressure); once
+    the caller has gone away (`ProgressReceiver.close`) items are dropped silently, since
+    the event is being cancelled anyway. Any number of tasks may send.
+
+    While the channel has room, ``send`` is a cancellation point but does not yield to
+    the scheduler: a model stream's chunks already read go to the caller in one run, and
+    the caller, woken once, takes them all. The channel is a deque and a parking lot
+    rather than a trio memory channel for the same reason: an item costs a fraction of
+    a model chunk's own CPU (bench/stream_overhead.py).
     """
 
-    __slots__ = ("_send",)
+    __slots__ = ("_channel",)
 
-    def __init__(self, send: trio.MemorySendChannel[ProgressItem]) -> None:
-        self._send = send
+    def __init__(self, channel: _Channel) -> None:
+        self._channel = channel
 
     async def send(self, item: ProgressItem) -> None:
-        """Send ``item``, waiting for room. A checkpoint."""
-        try:
-            await self._send.send(item)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            await trio.lowlevel.checkpoint_if_cancelled()
+        """Send ``item``, waiting for room (then it yields to the scheduler; with room it
+        only checks for cancellation)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        channel = self._channel
+        while len(channel.items) >= channel.max_items and not channel.gone:
+            await channel.putters.park()
+        if channel.gone or channel.closed:
+            return
+        channel.items.append(item)
+        if channel.getter is not None:
+            channel.wake_getter()
+
+    def send_nowait(self, item: ProgressItem) -> None:
+        """Send ``item`` if there is room (dropped if the caller went away or the sink
+        was closed); not a checkpoint.
+
+        Raises:
+            trio.WouldBlock: the channel is full.
+        """
+        channel = self._channel
+        if channel.gone or channel.closed:
+            return
+        if len(channel.items) >= channel.max_items:
+            raise trio.WouldBlock
+        channel.items.append(item)
+        if channel.getter is not None:
+            channel.wake_getter()
 
     def close(self) -> None:
-        """No more items: the caller's iteration ends after what is buffered."""
-        self._send.close()
+        """No more items: the caller's iteration ends after what is buffered. Not a
+        checkpoint; idempotent."""
+        channel = self._channel
+        channel.closed = True
+        channel.wake_getter()
+        channel.putters.unpark_all()
+
+
+@final
+class ProgressReceiver:
+    """Where a caller takes an event's progress items from, in the order they were sent
+    (one receiving task at a time). Made by `open_progress_channel`."""
+
+    __slots__ = ("_channel",)
+
+    def __init__(self, channel: _Channel) -> None:
+        self._channel = channel
+
+    def take(self) -> ProgressItem | None:
+        """The oldest item if one is buffered, else None (the fast path of a loop)."""
+        channel = self._channel
+        items = channel.items
+        if not items:
+            return None
+        if channel.putters:
+            channel.putters.unpark()
+        return items.popleft()
+
+    def receive_nowait(self) -> ProgressItem:
+        """The oldest item.
+
+        Raises:
+            trio.WouldBlock: none is buffered yet.
+            trio.EndOfChannel: none is buffered and the sink was closed.
+            trio.ClosedResourceError: this receiver was closed.
+        """
+        channel = self._channel
+        if channel.items:
+            item = channel.items.popleft()
+            if channel.putters:
+                channel.putters.unpark()
+            return item
+        if channel.gone:
+            raise trio.ClosedResourceError("the progress receiver was closed")
+        if channel.closed:
+            raise trio.EndOfChannel
+        raise trio.WouldBlock
+
+    async def receive(self) -> ProgressItem:
+        """The oldest item, waiting for one. A checkpoint.
+
+        Raises:
+            trio.EndOfChannel: the sink was closed and every item was taken.
+            trio.ClosedResourceError: this receiver was closed.
+            trio.BusyResourceError: another task is waiting already.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            item = self.receive_nowait()
+        except trio.WouldBlock:
+            channel = self._channel
+            if channel.getter is not None:
+                raise trio.BusyResourceError("another task is receiving") from None
+            channel.getter = trio.lowlevel.current_task()
+
+            def abort(_: object) -> trio.lowlevel.Abort:
+                channel.getter = None
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            await trio.lowlevel.wait_task_rescheduled(abort)
+            return self.receive_nowait()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return item
+
+    def close(self) -> None:
+        """Stop receiving: buffered items are dropped, senders never wait again. Not a
+        checkpoint; idempotent."""
+        channel = self._channel
+        channel.gone = True
+        channel.items.clear()
+        channel.putters.unpark_all()
+        channel.wake_getter()
+
+    def buffered(self) -> int:
+        """How many items are waiting to be received."""
+        return len(self._channel.items)
 
 
 _SINK: ContextVar[ProgressSink | None] = ContextVar("agentflow_trio_progress", default=None)
@@ -121,12 +258,14 @@ def current_sink() -> ProgressSink | None:
     return _SINK.get()
 
 
-def open_progress_channel(
-    max_items: int,
-) -> tuple[ProgressSink, trio.MemoryReceiveChannel[ProgressItem]]:
-    """A sink and the receive side its items come out of, buffering at most ``max_items``."""
-    send, receive = trio.open_memory_channel[ProgressItem](max_items)
-    return ProgressSink(send), receive
+def open_progress_channel(max_items: int) -> tuple[ProgressSink, ProgressReceiver]:
+    """A sink and the receiver its items come out of, buffering at most ``max_items``.
+
+    Raises:
+        ValueError: ``max_items`` is below 1.
+    """
+    channel = _Channel(max_items)
+    return ProgressSink(channel), ProgressReceiver(channel)
 
 
 @contextmanager

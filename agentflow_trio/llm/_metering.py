@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Final, final
 
+import trio
+
 from ..progress import ProgressSink, TextDelta, current_sink
 from ..usage import UsageMeter, current_meter
 from .base import Provider
@@ -134,8 +136,13 @@ class _Chunks:
     async def __anext__(self) -> StreamChunk:
         chunk = await self._inner.__anext__()
         text = chunk.delta_text
-        if self._sink is not None and text:
-            await self._sink.send(TextDelta(text, chunk.model or self._model))
+        sink = self._sink
+        if sink is not None and text:
+            delta = TextDelta(text, chunk.model or self._model)
+            try:  # reading the stream is the checkpoint; wait only while the caller lags
+                sink.send_nowait(delta)
+            except trio.WouldBlock:
+                await sink.send(delta)
         meter = self._meter
         if meter is not None:
             self._note(chunk, meter)
