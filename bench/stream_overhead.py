@@ -153,7 +153,9 @@ def run(url: str, events: int, concurrency: int, repeat: int) -> list[dict[str, 
                 "scenario": f"stream_overhead/{name}/c={concurrency}",
                 "events": events,
                 "chunks_per_event": runs[0]["chunks_per_event"],
-                "cpu_us_per_chunk": round(statistics.median(r["cpu_us_per_chunk"] for r in runs), 3),
+                "cpu_us_per_chunk": round(
+                    statistics.median(r["cpu_us_per_chunk"] for r in runs), 3
+                ),
                 "events_per_s": round(statistics.median(r["events_per_s"] for r in runs), 1),
                 "repeats": repeat,
             }
