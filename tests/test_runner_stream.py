@@ -7,6 +7,9 @@ test streams over real HTTP from the built-in mock LLM (real clock, ``fail_after
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -223,3 +226,11 @@ async def test_tokens_from_the_mock_llm_stream_to_the_caller_as_they_come() -> N
     final = seen[-1]
     assert isinstance(final, FinalResult) and final.result.output == text
     assert final.result.usage is not None and final.result.usage.requests == 1
+
+
+def test_the_streaming_caller_example_runs() -> None:
+    example = Path(__file__).resolve().parent.parent / "examples" / "streaming_caller.py"
+    done = subprocess.run(
+        [sys.executable, str(example)], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "result: succeeded" in done.stdout and "cancelled: 1" in done.stdout

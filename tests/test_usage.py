@@ -9,6 +9,9 @@ process) under the autojump clock for the exact cases: nesting, workflows, group
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -450,3 +453,12 @@ def test_a_request_estimate_leaves_out_the_answers_room() -> None:
 
     request = ChatRequest((af.user("x" * 40),), max_tokens=1000)
     assert _input_estimate(request) == 11
+
+
+def test_the_usage_limits_example_runs() -> None:
+    example = Path(__file__).resolve().parent.parent / "examples" / "usage_limits.py"
+    done = subprocess.run(
+        [sys.executable, str(example)], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "no budget: succeeded" in done.stdout
+    assert "usage_limit_exceeded" in done.stdout and "saw 1 request(s)" in done.stdout
