@@ -4,6 +4,7 @@ a bound that trips is one `ConfigError` naming the file, the key and the bound."
 from __future__ import annotations
 
 import math
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,8 @@ def bounded_fields() -> list[tuple[str, type[Any], attrs.Attribute[Any]]]:
             hint = hints[field.name]
             if typing.get_origin(hint) is typing.Annotated:
                 hint = typing.get_args(hint)[0]  # Duration, Size
+            if typing.get_origin(hint) is types.UnionType:  # int | None: left out = None
+                hint = next(a for a in typing.get_args(hint) if a is not type(None))
             if hint in (int, float):
                 out.append((f"{path}.{field.name}".lstrip("."), cls, field))
     return out
@@ -70,6 +73,7 @@ def bounded_fields() -> list[tuple[str, type[Any], attrs.Attribute[Any]]]:
 
 def bounds(field: attrs.Attribute[Any]) -> Any:
     validators = getattr(field.validator, "_validators", (field.validator,))
+    validators = tuple(getattr(v, "validator", v) for v in validators)  # optional(Bounds)
     return next(v for v in validators if type(v).__name__ == "Bounds")
 
 

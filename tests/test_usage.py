@@ -462,3 +462,16 @@ def test_the_usage_limits_example_runs() -> None:
     )
     assert "no budget: succeeded" in done.stdout
     assert "usage_limit_exceeded" in done.stdout and "saw 1 request(s)" in done.stdout
+
+
+def test_the_model_label_is_bounded() -> None:
+    metrics = RunnerMetrics(process=False, max_label_values=2)
+    one = RunUsage(1, 1, 1, 0, 2, None)
+    metrics.observe_usage("agent", RunUsage(5, by_model={f"m{i}": one for i in range(5)}))
+    models = {
+        s.labels["model"]
+        for family in text_string_to_metric_families(metrics.render().decode())
+        for s in family.samples
+        if s.name == "llm_tokens_total"
+    }
+    assert models == {"m0", "m1", "_other"}
