@@ -31,13 +31,15 @@ __all__ = [
     "refusal_of",
     "refused",
     "shape",
+    "shape_fields",
     "unfence",
     "validate",
 ]
 
 Mode = Literal["native", "tool", "prompted"]
-Problems = list[dict[str, Any]]
+Problems = Sequence[dict[str, Any]]
 
+_FITS: Final[Problems] = ()
 _MAX_TEXT: Final = 4 * 1024 * 1024
 _MAX_GOT: Final = 80
 _FENCE: Final = re.compile(r"```[A-Za-z]*[ \t]*\r?\n(.*?)\r?\n?[ \t]*```", re.S)
@@ -77,6 +79,20 @@ def refused(response: ChatResponse, attempts: Sequence[str]) -> OutputRefusedErr
         attempts=attempts,
         deployment=response.deployment or None,
     )
+
+
+def shape_fields(fields: dict[str, Any], plan: OutputPlan[Any], mode: Mode) -> bool:
+    """Put the native or tool mode's request fields into ``fields`` (keyword arguments of
+    `ChatRequest`), so the request is built once; False for the prompted mode, which
+    changes the messages instead (use `shape`)."""
+    if mode == "native":
+        fields["response_format"] = plan.response_format
+        return True
+    if mode == "tool":
+        fields["tools"] = (*fields.get("tools", ()), plan.tool)
+        fields["tool_choice"] = FINAL_RESULT
+        return True
+    return False
 
 
 def shape(request: ChatRequest, plan: OutputPlan[Any], mode: Mode) -> ChatRequest:
@@ -150,11 +166,20 @@ def read(response: ChatResponse, plan: OutputPlan[Any], mode: Mode) -> tuple[str
     if mode == "tool":
         return _read_call(response, plan)
     raw = response.text
+    wrapped = plan.wrapped and mode == "native"
+    if raw and "`" not in raw and len(raw) <= _MAX_TEXT:  # the common case, unfenced
+        try:
+            loaded = _json.loads(raw)
+        except ValueError:
+            pass
+        else:
+            value, problems = validate(loaded, plan, wrapped=wrapped)
+            return raw, value, problems
     if not raw and response.tool_calls:
         names = ", ".join(call.name for call in response.tool_calls)
         problem = _problem(None, "a JSON reply in the message text", f"tool call(s) {names}")
         return raw, None, [problem]
-    value, problems = decode(unfence(raw), plan, wrapped=plan.wrapped and mode == "native")
+    value, problems = decode(unfence(raw), plan, wrapped=wrapped)
     return raw, value, problems
 
 
@@ -179,7 +204,7 @@ def validate(value: Any, plan: OutputPlan[Any], *, wrapped: bool) -> tuple[Any, 
             return None, [_problem(None, expected, _got(value), f"expected {expected}")]
         value = value[WRAP_KEY]
     try:
-        return plan.schema.validate(value), []
+        return plan.schema.validate(value), _FITS
     except SchemaValidationError as exc:
         found = [dict(p) for p in exc.problems]
     if wrapped:

@@ -24,6 +24,7 @@ from .output import (
     open_output_stream,
     plan_for,
     resolve_mode,
+    shape_fields,
     speaks_native,
 )
 from .types import (
@@ -137,7 +138,11 @@ class LLMClient:
             return await _metering.complete(self.provider, _request(messages, fields))
         mode, retries = self._settings(output_mode, output_retries)
         plan = plan_for(output_type)
-        return await complete_output(self.provider, _request(messages, fields), plan, mode, retries)
+        if isinstance(messages, ChatRequest) or not shape_fields(fields, plan, mode):
+            request = _request(messages, fields)
+            return await complete_output(self.provider, request, plan, mode, retries)
+        request = _request(messages, fields)  # built once, the mode's fields in it
+        return await complete_output(self.provider, request, plan, mode, retries, shaped=True)
 
     def stream(
         self, messages: Messages, **fields: Any

@@ -45,7 +45,7 @@ from ._output_plan import FINAL_RESULT as FINAL_RESULT
 from ._output_plan import OutputPlan as OutputPlan
 from ._output_plan import plan_for as plan_for
 from ._output_plan import strict_qualifies as strict_qualifies
-from ._output_reply import Mode, again, read, reask, refused, shape
+from ._output_reply import Mode, again, read, reask, refused, shape, shape_fields
 from ._output_reply import OutputRefusedError as OutputRefusedError
 from ._output_stream import OutputStream as OutputStream
 from .base import Provider
@@ -63,6 +63,7 @@ __all__ = [
     "open_output_stream",
     "plan_for",
     "resolve_mode",
+    "shape_fields",
     "speaks_native",
     "strict_qualifies",
 ]
@@ -107,16 +108,24 @@ def resolve_mode(mode: str, native: bool) -> Mode:
 
 
 async def complete_output(
-    provider: Provider, request: ChatRequest, plan: OutputPlan[T], mode: Mode, retries: int
+    provider: Provider,
+    request: ChatRequest,
+    plan: OutputPlan[T],
+    mode: Mode,
+    retries: int,
+    *,
+    shaped: bool = False,
 ) -> T:
     """The validated value of ``plan``'s type from ``provider``: up to ``retries`` re-asks.
+    ``shaped``: ``request`` is already the mode's (built with `shape_fields`).
 
     Raises:
         OutputValidationError: no reply fitted (``attempts``: every reply's raw text).
         OutputRefusedError: the model refused (at once, no re-ask).
         LLMError: a model call failed (as plain ``complete``).
     """
-    request = shape(request, plan, mode)
+    if not shaped:
+        request = shape(request, plan, mode)
     attempts: list[str] = []
     while True:
         response = await _metering.complete(provider, request)
