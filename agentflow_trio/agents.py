@@ -31,7 +31,7 @@ from .errors import ConfigError
 from .events import AgentResult, ErrorInfo, Event, Outcome
 from .hooks import Hooks as Hooks
 from .state import State
-from .usage import RunUsage, UsageLimits, UsageMeter, current_meter
+from .usage import EVENT_CONTEXT, RunUsage, UsageLimits, UsageMeter, current_meter
 
 __all__ = [
     "Agent",
@@ -95,9 +95,10 @@ def _timeout_seconds(value: object, key: str = "timeout") -> float | None:
 _NO_HOOKS = Hooks()
 
 
-_current: ContextVar[Context | None] = ContextVar("agentflow_trio.current_context", default=None)
+_current: ContextVar[Context | None] = EVENT_CONTEXT
 """The context of the agent running in this task (and the tasks it starts), if any: how
-`Runner.call` knows it is called from inside an agent, and under whose slot to run."""
+`Runner.call` knows it is called from inside an agent, and under whose slot to run, and
+how a model call finds the event's usage meter (`agentflow_trio.usage.current_meter`)."""
 
 
 class Context:

@@ -33,10 +33,10 @@ from .config import Config
 from .errors import NestingTooDeep, QueueFull, RunnerClosed, UnknownAgent
 from .events import AgentResult, ErrorInfo, Event, Outcome
 from .observability.runtime import AppliedGCSettings, MemoryGuard, apply_gc_settings
-from .progress import current_sink, enter_sink, exit_sink
+from .progress import ProgressSink, current_sink, enter_sink, exit_sink
 from .services import ServiceKeywords, Services
 from .state import SessionStore
-from .usage import UsageLimits, UsageMeter, enter_meter, exit_meter, tightest
+from .usage import UsageLimits, UsageMeter, tightest
 
 if TYPE_CHECKING:
     from .llm import LLMClient, Provider
@@ -169,6 +169,7 @@ class Runner(NurseryOwner):
         self._max_in_flight = rc.max_concurrent_events
         self._max_depth = rc.max_nesting_depth
         self._stream_buffer = rc.stream_buffer
+        self._outer_sink: ProgressSink | None = None
         self._limits = UsageLimits.from_config(self.config.limits)
         self._prices = self.config.llm.prices
         self._workers = trio.CapacityLimiter(rc.worker_pool_size)
@@ -224,6 +225,7 @@ class Runner(NurseryOwner):
     async def _open(self) -> None:
         """Enter: the nursery, what the config asks for in it, then the worker tasks."""
         nursery = await self._open_nursery()
+        self._outer_sink = current_sink()  # what the workers inherit (None, unless streamed)
         await self._start_runtime(nursery)
         self._state = _OPEN
         for _ in range(int(self._workers.total_tokens)):
@@ -544,12 +546,11 @@ class Runner(NurseryOwner):
             depth=0 if parent is None else parent.depth + 1,
             meter=meter,
         )
-        token = _current.set(ctx)
-        meter_token = enter_meter(meter)
+        token = _current.set(ctx)  # also where model calls find the meter
         sink_token = None
         if parent is None:
             self._running += 1
-            if handle._sink is not current_sink():  # a queued event streams to its own
+            if handle._sink is not self._outer_sink:  # a queued event streams to its own
                 sink_token = enter_sink(handle._sink)
         try:
             with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
@@ -569,7 +570,6 @@ class Runner(NurseryOwner):
                 raise
         finally:
             _current.reset(token)
-            exit_meter(meter_token)
             if sink_token is not None:
                 exit_sink(sink_token)
             if parent is None:

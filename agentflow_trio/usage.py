@@ -20,7 +20,7 @@ or at the input price when none is given), and None as soon as a model used has 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from contextvars import ContextVar, Token
+from contextvars import ContextVar
 from typing import Any, Final, Protocol, final
 
 import attrs
@@ -28,14 +28,13 @@ import attrs
 from .errors import ConfigError, UsageLimitExceeded
 
 __all__ = [
+    "EVENT_CONTEXT",
     "LIMIT_NAMES",
     "Price",
     "RunUsage",
     "UsageLimits",
     "UsageMeter",
     "current_meter",
-    "enter_meter",
-    "exit_meter",
     "tightest",
 ]
 
@@ -255,17 +254,18 @@ def tightest(*limits: UsageLimits | None) -> UsageLimits | None:
 
 
 class _Tally:
-    """Mutable figures of a model or a deployment (and of an event: `UsageMeter`)."""
+    """Mutable figures of a model or a deployment (and of an event: `UsageMeter`).
 
-    __slots__ = ("cached", "cost", "input", "output", "requests", "unpriced")
+    The figures start as class attributes, so a new tally (one per event) costs three
+    attribute writes at most, not eleven.
+    """
 
-    def __init__(self) -> None:
-        self.requests = 0
-        self.input = 0
-        self.output = 0
-        self.cached = 0
-        self.cost = 0.0
-        self.unpriced = False  # a call of a model without a price was charged
+    requests: int = 0
+    input: int = 0
+    output: int = 0
+    cached: int = 0
+    cost: float = 0.0
+    unpriced: bool = False  # a call of a model without a price was charged
 
     def add(self, inp: int, out: int, cached: int, cost: float | None) -> None:
         self.input += inp
@@ -328,7 +328,11 @@ class UsageMeter(_Tally):
     checkpoint.
     """
 
-    __slots__ = ("_by_deployment", "_by_model", "_own", "_prices", "exceeded", "limits", "parent")
+    _by_model: dict[str, _Tally] | None = None
+    _by_deployment: dict[str, _Tally] | None = None
+    _own: UsageMeter | None = None  # this event's own calls, nested events' left out
+    exceeded: UsageLimitExceeded | None = None
+    """The last limit error raised for a call of this event, if any."""
 
     def __init__(
         self,
@@ -337,16 +341,9 @@ class UsageMeter(_Tally):
         parent: UsageMeter | None = None,
     ) -> None:
         # ``requests``: model calls sent so far, nested events' included.
-        self.requests = self.input = self.output = self.cached = 0
-        self.cost = 0.0
-        self.unpriced = False
         self.limits = limits
         self.parent = parent
         self._prices = prices
-        self._by_model: dict[str, _Tally] | None = None
-        self._by_deployment: dict[str, _Tally] | None = None
-        self._own: UsageMeter | None = None  # this event's own calls, nested events' left out
-        self.exceeded: UsageLimitExceeded | None = None  # the last limit error raised here
 
     # ------------------------------------------------------------------ checks
     def start_call(self, input_estimate: int) -> None:
@@ -458,19 +455,18 @@ class UsageMeter(_Tally):
         return own.snapshot() if own is not None and own.requests else None
 
 
-_METER: ContextVar[UsageMeter | None] = ContextVar("agentflow_trio_usage", default=None)
+class _EventContext(Protocol):
+    _meter: UsageMeter | None
+
+
+EVENT_CONTEXT: ContextVar[Any] = ContextVar("agentflow_trio.current_context", default=None)
+"""The context of the event the code in this task runs for (an ``agents.Context``), set by
+the runner per event and inherited by the tasks the event starts; None outside any event.
+It lives here, below ``llm/``, so that a model call finds its event's meter without
+knowing agents: `current_meter`."""
 
 
 def current_meter() -> UsageMeter | None:
     """The meter of the event this code runs for, or None outside any event."""
-    return _METER.get()
-
-
-def enter_meter(meter: UsageMeter | None) -> Token[UsageMeter | None]:
-    """Make ``meter`` current (for this task and the tasks it starts); `exit_meter` undoes."""
-    return _METER.set(meter)
-
-
-def exit_meter(token: Token[UsageMeter | None]) -> None:
-    """Undo the `enter_meter` that returned ``token``."""
-    _METER.reset(token)
+    ctx: _EventContext | None = EVENT_CONTEXT.get()
+    return None if ctx is None else ctx._meter
