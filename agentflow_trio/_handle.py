@@ -103,7 +103,18 @@ class EventHandle:
         Iterate once: the items are not kept. Leaving the loop early does not cancel
         the event (``runner.stream`` does; or call `cancel`).
         """
-        return _Items(self)
+        if self._items is None:
+            return _FinalOnly(self)
+        return self._items.then(self._final)
+
+    async def _final(self) -> FinalResult:
+        """The last item of `events`: no scheduler trip once the event has ended (the
+        stream's end was the wait)."""
+        result = self._result
+        if result is None:
+            return FinalResult(await self.result())
+        await trio.lowlevel.checkpoint_if_cancelled()
+        return FinalResult(result)
 
     def cancel(self) -> None:
         """Ask for the event to end ``cancelled``; does nothing once it has ended."""
@@ -139,39 +150,23 @@ class EventHandle:
 
 
 @final
-class _Items:
-    """`EventHandle.events`: the channel's items, then the `FinalResult`.
+class _FinalOnly:
+    """`EventHandle.events` of a handle not streamed: the `FinalResult` alone."""
 
-    An item already buffered is returned at once (no trip through the scheduler), so a
-    caller that fell behind catches up in one go; waiting for one is the checkpoint,
-    and the caller waits at least once every ``stream_buffer`` items (the event's code
-    must run to send more), so a loop over the items stays cancellable.
-    """
-
-    __slots__ = ("_handle", "_items")
+    __slots__ = ("_handle",)
 
     def __init__(self, handle: EventHandle) -> None:
         self._handle: EventHandle | None = handle
-        self._items = handle._items
 
-    def __aiter__(self) -> _Items:
+    def __aiter__(self) -> _FinalOnly:
         return self
 
     async def __anext__(self) -> ProgressItem:
-        items = self._items
-        if items is not None:
-            item = items.take()
-            if item is not None:
-                return item
-            try:
-                return await items.receive()
-            except (trio.EndOfChannel, trio.ClosedResourceError):
-                self._items = None
         handle = self._handle
         if handle is None:
             raise StopAsyncIteration
         self._handle = None
-        return FinalResult(await handle.result())
+        return await handle._final()
 
 
 @asynccontextmanager

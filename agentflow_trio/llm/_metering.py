@@ -20,7 +20,7 @@ from typing import Final, final
 
 import trio
 
-from ..progress import ProgressSink, TextDelta, current_sink
+from ..progress import ProgressSink, current_sink, text_delta
 from ..usage import UsageMeter, current_meter
 from .base import Provider
 from .types import ChatRequest, ChatResponse, StreamChunk, Usage, estimate_tokens
@@ -138,7 +138,7 @@ class _Chunks:
         text = chunk.delta_text
         sink = self._sink
         if sink is not None and text:
-            delta = TextDelta(text, chunk.model or self._model)
+            delta = text_delta(text, chunk.model or self._model)
             try:  # reading the stream is the checkpoint; wait only while the caller lags
                 sink.send_nowait(delta)
             except trio.WouldBlock:
