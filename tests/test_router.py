@@ -683,6 +683,7 @@ def test_with_model_keeps_every_other_field() -> None:
         "tool_choice": "auto",
         "stop": ("x",),
         "extra": {"a": 1},
+        "response_format": {"type": "json_object"},
     }
     assert set(values) == {f.name for f in attrs.fields(ChatRequest)}
     request = ChatRequest(**values)

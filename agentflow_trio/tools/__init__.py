@@ -12,6 +12,7 @@ from ._calls import CallSpec as CallSpec
 from ._calls import OnError as OnError
 from ._result import ToolOutcome as ToolOutcome
 from ._result import ToolResult as ToolResult
+from ._schema import ArgumentConversionError as ArgumentConversionError
 from .base import BoundTools as BoundTools
 from .base import FunctionTool as FunctionTool
 from .base import Tool as Tool
@@ -20,7 +21,9 @@ from .base import new_call_id as new_call_id
 from .base import to_spec as to_spec
 from .base import tool as tool
 from .fanout import call_many as call_many
+from .loop import MAX_MESSAGES as MAX_MESSAGES
 from .loop import default_messages as default_messages
+from .loop import message_from_dict as message_from_dict
 from .loop import tool_agent as tool_agent
 from .paging import Fetch as Fetch
 from .paging import Page as Page
@@ -39,11 +42,13 @@ from .streaming import StreamSink as StreamSink
 from .streaming import open_tool_stream as open_tool_stream
 
 __all__ = [
+    "ArgumentConversionError",
     "Batch",
     "BoundTools",
     "CallSpec",
     "Fetch",
     "FunctionTool",
+    "MAX_MESSAGES",
     "OnError",
     "Page",
     "PageRequest",
@@ -59,6 +64,7 @@ __all__ = [
     "decode_page_token",
     "default_messages",
     "encode_page_token",
+    "message_from_dict",
     "new_call_id",
     "open_tool_stream",
     "paged_tool",

@@ -497,7 +497,9 @@ async def _settle(
 def _failure(name: str, call_id: str, exc: Exception, duration: float) -> ToolResult:
     """The result of a tool that raised: its own argument complaint, or a tool error."""
     if isinstance(exc, ToolArgumentError):  # the tool found its arguments wrong (a bad token)
-        error = invalid_arguments(name, exc.field, "a valid value", str(exc))
+        expected = getattr(exc, "expected", None) or "a valid value"
+        got = getattr(exc, "got", None)
+        error = invalid_arguments(name, exc.field, expected, str(exc), got=got)
         return ToolResult(call_id, name, "error", None, error, duration)
     error = {"type": "tool_error", "exception": type(exc).__name__, "message": str(exc)}
     tb = "".join(traceback.format_exception(exc))
