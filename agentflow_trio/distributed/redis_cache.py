@@ -92,6 +92,7 @@ def _response_to_json(response: ChatResponse) -> bytes:
             "finish_reason": response.finish_reason,
             "usage": attrs.astuple(usage) if usage is not None else None,
             "model": response.model,
+            "refusal": response.refusal,
         }
     )
 
@@ -107,6 +108,7 @@ def _response_from_json(payload: bytes) -> ChatResponse:
         finish_reason=obj.get("finish_reason"),
         usage=Usage(*usage) if usage is not None else None,
         model=obj.get("model", ""),
+        refusal=obj.get("refusal"),
     )
 
 

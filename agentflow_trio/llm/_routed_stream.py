@@ -149,6 +149,7 @@ class RoutedStream:
             chunk.usage,
             chunk.model or dep.model,
             dep.name,
+            chunk.refusal,
         )
 
     async def _next(self) -> StreamChunk:

@@ -246,6 +246,7 @@ class Router:
                 response.model or dep.model,
                 response.raw,
                 dep.name,
+                response.refusal,
             )
 
     def stream(
