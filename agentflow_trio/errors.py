@@ -35,6 +35,7 @@ wrong, and must change)::
         ├── ResponseFormatError                 malformed JSON, truncated stream, wrong type
         │   ├── ResponseTooLargeError           a response size bound tripped (limit, key)
         │   └── StreamEndedEarlyError  (*)      the body ended before the answer did
+        ├── OutputRefusedError                  the model refused a structured answer
         ├── IncompleteStreamError               (*) a stream stopped before finish_reason
         └── APIStatusError                      an HTTP error status (status, body excerpt)
             ├── BadRequestError (400) / AuthenticationError (401, 403) / NotFoundError (404)
@@ -75,6 +76,7 @@ __all__ = [
     "MalformedEntry",
     "NestingTooDeep",
     "NotFoundError",
+    "OutputRefusedError",
     "OutputValidationError",
     "Overloaded",
     "QueueFull",
@@ -296,6 +298,28 @@ class LLMTimeoutError(TransportError):
 
 class LLMReadError(TransportError):
     """The connection broke while the response was being read."""
+
+
+class OutputRefusedError(LLMError):
+    """The model refused to give the structured answer (its ``refusal`` message, or the
+    provider's content filter stopped the reply): raised at once, never re-asked.
+
+    ``refusal`` is the model's words (or what stopped it), ``finish_reason`` the reply's,
+    ``attempts`` the raw text of the replies before it (as `OutputValidationError`'s).
+    """
+
+    def __init__(
+        self,
+        refusal: str,
+        *,
+        finish_reason: str | None = None,
+        attempts: Sequence[str] = (),
+        deployment: str | None = None,
+    ) -> None:
+        self.refusal = refusal
+        self.finish_reason = finish_reason
+        self.attempts = tuple(attempts)
+        super().__init__(f"the model refused to answer: {refusal}", deployment=deployment)
 
 
 class ResponseFormatError(LLMError):

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
 
 from .. import _json
-from ..errors import LLMError, SchemaValidationError
+from ..errors import OutputRefusedError, SchemaValidationError
 from ._output_plan import FINAL_RESULT, WRAP_KEY, OutputPlan
 from .types import ChatRequest, ChatResponse, Message, assistant, system, tool_message, user
 
@@ -44,28 +44,6 @@ _MAX_TEXT: Final = 4 * 1024 * 1024
 _MAX_GOT: Final = 80
 _FENCE: Final = re.compile(r"```[A-Za-z]*[ \t]*\r?\n(.*?)\r?\n?[ \t]*```", re.S)
 _SHAPE_ERRORS: Final = (KeyError, IndexError, TypeError, AttributeError)
-
-
-class OutputRefusedError(LLMError):
-    """The model refused to give the structured answer (its ``refusal`` message, or the
-    provider's content filter stopped the reply): raised at once, never re-asked.
-
-    ``refusal`` is the model's words (or what stopped it), ``finish_reason`` the reply's,
-    ``attempts`` the raw text of the replies before it (as `OutputValidationError`'s).
-    """
-
-    def __init__(
-        self,
-        refusal: str,
-        *,
-        finish_reason: str | None = None,
-        attempts: Sequence[str] = (),
-        deployment: str | None = None,
-    ) -> None:
-        self.refusal = refusal
-        self.finish_reason = finish_reason
-        self.attempts = tuple(attempts)
-        super().__init__(f"the model refused to answer: {refusal}", deployment=deployment)
 
 
 def refused(response: ChatResponse, attempts: Sequence[str]) -> OutputRefusedError | None:
