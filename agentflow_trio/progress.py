@@ -107,7 +107,7 @@ class _Channel:
     """The state one sink and its receiver share: a bounded FIFO of items, one waiting
     receiver at most, and the senders waiting for room."""
 
-    __slots__ = ("closed", "getter", "gone", "items", "max_items", "putters")
+    __slots__ = ("closed", "getter", "gone", "items", "max_items", "putters", "waiting")
 
     def __init__(self, max_items: int) -> None:
         if max_items < 1:
@@ -118,6 +118,7 @@ class _Channel:
         self.gone = False  # the receiver went away: items are dropped
         self.getter: trio.lowlevel.Task | None = None
         self.putters = trio.lowlevel.ParkingLot()
+        self.waiting = 0  # senders parked (or just woken) in `putters`
 
     def wake_getter(self) -> None:
         getter = self.getter
@@ -156,7 +157,11 @@ class ProgressSink:
         await trio.lowlevel.checkpoint_if_cancelled()
         channel = self._channel
         while len(channel.items) >= channel.max_items and not channel.gone:
-            await channel.putters.park()
+            channel.waiting += 1
+            try:
+                await channel.putters.park()
+            finally:
+                channel.waiting -= 1
         if channel.gone or channel.closed:
             return
         channel.items.append(item)
@@ -207,11 +212,11 @@ class ProgressReceiver:
             trio.ClosedResourceError: this receiver was closed.
         """
         channel = self._channel
-        if channel.items:
-            item = channel.items.popleft()
-            if channel.putters:
+        items = channel.items
+        if items:
+            if channel.waiting:
                 channel.putters.unpark()
-            return item
+            return items.popleft()
         if channel.gone:
             raise trio.ClosedResourceError("the progress receiver was closed")
         if channel.closed:
@@ -219,7 +224,8 @@ class ProgressReceiver:
         raise trio.WouldBlock
 
     async def receive(self) -> ProgressItem:
-        """The oldest item, waiting for one. A checkpoint.
+        """The oldest item, waiting for one. A cancellation point; a scheduling point
+        only when it waits (as `ProgressSink.send`).
 
         Raises:
             trio.EndOfChannel: the sink was closed and every item was taken.
@@ -228,7 +234,7 @@ class ProgressReceiver:
         """
         channel = self._channel
         if channel.items or channel.gone or channel.closed:
-            await trio.lowlevel.checkpoint()
+            await trio.lowlevel.checkpoint_if_cancelled()
         else:
             if channel.getter is not None:
                 raise trio.BusyResourceError("another task is receiving")
@@ -275,11 +281,11 @@ class _ItemsThen:
         return self
 
     async def __anext__(self) -> ProgressItem:
-        items = self._channel.items
+        channel = self._channel
+        items = channel.items
         if items:
-            putters = self._channel.putters
-            if putters:
-                putters.unpark()
+            if channel.waiting:
+                channel.putters.unpark()
             return items.popleft()
         receiver = self._receiver
         if receiver is not None:

@@ -15,13 +15,15 @@ provider stack:
   item: each chunk's text also goes to the caller as a `TextDelta` through the bounded
   channel (``runner.stream_buffer``), then the `FinalResult`.
 
-``--concurrency`` callers run closed loops of ``--events`` events in all; the two
-scenarios alternate over ``--repeat`` repeats. Per scenario: CPU microseconds per chunk
-(the median over the repeats) and events per second; ``cpu_ratio`` is the median over the
-repeats of to_caller's CPU per chunk over agent_only's in the same repeat (target <= 1.10).
+One runner serves both scenarios; they alternate in rounds of ``--events`` events
+(``--concurrency`` callers running closed loops), the order swapped each round, over
+``--repeat`` pairs of rounds. Per scenario: CPU microseconds per chunk (the median over
+the rounds) and events per second; ``cpu_ratio`` is the median over the pairs of
+to_caller's CPU per chunk over agent_only's in the same pair (target <= 1.10), with
+its range.
 
-    python bench/stream_overhead.py            # 1000 events x 5 repeats, c=1 and c=16
-    python bench/stream_overhead.py --quick    # 200 events x 3 repeats
+    python bench/stream_overhead.py            # 20 pairs of 300-event rounds, c=1 and c=16
+    python bench/stream_overhead.py --quick    # 6 pairs of 200-event rounds
 
 Prints one JSON line per scenario on stdout and a table on stderr.
 """
@@ -112,21 +114,38 @@ async def _caller(runner: af.Runner, streamed: bool, events: int, counts: list[i
         counts.append(result.output)
 
 
-async def _scenario(url: str, streamed: bool, events: int, concurrency: int) -> dict[str, float]:
+async def _rounds(
+    url: str, events: int, concurrency: int, repeat: int
+) -> dict[str, list[dict[str, float]]]:
+    """Both scenarios through one runner, alternating in rounds of ``events`` events (the
+    order swapped each round), so each pair of rounds ran under the same conditions."""
     config = LLMConfig(base_url=url + "/v1", api_key="sk-bench", retry=RetryConfig(enabled=False))
     runner_config = af.Config.from_mapping({"runner": {"worker_pool_size": concurrency}})
-    counts: list[int] = []
+    figures: dict[str, list[dict[str, float]]] = {"agent_only": [], "to_caller": []}
     async with open_provider(config) as provider:
         runner = af.Runner(runner_config, agents={"read": reader}, llm=LLMClient(provider))
         async with runner:
-            await _caller(runner, streamed, 2, [])  # connections open, code warm
-            gc.collect()
-            c0, t0 = cpu_seconds(), time.perf_counter()
-            async with trio.open_nursery() as nursery:
-                for i in range(concurrency):
-                    share = events // concurrency + (1 if i < events % concurrency else 0)
-                    nursery.start_soon(_caller, runner, streamed, share, counts)
-            cpu, wall = cpu_seconds() - c0, time.perf_counter() - t0
+            for streamed in (False, True):  # connections open, code warm
+                await _round(runner, streamed, 4 * concurrency, concurrency)
+            for i in range(repeat):
+                order = (False, True) if i % 2 == 0 else (True, False)
+                for streamed in order:
+                    name = "to_caller" if streamed else "agent_only"
+                    figures[name].append(await _round(runner, streamed, events, concurrency))
+    return figures
+
+
+async def _round(
+    runner: af.Runner, streamed: bool, events: int, concurrency: int
+) -> dict[str, float]:
+    counts: list[int] = []
+    gc.collect()
+    c0, t0 = cpu_seconds(), time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for i in range(concurrency):
+            share = events // concurrency + (1 if i < events % concurrency else 0)
+            nursery.start_soon(_caller, runner, streamed, share, counts)
+    cpu, wall = cpu_seconds() - c0, time.perf_counter() - t0
     chunks = sum(counts)
     return {
         "cpu_us_per_chunk": cpu / chunks * 1e6,
@@ -136,12 +155,7 @@ async def _scenario(url: str, streamed: bool, events: int, concurrency: int) -> 
 
 
 def run(url: str, events: int, concurrency: int, repeat: int) -> list[dict[str, Any]]:
-    figures: dict[str, list[dict[str, float]]] = {"agent_only": [], "to_caller": []}
-    for i in range(repeat):
-        order = ("agent_only", "to_caller") if i % 2 == 0 else ("to_caller", "agent_only")
-        for name in order:
-            result = trio.run(_scenario, url, name == "to_caller", events, concurrency)
-            figures[name].append(result)
+    figures = trio.run(_rounds, url, events, concurrency, repeat)
     ratios = [
         s["cpu_us_per_chunk"] / b["cpu_us_per_chunk"]
         for b, s in zip(figures["agent_only"], figures["to_caller"], strict=True)
@@ -168,8 +182,8 @@ def run(url: str, events: int, concurrency: int, repeat: int) -> list[dict[str, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short run")
-    parser.add_argument("--events", type=int, default=1000)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--events", type=int, default=300, help="events per round")
+    parser.add_argument("--repeat", type=int, default=20, help="pairs of rounds")
     parser.add_argument("--chunks", type=int, default=64, help="K: chunks per streamed reply")
     parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 16])
     parser.add_argument("--serve-mock", action="store_true", help=argparse.SUPPRESS)
@@ -178,7 +192,7 @@ def main() -> None:
         trio.run(_serve_mock, args.chunks)
         return
     events = 200 if args.quick else args.events
-    repeat = 3 if args.quick else args.repeat
+    repeat = 6 if args.quick else args.repeat
     pinned = pin_to_core(0)
     rows: list[dict[str, Any]] = []
     with mock_child(args.chunks) as url:

@@ -91,6 +91,35 @@ async def test_a_slow_reader_holds_the_agent_back(autojump_clock: Any) -> None:
 
 
 @af.agent
+async def fan_out(ctx: af.Context, event: af.Event) -> int:
+    """Tasks that send at once through one small channel (tool calls running together)."""
+
+    async def send_many(task: int) -> None:
+        for i in range(50):
+            await _send(ToolCallStarted(f"{task}-{i}", str(task)))
+
+    async with trio.open_nursery() as nursery:
+        for task in range(3):
+            nursery.start_soon(send_many, task)
+    return 150
+
+
+async def test_senders_waiting_together_all_get_through(autojump_clock: Any) -> None:
+    async with af.Runner(_config(stream_buffer=2), agents={"fan": fan_out}) as runner:
+        async with runner.stream(af.Event("fan")) as items:
+            seen = []
+            async for item in items:
+                seen.append(item)
+                if len(seen) % 7 == 0:
+                    await trio.sleep(1)  # now and then a slow reader: every sender waits
+    calls = [item for item in seen if isinstance(item, ToolCallStarted)]
+    assert len(calls) == 150 and isinstance(seen[-1], FinalResult)
+    for task in "012":  # each sender's items in its own order
+        mine = [c.call_id for c in calls if c.name == task]
+        assert mine == [f"{task}-{i}" for i in range(50)]
+
+
+@af.agent
 async def forever(ctx: af.Context, event: af.Event) -> None:
     """Streams from a child task until cancelled; notes how its tasks ended."""
     ended: list[str] = event.data["ended"]
