@@ -99,7 +99,9 @@ def failure(
     info = ErrorInfo.from_exception(exc)
     if limit is not exc:
         info = ErrorInfo(type(limit).__qualname__, str(limit), info.traceback)
-    return AgentResult(Outcome.USAGE_LIMIT_EXCEEDED, None, info, event_id, agent, limit.usage)
+    # What the agent had done so far, when it said (tool_agent keeps its transcript there).
+    output = getattr(limit, "partial_output", None)
+    return AgentResult(Outcome.USAGE_LIMIT_EXCEEDED, output, info, event_id, agent, limit.usage)
 
 
 def escaped(exc: BaseException, nested: bool) -> AgentResult:

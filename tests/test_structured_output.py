@@ -285,8 +285,13 @@ async def test_a_wrapped_value_outside_result_is_re_asked_with_the_path() -> Non
 # Ollama has no tool_choice: a forced call cannot be asked for, so it is native only.
 @pytest.mark.parametrize(
     ("dialect", "mode"),
-    [("openai", "native"), ("openai", "tool"), ("azure", "native"), ("azure", "tool")]
-    + [("ollama", "native")],
+    [
+        ("openai", "native"),
+        ("openai", "tool"),
+        ("azure", "native"),
+        ("azure", "tool"),
+        ("ollama", "native"),
+    ],
 )
 async def test_unscripted_mock_answers_the_schema(dialect: str, mode: str) -> None:
     with trio.fail_after(TIMEOUT):

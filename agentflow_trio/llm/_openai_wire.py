@@ -177,7 +177,9 @@ def parse_chunk(data: Any, deployment: str) -> StreamChunk | None:
         used = usage(data.get("usage"))
         choices = data.get("choices")
         if not choices:
-            return StreamChunk("", (), None, used) if used is not None else None
+            if used is None:
+                return None
+            return StreamChunk("", (), None, used, data.get("model") or "")
         choice = choices[0]
         delta = choice.get("delta") or {}
         text = delta.get("content") or ""
@@ -187,9 +189,11 @@ def parse_chunk(data: Any, deployment: str) -> StreamChunk | None:
         refusal = delta.get("refusal") or ""
         if not text and not deltas and finish is None and used is None and not refusal:
             return None
+        # The model that answered is named on the closing chunks (usage and cost need it).
+        model = data.get("model") or "" if finish is not None or used is not None else ""
         if refusal:
-            return StreamChunk(text, deltas, finish, used, refusal=refusal)
-        return StreamChunk(text, deltas, finish, used)
+            return StreamChunk(text, deltas, finish, used, model, refusal=refusal)
+        return StreamChunk(text, deltas, finish, used, model)
     except _SHAPE_ERRORS as exc:
         raise shape_error(data, deployment, exc) from exc
 

@@ -21,7 +21,6 @@ from .base import new_call_id as new_call_id
 from .base import to_spec as to_spec
 from .base import tool as tool
 from .fanout import call_many as call_many
-from .loop import MAX_MESSAGES as MAX_MESSAGES
 from .loop import default_messages as default_messages
 from .loop import message_from_dict as message_from_dict
 from .loop import tool_agent as tool_agent
@@ -48,7 +47,6 @@ __all__ = [
     "CallSpec",
     "Fetch",
     "FunctionTool",
-    "MAX_MESSAGES",
     "OnError",
     "Page",
     "PageRequest",
