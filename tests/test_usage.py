@@ -121,6 +121,11 @@ async def test_a_token_limit_below_what_the_loop_needs_stops_it_before_the_next_
             first = await _run(mock, event, limits=UsageLimits(max_requests=1))
             assert first.outcome is af.Outcome.USAGE_LIMIT_EXCEEDED
             assert mock.stats().chat == 1
+            # The loop's transcript so far is kept: the question, the model's tool call
+            # and the tool's answer.
+            assert first.output is not None
+            roles = [m.role for m in first.output["transcript"]]
+            assert roles[:3] == ["user", "assistant", "tool"]
             assert first.usage is not None
             one_call = first.usage.total_tokens
             assert one_call == mock.stats().prompt_tokens + mock.stats().completion_tokens
