@@ -37,27 +37,39 @@ from .errors import ConfigError as ConfigError
 from .errors import LLMError as LLMError
 from .errors import LocalRateLimitError as LocalRateLimitError
 from .errors import MCPError as MCPError
+from .errors import OutputRefusedError as OutputRefusedError
+from .errors import OutputValidationError as OutputValidationError
 from .errors import Overloaded as Overloaded
 from .errors import QueueFull as QueueFull
 from .errors import ResultTimeout as ResultTimeout
 from .errors import RunnerClosed as RunnerClosed
 from .errors import RunnerError as RunnerError
+from .errors import SchemaValidationError as SchemaValidationError
 from .errors import ToolArgumentError as ToolArgumentError
 from .errors import ToolError as ToolError
 from .errors import UnknownAgent as UnknownAgent
 from .errors import UnknownTool as UnknownTool
+from .errors import UsageLimitExceeded as UsageLimitExceeded
 from .events import AgentResult as AgentResult
 from .events import ErrorInfo as ErrorInfo
 from .events import Event as Event
 from .events import Outcome as Outcome
 from .orchestrators import collaborate as collaborate
 from .orchestrators import route as route
+from .progress import FinalResult as FinalResult
+from .progress import PartialOutput as PartialOutput
+from .progress import ProgressItem as ProgressItem
+from .progress import TextDelta as TextDelta
+from .progress import ToolCallFinished as ToolCallFinished
+from .progress import ToolCallStarted as ToolCallStarted
 from .runner import EventHandle as EventHandle
 from .runner import Runner as Runner
 from .runner import RunnerStatistics as RunnerStatistics
 from .services import Services as Services
 from .state import SessionStore as SessionStore
 from .state import State as State
+from .usage import RunUsage as RunUsage
+from .usage import UsageLimits as UsageLimits
 
 if TYPE_CHECKING:
     from .distributed import RemoteRunner as RemoteRunner
@@ -68,6 +80,7 @@ if TYPE_CHECKING:
     from .llm import FakeProvider as FakeProvider
     from .llm import LLMClient as LLMClient
     from .llm import Message as Message
+    from .llm import OutputStream as OutputStream
     from .llm import Provider as Provider
     from .llm import Router as Router
     from .llm import RouterStatistics as RouterStatistics
@@ -82,6 +95,7 @@ if TYPE_CHECKING:
     from .llm import tool_message as tool_message
     from .llm import user as user
     from .mcp import MCPManager as MCPManager
+    from .schema import TypeSchema as TypeSchema
     from .tools import BoundTools as BoundTools
     from .tools import FunctionTool as FunctionTool
     from .tools import ToolRegistry as ToolRegistry
@@ -109,6 +123,7 @@ _LAZY: dict[str, str] = {
     "tool_agent": "agentflow_trio.tools",
     "walk_pages": "agentflow_trio.tools",
     "MCPManager": "agentflow_trio.mcp",
+    "TypeSchema": "agentflow_trio.schema",
 }
 _LAZY |= {name: "agentflow_trio.distributed" for name in ("RemoteRunner", "Worker", "run_worker")}
 _LAZY |= {
@@ -119,6 +134,7 @@ _LAZY |= {
         "FakeProvider",
         "LLMClient",
         "Message",
+        "OutputStream",
         "Provider",
         "Router",
         "RouterStatistics",
@@ -164,6 +180,7 @@ __all__ = [
     "Event",
     "EventHandle",
     "FakeProvider",
+    "FinalResult",
     "FunctionTool",
     "Hooks",
     "LLMClient",
@@ -175,30 +192,43 @@ __all__ = [
     "MCPServerConfig",
     "Message",
     "Outcome",
+    "OutputRefusedError",
+    "OutputStream",
+    "OutputValidationError",
     "Overloaded",
+    "PartialOutput",
+    "ProgressItem",
     "Provider",
     "QueueFull",
     "RemoteRunner",
     "ResultTimeout",
     "Router",
     "RouterStatistics",
+    "RunUsage",
     "Runner",
     "RunnerClosed",
     "RunnerError",
     "RunnerStatistics",
+    "SchemaValidationError",
     "Services",
     "SessionStore",
     "State",
     "StreamChunk",
+    "TextDelta",
     "ToolArgumentError",
     "ToolCall",
+    "ToolCallFinished",
+    "ToolCallStarted",
     "ToolError",
     "ToolRegistry",
     "ToolResult",
     "ToolSpec",
+    "TypeSchema",
     "UnknownAgent",
     "UnknownTool",
     "Usage",
+    "UsageLimitExceeded",
+    "UsageLimits",
     "Worker",
     "__version__",
     "agent",
