@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -65,13 +65,18 @@ def table(rows: Iterable[Mapping[str, Any]], columns: list[str]) -> None:
 
 
 @contextmanager
-def mock_process(latency_ms: float = 0.0) -> Iterator[str]:
-    """Start the mock LLM in a child process pinned to core 1; yield its URL; stop it by PID."""
+def mock_process(latency_ms: float = 0.0, *, command: Sequence[str] | None = None) -> Iterator[str]:
+    """Start the mock LLM in a child process pinned to core 1; yield its URL; stop it by PID.
+
+    ``command`` runs instead of ``agentcli mock-llm`` (``latency_ms`` then unused), for a
+    mock the CLI cannot configure; it must print the same ``listening on URL`` line.
+    """
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    command = [sys.executable, "-m", "agentflow_trio.cli", "mock-llm", "--port", "0"]
-    command += ["--latency-ms", str(latency_ms)]
-    if (os.cpu_count() or 1) < 2:  # PreciseClock polls: on one core it would slow the client
-        command.append("--coarse-timers")
+    if command is None:
+        command = [sys.executable, "-m", "agentflow_trio.cli", "mock-llm", "--port", "0"]
+        command += ["--latency-ms", str(latency_ms)]
+        if (os.cpu_count() or 1) < 2:  # PreciseClock polls: on one core it would slow the client
+            command.append("--coarse-timers")
     child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     try:
         assert child.stdout is not None

@@ -33,20 +33,16 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import re
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import trio
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from _common import ROOT, cpu_seconds, emit, pin_to_core, table
+from _common import cpu_seconds, emit, mock_process, pin_to_core, table
 
 import agentflow_trio as af
 from agentflow_trio.config import LLMConfig, RetryConfig
@@ -63,30 +59,6 @@ async def _serve_mock(chunks: int) -> None:
     async with open_mock_llm(config) as mock:
         print(f"mock LLM listening on {mock.url}", flush=True)
         await trio.sleep_forever()
-
-
-@contextmanager
-def mock_child(chunks: int) -> Iterator[str]:
-    """This script serving the mock in a child process pinned to core 1; its URL."""
-    command = [sys.executable, __file__, "--serve-mock", "--chunks", str(chunks)]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-    try:
-        assert child.stdout is not None
-        line = child.stdout.readline()
-        match = re.search(r"listening on (http://\S+)", line)
-        if match is None:
-            raise RuntimeError(f"mock LLM did not start: {line!r}")
-        if (os.cpu_count() or 1) > 1 and hasattr(os, "sched_setaffinity"):
-            os.sched_setaffinity(child.pid, {1})
-        yield match.group(1)
-    finally:
-        child.terminate()
-        try:
-            child.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
 
 
 @af.agent
@@ -195,7 +167,8 @@ def main() -> None:
     repeat = 6 if args.quick else args.repeat
     pinned = pin_to_core(0)
     rows: list[dict[str, Any]] = []
-    with mock_child(args.chunks) as url:
+    command = [sys.executable, __file__, "--serve-mock", "--chunks", str(args.chunks)]
+    with mock_process(command=command) as url:
         for concurrency in args.concurrency:
             for row in run(url, events, concurrency, repeat):
                 row["pinned_one_core"] = pinned
