@@ -1,16 +1,18 @@
-"""Helpers shared by the bench scripts: CPU time, pinning, JSON lines and a table."""
+"""Helpers shared by the bench scripts: CPU time, pinning, a call driver, JSON lines, a table."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
 import resource
 import socket
+import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,8 @@ import httptools
 import trio
 
 ROOT = Path(__file__).resolve().parents[1]
+Call = Callable[[int], Awaitable[Any]]
+"""One benchmarked call; its argument keeps the request unique."""
 
 
 def cpu_seconds() -> float:
@@ -45,6 +49,32 @@ def measure(fn: Callable[[], int]) -> dict[str, float]:
         "wall_s": round(wall, 4),
         "ops_per_s": round(ops / wall, 1),
         "cpu_us_per_op": round(cpu / ops * 1e6, 3),
+    }
+
+
+async def drive(call: Call, calls: int, concurrency: int, offset: int = 0) -> dict[str, float]:
+    """``calls`` calls (``call(offset + i)``) from ``concurrency`` tasks; wall and CPU over
+    exactly that window. A fresh ``offset`` per run keeps every run's requests unique."""
+    counter = itertools.count()
+
+    async def worker() -> None:
+        while (i := next(counter)) < calls:
+            await call(offset + i)
+
+    c0, t0 = cpu_seconds(), time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(concurrency):
+            nursery.start_soon(worker)
+    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    return {"calls_per_s": calls / wall, "cpu_us_per_call": cpu / calls * 1e6}
+
+
+def median_figures(runs: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    """The median calls per second and CPU microseconds per call of ``drive`` runs."""
+    runs = list(runs)
+    return {
+        "calls_per_s": round(statistics.median(r["calls_per_s"] for r in runs), 1),
+        "cpu_us_per_call": round(statistics.median(r["cpu_us_per_call"] for r in runs), 1),
     }
 
 

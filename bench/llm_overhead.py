@@ -21,11 +21,7 @@ stack_miss CPU per call over bare CPU per call at the same concurrency (target <
 from __future__ import annotations
 
 import argparse
-import itertools
-import statistics
 import sys
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,31 +34,13 @@ sys.path.insert(0, str(ROOT))
 
 from agentflow_trio.config import LLMConfig, PerformanceConfig, RateLimitConfig  # noqa: E402
 from agentflow_trio.llm import LLMClient, open_provider, user  # noqa: E402
-from bench._common import cpu_seconds, emit, mock_process, pin_to_core, table  # noqa: E402
+from bench._common import Call, drive, emit, median_figures, mock_process, pin_to_core, table  # noqa: E402
 
 TARGET = 1.2
 PROMPT = "Summarise the benchmark results in one sentence, please."
 
 
-async def drive(
-    call: Callable[[int], Awaitable[Any]], calls: int, concurrency: int
-) -> dict[str, Any]:
-    """Make ``calls`` calls from ``concurrency`` tasks; wall and CPU over exactly that window."""
-    counter = itertools.count()
-
-    async def worker() -> None:
-        while (i := next(counter)) < calls:
-            await call(i)
-
-    c0, t0 = cpu_seconds(), time.perf_counter()
-    async with trio.open_nursery() as nursery:
-        for _ in range(concurrency):
-            nursery.start_soon(worker)
-    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
-    return {"calls_per_s": calls / wall, "cpu_us_per_call": cpu / calls * 1e6}
-
-
-def bare_caller(client: httpx2.AsyncClient, url: str) -> Callable[[int], Awaitable[Any]]:
+def bare_caller(client: httpx2.AsyncClient, url: str) -> Call:
     headers = {"content-type": "application/json", "authorization": "Bearer sk-bench"}
 
     async def call(i: int) -> Any:
@@ -74,7 +52,7 @@ def bare_caller(client: httpx2.AsyncClient, url: str) -> Callable[[int], Awaitab
     return call
 
 
-def stack_caller(llm: LLMClient, *, unique: bool) -> Callable[[int], Awaitable[Any]]:
+def stack_caller(llm: LLMClient, *, unique: bool) -> Call:
     async def call(i: int) -> Any:
         text = f"{PROMPT} {i}" if unique else PROMPT
         return (await llm.complete([user(text)])).text
@@ -116,11 +94,11 @@ async def run(url: str, calls: int, repeat: int, concurrencies: list[int]) -> li
         for concurrency in concurrencies:
             samples: dict[str, list[dict[str, Any]]] = {name: [] for name in callers}
             for call in callers.values():  # warm-up: connections, caches, code paths
-                await drive(_shifted(call, offset), min(calls, 200), concurrency)
+                await drive(call, min(calls, 200), concurrency, offset)
                 offset += 1_000_000
             for _ in range(repeat):
                 for name, call in callers.items():
-                    samples[name].append(await drive(_shifted(call, offset), calls, concurrency))
+                    samples[name].append(await drive(call, calls, concurrency, offset))
                     offset += 1_000_000
             by_name = {}
             for name, runs in samples.items():
@@ -129,10 +107,7 @@ async def run(url: str, calls: int, repeat: int, concurrencies: list[int]) -> li
                     "concurrency": concurrency,
                     "calls": calls,
                     "repeats": repeat,
-                    "calls_per_s": round(statistics.median(r["calls_per_s"] for r in runs), 1),
-                    "cpu_us_per_call": round(
-                        statistics.median(r["cpu_us_per_call"] for r in runs), 1
-                    ),
+                    **median_figures(runs),
                 }
                 by_name[name] = row
                 rows.append(row)
@@ -151,13 +126,6 @@ async def run(url: str, calls: int, repeat: int, concurrencies: list[int]) -> li
         assert stats.cache is not None and stats.cache.hits > 0
         assert stats.breaker is not None and stats.breaker.failures == 0
     return rows
-
-
-def _shifted(call: Callable[[int], Awaitable[Any]], offset: int) -> Callable[[int], Awaitable[Any]]:
-    async def shifted(i: int) -> Any:
-        return await call(i + offset)
-
-    return shifted
 
 
 def main() -> None:

@@ -29,11 +29,8 @@ with the range of the repeats.
 from __future__ import annotations
 
 import argparse
-import itertools
 import statistics
 import sys
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +44,7 @@ if str(ROOT) not in sys.path:
 from agentflow_trio.config import LLMConfig  # noqa: E402
 from agentflow_trio.errors import OutputValidationError  # noqa: E402
 from agentflow_trio.llm import LLMClient, open_llm_client, user  # noqa: E402
-from bench._common import cpu_seconds, emit, mock_process, pin_to_core, table  # noqa: E402
+from bench._common import Call, drive, emit, median_figures, mock_process, pin_to_core, table  # noqa: E402
 
 TARGET = 1.15
 PROMPT = "Name one large city and its population, please."
@@ -57,25 +54,6 @@ PROMPT = "Name one large city and its population, please."
 class City:
     name: str
     population: int
-
-
-Call = Callable[[int], Awaitable[Any]]
-
-
-async def drive(call: Call, calls: int, concurrency: int) -> dict[str, float]:
-    """``calls`` calls from ``concurrency`` tasks; wall and CPU over exactly that window."""
-    counter = itertools.count()
-
-    async def worker() -> None:
-        while (i := next(counter)) < calls:
-            await call(i)
-
-    c0, t0 = cpu_seconds(), time.perf_counter()
-    async with trio.open_nursery() as nursery:
-        for _ in range(concurrency):
-            nursery.start_soon(worker)
-    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
-    return {"calls_per_s": calls / wall, "cpu_us_per_call": cpu / calls * 1e6}
 
 
 def callers(llm: LLMClient, prompted: bool) -> dict[str, Call]:
@@ -117,12 +95,12 @@ async def run(
         for concurrency in concurrencies:
             samples: dict[str, list[dict[str, float]]] = {name: [] for name in scenarios}
             for call in scenarios.values():  # warm-up: connections, plans, code paths
-                await drive(_shifted(call, offset), min(calls, 300), concurrency)
+                await drive(call, min(calls, 300), concurrency, offset)
                 offset += 1_000_000
             order = list(scenarios)
             for index in range(repeat):
                 for name in order if index % 2 == 0 else reversed(order):
-                    result = await drive(_shifted(scenarios[name], offset), calls, concurrency)
+                    result = await drive(scenarios[name], calls, concurrency, offset)
                     samples[name].append(result)
                     offset += 1_000_000
             for name, runs in samples.items():
@@ -131,10 +109,7 @@ async def run(
                     "concurrency": concurrency,
                     "calls": calls,
                     "repeats": repeat,
-                    "calls_per_s": round(statistics.median(r["calls_per_s"] for r in runs), 1),
-                    "cpu_us_per_call": round(
-                        statistics.median(r["cpu_us_per_call"] for r in runs), 1
-                    ),
+                    **median_figures(runs),
                 }
                 rows.append(row)
                 emit(row)
@@ -153,13 +128,6 @@ async def run(
                 rows.append(row)
                 emit(row)
     return rows
-
-
-def _shifted(call: Call, offset: int) -> Call:
-    async def shifted(i: int) -> Any:
-        return await call(i + offset)
-
-    return shifted
 
 
 def main() -> None:

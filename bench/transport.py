@@ -27,12 +27,8 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import itertools
 import pstats
-import statistics
 import sys
-import time
-from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -50,28 +46,11 @@ from agentflow_trio.llm._lean import LeanSession, LeanTransport, PoolSettings  #
 from agentflow_trio.llm._open_session import open_http_session  # noqa: E402
 from agentflow_trio.llm.openai import OpenAIProvider, openai_headers  # noqa: E402
 from agentflow_trio.llm.types import ChatRequest  # noqa: E402
-from bench._common import cpu_seconds, emit, mock_process, pin_to_core, table  # noqa: E402
+from bench._common import Call, drive, emit, median_figures, mock_process, pin_to_core, table  # noqa: E402
 
 PROMPT = "Summarise the benchmark results in one sentence, please."
 SCENARIOS = ("bare_httpx2", "lean_raw", "httpx2_on_lean", "stack_httpx2", "stack_lean")
 MAX_CONNECTIONS = 256
-Call = Callable[[int], Awaitable[Any]]
-
-
-async def drive(call: Call, calls: int, concurrency: int, offset: int) -> dict[str, float]:
-    """``calls`` calls from ``concurrency`` tasks; wall and CPU over exactly that window."""
-    counter = itertools.count()
-
-    async def worker() -> None:
-        while (i := next(counter)) < calls:
-            await call(offset + i)
-
-    c0, t0 = cpu_seconds(), time.perf_counter()
-    async with trio.open_nursery() as nursery:
-        for _ in range(concurrency):
-            nursery.start_soon(worker)
-    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
-    return {"calls_per_s": calls / wall, "cpu_us_per_call": cpu / calls * 1e6}
 
 
 def _body(i: int) -> bytes:
@@ -188,10 +167,7 @@ async def run_latency(
                     "latency_ms": latency_ms,
                     "concurrency": concurrency,
                     "calls": calls,
-                    "calls_per_s": round(statistics.median(r["calls_per_s"] for r in runs), 1),
-                    "cpu_us_per_call": round(
-                        statistics.median(r["cpu_us_per_call"] for r in runs), 1
-                    ),
+                    **median_figures(runs),
                 }
                 if latency_ms > 0:
                     row["little_bound"] = round(concurrency / (latency_ms / 1000), 1)
