@@ -294,24 +294,8 @@ _PERCENTILE_LABELS: Final = ("50%", "90%", "99%", "99.9%", "99.99%", "99.999%", 
 def _distribution_chart(run: Mapping[str, Any]) -> dict[str, Any]:
     """The whole run's HDR percentile curve, on a log scale of 1 / (1 - percentile)."""
     curve = run.get("latency_curve") or {}
-    line = {"color": _COLOURS["p99_ms"]}
-    trace = {
-        **_trace("latency", "latency_curve.one_in", "latency_curve.latency_ms", run, line=line),
-        "customdata": list(curve.get("percentile", [])),
-        "hovertemplate": "p%{customdata:.4f}: %{y:.3f} ms<extra></extra>",
-    }
-    xaxis = {
-        "type": "log",
-        "tickvals": list(_PERCENTILE_TICKS),
-        "ticktext": list(_PERCENTILE_LABELS),
-        "title": {"text": "percentile (log scale)"},
-    }
-    layout = _layout(
-        "Latency distribution (HDR percentile curve)",
-        "percentile (log scale of 1 / (1 - percentile))",
-        "milliseconds",
-        xaxis=xaxis,
-    )
+    trace = _curve_trace("latency", "latency_curve", curve, run, _COLOURS["p99_ms"], "")
+    layout = _percentile_layout("Latency distribution (HDR percentile curve)")
     return {"data": [trace], "layout": layout}
 
 
@@ -326,28 +310,37 @@ def streaming_figures(run: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         curve = streaming.get(f"{kind}_curve") or {}
         if not curve.get("latency_ms"):
             continue
-        line = {"color": _COLOURS[kind]}
-        x, y = f"streaming.{kind}_curve.one_in", f"streaming.{kind}_curve.latency_ms"
-        traces.append(
-            {
-                **_trace(label, x, y, run, line=line),
-                "customdata": list(curve.get("percentile", [])),
-                "hovertemplate": f"{label} p%{{customdata:.4f}}: %{{y:.3f}} ms<extra></extra>",
-            }
-        )
+        path = f"streaming.{kind}_curve"
+        traces.append(_curve_trace(label, path, curve, run, _COLOURS[kind], f"{label} "))
+    layout = _percentile_layout(
+        "Streaming: time to first token and inter-token latency (HDR percentile curves)"
+    )
+    return {"chart-streaming": {"data": traces, "layout": layout}}
+
+
+def _curve_trace(
+    label: str, path: str, curve: Mapping[str, Any], run: Mapping[str, Any], colour: str, hover: str
+) -> dict[str, Any]:
+    """The HDR percentile curve at ``path`` in ``run`` (``curve``: its value) as a trace,
+    the hover text led by ``hover``."""
+    return {
+        **_trace(label, f"{path}.one_in", f"{path}.latency_ms", run, line={"color": colour}),
+        "customdata": list(curve.get("percentile", [])),
+        "hovertemplate": f"{hover}p%{{customdata:.4f}}: %{{y:.3f}} ms<extra></extra>",
+    }
+
+
+def _percentile_layout(title: str) -> dict[str, Any]:
+    """A layout whose x axis is the percentile, on a log scale of 1 / (1 - percentile)."""
     xaxis = {
         "type": "log",
         "tickvals": list(_PERCENTILE_TICKS),
         "ticktext": list(_PERCENTILE_LABELS),
         "title": {"text": "percentile (log scale)"},
     }
-    layout = _layout(
-        "Streaming: time to first token and inter-token latency (HDR percentile curves)",
-        "percentile (log scale of 1 / (1 - percentile))",
-        "milliseconds",
-        xaxis=xaxis,
+    return _layout(
+        title, "percentile (log scale of 1 / (1 - percentile))", "milliseconds", xaxis=xaxis
     )
-    return {"chart-streaming": {"data": traces, "layout": layout}}
 
 
 def _errors_chart(run: Mapping[str, Any], shapes: list[Any]) -> dict[str, Any]:
