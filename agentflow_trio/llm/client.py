@@ -138,11 +138,9 @@ class LLMClient:
             return await _metering.complete(self.provider, _request(messages, fields))
         mode, retries = self._settings(output_mode, output_retries)
         plan = plan_for(output_type)
-        if isinstance(messages, ChatRequest) or not shape_fields(fields, plan, mode):
-            request = _request(messages, fields)
-            return await complete_output(self.provider, request, plan, mode, retries)
-        request = _request(messages, fields)  # built once, the mode's fields in it
-        return await complete_output(self.provider, request, plan, mode, retries, shaped=True)
+        shaped = not isinstance(messages, ChatRequest) and shape_fields(fields, plan, mode)
+        request = _request(messages, fields)  # shaped: built once, the mode's fields in it
+        return await complete_output(self.provider, request, plan, mode, retries, shaped=shaped)
 
     def stream(
         self, messages: Messages, **fields: Any
