@@ -95,8 +95,8 @@ def test_cache_key_is_canonical() -> None:
 
 
 def test_with_model_and_the_cache_key_keep_every_field() -> None:
-    """A field added to `ChatRequest` must reach `with_model` (the router's copy) and the
-    cache key; ``response_format`` (structured output) included."""
+    """A field added to `ChatRequest` must reach `with_model` (the router's copy, on its
+    hot path) and the cache key; ``response_format`` (structured output) included."""
     values = {
         "messages": (user("hi"),),
         "model": "group",
