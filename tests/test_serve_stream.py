@@ -31,6 +31,10 @@ from agentflow_trio.tools import ToolRegistry, tool, tool_agent
 
 TIMEOUT = 10
 REPLY = "It is eighteen degrees in Oslo and sunny all day."
+OSLO_CALL = MockReply(tool_calls=(MockToolCall("weather", {"city": "Oslo"}, id="w1"),))
+NEVER_ASKED = MockReply(text="never asked for")
+STALLED = MockReply(text=REPLY, fault=Fault("stall", after_chunks=2))
+"""The role chunk and the first piece of ``REPLY``, then nothing until the client leaves."""
 
 
 @tool
@@ -41,9 +45,12 @@ async def weather(city: str) -> dict[str, Any]:
 
 @asynccontextmanager
 async def served_agent(
-    agent: af.Agent, config: af.Config | None = None, **mock_options: Any
+    agent: af.Agent | None = None, config: af.Config | None = None, **mock_options: Any
 ) -> AsyncIterator[tuple[MockLLM, Runner, httpx2.AsyncClient]]:
-    """The mock LLM, a runner with ``agent`` as ``"ask"`` on it, served over HTTP."""
+    """The mock LLM, a runner with ``agent`` as ``"ask"`` on it (by default a tool agent
+    with the ``weather`` tool), served over HTTP."""
+    if agent is None:
+        agent = tool_agent(tools=ToolRegistry([weather]))
     async with (
         open_mock_llm(**mock_options) as mock,
         open_provider(mock_llm_config(mock, retry=RetryConfig(enabled=False))) as provider,
@@ -83,14 +90,10 @@ def ended(runner: Runner) -> trio.MemoryReceiveChannel[af.AgentResult]:
 
 
 async def test_a_streamed_event_sends_text_tool_calls_and_the_result_last() -> None:
-    agent = tool_agent(tools=ToolRegistry([weather]))
     body = {"type": "ask", "data": {"query": "Weather in Oslo?"}}
     with trio.fail_after(TIMEOUT):
-        async with served_agent(agent, stream_chunks=6) as (mock, _runner, client):
-            script = (
-                MockReply(tool_calls=(MockToolCall("weather", {"city": "Oslo"}, id="w1"),)),
-                MockReply(text=REPLY),
-            )
+        async with served_agent(stream_chunks=6) as (mock, _runner, client):
+            script = (OSLO_CALL, MockReply(text=REPLY))
             mock.script(*script)
             async with client.stream("POST", "/v1/events?stream=true", json=body) as response:
                 assert response.status_code == 200
@@ -130,11 +133,10 @@ async def test_the_first_delta_comes_before_the_last_chunk_and_leaving_cancels_t
     # The mock sends the first two SSE events of the reply (its role chunk and the first
     # piece of text), then nothing more until the client leaves: whatever text the caller
     # sees came before the model's last chunk was sent.
-    agent = tool_agent(tools=ToolRegistry([weather]))
     with trio.fail_after(TIMEOUT):
-        async with served_agent(agent, stream_chunks=8) as (mock, runner, client):
+        async with served_agent(stream_chunks=8) as (mock, runner, client):
             results = ended(runner)
-            mock.script(MockReply(text=REPLY, fault=Fault("stall", after_chunks=2)))
+            mock.script(STALLED)
             body = {"type": "ask", "data": {"query": "Weather?"}}
             headers = {"accept": "text/event-stream"}
             async with client.stream("POST", "/v1/events", json=body, headers=headers) as response:
@@ -169,7 +171,7 @@ async def test_leaving_while_a_tool_runs_cancels_it_and_the_next_model_call_is_n
             results = ended(runner)
             mock.script(
                 MockReply(tool_calls=(MockToolCall("lookup", {"q": "x"}, id="l1"),)),
-                MockReply(text="never asked for"),
+                NEVER_ASKED,
             )
             body = {"type": "ask", "data": {"query": "look it up"}}
             async with client.stream("POST", "/v1/events?stream=1", json=body) as response:
@@ -183,11 +185,10 @@ async def test_leaving_while_a_tool_runs_cancels_it_and_the_next_model_call_is_n
 
 
 async def test_a_raw_socket_client_that_hangs_up_cancels_the_event() -> None:
-    agent = tool_agent(tools=ToolRegistry([weather]))
     with trio.fail_after(TIMEOUT):
-        async with served_agent(agent, stream_chunks=8) as (mock, runner, client):
+        async with served_agent(stream_chunks=8) as (mock, runner, client):
             results = ended(runner)
-            mock.script(MockReply(text=REPLY, fault=Fault("stall", after_chunks=2)))
+            mock.script(STALLED)
             port = client.base_url.port
             body = b'{"type": "ask", "data": {"query": "hi"}}'
             request = (
@@ -210,13 +211,9 @@ async def test_a_raw_socket_client_that_hangs_up_cancels_the_event() -> None:
 
 
 async def test_body_limits_end_the_event_usage_limit_exceeded_with_its_usage() -> None:
-    agent = tool_agent(tools=ToolRegistry([weather]))
     with trio.fail_after(TIMEOUT):
-        async with served_agent(agent) as (mock, _runner, client):
-            mock.script(
-                MockReply(tool_calls=(MockToolCall("weather", {"city": "Oslo"}, id="w1"),)),
-                MockReply(text="never asked for"),
-            )
+        async with served_agent() as (mock, _runner, client):
+            mock.script(OSLO_CALL, NEVER_ASKED)
             body = {"type": "ask", "data": {"query": "Oslo?"}, "limits": {"max_requests": 1}}
             answer = await client.post("/v1/events", json=body)
             stats = mock.stats()
@@ -232,13 +229,9 @@ async def test_body_limits_end_the_event_usage_limit_exceeded_with_its_usage() -
 
 async def test_body_limits_only_tighten_the_servers_own() -> None:
     config = af.Config.from_mapping({"limits": {"max_requests": 1}})
-    agent = tool_agent(tools=ToolRegistry([weather]))
     with trio.fail_after(TIMEOUT):
-        async with served_agent(agent, config) as (mock, _runner, client):
-            mock.script(
-                MockReply(tool_calls=(MockToolCall("weather", {"city": "Oslo"}, id="w1"),)),
-                MockReply(text="never asked for"),
-            )
+        async with served_agent(config=config) as (mock, _runner, client):
+            mock.script(OSLO_CALL, NEVER_ASKED)
             loose = {"type": "ask", "data": {"query": "Oslo?"}, "limits": {"max_requests": 50}}
             answer = (await client.post("/v1/events", json=loose)).json()
             assert mock.stats().requests == 1
@@ -246,13 +239,9 @@ async def test_body_limits_only_tighten_the_servers_own() -> None:
 
 
 async def test_a_streamed_event_over_its_limit_ends_with_that_result() -> None:
-    agent = tool_agent(tools=ToolRegistry([weather]))
     with trio.fail_after(TIMEOUT):
-        async with served_agent(agent) as (mock, _runner, client):
-            mock.script(
-                MockReply(tool_calls=(MockToolCall("weather", {"city": "Oslo"}, id="w1"),)),
-                MockReply(text="never asked for"),
-            )
+        async with served_agent() as (mock, _runner, client):
+            mock.script(OSLO_CALL, NEVER_ASKED)
             body = {"type": "ask", "data": {"query": "Oslo?"}, "limits": {"max_requests": 1}}
             async with client.stream("POST", "/v1/events?stream=true", json=body) as response:
                 events = [e async for e in sse_events(response.aiter_lines())]
@@ -277,7 +266,7 @@ async def test_a_streamed_event_over_its_limit_ends_with_that_result() -> None:
 )
 async def test_bad_limits_get_400_naming_the_key(limits: Any, reason: str) -> None:
     with trio.fail_after(TIMEOUT):
-        async with served_agent(tool_agent(tools=ToolRegistry([weather]))) as (_, runner, c):
+        async with served_agent() as (_, runner, c):
             body = {"type": "ask", "data": {"query": "x"}, "limits": limits}
             answer = await c.post("/v1/events?stream=true", json=body)
             assert answer.status_code == 400
@@ -321,10 +310,9 @@ def test_a_text_delta_frame_is_one_data_line_of_strict_json(text: str) -> None:
 
 
 async def test_a_refused_stream_request_is_answered_json_before_any_event() -> None:
-    agent = tool_agent(tools=ToolRegistry([weather]))
     sse = {"accept": "text/event-stream"}
     with trio.fail_after(TIMEOUT):
-        async with served_agent(agent) as (_, runner, client):
+        async with served_agent() as (_, runner, client):
             plain = {**sse, "content-type": "text/plain"}
             wrong_type = await client.post("/v1/events", content=b"{}", headers=plain)
             unknown = await client.post("/v1/events", json={"type": "nobody"}, headers=sse)
