@@ -12,18 +12,15 @@ from typing import Any
 
 import pytest
 import trio
+from _mock_agent import call_on_mock
 
 import agentflow_trio as af
-from agentflow_trio.config import RetryConfig
-from agentflow_trio.llm import FakeProvider, LLMClient, open_provider
+from agentflow_trio.llm import FakeProvider
 from agentflow_trio.llm.types import ChatRequest, ChatResponse, Message, ToolCall
-from agentflow_trio.mockllm import MockReply, MockToolCall, open_mock_llm
-from agentflow_trio.testing import mock_llm_config
+from agentflow_trio.mockllm import MockReply, MockToolCall
 from agentflow_trio.tools import ToolRegistry, tool, tool_agent
 
 TIMEOUT = 10
-
-NO_RETRY = RetryConfig(enabled=False)
 
 
 def make_tools(barrier_size: int = 0) -> tuple[ToolRegistry, list[str]]:
@@ -79,21 +76,18 @@ async def test_end_to_end_over_http_against_the_mock_llm(dialect: str) -> None:
     registry, log = make_tools(barrier_size=2)  # both tools must be running at once
     agent = tool_agent(tools=registry, system="You are helpful.", max_parallel_tools=4)
     with trio.fail_after(TIMEOUT):
-        async with (
-            open_mock_llm() as mock,
-            open_provider(mock_llm_config(mock, dialect, retry=NO_RETRY)) as provider,
-        ):
-            mock.script(
-                MockReply(
-                    tool_calls=(
-                        MockToolCall("search", {"q": "trio"}, id="call_s"),
-                        MockToolCall("weather", {"city": "Paris"}, id="call_w"),
-                    )
-                ),
-                MockReply(text="Trio is nice and Paris is 18C."),
-            )
-            async with af.Runner(agents={"ask": agent}, llm=LLMClient(provider)) as runner:
-                result = await runner.call(af.Event("ask", {"query": "trio? weather?"}))
+        result, mock = await call_on_mock(
+            agent,
+            af.Event("ask", {"query": "trio? weather?"}),
+            MockReply(
+                tool_calls=(
+                    MockToolCall("search", {"q": "trio"}, id="call_s"),
+                    MockToolCall("weather", {"city": "Paris"}, id="call_w"),
+                )
+            ),
+            MockReply(text="Trio is nice and Paris is 18C."),
+            dialect=dialect,
+        )
 
     assert result.succeeded, result.error
     assert result.output["text"] == "Trio is nice and Paris is 18C."
@@ -125,24 +119,20 @@ async def test_bad_calls_over_http_each_get_an_error_tool_message() -> None:
     registry, _ = make_tools()
     agent = tool_agent(tools=registry)
     with trio.fail_after(TIMEOUT):
-        async with (
-            open_mock_llm() as mock,
-            open_provider(mock_llm_config(mock, retry=NO_RETRY)) as provider,
-        ):
-            mock.script(
-                MockReply(
-                    tool_calls=(
-                        MockToolCall("search", {"q": 42}, id="c_type"),
-                        MockToolCall("weather", {}, id="c_missing"),
-                        MockToolCall("weather", {"city": "X", "zip": 1}, id="c_extra"),
-                        MockToolCall("teleport", {"to": "Mars"}, id="c_unknown"),
-                        MockToolCall("explode", {}, id="c_raise"),
-                    )
-                ),
-                MockReply(text="Sorry, I could not do it."),
-            )
-            async with af.Runner(agents={"ask": agent}, llm=LLMClient(provider)) as runner:
-                result = await runner.call(af.Event("ask", {"query": "go"}))
+        result, mock = await call_on_mock(
+            agent,
+            af.Event("ask", {"query": "go"}),
+            MockReply(
+                tool_calls=(
+                    MockToolCall("search", {"q": 42}, id="c_type"),
+                    MockToolCall("weather", {}, id="c_missing"),
+                    MockToolCall("weather", {"city": "X", "zip": 1}, id="c_extra"),
+                    MockToolCall("teleport", {"to": "Mars"}, id="c_unknown"),
+                    MockToolCall("explode", {}, id="c_raise"),
+                )
+            ),
+            MockReply(text="Sorry, I could not do it."),
+        )
     assert result.succeeded and result.output["text"] == "Sorry, I could not do it."
     tool_msgs = [m for m in mock.received[1]["messages"] if m["role"] == "tool"]
     assert [m["tool_call_id"] for m in tool_msgs] == [

@@ -17,19 +17,16 @@ import annotated_types as at
 import attrs
 import pytest
 import trio
+from _mock_agent import call_on_mock
 
 import agentflow_trio as af
-from agentflow_trio.config import RetryConfig
-from agentflow_trio.llm import LLMClient, open_provider
-from agentflow_trio.mockllm import MockReply, MockToolCall, open_mock_llm
-from agentflow_trio.testing import mock_llm_config
+from agentflow_trio.mockllm import MockReply, MockToolCall
 from agentflow_trio.tools import ToolRegistry, tool_agent
 from agentflow_trio.tools._schema import ArgumentConversionError
 
 pydantic = pytest.importorskip("pydantic")
 
 TIMEOUT = 10
-NO_RETRY = RetryConfig(enabled=False)
 
 
 class Address(pydantic.BaseModel):
@@ -245,30 +242,22 @@ async def test_a_type_refusing_its_value_is_invalid_arguments_naming_the_field(
 async def test_tool_agent_sends_the_structured_error_back_to_the_model() -> None:
     agent = tool_agent(tools=registry())
     with trio.fail_after(TIMEOUT):
-        async with (
-            open_mock_llm() as mock,
-            open_provider(mock_llm_config(mock, retry=NO_RETRY)) as provider,
-        ):
-            mock.script(
-                MockReply(
-                    tool_calls=(
-                        MockToolCall(
-                            "place_order", {"order": GOOD_ORDER, "quantity": 0}, id="c_zero"
-                        ),
-                        MockToolCall(
-                            "place_order", {"order": GOOD_ORDER, "quantity": 3}, id="c_ok"
-                        ),
-                        MockToolCall(
-                            "draw",
-                            {"shape": {"name": "L", "points": [{"x": 1, "y": -1}]}},
-                            id="c_draw",
-                        ),
-                    )
-                ),
-                MockReply(text="One order placed; the other needs a quantity of at least 1."),
-            )
-            async with af.Runner(agents={"shop": agent}, llm=LLMClient(provider)) as runner:
-                result = await runner.call(af.Event("shop", {"query": "order tea"}))
+        result, mock = await call_on_mock(
+            agent,
+            af.Event("shop", {"query": "order tea"}),
+            MockReply(
+                tool_calls=(
+                    MockToolCall("place_order", {"order": GOOD_ORDER, "quantity": 0}, id="c_zero"),
+                    MockToolCall("place_order", {"order": GOOD_ORDER, "quantity": 3}, id="c_ok"),
+                    MockToolCall(
+                        "draw",
+                        {"shape": {"name": "L", "points": [{"x": 1, "y": -1}]}},
+                        id="c_draw",
+                    ),
+                )
+            ),
+            MockReply(text="One order placed; the other needs a quantity of at least 1."),
+        )
 
     assert result.succeeded, result.error
     assert len(mock.received) == 2
