@@ -80,12 +80,7 @@ async def call_many(
         # no nursery, no task; still a checkpoint, as promised.
         await trio.lowlevel.cancel_shielded_checkpoint()
         return run.collect()
-    try:
-        async with trio.open_nursery() as nursery:
-            run.scope = nursery.cancel_scope
-            await run.start_all(nursery)
-    except BaseExceptionGroup as group:
-        reraise_single(group)
+    await run.run_all()
     return run.collect()
 
 
@@ -132,7 +127,7 @@ class _FanOut:
     def run_inline(self) -> bool:
         """Answer, in input order and in this task, every call that never yields (see
         `ToolRegistry._call_inline`); True if that was all of them. The rest are left in
-        ``pending`` for `start_all`, each with the coroutine to await if it has one."""
+        ``pending`` for `run_all`, each with the coroutine to await if it has one."""
         inline = self.registry._call_inline
         ctx, timeout = self.ctx, self.timeout
         pending = self.pending
@@ -165,12 +160,7 @@ class _FanOut:
                     if unstarted is not None:
                         unstarted.close()
                 raise
-            try:
-                async with trio.open_nursery() as nursery:
-                    self.scope = nursery.cancel_scope
-                    await self.start_all(nursery)
-            except BaseExceptionGroup as group:
-                reraise_single(group)
+            await self.run_all()
             results = self.collect()
             for i, result in enumerate(results):
                 await self._report(i, result)
@@ -202,6 +192,16 @@ class _FanOut:
                 )
             )
             reported[i] = 2
+
+    async def run_all(self) -> None:
+        """Run the ``pending`` calls in a nursery of their own (``scope``, which a failing
+        call cancels under ``cancel_siblings``); a lone error comes out bare."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self.scope = nursery.cancel_scope
+                await self.start_all(nursery)
+        except BaseExceptionGroup as group:
+            reraise_single(group)
 
     async def start_all(self, nursery: trio.Nursery) -> None:
         limiter = self.limiter
