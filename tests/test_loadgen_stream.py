@@ -146,15 +146,22 @@ async def _talk(client: LoadClient) -> None:
     await client.stream("talk", {"q": client.index})
 
 
-async def test_loadtest_streams_and_times_every_token(autojump_clock: Any) -> None:
-    options = LoadTestOptions(
-        plan=Plan.constant(1.0, 3),
-        scenario=Scenario(request=_talk, agents={"talk": talker}, think_time=0.1),
+def _on_fake(
+    request: Any, agents: dict[str, Any], seconds: float = 0.5, users: float = 2, **fields: Any
+) -> LoadTestOptions:
+    """A load test of ``request`` on a local runner with ``agents`` and the fake LLM:
+    ``users`` virtual users for ``seconds`` (0.1 s think time); ``fields``: other options."""
+    return LoadTestOptions(
+        plan=Plan.constant(seconds, users),
+        scenario=Scenario(request=request, agents=agents, think_time=0.1),
         config=Config.from_mapping(FAKE),
-        thresholds=parse_thresholds(
-            [f"ttft_p99<={FIRST * 1000 * 1.01}ms", f"itl_max<{GAP * 1000 * 0.99}ms"]
-        ),
+        **fields,
     )
+
+
+async def test_loadtest_streams_and_times_every_token(autojump_clock: Any) -> None:
+    thresholds = [f"ttft_p99<={FIRST * 1000 * 1.01}ms", f"itl_max<{GAP * 1000 * 0.99}ms"]
+    options = _on_fake(_talk, {"talk": talker}, 1.0, 3, thresholds=parse_thresholds(thresholds))
     report = await run_loadtest(options)
     requests = report.total.requests
     assert requests > 3 and report.total.outcomes == {"succeeded": requests}
@@ -176,25 +183,15 @@ async def test_stream_flag_makes_call_stream(autojump_clock: Any) -> None:
     async def call(client: LoadClient) -> None:
         await client.call("talk")
 
-    options = LoadTestOptions(
-        plan=Plan.constant(0.5, 2),
-        scenario=Scenario(request=call, agents={"talk": talker}, think_time=0.1),
-        config=Config.from_mapping(FAKE),
-    )
+    options = _on_fake(call, {"talk": talker})
     plain = await run_loadtest(options)
     assert plain.streaming is None and "streaming" not in plain.to_dict()
     assert plain.parameters["stream"] is False
-    streamed = await run_loadtest(options.__class__(**{**_fields(options), "stream": True}))
+    streamed = await run_loadtest(_on_fake(call, {"talk": talker}, stream=True))
     assert streamed.streaming is not None
     assert streamed.streaming.events == streamed.total.requests > 0
     assert streamed.streaming.itl.count == streamed.total.requests * (TOKENS - 1)
     assert streamed.parameters["stream"] is True
-
-
-def _fields(options: LoadTestOptions) -> dict[str, Any]:
-    import attrs
-
-    return attrs.asdict(options, recurse=False)
 
 
 async def test_usage_limit_exceeded_is_tallied_as_its_own_outcome(autojump_clock: Any) -> None:
@@ -204,11 +201,7 @@ async def test_usage_limit_exceeded_is_tallied_as_its_own_outcome(autojump_clock
         else:
             await client.call("greedy")
 
-    options = LoadTestOptions(
-        plan=Plan.constant(0.5, 2),
-        scenario=Scenario(request=request, agents={"greedy": greedy}, think_time=0.1),
-        config=Config.from_mapping(FAKE),
-    )
+    options = _on_fake(request, {"greedy": greedy})
     report = await run_loadtest(options)
     outcomes = report.total.outcomes
     assert set(outcomes) == {"usage_limit_exceeded"} and outcomes["usage_limit_exceeded"] > 2
@@ -362,11 +355,7 @@ def _console(report: Any) -> str:
 
 
 async def test_console_json_and_html_show_ttft_and_itl(autojump_clock: Any) -> None:
-    options = LoadTestOptions(
-        plan=Plan.constant(0.5, 2),
-        scenario=Scenario(request=_talk, agents={"talk": talker}, think_time=0.1),
-        config=Config.from_mapping(FAKE),
-    )
+    options = _on_fake(_talk, {"talk": talker})
     report = await run_loadtest(options)
     streaming = report.streaming
     assert streaming is not None
