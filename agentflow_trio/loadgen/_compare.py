@@ -27,15 +27,13 @@ _COMPARED: Final[Sequence[tuple[str, str, str, bool | None]]] = (
     ("CPU / request ms", "cpu_seconds_per_request", "ms", False),
     ("peak RSS MiB", "peak_rss_bytes", "mib", False),
 )
-_COMPARED_STREAMING: Final[Sequence[tuple[str, str, str, bool | None]]] = (
-    ("TTFT p50 ms", "streaming.ttft.p50_ms", "f2", False),
-    ("TTFT p95 ms", "streaming.ttft.p95_ms", "f2", False),
-    ("TTFT p99 ms", "streaming.ttft.p99_ms", "f2", False),
-    ("ITL p50 ms", "streaming.itl.p50_ms", "f2", False),
-    ("ITL p95 ms", "streaming.itl.p95_ms", "f2", False),
-    ("ITL p99 ms", "streaming.itl.p99_ms", "f2", False),
+_COMPARED_STREAMING: Final[Sequence[tuple[str, str, str, bool | None]]] = tuple(
+    (f"{label} {p} ms", f"streaming.{kind}.{p}_ms", "f2", False)
+    for label, kind in (("TTFT", "ttft"), ("ITL", "itl"))
+    for p in ("p50", "p95", "p99")
 )
-"""Compared too when either run streamed events (a dotted key: a path in the JSON)."""
+"""Compared too when either run streamed events (a dotted key: a path in the JSON): time
+to first token and inter-token latency, each at p50, p95 and p99 (lower is better)."""
 
 
 def _figure(run: Mapping[str, Any], key: str) -> Any:
