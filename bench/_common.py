@@ -52,10 +52,15 @@ def measure(fn: Callable[[], int]) -> dict[str, float]:
     }
 
 
-async def drive(call: Call, calls: int, concurrency: int, offset: int = 0) -> dict[str, float]:
-    """``calls`` calls (``call(offset + i)``) from ``concurrency`` tasks; wall and CPU over
-    exactly that window. A fresh ``offset`` per run keeps every run's requests unique."""
+_OFFSETS: Iterator[int] = itertools.count(0, 1_000_000)
+
+
+async def drive(call: Call, calls: int, concurrency: int) -> dict[str, float]:
+    """``calls`` calls from ``concurrency`` tasks; wall and CPU over exactly that window.
+    The calls' arguments are ``offset + i``, a fresh offset per run, so that no two
+    requests of a script are the same (a cache would not see them again)."""
     counter = itertools.count()
+    offset = next(_OFFSETS)
 
     async def worker() -> None:
         while (i := next(counter)) < calls:
@@ -67,6 +72,28 @@ async def drive(call: Call, calls: int, concurrency: int, offset: int = 0) -> di
             nursery.start_soon(worker)
     wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     return {"calls_per_s": calls / wall, "cpu_us_per_call": cpu / calls * 1e6}
+
+
+async def sample(
+    callers: Mapping[str, Call],
+    calls: int,
+    concurrency: int,
+    repeat: int,
+    *,
+    warmup: int,
+    alternate: bool = False,
+) -> dict[str, list[dict[str, float]]]:
+    """Each caller's `drive` figures in ``repeat`` rounds of ``calls`` calls, after a
+    warm-up of ``warmup`` calls each (connections, caches, code paths). ``alternate``:
+    every other round runs the callers in reverse order, so that drift cancels out."""
+    for call in callers.values():
+        await drive(call, warmup, concurrency)
+    samples: dict[str, list[dict[str, float]]] = {name: [] for name in callers}
+    names = list(callers)
+    for index in range(repeat):
+        for name in names if not alternate or index % 2 == 0 else reversed(names):
+            samples[name].append(await drive(callers[name], calls, concurrency))
+    return samples
 
 
 def median_figures(runs: Iterable[Mapping[str, float]]) -> dict[str, float]:

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from agentflow_trio.config import LLMConfig, PerformanceConfig, RateLimitConfig  # noqa: E402
 from agentflow_trio.llm import LLMClient, open_provider, user  # noqa: E402
-from bench._common import Call, drive, emit, median_figures, mock_process, pin_to_core, table  # noqa: E402
+from bench._common import Call, emit, median_figures, mock_process, pin_to_core, sample, table  # noqa: E402
 
 TARGET = 1.2
 PROMPT = "Summarise the benchmark results in one sentence, please."
@@ -90,16 +90,8 @@ async def run(url: str, calls: int, repeat: int, concurrencies: list[int]) -> li
             "stack_miss": stack_caller(llm, unique=True),
             "stack_hit": stack_caller(llm, unique=False),
         }
-        offset = 0
         for concurrency in concurrencies:
-            samples: dict[str, list[dict[str, Any]]] = {name: [] for name in callers}
-            for call in callers.values():  # warm-up: connections, caches, code paths
-                await drive(call, min(calls, 200), concurrency, offset)
-                offset += 1_000_000
-            for _ in range(repeat):
-                for name, call in callers.items():
-                    samples[name].append(await drive(call, calls, concurrency, offset))
-                    offset += 1_000_000
+            samples = await sample(callers, calls, concurrency, repeat, warmup=min(calls, 200))
             by_name = {}
             for name, runs in samples.items():
                 row = {

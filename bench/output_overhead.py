@@ -44,7 +44,7 @@ if str(ROOT) not in sys.path:
 from agentflow_trio.config import LLMConfig  # noqa: E402
 from agentflow_trio.errors import OutputValidationError  # noqa: E402
 from agentflow_trio.llm import LLMClient, open_llm_client, user  # noqa: E402
-from bench._common import Call, drive, emit, median_figures, mock_process, pin_to_core, table  # noqa: E402
+from bench._common import Call, emit, median_figures, mock_process, pin_to_core, sample, table  # noqa: E402
 
 TARGET = 1.15
 PROMPT = "Name one large city and its population, please."
@@ -91,18 +91,11 @@ async def run(
     async with open_llm_client(config) as llm:
         assert llm.native_output  # auto = native on the OpenAI wire
         scenarios = callers(llm, prompted)
-        offset = 0
         for concurrency in concurrencies:
-            samples: dict[str, list[dict[str, float]]] = {name: [] for name in scenarios}
-            for call in scenarios.values():  # warm-up: connections, plans, code paths
-                await drive(call, min(calls, 300), concurrency, offset)
-                offset += 1_000_000
-            order = list(scenarios)
-            for index in range(repeat):
-                for name in order if index % 2 == 0 else reversed(order):
-                    result = await drive(scenarios[name], calls, concurrency, offset)
-                    samples[name].append(result)
-                    offset += 1_000_000
+            warmup = min(calls, 300)
+            samples = await sample(
+                scenarios, calls, concurrency, repeat, warmup=warmup, alternate=True
+            )
             for name, runs in samples.items():
                 row = {
                     "scenario": name,

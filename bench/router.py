@@ -52,7 +52,6 @@ requests after the first burst, per cooldown period).
 from __future__ import annotations
 
 import argparse
-import itertools
 import statistics
 import sys
 import time
@@ -76,7 +75,7 @@ from agentflow_trio.config import (  # noqa: E402
     RouterConfig,
 )
 from agentflow_trio.llm import LLMClient, open_llm_client, user  # noqa: E402
-from bench._common import cpu_seconds, emit, mock_process, pin_to_core, table  # noqa: E402
+from bench._common import emit, mock_process, pin_to_core, sample, table  # noqa: E402
 from bench.suite import closed_loop  # noqa: E402
 
 PROMPT = "Summarise the benchmark results in one sentence, please."
@@ -149,21 +148,6 @@ def router_config(
 
 
 # ---------------------------------------------------------------------------- part 1
-async def drive(call: Callable[[int], Awaitable[Any]], calls: int, concurrency: int) -> float:
-    """Make ``calls`` calls from ``concurrency`` tasks; client CPU µs per call."""
-    counter = itertools.count()
-
-    async def worker() -> None:
-        while (i := next(counter)) < calls:
-            await call(i)
-
-    c0 = cpu_seconds()
-    async with trio.open_nursery() as nursery:
-        for _ in range(concurrency):
-            nursery.start_soon(worker)
-    return (cpu_seconds() - c0) / calls * 1e6
-
-
 def caller(llm: LLMClient, model: str | None) -> Callable[[int], Awaitable[Any]]:
     fields = {"model": model} if model is not None else {}
 
@@ -181,7 +165,6 @@ async def run_cpu(url: str, calls: int, repeat: int) -> list[dict[str, Any]]:
         "fake_single": (single_config(url, provider="fake"), None),
         "fake_router3": (router_config(url, provider="fake"), GROUP),
     }
-    samples: dict[str, list[float]] = {name: [] for name in configs}
     async with AsyncExitStack() as stack:
         calls_of: dict[str, Callable[[int], Awaitable[Any]]] = {}
         router: Any = None
@@ -190,13 +173,10 @@ async def run_cpu(url: str, calls: int, repeat: int) -> list[dict[str, Any]]:
             calls_of[name] = caller(llm, model)
             if name == "router3":
                 router = _router_of(llm)
-        for call in calls_of.values():  # warm-up: connections, code paths
-            await drive(call, min(calls, 500), CPU_CONCURRENCY)
-        names = list(calls_of)
-        for r in range(repeat):  # every other repeat in reverse order: drift cancels out
-            for name in names if r % 2 == 0 else reversed(names):
-                samples[name].append(await drive(calls_of[name], calls, CPU_CONCURRENCY))
+        warmup = min(calls, 500)
+        runs = await sample(calls_of, calls, CPU_CONCURRENCY, repeat, warmup=warmup, alternate=True)
         routed = router.statistics()
+    samples = {name: [r["cpu_us_per_call"] for r in figures] for name, figures in runs.items()}
     rows = []
     for name, values in samples.items():
         row = {

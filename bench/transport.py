@@ -46,7 +46,16 @@ from agentflow_trio.llm._lean import LeanSession, LeanTransport, PoolSettings  #
 from agentflow_trio.llm._open_session import open_http_session  # noqa: E402
 from agentflow_trio.llm.openai import OpenAIProvider, openai_headers  # noqa: E402
 from agentflow_trio.llm.types import ChatRequest  # noqa: E402
-from bench._common import Call, drive, emit, median_figures, mock_process, pin_to_core, table  # noqa: E402
+from bench._common import (  # noqa: E402
+    Call,
+    drive,
+    emit,
+    median_figures,
+    mock_process,
+    pin_to_core,
+    sample,
+    table,
+)
 
 PROMPT = "Summarise the benchmark results in one sentence, please."
 SCENARIOS = ("bare_httpx2", "lean_raw", "httpx2_on_lean", "stack_httpx2", "stack_lean")
@@ -147,19 +156,12 @@ async def run_latency(
     url: str, latency_ms: float, concurrencies: list[int], repeat: int, scale: float
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    offset = 0
     async with AsyncExitStack() as stack:
         callers = await open_callers(stack, url)
         for concurrency in concurrencies:
             calls = _calls(latency_ms, concurrency, scale)
-            samples: dict[str, list[dict[str, float]]] = {name: [] for name in callers}
-            for call in callers.values():  # warm-up: connections, code paths
-                await drive(call, min(calls, 2 * concurrency + 100), concurrency, offset)
-                offset += 1_000_000
-            for _ in range(repeat):
-                for name, call in callers.items():
-                    samples[name].append(await drive(call, calls, concurrency, offset))
-                    offset += 1_000_000
+            warmup = min(calls, 2 * concurrency + 100)
+            samples = await sample(callers, calls, concurrency, repeat, warmup=warmup)
             by_name: dict[str, dict[str, Any]] = {}
             for name, runs in samples.items():
                 row = {
@@ -187,10 +189,10 @@ async def run_latency(
 async def profile(url: str, scenario: str, calls: int) -> None:
     async with AsyncExitStack() as stack:
         call = (await open_callers(stack, url))[scenario]
-        await drive(call, 500, 50, 0)
+        await drive(call, 500, 50)
         profiler = cProfile.Profile()
         profiler.enable()
-        await drive(call, calls, 50, 1_000_000)
+        await drive(call, calls, 50)
         profiler.disable()
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
