@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import os
@@ -96,13 +97,37 @@ async def sample(
     return samples
 
 
-def median_figures(runs: Iterable[Mapping[str, float]]) -> dict[str, float]:
-    """The median calls per second and CPU microseconds per call of ``drive`` runs."""
+def scenario_row(name: str, runs: Iterable[Mapping[str, float]], **fields: Any) -> dict[str, Any]:
+    """A scenario's row: its ``name``, ``fields`` (concurrency, calls, ...), then the median
+    calls per second and CPU microseconds per call of its `drive` runs."""
     runs = list(runs)
     return {
+        "scenario": name,
+        **fields,
         "calls_per_s": round(statistics.median(r["calls_per_s"] for r in runs), 1),
         "cpu_us_per_call": round(statistics.median(r["cpu_us_per_call"] for r in runs), 1),
     }
+
+
+CALL_COLUMNS = ["scenario", "concurrency", "calls_per_s", "cpu_us_per_call", "cpu_ratio", "target"]
+"""The table of a calls benchmark (`scenario_row` rows and their ratio rows)."""
+
+
+def parse_call_args(
+    parser: argparse.ArgumentParser, *, quick: tuple[int, int], full: tuple[int, int]
+) -> tuple[argparse.Namespace, int, int]:
+    """Add ``--quick``, ``--calls`` and ``--repeat`` to ``parser`` and parse the command
+    line: the arguments, the calls per scenario and the repeats (by default ``full`` or,
+    with ``--quick``, ``quick``: each a ``(calls, repeats)`` pair)."""
+    repeats = "repeat" if quick[1] == 1 else "repeats"
+    parser.add_argument(
+        "--quick", action="store_true", help=f"{quick[0]} calls, {quick[1]} {repeats}"
+    )
+    parser.add_argument("--calls", type=int, default=None, help="calls per scenario")
+    parser.add_argument("--repeat", type=int, default=None, help="repeats (median kept)")
+    args = parser.parse_args()
+    calls, repeat = quick if args.quick else full
+    return args, args.calls or calls, args.repeat or repeat
 
 
 def emit(row: Mapping[str, Any]) -> None:

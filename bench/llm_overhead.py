@@ -34,7 +34,17 @@ sys.path.insert(0, str(ROOT))
 
 from agentflow_trio.config import LLMConfig, PerformanceConfig, RateLimitConfig  # noqa: E402
 from agentflow_trio.llm import LLMClient, open_provider, user  # noqa: E402
-from bench._common import Call, emit, median_figures, mock_process, pin_to_core, sample, table  # noqa: E402
+from bench._common import (  # noqa: E402
+    CALL_COLUMNS,
+    Call,
+    emit,
+    mock_process,
+    parse_call_args,
+    pin_to_core,
+    sample,
+    scenario_row,
+    table,
+)
 
 TARGET = 1.2
 PROMPT = "Summarise the benchmark results in one sentence, please."
@@ -94,13 +104,7 @@ async def run(url: str, calls: int, repeat: int, concurrencies: list[int]) -> li
             samples = await sample(callers, calls, concurrency, repeat, warmup=min(calls, 200))
             by_name = {}
             for name, runs in samples.items():
-                row = {
-                    "scenario": name,
-                    "concurrency": concurrency,
-                    "calls": calls,
-                    "repeats": repeat,
-                    **median_figures(runs),
-                }
+                row = scenario_row(name, runs, concurrency=concurrency, calls=calls, repeats=repeat)
                 by_name[name] = row
                 rows.append(row)
                 emit(row)
@@ -122,19 +126,11 @@ async def run(url: str, calls: int, repeat: int, concurrencies: list[int]) -> li
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true", help="600 calls, 1 repeat")
-    parser.add_argument("--calls", type=int, default=None, help="calls per scenario")
-    parser.add_argument("--repeat", type=int, default=None, help="repeats (median kept)")
-    args = parser.parse_args()
-    calls = args.calls or (600 if args.quick else 4000)
-    repeat = args.repeat or (1 if args.quick else 3)
+    _, calls, repeat = parse_call_args(parser, quick=(600, 1), full=(4000, 3))
     pin_to_core(0)
     with mock_process() as url:
         rows = trio.run(run, url, calls, repeat, [1, 50])
-    table(
-        rows,
-        ["scenario", "concurrency", "calls_per_s", "cpu_us_per_call", "cpu_ratio", "target"],
-    )
+    table(rows, CALL_COLUMNS)
 
 
 if __name__ == "__main__":

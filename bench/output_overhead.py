@@ -44,7 +44,17 @@ if str(ROOT) not in sys.path:
 from agentflow_trio.config import LLMConfig  # noqa: E402
 from agentflow_trio.errors import OutputValidationError  # noqa: E402
 from agentflow_trio.llm import LLMClient, open_llm_client, user  # noqa: E402
-from bench._common import Call, emit, median_figures, mock_process, pin_to_core, sample, table  # noqa: E402
+from bench._common import (  # noqa: E402
+    CALL_COLUMNS,
+    Call,
+    emit,
+    mock_process,
+    parse_call_args,
+    pin_to_core,
+    sample,
+    scenario_row,
+    table,
+)
 
 TARGET = 1.15
 PROMPT = "Name one large city and its population, please."
@@ -97,13 +107,7 @@ async def run(
                 scenarios, calls, concurrency, repeat, warmup=warmup, alternate=True
             )
             for name, runs in samples.items():
-                row = {
-                    "scenario": name,
-                    "concurrency": concurrency,
-                    "calls": calls,
-                    "repeats": repeat,
-                    **median_figures(runs),
-                }
+                row = scenario_row(name, runs, concurrency=concurrency, calls=calls, repeats=repeat)
                 rows.append(row)
                 emit(row)
             for name in ("native", "tool"):
@@ -125,20 +129,12 @@ async def run(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true", help="600 calls, 2 repeats")
-    parser.add_argument("--calls", type=int, default=None, help="calls per scenario")
-    parser.add_argument("--repeat", type=int, default=None, help="repeats (median kept)")
     parser.add_argument("--prompted", action="store_true", help="also the prompted mode")
-    args = parser.parse_args()
-    calls = args.calls or (600 if args.quick else 3000)
-    repeat = args.repeat or (2 if args.quick else 5)
+    args, calls, repeat = parse_call_args(parser, quick=(600, 2), full=(3000, 5))
     pin_to_core(0)
     with mock_process() as url:
         rows = trio.run(run, url, calls, repeat, [1, 50], args.prompted)
-    table(
-        rows,
-        ["scenario", "concurrency", "calls_per_s", "cpu_us_per_call", "cpu_ratio", "target"],
-    )
+    table(rows, CALL_COLUMNS)
 
 
 if __name__ == "__main__":

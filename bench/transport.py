@@ -50,10 +50,10 @@ from bench._common import (  # noqa: E402
     Call,
     drive,
     emit,
-    median_figures,
     mock_process,
     pin_to_core,
     sample,
+    scenario_row,
     table,
 )
 
@@ -164,13 +164,9 @@ async def run_latency(
             samples = await sample(callers, calls, concurrency, repeat, warmup=warmup)
             by_name: dict[str, dict[str, Any]] = {}
             for name, runs in samples.items():
-                row = {
-                    "scenario": name,
-                    "latency_ms": latency_ms,
-                    "concurrency": concurrency,
-                    "calls": calls,
-                    **median_figures(runs),
-                }
+                row = scenario_row(
+                    name, runs, latency_ms=latency_ms, concurrency=concurrency, calls=calls
+                )
                 if latency_ms > 0:
                     row["little_bound"] = round(concurrency / (latency_ms / 1000), 1)
                 by_name[name] = row
