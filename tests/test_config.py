@@ -1024,3 +1024,51 @@ def test_config_validate_refuses_what_serve_refuses(tmp_path: Path) -> None:
         proc.stderr == f"Error: {path}: llm.headers.X-A: expected a header value without "
         "CR, LF or NUL (value hidden: a secret)\n"
     )
+
+
+# --------------------------------------------------------------------------- [memory] stores
+
+
+def test_memory_store_keys_load_and_render() -> None:
+    data = {
+        "memory": {
+            "backend": "redis",
+            "max_state_bytes": "256KiB",
+            "enable_state_compression": True,
+            "compression_threshold": "1KiB",
+            "compression": "zlib",
+        }
+    }
+    memory = Config.from_mapping(data).memory
+    assert (memory.backend, memory.max_state_bytes) == ("redis", 256 * 1024)
+    assert (memory.enable_state_compression, memory.compression_threshold) == (True, 1024)
+    assert memory.codec == "zlib"
+    assert Config.from_mapping(Config.from_mapping(data).to_dict()).memory == memory
+
+
+def test_memory_state_bound_is_bounded() -> None:
+    with pytest.raises(ConfigError, match=r"memory\.max_state_bytes.*<= 64MiB"):
+        Config.from_mapping({"memory": {"max_state_bytes": "1GiB"}})
+    with pytest.raises(ConfigError, match=r"memory\.backend.*'memory', 'redis'"):
+        Config.from_mapping({"memory": {"backend": "disk"}})
+
+
+def test_auto_compression_is_zstd_only_when_zstandard_imports(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    for present, codec in ((True, "zstd"), (False, "zlib")):
+        monkeypatch.setattr(
+            importlib.util,
+            "find_spec",
+            lambda name, *a, present=present: (
+                (object() if present else None) if name == "zstandard" else real(name, *a)
+            ),
+        )
+        assert Config().memory.codec == codec
+    path = tmp_path / "zstd.toml"
+    path.write_text('[memory]\ncompression = "zstd"\n')
+    with pytest.raises(ConfigError, match=r"memory\.compression.*zstandard"):
+        load_config(path)

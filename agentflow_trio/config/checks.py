@@ -19,7 +19,15 @@ from typing import Final
 from ..errors import ConfigError
 from ._messages import expected
 from ._secrets import url_repr
-from .sections import Config, DeploymentConfig, DistributedConfig, LLMConfig, MCPConfig
+from .sections import (
+    Config,
+    DeploymentConfig,
+    DistributedConfig,
+    LLMConfig,
+    MCPConfig,
+    MemoryConfig,
+    _zstd_available,
+)
 
 __all__ = ["check_config"]
 
@@ -47,7 +55,8 @@ def check_config(config: Config, *, source: str | None = None) -> None:
     * ``distributed.redis_url``: ``redis://``, ``rediss://`` or ``unix://``;
       ``dead_letter_stream`` (and ``results_stream`` when ``results = "stream"``) is not
       the ``stream`` the workers read, or every dead entry would be read again;
-    * ``mcp.servers.NAME.url``: a host.
+    * ``mcp.servers.NAME.url``: a host;
+    * ``memory.compression = "zstd"``: the ``zstandard`` package is importable.
 
     Raises:
         ConfigError: the first rule broken, naming ``source`` and the dotted key; no
@@ -65,6 +74,7 @@ def _problems(config: Config) -> Iterator[tuple[str, str]]:
     yield from _router(llm)
     yield from _mcp(config.mcp)
     yield from _distributed(config.distributed)
+    yield from _memory(config.memory)
 
 
 def _llm(llm: DeploymentConfig, prefix: str, *, key_needed: bool) -> Iterator[tuple[str, str]]:
@@ -149,6 +159,15 @@ def _distributed(settings: DistributedConfig) -> Iterator[tuple[str, str]]:
         if stream == settings.stream:
             why = "the workers would read their own output back as events"
             yield key, f"expected a stream other than distributed.stream ({why}), got {stream!r}"
+
+
+def _memory(memory: MemoryConfig) -> Iterator[tuple[str, str]]:
+    if memory.compression == "zstd" and not _zstd_available():
+        yield (
+            "memory.compression",
+            'is "zstd", but the zstandard package is not installed (pip install zstandard, '
+            'or write "auto": zstd when installed, else zlib)',
+        )
 
 
 def _http_url(url: str) -> str | None:

@@ -15,6 +15,7 @@ URLs (``metadata=URL``) never show a secret in a repr, a rendering or an error.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import re
 from collections.abc import Mapping
 from typing import Any, Final, Literal
@@ -104,15 +105,42 @@ class RuntimeConfig:
     memory_check_interval: Duration = attrs.field(default=1.0, validator=duration(gt=0, le=HOUR))
 
 
+def _zstd_available() -> bool:
+    """Whether the ``zstandard`` package can be imported (looked up, not imported)."""
+    return importlib.util.find_spec("zstandard") is not None
+
+
 @attrs.frozen
 class MemoryConfig:
-    """``[memory]``: the bound and TTL of the session state cache (`SessionStore`).
+    """``[memory]``: where session state lives, its bound, TTL and compression.
 
-    Bounds: at most 10,000,000 sessions, kept at most 30 days.
+    ``backend``: ``"memory"`` (a bounded in-process `SessionStore`: ``state_cache_size``
+    sessions, LRU) or ``"redis"`` (shared by every process and worker, on
+    ``[distributed] redis_url``). A session is kept ``state_cache_ttl`` after its last
+    write. ``max_state_bytes`` bounds one session's encoded state (1 KiB to 64 MiB; default
+    1 MiB): a bigger one is refused, never truncated. ``enable_state_compression`` (the
+    AgentFlow guide's key) compresses, in stores that persist, an encoded state larger
+    than ``compression_threshold`` with ``compression``: ``"zstd"`` (needs the
+    ``zstandard`` package), ``"zlib"`` or ``"auto"`` (zstd if ``zstandard`` is importable,
+    else zlib; `codec` is the choice made). Bounds: at most 10,000,000 sessions, kept at
+    most 30 days.
     """
 
+    backend: Literal["memory", "redis"] = "memory"
     state_cache_size: int = attrs.field(default=10000, validator=between(1, 10_000_000))
     state_cache_ttl: Duration = attrs.field(default=3600.0, validator=duration(gt=0, le=30 * DAY))
+    max_state_bytes: Size = attrs.field(default=2**20, validator=size(ge=1024, le=64 * 2**20))
+    enable_state_compression: bool = False
+    compression_threshold: Size = attrs.field(default=4096, validator=size(le=64 * 2**20))
+    compression: Literal["auto", "zstd", "zlib"] = "auto"
+
+    @property
+    def codec(self) -> Literal["zstd", "zlib"]:
+        """The codec compressed states are written with: ``compression``, with ``"auto"``
+        resolved (``"zstd"`` when ``zstandard`` is importable, else ``"zlib"``)."""
+        if self.compression == "auto":
+            return "zstd" if _zstd_available() else "zlib"
+        return self.compression
 
 
 @attrs.frozen
