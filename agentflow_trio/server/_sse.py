@@ -23,16 +23,22 @@ text/event-stream`` at once, then one event per item the event's code sends, in 
 written as the items come (chunked), nothing is buffered beyond the runner's own bounded
 channel: a client that reads slowly slows the event down. A client that disconnects
 cancels the event (its model stream and tools are cancelled at their next checkpoint).
+
+The pieces every answer to a client who may leave shares live here too: `relay` (items to
+a writer, the event cancelled if the client disconnects: what `stream_answer` and the
+OpenAI face's streamed completions run on) and `result_unless_gone` (the same for an
+answer sent in one piece).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import trio
 
 from .. import _json
+from ..events import AgentResult
 from ..progress import (
     FinalResult,
     PartialOutput,
@@ -42,12 +48,16 @@ from ..progress import (
     ToolCallStarted,
 )
 from ..runner import EventHandle
-from ._wire import NotJSON, result_json, to_json_bytes
+from ._wire import NotJSON, Receive, Send, result_json, to_json_bytes
 
-__all__ = ["SSE_HEADERS", "frame", "item_frame", "stream_answer"]
-
-_Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-_Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+__all__ = [
+    "SSE_HEADERS",
+    "frame",
+    "item_frame",
+    "relay",
+    "result_unless_gone",
+    "stream_answer",
+]
 
 SSE_HEADERS: Final = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -105,7 +115,7 @@ def _payload(item: ProgressItem) -> tuple[str, Any]:
     return "result", result_json(item.result)
 
 
-async def stream_answer(handle: EventHandle, receive: _Receive, send: _Send) -> None:
+async def stream_answer(handle: EventHandle, receive: Receive, send: Send) -> None:
     """Answer with ``handle``'s progress items as SSE until its result; if the client
     disconnects first, cancel the event and stop.
 
@@ -114,15 +124,33 @@ async def stream_answer(handle: EventHandle, receive: _Receive, send: _Send) -> 
     an error writing) cancels the event unless it has already ended.
     """
     await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+    seq = 0
+
+    async def write(item: ProgressItem) -> bool:
+        nonlocal seq
+        seq += 1
+        body, last = item_frame(seq, item)
+        await send({"type": "http.response.body", "body": body, "more_body": not last})
+        return last
+
+    await relay(handle, receive, write)
+
+
+async def relay(
+    handle: EventHandle, receive: Receive, write: Callable[[ProgressItem], Awaitable[bool]]
+) -> None:
+    """Give ``handle``'s progress items to ``write`` in order until it returns True (it
+    wrote the last piece of the answer); if the client disconnects first, cancel the
+    event and stop.
+
+    Leaving for any reason (a disconnect, this task cancelled, ``write`` raising) cancels
+    the event unless it has already ended, so no work is left running for nobody.
+    """
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_disconnect, handle, receive, nursery.cancel_scope)
-            seq = 0
             async for item in handle.events():
-                seq += 1
-                body, last = item_frame(seq, item)
-                await send({"type": "http.response.body", "body": body, "more_body": not last})
-                if last:
+                if await write(item):
                     break
             nursery.cancel_scope.cancel()
     finally:
@@ -130,9 +158,23 @@ async def stream_answer(handle: EventHandle, receive: _Receive, send: _Send) -> 
             handle.cancel()
 
 
-async def _watch_disconnect(
-    handle: EventHandle, receive: _Receive, scope: trio.CancelScope
-) -> None:
+async def result_unless_gone(handle: EventHandle, receive: Receive) -> AgentResult | None:
+    """The event's result, or None if the client disconnected first (then the event is
+    cancelled: nobody is left to read its answer). Leaving early for any reason cancels
+    the event too."""
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_watch_disconnect, handle, receive, nursery.cancel_scope)
+            result = await handle.result()
+            nursery.cancel_scope.cancel()
+            return result
+    finally:
+        if not handle.done:
+            handle.cancel()
+    return None  # the client left: the watch cancelled the nursery
+
+
+async def _watch_disconnect(handle: EventHandle, receive: Receive, scope: trio.CancelScope) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
     handle.cancel()

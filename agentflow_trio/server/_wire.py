@@ -1,4 +1,5 @@
-"""What may go on the wire as JSON: agent output made strict JSON, or refused with a reason.
+"""What may go on the wire as JSON: agent output made strict JSON, or refused with a reason,
+and the two ASGI calls that send an answer (`send_body`, `reply_json`).
 
 ``serve`` answers with what agents return, and agents return anything (`result_json` is
 the wire form of a result, streamed or not). `to_json_bytes`
@@ -21,18 +22,35 @@ import dataclasses
 import enum
 import json
 import math
-from collections.abc import Mapping
-from typing import Any, Final
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import Any, Final, TypeAlias
 
 import attrs
 
 from .. import _json
 from ..events import AgentResult
 
-__all__ = ["MAX_DEPTH", "NotJSON", "result_json", "to_json_bytes"]
+__all__ = [
+    "JSON_TYPE",
+    "MAX_DEPTH",
+    "NotJSON",
+    "Receive",
+    "Scope",
+    "Send",
+    "reply_json",
+    "result_json",
+    "send_body",
+    "to_json_bytes",
+]
+
+Scope: TypeAlias = MutableMapping[str, Any]
+Message: TypeAlias = MutableMapping[str, Any]
+Receive: TypeAlias = Callable[[], Awaitable[Message]]
+Send: TypeAlias = Callable[[Message], Awaitable[None]]
 
 MAX_DEPTH: Final = 128
 """Deepest nesting of arrays and objects sent (the result's own envelope included)."""
+JSON_TYPE: Final = b"application/json"
 
 
 class NotJSON(ValueError):
@@ -127,3 +145,26 @@ def _plain(value: Any, depth: int) -> Any:
         fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
         return _plain(fields, depth)
     raise _Problem(f"is of type {type(value).__name__}, which JSON cannot carry")
+
+
+async def reply_json(send: Send, status: int, body: Mapping[str, Any], **headers: str) -> None:
+    """Answer ``status`` with ``body`` as JSON; each keyword is a header (``retry_after``
+    is sent as ``retry-after``). ``body`` must be JSON already (no `NotJSON` check path
+    beyond `to_json_bytes`'s)."""
+    extra = [(name.replace("_", "-"), value) for name, value in headers.items()]
+    await send_body(send, status, to_json_bytes(body), JSON_TYPE, extra)
+
+
+async def send_body(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: bytes,
+    extra: list[tuple[str, str]] | None = None,
+) -> None:
+    """Answer ``status`` with ``body`` in one piece (Content-Length set), plus ``extra``
+    headers."""
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    headers += [(name.encode(), value.encode()) for name, value in extra or ()]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

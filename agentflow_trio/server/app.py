@@ -10,6 +10,8 @@ Endpoints (JSON in and out)::
     GET  /v1/events/{id}       -> 200 the result, or 200 {"id", "status": "pending"}; 404
     GET  /metrics              Prometheus text (when a metrics object was given)
     GET  /healthz              200 {"status": "ok", ...}; 503 once the runner closes
+    POST /v1/chat/completions  the OpenAI-compatible face: ``model`` names the agent
+    GET  /v1/models[/{id}]     the agents as models (``server._openai_face`` has the rules)
 
 A result (`result_json`: ``id``, ``status``, ``outcome``, ``output``, ``error``, ``agent``,
 and ``usage`` when the event made a model call) is answered 200 whatever its outcome
@@ -17,16 +19,23 @@ and ``usage`` when the event made a model call) is answered 200 whatever its out
 outcome is in the body. ``"limits"`` (``{"max_requests": 3, "max_total_tokens": ...,
 "max_cost": ...}``, see `UsageLimits`) sets the event's usage budget; it can only tighten
 the runner's own (``[limits]`` and the agent's), never loosen them. Every other answer is
-JSON too, ``{"error": reason, ...}``, in this order of checks:
+JSON too, ``{"error": reason, ...}`` (the OpenAI face's paths answer in OpenAI's shape,
+``{"error": {"message", "type", "param", "code"}}``), in this order of checks:
 
 - 400 and the connection closed: both Content-Length and Transfer-Encoding (ambiguous
   framing: a request smuggling attempt).
 - 421: a request that came in on a loopback address with a ``Host`` that is not a
   loopback name or one of ``allowed_hosts`` (DNS rebinding: a web page whose name was
   pointed at 127.0.0.1 still sends its own name; ``"*"`` turns the check off).
-- 415: a ``POST /v1/events`` whose Content-Type is not JSON (``application/json`` or a
-  ``+json`` type, charset UTF-8 if one is given): a web page can send ``text/plain``
-  to any address without the browser asking first; it cannot send JSON.
+- 401 (in OpenAI's error shape, ``code: invalid_api_key``, with ``WWW-Authenticate:
+  Bearer``): the app was made with an ``api_key`` and the request, to any endpoint but
+  ``/healthz``, lacks ``Authorization: Bearer <that key>``. The key is compared in
+  constant time (as SHA-256 digests, so not even its length shows); only its digest is
+  kept, and it is never logged or echoed.
+- 415: a ``POST /v1/events`` (or ``/v1/chat/completions``) whose Content-Type is not
+  JSON (``application/json`` or a ``+json`` type, charset UTF-8 if one is given): a web
+  page can send ``text/plain`` to any address without the browser asking first; it
+  cannot send JSON.
 - 413: a body over ``max_body_bytes`` (checked against Content-Length before reading,
   and while reading); 400: a body that is not a JSON object with a string ``"type"``,
   ``"limits"`` that are not limits (the error names the key: ``limits.max_cost``), or
@@ -59,10 +68,12 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import hashlib
+import hmac
 import ipaddress
 import secrets
 import urllib.parse
-from collections.abc import Awaitable, Callable, Collection, Mapping, MutableMapping
+from collections.abc import Collection, Mapping
 from typing import Any, Final, Protocol, final
 
 import trio
@@ -71,10 +82,22 @@ from .. import _json
 from .._http11 import is_loopback_host
 from ..errors import ConfigError, RunnerError
 from ..events import AgentResult, Event
-from ..runner import EventHandle, Runner
+from ..runner import Runner
 from ..usage import UsageLimits
-from ._sse import stream_answer
-from ._wire import MAX_DEPTH, NotJSON, result_json, to_json_bytes
+from ._openai_face import CHAT_PATH, MODELS_PATH, OpenAIFace, reply_error
+from ._sse import result_unless_gone, stream_answer
+from ._wire import (
+    JSON_TYPE,
+    MAX_DEPTH,
+    NotJSON,
+    Receive,
+    Scope,
+    Send,
+    reply_json,
+    result_json,
+    send_body,
+    to_json_bytes,
+)
 
 __all__ = [
     "DEFAULT_BACKLOG",
@@ -86,17 +109,11 @@ __all__ = [
     "serve",
 ]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
 DEFAULT_MAX_BODY_BYTES: Final = 1 << 20
 DEFAULT_BACKLOG: Final = 1024
 """Pending connections the listening socket holds (the kernel may cap it lower:
 ``net.core.somaxconn``); hypercorn's own default, 100, dropped a burst of 2,000."""
 _EVENTS: Final = "/v1/events"
-_JSON_TYPE: Final = b"application/json"
 _MAX_NAMES_SHOWN: Final = 20
 
 
@@ -199,14 +216,19 @@ class ServeApp:
         max_results: int = 10_000,
         result_ttl: float = 300.0,
         allowed_hosts: Collection[str] = (),
+        api_key: str | None = None,
     ) -> None:
         if max_body_bytes < 0 or max_results < 1 or not result_ttl > 0:
             raise ValueError("need max_body_bytes >= 0, max_results >= 1 and result_ttl > 0")
+        if api_key is not None and not api_key:
+            raise ValueError("api_key must be a non-empty string, or None for no key")
         self.runner = runner
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.allowed_hosts = frozenset(h.lower() for h in allowed_hosts)
+        self._key_digest = None if api_key is None else _digest(api_key.encode())
         self._results = _Results(max_results, result_ttl)
+        self._openai = OpenAIFace(runner)
         runner.hooks.after_event.append(self._results.finished)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -230,25 +252,72 @@ class ServeApp:
             with contextlib.suppress(_TooLarge):
                 await _read_body({}, receive, self.max_body_bytes)
             why = "both Content-Length and Transfer-Encoding: ambiguous framing, refused"
-            return await _reply(send, 400, {"error": why}, connection="close")
+            return await reply_json(send, 400, {"error": why}, connection="close")
         if not self._host_allowed(scope, headers.get(b"host")):
             host = headers.get(b"host", b"").decode("latin-1")[:100]
             why = f"Host {host!r} is not this server: use localhost or add it to allowed_hosts"
-            return await _reply(send, 421, {"error": why})
+            return await reply_json(send, 421, {"error": why})
         method, path = scope["method"], scope["path"]
+        if path == "/healthz":
+            return await self._healthz(send)
+        if not self._authorized(headers.get(b"authorization")):
+            why = "a valid API key is needed: send Authorization: Bearer <key>"
+            return await reply_error(
+                send, 401, why, code="invalid_api_key", www_authenticate="Bearer"
+            )
         if path == _EVENTS:
             if method != "POST":
-                return await _reply(send, 405, {"error": "use POST"}, allow="POST")
+                return await reply_json(send, 405, {"error": "use POST"}, allow="POST")
             return await self._post_event(scope, headers, receive, send)
         if path.startswith(_EVENTS + "/"):
             if method != "GET":
-                return await _reply(send, 405, {"error": "use GET"}, allow="GET")
+                return await reply_json(send, 405, {"error": "use GET"}, allow="GET")
             return await self._get_event(path[len(_EVENTS) + 1 :], send)
-        if path == "/healthz":
-            return await self._healthz(send)
         if path == "/metrics":
             return await self._metrics(send)
-        await _reply(send, 404, {"error": f"no such endpoint: {path[:100]}"})
+        if path in (CHAT_PATH, MODELS_PATH) or path.startswith(MODELS_PATH + "/"):
+            return await self._openai_face(method, path, headers, receive, send)
+        await reply_json(send, 404, {"error": f"no such endpoint: {path[:100]}"})
+
+    def _authorized(self, authorization: bytes | None) -> bool:
+        """No key set, or ``Authorization: Bearer <the key>`` (compared in constant time)."""
+        if self._key_digest is None:
+            return True
+        scheme, _, token = (authorization or b"").strip().partition(b" ")
+        if scheme.lower() != b"bearer":
+            return False
+        return hmac.compare_digest(_digest(token.strip()), self._key_digest)
+
+    async def _openai_face(
+        self, method: str, path: str, headers: Mapping[bytes, bytes], receive: Receive, send: Send
+    ) -> None:
+        wanted = "POST" if path == CHAT_PATH else "GET"
+        if method != wanted:
+            why = f"use {wanted} for {path[:100]}"
+            return await reply_error(send, 405, why, code="method_not_allowed", allow=wanted)
+        if path == MODELS_PATH:
+            return await self._openai.list_models(send)
+        if path != CHAT_PATH:
+            return await self._openai.get_model(path[len(MODELS_PATH) + 1 :], send)
+        body = await self._json_body(headers, receive, send, openai=True)
+        if body is not None:
+            await self._openai.chat_completions(body, receive, send)
+
+    async def _json_body(
+        self, headers: Mapping[bytes, bytes], receive: Receive, send: Send, *, openai: bool
+    ) -> bytes | None:
+        """The request's JSON body, or None once it has been refused (415, 413), in the
+        error shape of the path (``openai``: OpenAI's)."""
+        wrong_type = _content_type_error(headers)
+        if wrong_type is not None:
+            await _refuse(send, 415, wrong_type, openai, accept="application/json")
+            return None
+        try:
+            return await _read_body(headers, receive, self.max_body_bytes)
+        except _TooLarge:
+            why = f"request body over {self.max_body_bytes} bytes"
+            await _refuse(send, 413, why, openai)
+            return None
 
     def _host_allowed(self, scope: Scope, host: bytes | None) -> bool:
         """Any Host on a non-loopback socket; on loopback, a loopback name or an allowed one."""
@@ -264,53 +333,48 @@ class ServeApp:
     async def _post_event(
         self, scope: Scope, headers: Mapping[bytes, bytes], receive: Receive, send: Send
     ) -> None:
-        wrong_type = _content_type_error(headers)
-        if wrong_type is not None:
-            return await _reply(send, 415, {"error": wrong_type}, accept="application/json")
-        try:
-            body = await _read_body(headers, receive, self.max_body_bytes)
-        except _TooLarge:
-            limit = self.max_body_bytes
-            return await _reply(send, 413, {"error": f"request body over {limit} bytes"})
+        body = await self._json_body(headers, receive, send, openai=False)
+        if body is None:
+            return
         parsed = _parse_event(body)
         if isinstance(parsed, str):
-            return await _reply(send, 400, {"error": parsed})
+            return await reply_json(send, 400, {"error": parsed})
         event, limits = parsed
         wants_async, wants_stream = _wants(scope, "async"), _wants_stream(scope, headers)
         if wants_async and wants_stream:
             why = "ask for async or stream, not both"
-            return await _reply(send, 400, {"error": why})
+            return await reply_json(send, 400, {"error": why})
         agents = self.runner.agents
         if event.type not in agents:
             names = sorted(agents)
             more = ", ..." if len(names) > _MAX_NAMES_SHOWN else ""
             shown = ", ".join(names[:_MAX_NAMES_SHOWN]) + more
             why = f"no agent named {event.type[:100]!r}; known: {shown or '(none)'}"
-            return await _reply(send, 404, {"error": why})
+            return await reply_json(send, 404, {"error": why})
         try:
             handle = self.runner.emit_nowait(event, limits=limits, stream=wants_stream)
         except RunnerError as exc:
             reason = f"{type(exc).__name__}: {exc}"
-            return await _reply(send, 503, {"error": reason}, retry_after="1")
+            return await reply_json(send, 503, {"error": reason}, retry_after="1")
         if wants_stream:
             return await stream_answer(handle, receive, send)
         if wants_async:
             self._results.expect(event.id)
             if handle.done:  # ended before we asked (cancelled while queued)
                 self._results.finished(event, handle.result_nowait())
-            return await _reply(send, 202, {"id": event.id, "status": "pending"})
-        result = await _result_unless_gone(handle, receive)
+            return await reply_json(send, 202, {"id": event.id, "status": "pending"})
+        result = await result_unless_gone(handle, receive)
         if result is not None:
-            await _send(send, *_result_body(result), _JSON_TYPE)
+            await send_body(send, *_result_body(result), JSON_TYPE)
 
     async def _get_event(self, event_id: str, send: Send) -> None:
         found = self._results.get(urllib.parse.unquote(event_id))
         if found is None:
             why = f"unknown or expired event id {event_id[:100]!r}"
-            return await _reply(send, 404, {"error": why})
+            return await reply_json(send, 404, {"error": why})
         if isinstance(found, str):
-            return await _reply(send, 200, {"id": event_id, "status": found})
-        await _send(send, *_result_body(found), _JSON_TYPE)
+            return await reply_json(send, 200, {"id": event_id, "status": found})
+        await send_body(send, *_result_body(found), JSON_TYPE)
 
     async def _healthz(self, send: Send) -> None:
         stats = self.runner.statistics()
@@ -321,13 +385,13 @@ class ServeApp:
             "max_concurrent_events": stats.max_concurrent_events,
             "completed": stats.completed,
         }
-        await _reply(send, 503 if stats.closed else 200, body)
+        await reply_json(send, 503 if stats.closed else 200, body)
 
     async def _metrics(self, send: Send) -> None:
         if self.metrics is None:
-            return await _reply(send, 404, {"error": "metrics are not enabled"})
+            return await reply_json(send, 404, {"error": "metrics are not enabled"})
         payload, content_type = self.metrics.exposition()
-        await _send(send, 200, payload, content_type.encode())
+        await send_body(send, 200, payload, content_type.encode())
 
 
 def make_app(
@@ -338,14 +402,17 @@ def make_app(
     max_results: int = 10_000,
     result_ttl: float = 300.0,
     allowed_hosts: Collection[str] = (),
+    api_key: str | None = None,
 ) -> ServeApp:
     """An ASGI app serving ``runner`` (which must be open while requests arrive).
 
     ``allowed_hosts``: Host names (``name`` or ``name:port``) accepted besides loopback
     ones on a loopback socket, e.g. the name a local reverse proxy forwards; ``"*"``: any.
+    ``api_key``: when given, every endpoint but ``/healthz`` needs ``Authorization: Bearer
+    <api_key>`` (what an OpenAI SDK sends as its ``api_key``); only its digest is kept.
 
     Raises:
-        ValueError: a bound is out of range.
+        ValueError: a bound is out of range, or ``api_key`` is empty.
     """
     return ServeApp(
         runner,
@@ -354,6 +421,7 @@ def make_app(
         max_results=max_results,
         result_ttl=result_ttl,
         allowed_hosts=allowed_hosts,
+        api_key=api_key,
     )
 
 
@@ -451,30 +519,6 @@ def _parse_event(body: bytes) -> tuple[Event, UsageLimits | None] | str:
     return Event(kind, payload, metadata, id=secrets.token_urlsafe(16)), limits
 
 
-async def _result_unless_gone(handle: EventHandle, receive: Receive) -> AgentResult | None:
-    """The event's result, or None if the client disconnected first (then the event is
-    cancelled: nobody is left to read its answer)."""
-    gone = False
-
-    async def watch(cancel_scope: trio.CancelScope) -> None:
-        nonlocal gone
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        gone = True
-        handle.cancel()
-        cancel_scope.cancel()
-
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch, nursery.cancel_scope)
-            result = await handle.result()
-            nursery.cancel_scope.cancel()
-    finally:
-        if not handle.done:
-            handle.cancel()
-    return None if gone else result
-
-
 def _is_loopback_address(address: str) -> bool:
     try:
         return ipaddress.ip_address(address.split("%")[0]).is_loopback
@@ -494,19 +538,13 @@ def _wants_stream(scope: Scope, headers: Mapping[bytes, bytes]) -> bool:
     return b"text/event-stream" in accept or _wants(scope, "stream")
 
 
-async def _reply(send: Send, status: int, body: Mapping[str, Any], **headers: str) -> None:
-    extra = [(name.replace("_", "-"), value) for name, value in headers.items()]
-    await _send(send, status, to_json_bytes(body), _JSON_TYPE, extra)
+async def _refuse(send: Send, status: int, why: str, openai: bool, **headers: str) -> None:
+    """Answer an error in the path's shape: OpenAI's (``openai``) or ``{"error": why}``."""
+    if openai:
+        await reply_error(send, status, why, **headers)
+    else:
+        await reply_json(send, status, {"error": why}, **headers)
 
 
-async def _send(
-    send: Send,
-    status: int,
-    body: bytes,
-    content_type: bytes,
-    extra: list[tuple[str, str]] | None = None,
-) -> None:
-    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
-    headers += [(name.encode(), value.encode()) for name, value in extra or ()]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+def _digest(key: bytes) -> bytes:
+    return hashlib.sha256(key).digest()
