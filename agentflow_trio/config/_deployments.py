@@ -6,7 +6,9 @@
 gives every ``[llm.router.groups.NAME]`` the policy keys of ``[llm.router]``. A nested
 table (``retry``, ``circuit_breaker``, ``rate_limit``) is inherited key by key; any other
 value, ``headers`` included, as a whole. Only keys the receiving section knows are
-inherited, so an unknown key of ``[llm]`` is reported once, under ``llm``.
+inherited, so an unknown key of ``[llm]`` is reported once, under ``llm``. A deployment
+table's guide names (``retry_max_attempts``) become ours before it inherits, so they
+override ``[llm]`` as our names do.
 """
 
 from __future__ import annotations
@@ -16,12 +18,41 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from ..errors import ConfigError
+from ._aliases import apply_aliases
 from ._shape import Field, fields_of, section_of
 
-__all__ = ["inherit", "reshape_llm", "reshape_router"]
+__all__ = ["deployment_defaults", "inherit", "reshape_llm", "reshape_router"]
 
 _DEPLOYMENTS: Final = "deployments"
 _GROUPS: Final = "groups"
+_PERFORMANCE_DEFAULTS: Final = {
+    "pool_size": "max_connections",
+    "enable_connection_pooling": "connection_pooling",
+}
+"""``[performance]`` keys (the AgentFlow guide's) that are the default of an ``[llm]`` key."""
+
+
+def deployment_defaults(table: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The whole file with ``[performance] pool_size`` and ``enable_connection_pooling``
+    written into ``[llm]`` as ``max_connections`` and ``connection_pooling``, where
+    ``[llm]`` does not give them (every deployment then inherits them from ``[llm]``).
+
+    ``[performance]`` goes first, so a bad value there is reported under its own name
+    before ``[llm]`` sees it.
+    """
+    performance, llm = table.get("performance"), table.get("llm", {})
+    if not isinstance(performance, Mapping) or not isinstance(llm, Mapping):
+        return table
+    given = {
+        ours: performance[guide]
+        for guide, ours in _PERFORMANCE_DEFAULTS.items()
+        if guide in performance and ours not in llm
+    }
+    if not given:
+        return table
+    out = {"performance": performance, **table}
+    out["llm"] = {**given, **llm}
+    return out
 
 
 def inherit(
@@ -74,10 +105,28 @@ def reshape_llm(table: Mapping[str, Any], *, deployment: type[Any]) -> Mapping[s
             raise ConfigError(message, key=name)
         tables[name] = {"provider": name, **sub}
     out[_DEPLOYMENTS] = {
-        name: inherit(out, sub, fields) if isinstance(sub, Mapping) else sub
+        name: inherit(out, _own_names(deployment, sub, name, name in named), fields)
+        if isinstance(sub, Mapping)
+        else sub
         for name, sub in tables.items()
     }
     return out
+
+
+def _own_names(
+    deployment: type[Any], table: Mapping[str, Any], name: str, provider_named: bool
+) -> Mapping[str, Any]:
+    """A deployment's table with the guide's names replaced by ours, before it inherits
+    (``retry_max_attempts`` in ``[llm.openai]`` overrides ``[llm.retry] max_attempts``).
+
+    Raises:
+        ConfigError: an alias and its target both given; ``key`` is relative to ``[llm]``.
+    """
+    try:
+        return apply_aliases(deployment, table)
+    except ConfigError as exc:
+        where = name if provider_named else f"{_DEPLOYMENTS}.{name}"
+        raise ConfigError(exc.reason, key=f"{where}.{exc.key}") from None
 
 
 def reshape_router(table: Mapping[str, Any], *, group: type[Any]) -> Mapping[str, Any]:

@@ -1,7 +1,7 @@
 """The shape of parsed TOML before any value is converted: the fields of each section, the
 nesting depth (bounded), every unknown key of the whole file, each with its hint, and the
 reshaping a section may ask for (`register_reshape`: ``[llm]`` keys inherited by
-``[llm.deployments.NAME]``).
+``[llm.deployments.NAME]``; the AgentFlow guide's key names, ``_aliases``, come first).
 
 Both checks walk the data once, without recursion on the data itself, so a hostile file
 (a 100,000-deep array, 5,000 dotted headers) costs a bounded walk and one `ConfigError`.
@@ -16,6 +16,7 @@ from typing import Annotated, Any, Final
 import attrs
 
 from ..errors import ConfigError
+from ._aliases import apply_aliases
 from ._messages import suggest
 
 __all__ = [
@@ -89,17 +90,19 @@ def register_reshape(cls: type[Any], fn: Reshape) -> None:
 
 
 def reshape(cls: type[Any], table: Any, prefix: str, source: str) -> Any:
-    """``table`` as the section ``cls`` reads it (unchanged without a registered reshape
-    or when it is no table).
+    """``table`` as the section ``cls`` reads it: the guide's names replaced by ours
+    (``_aliases``), then its registered reshape applied (unchanged without either, or
+    when it is no table).
 
     Raises:
         ConfigError: the reshape refused the table; names ``source`` and the dotted key.
     """
-    fn = _RESHAPES.get(cls)
-    if fn is None or not isinstance(table, Mapping):
+    if not isinstance(table, Mapping):
         return table
+    fn = _RESHAPES.get(cls)
     try:
-        return fn(table)
+        table = apply_aliases(cls, table)
+        return table if fn is None else fn(table)
     except ConfigError as exc:
         raise ConfigError(exc.reason, source=source, key=join(prefix, exc.key or "")) from None
 

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Final
 
 from ..errors import ConfigError
+from ._hosting import zstd_available
 from ._messages import expected
 from ._secrets import url_repr
 from .sections import (
@@ -26,7 +27,6 @@ from .sections import (
     LLMConfig,
     MCPConfig,
     MemoryConfig,
-    _zstd_available,
 )
 
 __all__ = ["check_config"]
@@ -162,7 +162,7 @@ def _distributed(settings: DistributedConfig) -> Iterator[tuple[str, str]]:
 
 
 def _memory(memory: MemoryConfig) -> Iterator[tuple[str, str]]:
-    if memory.compression == "zstd" and not _zstd_available():
+    if memory.compression == "zstd" and not zstd_available():
         yield (
             "memory.compression",
             'is "zstd", but the zstandard package is not installed (pip install zstandard, '

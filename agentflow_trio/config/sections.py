@@ -15,7 +15,6 @@ URLs (``metadata=URL``) never show a secret in a repr, a rendering or an error.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import re
 from collections.abc import Mapping
 from typing import Any, Final, Literal
@@ -23,8 +22,10 @@ from typing import Any, Final, Literal
 import attrs
 
 from ..errors import ConfigError
+from ._aliases import register_aliases
 from ._bounds import DAY, HOUR, INT32_MAX, Bounds, MaxItems, between, duration, size
-from ._deployments import reshape_llm, reshape_router
+from ._deployments import deployment_defaults, reshape_llm, reshape_router
+from ._hosting import MemoryConfig, MonitoringConfig
 from ._messages import expected
 from ._secrets import SECRET, URL, masked_repr, redact_url, url_repr
 from ._shape import register_reshape
@@ -105,55 +106,6 @@ class RuntimeConfig:
     memory_check_interval: Duration = attrs.field(default=1.0, validator=duration(gt=0, le=HOUR))
 
 
-def _zstd_available() -> bool:
-    """Whether the ``zstandard`` package can be imported (looked up, not imported)."""
-    return importlib.util.find_spec("zstandard") is not None
-
-
-@attrs.frozen
-class MemoryConfig:
-    """``[memory]``: where session state lives, its bound, TTL and compression.
-
-    ``backend``: ``"memory"`` (a bounded in-process `SessionStore`: ``state_cache_size``
-    sessions, LRU) or ``"redis"`` (shared by every process and worker, on
-    ``[distributed] redis_url``). A session is kept ``state_cache_ttl`` after its last
-    write. ``max_state_bytes`` bounds one session's encoded state (1 KiB to 64 MiB; default
-    1 MiB): a bigger one is refused, never truncated. ``enable_state_compression`` (the
-    AgentFlow guide's key) compresses, in stores that persist, an encoded state larger
-    than ``compression_threshold`` with ``compression``: ``"zstd"`` (needs the
-    ``zstandard`` package), ``"zlib"`` or ``"auto"`` (zstd if ``zstandard`` is importable,
-    else zlib; `codec` is the choice made). Bounds: at most 10,000,000 sessions, kept at
-    most 30 days.
-    """
-
-    backend: Literal["memory", "redis"] = "memory"
-    state_cache_size: int = attrs.field(default=10000, validator=between(1, 10_000_000))
-    state_cache_ttl: Duration = attrs.field(default=3600.0, validator=duration(gt=0, le=30 * DAY))
-    max_state_bytes: Size = attrs.field(default=2**20, validator=size(ge=1024, le=64 * 2**20))
-    enable_state_compression: bool = False
-    compression_threshold: Size = attrs.field(default=4096, validator=size(le=64 * 2**20))
-    compression: Literal["auto", "zstd", "zlib"] = "auto"
-
-    @property
-    def codec(self) -> Literal["zstd", "zlib"]:
-        """The codec compressed states are written with: ``compression``, with ``"auto"``
-        resolved (``"zstd"`` when ``zstandard`` is importable, else ``"zlib"``)."""
-        if self.compression == "auto":
-            return "zstd" if _zstd_available() else "zlib"
-        return self.compression
-
-
-@attrs.frozen
-class MonitoringConfig:
-    """``[monitoring]``: Prometheus metrics, the profiling/debug server, log level."""
-
-    enable_metrics: bool = True
-    metrics_port: int = attrs.field(default=9090, validator=between(0, 65535))
-    enable_profiling: bool = False
-    profile_port: int = attrs.field(default=6060, validator=between(0, 65535))
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-
-
 @attrs.frozen
 class RetryConfig:
     """``[llm.retry]``: exponential backoff with jitter between ``base_delay`` and ``max_delay``.
@@ -229,6 +181,9 @@ class DeploymentConfig:
     # "lean": the project's HTTP/1.1 client on trio streams (httptools); "httpx2": the
     # httpx2 client. Both honour the pool settings above and raise the same errors.
     transport: Literal["lean", "httpx2"] = "lean"
+    # False: a fresh connection per request, closed after its response (both clients;
+    # ``Connection: close`` is sent); ``min_connections`` is then not warmed up.
+    connection_pooling: bool = True
     # What a response may bring in: the body (as received, as declared, once decoded, and a
     # whole stream) and the lean client's status line plus headers.
     max_response_bytes: Size = attrs.field(default=64 * 2**20, validator=size(ge=1024, le=2**30))
@@ -416,14 +371,24 @@ class LLMConfig(DeploymentConfig):
 
 
 register_reshape(LLMConfig, functools.partial(reshape_llm, deployment=DeploymentConfig))
+register_aliases(
+    DeploymentConfig,
+    {"retry_max_attempts": "retry.max_attempts", "retry_initial_interval": "retry.base_delay"},
+)
 
 
 @attrs.frozen
 class PerformanceConfig:
-    """``[performance]``: the response cache (bounded by entries and bytes) and batching.
+    """``[performance]``: the response cache (bounded by entries and bytes), batching, and
+    the connection defaults of every LLM deployment.
 
-    Bounds: a TTL of 30 days, 10,000,000 entries, 1TiB; batches of 10,000 items waiting at
-    most 1 minute.
+    ``enable_request_batching`` (the AgentFlow guide's name) is ``enable_batching``.
+    ``pool_size`` and ``enable_connection_pooling`` are the defaults of every deployment's
+    ``max_connections`` and ``connection_pooling``: when a file is read they are written
+    into ``[llm]`` unless ``[llm]`` gives those keys, and every deployment inherits them
+    from there unless it gives its own (``None``: the built-in 100). A config built in code
+    sets the deployments' keys. Bounds: a TTL of 30 days, 10,000,000 entries, 1TiB;
+    batches of 10,000 items waiting at most 1 minute; a pool of 65,536 connections.
     """
 
     enable_caching: bool = False
@@ -433,6 +398,13 @@ class PerformanceConfig:
     enable_batching: bool = False
     batch_size: int = attrs.field(default=16, validator=between(1, 10_000))
     batch_timeout: Duration = attrs.field(default=0.01, validator=duration(le=60.0))
+    enable_connection_pooling: bool = True
+    pool_size: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(between(1, 65_536))
+    )
+
+
+register_aliases(PerformanceConfig, {"enable_request_batching": "enable_batching"})
 
 
 _SERVER_NAME = re.compile(r"[A-Za-z0-9_-]+")
@@ -603,3 +575,6 @@ class Config:
         == c``.
         """
         return section_to_toml(self, mask_secrets=mask_secrets)
+
+
+register_reshape(Config, deployment_defaults)

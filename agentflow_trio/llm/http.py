@@ -11,6 +11,9 @@ every call of one provider:
   keepalive_expiry=idle_timeout)``; timeouts: ``httpx2.Timeout(request_timeout,
   connect=connection_timeout, pool=connection_timeout)`` (waiting for a pool slot longer
   than ``connection_timeout`` raises `LLMTimeoutError`).
+* ``connection_pooling = false``: no keep-alive connection is kept
+  (``max_keepalive_connections=0``) and ``Connection: close`` is sent, so every request
+  has a fresh connection; nothing is warmed up.
 * ``min_connections``: warmed up once at open by holding that many concurrent ``GET``
   requests to the provider's origin until all have their response headers (httpx2 has no
   "open a connection" call; ``GET`` rather than ``HEAD`` because some servers, the mock
@@ -108,16 +111,20 @@ def build_client(
     llm: LLMConfig, headers: Mapping[str, str]
 ) -> tuple[httpx2.AsyncClient, LifetimeBackend]:
     """The shared client for ``llm`` (see the module docstring) and its network backend."""
+    pooling = llm.connection_pooling
     limits = httpx2.Limits(
         max_connections=llm.max_connections,
-        max_keepalive_connections=llm.max_connections,
+        max_keepalive_connections=llm.max_connections if pooling else 0,
         keepalive_expiry=llm.idle_timeout,
     )
     timeout = httpx2.Timeout(
         llm.request_timeout, connect=llm.connection_timeout, pool=llm.connection_timeout
     )
-    if not any(name.lower() == "accept-encoding" for name in headers):
+    names = {name.lower() for name in headers}
+    if "accept-encoding" not in names:
         headers = {"accept-encoding": _CODINGS, **headers}
+    if not pooling and "connection" not in names:
+        headers = {**headers, "connection": "close"}
     backend = LifetimeBackend(llm.max_connection_lifetime)
     transport = httpx2.AsyncHTTPTransport(limits=limits, trust_env=False)
     transport._pool = httpcore2.AsyncConnectionPool(
@@ -347,7 +354,7 @@ async def open_httpx2_session(
     max_body, _ = configured_limits(llm)
     session = HTTPSession(client, backend, deployment, max_response_bytes=max_body)
     try:
-        if llm.min_connections > 0:
+        if llm.min_connections > 0 and llm.connection_pooling:
             origin = str(httpx2.URL(base_url).copy_with(path="/", query=None, fragment=None))
             await session.warm_up(llm.min_connections, origin, llm.connection_timeout)
         yield session

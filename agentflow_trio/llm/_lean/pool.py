@@ -26,6 +26,8 @@ Guarantees:
   idleness; lifetime still retires it). ``idle_timeout <= 0`` keeps no idle connection
   beyond that floor. ``fill`` pre-opens up to ``min_connections``; no background task
   exists, so nothing runs between calls.
+- With ``pooling`` off no connection is kept idle (and ``fill`` opens none): each request
+  has a connection of its own, closed after its response.
 - After `aclose`, idle connections are closed, busy ones are closed when checked in, and
   new requests raise `PoolClosed`.
 """
@@ -83,8 +85,9 @@ class PoolSettings:
     ``request_timeout`` bounds one call from its first byte sent to its last byte read
     (for streams: the head, then each gap between two parts). ``max_response_bytes``
     bounds a response body (as received, as declared, once decoded; a stream in all) and
-    ``max_header_bytes`` its head; crossing one raises `ResponseTooLarge`. Validated on
-    construction.
+    ``max_header_bytes`` its head; crossing one raises `ResponseTooLarge`. ``pooling``
+    False (``connection_pooling = false``): no connection is kept once its response is
+    read, so every request opens its own. Validated on construction.
     """
 
     max_connections: int = attrs.field(default=100, validator=_at_least(1))
@@ -97,6 +100,7 @@ class PoolSettings:
         default=DEFAULT_MAX_RESPONSE_BYTES, validator=_at_least(1)
     )
     max_header_bytes: int = attrs.field(default=DEFAULT_MAX_HEADER_BYTES, validator=_at_least(1))
+    pooling: bool = True
 
     def __attrs_post_init__(self) -> None:
         if self.min_connections > self.max_connections:
@@ -115,6 +119,7 @@ class PoolSettings:
             max_connection_lifetime=llm.max_connection_lifetime,
             max_response_bytes=max_response_bytes,
             max_header_bytes=max_header_bytes,
+            pooling=llm.connection_pooling,
         )
 
 
@@ -272,7 +277,13 @@ class ConnectionPool:
         must close it (`checkin` does both). Sync: the common path never awaits."""
         self._active -= 1
         now = trio.current_time()
-        if not conn.reusable or self._closed or conn.expires_at <= now or not self._keeps_idle():
+        if (
+            not conn.reusable
+            or self._closed
+            or conn.expires_at <= now
+            or not self._keeps_idle()
+            or not self.settings.pooling
+        ):
             return False
         conn.idle_since = now
         conn.fresh = False
@@ -306,6 +317,8 @@ class ConnectionPool:
         Connects concurrently, each holding a slot; best effort: failures are logged and
         skipped. Returns how many were opened.
         """
+        if not self.settings.pooling:
+            return 0  # nothing would be kept
         wanted = min(count, self.settings.max_connections) - self._active - len(self._idle)
         opened = 0
         failures: list[str] = []

@@ -22,6 +22,9 @@ byte read) and, for a stream, the head and then each wait for the next part;
 
 Cancellation: a call cancelled at any point closes its connection, unless the response
 had been read to its end (then the connection is reused); its slot is always released.
+
+``connection_pooling = false``: each request sends ``Connection: close`` and its
+connection is closed after the response (a fresh connection per request).
 """
 
 from __future__ import annotations
@@ -62,9 +65,13 @@ def _text_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
     return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in raw}
 
 
-def _merged(headers: Mapping[str, str]) -> list[tuple[str, str]]:
+def _merged(headers: Mapping[str, str], pooling: bool = True) -> list[tuple[str, str]]:
+    """The default headers the caller does not name, then the caller's; without
+    ``pooling``, ``Connection: close`` too (the server closes after its answer as well)."""
     names = {name.lower() for name in headers}
     defaults = [(name, value) for name, value in DEFAULT_HEADERS if name not in names]
+    if not pooling and "connection" not in names:
+        defaults.append(("connection", "close"))
     return defaults + list(headers.items())
 
 
@@ -96,7 +103,7 @@ class LeanSession:
         max_line: int = DEFAULT_MAX_LINE,
     ) -> None:
         try:
-            self._headers = encode_headers(_merged(headers))
+            self._headers = encode_headers(_merged(headers, pools.settings.pooling))
         except ValueError as exc:
             raise ConfigError(str(exc), key="llm.headers") from exc
         self.pools = pools
