@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
-from typing import Any, Literal, Protocol, overload
+from typing import TYPE_CHECKING, Any, Literal, Protocol, overload
 
 import trio
 
@@ -30,8 +30,18 @@ from ._outcome import failure, passes_through
 from .errors import ConfigError
 from .events import AgentResult, ErrorInfo, Event, Outcome
 from .hooks import Hooks as Hooks
-from .state import State
+from .state import (
+    HISTORY_KEY,
+    HISTORY_LIMIT,
+    SessionDataError,
+    State,
+    append_history,
+    history_messages,
+)
 from .usage import EVENT_CONTEXT, RunUsage, UsageLimits, UsageMeter, current_meter
+
+if TYPE_CHECKING:
+    from .llm.types import Message
 
 __all__ = [
     "Agent",
@@ -109,7 +119,16 @@ class Context:
     ``previous`` is the output of the step before, inside `sequential` and `loop`;
     ``depth`` is 0 for an event emitted from outside, 1 for a call made from its agent
     through ``ctx.runner.call``, and so on; ``usage`` is what the event's model calls
-    have spent so far.
+    have spent so far; ``session_id`` is the event's session (None outside one).
+
+    Conversation history: ``ctx.history`` is the session's conversation so far (the
+    messages of earlier turns, oldest first) and ``ctx.remember(*messages)`` adds this
+    turn's, keeping the last `HISTORY_LIMIT` (or ``limit``). Both live in ``state``
+    under `HISTORY_KEY`, so they are committed with the session's state when the event
+    succeeds and merged by append when two events of the session overlap::
+
+        answer = await ctx.llm.complete([*ctx.history, af.user(q)], output_type=Answer)
+        ctx.remember(af.user(q), af.assistant(json.dumps(attrs.asdict(answer))))
     """
 
     __slots__ = (
@@ -127,6 +146,7 @@ class Context:
         "metrics",
         "previous",
         "runner",
+        "session_id",
     )
 
     def __init__(
@@ -161,6 +181,7 @@ class Context:
         self._slot = slot
         self.depth = depth
         self._meter = meter  # the event's usage meter (the runner's), shared by children
+        self.session_id: Any = None
 
     @property
     def usage(self) -> RunUsage:
@@ -183,6 +204,29 @@ class Context:
             self._state = State()
         return self._state
 
+    @property
+    def history(self) -> tuple[Message, ...]:
+        """The session's conversation so far, oldest first (empty for a new session, and
+        for an event without one unless this event remembered something).
+
+        Raises:
+            SessionDataError: ``state`` holds something else under `HISTORY_KEY`.
+        """
+        if self._state is None or HISTORY_KEY not in self._state:
+            return ()
+        return tuple(_message(m) for m in history_messages(self._state))
+
+    def remember(self, *messages: Message, limit: int = HISTORY_LIMIT) -> None:
+        """Add this turn's ``messages`` to the session's conversation, keeping the last
+        ``limit`` (see the class docstring). Written with the state: only a succeeded
+        event's turn is kept.
+
+        Raises:
+            ValueError: ``limit < 1``.
+            SessionDataError: ``state`` holds something else under `HISTORY_KEY`.
+        """
+        append_history(self.state, [_message_json(m) for m in messages], limit)
+
     def child(self, event: Event | None = None) -> Context:
         """A context for a concurrent child: same services, a forked (copy-on-write) state."""
         ctx = Context(
@@ -199,6 +243,7 @@ class Context:
             meter=self._meter,
         )
         ctx.previous = self.previous
+        ctx.session_id = self.session_id
         return ctx
 
     async def run(
@@ -512,6 +557,58 @@ def loop(
         return AgentResult(Outcome.SUCCEEDED, result.output, None, None, name)
 
     return Agent(run, name=name)
+
+
+def _message_json(m: Message) -> dict[str, Any]:
+    """A `Message` as the JSON object a session's history stores."""
+    out: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.name is not None:
+        out["name"] = m.name
+    if m.tool_calls:
+        out["tool_calls"] = [
+            {
+                "id": c.id,
+                "name": c.name,
+                "arguments": dict(c.arguments),
+                "raw_arguments": c.raw_arguments,
+            }
+            for c in m.tool_calls
+        ]
+    if m.tool_call_id is not None:
+        out["tool_call_id"] = m.tool_call_id
+    return out
+
+
+def _message(data: Mapping[str, Any]) -> Message:
+    """The `Message` a stored history object stands for (the shape `_message_json`
+    writes), checked: a stored entry is never trusted.
+
+    Raises:
+        SessionDataError: not that shape.
+    """
+    from .llm.types import Message, ToolCall
+
+    role, content = data.get("role"), data.get("content")
+    name, call_id = data.get("name"), data.get("tool_call_id")
+    calls = data.get("tool_calls") or []
+    ok = all(v is None or isinstance(v, str) for v in (content, name, call_id))
+    ok = ok and isinstance(calls, list) and all(_is_call(c) for c in calls)
+    if not (ok and isinstance(role, str)):
+        raise SessionDataError(f"a message of the session's history has a bad shape: {data!r:.200}")
+    tool_calls = tuple(
+        ToolCall(c["id"], c["name"], c["arguments"], c["raw_arguments"]) for c in calls
+    )
+    return Message(role, content, name, tool_calls, call_id)
+
+
+def _is_call(c: Any) -> bool:
+    return (
+        isinstance(c, Mapping)
+        and isinstance(c.get("id"), str)
+        and isinstance(c.get("name"), str)
+        and isinstance(c.get("arguments"), Mapping)
+        and isinstance(c.get("raw_arguments"), str)
+    )
 
 
 AgentMap = Mapping[str, _AgentLike | AgentFunction]

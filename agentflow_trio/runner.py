@@ -34,8 +34,8 @@ from .errors import NestingTooDeep, QueueFull, RunnerClosed, UnknownAgent
 from .events import AgentResult, ErrorInfo, Event, Outcome
 from .observability.runtime import AppliedGCSettings, MemoryGuard, apply_gc_settings
 from .progress import ProgressSink, current_sink, enter_sink, exit_sink
-from .services import ServiceKeywords, Services
-from .state import SessionStore
+from .services import ServiceKeywords, Services, run_in_session
+from .state import SessionBackend
 from .usage import UsageLimits, UsageMeter, tightest
 
 if TYPE_CHECKING:
@@ -217,7 +217,7 @@ class Runner(NurseryOwner):
         return self.services.metrics
 
     @property
-    def sessions(self) -> SessionStore | None:
+    def sessions(self) -> SessionBackend | None:
         """``services.sessions``: where session state is kept between events."""
         return self.services.sessions
 
@@ -601,12 +601,7 @@ class Runner(NurseryOwner):
         if sessions is not None:
             session_id = event.metadata.get("session_id")
             if session_id is not None:
-                state = sessions.get(session_id)
-                if state is not None:
-                    ctx._state = state
-                result = await invoke(ctx, agent, event)
-                sessions.put(session_id, ctx.state)
-                return result
+                return await run_in_session(sessions, session_id, ctx, agent, event)
         if hooks.before_agent or hooks.after_agent or hooks.on_error:
             return await invoke(ctx, agent, event)
         # The common case, inlined: no agent hooks, one result object per event.

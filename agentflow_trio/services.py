@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING, Any, Final, TypedDict, Unpack, final
 
 import attrs
 
-from .agents import Hooks
-from .state import SessionStore
+from ._outcome import failure
+from .agents import Context, Hooks, _AgentLike, invoke
+from .events import AgentResult, ErrorInfo, Event, Outcome
+from .state import SessionBackend
 
 if TYPE_CHECKING:
     from .llm import LLMClient, Provider
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
     from .observability.metrics import RunnerMetrics
     from .tools import ToolRegistry
 
-__all__ = ["ServiceKeywords", "Services"]
+__all__ = ["ServiceKeywords", "Services", "run_in_session"]
 
 
 @final
@@ -42,9 +44,12 @@ class Services:
     ``ctx.llm`` (an `LLMClient`, or a bare `Provider`); ``tools`` is bound to each context
     (``ctx.tools.call_many(...)``); ``mcp`` and ``metrics`` are handed to agents as they
     are (``ctx.mcp``, ``ctx.metrics``), and ``metrics`` is also served on the debug
-    server's ``/metrics``. With ``sessions``, an event whose metadata has a ``session_id``
-    starts from that session's `State` and stores it back when its agent returns. None:
-    the event does without.
+    server's ``/metrics``. With ``sessions`` (a `SessionBackend`: the in-process
+    `SessionStore`, or the Redis store of ``distributed.sessions`` shared by every
+    process), an event whose metadata has a ``session_id`` starts from that session's
+    `State` and commits it back when its agent succeeds (by the backend's
+    compare-and-set and merge rule; a failed, timed-out or cancelled event's changes are
+    dropped). None: the event does without.
 
     Frozen: a runner's services are fixed for its life (the objects themselves may
     change: hooks are appended to, tools registered). ``hooks`` must be a `Hooks`
@@ -56,7 +61,7 @@ class Services:
     tools: ToolRegistry | None = None
     mcp: MCPManager | None = None
     metrics: RunnerMetrics | None = None
-    sessions: SessionStore | None = None
+    sessions: SessionBackend | None = None
 
     @classmethod
     def build(
@@ -89,7 +94,36 @@ class ServiceKeywords(TypedDict, total=False):
     tools: ToolRegistry | None
     mcp: MCPManager | None
     metrics: RunnerMetrics | None
-    sessions: SessionStore | None
+    sessions: SessionBackend | None
+
+
+async def run_in_session(
+    sessions: SessionBackend, session_id: Any, ctx: Context, agent: _AgentLike, event: Event
+) -> AgentResult:
+    """Run ``agent`` on its session (what the runner does for an event with a
+    ``session_id`` when it has ``sessions``): load the state before, commit it after a
+    success.
+
+    A failed, timed-out, cancelled or usage-limited event's changes are dropped (nothing
+    is written; a retry starts from the committed state). A session that cannot be loaded
+    or saved (`SessionConflict`, `SessionTooLarge`, Redis down...) ends the event
+    ``failed`` with that error, the agent's output kept.
+    """
+    try:
+        snapshot = await sessions.load(session_id)
+    except Exception as exc:
+        return failure(exc, agent.name, event.id)
+    ctx._state = snapshot.state
+    ctx.session_id = session_id
+    result = await invoke(ctx, agent, event)
+    if result.outcome is not Outcome.SUCCEEDED:
+        return result
+    try:
+        await sessions.save(snapshot)
+    except Exception as exc:
+        error = ErrorInfo.from_exception(exc)
+        return AgentResult(Outcome.FAILED, result.output, error, event.id, result.agent)
+    return result
 
 
 _FIELDS: Final = frozenset(attrs.fields_dict(Services))

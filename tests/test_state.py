@@ -1,4 +1,5 @@
-"""Tests for agentflow_trio.state: State copy-on-write, SessionStore TTL, LRU and statistics.
+"""Tests for agentflow_trio.state: State copy-on-write, SessionStore TTL, LRU and statistics,
+the session protocol (load, compare-and-set save, merge) and the conversation history.
 
 SessionStore tests run under the ``autojump_clock`` fixture: virtual time, exact and instant.
 """
@@ -16,7 +17,18 @@ from hypothesis import strategies as st
 
 from agentflow_trio.config import MemoryConfig
 from agentflow_trio.errors import ConfigError
-from agentflow_trio.state import SessionStore, SessionStoreStatistics, State
+from agentflow_trio.state import (
+    HISTORY_KEY,
+    SessionBackend,
+    SessionConflict,
+    SessionDataError,
+    SessionStore,
+    SessionStoreStatistics,
+    State,
+    append_history,
+    history_messages,
+    merge_changes,
+)
 
 # --------------------------------------------------------------------------- State
 
@@ -311,3 +323,156 @@ def test_store_needs_trio() -> None:
     store = SessionStore(max_entries=1, ttl=1.0)
     with pytest.raises(RuntimeError):
         store.put("s", State())
+
+
+# --------------------------------------------------------------------------- merge rule
+
+
+def test_merge_applies_disjoint_changes_on_top_of_the_newer_state() -> None:
+    base = {"a": 1, "b": 2, "gone": 0}
+    mine = {"a": 10, "b": 2, "new": "x"}  # changed a, added new, deleted gone
+    latest = {"a": 1, "b": 20, "gone": 0, "theirs": True}
+    merged = merge_changes("s", base, mine, latest, same=lambda x, y: x == y)
+    assert merged == {"a": 10, "b": 20, "new": "x", "theirs": True}
+
+
+def test_merge_refuses_a_key_both_changed_differently() -> None:
+    with pytest.raises(SessionConflict) as caught:
+        merge_changes("s1", {"n": 1, "k": 0}, {"n": 2, "k": 1}, {"n": 3, "k": 0})
+    assert caught.value.keys == ("n",) and caught.value.session_id == "s1"
+    assert "'n'" in str(caught.value) and "nothing of this event was written" in str(caught.value)
+    with pytest.raises(SessionConflict):  # deleted by them, changed by me
+        merge_changes("s", {"k": 1}, {"k": 2}, {}, same=lambda x, y: x == y)
+
+
+def test_merge_accepts_the_same_change_made_twice_and_a_value_of_none() -> None:
+    eq = lambda x, y: x == y  # noqa: E731
+    assert merge_changes("s", {"k": 1}, {"k": 2}, {"k": 2}, same=eq) == {"k": 2}
+    assert merge_changes("s", {}, {"k": None}, {"other": 1}, same=eq) == {"k": None, "other": 1}
+    assert merge_changes("s", {"k": 1}, {}, {}, same=eq) == {}  # both deleted it
+
+
+def history(*texts: str, appended: int | None = None, limit: int = 50) -> dict[str, Any]:
+    messages = [{"role": "user", "content": t} for t in texts]
+    count = len(messages) if appended is None else appended
+    return {"messages": messages, "appended": count, "limit": limit}
+
+
+def contents(value: Any) -> list[str]:
+    return [m["content"] for m in value["messages"]]
+
+
+def test_history_is_append_merged_in_commit_order() -> None:
+    base = {HISTORY_KEY: history("t0")}
+    mine = {HISTORY_KEY: history("t0", "mine")}
+    latest = {HISTORY_KEY: history("t0", "theirs1", "theirs2")}
+    merged = merge_changes("s", base, mine, latest, same=lambda x, y: x == y)
+    assert contents(merged[HISTORY_KEY]) == ["t0", "theirs1", "theirs2", "mine"]
+    assert merged[HISTORY_KEY]["appended"] == 4
+
+
+def test_history_merge_keeps_the_bound_and_counts_trimmed_appends() -> None:
+    base = {HISTORY_KEY: history("a", "b", appended=10, limit=2)}
+    mine = {HISTORY_KEY: history("b", "m", appended=11, limit=2)}
+    latest = {HISTORY_KEY: history("t1", "t2", appended=12, limit=2)}
+    merged = merge_changes("s", base, mine, latest, same=lambda x, y: x == y)
+    assert contents(merged[HISTORY_KEY]) == ["t2", "m"]
+    assert merged[HISTORY_KEY]["appended"] == 13
+
+
+def test_a_rewritten_history_is_an_ordinary_clash() -> None:
+    base = {HISTORY_KEY: history("a")}
+    latest = {HISTORY_KEY: history("a", "b")}
+    for mine in ({HISTORY_KEY: history("x", appended=0)}, {HISTORY_KEY: "not a history"}, {}):
+        with pytest.raises(SessionConflict):
+            merge_changes("s", base, mine, latest, same=lambda x, y: x == y)
+
+
+# --------------------------------------------------------------------------- history
+
+
+def test_append_history_keeps_the_last_messages_and_never_starts_with_a_tool_answer() -> None:
+    state = State()
+    assert history_messages(state) == []
+    call = {"role": "assistant", "content": None, "tool_calls": [{"id": "c"}]}
+    answer = {"role": "tool", "content": "42", "tool_call_id": "c"}
+    append_history(state, [{"role": "user", "content": "q"}, call, answer], limit=10)
+    snapshot = state.view()
+    append_history(state, [{"role": "assistant", "content": "done"}], limit=2)
+    assert [m["role"] for m in history_messages(state)] == ["assistant"]  # tool answer cut
+    assert state[HISTORY_KEY]["appended"] == 4 and state[HISTORY_KEY]["limit"] == 2
+    assert len(history_messages(snapshot)) == 3  # replaced, never mutated in place
+    with pytest.raises(ValueError):
+        append_history(state, [], limit=0)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["text", {"messages": "x", "appended": 0}, {"messages": [1], "appended": 1},
+     {"messages": [], "appended": True}, {"messages": [{}], "appended": 0}],
+)  # fmt: skip
+def test_a_value_that_is_not_a_history_is_refused(value: Any) -> None:
+    state = State({HISTORY_KEY: value})
+    with pytest.raises(SessionDataError):
+        history_messages(state)
+    with pytest.raises(SessionDataError):
+        append_history(state, [{"role": "user", "content": "x"}])
+
+
+# ----------------------------------------------------------------- SessionStore as a backend
+
+
+async def test_store_is_a_backend_and_load_hands_out_isolated_forks(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = SessionStore(max_entries=10, ttl=60.0)
+    assert isinstance(store, SessionBackend)
+    new = await store.load("s")
+    assert (new.version, dict(new.state)) == (0, {})
+    assert await store.save(new) == 0 and len(store) == 0  # nothing changed: nothing stored
+    new.state.set("n", 1)
+    v1 = await store.save(new)
+    assert v1 > 0 and store.get("s") == {"n": 1}
+    first, second = await store.load("s"), await store.load("s")
+    assert first.version == second.version == v1
+    first.state.set("n", 2)
+    assert second.state["n"] == 1 and store.get("s") == {"n": 1}  # isolated until saved
+    assert await store.save(first) != v1 and store.get("s") == {"n": 2}
+    assert first.state._copies == 1  # one copy-on-write per writing event
+
+
+async def test_store_merges_concurrent_saves_and_refuses_a_clash(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = SessionStore(max_entries=10, ttl=60.0)
+    store.put("s", State({"n": 0}))
+    a, b, c = [await store.load("s") for _ in range(3)]
+    a.state.set("a", 1)
+    b.state.set("b", 2)
+    c.state.set("a", 3)
+    await store.save(a)
+    await store.save(b)  # read before a's write: merged over it
+    assert store.get("s") == {"n": 0, "a": 1, "b": 2}
+    with pytest.raises(SessionConflict) as caught:
+        await store.save(c)  # changed "a" differently from a
+    assert caught.value.keys == ("a",)
+    assert store.get("s") == {"n": 0, "a": 1, "b": 2}  # nothing of c written
+    s = store.statistics()
+    assert (s.merges, s.conflicts) == (1, 1)
+
+
+async def test_store_save_refreshes_the_ttl_and_rewrites_an_expired_session(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = SessionStore(max_entries=10, ttl=10.0)
+    store.put("s", State({"k": 1}))
+    await trio.sleep(9.0)
+    reader = await store.load("s")
+    assert await store.save(reader) == reader.version  # unchanged: same version
+    await trio.sleep(9.0)
+    assert store.get("s") == {"k": 1}  # the save restarted the TTL
+    writer = await store.load("s")
+    writer.state.set("k", 2)
+    await trio.sleep(10.0)  # the session expires while the event runs
+    await store.save(writer)
+    assert store.get("s") == {"k": 2}  # written back whole

@@ -18,6 +18,7 @@ from ..llm import collect_stream
 from ..llm.types import ChatRequest, ChatResponse, Message, ToolCall, assistant, user
 from ..llm.types import system as system_message
 from ..progress import current_sink
+from ..state import HISTORY_LIMIT
 from ._result import ToolResult, cancelled_result
 from .base import OnError, ToolRegistry, new_call_id
 
@@ -152,6 +153,7 @@ def tool_agent(
     messages: Callable[[Event], Sequence[Message]] = default_messages,
     request_fields: Mapping[str, Any] | None = None,
     timeout: float | None = None,
+    history: int | None = HISTORY_LIMIT,
 ) -> Agent:
     """An `Agent` that lets ``ctx.llm`` call ``tools`` until it answers in text.
 
@@ -169,6 +171,14 @@ def tool_agent(
     runner ends the event ``usage_limit_exceeded``), carrying this output as its
     ``partial_output`` attribute. ``ctx.llm`` is an `LLMClient` or a provider.
 
+    Conversation across turns: for an event in a session (``ctx.session_id``: its
+    metadata has a ``session_id`` and the runner has a session store), the session's
+    history (``ctx.history``) goes between the system prompt and the event's messages,
+    and a succeeded turn's new messages (the event's, every tool call and answer, the
+    final answer) are remembered (``ctx.remember``), keeping the last ``history``
+    messages. With a session, send only the new turn's messages. ``history=None`` turns
+    this off; outside a session nothing is read or kept.
+
     Streaming: when a caller streams the event (`progress.current_sink` is set), each
     model step uses ``ctx.llm.stream`` folded with `collect_stream`, so the model's text
     reaches the caller as `TextDelta` items while it comes, and every tool call sends
@@ -176,16 +186,23 @@ def tool_agent(
     ``complete`` per step, as before.
 
     Raises:
-        ValueError: ``max_steps < 1``.
+        ValueError: ``max_steps < 1`` or ``history < 1``.
     """
     if max_steps < 1:
         raise ValueError(f"max_steps must be >= 1, got {max_steps!r}")
+    if history is not None and (isinstance(history, bool) or history < 1):
+        raise ValueError(f"history must be None or >= 1, got {history!r}")
     fields = dict(request_fields or {})
 
     async def run(ctx: Context, event: Event) -> AgentResult:
         if ctx.llm is None:
             return AgentResult.failed(ErrorInfo("NoLLM", "tool_agent needs ctx.llm: pass llm="))
-        transcript = ([system_message(system)] if system else []) + list(messages(event))
+        transcript = [system_message(system)] if system else []
+        remembering = history is not None and ctx.session_id is not None
+        if remembering:
+            transcript.extend(ctx.history)
+        turn_start = len(transcript)
+        transcript.extend(messages(event))
         results: list[ToolResult] = []
         specs = tools.specs()
         for step in range(1, max_steps + 1):
@@ -203,6 +220,9 @@ def tool_agent(
             calls = _with_ids(response.tool_calls)
             transcript.append(assistant(response.text or None, calls))
             if not calls:
+                if remembering:
+                    assert history is not None
+                    ctx.remember(*transcript[turn_start:], limit=history)
                 output = _output(response.text, transcript, results, step)
                 return AgentResult(Outcome.SUCCEEDED, output)
             if step == max_steps:
