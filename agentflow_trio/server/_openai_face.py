@@ -173,13 +173,20 @@ class _Refusal(Exception):
         self.headers = headers
 
     async def send_to(self, send: Send, event_id: str | None = None) -> None:
+        """Answer with this error (``event_id``, when the event was accepted, as
+        ``x-request-id``)."""
         headers = dict(self.headers)
         if event_id is not None:
             headers["x_request_id"] = event_id
         await reply_error(
-            send, self.status, self.message, kind=self.kind, code=self.code, param=self.param,
+            send,
+            self.status,
+            self.message,
+            kind=self.kind,
+            code=self.code,
+            param=self.param,
             **headers,
-        )  # fmt: skip
+        )
 
 
 @attrs.frozen(slots=True)
@@ -214,10 +221,9 @@ class OpenAIFace:
         try:
             handle = self._runner.emit_nowait(event, stream=chat.stream)
         except RunnerError as exc:
-            refused = _Refusal(
-                503, f"the server refused the request ({type(exc).__name__}: {exc})",
-                "server_error", _snake(type(exc).__name__), headers=_RETRY_SOON,
-            )  # fmt: skip
+            name = type(exc).__name__
+            why = f"the server refused the request ({name}: {exc})"
+            refused = _Refusal(503, why, "server_error", _snake(name), headers=_RETRY_SOON)
             return await refused.send_to(send)
         if chat.stream:
             writer = _ChunkWriter(send, event.id, self._created, chat.model, chat.include_usage)

@@ -148,9 +148,8 @@ def _plain(value: Any, depth: int) -> Any:
 
 
 async def reply_json(send: Send, status: int, body: Mapping[str, Any], **headers: str) -> None:
-    """Answer ``status`` with ``body`` as JSON; each keyword is a header (``retry_after``
-    is sent as ``retry-after``). ``body`` must be JSON already (no `NotJSON` check path
-    beyond `to_json_bytes`'s)."""
+    """Answer ``status`` with ``body`` as strict JSON (`to_json_bytes`); each keyword is a
+    header, its underscores sent as dashes (``retry_after`` -> ``retry-after``)."""
     extra = [(name.replace("_", "-"), value) for name, value in headers.items()]
     await send_body(send, status, to_json_bytes(body), JSON_TYPE, extra)
 

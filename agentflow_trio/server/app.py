@@ -276,7 +276,7 @@ class ServeApp:
         if path == "/metrics":
             return await self._metrics(send)
         if path in (CHAT_PATH, MODELS_PATH) or path.startswith(MODELS_PATH + "/"):
-            return await self._openai_face(method, path, headers, receive, send)
+            return await self._openai_route(method, path, headers, receive, send)
         await reply_json(send, 404, {"error": f"no such endpoint: {path[:100]}"})
 
     def _authorized(self, authorization: bytes | None) -> bool:
@@ -288,7 +288,7 @@ class ServeApp:
             return False
         return hmac.compare_digest(_digest(token.strip()), self._key_digest)
 
-    async def _openai_face(
+    async def _openai_route(
         self, method: str, path: str, headers: Mapping[bytes, bytes], receive: Receive, send: Send
     ) -> None:
         wanted = "POST" if path == CHAT_PATH else "GET"
