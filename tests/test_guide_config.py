@@ -10,6 +10,7 @@ use the real clock under an absolute ``trio.fail_after`` and assert counts, neve
 
 from __future__ import annotations
 
+import logging
 import random
 import tomllib
 from pathlib import Path
@@ -20,12 +21,14 @@ import trio
 import trio.testing
 from click.testing import CliRunner
 
+import agentflow_trio as af
 from agentflow_trio.cli import main as agentcli
 from agentflow_trio.config import Config, ConfigError, LLMConfig, load_config
 from agentflow_trio.errors import ServerError
 from agentflow_trio.llm import ChatRequest, EmbeddingRequest, open_provider, open_stack, user
 from agentflow_trio.llm.fake import FakeProvider
 from agentflow_trio.mockllm import MockLLM, open_mock_llm
+from agentflow_trio.observability import PerformanceMetrics, PerformanceReporter, report_performance
 
 DATA = Path(__file__).resolve().parent / "data"
 POOLING = DATA / "guide_performance_pooling.toml"
@@ -270,6 +273,52 @@ async def test_enable_request_batching_batches_embeddings(batching: bool, posts:
                 for i in range(10):
                     nursery.start_soon(provider.embed, EmbeddingRequest((f"text {i}",)))
             assert mock.stats().embeddings == posts
+
+
+@af.agent
+async def one_second(ctx: af.Context, event: af.Event) -> str:
+    await trio.sleep(1)
+    return "ok"
+
+
+async def test_metrics_interval_is_how_often_performance_is_reported(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    monitoring = load_config(APP, env={}).monitoring  # metrics_interval = "10s"
+    reporter = PerformanceReporter()
+    reports: list[tuple[float, PerformanceMetrics]] = []
+    reporter.listeners.append(lambda m: reports.append((trio.current_time(), m)))
+    caplog.set_level(logging.INFO, logger="agentflow_trio.performance")
+    async with af.Runner(af.Config(), agents={"slow": one_second}) as runner:
+        reporter.attach(runner)
+        async with trio.open_nursery() as nursery:
+            start = trio.current_time()
+            await nursery.start(report_performance, monitoring, reporter)
+            for _ in range(3):
+                await runner.call(af.Event("slow"))
+            await trio.sleep(10)  # the first report, at 10s
+            await runner.call(af.Event("slow"))
+            await trio.sleep(10)  # the second, at 20s
+            nursery.cancel_scope.cancel()
+    assert [at - start for at, _ in reports] == [10.0, 20.0]
+    first, second = (m for _, m in reports)
+    assert (first.requests, second.requests) == (3, 1)
+    assert (first.duration_s, first.requests_per_s) == (10.0, 0.3)
+    assert first.p50_ms is not None and abs(first.p50_ms - 1000.0) <= 10.0  # HDR, 0.1 %
+    logged = [r for r in caplog.records if r.name == "agentflow_trio.performance"]
+    assert [r.performance["requests"] for r in logged] == [3, 1]  # type: ignore[attr-defined]
+    assert "3 events" in logged[0].getMessage()
+
+
+async def test_metrics_interval_zero_reports_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    reporter = PerformanceReporter()
+    reporter.listeners.append(lambda m: pytest.fail("reported"))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(report_performance, Config().monitoring, reporter)
+        await trio.sleep(3600)
+    assert reporter.latest is None
 
 
 def test_llm_config_in_code_keeps_pooling_on_by_default() -> None:

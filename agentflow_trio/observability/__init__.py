@@ -11,6 +11,12 @@ Everything is re-exported lazily (on first use), so importing a light module suc
 - `debug_server`: `serve_debug` (``/debug/tasks``, ``/debug/profile``, ``/debug/heap``,
   ``/metrics``).
 - `runtime`: `apply_gc_settings`, `MemoryGuard`, `current_rss`, `peak_rss`.
+- `metrics_server`: `serve_metrics` (``[monitoring] enable_metrics``: ``/metrics`` on a
+  port of its own).
+- `logs`: `configure_logging` (``log_level``, ``log_format``: plain or JSON lines with
+  the event id and agent), `EventContextFilter`, `current_event`.
+- `report`: `PerformanceReporter`, `report_performance` (``metrics_interval``: the
+  `PerformanceMetrics` of each interval, logged and published).
 """
 
 from __future__ import annotations
@@ -20,8 +26,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .debug_server import serve_debug as serve_debug
+    from .logs import EventContextFilter as EventContextFilter
+    from .logs import JSONFormatter as JSONFormatter
+    from .logs import PlainFormatter as PlainFormatter
+    from .logs import configure_logging as configure_logging
+    from .logs import current_event as current_event
     from .metrics import DEFAULT_BUCKETS as DEFAULT_BUCKETS
     from .metrics import RunnerMetrics as RunnerMetrics
+    from .metrics_server import METRICS_PATH as METRICS_PATH
+    from .metrics_server import serve_metrics as serve_metrics
     from .profiling import PROFILE_KINDS as PROFILE_KINDS
     from .profiling import HeapEntry as HeapEntry
     from .profiling import ProfileError as ProfileError
@@ -38,6 +51,9 @@ if TYPE_CHECKING:
     from .profiling import sampling_available as sampling_available
     from .profiling import stats_bytes as stats_bytes
     from .profiling import task_tree as task_tree
+    from .report import PERFORMANCE_LOGGER as PERFORMANCE_LOGGER
+    from .report import PerformanceReporter as PerformanceReporter
+    from .report import report_performance as report_performance
     from .runtime import AppliedGCSettings as AppliedGCSettings
     from .runtime import MemoryGuard as MemoryGuard
     from .runtime import MemoryGuardStatistics as MemoryGuardStatistics
@@ -55,7 +71,15 @@ if TYPE_CHECKING:
 
 _MODULES: dict[str, tuple[str, ...]] = {
     "debug_server": ("serve_debug",),
+    "logs": (
+        "EventContextFilter",
+        "JSONFormatter",
+        "PlainFormatter",
+        "configure_logging",
+        "current_event",
+    ),
     "metrics": ("DEFAULT_BUCKETS", "RunnerMetrics"),
+    "metrics_server": ("METRICS_PATH", "serve_metrics"),
     "profiling": (
         "PROFILE_KINDS",
         "HeapEntry",
@@ -74,6 +98,7 @@ _MODULES: dict[str, tuple[str, ...]] = {
         "stats_bytes",
         "task_tree",
     ),
+    "report": ("PERFORMANCE_LOGGER", "PerformanceReporter", "report_performance"),
     "runtime": (
         "AppliedGCSettings",
         "MemoryGuard",
@@ -111,17 +136,23 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "DEFAULT_BUCKETS",
+    "METRICS_PATH",
+    "PERFORMANCE_LOGGER",
     "PROFILE_KINDS",
     "AppliedGCSettings",
     "CurvePoint",
+    "EventContextFilter",
     "GCMonitor",
     "GCStatistics",
     "HeapEntry",
+    "JSONFormatter",
     "LatencyRecorder",
     "LatencySummary",
     "MemoryGuard",
     "MemoryGuardStatistics",
     "PerformanceMetrics",
+    "PerformanceReporter",
+    "PlainFormatter",
     "ProfileError",
     "ProfilerBusy",
     "RunnerMetrics",
@@ -129,7 +160,9 @@ __all__ = [
     "StatsCollector",
     "apply_gc_settings",
     "check_profile",
+    "configure_logging",
     "cpu_profile",
+    "current_event",
     "current_rss",
     "ensure_tracing",
     "format_stats",
@@ -139,8 +172,10 @@ __all__ = [
     "profile_cpu",
     "profile_sampling",
     "profiled",
+    "report_performance",
     "sampling_available",
     "serve_debug",
+    "serve_metrics",
     "stats_bytes",
     "task_tree",
 ]

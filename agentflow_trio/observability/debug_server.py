@@ -39,6 +39,7 @@ import trio
 from .._http11 import Request, ResponseWriter, is_loopback_host, serve_http_connection
 from ..errors import ConfigError
 from . import profiling
+from ._exposition import render_metrics
 
 __all__ = ["MAX_PROFILE_SECONDS", "serve_debug"]
 
@@ -79,21 +80,6 @@ def _number(query: dict[str, list[str]], name: str, default: float, top: float) 
     if not 0 <= value <= top:
         raise _BadQuery(f"{name} must be between 0 and {top:g}, got {raw}")
     return value
-
-
-def _render_metrics(metrics: Any) -> tuple[bytes, bytes]:
-    """Exposition of a `RunnerMetrics`, anything with ``render()``, or a registry."""
-    exposition = getattr(metrics, "exposition", None)
-    if exposition is not None:
-        body, content_type = exposition()
-    elif hasattr(metrics, "render"):
-        body = metrics.render()
-        content_type = getattr(metrics, "content_type", "text/plain; version=0.0.4")
-    else:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-        body, content_type = generate_latest(metrics), CONTENT_TYPE_LATEST
-    return bytes(body), str(content_type).encode()
 
 
 _Route = Callable[[dict[str, list[str]], ResponseWriter], Awaitable[None]]
@@ -248,7 +234,7 @@ class _DebugApp:
             await writer.send(404, b"no metrics were given to this debug server\n",
                               content_type=_TEXT)  # fmt: skip
             return
-        body, content_type = _render_metrics(self.metrics)
+        body, content_type = render_metrics(self.metrics)
         await writer.send(200, body, content_type=content_type)
 
 
