@@ -112,12 +112,14 @@ def config_option(function: F) -> F:
 
 
 def app_option(function: F) -> F:
-    """``--app MODULE:ATTR`` (``app_ref``): the agents to serve."""
+    """``--app MODULE:ATTR`` (``app_ref``): the App to host."""
     return click.option(
         "--app",
         "app_ref",
-        help="MODULE:ATTR naming a dict of agents, or a function returning one "
-        "(default: the built-in chat, stream and noop).",
+        metavar="MODULE:ATTR",
+        help="The App to host: MODULE:ATTR naming an agentflow_trio.App, a function "
+        "(sync or async) returning one, or a dict of agents (default: the built-in chat, "
+        "stream and noop).",
     )(function)
 
 

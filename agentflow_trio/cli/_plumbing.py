@@ -1,7 +1,8 @@
 """What every ``agentcli`` command does around its library call: load, run, report errors.
 
-Loading: `load_config` (a `Config`), `load_agents` (``--app MODULE:ATTR``), `prepare` (both,
-plus the model-target check: the preamble ``serve`` and ``worker`` share). Running:
+Loading: `load_config` (a `Config`), `load_app` (``--app MODULE:ATTR``: an `App`, a
+function returning one, or a dict of agents), `prepare` (both, plus the model-target check:
+the preamble of every command that hosts an App). Running:
 `run_trio` (a run that ends by itself) and `run_until_signalled` (a server that runs until
 SIGINT or SIGTERM, exit 0). Errors: a broken config file, scenario script or app string is
 `BadInput` (``Error: ...``, exit 2); a config value built from a flag names the flag
@@ -21,11 +22,12 @@ from ._guard import BadInput, as_click_error, leaves
 if TYPE_CHECKING:
     import trio
 
+    from agentflow_trio.app import App
     from agentflow_trio.config import Config
 
 __all__ = [
     "BadInput",
-    "load_agents",
+    "load_app",
     "load_config",
     "ms",
     "prepare",
@@ -66,27 +68,56 @@ def load_config(path: str | None) -> Config:
         raise BadInput(str(exc)) from None
 
 
-def load_agents(ref: str | None) -> Mapping[str, Any]:
-    """The agents ``--app MODULE:ATTR`` names (a dict, or a function returning one);
-    without ``--app``, the built-in example agents."""
-    from agentflow_trio.loadgen import EXAMPLE_AGENTS
+def load_app(ref: str | None, default: Mapping[str, Any] | None = None) -> App:
+    """The `App` ``--app MODULE:ATTR`` names: an App, a function (sync or async) returning
+    one, or a dict of event type -> agent (or a function returning one), made an App.
+    Without ``--app``: an App of ``default`` (the built-in example agents if None).
+
+    Raises:
+        BadInput: a malformed reference, a module that does not import, a missing
+            attribute, a factory that raises, or something that is not an App.
+    """
+    from agentflow_trio.app import App
 
     if ref is None:
-        return EXAMPLE_AGENTS
+        if default is None:
+            from agentflow_trio.loadgen import EXAMPLE_AGENTS
+
+            default = EXAMPLE_AGENTS
+        return App(default)
     module_name, _, attr = ref.partition(":")
     if not module_name or not attr:
-        raise BadInput(f"--app must be MODULE:ATTR (such as 'myapp:agents'), got {ref!r}")
-    agents = getattr(_import_app(ref, module_name), attr, None)
-    if agents is None:
+        raise BadInput(f"--app must be MODULE:ATTR (such as 'myapp:app'), got {ref!r}")
+    found = getattr(_import_app(ref, module_name), attr, None)
+    if found is None:
         raise BadInput(f"--app {ref}: module {module_name!r} has no attribute {attr!r}")
-    if callable(agents) and not isinstance(agents, Mapping):
-        try:
-            agents = agents()
-        except Exception as exc:
-            raise BadInput(f"--app {ref}: calling it raised {type(exc).__name__}: {exc}") from None
-    if not isinstance(agents, Mapping) or not agents or not all(isinstance(k, str) for k in agents):
-        raise BadInput(f"--app {ref}: expected a non-empty dict of event type -> agent")
-    return agents
+    if callable(found) and not isinstance(found, App | Mapping):
+        found = _called(ref, found)
+    try:
+        return App.coerce(found)
+    except (TypeError, ValueError) as exc:
+        raise BadInput(
+            f"--app {ref}: expected an App, a non-empty dict of event type -> agent, or a "
+            f"function returning one ({exc})"
+        ) from None
+
+
+def _called(ref: str, factory: Callable[[], Any]) -> Any:
+    """What ``factory()`` returns (awaited under trio if it is an ``async def``)."""
+    import inspect
+
+    try:
+        made = factory()
+        if inspect.isawaitable(made):
+            import trio
+
+            async def wait() -> Any:
+                return await made
+
+            made = trio.run(wait)
+    except Exception as exc:
+        raise BadInput(f"--app {ref}: calling it raised {type(exc).__name__}: {exc}") from None
+    return made
 
 
 def _import_app(ref: str, module_name: str) -> Any:
@@ -105,17 +136,20 @@ def _import_app(ref: str, module_name: str) -> Any:
         ) from None
 
 
-def prepare(config_path: str | None, app_ref: str | None) -> tuple[Config, Mapping[str, Any]]:
-    """The preamble of the commands that run agents (``serve``, ``worker``): the config,
-    checked for a model endpoint it may call, and the agents, each a `BadInput` if bad."""
+def prepare(config_path: str | None, app_ref: str | None) -> tuple[Config | None, App]:
+    """The preamble of the commands that host an App: the ``--config`` file (None without
+    one: the App's own config applies), the ``--app`` App, and the check that the config
+    that applies may call its model endpoint; each a `BadInput` if bad."""
     from agentflow_trio.mockllm import check_llm_target
 
-    config = load_config(config_path)
+    config = load_config(config_path) if config_path is not None else None
+    app = load_app(app_ref)
     try:
-        check_llm_target(config, config_path)
+        applies = config if config is not None else app.config
+        check_llm_target(applies if applies is not None else load_config(None), config_path)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
-    return config, load_agents(app_ref)
+    return config, app
 
 
 def run_trio(main_fn: Callable[[], Awaitable[Any]], *, debug_port: int | None = None) -> Any:

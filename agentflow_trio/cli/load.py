@@ -7,7 +7,7 @@ its report and its statistics are the job of `agentflow_trio.loadgen`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -15,6 +15,7 @@ from ._loadrun import check_profile, check_report, run_load, run_suite
 from ._options import (
     DURATION,
     THINK_TIME,
+    app_option,
     config_option,
     json_option,
     mock_fault_option,
@@ -24,9 +25,10 @@ from ._options import (
     stream_option,
     threshold_option,
 )
-from ._plumbing import BadInput, load_config, ms
+from ._plumbing import BadInput, load_app, load_config, ms
 
 if TYPE_CHECKING:
+    from agentflow_trio.app import App
     from agentflow_trio.config import Config
     from agentflow_trio.loadgen.stages import Plan
     from agentflow_trio.loadgen.thresholds import Threshold
@@ -50,11 +52,18 @@ __all__ = ["benchmark", "loadtest"]
 )
 @click.option(
     "--agent",
-    type=click.Choice(["chat", "stream", "noop"]),
     default="chat",
     show_default=True,
-    help="Built-in agent: chat (one LLM call), stream (streamed; with --stream its tokens "
-    "are timed), noop (no LLM).",
+    help="The agent to measure: one of --app's, or a built-in one: chat (one LLM call), "
+    "stream (streamed; with --stream its tokens are timed), noop (no LLM).",
+)
+@app_option
+@click.option(
+    "--data",
+    "data_json",
+    metavar="JSON",
+    help='The data of every event, a JSON object (default: a varying {"query": ...}, '
+    "which the built-in agents and tool_agent read).",
 )
 @click.option(
     "--requests",
@@ -83,6 +92,8 @@ def benchmark(
     duration: float,
     users: int,
     agent: str,
+    app_ref: str | None,
+    data_json: str | None,
     requests: int | None,
     profile: str | None,
     output: str | None,
@@ -98,10 +109,12 @@ def benchmark(
     compare_path: str | None,
     dashboard: bool,
 ) -> None:
-    """Run an example agent under closed-loop load and report throughput and latency.
+    """Run an agent under closed-loop load and report throughput and latency.
 
-    Works offline with no API key. Model calls go to the built-in mock LLM (started in
-    this process) unless --config sets llm.base_url or llm.provider = "fake". The report
+    The agent is one of --app's (your App, hosted as serve hosts it: tools, MCP servers,
+    sessions, lifespan) or a built-in one. Works offline with no API key. Model calls go
+    to the built-in mock LLM (started in this process) unless the config sets llm.base_url
+    or llm.provider = "fake". The report
     includes the mock's own request count, to check the figures against. With
     [llm.deployments] the model router serves the calls: --model picks the group, and
     the report shows each deployment's traffic and fail-overs (--mock-fault makes the
@@ -113,20 +126,28 @@ def benchmark(
     Exit codes: 99 when a --threshold is crossed, 130 after Ctrl-C (the partial results
     are printed first).
     """
-    from agentflow_trio.loadgen.benchmark import BenchmarkOptions, run_benchmark
+    from agentflow_trio.loadgen.benchmark import BenchmarkOptions, check_agent, run_benchmark
 
     if suite:
         run_suite(click.get_current_context(), duration, users, latency_ms)
 
     check_profile(profile, output)
     baseline = check_report(report_path, compare_path)
-    config = load_config(config_path)
+    app = load_app(app_ref) if app_ref is not None else None
+    try:
+        check_agent(agent, app)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--agent'") from None
+    given = load_config(config_path) if config_path is not None else None
+    config = _applying(given, app)
     options = BenchmarkOptions(
         duration=duration,
         users=users,
         agent=agent,
+        app=app,
+        data=_data(data_json),
         requests=requests,
-        config=config,
+        config=given,
         source=config_path,
         mock_latency=ms(latency_ms),
         thresholds=thresholds,
@@ -174,6 +195,7 @@ def benchmark(
     help="Open model: at most this many requests at once.",
 )
 @click.option("--target", help="Base URL of an agentcli serve instance (or any HTTP service).")
+@app_option
 @model_option
 @config_option
 @mock_latency_option(when_used=False)
@@ -192,6 +214,7 @@ def loadtest(
     think_time: float | None,
     max_in_flight: int,
     target: str | None,
+    app_ref: str | None,
     model: str | None,
     config_path: str | None,
     latency_ms: float,
@@ -239,16 +262,19 @@ def loadtest(
         scenario = load_scenario(script) if script is not None else DEFAULT_SCENARIO
     except ScriptError as exc:
         raise BadInput(str(exc)) from None
-    _check_model(model, scenario.agents is not None, script is not None, target is not None)
+    app = _loadtest_app(app_ref, scenario, target is not None)
+    own = scenario.agents is not None or app is not None
+    _check_model(model, own, script is not None, target is not None)
     if mock_faults and target is not None:
         raise click.UsageError("--mock-fault is for the built-in mock LLM, not a --target")
-    config = load_config(config_path)
+    given = load_config(config_path) if config_path is not None else None
+    config = _applying(given, app if app is not None else scenario.agents)
     options = LoadTestOptions(
         plan=plan,
         scenario=scenario,
         think_time=think_time,
         target_url=target,
-        config=config,
+        config=given,
         source=config_path,
         mock_latency=ms(latency_ms),
         max_in_flight=max_in_flight,
@@ -256,6 +282,7 @@ def loadtest(
         model=model,
         mock_faults=_faults(mock_faults, config) if target is None else {},
         stream=stream,
+        app=app,
     )
     run_load(
         lambda progress, stop: run_loadtest(options, progress=progress, stop=stop),
@@ -266,6 +293,52 @@ def loadtest(
         title="loadtest",
         debug_port=None if target is not None else _debug_port(config),
     )
+
+
+def _applying(given: Config | None, app: object) -> Config:
+    """The config that applies: ``--config``'s, else the App's own, else every default."""
+    from agentflow_trio.app import App
+
+    if given is not None:
+        return given
+    own = app.config if isinstance(app, App) else None
+    return own if own is not None else load_config(None)
+
+
+def _data(text: str | None) -> dict[str, object] | None:
+    """``--data``: a JSON object (exit 2 otherwise)."""
+    if text is None:
+        return None
+    import json
+
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="'--data'") from None
+    if not isinstance(data, dict):
+        raise click.BadParameter("must be a JSON object ({...})", param_hint="'--data'")
+    return data
+
+
+def _loadtest_app(app_ref: str | None, scenario: Any, target: bool) -> App | None:
+    """``--app`` for a load test: not with ``--target`` (the server hosts its App) nor
+    with a script that names its own agents; without ``--script`` the App must have the
+    default scenario's ``chat`` agent."""
+    if app_ref is None:
+        return None
+    if target:
+        raise click.UsageError("--app hosts an App here; with --target the server hosts it")
+    if scenario.agents is not None:
+        raise click.UsageError(
+            f"the script {scenario.path} names its own agents; drop them or --app"
+        )
+    app = load_app(app_ref)
+    if scenario.path == "<built-in>" and "chat" not in app.agents:
+        raise click.UsageError(
+            "without --script each request sends a 'chat' event, and the App has no 'chat' "
+            f"agent (its agents: {', '.join(sorted(app.agents))}): give a --script"
+        )
+    return app
 
 
 def _faults(pairs: tuple[tuple[str, Fault], ...], config: Config) -> dict[str, tuple[Fault, ...]]:

@@ -1,8 +1,10 @@
-"""``agentcli serve`` and ``agentcli worker``: run agents for others, until stopped.
+"""``agentcli serve`` and ``agentcli worker``: run an App's agents for others, until stopped.
 
-Both share one preamble (`prepare`: config, model-target check, ``--app`` agents) and hand
-over to the library: ``serve`` to `agentflow_trio.server.serve_runner`, ``worker`` to
-`agentflow_trio.distributed.Worker`, each with a typed `Services` value.
+Both share one preamble (`prepare`: config, ``--app`` App, model-target check) and host
+the App the same way (`agentflow_trio.server.open_hosted_app`: model client, lifespan, MCP
+servers and their tools, session store, metrics), then hand over to the library: ``serve``
+to `agentflow_trio.server.serve_runner`, ``worker`` to `agentflow_trio.distributed.Worker`
+with the App's typed `Services` value.
 """
 
 from __future__ import annotations
@@ -12,11 +14,20 @@ from typing import TYPE_CHECKING
 import click
 
 from ._options import app_option, config_option, host_options, mock_latency_option
-from ._plumbing import ms, prepare, run_trio, run_until_signalled, start_server, usage_errors
+from ._plumbing import (
+    load_config,
+    ms,
+    prepare,
+    run_trio,
+    run_until_signalled,
+    start_server,
+    usage_errors,
+)
 
 if TYPE_CHECKING:
     import trio
 
+    from agentflow_trio.config import Config
     from agentflow_trio.runner import Runner
 
 __all__ = ["serve", "worker"]
@@ -52,6 +63,13 @@ __all__ = ["serve", "worker"]
     is_flag=True,
     help="Serve a live dashboard on 127.0.0.1 (a free port; its URL is printed).",
 )
+@click.option(
+    "--api-key",
+    envvar="AGENTFLOW_API_KEY",
+    show_envvar=True,
+    help="Require 'Authorization: Bearer KEY' on every endpoint but /healthz (what an "
+    "OpenAI SDK sends as its api_key). Prefer the environment variable: a flag shows in ps.",
+)
 def serve(
     config_path: str | None,
     host: str,
@@ -63,13 +81,15 @@ def serve(
     allowed_hosts: tuple[str, ...],
     latency_ms: float,
     dashboard: bool,
+    api_key: str | None,
 ) -> None:
-    """Serve a runner over HTTP (hypercorn, trio) until Ctrl-C.
+    """Serve an App's agents over HTTP (hypercorn, trio) until Ctrl-C.
 
     POST /v1/events runs an event and returns its result (?async=1: 202 with an id);
-    GET /v1/events/ID, /metrics (Prometheus) and /healthz. Model calls go to the built-in
-    mock LLM unless --config sets llm.base_url or llm.provider = "fake". Binding an
-    address other than loopback needs --allow-remote.
+    GET /v1/events/ID, /metrics (Prometheus) and /healthz. --app names the App (its
+    tools, MCP servers, sessions and lifespan run here too). Model calls go to the
+    built-in mock LLM unless the config sets llm.base_url or llm.provider = "fake".
+    Binding an address other than loopback needs --allow-remote.
     """
     import functools
 
@@ -84,11 +104,13 @@ def serve(
         ) from None
     with usage_errors({"host": "--host"}):
         check_host(host, allow_remote)
-    config, agents = prepare(config_path, app_ref)
+    if api_key is not None and not api_key:
+        raise click.BadParameter("is empty", param_hint="'--api-key' / AGENTFLOW_API_KEY")
+    config, app = prepare(config_path, app_ref)
     run = functools.partial(
         serve_runner,
         config,
-        agents,
+        app,
         host=host,
         port=port,
         allow_remote=allow_remote,
@@ -98,12 +120,15 @@ def serve(
         source=config_path,
         mock_latency=ms(latency_ms),
         companions=(_serve_dashboard,) if dashboard else (),
+        api_key=api_key,
     )
 
     async def start(nursery: trio.Nursery) -> None:
         served = await nursery.start(run)
         click.echo(f"agentcli serve listening on {served.url}")
-        click.echo(f"agents: {', '.join(sorted(agents))}; model calls: {served.target}")
+        click.echo(f"agents: {', '.join(sorted(app.agents))}; model calls: {served.target}")
+        if api_key:
+            click.echo("requests need Authorization: Bearer <the API key>")
         if dashboard:
             click.echo(f"dashboard: {served.companions[0]}")
 
@@ -148,7 +173,7 @@ def worker(
     app_ref: str | None,
     latency_ms: float,
 ) -> None:
-    """Run agents on events read from a Redis stream, in a consumer group, until Ctrl-C.
+    """Run an App's agents on events read from a Redis stream, in a consumer group, until Ctrl-C.
 
     Start as many workers as you like, on any machine that reaches Redis; producers send
     events with RemoteRunner. Each result is stored before its entry is acknowledged;
@@ -167,24 +192,23 @@ def worker(
     import trio
 
     from agentflow_trio.distributed import Worker, redact
-    from agentflow_trio.mockllm import open_llm_services
-    from agentflow_trio.services import Services
+    from agentflow_trio.server.service import open_hosted_app
 
-    config, agents = prepare(config_path, app_ref)
+    given, app = prepare(config_path, app_ref)
+    config = _with_redis(given if given is not None else app.config, redis_url)
 
     async def run() -> None:
-        async with open_llm_services(
-            config, source=config_path, mock_latency=ms(latency_ms)
-        ) as services:
-            # Built outside any nursery: a bad --redis URL is a plain ConfigError (exit 2).
+        async with open_hosted_app(
+            app, config, source=config_path, mock_latency=ms(latency_ms)
+        ) as hosted:
+            # Built outside any nursery: a bad --redis URL is a lone ConfigError (exit 2).
             running = Worker(
-                services.config,
-                agents,
-                redis_url=redis_url,
+                hosted.config,
+                hosted.agents,
                 stream=stream,
                 group=group,
                 consumer=consumer,
-                services=Services(llm=services.llm),
+                services=hosted.services,
             )
             async with trio.open_nursery() as nursery:
                 await nursery.start(functools.partial(running.serve, handle_signals=True))
@@ -193,7 +217,7 @@ def worker(
                     f"agentcli worker {running.consumer} reading {s.stream} "
                     f"(group {s.group}) at {redact(s.redis_url)}"
                 )
-                click.echo(f"agents: {', '.join(sorted(agents))}; model calls: {services.target}")
+                click.echo(f"agents: {', '.join(sorted(app.agents))}; model calls: {hosted.target}")
             stats = running.statistics()
             click.echo(
                 f"stopped: {stats.stored} results stored, {stats.duplicates} duplicates, "
@@ -201,5 +225,18 @@ def worker(
                 f"{stats.released} handed back"
             )
 
-    monitoring = config.monitoring
+    monitoring = (config if config is not None else load_config(None)).monitoring
     run_trio(run, debug_port=monitoring.profile_port if monitoring.enable_profiling else None)
+
+
+def _with_redis(config: Config | None, redis_url: str | None) -> Config | None:
+    """``config`` with ``--redis`` as its ``[distributed] redis_url``: the worker's bus and
+    the App's Redis session store (``[memory] backend = "redis"``) use the same Redis."""
+    if not redis_url:
+        return config
+    import attrs
+
+    from agentflow_trio.config import Config
+
+    base = config if config is not None else Config()
+    return attrs.evolve(base, distributed=attrs.evolve(base.distributed, redis_url=redis_url))

@@ -274,6 +274,9 @@ class Worker:
                 self._waiters = waiters
                 async with Runner(self.config, self._agents, services=self.services) as runner:
                     self._runner = runner
+                    metrics = self.services.metrics
+                    if metrics is not None:  # as serve's: event hooks, runner figures
+                        metrics.attach(runner)
                     async with trio.open_nursery() as intake:
                         intake.start_soon(self._read_loop)
                         intake.start_soon(self._claim_loop)

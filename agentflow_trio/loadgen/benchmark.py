@@ -1,8 +1,9 @@
 """``agentcli benchmark``: closed-loop users calling a runner back to back, measured.
 
-`run_benchmark` starts what `BenchmarkOptions` asks for (the built-in mock LLM unless the
-config names a real endpoint, see `open_llm_services`), opens a `Runner` with the built-in
-example agents, runs ``users`` closed-loop users (each ``await runner.call(event)`` back
+`run_benchmark` hosts what `BenchmarkOptions` asks for (an `App`: the user's, or one of
+the built-in example agents; the built-in mock LLM unless the config names a real
+endpoint, see `open_hosted_app`), opens the App's `Runner`, runs ``users`` closed-loop
+users (each ``await runner.call(event)`` back
 to back, no think time) for ``duration`` or until ``requests`` calls were issued, and
 returns a `LoadReport`. With the mock, the report carries the mock's own count of model
 requests (``mock_requests``), so the figures can be checked independently: with the
@@ -22,9 +23,12 @@ from typing import Any, Final
 import attrs
 import trio
 
+from ..app import App
 from ..config import Config
-from ..mockllm import Fault, open_llm_services
+from ..events import Event
+from ..mockllm import Fault
 from ..runner import Runner
+from ..server.service import open_hosted_app
 from ._deployments import check_group, fault_specs, router_of, traffic
 from ._example import EXAMPLE_AGENTS, example_agents, example_event
 from ._generators import RunSummary, Target, run_closed
@@ -36,15 +40,29 @@ from .dashboard import runner_gauges
 from .stages import Plan
 from .thresholds import Threshold, evaluate
 
-__all__ = ["AGENT_NAMES", "BenchmarkOptions", "run_benchmark"]
+__all__ = ["AGENT_NAMES", "BenchmarkOptions", "check_agent", "run_benchmark"]
 
 AGENT_NAMES: Final = tuple(EXAMPLE_AGENTS)
-"""The built-in agents ``--agent`` chooses from."""
+"""The built-in agents ``--agent`` chooses from when no App is given."""
 
 
-def _check_agent(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if value not in EXAMPLE_AGENTS:
-        raise ValueError(f"unknown agent {value!r}; choose one of {', '.join(AGENT_NAMES)}")
+def check_agent(agent: str, app: App | None) -> None:
+    """Refuse an ``agent`` that ``app`` (None: the built-in agents) does not have; the
+    message is one line, and without an App it says how to benchmark one's own.
+
+    Raises:
+        ValueError: naming the agent and the choices.
+    """
+    if app is None:
+        if agent not in EXAMPLE_AGENTS:
+            raise ValueError(
+                f"unknown agent {agent!r}: the built-in agents are {', '.join(AGENT_NAMES)}; "
+                f"to benchmark your own, name its App: --app MODULE:APP --agent {agent}"
+            )
+    elif agent not in app.agents:
+        raise ValueError(
+            f"the App has no agent {agent!r}; its agents: {', '.join(sorted(app.agents))}"
+        )
 
 
 def _check_positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -56,8 +74,12 @@ def _check_positive(instance: object, attribute: attrs.Attribute[Any], value: fl
 class BenchmarkOptions:
     """What to run. ``duration`` and ``grace`` in seconds; ``mock_latency`` too.
 
-    ``config`` (None: every default) supplies the runner and LLM settings; ``source``
-    names its file in messages. ``requests`` caps the calls issued (None: no cap).
+    ``app`` is the `App` whose ``agent`` is measured (None: the built-in example agents,
+    ``chat``, ``stream`` and ``noop``); every event carries ``data`` (None: a varying
+    ``{"query": ...}``, which agents reading ``query``, ``tool_agent`` included, answer).
+    ``config`` (None: the App's, else every default) supplies the runner and LLM
+    settings; ``source`` names its file in messages. ``requests`` caps the calls issued
+    (None: no cap).
     ``thresholds`` are checked against the run's total (see `loadgen.thresholds`).
     ``model`` is the model group the agent asks for (None: the default group);
     ``mock_faults`` the built-in mock's fault rules by model name, if the mock is used.
@@ -66,7 +88,7 @@ class BenchmarkOptions:
 
     duration: float = attrs.field(default=60.0, validator=_check_positive)
     users: int = attrs.field(default=10, validator=_check_positive)
-    agent: str = attrs.field(default="chat", validator=_check_agent)
+    agent: str = "chat"
     requests: int | None = None
     config: Config | None = None
     source: str | None = None
@@ -76,15 +98,27 @@ class BenchmarkOptions:
     model: str | None = None
     mock_faults: Mapping[str, tuple[Fault, ...]] = attrs.field(factory=dict)
     stream: bool = False
+    app: App | None = None
+    data: Mapping[str, Any] | None = None
+
+    def __attrs_post_init__(self) -> None:
+        check_agent(self.agent, self.app)
+
+    def event(self) -> Event:
+        """A fresh event for the measured agent."""
+        if self.data is None:
+            model = self.model if self.app is not None else None
+            return example_event(self.agent, model=model)
+        return Event(self.agent, dict(self.data))
 
 
-def _streamed_target(runner: Runner, agent: str, stats: LoadStats) -> Target:
+def _streamed_target(runner: Runner, options: BenchmarkOptions, stats: LoadStats) -> Target:
     """Each call streams its event (``runner.stream``) and times its tokens."""
-    stream, tokens, now = runner.stream, stats.tokens, trio.current_time
+    stream, tokens, now, event = runner.stream, stats.tokens, trio.current_time, options.event
 
     async def target(index: int) -> str:
         sent = now()
-        async with stream(example_event(agent)) as items:
+        async with stream(event()) as items:
             result = await consume_progress(items, tokens, sent)
         return result.outcome.value if result is not None else "failed"
 
@@ -108,25 +142,27 @@ async def run_benchmark(
     """
     plan = Plan.constant(options.duration, options.users)
     agent = options.agent
-    async with open_llm_services(
+    app = options.app if options.app is not None else App(example_agents(options.model))
+    async with open_hosted_app(
+        app,
         options.config,
         source=options.source,
         mock_latency=options.mock_latency,
         mock_faults=options.mock_faults,
-    ) as services:
-        check_group(services.llm, options.model, options.source)
-        router = router_of(services.llm)
-        agents = example_agents(options.model)
-        async with Runner(services.config, agents=agents, llm=services.llm) as runner:
-            call = runner.call
+    ) as hosted:
+        llm = hosted.services.llm
+        check_group(llm, options.model, options.source)
+        router = router_of(llm)
+        async with hosted.running.runner() as runner:
+            call, event = runner.call, options.event
 
             async def called(index: int) -> str:
-                result = await call(example_event(agent))
+                result = await call(event())
                 return result.outcome.value
 
             stats = LoadStats(plan)
-            target = _streamed_target(runner, agent, stats) if options.stream else called
-            stats.gauges = runner_gauges(runner, services.llm)
+            target = _streamed_target(runner, options, stats) if options.stream else called
+            stats.gauges = runner_gauges(runner, llm)
             if progress is not None:
                 progress.start(stats, plan.total, options.requests)
 
@@ -141,11 +177,11 @@ async def run_benchmark(
             finally:
                 if progress is not None:
                     progress.stop()
-        mock = services.mock
+        mock = hosted.mock
         report = stats.report(
             "benchmark",
             summary,
-            target=services.target,
+            target=hosted.target,
             mock_requests=mock.stats().requests if mock is not None else None,
             parameters={
                 "agent": agent,

@@ -13,11 +13,19 @@ and may define::
     think_time = 0.5            # seconds between a user's requests (closed model), or
     def think_time() -> float:  # a function returning them (e.g. random.expovariate)
         ...
-    agents = {"chat": my_agent} # what the local runner serves (default: the built-in
-                                # example agents chat, stream and noop)
+    agents = {"chat": my_agent} # what the local runner serves: a dict of agents or an
+                                # App (default: --app, else the built-in example agents
+                                # chat, stream and noop)
     def setup() -> None: ...    # run once before the load starts (may be async)
     thresholds = ["p99<200ms", "errors<0.1%"]  # pass/fail checks of the run (see
                                 # `loadgen.thresholds`); --threshold adds more
+
+The script's folder is on ``sys.path`` while it loads and runs, so it can import a module
+next to it (``from my_agents import app``). Scripts are Python, not k6 JavaScript: a k6
+scenario maps onto one as ``export default function () {...}`` -> ``async def
+request(client)``, ``options.vus`` / ``options.duration`` / ``options.stages`` ->
+``--vus`` / ``--duration`` / ``--stages``, ``check(...)`` and ``options.thresholds`` ->
+``thresholds = [...]`` (or ``--threshold``), ``sleep(s)`` -> ``think_time``.
 
 Each call of ``request(client)`` is one measured request. Its latency runs from its
 *intended* start to its return (coordinated omission is corrected: see `_generators`),
@@ -54,14 +62,15 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import attrs
 import trio
 
+from ..app import App
 from ..config import Config
-from ..mockllm import Fault, open_llm_services
-from ..runner import Runner
+from ..mockllm import Fault
+from ..server.service import open_hosted_app
 from ._client import LoadClient, SSEConnector
 from ._deployments import check_group, fault_specs, router_of, traffic
 from ._example import example_agents, example_event
@@ -93,7 +102,7 @@ class Scenario:
 
     request: Callable[[LoadClient], Awaitable[object]]
     think_time: ThinkTime = 0.0
-    agents: Mapping[str, Any] | None = None
+    agents: App | Mapping[str, Any] | None = None
     setup: Callable[[], object] | None = None
     path: str = "<built-in>"
     thresholds: tuple[Threshold, ...] = ()
@@ -127,6 +136,8 @@ def load_scenario(path: str | Path) -> Scenario:
     file = Path(path)
     if not file.is_file():
         raise ScriptError(f"script {where}: no such file")
+    if file.suffix.lower() in (".js", ".mjs", ".ts"):
+        raise ScriptError(f"script {where}: {_NOT_K6}")
     module = _import(file, where)
     request = getattr(module, "request", None)
     if not inspect.iscoroutinefunction(request):
@@ -144,11 +155,24 @@ def load_scenario(path: str | Path) -> Scenario:
     )
 
 
+_NOT_K6: Final = (
+    "scenario scripts are Python, not k6 JavaScript: write `async def request(client)` for "
+    "k6's default function (client.call(...) / client.post(...) for http.*), --vus/--duration/"
+    "--stages for options.vus/duration/stages, thresholds = ['p95<500ms'] for check() and "
+    "options.thresholds (see examples/loadtest_script.py)"
+)
+
+
 def _import(file: Path, where: str) -> Any:
+    """Import ``file`` as a module, its folder first on ``sys.path`` (kept there: the
+    script's functions may import more from it while the load runs)."""
     name = f"_agentcli_scenario_{abs(hash(str(file.resolve())))}"
     spec = importlib.util.spec_from_file_location(name, file)
     if spec is None or spec.loader is None:
-        raise ScriptError(f"script {where}: cannot be imported as Python")
+        raise ScriptError(f"script {where}: cannot be imported as Python; {_NOT_K6}")
+    folder = str(file.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses and pickling look modules up by name
     try:
@@ -180,11 +204,13 @@ def _think_time(value: object, where: str) -> ThinkTime:
     )
 
 
-def _agents(value: object, where: str) -> Mapping[str, Any] | None:
-    if value is None:
-        return None
+def _agents(value: object, where: str) -> App | Mapping[str, Any] | None:
+    if value is None or isinstance(value, App):
+        return value
     if not isinstance(value, Mapping) or not value or not all(isinstance(k, str) for k in value):
-        raise ScriptError(f"script {where}: agents must be a non-empty dict of event type -> agent")
+        raise ScriptError(
+            f"script {where}: agents must be a non-empty dict of event type -> agent, or an App"
+        )
     return value
 
 
@@ -237,8 +263,9 @@ class LoadTestOptions:
 
     ``plan`` is the load shape (users for the closed model, rates for the open one);
     ``think_time`` overrides the script's; ``target_url`` sends the scenario's calls over
-    HTTP instead of to a local runner (built from ``config``, the scenario's ``agents``
-    and, by the rule of `open_llm_services`, the built-in mock LLM). ``thresholds`` are
+    HTTP instead of to a local runner (the App hosted by `open_hosted_app`: ``app``, else
+    the scenario's ``agents``, else the built-in example agents; ``config``, None for the
+    App's own; the built-in mock LLM where the config names no endpoint). ``thresholds`` are
     checked against the run's total after the scenario's own. ``model`` is the model
     group the built-in agents ask for (and the default scenario's events name);
     ``mock_faults`` the built-in mock's fault rules by model name, if the mock is used.
@@ -260,6 +287,7 @@ class LoadTestOptions:
     model: str | None = None
     mock_faults: Mapping[str, tuple[Fault, ...]] = attrs.field(factory=dict)
     stream: bool = False
+    app: App | None = None
 
 
 async def run_loadtest(
@@ -303,26 +331,24 @@ async def run_loadtest(
             def client_for(index: int) -> LoadClient:
                 return LoadClient(index, http=http, streamed=streamed, tokens=tokens, sse=sse)
         else:
-            services = await stack.enter_async_context(
-                open_llm_services(
+            agents = options.app or scenario.agents or example_agents(options.model)
+            hosted = await stack.enter_async_context(
+                open_hosted_app(
+                    agents,
                     options.config,
                     source=options.source,
                     mock_latency=options.mock_latency,
                     mock_faults=options.mock_faults,
                 )
             )
-            check_group(services.llm, options.model, options.source)
-            router = router_of(services.llm)
+            llm = hosted.services.llm
+            check_group(llm, options.model, options.source)
+            router = router_of(llm)
             if router is not None:  # read once the runner has drained, before closing
                 stack.callback(lambda: routed.append(traffic(router.statistics())))
-            agents = scenario.agents
-            if agents is None:
-                agents = example_agents(options.model)
-            runner = await stack.enter_async_context(
-                Runner(services.config, agents=agents, llm=services.llm)
-            )
-            mock, where = services.mock, f"local runner; model calls: {services.target}"
-            gauges = runner_gauges(runner, services.llm)
+            runner = await stack.enter_async_context(hosted.running.runner())
+            mock, where = hosted.mock, f"local runner; model calls: {hosted.target}"
+            gauges = runner_gauges(runner, llm)
 
             def client_for(index: int) -> LoadClient:
                 return LoadClient(index, runner=runner, streamed=streamed, tokens=tokens)

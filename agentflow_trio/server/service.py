@@ -1,12 +1,17 @@
-"""`serve_runner`: a whole served runner in one call, what ``agentcli serve`` runs.
+"""Hosting an `App` with the built-in mock LLM where it is needed, and `serve_runner`.
 
-It assembles, in order, and owns until cancelled: the model client (the built-in mock LLM
-or the configured endpoint, by the rule of `open_llm_services`), a `RunnerMetrics`, the
-`Runner` with the typed `Services`, the companions the caller asks for (``agentcli serve
---dashboard`` passes its live dashboard this way, so this room does not depend on the load
-generator's), and the HTTP face (`make_app` served by hypercorn). With ``nursery.start`` it
-reports a `ServedRunner` (the bound port, the URL, the runner) once it accepts connections,
-so tests bind port 0 and read the port back; no click, no signals, no printing here.
+`open_hosted_app` is how every host of an App opens it (``agentcli serve``, ``worker``,
+``benchmark``, ``loadtest`` and the testing kit's ``app_runner``): the model client by the
+rule of `open_llm_services` (the built-in mock LLM where the config names no endpoint),
+then the App's services (`App.open_services`: lifespan, MCP servers and their tools,
+session store, metrics, monitoring), all owned by one ``async with``.
+
+`serve_runner` is a whole served App in one call, what ``agentcli serve`` runs: the hosted
+App, its `Runner`, the companions the caller asks for (``agentcli serve --dashboard``
+passes its live dashboard this way, so this room does not depend on the load generator's),
+and the HTTP face (`make_app` served by hypercorn). With ``nursery.start`` it reports a
+`ServedRunner` (the bound port, the URL, the runner) once it accepts connections, so tests
+bind port 0 and read the port back; no click, no signals, no printing here.
 
 Binding beyond loopback needs ``allow_remote`` (`check_host`), as for every server of the
 project. A busy address is an `OSError` whose message names the server, address and port.
@@ -25,9 +30,10 @@ import attrs
 import trio
 
 from .._owner import reraise_single
+from ..app import App, RunningApp
 from ..config import Config
 from ..errors import ConfigError
-from ..mockllm import open_llm_services
+from ..mockllm import Fault, LLMServices, MockLLM, open_llm_services
 from ..runner import Runner
 from ..services import Services
 from .app import DEFAULT_BACKLOG, DEFAULT_MAX_BODY_BYTES, make_app, serve
@@ -37,12 +43,85 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Companion",
+    "HostedApp",
     "ServedRunner",
     "check_host",
     "listen_error",
     "only_os_error",
+    "open_hosted_app",
     "serve_runner",
 ]
+
+
+@final
+@attrs.frozen(slots=True)
+class HostedApp:
+    """What `open_hosted_app` yields: the open App and where its model calls go.
+
+    ``running`` is the open `App` (its effective ``config``, typed ``services``, lifespan
+    ``state``; ``running.runner()`` builds a runner on them); ``llm`` the model client's
+    side (the effective config, the client, the built-in mock if it answers, and
+    ``target``: where calls go, in words).
+    """
+
+    running: RunningApp
+    llm: LLMServices
+
+    @property
+    def config(self) -> Config:
+        """The effective config (with the built-in mock's URL where it stands in)."""
+        return self.running.config
+
+    @property
+    def services(self) -> Services:
+        """What every event's context sees."""
+        return self.running.services
+
+    @property
+    def agents(self) -> Mapping[str, Any]:
+        """The App's agents by event type."""
+        return self.running.agents
+
+    @property
+    def target(self) -> str:
+        """Where model calls go, in words (for reports and start-up lines)."""
+        return self.llm.target
+
+    @property
+    def mock(self) -> MockLLM | None:
+        """The built-in mock LLM, when it answers the model calls."""
+        return self.llm.mock
+
+
+@asynccontextmanager
+async def open_hosted_app(
+    app: App | Mapping[str, Any],
+    config: Config | None = None,
+    *,
+    source: str | None = None,
+    mock_latency: float = 0.0,
+    mock_faults: Mapping[str, Sequence[Fault]] | None = None,
+) -> AsyncIterator[HostedApp]:
+    """Host ``app`` (an `App`, or a dict of agents made one): its model client, by the
+    rule of `open_llm_services` (the built-in mock LLM, with ``mock_latency`` and
+    ``mock_faults``, where the config names no endpoint), then its services
+    (`App.open_services`). Leaving closes them in reverse order.
+
+    ``config`` (``--config FILE``) replaces the App's own; neither: every default.
+    ``source`` names the config's file in messages.
+
+    Raises:
+        ConfigError: see `check_llm_target` and `App.open`.
+    """
+    hosted = App.coerce(app)
+    chosen = config if config is not None else hosted.config
+    async with (
+        open_llm_services(
+            chosen, source=source, mock_latency=mock_latency, mock_faults=mock_faults
+        ) as llm,
+        hosted.open_services(llm.config, llm=llm.llm) as running,
+    ):
+        yield HostedApp(running, llm)
 
 
 class Companion(Protocol):
@@ -129,7 +208,7 @@ async def _listening(what: str, host: str, port: int) -> AsyncIterator[None]:
 
 async def serve_runner(
     config: Config | None,
-    agents: Mapping[str, Any],
+    agents: App | Mapping[str, Any],
     *,
     host: str = "127.0.0.1",
     port: int = 8080,
@@ -141,16 +220,20 @@ async def serve_runner(
     source: str | None = None,
     mock_latency: float = 0.0,
     companions: Sequence[Companion] = (),
+    api_key: str | None = None,
     task_status: trio.TaskStatus[ServedRunner] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve a runner of ``agents`` over HTTP on ``host:port`` until cancelled.
+    """Serve ``agents`` (an `App`, or a dict of agents made one) over HTTP on
+    ``host:port`` until cancelled.
 
-    ``config`` (None: every default) sets the runner and the model client; ``source``
-    names its file in messages. ``services`` are handed to the runner, with ``llm`` (the
-    opened client) and ``metrics`` (a fresh `RunnerMetrics`, served on ``/metrics``)
-    filled in where they are None. ``mock_latency`` (seconds) is the built-in mock LLM's
-    latency, when the mock answers. ``backlog`` and ``allowed_hosts`` go to `serve` and
-    `make_app`. Everything started here ends when the call does.
+    The App is hosted by `open_hosted_app` (``config``: None for the App's own; ``source``
+    names its file in messages; ``mock_latency``, in seconds, is the built-in mock LLM's
+    latency when the mock answers). ``services``: its fields that are not None replace
+    the App's (its hooks are added to the App's). The metrics (``[monitoring]
+    enable_metrics``) are also served on ``/metrics``. ``api_key``: every endpoint but
+    ``/healthz`` needs ``Authorization: Bearer <api_key>`` (see `make_app`). ``backlog``
+    and ``allowed_hosts`` go to `serve` and `make_app`. Everything started here ends when
+    the call does.
 
     Raises (before ``task_status.started``):
         ConfigError: ``host`` is not loopback and ``allow_remote`` is false; or the
@@ -159,22 +242,26 @@ async def serve_runner(
     """
     check_host(host, allow_remote)
     async with AsyncExitStack() as stack:
-        llm = await stack.enter_async_context(
-            open_llm_services(config, source=source, mock_latency=mock_latency)
+        hosted = await stack.enter_async_context(
+            open_hosted_app(agents, config, source=source, mock_latency=mock_latency)
         )
-        base = services if services is not None else Services()
-        metrics = base.metrics if base.metrics is not None else _new_metrics(llm.llm)
-        filled = attrs.evolve(base, llm=base.llm or llm.llm, metrics=metrics)
-        debug_port = llm.config.monitoring.profile_port
+        made = _runner(hosted.running, services)
+        debug_port = hosted.config.monitoring.profile_port
         async with _listening(
             "the debug server ([monitoring] profile_port)", "127.0.0.1", debug_port
         ):
-            runner = await stack.enter_async_context(
-                Runner(llm.config, agents=agents, services=filled)
-            )
-        metrics.attach(runner)
+            runner = await stack.enter_async_context(made)
+        metrics = runner.metrics
+        if metrics is None:  # [monitoring] enable_metrics = false: /metrics still answers
+            metrics = _new_metrics(runner.llm)
+            metrics.attach(runner)
+        keywords: dict[str, Any] = {} if api_key is None else {"api_key": api_key}
         app = make_app(
-            runner, metrics=metrics, max_body_bytes=max_body_bytes, allowed_hosts=allowed_hosts
+            runner,
+            metrics=metrics,
+            max_body_bytes=max_body_bytes,
+            allowed_hosts=allowed_hosts,
+            **keywords,
         )
         try:
             async with trio.open_nursery() as nursery:
@@ -185,10 +272,24 @@ async def serve_runner(
                     )
                 where = f"[{host}]" if ":" in host else host
                 task_status.started(
-                    ServedRunner(f"http://{where}:{bound}", bound, llm.target, runner, reported)
+                    ServedRunner(f"http://{where}:{bound}", bound, hosted.target, runner, reported)
                 )
         except BaseExceptionGroup as group:
             reraise_single(group)  # a lone error (a busy port) comes out bare
+
+
+def _runner(running: RunningApp, given: Services | None) -> Runner:
+    """The hosted App's runner; with ``given``, on the App's services with ``given``'s
+    fields that are not None in their place (``given``'s hooks added to the App's)."""
+    if given is None:
+        return running.runner()
+    base = running.services
+    fields = {k: v for k, v in attrs.asdict(given, recurse=False).items() if v is not None}
+    hooks = fields.pop("hooks")
+    for kind in ("before_event", "after_event", "before_agent", "after_agent", "on_error"):
+        getattr(base.hooks, kind).extend(getattr(hooks, kind))
+    base.hooks.on_accept.extend(hooks.on_accept)
+    return running.runner(attrs.evolve(base, **fields))
 
 
 def _new_metrics(llm: Any) -> RunnerMetrics:
