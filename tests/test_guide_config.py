@@ -165,6 +165,13 @@ def test_guide_names_merge_with_our_keys_of_the_same_table() -> None:
     assert (retry.base_delay, retry.max_attempts) == (0.25, 7)
 
 
+def test_a_misspelt_guide_name_is_hinted() -> None:
+    with pytest.raises(ConfigError, match="did you mean 'retry_max_attempts'"):
+        Config.from_mapping({"llm": {"retry_max_attempt": 3}})
+    with pytest.raises(ConfigError, match="did you mean 'enable_request_batching'"):
+        Config.from_mapping({"performance": {"enable_request_batchin": True}})
+
+
 def test_a_bad_value_under_a_guide_name_names_our_key() -> None:
     with pytest.raises(ConfigError, match=r"llm\.retry\.max_attempts: expected an integer"):
         Config.from_mapping({"llm": {"retry_max_attempts": "three"}})

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Final
 import attrs
 
 from ..errors import ConfigError
-from ._aliases import apply_aliases
+from ._aliases import aliases_of, apply_aliases
 from ._messages import suggest
 
 __all__ = [
@@ -137,7 +137,8 @@ def check_depth(data: object, source: str) -> None:
 # --------------------------------------------------------------------------- unknown keys
 
 _TREES: dict[type[Any], dict[str, list[str]]] = {}
-_Unknown = tuple[str, str, dict[str, Field]]  # dotted key, key, the fields of its table
+# dotted key, key, the fields of its table, the guide's names it reads too (``_aliases``)
+_Unknown = tuple[str, str, dict[str, Field], tuple[str, ...]]
 
 
 def _tree(root: type[Any]) -> dict[str, list[str]]:
@@ -193,7 +194,7 @@ def _collect(
         key = join(prefix, str(name))
         field = fields.get(name)
         if field is None:
-            found.append((key, str(name), fields))
+            found.append((key, str(name), fields, tuple(aliases_of(cls))))
             continue
         section, named = section_of(field.hint)
         if section is None or not isinstance(raw, Mapping):
@@ -207,20 +208,21 @@ def _collect(
 
 
 def _unknown(found: list[_Unknown], tree: dict[str, list[str]], source: str) -> ConfigError:
-    def hint(name: str, fields: dict[str, Field]) -> str:
+    def hint(name: str, fields: dict[str, Field], aliases: tuple[str, ...]) -> str:
         elsewhere = {n: paths for n, paths in tree.items() if n not in fields}
-        return suggest(name, fields, elsewhere)
+        return suggest(name, [*fields, *aliases], elsewhere)
 
     def known(fields: dict[str, Field]) -> str:
         return ", ".join(sorted(fields)) or "(none)"
 
-    first, name, fields = found[0]
+    first, name, fields, aliases = found[0]
     if len(found) == 1:
-        message = f"unknown key {first!r}{hint(name, fields)} (known keys: {known(fields)})"
+        hinted = hint(name, fields, aliases)
+        message = f"unknown key {first!r}{hinted} (known keys: {known(fields)})"
         return ConfigError(message, source=source, key=first)
     lines = [f"{len(found)} unknown keys:"]
-    for key, name, fields in found[:_MAX_LISTED]:
-        text = hint(name, fields).removeprefix("; ")
+    for key, name, fields, aliases in found[:_MAX_LISTED]:
+        text = hint(name, fields, aliases).removeprefix("; ")
         lines.append(f"  {key}: {text or 'known keys are ' + known(fields)}")
     if len(found) > _MAX_LISTED:
         lines.append(f"  ... and {len(found) - _MAX_LISTED} more")
