@@ -182,8 +182,8 @@ class SessionError(AgentFlowError):
 
 
 class SessionConflict(SessionError):
-    """Another event of the session committed a different change to the same ``keys``
-    first (or kept committing for every retry): this event's changes were not written."""
+    """Another event of the session committed a change to the same ``keys`` first (or
+    kept committing for every retry): this event's changes were not written."""
 
     def __init__(self, session_id: object, keys: Sequence[str], detail: str = "") -> None:
         self.keys = tuple(keys)
@@ -249,10 +249,13 @@ class SessionBackend(Protocol):
     committed in between, the save re-reads the newer state and merges (`merge_changes`):
     this event's changed keys (those whose value differs from what it loaded, deletions
     included) are applied on top of the newer state when the other writers left them
-    alone (or made the very same change); the conversation under `HISTORY_KEY` is
-    append-merged (both events' new messages kept, in commit order); a key that both
-    changed differently raises `SessionConflict` and nothing of the later event is
-    written. A session that expired while the event ran is written back whole.
+    alone; the conversation under `HISTORY_KEY` is append-merged (both events' new
+    messages kept, in commit order); a key that both changed raises `SessionConflict`
+    and nothing of the later event is written (even when both wrote the same value: two
+    increments of a counter both write ``n + 1``). A session that expired while the event
+    ran is written back whole. The rule guards writes, not reads: an event that derives
+    one key from another that a concurrent event changed still commits (keep values that
+    must agree under one key).
     """
 
     async def load(self, session_id: Any) -> SessionSnapshot:
@@ -263,7 +266,7 @@ class SessionBackend(Protocol):
         """Commit ``snapshot.state`` (merging over a newer version); the new version.
 
         Raises:
-            SessionConflict: a key changed differently by another event (see above).
+            SessionConflict: a key changed by another event too (see above).
             SessionError: the state cannot be stored (too large, not encodable).
         """
         ...
@@ -282,7 +285,7 @@ def merge_changes(
     `State` compares; ``operator.eq`` for decoded JSON).
 
     Raises:
-        SessionConflict: a key ``mine`` changed was changed differently in ``latest``.
+        SessionConflict: a key ``mine`` changed was changed in ``latest`` too.
     """
     merged = dict(latest)
     clashes: list[str] = []
@@ -290,7 +293,7 @@ def merge_changes(
     changed += [k for k in base if k not in mine]
     for key in changed:
         ours, theirs = mine.get(key, _MISSING), latest.get(key, _MISSING)
-        if _same(base.get(key, _MISSING), theirs, same) or _same(ours, theirs, same):
+        if _same(base.get(key, _MISSING), theirs, same):
             joined = ours
         elif key == HISTORY_KEY:
             joined = _append_merge(base.get(key), ours, theirs)
@@ -503,7 +506,7 @@ class SessionStore:
         """`SessionBackend.save`: compare-and-set, merging over a newer version.
 
         Raises:
-            SessionConflict: another event changed one of this event's keys differently.
+            SessionConflict: another event changed one of this event's keys too.
         """
         await trio.lowlevel.checkpoint()  # the rest is synchronous: atomic among tasks
         session_id, mine, base = snapshot.session_id, snapshot.state, snapshot.origin

@@ -345,11 +345,11 @@ def test_merge_refuses_a_key_both_changed_differently() -> None:
         merge_changes("s", {"k": 1}, {"k": 2}, {}, same=lambda x, y: x == y)
 
 
-def test_merge_accepts_the_same_change_made_twice_and_a_value_of_none() -> None:
+def test_merge_refuses_the_same_value_written_twice_and_keeps_a_value_of_none() -> None:
     eq = lambda x, y: x == y  # noqa: E731
-    assert merge_changes("s", {"k": 1}, {"k": 2}, {"k": 2}, same=eq) == {"k": 2}
+    with pytest.raises(SessionConflict):  # two increments of 1 both write 2: one is lost
+        merge_changes("s", {"k": 1}, {"k": 2}, {"k": 2}, same=eq)
     assert merge_changes("s", {}, {"k": None}, {"other": 1}, same=eq) == {"k": None, "other": 1}
-    assert merge_changes("s", {"k": 1}, {}, {}, same=eq) == {}  # both deleted it
 
 
 def history(*texts: str, appended: int | None = None, limit: int = 50) -> dict[str, Any]:

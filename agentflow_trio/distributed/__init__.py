@@ -5,6 +5,8 @@
   ordinary `Runner` (``agentcli worker`` is `run_worker`).
 * `redis_cache`: an optional second-tier LLM cache and a rate limiter shared by every
   worker of a deployment.
+* `sessions`: `RedisSessionStore`, session state and history shared by every process
+  (``[memory] backend = "redis"``); `open_session_store` opens the one the config names.
 * `redact`: a Redis URL with its password masked, for messages and logs.
 
 Importing this package does not import coredis (the ``redis`` extra); opening a
@@ -25,6 +27,9 @@ from .redis_cache import RedisCacheStatistics as RedisCacheStatistics
 from .redis_cache import SharedRateLimiter as SharedRateLimiter
 from .redis_cache import SharedRateLimitLayer as SharedRateLimitLayer
 from .redis_cache import open_redis_client as open_redis_client
+from .sessions import RedisSessionStatistics as RedisSessionStatistics
+from .sessions import RedisSessionStore as RedisSessionStore
+from .sessions import open_session_store as open_session_store
 from .worker import Worker as Worker
 from .worker import WorkerStatistics as WorkerStatistics
 from .worker import default_consumer_name as default_consumer_name
@@ -35,6 +40,8 @@ __all__ = [
     "DeadLetter",
     "RedisCacheLayer",
     "RedisCacheStatistics",
+    "RedisSessionStatistics",
+    "RedisSessionStore",
     "RemoteHandle",
     "RemoteRunner",
     "RemoteStatistics",
@@ -45,6 +52,7 @@ __all__ = [
     "WorkerStatistics",
     "default_consumer_name",
     "open_redis_client",
+    "open_session_store",
     "redact",
     "run_worker",
 ]
