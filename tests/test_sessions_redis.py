@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -481,6 +482,49 @@ async def test_two_workers_carry_a_tool_agent_conversation(redis_server: RedisSe
         ("assistant", "Hello Ada."),
         ("user", "What is my name?"),
     ]
+
+
+async def test_workers_retry_a_conflicted_increment_until_every_one_counts(
+    redis_server: RedisServer,
+) -> None:
+    """Read-modify-write of one counter from two workers: a clash fails the later event
+    (nothing written), the worker offers it again, and the count ends exact."""
+
+    @af.agent
+    async def increment(ctx: af.Context, event: af.Event) -> int:
+        n = int(ctx.state.get("n", 0)) + 1
+        ctx.state.set("n", n)
+        await trio.sleep(0.005)  # hold the version: the two workers' events overlap
+        return n
+
+    count = 20
+    cfg = attrs.evolve(
+        worker_config(redis_server.url),
+        distributed=attrs.evolve(worker_config(redis_server.url).distributed, max_deliveries=1000),
+        runner=RunnerConfig(drain_timeout=2.0, max_concurrent_events=4),
+    )
+    with trio.fail_after(60):
+        async with (
+            redis_store(redis_server.url) as one,
+            redis_store(redis_server.url) as two,
+            trio.open_nursery() as nursery,
+            RemoteRunner(cfg) as remote,
+        ):
+            workers = []
+            for name, store in (("a", one), ("b", two)):
+                start = functools.partial(
+                    run_worker, cfg, {"inc": increment}, consumer=name, sessions=store
+                )
+                workers.append(await nursery.start(start))
+            handles = await remote.emit_many([in_session("inc") for _ in range(count)])
+            results = [await h.result() for h in handles]
+            final = await one.load("s1")
+            conflicts = one.statistics().conflicts + two.statistics().conflicts
+            for worker in workers:
+                worker.shutdown()
+    assert all(r.outcome is af.Outcome.SUCCEEDED for r in results)
+    assert sorted(r.output for r in results) == list(range(1, count + 1))
+    assert final.state["n"] == count and conflicts > 0
 
 
 WORKER = """
