@@ -21,24 +21,29 @@ this module is imported.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, Final, final
+
+import attrs
+import trio
 
 from ._owner import NurseryOwner
 from .agents import Agent, AgentFunction, Context, Hooks, as_agent
-from .config import Config, MCPConfig, MCPServerConfig
+from .config import Config, MCPConfig, MCPServerConfig, MonitoringConfig
 from .errors import ConfigError
 from .runner import Runner
 from .services import Services
-from .state import SessionStore
+from .state import SessionBackend, SessionStore
 
 if TYPE_CHECKING:
     from .llm import LLMClient, Provider
     from .mcp import MCPManager
     from .observability.metrics import RunnerMetrics
+    from .observability.report import PerformanceReporter
     from .tools import FunctionTool, ToolRegistry
 
 __all__ = ["App", "Lifespan", "RunningApp"]
@@ -110,8 +115,10 @@ class App:
     ``[mcp]`` ones (a name in both is a `ConfigError` when the App opens); their tools
     are registered beside the App's (in a copy: the App's registry is never changed).
     ``hooks``: run around every event (copied per opening: the metrics add theirs to the
-    copy). ``sessions``: the session store (default: one built from ``[memory]`` per
-    opening). ``lifespan``: see `Lifespan`. ``config``: used when `open` is given none
+    copy). ``sessions``: the session store, a `SessionBackend` (default: the one
+    ``[memory] backend`` names, per opening: an in-process `SessionStore`, or the Redis
+    store on ``[distributed] redis_url`` that every process and worker shares).
+    ``lifespan``: see `Lifespan`. ``config``: used when `open` is given none
     (``agentcli --config FILE`` replaces it; the MCP servers given in code stay).
 
     An App is a description, not a resource: it opens any number of times, one after the
@@ -131,7 +138,7 @@ class App:
         tools: ToolRegistry | Iterable[FunctionTool | Callable[..., Any]] | None = None,
         mcp: MCPConfig | Mapping[str, MCPServerConfig] | None = None,
         hooks: Hooks | None = None,
-        sessions: SessionStore | None = None,
+        sessions: SessionBackend | None = None,
         lifespan: Lifespan | None = None,
         config: Config | None = None,
     ) -> None:
@@ -171,20 +178,44 @@ class App:
         return value if isinstance(value, App) else cls(value)
 
     def open_services(
-        self, config: Config | None = None, *, llm: LLMClient | Provider | None = None
+        self,
+        config: Config | None = None,
+        *,
+        llm: LLMClient | Provider | None = None,
+        monitoring: bool = True,
+        metrics_required: bool = True,
     ) -> RunningApp:
         """The App's services, opened by ``async with`` (see `RunningApp`), without a
         runner: for a host that builds its runner itself (``agentcli worker``).
 
         ``config`` (default: the App's, else every default) sets every service; ``llm``
         is a model client the caller owns (the App then opens none and closes none).
+        ``monitoring``: configure logging and start the Prometheus endpoint and the
+        performance report as ``[monitoring]`` asks (False: none of the three; the
+        metrics are still kept and served by whoever asks, ``agentcli serve``'s
+        ``/metrics`` say). A ``metrics_port`` the config sets (not the default 9090,
+        where a local Prometheus server often listens) must bind, or the opening fails;
+        the default port, when taken, is a warning naming the key and the App opens
+        without the endpoint. ``metrics_required=False``: any port that cannot be bound
+        is such a warning (what the load commands do, often run beside a deployment
+        that holds the port).
         """
         chosen = config if config is not None else self.config
-        return RunningApp(self, chosen if chosen is not None else Config(), llm)
+        return RunningApp(
+            self,
+            chosen if chosen is not None else Config(),
+            llm,
+            monitoring=monitoring,
+            metrics_required=metrics_required,
+        )
 
     @asynccontextmanager
     async def open(
-        self, config: Config | None = None, *, llm: LLMClient | Provider | None = None
+        self,
+        config: Config | None = None,
+        *,
+        llm: LLMClient | Provider | None = None,
+        monitoring: bool = True,
     ) -> AsyncIterator[Runner]:
         """``async with app.open() as runner``: every service (`open_services`), then the
         runner; leaving drains the runner first, then closes the services in reverse
@@ -194,8 +225,10 @@ class App:
             ConfigError: a bad ``[llm]`` or ``[memory]`` setting, or an MCP server named
                 both in code and in ``[mcp]``.
             MCPError: an MCP server cannot be started.
+            OSError: the metrics endpoint cannot bind ``[monitoring] metrics_port``.
         """
-        async with self.open_services(config, llm=llm) as running, running.runner() as runner:
+        running = self.open_services(config, llm=llm, monitoring=monitoring)
+        async with running, running.runner() as runner:
             yield runner
 
     @staticmethod
@@ -209,6 +242,9 @@ class App:
         return RunningApp.of(ctx).state
 
 
+_DEFAULT_METRICS_PORT: Final = attrs.fields(MonitoringConfig).metrics_port.default
+"""The default ``[monitoring] metrics_port``: taken, it is a warning, not an error."""
+
 _OPEN: dict[int, tuple[Services, RunningApp]] = {}
 """The open `RunningApp` of each `Services` value its runners use (by identity, the value
 kept alive with it): how an agent's context, whose runner holds them, finds its App."""
@@ -219,23 +255,37 @@ class RunningApp(NurseryOwner):
     """An `App` while it is open: the effective config, the typed `Services`, the state.
 
     ``async with app.open_services(config) as running`` opens, in this order: logging
-    (``[monitoring] log_level``), the App's lifespan (``state`` is what it yields), the
-    model client (``llm``, unless one is given), the MCP servers (``mcp``: an
-    `MCPManager`, None when there are none; their tools are registered into a copy of the
-    App's registry), the session store, the metrics (a `RunnerMetrics` when
-    ``[monitoring] enable_metrics``, watching the model stack) and the monitoring tasks,
-    in this object's nursery. Leaving closes them in reverse order; when it returns,
-    every MCP subprocess has exited and no task is left. Entered once.
+    (``[monitoring] log_level``, ``log_format``), the App's lifespan (``state`` is what it
+    yields), the model client (unless one is given), the MCP servers (an `MCPManager`,
+    None when there are none; their tools are registered into a copy of the App's
+    registry), the session store (``[memory] backend``), the metrics (a `RunnerMetrics`
+    when ``[monitoring] enable_metrics``, watching the model stack), then in this
+    object's nursery the Prometheus endpoint (``metrics_port``: the bound port) and the
+    performance report (``[monitoring] metrics_interval``: ``performance`` is its
+    `PerformanceReporter`). Leaving closes them in reverse order; when it returns, every
+    MCP subprocess has exited and no task is left. Entered once.
 
     ``services`` is what every runner of this opening gets (`runner` builds one);
     ``agents`` the App's agents.
     """
 
-    def __init__(self, app: App, config: Config, llm: LLMClient | Provider | None) -> None:
+    def __init__(
+        self,
+        app: App,
+        config: Config,
+        llm: LLMClient | Provider | None,
+        *,
+        monitoring: bool = True,
+        metrics_required: bool = True,
+    ) -> None:
         self.app = app
         self.config = config
         self._given_llm = llm
+        self._monitoring = monitoring
+        self._metrics_required = metrics_required
         self.state: Any = None
+        self.metrics_port: int | None = None
+        self.performance: PerformanceReporter | None = None
         self._services: Services | None = None
         self._registered: list[int] = []
 
@@ -291,6 +341,10 @@ class RunningApp(NurseryOwner):
 
     async def _open(self) -> None:
         config, app = self.config, self.app
+        if self._monitoring:
+            from .observability.logs import configure_logging
+
+            configure_logging(config.monitoring)
         if app.lifespan is not None:
             self.state = await self._enter(app.lifespan(app))
         llm = self._given_llm
@@ -300,7 +354,9 @@ class RunningApp(NurseryOwner):
             llm = await self._enter(open_llm_client(config))
         mcp = await self._open_mcp()
         tools = _joined_tools(app.tools, mcp)
-        sessions = app.sessions if app.sessions is not None else _session_store(config)
+        sessions = app.sessions
+        if sessions is None:
+            sessions = await self._open_sessions()
         metrics = _new_metrics(llm) if config.monitoring.enable_metrics else None
         hooks = _copied(app.hooks)
         if metrics is not None:
@@ -308,9 +364,48 @@ class RunningApp(NurseryOwner):
         services = Services(
             hooks=hooks, llm=llm, tools=tools, mcp=mcp, metrics=metrics, sessions=sessions
         )
-        await self._open_nursery()
+        nursery = await self._open_nursery()
+        if self._monitoring:
+            await self._start_monitoring(nursery, hooks, metrics)
         self._services = services
         self._register(services)
+
+    async def _open_sessions(self) -> SessionBackend:
+        """The store ``[memory] backend`` names (the Redis one owned until closing)."""
+        memory = self.config.memory
+        if memory.backend != "redis":
+            return SessionStore.from_config(memory)
+        from .distributed.sessions import open_session_store
+
+        return await self._enter(open_session_store(self.config))
+
+    async def _start_monitoring(
+        self, nursery: trio.Nursery, hooks: Hooks, metrics: RunnerMetrics | None
+    ) -> None:
+        """The Prometheus endpoint and the performance report, as ``[monitoring]`` asks."""
+        monitoring = self.config.monitoring
+        if metrics is not None:
+            from .observability.metrics_server import serve_metrics
+
+            serve = functools.partial(serve_metrics, monitoring, metrics)
+            try:
+                self.metrics_port = await nursery.start(serve)
+            except OSError as exc:
+                if self._metrics_required and monitoring.metrics_port != _DEFAULT_METRICS_PORT:
+                    raise
+                _log.warning(
+                    "no Prometheus endpoint: %s; set [monitoring] metrics_port (0: a free "
+                    "port) or enable_metrics = false",
+                    exc,
+                )
+        if monitoring.metrics_interval > 0:
+            from .observability.report import PerformanceReporter, report_performance
+
+            reporter = self.performance = PerformanceReporter()
+            reporter.install(hooks)
+            if metrics is not None:
+                reporter.publish_to(metrics)
+            await nursery.start(functools.partial(report_performance, monitoring, reporter))
 
     def _closed(self) -> None:
         self._services = None
@@ -364,11 +459,6 @@ def _copied(hooks: Hooks) -> Hooks:
         on_error=hooks.on_error,
         on_accept=hooks.on_accept,
     )
-
-
-def _session_store(config: Config) -> SessionStore:
-    """The session store ``[memory]`` describes."""
-    return SessionStore.from_config(config.memory)
 
 
 def _new_metrics(llm: object) -> RunnerMetrics:

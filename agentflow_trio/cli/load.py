@@ -146,6 +146,7 @@ def benchmark(
         agent=agent,
         app=app,
         data=_data(data_json),
+        monitoring=True,
         requests=requests,
         config=given,
         source=config_path,
@@ -283,6 +284,7 @@ def loadtest(
         mock_faults=_faults(mock_faults, config) if target is None else {},
         stream=stream,
         app=app,
+        monitoring=True,
     )
     run_load(
         lambda progress, stop: run_loadtest(options, progress=progress, stop=stop),

@@ -121,12 +121,15 @@ def serve(
         mock_latency=ms(latency_ms),
         companions=(_serve_dashboard,) if dashboard else (),
         api_key=api_key,
+        monitoring=True,
     )
 
     async def start(nursery: trio.Nursery) -> None:
         served = await nursery.start(run)
         click.echo(f"agentcli serve listening on {served.url}")
         click.echo(f"agents: {', '.join(sorted(app.agents))}; model calls: {served.target}")
+        if served.metrics_port is not None:
+            click.echo(f"metrics: {_metrics_url(served.runner.config, served.metrics_port)}")
         if api_key:
             click.echo("requests need Authorization: Bearer <the API key>")
         if dashboard:
@@ -199,7 +202,7 @@ def worker(
 
     async def run() -> None:
         async with open_hosted_app(
-            app, config, source=config_path, mock_latency=ms(latency_ms)
+            app, config, source=config_path, mock_latency=ms(latency_ms), monitoring=True
         ) as hosted:
             # Built outside any nursery: a bad --redis URL is a lone ConfigError (exit 2).
             running = Worker(
@@ -218,6 +221,9 @@ def worker(
                     f"(group {s.group}) at {redact(s.redis_url)}"
                 )
                 click.echo(f"agents: {', '.join(sorted(app.agents))}; model calls: {hosted.target}")
+                if hosted.running.metrics_port is not None:
+                    port = hosted.running.metrics_port
+                    click.echo(f"metrics: {_metrics_url(hosted.config, port)}")
             stats = running.statistics()
             click.echo(
                 f"stopped: {stats.stored} results stored, {stats.duplicates} duplicates, "
@@ -240,3 +246,9 @@ def _with_redis(config: Config | None, redis_url: str | None) -> Config | None:
 
     base = config if config is not None else Config()
     return attrs.evolve(base, distributed=attrs.evolve(base.distributed, redis_url=redis_url))
+
+
+def _metrics_url(config: Config, port: int) -> str:
+    """Where the Prometheus endpoint of its own answers."""
+    host = config.monitoring.metrics_host
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"

@@ -79,7 +79,8 @@ class BenchmarkOptions:
     ``{"query": ...}``, which agents reading ``query``, ``tool_agent`` included, answer).
     ``config`` (None: the App's, else every default) supplies the runner and LLM
     settings; ``source`` names its file in messages. ``requests`` caps the calls issued
-    (None: no cap).
+    (None: no cap). ``monitoring`` starts what ``[monitoring]`` asks for beside the App
+    (logging, the Prometheus endpoint, the performance report: what ``agentcli`` does).
     ``thresholds`` are checked against the run's total (see `loadgen.thresholds`).
     ``model`` is the model group the agent asks for (None: the default group);
     ``mock_faults`` the built-in mock's fault rules by model name, if the mock is used.
@@ -100,6 +101,7 @@ class BenchmarkOptions:
     stream: bool = False
     app: App | None = None
     data: Mapping[str, Any] | None = None
+    monitoring: bool = False
 
     def __attrs_post_init__(self) -> None:
         check_agent(self.agent, self.app)
@@ -149,6 +151,8 @@ async def run_benchmark(
         source=options.source,
         mock_latency=options.mock_latency,
         mock_faults=options.mock_faults,
+        monitoring=options.monitoring,
+        metrics_required=False,
     ) as hosted:
         llm = hosted.services.llm
         check_group(llm, options.model, options.source)

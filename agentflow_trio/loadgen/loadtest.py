@@ -270,7 +270,10 @@ class LoadTestOptions:
     group the built-in agents ask for (and the default scenario's events name);
     ``mock_faults`` the built-in mock's fault rules by model name, if the mock is used.
     ``stream`` makes every ``client.call`` stream its event and time its tokens (and the
-    default scenario run the ``stream`` agent).
+    default scenario run the ``stream`` agent). ``monitoring`` starts what
+    ``[monitoring]`` asks for beside a local App (logging, the Prometheus endpoint, the
+    performance report: what ``agentcli`` does; a metrics port that is taken, say by the
+    deployment being measured, is a warning).
     """
 
     plan: Plan
@@ -288,6 +291,7 @@ class LoadTestOptions:
     mock_faults: Mapping[str, tuple[Fault, ...]] = attrs.field(factory=dict)
     stream: bool = False
     app: App | None = None
+    monitoring: bool = False
 
 
 async def run_loadtest(
@@ -339,6 +343,8 @@ async def run_loadtest(
                     source=options.source,
                     mock_latency=options.mock_latency,
                     mock_faults=options.mock_faults,
+                    monitoring=options.monitoring,
+                    metrics_required=False,
                 )
             )
             llm = hosted.services.llm

@@ -101,6 +101,8 @@ async def open_hosted_app(
     source: str | None = None,
     mock_latency: float = 0.0,
     mock_faults: Mapping[str, Sequence[Fault]] | None = None,
+    monitoring: bool = False,
+    metrics_required: bool = True,
 ) -> AsyncIterator[HostedApp]:
     """Host ``app`` (an `App`, or a dict of agents made one): its model client, by the
     rule of `open_llm_services` (the built-in mock LLM, with ``mock_latency`` and
@@ -108,7 +110,10 @@ async def open_hosted_app(
     (`App.open_services`). Leaving closes them in reverse order.
 
     ``config`` (``--config FILE``) replaces the App's own; neither: every default.
-    ``source`` names the config's file in messages.
+    ``source`` names the config's file in messages. ``monitoring`` (what ``agentcli``
+    passes; off by default, so that a test hosting an App binds no fixed port):
+    logging, the Prometheus endpoint and the performance report as ``[monitoring]`` asks;
+    ``metrics_required=False``: a busy metrics port is a warning, not an error.
 
     Raises:
         ConfigError: see `check_llm_target` and `App.open`.
@@ -119,7 +124,9 @@ async def open_hosted_app(
         open_llm_services(
             chosen, source=source, mock_latency=mock_latency, mock_faults=mock_faults
         ) as llm,
-        hosted.open_services(llm.config, llm=llm.llm) as running,
+        hosted.open_services(
+            llm.config, llm=llm.llm, monitoring=monitoring, metrics_required=metrics_required
+        ) as running,
     ):
         yield HostedApp(running, llm)
 
@@ -139,7 +146,8 @@ class ServedRunner:
 
     ``port`` is the bound TCP port (the real one for ``port=0``), ``url`` the base URL to
     send requests to, ``target`` says in words where model calls go, ``companions`` holds
-    what each companion reported, in the order given.
+    what each companion reported, in the order given; ``metrics_port`` is the port of
+    the Prometheus endpoint of its own (None when it does not listen).
     """
 
     url: str
@@ -147,6 +155,7 @@ class ServedRunner:
     target: str
     runner: Runner
     companions: tuple[Any, ...] = ()
+    metrics_port: int | None = None
 
 
 def _is_loopback(host: str) -> bool:
@@ -221,6 +230,7 @@ async def serve_runner(
     mock_latency: float = 0.0,
     companions: Sequence[Companion] = (),
     api_key: str | None = None,
+    monitoring: bool = False,
     task_status: trio.TaskStatus[ServedRunner] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``agents`` (an `App`, or a dict of agents made one) over HTTP on
@@ -230,10 +240,12 @@ async def serve_runner(
     names its file in messages; ``mock_latency``, in seconds, is the built-in mock LLM's
     latency when the mock answers). ``services``: its fields that are not None replace
     the App's (its hooks are added to the App's). The metrics (``[monitoring]
-    enable_metrics``) are also served on ``/metrics``. ``api_key``: every endpoint but
-    ``/healthz`` needs ``Authorization: Bearer <api_key>`` (see `make_app`). ``backlog``
-    and ``allowed_hosts`` go to `serve` and `make_app`. Everything started here ends when
-    the call does.
+    enable_metrics``) are also served on ``/metrics``; ``monitoring`` (what ``agentcli
+    serve`` passes) also starts logging, the Prometheus endpoint of its own and the
+    performance report as ``[monitoring]`` asks (see `open_hosted_app`). ``api_key``:
+    every endpoint but ``/healthz`` needs ``Authorization: Bearer <api_key>`` (see
+    `make_app`). ``backlog`` and ``allowed_hosts`` go to `serve` and `make_app`.
+    Everything started here ends when the call does.
 
     Raises (before ``task_status.started``):
         ConfigError: ``host`` is not loopback and ``allow_remote`` is false; or the
@@ -243,7 +255,9 @@ async def serve_runner(
     check_host(host, allow_remote)
     async with AsyncExitStack() as stack:
         hosted = await stack.enter_async_context(
-            open_hosted_app(agents, config, source=source, mock_latency=mock_latency)
+            open_hosted_app(
+                agents, config, source=source, mock_latency=mock_latency, monitoring=monitoring
+            )
         )
         made = _runner(hosted.running, services)
         debug_port = hosted.config.monitoring.profile_port
@@ -271,8 +285,10 @@ async def serve_runner(
                         functools.partial(serve, app, host=host, port=port, backlog=backlog)
                     )
                 where = f"[{host}]" if ":" in host else host
+                url = f"http://{where}:{bound}"
+                metrics_port = hosted.running.metrics_port
                 task_status.started(
-                    ServedRunner(f"http://{where}:{bound}", bound, hosted.target, runner, reported)
+                    ServedRunner(url, bound, hosted.target, runner, reported, metrics_port)
                 )
         except BaseExceptionGroup as group:
             reraise_single(group)  # a lone error (a busy port) comes out bare

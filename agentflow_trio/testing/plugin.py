@@ -15,6 +15,28 @@ Fixtures:
   ``[llm]`` section at it.
 - ``mcp_server``: an `MCPTestServer` (a real MCP server run as stdio subprocesses by
   `MCPManager`); the test is skipped when the ``mcp`` extra is not installed.
+- ``app_runner``: the open `Runner` of your `App`, hosted as ``agentcli serve`` hosts it
+  (`open_test_app`: lifespan, MCP servers and their tools in ``ctx.tools``, session
+  store, metrics; model calls to the built-in mock LLM unless the config names an
+  endpoint), closed after the test. Name the App with a fixture ``agentflow_app`` (an
+  `App`, or a dict of agents); a fixture ``agentflow_config`` (default None: the App's
+  own) replaces its config, for example to point it at the scripted ``mock_llm``::
+
+      @pytest.fixture
+      def agentflow_app():
+          return myproject.app
+
+      @pytest.fixture
+      def agentflow_config(mock_llm):
+          return pointed_at(myproject.app.config, mock_llm)   # testing.hosting
+
+      async def test_answer(app_runner, mock_llm):
+          mock_llm.script(MockReply(text="Paris"))
+          result = await app_runner.call(af.Event("answer", {"query": "capital?"}))
+          assert result.unwrap()["text"] == "Paris"
+
+  ``hosted_app`` is the same opening as a `HostedApp` (its ``running.state``, ``mock``,
+  ``services``). Both do real I/O: the test runs on the real clock.
 
 Registration: the ``pytest11`` entry point is named after this module, so loading it
 again with ``-p agentflow_trio.testing.plugin`` or ``pytest_plugins = [...]`` finds it
@@ -25,7 +47,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -37,10 +59,18 @@ from .fakes import FakeLLM
 from .servers import MCPTestServer
 
 if TYPE_CHECKING:
+    from ..app import App
+    from ..config import Config
     from ..mockllm import MockLLM
+    from ..runner import Runner
+    from ..server.service import HostedApp
 
 __all__ = [
+    "agentflow_app",
+    "agentflow_config",
+    "app_runner",
     "fake_llm",
+    "hosted_app",
     "mcp_server",
     "mock_llm",
     "pytest_collection_modifyitems",
@@ -50,7 +80,7 @@ __all__ = [
     "runner_factory",
 ]
 
-_REAL_IO = frozenset({"mock_llm", "mcp_server"})
+_REAL_IO = frozenset({"mock_llm", "mcp_server", "hosted_app", "app_runner"})
 _CALL_FAILED = pytest.StashKey[bool]()
 
 
@@ -150,3 +180,47 @@ def mcp_server() -> MCPTestServer:
     if not _has_mcp():
         pytest.skip("mcp_server needs the mcp extra: pip install 'agentflow_trio[mcp]'")
     return MCPTestServer()
+
+
+@pytest.fixture
+def agentflow_app() -> App | Mapping[str, Any]:
+    """The App ``app_runner`` hosts: define a fixture of this name returning yours."""
+    pytest.fail(
+        "app_runner hosts the App a fixture named agentflow_app returns: define one "
+        "(@pytest.fixture def agentflow_app(): return my_app)"
+    )
+
+
+@pytest.fixture
+def agentflow_config() -> Config | None:
+    """The config ``app_runner`` hosts the App with (None: the App's own); override it."""
+    return None
+
+
+@pytest.fixture
+async def hosted_app(
+    request: pytest.FixtureRequest,
+    agentflow_app: App | Mapping[str, Any],
+    agentflow_config: Config | None,
+) -> AsyncIterator[HostedApp]:
+    """The App of ``agentflow_app``, open for the test (`open_test_app`); real I/O."""
+    from .hosting import open_test_app
+
+    _refuse_autojump(request, "hosted_app")
+    async with open_test_app(agentflow_app, agentflow_config) as hosted:
+        yield hosted
+
+
+@pytest.fixture
+async def app_runner(hosted_app: HostedApp) -> AsyncIterator[Runner]:
+    """The open `Runner` of ``hosted_app`` (drained and closed after the test)."""
+    async with hosted_app.running.runner() as runner:
+        yield runner
+
+
+def _refuse_autojump(request: pytest.FixtureRequest, name: str) -> None:
+    if "autojump_clock" in request.fixturenames:
+        pytest.fail(
+            f"{name} does real I/O (HTTP, subprocesses), and the autojump clock would fire "
+            "timeouts while it is in flight: drop autojump_clock"
+        )
