@@ -26,6 +26,7 @@ LLM unless the config names an endpoint, so no key is needed)::
 
 from __future__ import annotations
 
+import os
 import sys
 import tomllib
 from collections.abc import AsyncIterator
@@ -117,7 +118,7 @@ async def notes(ctx: af.Context, event: af.Event) -> dict[str, Any]:
     if note is not None:
         kept.append(str(note))
         ctx.state.set("notes", kept)
-    return {"notes": kept, "session": event.metadata.get("session_id")}
+    return {"notes": kept, "session": event.metadata.get("session_id"), "pid": os.getpid()}
 
 
 assistant = tool_agent(

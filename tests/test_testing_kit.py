@@ -832,6 +832,90 @@ def test_teardown_check_and_markers(pytester: pytest.Pytester) -> None:
     assert "teardown of test_failing_body_is_not_doubled" not in result.stdout.str()
 
 
+def test_app_runner_hosts_the_apps_every_service_for_a_test(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import os
+        from contextlib import asynccontextmanager
+
+        import pytest, trio, trio.testing
+        import agentflow_trio as af
+        from agentflow_trio.app import App
+        from agentflow_trio.mockllm import MockReply
+        from agentflow_trio.testing import MCPTestServer
+        from agentflow_trio.testing.hosting import pointed_at
+
+        MCP_PIDS = []
+
+        @asynccontextmanager
+        async def lifespan(app):
+            yield {"pool": "opened"}
+
+        @af.agent
+        async def answer(ctx, event):
+            added, who = await ctx.tools.call_many(
+                [("demo__add", {"a": 1, "b": 2}), ("demo__whoami", {})]
+            )
+            MCP_PIDS.append(who.output["pid"])
+            reply = await ctx.llm.complete([af.user(event.data["query"])])
+            return {"text": reply.text, "sum": added.output["result"],
+                    "pool": App.state_of(ctx)["pool"]}
+
+        APP = App({"answer": answer}, mcp={"demo": MCPTestServer().config()},
+                  lifespan=lifespan)
+
+        @pytest.fixture
+        def agentflow_app():
+            return APP
+
+        @pytest.fixture
+        def agentflow_config(mock_llm):
+            return pointed_at(af.Config(), mock_llm)
+
+        @pytest.mark.trio
+        async def test_answer(app_runner, hosted_app, mock_llm):
+            assert not isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock)
+            mock_llm.script(MockReply(text="Paris"))
+            with trio.fail_after(30):
+                result = await app_runner.call(af.Event("answer", {"query": "capital?"}))
+            assert result.unwrap() == {"text": "Paris", "sum": 3, "pool": "opened"}
+            assert hosted_app.running.state == {"pool": "opened"}
+            assert mock_llm.stats().requests == 1 and hosted_app.mock is None
+            os.kill(MCP_PIDS[0], 0)  # alive while the test runs
+
+        def test_closed_after_the_test():
+            with pytest.raises(ProcessLookupError):
+                os.kill(MCP_PIDS[0], 0)
+        """
+    )
+    pytester.makepyfile(
+        test_no_app="""
+        import pytest
+
+        @pytest.mark.trio
+        async def test_no_app_named(app_runner):
+            pass
+        """,
+        test_autojump="""
+        import pytest
+
+        @pytest.fixture
+        def agentflow_app():
+            async def echo(ctx, event):
+                return event.data
+            return {"echo": echo}
+
+        @pytest.mark.trio
+        async def test_refuses_autojump(app_runner, autojump_clock):
+            pass
+        """,
+    )
+    result = pytester.runpytest_inprocess("-p", PLUGIN, "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, errors=1, failed=1)
+    result.stdout.fnmatch_lines(["*define one*agentflow_app*"])
+    result.stdout.fnmatch_lines(["*hosted_app does real I/O*drop autojump_clock*"])
+
+
 def test_mcp_server_skips_without_the_extra(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
