@@ -9,8 +9,9 @@ nothing asserts a duration.
 from __future__ import annotations
 
 import functools
+import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -36,6 +37,17 @@ __all__ = ["redis_server"]  # the fixture, re-exported for pytest
 TIMEOUT = 30
 MCP = MCPTestServer(name="demo")
 QUIET = MonitoringConfig(enable_metrics=True, metrics_port=0)
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """An App opened with monitoring configures the ``agentflow_trio`` logger (level,
+    handler) for the process: put it back for the tests that follow."""
+    logger = logging.getLogger("agentflow_trio")
+    level, handlers = logger.level, list(logger.handlers)
+    yield
+    logger.setLevel(level)
+    logger.handlers[:] = handlers
 
 
 def alive(pid: int) -> bool:

@@ -12,6 +12,10 @@ The group only parses, loads and hands over; what the commands do lives in the l
   ``_guard`` one line per failure and the exit codes, ``_loadrun`` the run of a load
   command.
 
+``serve``, ``worker``, ``benchmark`` and ``loadtest`` host an `App` (``--app MODULE:ATTR``:
+an App, a function returning one, or a dict of agents) the same way,
+`agentflow_trio.server.service.open_hosted_app`, with what ``[monitoring]`` asks for.
+
 Importing this package costs only click: each command imports what it needs (trio, the
 server, the load generator) inside its function, so ``agentcli --help`` stays fast. No
 input shows a traceback (``_guard``): a bad flag value is a click usage error, and a
