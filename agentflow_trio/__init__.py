@@ -66,12 +66,20 @@ from .runner import EventHandle as EventHandle
 from .runner import Runner as Runner
 from .runner import RunnerStatistics as RunnerStatistics
 from .services import Services as Services
+from .state import SessionBackend as SessionBackend
+from .state import SessionConflict as SessionConflict
+from .state import SessionDataError as SessionDataError
+from .state import SessionError as SessionError
+from .state import SessionSnapshot as SessionSnapshot
 from .state import SessionStore as SessionStore
+from .state import SessionTooLarge as SessionTooLarge
 from .state import State as State
 from .usage import RunUsage as RunUsage
 from .usage import UsageLimits as UsageLimits
 
 if TYPE_CHECKING:
+    from .app import App as App
+    from .app import RunningApp as RunningApp
     from .distributed import RemoteRunner as RemoteRunner
     from .distributed import Worker as Worker
     from .distributed import run_worker as run_worker
@@ -123,6 +131,8 @@ _LAZY: dict[str, str] = {
     "tool_agent": "agentflow_trio.tools",
     "walk_pages": "agentflow_trio.tools",
     "MCPManager": "agentflow_trio.mcp",
+    "App": "agentflow_trio.app",
+    "RunningApp": "agentflow_trio.app",
     "TypeSchema": "agentflow_trio.schema",
 }
 _LAZY |= {name: "agentflow_trio.distributed" for name in ("RemoteRunner", "Worker", "run_worker")}
@@ -167,6 +177,7 @@ __all__ = [
     "AgentFailed",
     "AgentFlowError",
     "AgentResult",
+    "App",
     "BoundTools",
     "BrokerUnavailable",
     "ChatRequest",
@@ -209,9 +220,16 @@ __all__ = [
     "RunnerClosed",
     "RunnerError",
     "RunnerStatistics",
+    "RunningApp",
     "SchemaValidationError",
     "Services",
+    "SessionBackend",
+    "SessionConflict",
+    "SessionDataError",
+    "SessionError",
+    "SessionSnapshot",
     "SessionStore",
+    "SessionTooLarge",
     "State",
     "StreamChunk",
     "TextDelta",

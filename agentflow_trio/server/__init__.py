@@ -29,14 +29,17 @@ if TYPE_CHECKING:
     from agentflow_trio.server.app import result_json as result_json
     from agentflow_trio.server.app import serve as serve
     from agentflow_trio.server.service import Companion as Companion
+    from agentflow_trio.server.service import HostedApp as HostedApp
     from agentflow_trio.server.service import ServedRunner as ServedRunner
     from agentflow_trio.server.service import check_host as check_host
     from agentflow_trio.server.service import listen_error as listen_error
     from agentflow_trio.server.service import only_os_error as only_os_error
+    from agentflow_trio.server.service import open_hosted_app as open_hosted_app
     from agentflow_trio.server.service import serve_runner as serve_runner
 
 __all__ = [
     "Companion",
+    "HostedApp",
     "MetricsRenderer",
     "MockLLM",
     "MockLLMConfig",
@@ -50,6 +53,7 @@ __all__ = [
     "listen_error",
     "make_app",
     "only_os_error",
+    "open_hosted_app",
     "open_mock_llm",
     "result_json",
     "serve",
@@ -68,6 +72,8 @@ _LAZY = {
     "listen_error": "service",
     "only_os_error": "service",
     "serve_runner": "service",
+    "HostedApp": "service",
+    "open_hosted_app": "service",
 }
 
 

@@ -26,6 +26,8 @@ from .fakes import ToolBehaviourError as ToolBehaviourError
 from .fakes import delayed as delayed
 from .fakes import mock_llm_config as mock_llm_config
 from .fakes import scripted_tool as scripted_tool
+from .hosting import open_test_app as open_test_app
+from .hosting import pointed_at as pointed_at
 from .invariants import ALL_INVARIANTS as ALL_INVARIANTS
 from .invariants import Invariant as Invariant
 from .invariants import InvariantViolation as InvariantViolation
@@ -103,6 +105,8 @@ __all__ = [
     "mock_llm_config",
     "mock_llm_configs",
     "mock_replies",
+    "open_test_app",
+    "pointed_at",
     "replay",
     "runner_config",
     "scripted_tool",
