@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ._guard import as_click_error
 from ._options import app_option, config_option, host_options, mock_latency_option
 from ._plumbing import (
     load_config,
@@ -27,6 +28,7 @@ from ._plumbing import (
 if TYPE_CHECKING:
     import trio
 
+    from agentflow_trio.app import App
     from agentflow_trio.config import Config
     from agentflow_trio.runner import Runner
 
@@ -70,6 +72,17 @@ __all__ = ["serve", "worker"]
     help="Require 'Authorization: Bearer KEY' on every endpoint but /healthz (what an "
     "OpenAI SDK sends as its api_key). Prefer the environment variable: a flag shows in ps.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 1024),
+    default=1,
+    show_default=True,
+    help="Serving processes on the one port, each with its own App and runner (1: this "
+    "process). A crashed one is restarted; /metrics and [monitoring] metrics_port "
+    "(+ the worker's index) are per process.",
+)
+@click.option("--worker-index", type=click.IntRange(0), hidden=True)
+@click.option("--worker-fd", type=click.IntRange(0), hidden=True)
 def serve(
     config_path: str | None,
     host: str,
@@ -82,6 +95,9 @@ def serve(
     latency_ms: float,
     dashboard: bool,
     api_key: str | None,
+    workers: int,
+    worker_index: int | None,
+    worker_fd: int | None,
 ) -> None:
     """Serve an App's agents over HTTP (hypercorn, trio) until Ctrl-C.
 
@@ -89,12 +105,13 @@ def serve(
     GET /v1/events/ID, /metrics (Prometheus) and /healthz. --app names the App (its
     tools, MCP servers, sessions and lifespan run here too). Model calls go to the
     built-in mock LLM unless the config sets llm.base_url or llm.provider = "fake".
-    Binding an address other than loopback needs --allow-remote.
+    Binding an address other than loopback needs --allow-remote. --workers N runs N
+    processes on the port (see agentflow_trio.server._workers).
     """
     import functools
 
     from agentflow_trio.config import parse_size
-    from agentflow_trio.server import check_host, serve_runner
+    from agentflow_trio.server import check_host, exit_with_parent, serve_runner
 
     try:
         max_body_bytes = parse_size(max_body)
@@ -107,6 +124,15 @@ def serve(
     if api_key is not None and not api_key:
         raise click.BadParameter("is empty", param_hint="'--api-key' / AGENTFLOW_API_KEY")
     config, app = prepare(config_path, app_ref)
+    if workers > 1:
+        if dashboard:
+            raise click.BadParameter(
+                "watches one process: not with --workers", param_hint="'--dashboard'"
+            )
+        return _supervise(config, app, workers, port, api_key)
+    fd = None
+    if worker_index is not None:
+        config, fd = _as_worker(config, app, worker_index, worker_fd, host, port)
     run = functools.partial(
         serve_runner,
         config,
@@ -122,11 +148,15 @@ def serve(
         companions=(_serve_dashboard,) if dashboard else (),
         api_key=api_key,
         monitoring=True,
+        fd=fd,
     )
 
     async def start(nursery: trio.Nursery) -> None:
         served = await nursery.start(run)
-        click.echo(f"agentcli serve listening on {served.url}")
+        if worker_index is None:
+            click.echo(f"agentcli serve listening on {served.url}")
+        else:
+            nursery.start_soon(exit_with_parent, nursery.cancel_scope)
         click.echo(f"agents: {', '.join(sorted(app.agents))}; model calls: {served.target}")
         if served.metrics_port is not None:
             click.echo(f"metrics: {_metrics_url(served.runner.config, served.metrics_port)}")
@@ -134,8 +164,79 @@ def serve(
             click.echo("requests need Authorization: Bearer <the API key>")
         if dashboard:
             click.echo(f"dashboard: {served.companions[0]}")
+        if worker_index is not None:  # last: the parent reads the lines up to it
+            click.echo(f"agentcli serve listening on {served.url}")
 
     run_until_signalled(start)
+
+
+def _supervise(
+    config: Config | None, app: App, workers: int, port: int, api_key: str | None
+) -> None:
+    """``serve --workers N`` (N > 1): the supervising parent (`server._workers`): the
+    children get this command's options but ``--workers`` and ``--port`` (the parent
+    passes the bound one), and the API key in their environment, never on a command line."""
+    import os
+
+    from agentflow_trio.config import Config
+    from agentflow_trio.observability.logs import configure_logging
+    from agentflow_trio.server import WorkerPlan, supervise_workers
+
+    context = click.get_current_context()
+    args: list[str] = []
+    for param in context.command.params:
+        name = param.name
+        value = context.params.get(name or "")
+        if name in ("workers", "port", "worker_index", "worker_fd", "api_key"):
+            continue
+        if not isinstance(param, click.Option) or value is None or value is False:
+            continue
+        flag = param.opts[0]
+        for item in value if param.multiple else (value,):
+            args += [flag] if param.is_flag else [flag, str(item)]
+    env = dict(os.environ)
+    if api_key:
+        env["AGENTFLOW_API_KEY"] = api_key
+    effective = config if config is not None else (app.config or Config())
+    configure_logging(effective.monitoring)
+    host = context.params["host"]
+    plan = WorkerPlan(
+        workers=workers,
+        args=args,
+        host=host,
+        port=port,
+        backlog=context.params["backlog"],
+        drain_timeout=effective.runner.drain_timeout,
+        echo=click.echo,
+        env=env,
+    )
+    try:
+        supervise_workers(plan)
+    except BaseException as exc:
+        raise as_click_error(exc) from None
+
+
+def _as_worker(
+    config: Config | None, app: App, index: int, fd: int | None, host: str, port: int
+) -> tuple[Config, int]:
+    """A child of ``serve --workers``: its config (the Prometheus port of its own and the
+    debug server's moved by ``index`` unless 0) and the descriptor of its listening
+    socket (``fd``, inherited; else one bound here with ``SO_REUSEPORT``)."""
+    import attrs
+
+    from agentflow_trio.config import Config
+    from agentflow_trio.server import bind_worker_socket
+
+    effective = config if config is not None else (app.config or Config())
+    m = effective.monitoring
+    moved = attrs.evolve(
+        m,
+        metrics_port=m.metrics_port and m.metrics_port + index,
+        profile_port=m.profile_port and m.profile_port + index,
+    )
+    if fd is None:
+        fd = bind_worker_socket(host, port, reuse_port=True).detach()
+    return attrs.evolve(effective, monitoring=moved), fd
 
 
 async def _serve_dashboard(runner: Runner, *, task_status: trio.TaskStatus[str]) -> None:

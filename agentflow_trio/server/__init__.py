@@ -4,7 +4,8 @@ HTTP face assembled in one call: what ``agentcli serve`` runs).
 
 Importing this package is cheap: no web framework (hypercorn) is imported here. The HTTP
 app's names (`make_app`, `serve`, ...) load ``server.app`` on first use, `serve_runner`
-and its companions load ``server.service``, and hypercorn itself is imported only when
+and its companions load ``server.service``, ``agentcli serve --workers``'s supervisor
+(`supervise_workers`) loads ``server._workers``, and hypercorn itself is imported only when
 `serve` runs.
 
 The mock LLM moved to its own room, :mod:`agentflow_trio.mockllm`; its names (`open_mock_llm`,
@@ -23,6 +24,10 @@ from agentflow_trio.mockllm import PreciseClock as PreciseClock
 from agentflow_trio.mockllm import open_mock_llm as open_mock_llm
 
 if TYPE_CHECKING:
+    from agentflow_trio.server._workers import WorkerPlan as WorkerPlan
+    from agentflow_trio.server._workers import bind_worker_socket as bind_worker_socket
+    from agentflow_trio.server._workers import exit_with_parent as exit_with_parent
+    from agentflow_trio.server._workers import supervise_workers as supervise_workers
     from agentflow_trio.server.app import MetricsRenderer as MetricsRenderer
     from agentflow_trio.server.app import ServeApp as ServeApp
     from agentflow_trio.server.app import make_app as make_app
@@ -49,7 +54,10 @@ __all__ = [
     "PreciseClock",
     "ServeApp",
     "ServedRunner",
+    "WorkerPlan",
+    "bind_worker_socket",
     "check_host",
+    "exit_with_parent",
     "listen_error",
     "make_app",
     "only_os_error",
@@ -58,6 +66,7 @@ __all__ = [
     "result_json",
     "serve",
     "serve_runner",
+    "supervise_workers",
 ]
 
 _LAZY = {
@@ -74,6 +83,10 @@ _LAZY = {
     "serve_runner": "service",
     "HostedApp": "service",
     "open_hosted_app": "service",
+    "WorkerPlan": "_workers",
+    "bind_worker_socket": "_workers",
+    "exit_with_parent": "_workers",
+    "supervise_workers": "_workers",
 }
 
 

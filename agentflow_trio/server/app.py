@@ -9,7 +9,9 @@ Endpoints (JSON in and out)::
                                (``server._sse`` has the events and their data)
     GET  /v1/events/{id}       -> 200 the result, or 200 {"id", "status": "pending"}; 404
     GET  /metrics              Prometheus text (when a metrics object was given)
-    GET  /healthz              200 {"status": "ok", ...}; 503 once the runner closes
+    GET  /healthz              200 {"status": "ok", "pid", ...}; 503 once the runner closes
+                               (``pid``: the serving process, one of several under
+                               ``agentcli serve --workers N``)
     POST /v1/chat/completions  the OpenAI-compatible face: ``model`` names the agent
     GET  /v1/models[/{id}]     the agents as models (``server._openai_face`` has the rules)
 
@@ -71,6 +73,7 @@ import functools
 import hashlib
 import hmac
 import ipaddress
+import os
 import secrets
 import urllib.parse
 from collections.abc import Collection, Mapping
@@ -384,6 +387,7 @@ class ServeApp:
             "queued": stats.queued,
             "max_concurrent_events": stats.max_concurrent_events,
             "completed": stats.completed,
+            "pid": os.getpid(),
         }
         await reply_json(send, 503 if stats.closed else 200, body)
 
@@ -431,6 +435,7 @@ async def serve(
     host: str = "127.0.0.1",
     port: int = 8080,
     backlog: int = DEFAULT_BACKLOG,
+    fd: int | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` with hypercorn's trio worker until cancelled.
@@ -439,6 +444,9 @@ async def serve(
     ``port = await nursery.start(functools.partial(serve, app, port=0))``). Errors while
     binding (``OSError``) come out of ``nursery.start``. ``backlog``: pending connections
     the listening socket holds before the kernel drops new ones (`DEFAULT_BACKLOG`).
+    ``fd``: serve on this already bound TCP socket (its file descriptor, closed when the
+    call ends) instead of binding ``host:port``: how ``agentcli serve --workers N``
+    children share one port (`agentflow_trio.server._workers`).
 
     Raises:
         ValueError: ``backlog`` is not between 1 and 65535.
@@ -449,7 +457,8 @@ async def serve(
     from hypercorn.trio import serve as hypercorn_serve
 
     config = HypercornConfig()
-    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    config.bind = [where if fd is None else f"fd://{fd}"]
     config.accesslog = None
     config.loglevel = "WARNING"
     config.graceful_timeout = 1.0

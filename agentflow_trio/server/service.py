@@ -231,6 +231,7 @@ async def serve_runner(
     companions: Sequence[Companion] = (),
     api_key: str | None = None,
     monitoring: bool = False,
+    fd: int | None = None,
     task_status: trio.TaskStatus[ServedRunner] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``agents`` (an `App`, or a dict of agents made one) over HTTP on
@@ -244,7 +245,8 @@ async def serve_runner(
     serve`` passes) also starts logging, the Prometheus endpoint of its own and the
     performance report as ``[monitoring]`` asks (see `open_hosted_app`). ``api_key``:
     every endpoint but ``/healthz`` needs ``Authorization: Bearer <api_key>`` (see
-    `make_app`). ``backlog`` and ``allowed_hosts`` go to `serve` and `make_app`.
+    `make_app`). ``backlog`` and ``allowed_hosts`` go to `serve` and `make_app`; ``fd``
+    (a bound socket's descriptor, ``host:port`` its address) to `serve`.
     Everything started here ends when the call does.
 
     Raises (before ``task_status.started``):
@@ -282,7 +284,7 @@ async def serve_runner(
                 reported = tuple([await nursery.start(c, runner) for c in companions])
                 async with _listening("agentcli serve", host, port):
                     bound = await nursery.start(
-                        functools.partial(serve, app, host=host, port=port, backlog=backlog)
+                        functools.partial(serve, app, host=host, port=port, backlog=backlog, fd=fd)
                     )
                 where = f"[{host}]" if ":" in host else host
                 url = f"http://{where}:{bound}"
