@@ -11,6 +11,7 @@ import json
 import os
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -241,6 +242,20 @@ def test_workers_stop_when_the_parent_is_killed(tmp_path: Path) -> None:
         parent.proc.kill()
         parent.proc.wait(timeout=TIMEOUT)
         assert _gone(parent.pids)  # their stdin pipe ended: no orphan keeps the port
+
+
+def test_a_worker_that_cannot_start_fails_the_start_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = tmp_path / "busy.toml"  # a metrics port the config sets must bind
+        config.write_text(f"[monitoring]\nmetrics_port = {taken.getsockname()[1]}\n")
+        argv = [sys.executable, "-m", "agentflow_trio.cli", "serve", "--workers", "2"]
+        argv += ["--port", "0", "--config", str(config)]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, cwd=ROOT)
+    assert proc.returncode == 1, proc.stderr
+    assert "exited with code" in proc.stderr and "before listening" in proc.stderr
+    assert "Traceback" not in proc.stderr and LISTENING not in proc.stdout
 
 
 @pytest.mark.parametrize("extra", [["--dashboard"]])

@@ -225,7 +225,7 @@ def _as_worker(
     import attrs
 
     from agentflow_trio.config import Config
-    from agentflow_trio.server import bind_worker_socket
+    from agentflow_trio.server import bind_worker_socket, listen_error
 
     effective = config if config is not None else (app.config or Config())
     m = effective.monitoring
@@ -235,7 +235,10 @@ def _as_worker(
         profile_port=m.profile_port and m.profile_port + index,
     )
     if fd is None:
-        fd = bind_worker_socket(host, port, reuse_port=True).detach()
+        try:
+            fd = bind_worker_socket(host, port, reuse_port=True).detach()
+        except OSError as exc:
+            raise as_click_error(listen_error(exc, "agentcli serve", host, port)) from None
     return attrs.evolve(effective, monitoring=moved), fd
 
 

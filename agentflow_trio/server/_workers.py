@@ -33,6 +33,8 @@ from typing import Final, final
 import attrs
 import trio
 
+from .service import listen_error
+
 __all__ = [
     "KILL_GRACE",
     "LISTENING",
@@ -58,12 +60,14 @@ LISTENING: Final = "agentcli serve listening on "
 _log = logging.getLogger("agentflow_trio.server.workers")
 
 
-class ChildFailed(Exception):
-    """A child exited before it listened, while starting (a bad App, a busy port)."""
+class ChildFailed(ChildProcessError):
+    """A child exited before it listened, while starting (a bad App, a busy port); its
+    own error is on the shared stderr. An `OSError`: ``agentcli`` prints one line."""
 
 
-class TooManyCrashes(Exception):
-    """Children exited more than `MAX_RESTARTS` times within `RESTART_WINDOW` seconds."""
+class TooManyCrashes(ChildProcessError):
+    """Children exited more than `MAX_RESTARTS` times within `RESTART_WINDOW` seconds
+    (an `OSError`, like `ChildFailed`)."""
 
 
 @final
@@ -118,7 +122,7 @@ def supervise_workers(plan: WorkerPlan) -> None:
     """Run ``plan`` until SIGINT or SIGTERM (then return: exit 0).
 
     Raises:
-        OSError: the port cannot be bound.
+        OSError: the port cannot be bound (`listen_error`).
         ChildFailed: a child exited before listening, at start.
         TooManyCrashes: children kept exiting (logged).
     """
@@ -138,8 +142,12 @@ class _Supervisor:
 
     async def run(self) -> None:
         plan = self.plan
+        try:
+            sock = bind_worker_socket(plan.host, plan.port, reuse_port=plan.reuse_port)
+        except OSError as exc:
+            raise listen_error(exc, "agentcli serve", plan.host, plan.port) from None
         with (
-            bind_worker_socket(plan.host, plan.port, reuse_port=plan.reuse_port) as sock,
+            sock,
             trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals,
         ):
             self.port = sock.getsockname()[1]
