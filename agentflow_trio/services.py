@@ -34,6 +34,20 @@ if TYPE_CHECKING:
 __all__ = ["ServiceKeywords", "Services", "run_in_session"]
 
 
+def _as_client(llm: Any) -> Any:
+    """A bare `Provider` given as ``llm`` is wrapped in an `LLMClient`, so that every
+    model call an agent makes is metered (usage, budgets) and streamed to a listening
+    caller; an `LLMClient`, None, or an object that is not a provider is kept as it is."""
+    if llm is None or not all(callable(getattr(llm, m, None)) for m in _PROVIDER_METHODS):
+        return llm
+    from .llm.client import LLMClient
+
+    return llm if isinstance(llm, LLMClient) else LLMClient(llm)
+
+
+_PROVIDER_METHODS = ("complete", "stream", "embed", "aclose")
+
+
 @final
 @attrs.frozen(kw_only=True)
 class Services:
@@ -57,7 +71,7 @@ class Services:
     """
 
     hooks: Hooks = attrs.field(factory=Hooks, validator=attrs.validators.instance_of(Hooks))
-    llm: LLMClient | Provider | None = None
+    llm: LLMClient | Provider | None = attrs.field(default=None, converter=_as_client)
     tools: ToolRegistry | None = None
     mcp: MCPManager | None = None
     metrics: RunnerMetrics | None = None

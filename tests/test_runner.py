@@ -403,16 +403,19 @@ async def test_services_reach_every_context(autojump_clock: Any) -> None:
     services = af.Services(llm=fake, tools=registry, hooks=hooks)
     async with af.Runner(agents={"x": look}, services=services) as runner:
         assert (await runner.call(af.Event("x"))).succeeded
-    assert seen == [(fake, registry, None, None)]
+    # A bare provider is wrapped in an LLMClient: every model call is metered.
+    assert isinstance(services.llm, af.LLMClient) and services.llm.provider is fake
+    assert seen == [(services.llm, registry, None, None)]
     assert runner.services is services
-    assert (runner.hooks, runner.llm, runner.tools) == (hooks, fake, registry)
+    assert (runner.hooks, runner.llm, runner.tools) == (hooks, services.llm, registry)
 
 
 def test_service_keywords_build_one_services_value() -> None:
     fake, registry, store = af.FakeProvider(), af.ToolRegistry(), af.SessionStore(10, 60)
-    keyworded = af.Runner(llm=fake, tools=registry)
-    assert keyworded.services == af.Services(llm=fake, tools=registry, hooks=keyworded.hooks)
-    base = af.Services(llm=fake, tools=registry)
+    client = af.LLMClient(fake)
+    keyworded = af.Runner(llm=client, tools=registry)
+    assert keyworded.services == af.Services(llm=client, tools=registry, hooks=keyworded.hooks)
+    base = af.Services(llm=client, tools=registry)
     mixed = af.Runner(services=base, tools=None, sessions=store)  # None: not given
     assert mixed.services == attrs.evolve(base, sessions=store)
     assert af.Runner().services.llm is None

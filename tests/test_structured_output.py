@@ -638,3 +638,20 @@ def test_the_example_runs_against_the_built_in_mock() -> None:
     assert "native mode: City(name='Paris', country='France', population=2102650)" in done.stdout
     assert "field 'population': expected integer, got 'lots'" in done.stdout
     assert "agent:       succeeded City(name='Lyon'" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "partial"),
+    [
+        ('{"population": 21', {}),  # 21 of 2100000: left out until the number ends
+        ('{"population": 2100000,', {"population": 2100000}),
+        ('{"name": "room 21', {"name": "room 21"}),  # digits inside a string stay
+        ('{"xs": [1, 2', {"xs": [1]}),
+        ('{"name": "a``', {"name": "a``"}),  # backticks are trimmed only after a fence
+        ('```json\n{"name": "Pa', {"name": "Pa"}),
+    ],
+)
+def test_partials_never_show_a_number_still_streaming(text: str, partial: Any) -> None:
+    from agentflow_trio.llm._output_stream import _partial
+
+    assert _partial(text) == partial

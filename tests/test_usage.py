@@ -25,7 +25,14 @@ from agentflow_trio.config import Config, LLMConfig, PriceConfig, RetryConfig
 from agentflow_trio.distributed._codec import decode_result, encode_result
 from agentflow_trio.errors import ConfigError, UsageLimitExceeded
 from agentflow_trio.llm import FakeProvider, LLMClient, open_provider
-from agentflow_trio.llm.types import ChatRequest, ChatResponse, Message, Usage, estimate_tokens
+from agentflow_trio.llm.types import (
+    ChatRequest,
+    ChatResponse,
+    Message,
+    ToolSpec,
+    Usage,
+    estimate_tokens,
+)
 from agentflow_trio.mockllm import MockLLM, MockReply, MockToolCall, open_mock_llm
 from agentflow_trio.observability.metrics import RunnerMetrics
 from agentflow_trio.testing import mock_llm_config
@@ -130,10 +137,14 @@ async def test_a_token_limit_below_what_the_loop_needs_stops_it_before_the_next_
             one_call = first.usage.total_tokens
             assert one_call == mock.stats().prompt_tokens + mock.stats().completion_tokens
             # The first request as the mock received it, estimated as before sending.
-            sent = mock.received[0]["messages"]
-            first_estimate = estimate_tokens(
-                ChatRequest(tuple(Message(m["role"], m.get("content")) for m in sent))
+            body = mock.received[0]
+            tools = tuple(
+                ToolSpec(f["name"], f.get("description", ""), f["parameters"])
+                for f in (t["function"] for t in body.get("tools", ()))
             )
+            messages = tuple(Message(m["role"], m.get("content")) for m in body["messages"])
+            first_estimate = estimate_tokens(ChatRequest(messages, tools=tools))
+            assert tools  # the estimate counts the tools' schemas the request carries
 
             # A budget the first call fits in and the first call's usage fills: the
             # second call (its estimate on top of what was spent) would pass it.
@@ -156,7 +167,10 @@ async def test_a_token_limit_below_what_the_loop_needs_stops_it_before_the_next_
     assert stopped.usage.total_tokens == one_call
     assert stopped.usage.input_tokens == sent_before_the_limit.prompt_tokens
     assert unlimited.succeeded and unlimited.usage is not None
-    assert unlimited.usage.total_tokens > budget
+    # The loop needs a second call, which the budget refused before it was sent: that
+    # call alone (its estimate, schemas included) would not fit in what was left.
+    assert unlimited.usage.requests > 1
+    assert one_call + first_estimate > budget
 
 
 @af.agent
@@ -342,8 +356,9 @@ async def test_max_cost_refuses_once_spent(autojump_clock: Any) -> None:
 
     @af.agent
     async def spender(ctx: af.Context, event: af.Event) -> None:
-        while True:
+        for _ in range(1000):  # bounded: a broken budget check fails, never hangs
             await ctx.llm.complete("spend")
+        raise AssertionError("max_cost never stopped the calls")
 
     async with af.Runner(config, agents={"s": spender}, llm=llm) as runner:
         result = await runner.call(af.Event("s"), limits=UsageLimits(max_cost=5.0))
@@ -480,3 +495,57 @@ def test_the_model_label_is_bounded() -> None:
         if s.name == "llm_tokens_total"
     }
     assert models == {"m0", "m1", "_other"}
+
+
+# ------------------------------------------------------------------ every kind of call
+
+
+async def test_embeddings_are_metered_and_limited(autojump_clock: Any) -> None:
+    llm, provider = _client()
+
+    @af.agent
+    async def embedder(ctx: af.Context, event: af.Event) -> int:
+        for _ in range(5):
+            await ctx.llm.embed(["a few words to embed"])
+        return ctx.usage.requests
+
+    async with af.Runner(agents={"e": embedder}, llm=llm) as runner:
+        free = await runner.call(af.Event("e"))
+        capped = await runner.call(af.Event("e"), limits=UsageLimits(max_requests=2))
+    assert free.succeeded and free.output == 5
+    assert free.usage is not None and free.usage.requests == 5
+    assert free.usage.input_tokens > 0 and free.usage.output_tokens == 0
+    assert capped.outcome is af.Outcome.USAGE_LIMIT_EXCEEDED
+    assert capped.usage is not None and capped.usage.requests == 2
+    assert len(provider.embed_requests) == 5 + 2  # the refused third was never sent
+
+
+async def test_a_bare_provider_is_metered_too(autojump_clock: Any) -> None:
+    provider = FakeProvider()
+    async with af.Runner(agents={"a": _asks_once}, llm=provider) as runner:
+        done = await runner.call(af.Event("a"))
+        refused = await runner.call(af.Event("a"), limits=UsageLimits(max_requests=0))
+    assert done.succeeded and done.usage is not None and done.usage.requests == 1
+    assert refused.outcome is af.Outcome.USAGE_LIMIT_EXCEEDED
+    assert len(provider.requests) == 1  # the refused call was never sent
+
+
+async def test_a_stream_is_charged_to_the_model_that_answered() -> None:
+    seen_models: list[str] = []
+    with trio.fail_after(TIMEOUT):
+        async with open_mock_llm(stream_chunks=8) as mock:
+            llm_config = mock_llm_config(mock, model=MODEL, retry=RetryConfig(enabled=False))
+            async with (
+                open_provider(llm_config) as provider,
+                af.Runner(agents={"story": _narrator}, llm=LLMClient(provider)) as runner,
+            ):
+                mock.script(MockReply(text="one two three four five six seven eight"))
+                async with runner.stream(af.Event("story")) as items:
+                    async for item in items:
+                        if isinstance(item, af.TextDelta):
+                            seen_models.append(item.model)
+                        elif isinstance(item, af.FinalResult):
+                            result = item.result
+    # The request names no model (the provider's config does): the chunks do.
+    assert seen_models and set(seen_models) == {MODEL}
+    assert result.usage is not None and set(result.usage.by_model) == {MODEL}

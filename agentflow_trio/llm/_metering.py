@@ -23,9 +23,17 @@ import trio
 from ..progress import ProgressSink, current_sink, text_delta
 from ..usage import UsageMeter, current_meter
 from .base import Provider
-from .types import ChatRequest, ChatResponse, StreamChunk, Usage, estimate_tokens
+from .types import (
+    ChatRequest,
+    ChatResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    StreamChunk,
+    Usage,
+    estimate_tokens,
+)
 
-__all__ = ["complete", "stream"]
+__all__ = ["complete", "embed", "stream"]
 
 _CHARS_PER_TOKEN: Final = 4
 
@@ -66,6 +74,26 @@ async def complete(provider: Provider, request: ChatRequest) -> ChatResponse:
     return response
 
 
+async def embed(provider: Provider, request: EmbeddingRequest) -> EmbeddingResponse:
+    """One embeddings call, checked against and charged to the current event's usage (its
+    inputs are input tokens; there is no output).
+
+    Raises:
+        UsageLimitExceeded: the call would pass a limit of the event (nothing is sent).
+        The provider's errors.
+    """
+    meter = current_meter()
+    if meter is None:
+        return await provider.embed(request)
+    estimate = sum(len(text) for text in request.inputs) // _CHARS_PER_TOKEN + 1
+    meter.start_call(estimate)
+    response = await provider.embed(request)
+    used = response.usage
+    tokens = used.prompt_tokens if used is not None and used.prompt_tokens else estimate
+    meter.charge(response.model or request.model or "", response.deployment, tokens, 0, 0)
+    return response
+
+
 def stream(
     provider: Provider, request: ChatRequest
 ) -> AbstractAsyncContextManager[AsyncIterator[StreamChunk]]:
@@ -98,11 +126,9 @@ async def _metered(
             chunks = _Chunks(inner, request, meter, sink, estimate)
             yield chunks
     finally:
-        if meter is not None:
-            if chunks is None:
-                _charge(meter, request, Usage(estimate, 0), request.model or "", "")
-            else:
-                chunks.charge()
+        if meter is not None and chunks is not None:
+            # A stream that never opened is charged nothing, as a completion that failed.
+            chunks.charge()
 
 
 @final

@@ -189,8 +189,9 @@ def parse_chunk(data: Any, deployment: str) -> StreamChunk | None:
         refusal = delta.get("refusal") or ""
         if not text and not deltas and finish is None and used is None and not refusal:
             return None
-        # The model that answered is named on the closing chunks (usage and cost need it).
-        model = data.get("model") or "" if finish is not None or used is not None else ""
+        # The model that answered, on every chunk: a stream cut early is still charged to
+        # it, and a streaming caller's text deltas name it.
+        model = data.get("model") or ""
         if refusal:
             return StreamChunk(text, deltas, finish, used, model, refusal=refusal)
         return StreamChunk(text, deltas, finish, used, model)

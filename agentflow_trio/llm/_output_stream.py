@@ -231,15 +231,37 @@ class OutputStream(Generic[T]):
 
 def _partial(text: str) -> Any:
     data = text.lstrip()
-    if data.startswith("```"):
+    fenced = data.startswith("```")
+    if fenced:
         newline = data.find("\n")
         if newline < 0:
             return _NOTHING
         data = data[newline + 1 :]
-    data = data.rstrip().rstrip("`")
+    data = data.rstrip()
+    if fenced:
+        data = data.rstrip("`")
+    if data and data[-1] in _NUMBER_CHARS and not _in_string(data):
+        # A number still streaming ("21" of 2100000) is left out until it ends.
+        data = data.rstrip(_NUMBER_CHARS)
     if not data:
         return _NOTHING
     try:
         return jiter.from_json(data.encode(), partial_mode="trailing-strings")
     except ValueError:
         return _NOTHING
+
+
+_NUMBER_CHARS: Final = "0123456789.-+eE"
+
+
+def _in_string(data: str) -> bool:
+    """Whether ``data`` (JSON cut short) ends inside a string."""
+    inside = escaped = False
+    for char in data:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = inside
+        elif char == '"':
+            inside = not inside
+    return inside

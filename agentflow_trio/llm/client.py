@@ -199,7 +199,7 @@ class LLMClient:
     ) -> EmbeddingResponse:
         """Embeddings of ``texts`` (one vector per text, in order)."""
         inputs = (texts,) if isinstance(texts, str) else tuple(texts)
-        return await self.provider.embed(EmbeddingRequest(inputs, model))
+        return await _metering.embed(self.provider, EmbeddingRequest(inputs, model))
 
     def _settings(self, mode: str | None, retries: int | None) -> tuple[Any, int]:
         if retries is None:

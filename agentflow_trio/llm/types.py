@@ -256,10 +256,19 @@ class EmbeddingResponse:
 
 
 def estimate_tokens(request: ChatRequest) -> int:
-    """A rough token count (for tokens-per-minute limits and context windows): 4
-    characters per token of the messages, plus ``max_tokens`` (what the provider reserves
-    for the answer)."""
-    chars = sum(len(m.content or "") for m in request.messages)
+    """A rough token count (for tokens-per-minute limits, context windows and usage
+    budgets): 4 characters per token of what the request sends (the messages' text and
+    tool-call arguments, the tools' names, descriptions and schemas, the response format),
+    plus ``max_tokens`` (what the provider reserves for the answer)."""
+    chars = 0
+    for m in request.messages:
+        chars += len(m.content or "")
+        for call in m.tool_calls:
+            chars += len(call.name) + len(call.raw_arguments or "")
+    for spec in request.tools:
+        chars += len(spec.name) + len(spec.description) + len(_json.dumps(spec.parameters))
+    if request.response_format is not None:
+        chars += len(_json.dumps(request.response_format))
     return chars // 4 + 1 + (request.max_tokens or 0)
 
 
