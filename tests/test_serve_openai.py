@@ -457,6 +457,39 @@ async def test_a_client_that_hangs_up_before_the_answer_cancels_the_event() -> N
 # ------------------------------------------------------------------ guards and the key
 
 
+async def test_an_http10_stream_ends_with_done_and_the_connection_closes() -> None:
+    # HTTP/1.0 (nginx's default upstream protocol) has no chunks: the server must close
+    # the connection after [DONE], or the client waits for the end of the body forever.
+    body = {"model": "ask", "messages": QUESTION, "stream": True}
+    raw = json.dumps(body).encode()
+    request = (
+        b"POST /v1/chat/completions HTTP/1.0\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+    ) % (len(raw), raw)
+    with trio.fail_after(TIMEOUT):
+        async with served() as s:
+            results = ended(s.runner)
+            s.mock.script(OSLO_CALL, MockReply(text=REPLY))
+            answer = b""
+            async with await trio.open_tcp_stream("127.0.0.1", s.http.base_url.port) as stream:
+                await stream.send_all(request)
+                while data := await stream.receive_some(65536):  # until the server closes
+                    answer += data
+            result = await results.receive()
+
+    head, _, sse = answer.partition(b"\r\n\r\n")
+    assert head.lower().startswith(b"http/1.1 200") and b"connection: close" in head.lower()
+    lines = [line for line in sse.decode().split("\n") if line]
+    assert lines[-1] == "data: [DONE]" and all(line.startswith("data: ") for line in lines)
+    chunks = [
+        openai.types.chat.ChatCompletionChunk.model_validate_json(line[len("data: ") :])
+        for line in lines[:-1]
+    ]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == REPLY
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert result.outcome is af.Outcome.SUCCEEDED
+
+
 async def test_the_guards_of_v1_events_answer_in_openais_shape() -> None:
     ok = {"model": "hello", "messages": [{"role": "user", "content": "x"}]}
     with trio.fail_after(TIMEOUT):

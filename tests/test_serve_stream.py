@@ -207,6 +207,51 @@ async def test_a_raw_socket_client_that_hangs_up_cancels_the_event() -> None:
     assert result.outcome is af.Outcome.CANCELLED and mock.stats().requests == 1
 
 
+async def http10_post(port: int, path: str, body: bytes) -> bytes:
+    """POST ``body`` as an HTTP/1.0 client (what nginx sends upstream by default) on a raw
+    socket; everything the server sends until it closes the connection."""
+    request = (
+        b"POST %s HTTP/1.0\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+    ) % (path.encode(), len(body), body)
+    received = b""
+    async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+        await stream.send_all(request)
+        while data := await stream.receive_some(65536):
+            received += data
+    return received
+
+
+async def lines_of(body: bytes) -> AsyncIterator[str]:
+    """``body``'s lines, as ``sse_events`` reads them."""
+    for line in body.decode().split("\n"):
+        yield line
+
+
+async def test_an_http10_stream_ends_with_the_result_and_the_connection_closes() -> None:
+    # HTTP/1.0 has no chunks: the body ends when the server closes the connection. The
+    # server learns the client is done inside the write of the last event; that write
+    # must not be cancelled half-way, or the socket stays open and the client hangs.
+    body = b'{"type": "ask", "data": {"query": "Weather in Oslo?"}}'
+    with trio.fail_after(TIMEOUT):
+        async with served_agent(stream_chunks=6) as (mock, runner, client):
+            results = ended(runner)
+            port = client.base_url.port
+            mock.script(OSLO_CALL, MockReply(text=REPLY))
+            answer = await http10_post(port, "/v1/events?stream=true", body)
+            result = await results.receive()
+            events = [e async for e in sse_events(lines_of(answer.partition(b"\r\n\r\n")[2]))]
+
+    head = answer.partition(b"\r\n\r\n")[0].lower()
+    assert head.startswith(b"http/1.1 200") and b"connection: close" in head
+    assert b"transfer-encoding" not in head  # HTTP/1.0: the close ends the body
+    assert [e["id"] for e in events] == list(range(1, len(events) + 1))
+    kinds = [e["event"] for e in events]
+    assert kinds[-1] == "result" and kinds.count("result") == 1 and "text_delta" in kinds
+    assert events[-1]["data"]["outcome"] == "succeeded" == result.outcome.value
+    assert events[-1]["data"]["output"]["text"] == REPLY
+
+
 # ------------------------------------------------------------------ limits and usage
 
 

@@ -143,14 +143,24 @@ async def relay(
     wrote the last piece of the answer); if the client disconnects first, cancel the
     event and stop.
 
+    A disconnect never cancels a ``write`` under way: the server may learn of it inside
+    that very write (hypercorn hands the app ``http.disconnect`` while sending the last
+    piece, then closes an HTTP/1.0 connection in the same call), and cancelling there
+    would leave the socket open and the client waiting for an end that never comes. The
+    write finishes, then the relay stops.
+
     Leaving for any reason (a disconnect, this task cancelled, ``write`` raising) cancels
     the event unless it has already ended, so no work is left running for nobody.
     """
+    watch = _Watch(handle)
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_watch_disconnect, handle, receive, nursery.cancel_scope)
+            nursery.start_soon(watch.run, receive, nursery.cancel_scope)
             async for item in handle.events():
-                if await write(item):
+                watch.writing = True
+                last = await write(item)
+                watch.writing = False
+                if last or watch.gone:
                     break
             nursery.cancel_scope.cancel()
     finally:
@@ -164,7 +174,7 @@ async def result_unless_gone(handle: EventHandle, receive: Receive) -> AgentResu
     the event too."""
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_watch_disconnect, handle, receive, nursery.cancel_scope)
+            nursery.start_soon(_Watch(handle).run, receive, nursery.cancel_scope)
             result = await handle.result()
             nursery.cancel_scope.cancel()
             return result
@@ -174,8 +184,22 @@ async def result_unless_gone(handle: EventHandle, receive: Receive) -> AgentResu
     return None  # the client left: the watch cancelled the nursery
 
 
-async def _watch_disconnect(handle: EventHandle, receive: Receive, scope: trio.CancelScope) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    handle.cancel()
-    scope.cancel()
+class _Watch:
+    """Waits for the client's ``http.disconnect``, then cancels the event and the scope
+    that serves it; while `relay` is writing, only the event (the write finishes, then
+    the relay stops: see `relay`)."""
+
+    __slots__ = ("gone", "handle", "writing")
+
+    def __init__(self, handle: EventHandle) -> None:
+        self.handle = handle
+        self.writing = False  # a write is under way: let it finish
+        self.gone = False  # the client disconnected
+
+    async def run(self, receive: Receive, scope: trio.CancelScope) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.gone = True
+        self.handle.cancel()
+        if not self.writing:
+            scope.cancel()
