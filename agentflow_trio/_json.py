@@ -15,6 +15,8 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import attrs
+
 __all__ = ["BACKEND", "JSONDecodeError", "dumps", "dumps_canonical", "dumps_str", "loads"]
 
 loads: Callable[[bytes | str], Any]
@@ -30,6 +32,10 @@ def _default(obj: Any) -> Any:
         return dict(obj)
     if isinstance(obj, set | frozenset):
         return list(obj)
+    # attrs instances (a tool agent's transcript of Messages and ToolResults) as objects of
+    # their fields, as serve writes them; orjson does dataclasses and enums itself.
+    if attrs.has(type(obj)):
+        return {f.name: getattr(obj, f.name) for f in attrs.fields(type(obj))}
     raise TypeError(f"{type(obj).__name__} is not JSON serializable")
 
 

@@ -116,6 +116,13 @@ def test_codec_round_trips() -> None:
         assert decode_result(encode_result(result)) == result
     with pytest.raises(TypeError):
         encode_result(af.AgentResult.ok(object()))
+    # A tool agent's transcript (attrs Messages and ToolCalls) is stored as the objects of
+    # their fields, the shape serve answers with and message_from_dict reads back.
+    call = af.ToolCall.parse("c1", "weather", '{"city": "Oslo"}')
+    transcript = (af.user("hi"), af.assistant(None, (call,)), af.tool_message("c1", "sunny"))
+    stored = decode_result(encode_result(af.AgentResult.ok({"transcript": transcript})))
+    rebuilt = [af.tools.message_from_dict(m, i) for i, m in enumerate(stored.output["transcript"])]
+    assert rebuilt == list(transcript)
     for garbage in (b"[]", b"{}", b"nope"):
         with pytest.raises(ValueError):
             decode_event(garbage)
