@@ -39,7 +39,7 @@ import trio
 from .._http11 import Request, ResponseWriter, is_loopback_host, serve_http_connection
 from ..errors import ConfigError
 from . import profiling
-from ._exposition import render_metrics
+from ._exposition import cross_site_refusal, render_metrics
 
 __all__ = ["MAX_PROFILE_SECONDS", "serve_debug"]
 
@@ -123,16 +123,9 @@ class _DebugApp:
             why = f"421 Host {host!r} is not this debug server (loopback or allowed_hosts)\n"
             await writer.send(421, why.encode(), content_type=_TEXT, close=True)
             return True
-        origin = headers.get(b"origin")
-        if origin is not None:
-            origin_host = urllib.parse.urlsplit(origin.decode("latin-1")).netloc
-            if not origin_host or not self._trusted(origin_host):
-                why = f"403 requests from the page {origin.decode('latin-1')!r} are refused\n"
-                await writer.send(403, why.encode(), content_type=_TEXT, close=True)
-                return True
-        if headers.get(b"sec-fetch-site", b"").lower() == b"cross-site":
-            await writer.send(403, b"403 cross-site requests are refused\n",
-                              content_type=_TEXT, close=True)  # fmt: skip
+        refusal = cross_site_refusal(headers, self._trusted)
+        if refusal is not None:
+            await writer.send(403, refusal, content_type=_TEXT, close=True)
             return True
         return False
 

@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import urllib.parse
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
 from .._http11 import Request, ResponseWriter, is_loopback_host, serve_http_connection
-from ._exposition import render_metrics
+from ._exposition import cross_site_refusal, render_metrics
 
 if TYPE_CHECKING:
     from ..config import MonitoringConfig
@@ -69,16 +68,10 @@ class _MetricsApp:
             why = f"421 Host {shown!r} is not this loopback metrics endpoint\n"
             await writer.send(421, why.encode(), content_type=_TEXT, close=True)
             return True
-        origin = headers.get(b"origin")
-        if origin is not None:
-            netloc = urllib.parse.urlsplit(origin.decode("latin-1")).netloc
-            if not netloc or netloc.lower() != (host or b"").decode("latin-1").lower():
-                why = f"403 requests from the page {origin.decode('latin-1')!r} are refused\n"
-                await writer.send(403, why.encode(), content_type=_TEXT, close=True)
-                return True
-        if headers.get(b"sec-fetch-site", b"").lower() == b"cross-site":
-            await writer.send(403, b"403 cross-site requests are refused\n",
-                              content_type=_TEXT, close=True)  # fmt: skip
+        own = (host or b"").decode("latin-1").lower()
+        refusal = cross_site_refusal(headers, lambda netloc: netloc.lower() == own)
+        if refusal is not None:
+            await writer.send(403, refusal, content_type=_TEXT, close=True)
             return True
         return False
 
