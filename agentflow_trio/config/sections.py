@@ -162,7 +162,9 @@ class DeploymentConfig:
     of 100,000,000 tokens.
     """
 
-    provider: Literal["openai", "azure", "ollama", "fake"] = "openai"
+    provider: Literal["openai", "azure", "ollama", "anthropic", "openai_responses", "fake"] = (
+        "openai"
+    )
     model: str = "gpt-4o-mini"
     base_url: str = attrs.field(default="", metadata=URL, repr=url_repr)
     api_key: str = attrs.field(default="", metadata=SECRET, repr=masked_repr)

@@ -74,6 +74,14 @@ async def open_transport(llm: LLMConfig) -> AsyncIterator[Provider]:
         opener = open_azure
     elif llm.provider == "ollama":
         opener = open_ollama
+    elif llm.provider == "anthropic":
+        from .anthropic import open_anthropic  # the Messages API (issue #21)
+
+        opener = open_anthropic
+    elif llm.provider == "openai_responses":
+        from .responses import open_responses  # the Responses API (issue #21)
+
+        opener = open_responses
     elif llm.provider == "fake":
         fake = FakeProvider(model=llm.model)
         try:
