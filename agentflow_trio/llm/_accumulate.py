@@ -28,7 +28,7 @@ from ..errors import (
     StreamEndedEarlyError,
     StreamStalledError,
 )
-from .types import ChatResponse, StreamChunk, ToolCall, Usage
+from .types import ChatResponse, ProviderItem, StreamChunk, ToolCall, Usage
 
 __all__ = ["ChunkDecoder", "GuardedChunks", "StreamAccumulator", "collect_stream", "passthrough"]
 
@@ -180,7 +180,17 @@ class GuardedChunks:
 class StreamAccumulator:
     """Collects chunks with `add`; `response` builds the `ChatResponse` seen so far."""
 
-    __slots__ = ("_calls", "_deployment", "_finish", "_model", "_refusal", "_text", "_usage")
+    __slots__ = (
+        "_calls",
+        "_deployment",
+        "_finish",
+        "_items",
+        "_model",
+        "_refusal",
+        "_response_id",
+        "_text",
+        "_usage",
+    )
 
     def __init__(self) -> None:
         self._model = ""
@@ -190,6 +200,8 @@ class StreamAccumulator:
         self._calls: dict[int, list[str]] = {}
         self._finish: str | None = None
         self._usage: Usage | None = None
+        self._items: list[ProviderItem] = []
+        self._response_id = ""
 
     def add(self, chunk: StreamChunk) -> None:
         """Fold one chunk in."""
@@ -212,11 +224,15 @@ class StreamAccumulator:
             self._deployment = chunk.deployment
         if chunk.refusal:
             self._refusal.append(chunk.refusal)
+        if chunk.items:
+            self._items.extend(chunk.items)
+        if chunk.response_id:
+            self._response_id = chunk.response_id
 
     def response(self, model: str = "") -> ChatResponse:
-        """The accumulated text, tool calls (in index order), finish reason, usage and
-        refusal; the model and deployment the final chunks named (``model`` when they
-        named none)."""
+        """The accumulated text, tool calls (in index order), finish reason, usage,
+        refusal, vendor items and response id; the model and deployment the final chunks
+        named (``model`` when they named none)."""
         calls = tuple(
             ToolCall.parse(c[0] or f"call_{i}", c[1], c[2]) for i, c in sorted(self._calls.items())
         )
@@ -228,6 +244,8 @@ class StreamAccumulator:
             self._model or model,
             deployment=self._deployment,
             refusal="".join(self._refusal) or None,
+            items=tuple(self._items),
+            response_id=self._response_id,
         )
 
 

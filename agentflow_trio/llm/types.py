@@ -23,6 +23,7 @@ __all__ = [
     "EmbeddingRequest",
     "EmbeddingResponse",
     "Message",
+    "ProviderItem",
     "StreamChunk",
     "ToolCall",
     "ToolCallDelta",
@@ -75,14 +76,37 @@ class ToolCall:
 
 
 @attrs.frozen(slots=True)
+class ProviderItem:
+    """A piece of a model's answer that only its own vendor's API understands, kept verbatim.
+
+    Anthropic's ``thinking`` / ``redacted_thinking`` blocks and the Responses API's
+    ``reasoning`` items must be sent back unchanged on the next turn of a tool loop; they
+    ride on the assistant `Message` as items. ``provider`` is the provider name that made
+    the item (``"anthropic"``, ``"openai_responses"``); a provider sends back only its own
+    items and drops the others (after a fail-over to another vendor they mean nothing).
+    ``data`` is the item's JSON object as the API gave it.
+    """
+
+    provider: str
+    data: Mapping[str, Any]
+
+
+@attrs.frozen(slots=True)
 class Message:
-    """One chat message. ``content`` is None for an assistant turn made only of tool calls."""
+    """One chat message. ``content`` is None for an assistant turn made only of tool calls.
+
+    ``items``: vendor pieces of an assistant turn to send back as they were (`ProviderItem`).
+    ``cache_control``: a prompt-caching breakpoint after this message (Anthropic's
+    ``{"type": "ephemeral"}``), passed through by providers that have one, ignored by others.
+    """
 
     role: str
     content: str | None
     name: str | None = None
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
+    items: tuple[ProviderItem, ...] = ()
+    cache_control: Mapping[str, Any] | None = None
 
 
 def system(content: str) -> Message:
@@ -95,9 +119,13 @@ def user(content: str, *, name: str | None = None) -> Message:
     return Message("user", content, name)
 
 
-def assistant(content: str | None, tool_calls: tuple[ToolCall, ...] = ()) -> Message:
-    """An assistant message, as the model said it (text and/or tool calls)."""
-    return Message("assistant", content, None, tool_calls)
+def assistant(
+    content: str | None,
+    tool_calls: tuple[ToolCall, ...] = (),
+    items: tuple[ProviderItem, ...] = (),
+) -> Message:
+    """An assistant message, as the model said it (text, tool calls, vendor items)."""
+    return Message("assistant", content, None, tool_calls, None, items)
 
 
 def tool_message(tool_call_id: str, content: str) -> Message:
@@ -179,12 +207,15 @@ class ChatRequest:
 class Usage:
     """Token counts reported by the provider. ``cached_tokens`` is the part of
     ``prompt_tokens`` the provider served from its prompt cache (OpenAI and Azure report
-    it as ``usage.prompt_tokens_details.cached_tokens``; 0 when not reported)."""
+    it as ``usage.prompt_tokens_details.cached_tokens``, Anthropic as
+    ``cache_read_input_tokens``; 0 when not reported). ``cache_creation_tokens``: the part
+    written to the prompt cache (Anthropic's ``cache_creation_input_tokens``)."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
     cached_tokens: int = 0
+    cache_creation_tokens: int = 0
 
 
 @attrs.frozen(slots=True)
@@ -194,7 +225,10 @@ class ChatResponse:
     ``model`` is the model that answered and ``deployment`` the router's deployment that
     served it (``""`` when no router is involved); ``usage`` is that answer's only, never
     the failed attempts' before it. ``refusal`` is the model's refusal message when it
-    declined to answer (OpenAI's ``message.refusal``), else None.
+    declined to answer (OpenAI's ``message.refusal``), else None. ``items``: vendor pieces
+    to send back on the next turn (`ProviderItem`; the tool loop puts them on the assistant
+    message); ``response_id``: the API's id for this answer where it has one that can be
+    referred to later (the Responses API's ``previous_response_id``), else "".
     """
 
     text: str
@@ -205,6 +239,8 @@ class ChatResponse:
     raw: Mapping[str, Any] | None = attrs.field(default=None, eq=False, repr=False)
     deployment: str = ""
     refusal: str | None = None
+    items: tuple[ProviderItem, ...] = ()
+    response_id: str = ""
 
 
 @attrs.frozen(slots=True)
@@ -226,7 +262,10 @@ class StreamChunk:
     """One increment of a streamed completion. The last chunks carry ``finish_reason``
     and, when the provider reports it, ``usage``; through a router they also say which
     ``model`` and ``deployment`` answered (``""`` on the other chunks). ``refusal`` is a
-    piece of a refusal message (OpenAI's ``delta.refusal``), to be concatenated."""
+    piece of a refusal message (OpenAI's ``delta.refusal``), to be concatenated. ``items``:
+    whole vendor items finished by this chunk (`ProviderItem`, e.g. a thinking block at its
+    ``content_block_stop``), kept in order by `StreamAccumulator`; ``response_id`` as on
+    `ChatResponse` (on any one chunk)."""
 
     delta_text: str = ""
     tool_call_deltas: tuple[ToolCallDelta, ...] = ()
@@ -235,6 +274,8 @@ class StreamChunk:
     model: str = ""
     deployment: str = ""
     refusal: str = ""
+    items: tuple[ProviderItem, ...] = ()
+    response_id: str = ""
 
 
 @attrs.frozen(slots=True)
@@ -274,7 +315,11 @@ def estimate_tokens(request: ChatRequest) -> int:
 
 def _canonical_message(m: Message) -> list[Any]:
     calls = [[c.id, c.name, c.arguments_json()] for c in m.tool_calls]
-    return [m.role, m.content, m.name, calls, m.tool_call_id]
+    row: list[Any] = [m.role, m.content, m.name, calls, m.tool_call_id]
+    if m.items or m.cache_control is not None:  # keys of plain messages stay as they were
+        row.append([[i.provider, dict(i.data)] for i in m.items])
+        row.append(_plain(m.cache_control))
+    return row
 
 
 def _plain(value: object) -> object:

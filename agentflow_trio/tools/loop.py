@@ -15,7 +15,15 @@ from ..agents import Agent, Context
 from ..errors import UsageLimitExceeded
 from ..events import AgentResult, ErrorInfo, Event, Outcome
 from ..llm import collect_stream
-from ..llm.types import ChatRequest, ChatResponse, Message, ToolCall, assistant, user
+from ..llm.types import (
+    ChatRequest,
+    ChatResponse,
+    Message,
+    ProviderItem,
+    ToolCall,
+    assistant,
+    user,
+)
 from ..llm.types import system as system_message
 from ..progress import current_sink
 from ..state import HISTORY_LIMIT
@@ -90,7 +98,31 @@ def message_from_dict(data: Any, index: int = 0) -> Message:
         raise ValueError(f"{where}.tool_calls must be a list, not {type(raw_calls).__name__}")
     calls = tuple(_tool_call(c, f"{where}.tool_calls[{j}]") for j, c in enumerate(raw_calls))
     content = _content(data.get("content"), where)
-    return Message(role, content, name, calls, tool_call_id)
+    items = _items(data.get("items"), where)
+    cache_control = data.get("cache_control")
+    if cache_control is not None and not isinstance(cache_control, Mapping):
+        raise ValueError(f"{where}.cache_control must be an object")
+    return Message(role, content, name, calls, tool_call_id, items, cache_control)
+
+
+def _items(raw: Any, where: str) -> tuple[ProviderItem, ...]:
+    """This package's own ``items`` (``[{"provider", "data"}]``), as `Message` stores them."""
+    if not raw:
+        return ()
+    if not isinstance(raw, list | tuple):
+        raise ValueError(f"{where}.items must be a list, not {type(raw).__name__}")
+    items = []
+    for j, item in enumerate(raw):
+        if not (
+            isinstance(item, Mapping)
+            and isinstance(item.get("provider"), str)
+            and isinstance(item.get("data"), Mapping)
+        ):
+            raise ValueError(
+                f'{where}.items[{j}] needs "provider" (a string) and "data" (an object)'
+            )
+        items.append(ProviderItem(item["provider"], item["data"]))
+    return tuple(items)
 
 
 def _optional_str(data: Mapping[str, Any], key: str, where: str) -> str | None:
@@ -218,7 +250,7 @@ def tool_agent(
             except Exception as exc:
                 return AgentResult.failed(exc, _output("", transcript, results, step))
             calls = _with_ids(response.tool_calls)
-            transcript.append(assistant(response.text or None, calls))
+            transcript.append(assistant(response.text or None, calls, response.items))
             if not calls:
                 if remembering:
                     assert history is not None
