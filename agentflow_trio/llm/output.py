@@ -8,7 +8,8 @@ built once per type (``_output_plan``). Three modes (``_output_reply``):
 ========== ====================================================================
 native     the provider's JSON-schema reply format: OpenAI/Azure
            ``response_format={"type": "json_schema", "json_schema": {name, schema,
-           strict}}`` (``strict`` only when the schema qualifies), Ollama ``format``
+           strict}}`` (``strict`` only when the schema qualifies), the Responses API
+           the same as ``text.format`` (flattened), Ollama ``format``
 tool       a forced call of one tool, ``final_result``, whose parameters are the schema
 prompted   the schema in the system prompt; the reply's text parsed as JSON (a
            Markdown code fence is tolerated)
@@ -19,10 +20,12 @@ A type whose schema is not an object (``list[X]``, a ``Literal``, a union) is wr
 ``{"result": <schema>}`` in the native and tool modes and unwrapped from the reply.
 
 How ``auto`` knows: a transport declares ``native_output = True`` (`OpenAIProvider` for
-OpenAI and Azure, `OllamaProvider`, `FakeProvider`); `speaks_native` reads it from a
-provider or from a `ProviderStack`'s ``transport``; a `Router` does not say, so
-``open_llm_client`` decides from the config instead (every deployment's ``provider`` one
-of openai, azure, ollama, fake). ``LLMClient(provider, native_output=...)`` overrides both.
+OpenAI and Azure, ``ResponsesProvider``, `OllamaProvider`, `FakeProvider`); `speaks_native`
+reads it from a provider or from a `ProviderStack`'s ``transport``; a `Router` does not
+say, so ``open_llm_client`` decides from the config instead (every deployment's
+``provider`` one of `NATIVE_PROVIDERS`; Anthropic's Messages API has no JSON-schema reply
+format, so a group with an Anthropic deployment uses the tool mode).
+``LLMClient(provider, native_output=...)`` overrides both.
 
 Re-ask: a reply that is not JSON, does not fit the type, or (tool mode) does not call
 ``final_result`` is followed by the reply itself and its problems (field path, expected,
@@ -73,7 +76,7 @@ T = TypeVar("T")
 OutputMode = Literal["auto", "native", "tool", "prompted"]
 OUTPUT_MODES: Final = ("auto", "native", "tool", "prompted")
 _CONCRETE: Final = frozenset({"native", "tool", "prompted"})
-NATIVE_PROVIDERS: Final = frozenset({"openai", "azure", "ollama", "fake"})
+NATIVE_PROVIDERS: Final = frozenset({"openai", "azure", "ollama", "fake", "openai_responses"})
 """``[llm] provider`` values whose wire has a JSON-schema reply format."""
 
 

@@ -1,0 +1,387 @@
+"""The OpenAI Responses API JSON shapes: our values to request bodies, responses and stream
+events back to our values.
+
+Pure functions (and one small per-stream parser, `StreamEvents`, which remembers the model
+and which function calls got argument deltas). A response that does not have the expected
+shape raises `ResponseFormatError` with an excerpt, never a bare ``KeyError``; a failed
+response or an ``error`` event raises the `APIStatusError` subclass of its code.
+
+Requests: leading system messages become ``instructions`` (later ones stay ``system``
+input items); user and assistant text are message items; an assistant's tool calls are
+``function_call`` items (``call_id``, ``name``, ``arguments`` text) and tool results
+``function_call_output`` items; the assistant's ``openai_responses`` `ProviderItem` values
+(reasoning items) go back verbatim before its text and calls, where the API put them; other
+vendors' items are dropped. ``stop`` and ``Message.name`` have no Responses field and are
+left out. ``max_tokens`` is ``max_output_tokens``; a JSON-schema ``response_format`` is
+``text.format`` (the native structured-output mode); ``extra`` is merged last
+(``previous_response_id``, ``store``, ``reasoning``, ``include`` ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final, final
+
+from .. import _json
+from ..errors import (
+    APIStatusError,
+    BadRequestError,
+    RateLimitError,
+    ResponseFormatError,
+    ServerError,
+)
+from ._lines import SSEDecoder, excerpt
+from .types import (
+    ChatRequest,
+    ChatResponse,
+    Message,
+    ProviderItem,
+    StreamChunk,
+    ToolCall,
+    ToolCallDelta,
+    ToolSpec,
+    Usage,
+)
+
+__all__ = [
+    "PROVIDER",
+    "ResponsesSSEDecoder",
+    "StreamEvents",
+    "failure_error",
+    "input_items",
+    "parse_response",
+    "request_body",
+    "text_format",
+    "tool_choice",
+    "tools",
+    "usage",
+]
+
+PROVIDER: Final = "openai_responses"
+"""The `ProviderItem.provider` of this wire's items (and its ``[llm] provider`` name)."""
+
+_CHOICES: Final = frozenset({"auto", "none", "required"})
+_SHAPE_ERRORS: Final = (KeyError, IndexError, TypeError, AttributeError, ValueError)
+_PLAIN: Final = frozenset({"message", "function_call"})  # output items that are not kept
+_STATUS_OF_CODE: Final[Mapping[str, int]] = {
+    "rate_limit_exceeded": 429,
+    "rate_limit_error": 429,
+    "insufficient_quota": 429,
+    "server_error": 500,
+    "api_error": 500,
+    "vector_store_timeout": 504,
+}
+_KIND_OF_STATUS: Final[Mapping[int, type[APIStatusError]]] = {
+    400: BadRequestError,
+    429: RateLimitError,
+}
+
+
+@final
+class ResponsesSSEDecoder(SSEDecoder):
+    """`SSEDecoder` for Responses streams, which end after ``response.completed`` and send
+    no ``data: [DONE]``: the name only changes what an early end's error message says."""
+
+    __slots__ = ()
+    terminator = "response.completed"
+
+
+# -- requests ------------------------------------------------------------------------------
+
+
+def input_items(messages: tuple[Message, ...]) -> tuple[str | None, list[dict[str, Any]]]:
+    """The ``instructions`` (leading system messages joined by a blank line, or None) and
+    the ``input`` items of ``messages``."""
+    start = 0
+    while start < len(messages) and messages[start].role == "system":
+        start += 1
+    instructions = "\n\n".join(m.content or "" for m in messages[:start]) if start else None
+    out: list[dict[str, Any]] = []
+    append = out.append
+    for m in messages[start:] if start else messages:
+        role = m.role
+        if role == "tool":
+            append(
+                {
+                    "type": "function_call_output",
+                    "call_id": m.tool_call_id or "",
+                    "output": m.content or "",
+                }
+            )
+        elif role == "assistant":
+            for item in m.items:
+                if item.provider == PROVIDER:
+                    data = item.data
+                    append(data if isinstance(data, dict) else dict(data))
+            if m.content:
+                append({"role": "assistant", "content": m.content})
+            for c in m.tool_calls:
+                append(
+                    {
+                        "type": "function_call",
+                        "call_id": c.id,
+                        "name": c.name,
+                        "arguments": c.arguments_json(),
+                    }
+                )
+        else:
+            append({"role": role, "content": m.content or ""})
+    return instructions, out
+
+
+def tools(specs: tuple[ToolSpec, ...]) -> list[dict[str, Any]]:
+    """Tool specs as Responses ``function`` tools. ``strict`` is false, as Chat Completions
+    has it by default (the Responses API defaults to true, which refuses most schemas)."""
+    return [
+        {
+            "type": "function",
+            "name": t.name,
+            "description": t.description,
+            "parameters": t.parameters,
+            "strict": False,
+        }
+        for t in specs
+    ]
+
+
+def tool_choice(choice: str | Mapping[str, Any]) -> Any:
+    """``auto``/``none``/``required`` as is, a tool name as ``{"type": "function", "name"}``;
+    a Chat Completions function choice (``{"type": "function", "function": {"name"}}``)
+    reshaped; any other mapping as is."""
+    if isinstance(choice, str):
+        if choice in _CHOICES:
+            return choice
+        return {"type": "function", "name": choice}
+    function = choice.get("function") if choice.get("type") == "function" else None
+    if isinstance(function, Mapping) and "name" in function:
+        return {"type": "function", "name": function["name"]}
+    return dict(choice)
+
+
+def text_format(response_format: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``text.format`` of a Chat Completions ``response_format``: a ``json_schema``
+    one flattened (``{"type": "json_schema", "name", "schema", "strict"}``), others
+    (``json_object``, ``text``) as they are."""
+    if response_format.get("type") == "json_schema":
+        spec = response_format.get("json_schema") or {}
+        return {"type": "json_schema", **spec}
+    return dict(response_format)
+
+
+def request_body(request: ChatRequest, model: str | None, *, stream: bool) -> bytes:
+    """The JSON body for ``POST /responses``."""
+    instructions, items = input_items(request.messages)
+    body: dict[str, Any] = {"model": request.model or model, "input": items}
+    if instructions is not None:
+        body["instructions"] = instructions
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if request.max_tokens is not None:
+        body["max_output_tokens"] = request.max_tokens
+    if request.tools:
+        body["tools"] = tools(request.tools)
+    if request.tool_choice is not None:
+        body["tool_choice"] = tool_choice(request.tool_choice)
+    if request.response_format is not None:
+        body["text"] = {"format": text_format(request.response_format)}
+    if stream:
+        body["stream"] = True
+    if request.extra:
+        body.update(request.extra)
+    return _json.dumps(body)
+
+
+# -- responses -----------------------------------------------------------------------------
+
+
+def usage(data: Any) -> Usage | None:
+    """`Usage` from a Responses ``usage`` object (None if absent); ``cached_tokens`` from
+    ``input_tokens_details.cached_tokens``."""
+    if not data:
+        return None
+    prompt = data.get("input_tokens") or 0
+    completion = data.get("output_tokens") or 0
+    details = data.get("input_tokens_details")
+    cached = (details.get("cached_tokens") or 0) if details else 0
+    return Usage(prompt, completion, data.get("total_tokens") or prompt + completion, cached)
+
+
+def _finish_reason(data: Any, calls: bool) -> str:
+    """``length`` / ``content_filter`` for an incomplete response, else ``tool_calls``
+    when it called functions, else ``stop``."""
+    if data.get("status") == "incomplete":
+        details = data.get("incomplete_details") or {}
+        return "content_filter" if details.get("reason") == "content_filter" else "length"
+    return "tool_calls" if calls else "stop"
+
+
+def failure_error(error: Any, deployment: str, where: str = "response failed") -> APIStatusError:
+    """The typed error of a Responses ``error`` object (a failed response's, or an
+    ``error`` stream event's): rate limits `RateLimitError` (429), invalid requests
+    `BadRequestError` (400), anything else `ServerError` (5xx, retryable)."""
+    error = error if isinstance(error, Mapping) else {}
+    code = str(error.get("code") or error.get("type") or "")
+    status = _STATUS_OF_CODE.get(code)
+    if status is None:
+        client = code.startswith(("invalid", "image_", "context_length")) or "policy" in code
+        status = 400 if client else 500
+    kind = _KIND_OF_STATUS.get(status, ServerError)
+    text = excerpt(_json.dumps(dict(error)))
+    message = error.get("message") or "no message"
+    return kind(
+        f"{deployment}: {where} ({code or 'no code'}): {excerpt(str(message))}",
+        status=status,
+        excerpt=text,
+        deployment=deployment,
+    )
+
+
+def _shape_error(data: Any, deployment: str, exc: BaseException) -> ResponseFormatError:
+    text = excerpt(_json.dumps(data)) if isinstance(data, dict | list) else excerpt(str(data))
+    return ResponseFormatError(
+        f"{deployment}: unexpected response shape ({type(exc).__name__}: {exc})",
+        excerpt=text,
+        deployment=deployment,
+    )
+
+
+def parse_response(data: Any, deployment: str) -> ChatResponse:
+    """A `ChatResponse` from a ``response`` object.
+
+    Raises:
+        APIStatusError: the response's status is ``failed`` (see `failure_error`).
+        ResponseFormatError: not a response object.
+    """
+    try:
+        if data.get("status") == "failed":
+            raise failure_error(data.get("error"), deployment)
+        text: list[str] = []
+        refusal: list[str] = []
+        calls: list[ToolCall] = []
+        items: list[ProviderItem] = []
+        for item in data["output"]:
+            kind = item["type"]
+            if kind == "message":
+                for part in item.get("content") or ():
+                    what = part.get("type")
+                    if what == "output_text":
+                        text.append(part.get("text") or "")
+                    elif what == "refusal":
+                        refusal.append(part.get("refusal") or "")
+            elif kind == "function_call":
+                calls.append(
+                    ToolCall.parse(item["call_id"], item["name"], item.get("arguments") or "")
+                )
+            else:
+                items.append(ProviderItem(PROVIDER, item))
+        return ChatResponse(
+            "".join(text),
+            tuple(calls),
+            _finish_reason(data, bool(calls)),
+            usage(data.get("usage")),
+            data.get("model") or "",
+            data,
+            refusal="".join(refusal) or None,
+            items=tuple(items),
+            response_id=data.get("id") or "",
+        )
+    except _SHAPE_ERRORS as exc:
+        raise _shape_error(data, deployment, exc) from exc
+
+
+# -- stream events -------------------------------------------------------------------------
+
+
+@final
+class StreamEvents:
+    """Turns one stream's events into `StreamChunk` values (call it with each event).
+
+    ``output_text.delta`` -> ``delta_text``; ``refusal.delta`` -> ``refusal``; a
+    ``function_call`` item's ``output_item.added`` (id, name) and its
+    ``function_call_arguments.delta`` pieces -> `ToolCallDelta` indexed by
+    ``output_index`` (a call whose arguments came in no delta gets them from its
+    ``output_item.done``); a finished reasoning (or other kept) item -> ``items``;
+    ``response.completed`` / ``response.incomplete`` -> the finish reason, usage and
+    ``response_id``. ``response.failed`` and ``error`` events raise (`failure_error`);
+    other event types say nothing (None). Every chunk names the model that answered
+    (from ``response.created``), so a cut stream is charged to it.
+    """
+
+    __slots__ = ("_argued", "_calls", "_deployment", "_model")
+
+    def __init__(self, deployment: str) -> None:
+        self._deployment = deployment
+        self._model = ""
+        self._calls = False  # a function call was seen
+        self._argued: set[int] = set()  # output indexes whose arguments have arrived
+
+    def __call__(self, data: Any) -> StreamChunk | None:
+        try:
+            kind = data["type"]
+            if kind == "response.output_text.delta":
+                delta = data.get("delta")
+                return StreamChunk(delta, (), None, None, self._model) if delta else None
+            if kind == "response.function_call_arguments.delta":
+                index = data["output_index"]
+                self._argued.add(index)
+                piece = ToolCallDelta(index, None, None, data.get("delta") or "")
+                return StreamChunk("", (piece,), None, None, self._model)
+            if kind == "response.output_item.added":
+                return self._added(data["item"], data["output_index"])
+            if kind == "response.output_item.done":
+                return self._done(data["item"], data["output_index"])
+            if kind in ("response.completed", "response.incomplete"):
+                return self._finished(data["response"])
+            if kind == "response.refusal.delta":
+                delta = data.get("delta") or ""
+                return (
+                    StreamChunk("", (), None, None, self._model, refusal=delta) if delta else None
+                )
+            if kind in ("response.created", "response.in_progress"):
+                self._model = data["response"].get("model") or self._model
+                return None
+            if kind == "response.failed":
+                raise failure_error(data["response"].get("error"), self._deployment)
+            if kind == "error":
+                raise failure_error(data, self._deployment, "error in stream")
+            return None
+        except _SHAPE_ERRORS as exc:
+            raise _shape_error(data, self._deployment, exc) from exc
+
+    def _added(self, item: Any, index: int) -> StreamChunk | None:
+        if item["type"] != "function_call":
+            return None
+        self._calls = True
+        arguments = item.get("arguments") or ""
+        if arguments:
+            self._argued.add(index)
+        piece = ToolCallDelta(index, item.get("call_id"), item.get("name"), arguments)
+        return StreamChunk("", (piece,), None, None, self._model)
+
+    def _done(self, item: Any, index: int) -> StreamChunk | None:
+        kind = item["type"]
+        if kind == "message":
+            return None
+        if kind == "function_call":
+            if index in self._argued:
+                return None
+            self._calls = True
+            self._argued.add(index)
+            arguments = item.get("arguments") or ""
+            piece = ToolCallDelta(index, item.get("call_id"), item.get("name"), arguments)
+            return StreamChunk("", (piece,), None, None, self._model)
+        kept = (ProviderItem(PROVIDER, item),)
+        return StreamChunk("", (), None, None, self._model, items=kept)
+
+    def _finished(self, response: Any) -> StreamChunk:
+        calls = self._calls or any(
+            item.get("type") == "function_call" for item in response.get("output") or ()
+        )
+        return StreamChunk(
+            "",
+            (),
+            _finish_reason(response, calls),
+            usage(response.get("usage")),
+            response.get("model") or self._model,
+            response_id=response.get("id") or "",
+        )
