@@ -39,6 +39,7 @@ KINDS: Final[Mapping[str, tuple[str, ...]]] = {
     "stall": ("after_chunks", "seconds"),
     "malformed": ("after_chunks", "count"),
     "no_done": (),
+    "stream_error": ("after_chunks", "status"),
     "context_length": (),
     "content_filter": (),
 }
@@ -91,9 +92,11 @@ class Fault:
     ==================  ======================  ============================================
     kind                arguments               what the mock does
     ==================  ======================  ============================================
-    rate_limit          retry_after=1.0 (s;     429 with OpenAI's rate-limit body, and
+    rate_limit          retry_after=1.0 (s;     429 with the wire's rate-limit body, and
                         none: no header)        ``Retry-After`` + ``retry-after-ms``
-    server_error        status=500 (5xx)        that status with a JSON error body
+                                                (Anthropic: + ``anthropic-ratelimit-*``)
+    server_error        status=500 (5xx)        that status with the wire's JSON error body
+                                                (Anthropic: 529 is ``overloaded_error``)
     reset               -                       reads the request, then resets the
                                                 connection (RST) before any response byte
     no_response         seconds=None            reads the request and never answers; the
@@ -111,17 +114,28 @@ class Fault:
     malformed           after_chunks=1,         ``count`` garbage ``data:`` events (NDJSON:
                         count=1                 lines) after ``after_chunks`` events;
                                                 plain: a 200 whose body is not JSON
-    no_done             -                       streamed: ends cleanly after the chunk with
-                                                finish_reason and the usage, without
-                                                ``data: [DONE]`` (Ollama: no change);
-                                                plain: no change
+    no_done             -                       streamed: ends cleanly without its last
+                                                event: ``data: [DONE]`` (after the chunk
+                                                with finish_reason and the usage),
+                                                Anthropic's ``message_stop``, the Responses
+                                                ``response.completed`` (Ollama: no
+                                                change); plain: no change
+    stream_error        after_chunks=1,         streamed: ``after_chunks`` events, then the
+                        status=500 (5xx)        wire's mid-stream error (OpenAI: a ``data:
+                                                {"error": ...}`` event; Anthropic: ``event:
+                                                error``, ``overloaded_error`` for 529;
+                                                Responses: ``error`` + ``response.failed``;
+                                                Ollama: an ``{"error"}`` line), and the
+                                                stream ends; plain: that status's error
     context_length      -                       400, OpenAI's ``context_length_exceeded``
-                                                error body
+                                                error body (Anthropic: "prompt is too long")
     content_filter      -                       400, the ``content_filter`` error body with
                                                 Azure's ``innererror`` (content policy)
     ==================  ======================  ============================================
 
-    ``after_chunks`` counts ``data:`` events (``[DONE]`` included) or NDJSON lines.
+    ``after_chunks`` counts ``data:`` events (``[DONE]`` included) or NDJSON lines. The
+    kinds apply to every chat wire: OpenAI and Azure chat, Ollama, Anthropic Messages
+    (``/v1/messages``) and OpenAI Responses (``/v1/responses``).
 
     When (every kind; ignored for a scripted reply's fault, which applies once):
 

@@ -1,11 +1,14 @@
-"""The mock LLM's request handling: routing, faults, the three dialects, the control API.
+"""The mock LLM's request handling: routing, faults, the five wires, the control API.
 
 :class:`MockApp` holds the state a :class:`~agentflow_trio.mockllm.MockLLM` serves
 (configuration, script, counters, received bodies, fault clocks) and answers one parsed
 request at a time; it never owns a task. Every model-endpoint response goes through
 ``_send`` or ``_send_stream``, which count its status before writing it: the statistics are
 exact. `Fault` rules (``_faults``) are injected here: the plain kinds instead of a reply
-(``_inject``), the others by shaping the reply as it is sent.
+(``_inject``), the others by shaping the reply as it is sent. Every chat-like wire (OpenAI
+and Azure chat, Ollama, Anthropic Messages, OpenAI Responses) goes through one flow
+(``_generate``): the Anthropic and Responses requests are translated into the chat shape at
+the edge (``_anthropic``, ``_responses``) and the neutral `Completion` back out.
 """
 
 from __future__ import annotations
@@ -23,18 +26,20 @@ import trio
 
 from agentflow_trio import _json
 from agentflow_trio._http11 import Request, ResponseWriter
-from agentflow_trio.mockllm import _examples, _payloads
+from agentflow_trio.mockllm import _anthropic, _examples, _payloads, _responses
 from agentflow_trio.mockllm._faults import (
     PLAIN_KINDS,
     FaultBook,
 )
 from agentflow_trio.mockllm._payloads import Completion, ToolCallOut
 from agentflow_trio.mockllm._respond import (
+    ANTHROPIC,
     AZURE,
     JSON,
     NDJSON,
     OLLAMA,
     OPENAI,
+    RESPONSES,
     SSE,
     Call,
     Responder,
@@ -219,14 +224,42 @@ class MockApp(Responder):
     # -- endpoints --
 
     async def _chat(self, writer: ResponseWriter, body: Any, call: Call) -> None:
-        dialect = call.dialect
         messages = body.get("messages")
         if not isinstance(messages, list):
             message = "'messages' must be a list of message objects."
             await self._error(
-                writer, dialect, 400, message, "invalid_request_error", "invalid_messages"
+                writer, call.dialect, 400, message, "invalid_request_error", "invalid_messages"
             )
             return
+        await self._generate(writer, body, call, body, False)
+
+    async def _messages(self, writer: ResponseWriter, body: Any, call: Call) -> None:
+        """Anthropic Messages: checked and translated at the edge, then the one flow."""
+        problem = _anthropic.problem(body)
+        if problem is not None:
+            await self._error(writer, ANTHROPIC, 400, problem, "invalid_request_error", "400")
+            return
+        chat = _anthropic.to_chat(body)
+        await self._generate(writer, body, call, chat, _anthropic.wants_thinking(body))
+
+    async def _responses(self, writer: ResponseWriter, body: Any, call: Call) -> None:
+        """OpenAI Responses: checked and translated at the edge, then the one flow."""
+        problem = _responses.problem(body)
+        if problem is not None:
+            await self._error(
+                writer, RESPONSES, 400, problem, "invalid_request_error", "invalid_input"
+            )
+            return
+        chat = _responses.to_chat(body)
+        await self._generate(writer, body, call, chat, _responses.wants_reasoning(body))
+
+    async def _generate(
+        self, writer: ResponseWriter, body: Any, call: Call, chat: Any, thinking: bool
+    ) -> None:
+        """Answer one chat-like request of any wire: ``body`` as sent, ``chat`` its
+        neutral chat-shaped form (``body`` itself for the chat wires); ``thinking``: the
+        request asks for reasoning (a default one is made when none is scripted)."""
+        dialect = call.dialect
         reply = self._take_reply(call.model)
         fault = call.fault
         if reply is not None:
@@ -240,7 +273,7 @@ class MockApp(Responder):
             if reply.body is not None or not 200 <= reply.status < 300:
                 await self._send_scripted(writer, reply, dialect)
                 return
-        completion = self._completion(body, messages, reply, call.deployment)
+        completion = self._completion(chat, reply, call, thinking)
         counters = self.counters
         counters.chat += 1
         counters.prompt_tokens += completion.prompt_tokens
@@ -248,13 +281,8 @@ class MockApp(Responder):
         status = 200 if reply is None else reply.status
         headers = None if reply is None else list(reply.headers.items())
         truncate = reply is not None and reply.truncate_stream
-        stream = body.get("stream", dialect == OLLAMA)
-        if not stream:
-            payload = (
-                _payloads.ollama_chat(completion)
-                if dialect == OLLAMA
-                else _payloads.chat_completion(completion)
-            )
+        if not body.get("stream", dialect == OLLAMA):
+            payload = _plain_payload(dialect, completion, body)
             await self._send_reply(
                 writer,
                 call,
@@ -267,23 +295,31 @@ class MockApp(Responder):
             )
             return
         counters.streams += 1
+        chunks = self.config.stream_chunks
+        failure = None
         if dialect == OLLAMA:
-            parts = _payloads.ollama_stream_lines(completion, self.config.stream_chunks)
-            content_type = _content_type(reply, NDJSON)
+            parts = _payloads.ollama_stream_lines(completion, chunks)
+        elif dialect == ANTHROPIC:
+            parts = _anthropic.stream_events(completion, chunks)
+        elif dialect == RESPONSES:
+            parts = _responses.stream_events(completion, body, chunks)
+
+            def failure(at: int) -> list[bytes]:
+                return _responses.stream_failure(completion, body, at)
         else:
             options = body.get("stream_options")
             usage = isinstance(options, dict) and options.get("include_usage") is True
-            parts = _payloads.chat_stream_events(completion, self.config.stream_chunks, usage)
-            content_type = _content_type(reply, SSE)
+            parts = _payloads.chat_stream_events(completion, chunks, usage)
         await self._send_stream(
             writer,
             call,
             fault,
             status,
             parts,
-            content_type=content_type,
+            content_type=_content_type(reply, NDJSON if dialect == OLLAMA else SSE),
             headers=headers,
             truncate=truncate,
+            failure=failure,
         )
 
     def _take_reply(self, model: str) -> MockReply | None:
@@ -296,9 +332,13 @@ class MockApp(Responder):
         return None
 
     def _completion(
-        self, body: Any, messages: list[Any], reply: MockReply | None, deployment: str
+        self, body: Any, reply: MockReply | None, call: Call, thinking: bool
     ) -> Completion:
+        """The neutral reply to the chat-shaped ``body``: scripted, shaped by the request
+        (forced tool, schema), quoting tool results, or the configured text."""
         config = self.config
+        messages = body["messages"]
+        prefix = "toolu_mock" if call.dialect == ANTHROPIC else "call_mock"
         text: str | None
         calls: tuple[ToolCallOut, ...] = ()
         if reply is not None and (
@@ -306,24 +346,30 @@ class MockApp(Responder):
         ):
             text = reply.text
             calls = tuple(
-                ToolCallOut(call.id or f"call_mock{next(self._ids)}", call.name, call.arguments)
-                for call in reply.tool_calls
+                ToolCallOut(tool.id or f"{prefix}{next(self._ids)}", tool.name, tool.arguments)
+                for tool in reply.tool_calls
             )
         elif (forced := _examples.forced_tool(body)) is not None:
             text = None
             name, parameters = forced
             calls = (
                 ToolCallOut(
-                    f"call_mock{next(self._ids)}", name, _examples.cached_example(parameters)[0]
+                    f"{prefix}{next(self._ids)}", name, _examples.cached_example(parameters)[0]
                 ),
             )
         elif (schema := _examples.reply_schema(body)) is not None:
             text = _examples.cached_example(schema)[1]
         else:
             text = _payloads.tool_results_text(messages) or config.reply_text
+        reasoning = reply.thinking if reply is not None else None
+        if reasoning is None and thinking:
+            default = _anthropic.DEFAULT_THINKING, _responses.DEFAULT_REASONING
+            reasoning = default[call.dialect == RESPONSES]
         completion_words = len(text.split()) if text else 0
-        completion_words += sum(len(call.arguments_json().split()) + 1 for call in calls)
+        completion_words += len(reasoning.split()) if reasoning else 0
+        completion_words += sum(len(tool.arguments_json().split()) + 1 for tool in calls)
         model = body.get("model")
+        deployment = call.deployment
         return Completion(
             id=f"chatcmpl-mock{next(self._ids)}",
             created=int(time.time()),
@@ -335,6 +381,8 @@ class MockApp(Responder):
             refusal=reply.refusal if reply is not None else None,
             finish=reply.finish_reason if reply is not None else None,
             cached_tokens=reply.cached_tokens if reply is not None else 0,
+            thinking=reasoning,
+            cache_creation_tokens=reply.cache_creation_tokens if reply is not None else 0,
         )
 
     async def _send_scripted(self, writer: ResponseWriter, reply: MockReply, dialect: str) -> None:
@@ -352,7 +400,7 @@ class MockApp(Responder):
             )
             return
         if reply.status == 429 and not any(name.lower() == "retry-after" for name in reply.headers):
-            headers.extend(retry_headers(self.config.retry_after))
+            headers.extend(retry_headers(self.config.retry_after, dialect))
         message = f"Scripted error {reply.status} from the mock LLM."
         await self._error(
             writer,
@@ -490,6 +538,17 @@ def _content_type(reply: MockReply | None, default: bytes) -> bytes:
     return reply.content_type.encode("latin-1", "replace")
 
 
+def _plain_payload(dialect: str, completion: Completion, body: Any) -> dict[str, Any]:
+    """The non-streamed reply object of ``dialect``."""
+    if dialect == OLLAMA:
+        return _payloads.ollama_chat(completion)
+    if dialect == ANTHROPIC:
+        return _anthropic.message(completion)
+    if dialect == RESPONSES:
+        return _responses.response(completion, body)
+    return _payloads.chat_completion(completion)
+
+
 def _error_kind(status: int) -> str:
     if status == 429:
         return "requests"
@@ -524,6 +583,8 @@ for _prefix in ("/v1", ""):
     _ROUTES[f"{_prefix}/chat/completions"] = _Route(b"POST", MockApp._chat, OPENAI)
     _ROUTES[f"{_prefix}/embeddings"] = _Route(b"POST", MockApp._embeddings, OPENAI)
     _ROUTES[f"{_prefix}/models"] = _Route(b"GET", MockApp._models, OPENAI)
+    _ROUTES[f"{_prefix}/messages"] = _Route(b"POST", MockApp._messages, ANTHROPIC)
+    _ROUTES[f"{_prefix}/responses"] = _Route(b"POST", MockApp._responses, RESPONSES)
 _ROUTES["/api/chat"] = _Route(b"POST", MockApp._chat, OLLAMA)
 _ROUTES["/api/embed"] = _Route(b"POST", MockApp._embeddings, OLLAMA)
 

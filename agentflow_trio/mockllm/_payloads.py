@@ -65,7 +65,9 @@ class Completion:
 
     ``refusal`` is sent as OpenAI's ``message.refusal`` (content null); ``finish``
     replaces the finish reason; ``cached_tokens`` (when > 0) is reported as
-    ``usage.prompt_tokens_details.cached_tokens``.
+    ``usage.prompt_tokens_details.cached_tokens``. ``thinking`` (the model's reasoning)
+    and ``cache_creation_tokens`` are sent only by the wires that have them (Anthropic,
+    Responses).
     """
 
     id: str
@@ -78,6 +80,8 @@ class Completion:
     refusal: str | None = None
     finish: str | None = None
     cached_tokens: int = 0
+    thinking: str | None = None
+    cache_creation_tokens: int = 0
 
     @property
     def finish_reason(self) -> str:

@@ -10,22 +10,25 @@ reply; the others shape the reply as ``_send_reply`` (plain) or ``_send_stream``
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import attrs
 import trio
 
 from agentflow_trio import _json
 from agentflow_trio._http11 import ResponseWriter
-from agentflow_trio.mockllm import _payloads
+from agentflow_trio.mockllm import _anthropic, _payloads, _responses
 from agentflow_trio.mockllm._faults import Fault, reset_connection, wait_for_client
 from agentflow_trio.mockllm._values import Counters, MockLLMConfig
 
 __all__ = [
+    "ANTHROPIC",
     "AZURE",
     "JSON",
     "NDJSON",
     "OLLAMA",
     "OPENAI",
+    "RESPONSES",
     "SSE",
     "Call",
     "Responder",
@@ -33,6 +36,12 @@ __all__ = [
 ]
 
 OPENAI, AZURE, OLLAMA = "openai", "azure", "ollama"
+ANTHROPIC, RESPONSES = "anthropic", "responses"
+_GARBAGE: dict[str, bytes] = {
+    ANTHROPIC: _anthropic.GARBAGE_EVENT,
+    RESPONSES: _responses.GARBAGE_EVENT,
+    OLLAMA: _payloads.garbage_part(True),
+}
 JSON = b"application/json"
 SSE = b"text/event-stream"
 NDJSON = b"application/x-ndjson"
@@ -54,12 +63,27 @@ class Call:
     fault: Fault | None
 
 
-def retry_headers(seconds: float) -> list[tuple[str, str]]:
-    """``Retry-After`` (whole seconds, rounded up) and ``retry-after-ms``."""
-    return [
+def retry_headers(seconds: float, dialect: str = OPENAI) -> list[tuple[str, str]]:
+    """``Retry-After`` (whole seconds, rounded up) and ``retry-after-ms``; Anthropic's
+    ``anthropic-ratelimit-requests-*`` too on that wire."""
+    headers = [
         ("retry-after", str(math.ceil(seconds))),
         ("retry-after-ms", str(round(seconds * 1000))),
     ]
+    if dialect == ANTHROPIC:
+        headers.extend(_anthropic.rate_limit_headers(seconds))
+    return headers
+
+
+def _stream_error(dialect: str, status: int) -> list[bytes]:
+    """The mid-stream error part a chat-style stream ends with (``stream_error`` fault)."""
+    message = "The mock LLM failed while generating the response."
+    if dialect == ANTHROPIC:
+        return [_anthropic.stream_error(status)]
+    if dialect == OLLAMA:
+        return [_json.dumps(_payloads.ollama_error(message)) + b"\n"]
+    body = _payloads.openai_error(message, "server_error", "mock_fault")
+    return [b"data: " + _json.dumps(body) + b"\n\n"]
 
 
 class Responder:
@@ -73,7 +97,7 @@ class Responder:
     ) -> None:
         """429 with OpenAI's rate-limit body; ``Retry-After`` unless ``retry_after`` is None."""
         wait = "" if retry_after is None else f" Please try again in {retry_after:g}s."
-        headers = None if retry_after is None else retry_headers(retry_after)
+        headers = None if retry_after is None else retry_headers(retry_after, dialect)
         message = f"Rate limit reached (mock).{wait}"
         await self._error(writer, dialect, 429, message, "requests", "rate_limit_exceeded", headers)
 
@@ -91,12 +115,7 @@ class Responder:
                 message = f"mock LLM: {kind.replace('_', ' ')}"
                 await self._send(writer, 400, _json.dumps(_payloads.ollama_error(message)))
                 return
-            body = (
-                _payloads.content_filter_error()
-                if kind == "content_filter"
-                else _payloads.context_length_error()
-            )
-            await self._send(writer, 400, _json.dumps(body))
+            await self._send(writer, 400, _json.dumps(_refusal_body(dialect, kind)))
         elif kind == "reset":
             reset_connection(call.stream)
             writer.closing = True
@@ -141,6 +160,12 @@ class Responder:
                 await trio.sleep(fault.delay)
             elif fault.kind == "malformed":
                 body = _payloads.GARBAGE_BODY
+            elif fault.kind == "stream_error":
+                message = f"The mock LLM injected a {fault.status} server error."
+                await self._error(
+                    writer, call.dialect, fault.status, message, "server_error", "mock_fault"
+                )
+                return
             truncate = truncate or fault.kind in ("cut", "stall")
         await self._send(
             writer, status, body, content_type=content_type, headers=headers, truncate=truncate
@@ -159,7 +184,11 @@ class Responder:
         content_type: bytes,
         headers: list[tuple[str, str]] | None,
         truncate: bool,
+        failure: Callable[[int], list[bytes]] | None = None,
     ) -> None:
+        """A streamed reply of ``parts``, shaped by ``fault`` if one is given;
+        ``failure(at)`` gives the parts a ``stream_error`` ends with after ``at`` parts
+        (default: the dialect's one error part)."""
         by_status = self.counters.by_status
         by_status[status] = by_status.get(status, 0) + 1
         cut = max(1, len(parts) // 2) if truncate else None
@@ -170,10 +199,14 @@ class Responder:
                 cut = fault.after_chunks
             elif kind == "malformed":
                 at = min(fault.after_chunks, len(parts))
-                garbage = [_payloads.garbage_part(call.dialect == OLLAMA)] * fault.count
-                parts = parts[:at] + garbage + parts[at:]
-            elif kind == "no_done" and parts and parts[-1] == _payloads.DONE_EVENT:
+                garbage = _GARBAGE.get(call.dialect, _payloads.garbage_part(False))
+                parts = parts[:at] + [garbage] * fault.count + parts[at:]
+            elif kind == "no_done" and parts and call.dialect != OLLAMA:
                 parts = parts[:-1]
+            elif kind == "stream_error":
+                at = min(fault.after_chunks, len(parts))
+                tail = failure(at) if failure else _stream_error(call.dialect, fault.status)
+                parts = parts[:at] + tail
         try:
             if fault is not None and fault.kind == "slow_first_token":
                 await self._send_slowly(
@@ -229,8 +262,21 @@ class Responder:
     ) -> None:
         if dialect == OLLAMA:
             body = _payloads.ollama_error(message)
+        elif dialect == ANTHROPIC:
+            body = _anthropic.error_body(status, message)
         elif dialect == AZURE:
             body = _payloads.azure_error(code, message)
         else:
             body = _payloads.openai_error(message, kind, code)
         await self._send(writer, status, _json.dumps(body), headers=headers)
+
+
+def _refusal_body(dialect: str, kind: str) -> dict[str, object]:
+    """The 400 body of the ``context_length`` or ``content_filter`` fault on ``dialect``."""
+    if dialect == ANTHROPIC:
+        if kind == "content_filter":
+            return _anthropic.content_filter_error()
+        return _anthropic.context_length_error()
+    if kind == "content_filter":
+        return _payloads.content_filter_error()
+    return _payloads.context_length_error()

@@ -177,7 +177,7 @@ class MockLLMConfig:
         metadata=flag(
             "Inject a fault into MODEL's requests (* for any model); repeat for more rules, "
             "tried in order. KIND: rate_limit, server_error, reset, no_response, "
-            "slow_first_token, cut, stall, malformed, no_done, context_length, "
+            "slow_first_token, cut, stall, malformed, no_done, stream_error, context_length, "
             "content_filter; ARGS: NAME=VALUE,... (retry_after, status, after_chunks, count, "
             "seconds, times, start, window). Example: gpt-b=server_error:status=503,window=2",
             name="fault",
@@ -243,7 +243,12 @@ class MockReply:
     takes this reply (the others take the oldest reply for them or for any model).
     ``refusal`` answers with OpenAI's ``message.refusal`` (content null; streamed as
     ``delta.refusal``); ``finish_reason`` replaces the reply's (e.g. ``content_filter``);
-    ``cached_tokens`` is reported as ``usage.prompt_tokens_details.cached_tokens``.
+    ``cached_tokens`` is reported as ``usage.prompt_tokens_details.cached_tokens``
+    (Anthropic: ``cache_read_input_tokens``; Responses: ``input_tokens_details``),
+    ``cache_creation_tokens`` as Anthropic's ``cache_creation_input_tokens``. ``thinking``
+    is the model's reasoning: an Anthropic ``thinking`` block (signed) or a Responses
+    ``reasoning`` item; the chat wires do not send it. A request asking for thinking
+    (Anthropic ``thinking.type`` ``enabled``, Responses ``reasoning``) gets a default one.
 
     Without a scripted ``text`` or ``tool_calls``, a request that asks for a shape gets a
     reply that fits it: a forced ``tool_choice`` a call of that tool, a ``response_format``
@@ -263,6 +268,8 @@ class MockReply:
     refusal: str | None = None
     finish_reason: str | None = None
     cached_tokens: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    thinking: str | None = None
+    cache_creation_tokens: int = attrs.field(default=0, validator=attrs.validators.ge(0))
 
 
 @attrs.frozen
@@ -415,4 +422,6 @@ _REPLY_TYPES: Final[dict[str, type | tuple[type, ...]]] = {
     "refusal": (str, type(None)),
     "finish_reason": (str, type(None)),
     "cached_tokens": int,
+    "thinking": (str, type(None)),
+    "cache_creation_tokens": int,
 }
