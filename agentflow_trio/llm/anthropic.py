@@ -1,22 +1,178 @@
-"""The Anthropic API adapter (placeholder until issue #21's provider lands)."""
+"""The Anthropic adapter: the Messages API (``POST /v1/messages``, plain and SSE).
+
+`AnthropicProvider` speaks Anthropic's own wire format (``_anthropic_wire`` translates),
+so prompt caching (``Message.cache_control``), extended thinking (kept as `ProviderItem`
+values and sent back on the next turn of a tool loop) and parallel tool calls survive,
+which an OpenAI-compatible shim drops. Structured output uses the tool mode (a forced
+``final_result`` call): the API has no JSON-schema reply format (``native_output`` False).
+
+A stream is judged as OpenAI's is (see ``_accumulate``): it ends at ``message_stop``; a body
+that ends after ``message_delta`` brought the ``stop_reason`` is a whole answer; one that
+stops before raises an `IncompleteStreamError` saying how much was delivered; up to
+`MAX_MALFORMED` garbage events in a row are skipped and counted (``chunks.malformed``).
+An ``error`` event raises its typed error (``overloaded_error``: `ServerError` 529, which
+the router fails over like any 5xx). Error statuses are mapped by the session
+(``_httperrors``): 429 `RateLimitError` with the ``retry-after`` header, 529 `ServerError`.
+Anthropic has no embeddings API: `AnthropicProvider.embed` raises `ConfigError`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar, Final, final
 
 from ..errors import ConfigError
-from .base import Provider
+from . import _anthropic_wire as wire
+from ._accumulate import ChunkDecoder, GuardedChunks, passthrough
+from ._lines import MAX_MALFORMED, SSEDecoder
+from ._open_session import open_http_session
+from ._session import Session
+from ._userinfo import move_userinfo
+from .types import ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, StreamChunk
 
 if TYPE_CHECKING:
     from ..config import LLMConfig
 
-__all__ = ["open_anthropic"]
+__all__ = [
+    "ANTHROPIC_VERSION",
+    "DEFAULT_ANTHROPIC_URL",
+    "DEFAULT_MAX_TOKENS",
+    "AnthropicProvider",
+    "anthropic_headers",
+    "open_anthropic",
+]
+
+DEFAULT_ANTHROPIC_URL: Final = "https://api.anthropic.com"
+ANTHROPIC_VERSION: Final = "2023-06-01"
+"""The ``anthropic-version`` header sent unless ``[llm] headers`` gives another."""
+DEFAULT_MAX_TOKENS: Final = 4096
+"""``max_tokens`` (required by the API) for a request that gives none."""
+_SSE: Final = ("text/event-stream",)
+
+
+@final
+class _Events:
+    """The SSE payloads of one Messages stream; ``done`` at its ``message_stop``.
+
+    Anthropic ends a stream with a ``message_stop`` event, not ``data: [DONE]``: the
+    parser (run on each payload before ``done`` is read) says when it came.
+    """
+
+    __slots__ = ("_parser", "_sse")
+
+    terminator: ClassVar[str] = "message_stop"
+
+    def __init__(self, parser: wire.EventParser) -> None:
+        self._sse = SSEDecoder(max_malformed=MAX_MALFORMED)
+        self._parser = parser
+
+    @property
+    def done(self) -> bool:
+        """True once ``message_stop`` has been parsed."""
+        return self._parser.stopped
+
+    @done.setter
+    def done(self, value: bool) -> None:  # the protocol's attribute; the parser decides
+        pass
+
+    @property
+    def malformed(self) -> int:
+        """Events skipped because their data was not JSON."""
+        return self._sse.malformed
+
+    def feed(self, data: bytes) -> list[Any]:
+        """Payloads of the events completed by ``data``."""
+        return self._sse.feed(data)
+
+    def end(self) -> list[Any]:
+        """Payloads left at the end of the body."""
+        return self._sse.end()
+
+
+@final
+class AnthropicProvider:
+    """A `Provider` for the Anthropic Messages API at a fixed URL.
+
+    ``model`` is the default model; ``max_tokens`` the default of a request that gives
+    none. Every call goes through ``session``; `aclose` closes it. Build one with
+    `open_anthropic`. ``native_output`` False: structured output uses the tool mode.
+    """
+
+    native_output: Final = False
+
+    def __init__(
+        self,
+        session: Session,
+        *,
+        messages_url: str,
+        model: str,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+    ) -> None:
+        self.session = session
+        self._url = messages_url
+        self._model = model
+        self._max_tokens = max_tokens
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        """One message (see `Session.post_json` for the errors)."""
+        body = wire.messages_body(request, self._model, max_tokens=self._max_tokens, stream=False)
+        data = await self.session.post_json(self._url, body)
+        return wire.parse_message(data, self.session.deployment)
+
+    @asynccontextmanager
+    async def stream(self, request: ChatRequest) -> AsyncIterator[AsyncIterator[StreamChunk]]:
+        """A streamed message; the connection is released when the block exits.
+
+        The iterator is a `GuardedChunks` (``delivered_chunks``, ``malformed``, ...).
+        """
+        body = wire.messages_body(request, self._model, max_tokens=self._max_tokens, stream=True)
+        session = self.session
+        parser = wire.EventParser(session.deployment)
+        decoder = ChunkDecoder(_Events(parser), parser)
+        async with session.open_stream(self._url, body, decoder, passthrough, _SSE) as chunks:
+            yield GuardedChunks(chunks, decoder, session.deployment)
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        """Anthropic has no embeddings API.
+
+        Raises:
+            ConfigError: always; route embeddings to an OpenAI, Azure or Ollama deployment.
+        """
+        raise ConfigError(
+            f"{self.session.deployment}: Anthropic has no embeddings API; "
+            "send embeddings to an openai, azure or ollama deployment",
+            key="llm.provider",
+        )
+
+    async def aclose(self) -> None:
+        """Close the HTTP session. Idempotent."""
+        await self.session.aclose()
+
+
+def anthropic_headers(llm: LLMConfig) -> dict[str, str]:
+    """The headers sent with every call: ``x-api-key``, ``anthropic-version``, then
+    ``llm.headers`` (which may give another version or ``anthropic-beta``)."""
+    headers = {"content-type": "application/json", "anthropic-version": ANTHROPIC_VERSION}
+    if llm.api_key:
+        headers["x-api-key"] = llm.api_key
+    headers.update(llm.headers)
+    return headers
+
+
+def _base(url: str) -> str:
+    """The API's origin-and-prefix without the version: a base URL may end in ``/v1``."""
+    base = url.rstrip("/")
+    return base[:-3] if base.endswith("/v1") else base
 
 
 @asynccontextmanager
-async def open_anthropic(llm: LLMConfig) -> AsyncIterator[Provider]:
-    """Not built yet."""
-    raise ConfigError("provider not available yet", key="llm.provider")
-    yield  # pragma: no cover
+async def open_anthropic(llm: LLMConfig) -> AsyncIterator[AnthropicProvider]:
+    """An `AnthropicProvider` for ``llm`` (base URL default ``https://api.anthropic.com``,
+    with or without ``/v1``); the provider's HTTP client is closed when the block exits."""
+    headers = anthropic_headers(llm)
+    base = move_userinfo(_base(llm.base_url or DEFAULT_ANTHROPIC_URL), headers)
+    async with open_http_session(
+        llm, headers=headers, deployment=llm.model, base_url=base
+    ) as session:
+        yield AnthropicProvider(session, messages_url=f"{base}/v1/messages", model=llm.model)
