@@ -22,8 +22,13 @@ ready) in an HDR histogram (`LatencyRecorder`). CPU ms per invocation is
 peak so far (``ru_maxrss``). ``cpu_vs_bare`` is CPU per invocation over bare httpx2's in the
 same cell. Writes a Markdown table (``--out``) and prints JSON lines, then the table.
 
-    python -m bench                 # about 2 minutes (3 s per cell)
-    python -m bench --quick         # about 40 s (1 s per cell)
+Then issue #23's anchors (`bench.anchors`: chat, stream, tool loops, 2,000 and 10,000
+in flight, each against a raw trio + httptools floor in the same run), added to the
+Markdown file as a second table; ``--no-anchors`` skips them, ``--anchors-only`` runs
+only them.
+
+    python -m bench                 # about 5 minutes (3 s per cell, then the anchors)
+    python -m bench --quick         # about 2 minutes (1 s per cell, quick anchors)
 """
 
 from __future__ import annotations
@@ -387,7 +392,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency", type=float, action="append", help="mock latency (ms)")
     parser.add_argument("--concurrency", type=int, action="append", help="callers")
     parser.add_argument("--out", default="bench-results.md", help="Markdown table file")
+    parser.add_argument("--no-anchors", action="store_true", help="skip bench.anchors")
+    parser.add_argument("--anchors-only", action="store_true", help="only bench.anchors")
     args = parser.parse_args(argv)
+    if args.anchors_only:
+        _anchors(args.quick)
+        return
     seconds = args.seconds or (1.0 if args.quick else 3.0)
     latencies = args.latency or [0.0, 50.0]
     concurrencies = args.concurrency or [1, 50, 200]
@@ -414,9 +424,38 @@ def main(argv: list[str] | None = None) -> None:
         f"{'yes' if c['met'] else 'no'} |\n"
         for c in checks
     )
-    Path(args.out).write_text(text)
     print(text, file=sys.stderr)
+    if not args.no_anchors:
+        text += _anchors(args.quick)
+    Path(args.out).write_text(text)
     print(f"wrote {args.out}", file=sys.stderr)
+
+
+_ANCHOR_COLUMNS = (
+    ("scenario", "Anchor"),
+    ("raw_cpu_us", "Raw CPU us / op"),
+    ("af_cpu_us", "agentflow CPU us / op"),
+    ("cpu_ratio", "Ratio"),
+    ("af_cpu_us_per_chunk", "us / chunk"),
+    ("af_ttfc_ms", "First chunk (ms)"),
+    ("raw_ttfc_ms", "Raw first chunk (ms)"),
+    ("af_rss_kb_per_event", "KB / event"),
+    ("target", "Target"),
+    ("met", "Met"),
+)
+
+
+def _anchors(quick: bool) -> str:
+    """Run `bench.anchors` (its own JSON lines and table); its rows as a Markdown table."""
+    from bench import anchors
+
+    rows = anchors.main(["--quick"] if quick else [])
+    lines = ["", "Anchors (`python -m bench.anchors`): agentflow_trio over a raw floor", ""]
+    lines.append("| " + " | ".join(title for _, title in _ANCHOR_COLUMNS) + " |")
+    lines.append("|" + "|".join("---" for _ in _ANCHOR_COLUMNS) + "|")
+    for row in rows:
+        lines.append("| " + " | ".join(_cell(row.get(k)) for k, _ in _ANCHOR_COLUMNS) + " |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
