@@ -14,7 +14,7 @@ MAX_SHOWN: Final = 120
 _CUTOFF: Final = 0.6  # difflib's default closeness for a hint inside the table
 _ELSEWHERE_CUTOFF: Final = 0.9  # a key of another table is hinted only when nearly exact
 _CLOSE: Final = 0.9  # nearly equal: one slip away
-_MAX_HINTS: Final = 4
+_MAX_HINTS: Final = 5
 
 
 def safe_repr(value: object) -> str:
@@ -61,7 +61,7 @@ def _closest(name: str, candidates: Sequence[str], cutoff: float) -> tuple[float
 def closest(
     name: str, candidates: Iterable[str], elsewhere: Mapping[str, Sequence[str]] | None = None
 ) -> list[str]:
-    """What ``name`` was probably meant as, best first (at most four).
+    """What ``name`` was probably meant as, best first (at most five).
 
     In order: a candidate equal to it up to case and separators; the candidates difflib
     finds nearly equal (ratio >= 0.9, best first); the places (from ``elsewhere``: field

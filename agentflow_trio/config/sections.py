@@ -54,6 +54,7 @@ __all__ = [
     "RouterGroupConfig",
     "RunnerConfig",
     "RuntimeConfig",
+    "TracingConfig",
 ]
 
 
@@ -524,6 +525,40 @@ class DistributedConfig:
     reconnect_max_delay: Duration = attrs.field(default=2.0, validator=duration(ge=0.001, le=HOUR))
 
 
+def _endpoint(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if value and not re.fullmatch(r"https?://[^\s]{1,2040}", value):
+        what = "an http(s):// URL (such as http://127.0.0.1:4318/v1/traces) or empty"
+        raise ConfigError(expected(what, value), key=attribute.name)
+
+
+@attrs.frozen
+class TracingConfig:
+    """``[tracing]``: OpenTelemetry spans (GenAI conventions) for events, agent runs, model
+    calls, tool and MCP calls, and the served requests (``observability.tracing``).
+
+    ``enabled = false`` (the default) makes no span object at all. ``exporter``:
+    ``"otlp-http"`` posts OTLP protobuf to ``endpoint`` (empty: the SDK's default,
+    ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or ``http://localhost:4318/v1/traces``) with
+    ``headers`` (a secret: masked in reprs, renderings and errors); ``"console"`` prints
+    each span as JSON; ``"none"`` configures nothing and uses the process's own global
+    tracer provider (your own OpenTelemetry setup). Both exporters need the ``tracing``
+    extra. ``sample_ratio`` (0 to 1) samples new traces; a trace started elsewhere keeps
+    its caller's decision. ``capture_content`` records prompts, completions and tool
+    arguments and results on the spans (off by default: they may hold personal data);
+    secrets are never recorded. ``service_name`` is the ``service.name`` resource.
+    """
+
+    enabled: bool = False
+    exporter: Literal["otlp-http", "console", "none"] = "otlp-http"
+    endpoint: str = attrs.field(default="", validator=_endpoint, metadata=URL, repr=url_repr)
+    headers: dict[str, str] = attrs.field(
+        factory=dict, metadata=SECRET, repr=masked_repr, validator=MaxItems(64)
+    )
+    sample_ratio: float = attrs.field(default=1.0, validator=Bounds(ge=0, le=1))
+    capture_content: bool = False
+    service_name: str = attrs.field(default="agentflow", validator=_non_empty)
+
+
 @attrs.frozen
 class Config:
     """The whole ``agentflow.toml``. ``Config()`` is every default; values are immutable.
@@ -538,6 +573,7 @@ class Config:
     monitoring: MonitoringConfig = attrs.field(factory=MonitoringConfig)
     llm: LLMConfig = attrs.field(factory=LLMConfig)
     performance: PerformanceConfig = attrs.field(factory=PerformanceConfig)
+    tracing: TracingConfig = attrs.field(factory=TracingConfig)
     mcp: MCPConfig = attrs.field(factory=MCPConfig)
     runtime: RuntimeConfig = attrs.field(factory=RuntimeConfig)
     distributed: DistributedConfig = attrs.field(factory=DistributedConfig)
