@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import attrs
 
@@ -18,7 +18,7 @@ from ._bounds import DAY, between, duration, size
 from ._messages import expected
 from .units import Duration, Size
 
-__all__ = ["MemoryConfig", "MonitoringConfig", "zstd_available"]
+__all__ = ["DEFAULT_METRICS_PORT", "MemoryConfig", "MonitoringConfig", "zstd_available"]
 
 
 def zstd_available() -> bool:
@@ -76,6 +76,18 @@ class MemoryConfig:
         return self.compression
 
 
+class _DefaultPort(int):
+    """The default ``metrics_port``: equal to 9090 in every way, yet a host can tell it
+    from a 9090 the config sets (`MonitoringConfig.metrics_port_set`)."""
+
+    __slots__ = ()
+
+
+DEFAULT_METRICS_PORT: Final[int] = _DefaultPort(9090)
+"""``[monitoring] metrics_port`` when the config does not set it: the port of the
+long-running hosts (``agentcli serve``, ``worker``); the load commands use a free port."""
+
+
 @attrs.frozen
 class MonitoringConfig:
     """``[monitoring]``: Prometheus metrics, the performance report, the profiling/debug
@@ -83,7 +95,12 @@ class MonitoringConfig:
 
     ``enable_metrics``: every process that hosts an App serves Prometheus text at
     ``http://metrics_host:metrics_port/metrics`` (``observability.serve_metrics``;
-    ``metrics_port = 0``: a free port, reported at start). ``metrics_host`` is loopback by
+    ``metrics_port = 0``: a free port, reported at start). Left unset, the port is
+    `DEFAULT_METRICS_PORT` (9090) for the long-running hosts only (``agentcli serve``, its
+    ``--workers`` children 9090 + their index, ``agentcli worker``), where a scraper looks
+    for it; the load commands (``benchmark``, ``loadtest``) take a free port, so that they
+    never collide with a deployment or each other, and the testing kit serves none.
+    ``metrics_port_set`` says whether the config set it. ``metrics_host`` is loopback by
     default; another address exposes the figures to whoever can reach it.
     ``metrics_interval``: how often the `PerformanceMetrics` of the last interval
     (requests per second, latency percentiles, error rate, process figures) is logged
@@ -95,9 +112,15 @@ class MonitoringConfig:
 
     enable_metrics: bool = True
     metrics_host: str = attrs.field(default="127.0.0.1", validator=_host)
-    metrics_port: int = attrs.field(default=9090, validator=between(0, 65535))
+    metrics_port: int = attrs.field(default=DEFAULT_METRICS_PORT, validator=between(0, 65535))
     metrics_interval: Duration = attrs.field(default=0.0, validator=[duration(le=DAY), _interval])
     enable_profiling: bool = False
     profile_port: int = attrs.field(default=6060, validator=between(0, 65535))
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["plain", "json"] = "plain"
+
+    @property
+    def metrics_port_set(self) -> bool:
+        """Whether the config set ``metrics_port`` (False: `DEFAULT_METRICS_PORT`, which
+        each host resolves by its own rule: see the class docstring)."""
+        return type(self.metrics_port) is not _DefaultPort

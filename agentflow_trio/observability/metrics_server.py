@@ -6,7 +6,9 @@ queues behind agent traffic and the app's port never exposes the figures. It is 
 trio server on the project's HTTP/1.1 codec (``_http11``, as the debug server), started
 as a service: ``port = await nursery.start(serve_metrics, config.monitoring, metrics)``
 returns the bound port (``metrics_port = 0``: a free one), or None when
-``enable_metrics`` is false (then nothing listens).
+``enable_metrics`` is false (then nothing listens). It binds the port it is given; which
+port a host gives it when the config sets none is the host's rule (9090 for ``agentcli
+serve`` and ``worker``, a free port for the load commands: see `MonitoringConfig`).
 
 Endpoints (``HEAD`` answers the headers only)::
 

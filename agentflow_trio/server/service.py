@@ -112,14 +112,19 @@ async def open_hosted_app(
     ``config`` (``--config FILE``) replaces the App's own; neither: every default.
     ``source`` names the config's file in messages. ``monitoring`` (what ``agentcli``
     passes; off by default, so that a test hosting an App binds no fixed port):
-    logging, the Prometheus endpoint and the performance report as ``[monitoring]`` asks;
-    ``metrics_required=False``: a busy metrics port is a warning, not an error.
+    logging, the Prometheus endpoint and the performance report as ``[monitoring]`` asks.
+    ``metrics_required=False`` is a host that runs beside deployments (the load commands):
+    a busy metrics port is a warning, not an error, and a ``metrics_port`` the config
+    leaves unset is a free port instead of 9090, which stays the long-running hosts'
+    (``serve``, ``worker``: see `MonitoringConfig`).
 
     Raises:
         ConfigError: see `check_llm_target` and `App.open`.
     """
     hosted = App.coerce(app)
     chosen = config if config is not None else hosted.config
+    if not metrics_required:
+        chosen = _free_metrics_port(chosen)
     async with (
         open_llm_services(
             chosen, source=source, mock_latency=mock_latency, mock_faults=mock_faults
@@ -129,6 +134,16 @@ async def open_hosted_app(
         ) as running,
     ):
         yield HostedApp(running, llm)
+
+
+def _free_metrics_port(config: Config | None) -> Config:
+    """``config`` (None: every default) with an unset ``[monitoring] metrics_port`` made
+    0 (a free port): a load command never takes the long-running hosts' 9090."""
+    chosen = config if config is not None else Config()
+    monitoring = chosen.monitoring
+    if monitoring.metrics_port_set:
+        return chosen
+    return attrs.evolve(chosen, monitoring=attrs.evolve(monitoring, metrics_port=0))
 
 
 class Companion(Protocol):
