@@ -190,7 +190,7 @@ def test_round_trip_our_messages_wire_ours() -> None:
 
 
 _text = st.text(min_size=1, max_size=12)
-_args = st.dictionaries(st.sampled_from("abc"), st.integers() | _text, max_size=2)
+_args = st.dictionaries(st.sampled_from("abc"), st.integers(-(2**53), 2**53) | _text, max_size=2)
 _cache = st.none() | st.just(CACHE)
 
 

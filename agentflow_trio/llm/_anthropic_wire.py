@@ -378,7 +378,7 @@ def parse_message(data: Any, deployment: str) -> ChatResponse:
             usage(data.get("usage")),
             data.get("model") or "",
             data,
-            refusal=_REFUSED if stop == "refusal" else None,
+            refusal=(joined or _REFUSED) if stop == "refusal" else None,
             items=tuple(items),
         )
     except _SHAPE_ERRORS as exc:
@@ -453,18 +453,20 @@ class EventParser:
     other vendor blocks are assembled from their deltas and come out whole as a
     `ProviderItem` at their ``content_block_stop``; ``message_delta`` carries the finish
     reason and the usage (the input counts of ``message_start`` with the final output
-    count); ``ping`` and unknown events say nothing; an ``error`` event raises its typed
-    error (`error_from_body`). ``stopped`` turns true at ``message_stop``. Every chunk
-    names the model of ``message_start``.
+    count), and for a ``refusal`` the text so far as ``refusal``; ``ping`` and unknown
+    events say nothing; an ``error`` event raises its typed error (`error_from_body`).
+    ``stopped`` turns true at ``message_stop``. Every chunk names the model of
+    ``message_start``.
     """
 
-    __slots__ = ("_blocks", "_deployment", "_model", "_usage", "stopped")
+    __slots__ = ("_blocks", "_deployment", "_model", "_text", "_usage", "stopped")
 
     def __init__(self, deployment: str) -> None:
         self._deployment = deployment
         self._model = ""
         self._usage: dict[str, Any] = {}
         self._blocks: dict[int, dict[str, Any]] = {}
+        self._text: list[str] = []  # for a refusal's words at the end
         self.stopped = False
 
     def __call__(self, data: Any) -> StreamChunk | None:
@@ -498,7 +500,9 @@ class EventParser:
     def _delta(self, index: int, delta: Mapping[str, Any]) -> StreamChunk | None:
         kind = delta["type"]
         if kind == "text_delta":
-            return StreamChunk(delta["text"], model=self._model)
+            text = delta["text"]
+            self._text.append(text)
+            return StreamChunk(text, model=self._model)
         if kind == "input_json_delta":
             part = delta.get("partial_json") or ""
             return StreamChunk("", (ToolCallDelta(index, None, None, part),), model=self._model)
@@ -514,7 +518,10 @@ class EventParser:
         kind = block["type"]
         if kind == "text":
             text = block.get("text") or ""
-            return StreamChunk(text, model=self._model) if text else None
+            if not text:
+                return None
+            self._text.append(text)
+            return StreamChunk(text, model=self._model)
         if kind == "tool_use":
             given = block.get("input")
             arguments = _json.dumps_str(given) if given else ""
@@ -533,5 +540,5 @@ class EventParser:
             finish_reason=reason,
             usage=usage(self._usage),
             model=self._model,
-            refusal=_REFUSED if stop == "refusal" else "",
+            refusal=("".join(self._text) or _REFUSED) if stop == "refusal" else "",
         )
