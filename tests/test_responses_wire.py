@@ -433,6 +433,13 @@ def test_unknown_events_are_ignored_and_garbage_is_counted() -> None:
     assert acc.response().text == "ok" and decoder.malformed == 1
 
 
+def test_a_streamed_refusal_is_a_refusal() -> None:
+    parse = wire.StreamEvents("dep")
+    where = {"item_id": "msg_1", "output_index": 0, "content_index": 0}
+    chunk = parse(event("response.refusal.delta", 5, delta="I can't.", **where))
+    assert chunk is not None and chunk.refusal == "I can't." and not chunk.delta_text
+
+
 def test_a_call_whose_arguments_come_only_when_done() -> None:
     parse = wire.StreamEvents("dep")
     shell = {**CALL, "status": "in_progress", "arguments": ""}
