@@ -14,8 +14,11 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import anthropic
 import httpx2
+import openai
 import pytest
 from click.testing import CliRunner
 
@@ -130,6 +133,74 @@ def test_fault_flags_inject_per_model() -> None:
                 "gpt-b": {"server_error": 1},
                 "gpt-a": {"rate_limit": 1},
             }
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=TIMEOUT)
+        assert proc.returncode == 0, stderr
+
+
+def test_anthropic_and_responses_sdks_against_agentcli_mock_llm() -> None:
+    """Done means of #21: both SDKs run against ``agentcli mock-llm`` and see the script."""
+    fault = ("--fault", "claude-down=server_error:status=529", "--stream-chunks", "3")
+    with agentcli("mock-llm", "--port", "0", *fault) as proc:
+        line = read_line(proc)
+        assert line.startswith(PREFIX), line
+        url = line[len(PREFIX) :].strip()
+        weather = {"name": "get_weather", "arguments": {"city": "Paris"}, "id": "call_w1"}
+        limits: dict[str, Any] = {"max_retries": 0, "timeout": TIMEOUT}
+        with (
+            httpx2.Client(base_url=url, timeout=TIMEOUT) as control,
+            anthropic.Anthropic(base_url=url, api_key="x", **limits) as claude,
+            openai.OpenAI(base_url=url + "/v1", api_key="x", **limits) as gpt,
+        ):
+
+            def script(*replies: dict[str, object]) -> None:
+                assert control.post("/mock/script", json=list(replies)).status_code == 200
+
+            hello = [{"role": "user", "content": "hi"}]
+            script({"text": "Scripted for Claude."}, {"tool_calls": [weather]})
+            message = claude.messages.create(model="claude-x", max_tokens=64, messages=hello)
+            assert message.content[0].type == "text"
+            assert message.content[0].text == "Scripted for Claude."
+            tools = [{"name": "get_weather", "input_schema": {"type": "object"}}]
+            called = claude.messages.create(
+                model="claude-x", max_tokens=64, messages=hello, tools=tools
+            )
+            (use,) = called.content
+            assert use.type == "tool_use" and use.input == {"city": "Paris"}
+            result = {"type": "tool_result", "tool_use_id": use.id, "content": "sunny"}
+            turn = [
+                *hello,
+                {"role": "assistant", "content": [use.model_dump(exclude_none=True)]},
+                {"role": "user", "content": [result]},
+            ]
+            script({"text": "It is sunny."})
+            with claude.messages.stream(
+                model="claude-x", max_tokens=64, messages=turn, tools=tools
+            ) as stream:
+                assert "".join(stream.text_stream) == "It is sunny."
+            with pytest.raises(anthropic.OverloadedError):
+                claude.messages.create(model="claude-down", max_tokens=8, messages=hello)
+
+            script({"text": "Scripted for Responses."}, {"tool_calls": [weather]})
+            response = gpt.responses.create(model="gpt-x", input="hi")
+            assert response.output_text == "Scripted for Responses."
+            function = {"type": "function", "name": "get_weather", "parameters": {}}
+            first = gpt.responses.create(model="gpt-x", input="hi", tools=[function])
+            (call,) = first.output
+            assert call.type == "function_call" and call.call_id == "call_w1"
+            output = {"type": "function_call_output", "call_id": call.call_id, "output": "rain"}
+            events = list(
+                gpt.responses.create(
+                    model="gpt-x",
+                    input=[{"role": "user", "content": "hi"}, call.model_dump(), output],
+                    stream=True,
+                )
+            )
+            assert events[-1].type == "response.completed"
+            assert events[-1].response.output_text == "Based on the tool results: rain"
+            stats = control.get("/stats").json()
+            assert stats["by_path"] == {"/v1/messages": 4, "/v1/responses": 3}
+            assert stats["scripted"] == 5 and stats["streams"] == 2
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=TIMEOUT)
         assert proc.returncode == 0, stderr
