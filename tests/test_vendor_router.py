@@ -12,6 +12,8 @@ vendor answered; a stream restarts on the other vendor before its first chunk.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -303,3 +305,26 @@ base_url = "{anthropic_mock.url}"
     assert chunks[-1].deployment == "anthropic" and chunks[-1].model == CLAUDE
     assert openai_mock.stats().by_model == {GPT: 2}
     assert anthropic_mock.stats().by_path == {"/v1/messages": 2}
+
+
+def test_the_example_fails_over_from_openai_to_anthropic() -> None:
+    """``python examples/anthropic_failover.py`` as a user runs it (a real subprocess,
+    its wait bounded; no duration asserted)."""
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [sys.executable, str(root / "examples" / "anthropic_failover.py")],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = dict(line.split(": ", 1) for line in proc.stdout.splitlines())
+    assert lines["healthy"].startswith("openai (gpt-4o-mini)")
+    assert lines["openai rate limited"].startswith("anthropic (claude-sonnet-4-5)")
+    assert lines["streamed"].startswith("anthropic (claude-sonnet-4-5)")
+    assert lines["streamed"].endswith(REPLY)
+    assert lines["tool agent"].startswith("'Paris is 18C.' after 2 steps")
+    assert lines["tool agent models"] == "claude-sonnet-4-5"
+    assert lines["openai mock"] == "{200: 1, 429: 1}"  # cooled after its 429: not asked again
