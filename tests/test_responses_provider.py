@@ -150,13 +150,42 @@ async def test_reasoning_and_previous_response_id_pass_through(stream: bool) -> 
                     second = await collect_stream(chunks)
             else:
                 second = await provider.complete(follow)
-    [reasoning] = first.items
+    assert [i.data for i in first.items] == first.raw["output"]  # type: ignore[index]
+    reasoning, said = first.items
     assert reasoning.provider == "openai_responses" and reasoning.data["type"] == "reasoning"
-    assert "Think about it." in json.dumps(reasoning.data)
-    assert second.items and second.items[0].data["type"] == "reasoning"
+    assert "Think about it." in json.dumps(reasoning.data) and said.data["type"] == "message"
+    assert [i.data["type"] for i in second.items] == ["reasoning", "message"]
     sent = mock.received[1]
     assert sent["previous_response_id"] == first.response_id and sent["store"] is False
     assert sent["reasoning"] == {"effort": "low", "summary": "auto"}
+
+
+async def test_a_reasoning_tool_turn_goes_back_verbatim() -> None:
+    search = ToolSpec("search", "Search.", {"type": "object", "properties": {"q": {}}})
+    with trio.fail_after(TIMEOUT):
+        async with responses() as (mock, provider):
+            mock.script(
+                MockReply(
+                    tool_calls=(MockToolCall("search", {"q": "trio"}, id="call_r"),),
+                    thinking="Search first.",
+                )
+            )
+            async with provider.stream(ChatRequest((user("find"),), tools=(search,))) as chunks:
+                first = await collect_stream(chunks)
+            turn = (
+                user("find"),
+                assistant(first.text or None, first.tool_calls, first.items),
+                tool_message("call_r", "2 hits"),
+            )
+            await provider.complete(ChatRequest(turn, tools=(search,)))
+    output = [i.data for i in first.items]
+    assert [i["type"] for i in output] == ["reasoning", "function_call"]
+    assert output[1]["id"].startswith("fc") and output[1]["call_id"] == "call_r"
+    assert mock.received[1]["input"] == [
+        {"role": "user", "content": "find"},
+        *output,  # the call keeps its item id, paired with the reasoning before it
+        {"type": "function_call_output", "call_id": "call_r", "output": "2 hits"},
+    ]
 
 
 async def test_embeddings_come_from_the_embeddings_route() -> None:

@@ -249,17 +249,45 @@ def test_a_function_call_answer_and_its_next_turn() -> None:
     assert got.text == "Let me look."
     assert got.tool_calls == (ToolCall.parse("call_1", "search", '{"q": "Paris"}'),)
     assert got.finish_reason == "tool_calls"
-    assert got.items == (ProviderItem("openai_responses", data["output"][0]),)
+    # A reasoning turn keeps its whole output: the API pairs items by id.
+    assert got.items == tuple(ProviderItem("openai_responses", i) for i in data["output"])
     assert got.response_id == "resp_1"
     assert got.model == "gpt-r"
     assert got.usage is not None
     assert (got.usage.prompt_tokens, got.usage.completion_tokens) == (30, 9)
     assert (got.usage.total_tokens, got.usage.cached_tokens) == (39, 12)
-    # Our messages -> wire: the answer goes back as the API gave it (text, call, reasoning).
+    # Our messages -> wire: the answer goes back as the API gave it, ids and all.
     turn = assistant(got.text, got.tool_calls, got.items)
     _, items = wire.input_items((turn, tool_message("call_1", "3 hits")))
-    assert items[0] == data["output"][0]
-    assert items[2] == {k: CALL[k] for k in ("type", "call_id", "name", "arguments")}
+    assert items == [
+        *data["output"],
+        {"type": "function_call_output", "call_id": "call_1", "output": "3 hits"},
+    ]
+    INPUT.validate_python(items)
+
+
+def test_a_turn_without_reasoning_keeps_no_items() -> None:
+    got = wire.parse_response(response(message(text_part("hi")), CALL), "dep")
+    assert got.items == () and got.text == "hi" and len(got.tool_calls) == 1
+
+
+def test_an_edited_turn_sends_what_it_says_now() -> None:
+    data = response(REASONING, message(text_part("Let me look.")), CALL)
+    got = wire.parse_response(data, "dep")
+    other = ToolCall.parse("call_2", "weather", '{"city": "Paris"}')
+    # The text changed and the call was replaced: the reasoning still goes first, the new
+    # text takes the message's place, the dropped call's item is gone, the new call follows.
+    _, items = wire.input_items((assistant("Checking.", (other,), got.items),))
+    assert items == [
+        data["output"][0],
+        {"role": "assistant", "content": "Checking."},
+        {
+            "type": "function_call",
+            "call_id": "call_2",
+            "name": "weather",
+            "arguments": '{"city": "Paris"}',
+        },
+    ]
     INPUT.validate_python(items)
 
 

@@ -9,12 +9,14 @@ response or an ``error`` event raises the `APIStatusError` subclass of its code.
 Requests: leading system messages become ``instructions`` (later ones stay ``system``
 input items); user and assistant text are message items; an assistant's tool calls are
 ``function_call`` items (``call_id``, ``name``, ``arguments`` text) and tool results
-``function_call_output`` items; the assistant's ``openai_responses`` `ProviderItem` values
-(reasoning items) go back verbatim before its text and calls, where the API put them; other
-vendors' items are dropped. ``stop`` and ``Message.name`` have no Responses field and are
-left out. ``max_tokens`` is ``max_output_tokens``; a JSON-schema ``response_format`` is
-``text.format`` (the native structured-output mode); ``extra`` is merged last
-(``previous_response_id``, ``store``, ``reasoning``, ``include`` ...).
+``function_call_output`` items. A turn whose output had a reasoning (or other built-in)
+item keeps its whole output as ``openai_responses`` `ProviderItem` values (`turn_items`),
+because the API pairs a reasoning item with the message or call after it by their ids;
+those go back verbatim, in order (`_assistant_turn`); other vendors' items are dropped.
+``stop`` and ``Message.name`` have no Responses field and are left out. ``max_tokens``
+is ``max_output_tokens``; a JSON-schema ``response_format`` is ``text.format`` (the
+native structured-output mode); ``extra`` is merged last (``previous_response_id``,
+``store``, ``reasoning``, ``include`` ...).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ __all__ = [
     "text_format",
     "tool_choice",
     "tools",
+    "turn_items",
     "usage",
 ]
 
@@ -108,25 +111,66 @@ def input_items(messages: tuple[Message, ...]) -> tuple[str | None, list[dict[st
                     "output": m.content or "",
                 }
             )
-        elif role == "assistant":
-            for item in m.items:
-                if item.provider == PROVIDER:
-                    data = item.data
-                    append(data if isinstance(data, dict) else dict(data))
+        elif role != "assistant":
+            append({"role": role, "content": m.content or ""})
+        elif m.items:
+            _assistant_turn(m, out)
+        else:
             if m.content:
                 append({"role": "assistant", "content": m.content})
             for c in m.tool_calls:
-                append(
-                    {
-                        "type": "function_call",
-                        "call_id": c.id,
-                        "name": c.name,
-                        "arguments": c.arguments_json(),
-                    }
-                )
-        else:
-            append({"role": role, "content": m.content or ""})
+                append(_function_call(c))
     return instructions, out
+
+
+def _function_call(c: ToolCall) -> dict[str, Any]:
+    return {
+        "type": "function_call",
+        "call_id": c.id,
+        "name": c.name,
+        "arguments": c.arguments_json(),
+    }
+
+
+def _assistant_turn(m: Message, out: list[dict[str, Any]]) -> None:
+    """An assistant turn with items: this wire's items go back verbatim, in order (a
+    reasoning item must be followed by the item the API paired it with, by id); a message
+    item only while the turn's text is still what it said (else the text takes its place),
+    a function-call item only for a call still in ``tool_calls``; text and calls not
+    covered by an item follow as plain items. Other vendors' items are dropped."""
+    calls = {c.id: c for c in m.tool_calls}
+    text = m.content or ""
+    own = [
+        i.data if isinstance(i.data, dict) else dict(i.data)
+        for i in m.items
+        if i.provider == PROVIDER
+    ]
+    said = "".join(
+        part.get("text") or ""
+        for data in own
+        if data.get("type") == "message"
+        for part in data.get("content") or ()
+        if part.get("type") == "output_text"
+    )
+    keep_text = bool(text) and said == text
+    text_sent = keep_text or not text
+    for data in own:
+        kind = data.get("type")
+        if kind == "message":
+            if keep_text:
+                out.append(data)
+            elif not text_sent:
+                out.append({"role": "assistant", "content": text})
+                text_sent = True
+        elif kind == "function_call":
+            if calls.pop(str(data.get("call_id")), None) is not None:
+                out.append(data)
+        else:
+            out.append(data)
+    if not text_sent:
+        out.append({"role": "assistant", "content": text})
+    for c in calls.values():
+        out.append(_function_call(c))
 
 
 def tools(specs: tuple[ToolSpec, ...]) -> list[dict[str, Any]]:
@@ -258,8 +302,9 @@ def parse_response(data: Any, deployment: str) -> ChatResponse:
         text: list[str] = []
         refusal: list[str] = []
         calls: list[ToolCall] = []
-        items: list[ProviderItem] = []
-        for item in data["output"]:
+        output = data["output"]
+        kept = False
+        for item in output:
             kind = item["type"]
             if kind == "message":
                 for part in item.get("content") or ():
@@ -273,7 +318,7 @@ def parse_response(data: Any, deployment: str) -> ChatResponse:
                     ToolCall.parse(item["call_id"], item["name"], item.get("arguments") or "")
                 )
             else:
-                items.append(ProviderItem(PROVIDER, item))
+                kept = True
         return ChatResponse(
             "".join(text),
             tuple(calls),
@@ -282,11 +327,18 @@ def parse_response(data: Any, deployment: str) -> ChatResponse:
             data.get("model") or "",
             data,
             refusal="".join(refusal) or None,
-            items=tuple(items),
+            items=turn_items(output) if kept else (),
             response_id=data.get("id") or "",
         )
     except _SHAPE_ERRORS as exc:
         raise _shape_error(data, deployment, exc) from exc
+
+
+def turn_items(output: list[Any]) -> tuple[ProviderItem, ...]:
+    """A turn's ``output`` items as `ProviderItem` values, all of them in order: what the
+    next turn sends back when the turn had a reasoning (or other built-in) item, whose
+    pairing with the message or call after it goes by the items' ids."""
+    return tuple(ProviderItem(PROVIDER, item) for item in output)
 
 
 # -- stream events -------------------------------------------------------------------------
@@ -300,20 +352,23 @@ class StreamEvents:
     ``function_call`` item's ``output_item.added`` (id, name) and its
     ``function_call_arguments.delta`` pieces -> `ToolCallDelta` indexed by
     ``output_index`` (a call whose arguments came in no delta gets them from its
-    ``output_item.done``); a finished reasoning (or other kept) item -> ``items``;
-    ``response.completed`` / ``response.incomplete`` -> the finish reason, usage and
-    ``response_id``. ``response.failed`` and ``error`` events raise (`failure_error`);
-    other event types say nothing (None). Every chunk names the model that answered
-    (from ``response.created``), so a cut stream is charged to it.
+    ``output_item.done``); ``response.completed`` / ``response.incomplete`` -> the finish
+    reason, usage and ``response_id``, and, when a reasoning (or other built-in) item
+    finished, every finished item in output order as ``items`` (see `turn_items`: the
+    same items a plain answer has). ``response.failed`` and ``error`` events raise
+    (`failure_error`); other event types say nothing (None). Every chunk names the model
+    that answered (from ``response.created``), so a cut stream is charged to it.
     """
 
-    __slots__ = ("_argued", "_calls", "_deployment", "_model")
+    __slots__ = ("_argued", "_calls", "_deployment", "_finished_items", "_kept", "_model")
 
     def __init__(self, deployment: str) -> None:
         self._deployment = deployment
         self._model = ""
         self._calls = False  # a function call was seen
         self._argued: set[int] = set()  # output indexes whose arguments have arrived
+        self._finished_items: list[tuple[int, Any]] = []  # (output index, item) when done
+        self._kept = False  # a reasoning or other built-in item finished
 
     def __call__(self, data: Any) -> StreamChunk | None:
         try:
@@ -359,19 +414,20 @@ class StreamEvents:
         return StreamChunk("", (piece,), None, None, self._model)
 
     def _done(self, item: Any, index: int) -> StreamChunk | None:
+        self._finished_items.append((index, item))
         kind = item["type"]
         if kind == "message":
             return None
-        if kind == "function_call":
-            if index in self._argued:
-                return None
-            self._calls = True
-            self._argued.add(index)
-            arguments = item.get("arguments") or ""
-            piece = ToolCallDelta(index, item.get("call_id"), item.get("name"), arguments)
-            return StreamChunk("", (piece,), None, None, self._model)
-        kept = (ProviderItem(PROVIDER, item),)
-        return StreamChunk("", (), None, None, self._model, items=kept)
+        if kind != "function_call":
+            self._kept = True
+            return None
+        if index in self._argued:
+            return None
+        self._calls = True
+        self._argued.add(index)
+        arguments = item.get("arguments") or ""
+        piece = ToolCallDelta(index, item.get("call_id"), item.get("name"), arguments)
+        return StreamChunk("", (piece,), None, None, self._model)
 
     def _finished(self, response: Any) -> StreamChunk:
         calls = self._calls or any(
@@ -383,5 +439,10 @@ class StreamEvents:
             _finish_reason(response, calls),
             usage(response.get("usage")),
             response.get("model") or self._model,
+            items=self._items() if self._kept else (),
             response_id=response.get("id") or "",
         )
+
+    def _items(self) -> tuple[ProviderItem, ...]:
+        ordered = sorted(self._finished_items, key=lambda pair: pair[0])
+        return turn_items([item for _, item in ordered])
