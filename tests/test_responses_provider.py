@@ -19,7 +19,7 @@ import pytest
 import trio
 
 import agentflow_trio as af
-from agentflow_trio.config import LLMConfig, RetryConfig
+from agentflow_trio.config import DeploymentConfig, LLMConfig, RetryConfig, RouterConfig
 from agentflow_trio.errors import (
     BadRequestError,
     IncompleteStreamError,
@@ -386,3 +386,56 @@ async def test_stream_output_ends_with_the_value(provider: str) -> None:
                 partials = [p async for p in out]
                 city = await out.result()
     assert city == City(**GOOD) and partials
+
+
+# -- a router group mixing the two OpenAI wires -------------------------------------------
+
+
+def mixed(mock: MockLLM, first: str) -> LLMConfig:
+    """Group ``smart``: ``resp`` (Responses, model ``resp-mock``) and ``chat`` (Chat
+    Completions, ``chat-mock``); ``first`` weighs a million times more, so goes first."""
+    common: dict[str, Any] = {
+        "group": "smart",
+        "retry": RetryConfig(max_attempts=2, base_delay=0.05, max_delay=0.2),
+        "base_url": mock.url + "/v1",
+        "api_key": "sk-test",
+    }
+    weights = {"resp": 1, "chat": 1, first: 1_000_000}
+    return LLMConfig(
+        deployments={
+            "resp": DeploymentConfig(
+                provider="openai_responses", model="resp-mock", weight=weights["resp"], **common
+            ),
+            "chat": DeploymentConfig(
+                provider="openai", model="chat-mock", weight=weights["chat"], **common
+            ),
+        },
+        router=RouterConfig(first_token_timeout=1.0, stream_idle_timeout=1.0),
+    )
+
+
+@pytest.mark.parametrize(("first", "other"), [("resp", "chat"), ("chat", "resp")])
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_mixed_group_fails_over_between_the_wires(
+    first: str, other: str, stream: bool
+) -> None:
+    request = ChatRequest((system("Be brief."), user("hello")), model="smart")
+    faults = {f"{first}-mock": (Fault("server_error", status=503),)}
+    with trio.fail_after(TIMEOUT):
+        async with (
+            open_mock_llm(reply_text=TEXT, faults=faults) as mock,
+            open_provider(mixed(mock, first)) as stack,
+        ):
+            if stream:
+                async with stack.stream(request) as chunks:
+                    answer = await collect_stream(chunks)
+            else:
+                answer = await stack.complete(request)
+            alone = mixed(mock, first).deployment_configs()[other]
+            async with open_provider(alone) as direct:
+                expected = await direct.complete(request.with_model(None))
+    assert (answer.text, answer.deployment, answer.model) == (TEXT, other, f"{other}-mock")
+    assert answer.usage == expected.usage  # the answering wire's usage alone
+    failed, answered = mock.received[0], mock.received[1]
+    assert ("input" in failed) == (first == "resp")
+    assert ("input" in answered) == (other == "resp")
