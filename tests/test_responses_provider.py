@@ -439,3 +439,54 @@ async def test_a_mixed_group_fails_over_between_the_wires(
     failed, answered = mock.received[0], mock.received[1]
     assert ("input" in failed) == (first == "resp")
     assert ("input" in answered) == (other == "resp")
+
+
+async def test_our_body_is_what_the_openai_sdk_sends_and_it_reads_our_answer() -> None:
+    openai = pytest.importorskip("openai")
+    search = ToolSpec("search", "Search.", {"type": "object", "properties": {"q": {}}})
+    call = ToolCall.parse("call_q", "search", '{"q":"trio"}')
+    turn = (
+        system("Be brief."),
+        user("find"),
+        assistant(None, (call,)),
+        tool_message("call_q", "2"),
+    )
+    with trio.fail_after(TIMEOUT):
+        async with responses(model="gpt-4o-mini") as (mock, provider):
+            sdk = openai.AsyncOpenAI(
+                base_url=mock.url + "/v1", api_key="sk-test", max_retries=0, timeout=TIMEOUT
+            )
+            async with sdk:
+                theirs = await sdk.responses.create(
+                    model="gpt-4o-mini",
+                    instructions="Be brief.",
+                    input=[
+                        {"role": "user", "content": "find"},
+                        {
+                            "type": "function_call",
+                            "call_id": "call_q",
+                            "name": "search",
+                            "arguments": '{"q":"trio"}',
+                        },
+                        {"type": "function_call_output", "call_id": "call_q", "output": "2"},
+                    ],
+                    tools=[
+                        {
+                            "type": "function",
+                            "name": "search",
+                            "description": "Search.",
+                            "parameters": {"type": "object", "properties": {"q": {}}},
+                            "strict": False,
+                        }
+                    ],
+                    tool_choice="auto",
+                    max_output_tokens=30,
+                )
+                ours = await provider.complete(
+                    ChatRequest(turn, tools=(search,), tool_choice="auto", max_tokens=30)
+                )
+    sdk_body, our_body = mock.received
+    assert our_body == sdk_body
+    assert ours.text == theirs.output_text
+    assert ours.usage is not None and theirs.usage is not None
+    assert ours.usage.prompt_tokens == theirs.usage.input_tokens
