@@ -490,3 +490,17 @@ async def test_our_body_is_what_the_openai_sdk_sends_and_it_reads_our_answer() -
     assert ours.text == theirs.output_text
     assert ours.usage is not None and theirs.usage is not None
     assert ours.usage.prompt_tokens == theirs.usage.input_tokens
+
+
+async def test_a_group_of_both_openai_wires_is_native_and_with_anthropic_is_not() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_mock_llm() as mock:
+            both = mixed(mock, "resp")
+            async with open_llm_client(both) as llm:
+                assert llm.native_output
+            claude = DeploymentConfig(
+                provider="anthropic", model="claude-mock", base_url=mock.url, group="smart"
+            )
+            three = attrs.evolve(both, deployments={**both.deployments, "claude": claude})
+            async with open_llm_client(three) as llm:
+                assert not llm.native_output  # the Messages API has no JSON-schema format
