@@ -30,6 +30,7 @@ from agentflow_trio.mockllm import Fault, MockLLM, MockReply, MockToolCall, open
 from agentflow_trio.progress import TextDelta, current_sink
 from agentflow_trio.runner import Runner
 from agentflow_trio.server import make_app, serve
+from agentflow_trio.state import SessionStore
 from agentflow_trio.testing import mock_llm_config
 from agentflow_trio.tools import ToolRegistry, tool, tool_agent
 
@@ -128,12 +129,14 @@ class Served:
 async def served(
     agents: Mapping[str, af.Agent] = AGENTS,
     config: af.Config | None = None,
+    *,
+    sessions: SessionStore | None = None,
     **app_options: Any,
 ) -> AsyncIterator[Served]:
     async with (
         open_mock_llm(stream_chunks=6) as mock,
         open_provider(mock_llm_config(mock, retry=RetryConfig(enabled=False))) as provider,
-        Runner(config, agents=dict(agents), llm=LLMClient(provider)) as runner,
+        Runner(config, agents=dict(agents), llm=LLMClient(provider), sessions=sessions) as runner,
         trio.open_nursery() as nursery,
     ):
         app = make_app(runner, **app_options)
@@ -261,6 +264,44 @@ async def test_an_agent_that_does_not_stream_answers_in_one_delta() -> None:
     contents = [c.choices[0].delta.content for c in chunks]
     assert contents == ["", "Hello, Bo", None]
     assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+async def test_a_session_keeps_the_conversation_unless_the_client_resends_it() -> None:
+    """Only-new-turn requests build the conversation in the session; a request that
+    resends earlier turns is the conversation itself: the model sees it once, and the
+    session neither adds to it nor keeps it."""
+    session = {"session_id": "ada"}
+
+    def said(*turns: tuple[str, str]) -> list[dict[str, str]]:
+        return [{"role": role, "content": text} for role, text in turns]
+
+    def seen(mock: MockLLM) -> list[tuple[str, str | None]]:
+        return [(m["role"], m.get("content")) for m in mock.received[-1]["messages"]]
+
+    with trio.fail_after(TIMEOUT):
+        async with served(sessions=SessionStore(100, 600.0)) as s:
+            sdk = s.sdk()
+            ask = functools.partial(in_thread, sdk.chat.completions.create, model="ask")
+            s.mock.script(MockReply(text="Hello Ada."), MockReply(text="You are Ada."))
+            await ask(messages=said(("user", "I am Ada.")), metadata=session)
+            await ask(messages=said(("user", "Who am I?")), metadata=session)
+            remembered = [
+                ("user", "I am Ada."),
+                ("assistant", "Hello Ada."),
+                ("user", "Who am I?"),
+            ]
+            assert seen(s.mock) == remembered  # the session's history, then the new turn
+
+            resent = [*remembered, ("assistant", "You are Ada."), ("user", "Sure?")]
+            s.mock.script(MockReply(text="Sure."))
+            answer = await ask(messages=said(*resent), metadata=session)
+            assert answer.choices[0].message.content == "Sure."
+            assert seen(s.mock) == resent  # once, as sent: no history before it
+
+            s.mock.script(MockReply(text="Yes."))
+            await ask(messages=said(("user", "Still?")), metadata=session)
+            # The resent turn was not remembered: the history is the first two turns.
+            assert seen(s.mock) == [*remembered, ("assistant", "You are Ada."), ("user", "Still?")]
 
 
 async def test_models_are_the_agents() -> None:

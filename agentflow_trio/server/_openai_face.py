@@ -19,10 +19,20 @@ agent may honour when not null (``temperature``, ``top_p``, ``max_tokens``,
 ``response_format``, ``tools``, ``tool_choice``, ``parallel_tool_calls``,
 ``reasoning_effort``, ``verbosity``); ``metadata`` holds the request's ``metadata`` (at most
 16 string pairs, keys up to 64 and values up to 512 characters, as OpenAI bounds them: a
-``session_id`` there picks the runner's session) and ``user``. OpenAI's platform options
+``session_id`` there picks the runner's session, see below) and ``user``. OpenAI's platform options
 (``store``, ``service_tier``, ``prompt_cache_*``, ...) are accepted and mean nothing here;
 ``n`` other than 1 and ``logprobs: true`` are refused (one answer, no log probabilities), as
 is any field OpenAI does not define (``Unrecognized request argument supplied``).
+
+Sessions and the conversation: OpenAI clients resend the whole conversation each turn,
+and a `tool_agent` in a session puts the session's history before the event's messages,
+so the model would see every earlier turn twice. The rule: the client's messages are the
+conversation whenever they hold an earlier turn. A request with ``metadata.session_id``
+whose messages are only the new turn (no ``assistant`` or ``tool`` message) runs in that
+session: its history comes first and the turn is remembered (a server-side conversation:
+send only what is new). A request whose messages already hold an assistant or tool
+message runs outside the session: the model sees exactly the messages sent, nothing is
+read from or written to the session.
 
 The answer's ``choices[0].message.content`` is the agent's output: a ``str`` as it is, a
 mapping's ``text`` or else ``answer`` when that is a string (`tool_agent`'s output), anything
@@ -317,7 +327,16 @@ def _parse_chat(body: bytes) -> _Chat:
         if not isinstance(options, dict):
             raise _Refusal(400, "stream_options must be an object", param="stream_options")
         include_usage = _flag(options, "include_usage", "stream_options.")
-    return _Chat(model, data, _metadata(request), stream, include_usage)
+    metadata = _metadata(request)
+    if "session_id" in metadata and _earlier_turns(data["messages"]):
+        del metadata["session_id"]  # the client sent the conversation: see the module
+    return _Chat(model, data, metadata, stream, include_usage)
+
+
+def _earlier_turns(messages: list[Any]) -> bool:
+    """Whether ``messages`` already hold a model's turn (an assistant or tool message):
+    the client resends the conversation, as OpenAI clients do."""
+    return any(m.get("role") in ("assistant", "tool") for m in messages)
 
 
 def _messages(messages: Any) -> list[Any]:
