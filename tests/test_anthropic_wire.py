@@ -20,6 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agentflow_trio.errors import (
+    APIStatusError,
     AuthenticationError,
     BadRequestError,
     ConfigError,
@@ -140,6 +141,15 @@ def test_one_plain_system_message_is_a_string_and_other_vendors_items_are_droppe
     body = body_of(request)
     assert body["system"] == "Be brief."
     assert body["messages"][1] == {"role": "assistant", "content": "hello"}
+
+
+def test_an_empty_user_message_after_tool_results_is_not_an_empty_block() -> None:
+    calls = (call("tu_1", "get_weather", {"city": "Paris"}),)
+    request = ChatRequest(
+        (user("x"), assistant(None, calls), tool_message("tu_1", "18C"), user(""))
+    )
+    (result,) = body_of(request)["messages"][-1]["content"]
+    assert result["type"] == "tool_result"
 
 
 @pytest.mark.parametrize(
@@ -365,6 +375,7 @@ def test_a_body_of_the_wrong_shape_is_a_format_error(bad: Any) -> None:
         ("authentication_error", AuthenticationError, 401, "auth"),
         ("permission_error", AuthenticationError, 403, "auth"),
         ("not_found_error", NotFoundError, 404, "not_found"),
+        ("billing_error", APIStatusError, 402, "server_error"),  # another vendor may serve
         ("brand_new_error", ServerError, 500, "server_error"),
     ],
 )

@@ -97,6 +97,7 @@ _CHOICES_BACK: Final[Mapping[str, str]] = {"auto": "auto", "any": "required", "n
 _ERRORS: Final[Mapping[str, tuple[type[APIStatusError], int]]] = {
     "invalid_request_error": (BadRequestError, 400),
     "authentication_error": (AuthenticationError, 401),
+    "billing_error": (APIStatusError, 402),
     "permission_error": (AuthenticationError, 403),
     "not_found_error": (NotFoundError, 404),
     "request_too_large": (BadRequestError, 413),
@@ -177,7 +178,8 @@ def _turns(messages: tuple[Message, ...]) -> tuple[str | list[Any] | None, list[
             results = None
             turns.append({"role": "assistant", "content": _assistant_content(m)})
         elif results is not None:  # a user message right after tool results joins them
-            results.extend(_text_blocks(m))
+            if m.content or m.cache_control is not None:  # the API refuses empty text
+                results.extend(_text_blocks(m))
             results = None
         else:
             turns.append({"role": "user", "content": _text_content(m)})
