@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Literal, Protocol, overload
 
@@ -30,6 +31,7 @@ from ._outcome import failure, passes_through
 from .errors import ConfigError
 from .events import AgentResult, ErrorInfo, Event, Outcome
 from .hooks import Hooks as Hooks
+from .observability import tracing as _tracing
 from .state import (
     HISTORY_KEY,
     HISTORY_LIMIT,
@@ -246,6 +248,11 @@ class Context:
         ctx.session_id = self.session_id
         return ctx
 
+    def span(self, name: str, **attributes: Any) -> AbstractContextManager[Any]:
+        """``with ctx.span("rank", k=3) as span:`` a tracing span of your own under the
+        event's (``observability.tracing.span``; a no-op `NoSpan` while tracing is off)."""
+        return _tracing.span(name, **attributes)
+
     async def run(
         self, agent: _AgentLike | AgentFunction, event: Event | None = None
     ) -> AgentResult:
@@ -297,6 +304,8 @@ class Agent:
         object.__setattr__(self, name, value)
 
     def __call__(self, ctx: Context, event: Event, /) -> Awaitable[Any]:
+        if _tracing.active is not None:  # an ``invoke_agent`` span around the run
+            return _tracing.active.agent(self.name, self.fn(ctx, event))
         return self.fn(ctx, event)
 
     def __repr__(self) -> str:

@@ -2,13 +2,14 @@
 
 An App names what a deployment needs: agents, tools, MCP servers, hooks, a session store,
 an optional async lifespan and a config. ``async with app.open() as runner`` opens, in
-this order and in one visible owner (`RunningApp`): logging as ``[monitoring]`` asks, the
-lifespan, the model client (``[llm]``), the MCP servers (``[mcp]`` and those given in
-code; their tools join the App's), the session store (``[memory]``), the metrics and the
-monitoring services, then the `Runner` with the typed `Services` value; leaving closes
-them in reverse order and leaves no task behind. Every event's context sees them:
-``ctx.llm``, ``ctx.tools``, ``ctx.mcp``, ``ctx.metrics``, its session's state, and the
-lifespan's value through ``App.state_of(ctx)``.
+this order and in one visible owner (`RunningApp`): logging as ``[monitoring]`` asks,
+tracing as ``[tracing]`` asks, the lifespan, the model client (``[llm]``), the MCP servers
+(``[mcp]`` and those given in code; their tools join the App's), the session store
+(``[memory]``), the metrics and the monitoring services, then the `Runner` with the
+typed `Services` value; leaving closes them in reverse order and leaves no task behind.
+Every event's context sees them: ``ctx.llm``, ``ctx.tools``, ``ctx.mcp``,
+``ctx.metrics``, its session's state, and the lifespan's value through
+``App.state_of(ctx)``.
 
 ``agentcli serve|worker|benchmark|loadtest --app MODULE:ATTR`` and the testing kit's
 ``app_runner`` fixture host an App through `App.open_services` (with the built-in mock LLM
@@ -345,6 +346,10 @@ class RunningApp(NurseryOwner):
             from .observability.logs import configure_logging
 
             configure_logging(config.monitoring)
+        if config.tracing.enabled:  # spans for this process while the App is open
+            from .observability.tracing import open_tracing
+
+            await self._enter(open_tracing(config))
         if app.lifespan is not None:
             self.state = await self._enter(app.lifespan(app))
         llm = self._given_llm

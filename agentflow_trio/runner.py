@@ -32,6 +32,7 @@ from .agents import (
 from .config import Config
 from .errors import NestingTooDeep, QueueFull, RunnerClosed, UnknownAgent
 from .events import AgentResult, ErrorInfo, Event, Outcome
+from .observability import tracing as _tracing
 from .observability.runtime import AppliedGCSettings, MemoryGuard, apply_gc_settings
 from .progress import ProgressSink, current_sink, enter_sink, exit_sink
 from .services import ServiceKeywords, Services, run_in_session
@@ -427,6 +428,8 @@ class Runner(NurseryOwner):
             return False
         self._in_flight += 1
         self._accepted += 1
+        if _tracing.active is not None:
+            _tracing.active.accepted(handle)
         if self._in_flight > self._peak_in_flight:
             self._peak_in_flight = self._in_flight
         hooks = self._hooks
@@ -450,6 +453,8 @@ class Runner(NurseryOwner):
         handle._resolve(result)
         final = handle._result
         assert final is not None
+        if _tracing.active is not None:
+            _tracing.active.finished(handle, final)
         self._outcomes[final.outcome] += 1
         hooks = self._hooks
         if hooks.after_event:
@@ -547,6 +552,7 @@ class Runner(NurseryOwner):
             meter=meter,
         )
         token = _current.set(ctx)  # also where model calls find the meter
+        traced = None if _tracing.active is None else _tracing.active.running(handle, parent)
         sink_token = None
         if parent is None:
             self._running += 1
@@ -570,6 +576,8 @@ class Runner(NurseryOwner):
                 raise
         finally:
             _current.reset(token)
+            if traced is not None:
+                _tracing.detach(traced)
             if sink_token is not None:
                 exit_sink(sink_token)
             if parent is None:

@@ -24,9 +24,12 @@ import math
 from collections.abc import Mapping
 from typing import Any, Final
 
+import attrs
+
 from .._json import dumps, loads
 from ..errors import ConfigError, MalformedEntry
 from ..events import AgentResult, ErrorInfo, Event, Outcome
+from ..observability import tracing as _tracing
 from ..usage import RunUsage
 
 __all__ = [
@@ -130,6 +133,8 @@ def decode_entry(
         raise MalformedEntry(f"the event is not valid JSON of an event: {exc}") from None
     if event.id != event_id:
         raise MalformedEntry(f"the event's id {event.id!r} is not the entry's {event_id!r}")
+    if _tracing.active is not None:  # the producer's span: the worker's event joins its trace
+        event = _traced(event, fields.get(b"traceparent"))
     raw = fields.get(b"timeout")
     if raw is None:
         return event, None
@@ -168,7 +173,20 @@ def entry_fields(
     # Exactly what the worker checks: shape, size, depth, names.
     decode_event(payload, max_bytes=max_bytes)
     fields["event"] = payload
+    if _tracing.active is not None:  # carried so the worker's spans join this trace
+        traceparent = _tracing.active.traceparent()
+        if traceparent is not None:
+            fields["traceparent"] = traceparent
     return fields
+
+
+def _traced(event: Event, raw: bytes | None) -> Event:
+    """``event`` with the entry's ``traceparent`` in its metadata, where the runner looks
+    for the parent of an event emitted outside any span (garbage is ignored)."""
+    traceparent = _tracing.parse_traceparent(raw)
+    if traceparent is None:
+        return event
+    return attrs.evolve(event, metadata={**event.metadata, "traceparent": traceparent})
 
 
 def check_timeout(value: object, key: str, *, upper: float = MAX_TIMEOUT) -> float:

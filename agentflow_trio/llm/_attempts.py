@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING, Any, Final, final
 import trio
 
 from ..errors import CircuitOpenError, ConfigError, NotFoundError
+from ..observability import tracing as _tracing
 from ._routing import (
     ALPHA,
     BREAKER_OPEN,
     CONTEXT_LENGTH,
+    FAILURE_KINDS,
     HEALTH,
     RATE_LIMIT,
     SAME_RETRY,
@@ -261,6 +263,8 @@ class Plan:
         core = self.core
         kind = classify(exc)
         core.failed(dep, kind, exc, probe)
+        if _tracing.active is not None:  # an event on the call's span
+            _tracing.active.attempt_failed(dep.name, FAILURE_KINDS[kind], exc)
         counts = self.counts
         if counts is None:
             counts = self.counts = {}

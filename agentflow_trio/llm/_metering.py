@@ -20,6 +20,7 @@ from typing import Final, final
 
 import trio
 
+from ..observability import tracing as _tracing
 from ..progress import ProgressSink, current_sink, text_delta
 from ..usage import UsageMeter, current_meter
 from .base import Provider
@@ -61,6 +62,8 @@ async def complete(provider: Provider, request: ChatRequest) -> ChatResponse:
         UsageLimitExceeded: the call would pass a limit of the event (nothing is sent).
         The provider's errors.
     """
+    if _tracing.active is not None:  # a ``chat`` span around the call
+        provider = _tracing.active.provider(provider)
     meter = current_meter()
     if meter is None:
         return await provider.complete(request)
@@ -105,6 +108,8 @@ def stream(
             output passes ``max_output_tokens`` or ``max_total_tokens`` (the stream is
             closed).
     """
+    if _tracing.active is not None:  # a ``chat`` span around the stream
+        provider = _tracing.active.provider(provider)
     meter = current_meter()
     sink = current_sink()
     if meter is None and sink is None:

@@ -53,6 +53,7 @@ import httpx2
 import trio
 
 from ..errors import ResponseFormatError
+from ..observability import tracing as _tracing
 from ._bodies import (
     BODY_KEY,
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -173,6 +174,8 @@ class HTTPSession:
             ResponseTooLargeError: the body crossed ``max_response_bytes``.
         """
         request = self.client.build_request("POST", url, content=body)
+        if _tracing.active is not None:  # the current span's traceparent
+            _tracing.active.inject(request.headers)
         try:
             response = await self.client.send(request, stream=True)
             try:
@@ -203,6 +206,8 @@ class HTTPSession:
         every exit from the block, including cancellation.
         """
         request = self.client.build_request("POST", url, content=body)
+        if _tracing.active is not None:  # the current span's traceparent
+            _tracing.active.inject(request.headers)
         try:
             response = await self.client.send(request, stream=True)
         except HTTPX_ERRORS as exc:

@@ -29,6 +29,7 @@ import trio
 
 from ..config import MCPServerConfig, format_duration
 from ..errors import MCPError
+from ..observability import tracing as _tracing
 from ._transport import describe_failure, is_transport_failure, open_client
 
 if TYPE_CHECKING:
@@ -277,8 +278,11 @@ class SessionPool:
                 self._calls += 1
                 if len(tried) > 1:
                     self._failovers += 1
+                call = client.call_tool(tool, args)
+                if _tracing.active is not None:  # a ``tools/call`` span around it
+                    call = _tracing.active.mcp(self.name, tool, call)
                 try:
-                    return await client.call_tool(tool, args)
+                    return await call
                 except Exception as exc:
                     if not is_transport_failure(exc):
                         what = f"tools/call {tool!r} failed: {describe_failure(exc)}"

@@ -75,9 +75,10 @@ import hmac
 import ipaddress
 import os
 import secrets
+import socket
 import urllib.parse
 from collections.abc import Collection, Mapping
-from typing import Any, Final, Protocol, final
+from typing import Final, Protocol, final
 
 import trio
 
@@ -85,6 +86,7 @@ from .. import _json
 from .._http11 import is_loopback_host
 from ..errors import ConfigError, RunnerError
 from ..events import AgentResult, Event
+from ..observability import tracing as _tracing
 from ..runner import Runner
 from ..usage import UsageLimits
 from ._openai_face import CHAT_PATH, MODELS_PATH, OpenAIFace, reply_error
@@ -240,7 +242,10 @@ class ServeApp:
             await _lifespan(receive, send)
         elif kind == "http":
             try:
-                await self._http(scope, receive, send)
+                if _tracing.active is None:
+                    await self._http(scope, receive, send)
+                else:  # a server span, continuing the request's traceparent
+                    await _tracing.active.serve(scope, receive, send, self._http)
             except _Disconnected:
                 return
 
@@ -438,7 +443,8 @@ async def serve(
     fd: int | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``app`` with hypercorn's trio worker until cancelled.
+    """Serve ``app`` until cancelled, on the project's HTTP/1.1 server (``server._http``:
+    httptools on trio streams; hypercorn measured several times the CPU per request).
 
     Reports the bound TCP port to ``task_status`` (useful with ``port=0``:
     ``port = await nursery.start(functools.partial(serve, app, port=0))``). Errors while
@@ -453,20 +459,29 @@ async def serve(
     """
     if not 1 <= backlog <= 65535:
         raise ValueError(f"backlog must be between 1 and 65535, got {backlog}")
-    from hypercorn.config import Config as HypercornConfig
-    from hypercorn.trio import serve as hypercorn_serve
+    from ._http import serve_listeners
 
-    config = HypercornConfig()
-    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    config.bind = [where if fd is None else f"fd://{fd}"]
-    config.accesslog = None
-    config.loglevel = "WARNING"
-    config.graceful_timeout = 1.0
-    config.backlog = backlog
+    if fd is None:
+        listeners = await trio.open_tcp_listeners(port, host=host.strip("[]"), backlog=backlog)
+        if port == 0:  # each address of a name would get its own free port: keep one
+            for extra in listeners[1:]:
+                await trio.aclose_forcefully(extra)
+            del listeners[1:]
+    else:
+        sock = socket.socket(fileno=fd)
+        try:
+            sock.listen(backlog)
+        except BaseException:
+            sock.close()
+            raise
+        listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(sock))]
+    bound = listeners[0].socket.getsockname()[1]
+    max_body = getattr(app, "max_body_bytes", DEFAULT_MAX_BODY_BYTES)
     async with trio.open_nursery() as nursery:
-        asgi: Any = app  # hypercorn's typing wants its TypedDict scopes; the protocol is ASGI 3
-        binds = await nursery.start(functools.partial(hypercorn_serve, asgi, config, mode="asgi"))
-        task_status.started(urllib.parse.urlsplit(binds[0]).port or port)
+        await nursery.start(
+            functools.partial(serve_listeners, app, listeners, max_body_bytes=max_body)
+        )
+        task_status.started(bound)
 
 
 # -- ASGI plumbing ----------------------------------------------------------------------

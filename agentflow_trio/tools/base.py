@@ -10,6 +10,7 @@ becomes a `ToolResult` whose ``error`` tells the model what went wrong.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import traceback
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
@@ -19,6 +20,7 @@ import trio
 
 from ..errors import ToolArgumentError, UnknownTool
 from ..llm.types import ToolCall, ToolSpec
+from ..observability import tracing as _tracing
 from ..schema import ArgumentValidator, Converter, invalid_arguments
 from ._calls import CallSpec, OnError
 from ._result import ToolResult, new_call_id
@@ -394,6 +396,9 @@ class ToolRegistry:
         if type(t) is not Tool or t._is_async:
             return None
         limit = _smaller(self.default_timeout if timeout is None else timeout, _own_timeout(t))
+        if _tracing.active is not None:  # an ``execute_tool`` span around the call
+            run = functools.partial(t._call_sync, ctx, args, call.id, limit, start)
+            return _tracing.active.sync_tool(t.name, call.id, args, run)
         return t._call_sync(ctx, args, call.id, limit, start)
 
     def _unknown(self, name: str) -> dict[str, Any]:
@@ -465,7 +470,10 @@ async def _run(
     timeout: float | None,
     start: float,
 ) -> ToolResult:
-    return await _settle(t.name, call_id, t.call(ctx, args), timeout, start)
+    running = t.call(ctx, args)
+    if _tracing.active is not None:  # an ``execute_tool`` span around the call
+        running = _tracing.active.tool(t.name, call_id, args, running)
+    return await _settle(t.name, call_id, running, timeout, start)
 
 
 async def _as_dict(value: Awaitable[Any]) -> dict[str, Any]:

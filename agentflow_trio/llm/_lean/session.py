@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, final
 import trio
 
 from ...errors import ConfigError, ResponseFormatError
+from ...observability import tracing as _tracing
 from .._bodies import Decompressor, decompressor
 from .._httperrors import format_error, json_body, status_error
 from .._lines import DEFAULT_MAX_LINE
@@ -59,6 +60,12 @@ T = TypeVar("T")
 _ERROR_BODY_LIMIT: Final = 4096
 _DRAIN_LIMIT: Final = 65536
 _MAX_TARGETS: Final = 256
+
+
+def _traced(prefix: bytes) -> bytes:
+    """``prefix`` with the current span's ``traceparent`` (tracing is on)."""
+    instruments = _tracing.active
+    return prefix if instruments is None else instruments.request_head(prefix)
 
 
 def _text_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
@@ -139,7 +146,8 @@ class LeanSession:
         target = self._targets.get(url) or self._target(url)
         exchange = Exchange(target.pool)
         try:
-            head, rest = request_bytes(target.prefix, body)
+            prefix = target.prefix if _tracing.active is None else _traced(target.prefix)
+            head, rest = request_bytes(prefix, body)
             deadline = own_deadline(self._timeout)
             if deadline is None:
                 await exchange.open()
@@ -203,7 +211,8 @@ class LeanSession:
 
     async def _start(self, exchange: Exchange, target: _Target, body: bytes) -> Connection:
         try:
-            head, rest = request_bytes(target.prefix, body)
+            prefix = target.prefix if _tracing.active is None else _traced(target.prefix)
+            head, rest = request_bytes(prefix, body)
             with trio.move_on_after(self._timeout):
                 await exchange.open()
                 conn = await exchange.send(head, rest)

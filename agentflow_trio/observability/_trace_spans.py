@@ -1,0 +1,559 @@
+"""The spans agentflow makes, bound to one OpenTelemetry tracer: `Instruments`.
+
+Only ``observability.tracing`` imports this module, and only once tracing is switched on,
+so the OpenTelemetry API is imported then and never on a process that traces nothing.
+Every instrumented place in the package calls one method of the `Instruments` that
+``tracing.active`` holds; with tracing off it is None and nothing here runs.
+
+Names follow the OpenTelemetry GenAI semantic conventions (``gen_ai.*``; see
+``tracing``'s docstring for the table). A span interrupted by cancellation says why in its
+status and in ``agentflow.reason``: ``timed out`` (a deadline), ``cancelled by caller`` (an
+explicit cancel), ``breaker open`` (a `CircuitOpenError`), never as a generic error.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Final, TypeVar, final
+
+import trio
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from .._json import dumps_str
+from ..errors import CircuitOpenError, LLMTimeoutError
+from ..events import AgentResult, Outcome
+from ._traceparent import TRACEPARENT, parse_traceparent
+
+__all__ = ["Instruments", "fail"]
+
+_T = TypeVar("_T")
+
+_CONTENT_LIMIT: Final = 16_384  # characters of a captured prompt, completion or result
+_PROPAGATOR: Final = TraceContextTextMapPropagator()
+_PROVIDERS: Final = {  # agentflow provider -> gen_ai.provider.name
+    "openai": "openai",
+    "openai_responses": "openai",
+    "azure": "azure.ai.openai",
+    "anthropic": "anthropic",
+    "ollama": "ollama",
+    "fake": "fake",
+}
+_CANCEL_REASONS: Final = {
+    "deadline": "timed out",
+    "explicit": "cancelled by caller",
+    "nursery": "cancelled: a sibling task failed",
+}
+
+
+def _remote(traceparent: str | None) -> otel_context.Context | None:
+    """The context of a remote parent named by a checked ``traceparent``."""
+    if traceparent is None:
+        return None
+    return _PROPAGATOR.extract({TRACEPARENT: traceparent})
+
+
+def _reason(exc: BaseException) -> tuple[str, str]:
+    """(``error.type``, reason) of what ended a span early."""
+    if isinstance(exc, trio.Cancelled):
+        return "cancelled", _CANCEL_REASONS.get(str(exc.source), "cancelled")
+    if isinstance(exc, CircuitOpenError):
+        return type(exc).__name__, "breaker open"
+    if isinstance(exc, LLMTimeoutError | TimeoutError | trio.TooSlowError):
+        return type(exc).__name__, "timed out"
+    return type(exc).__qualname__, ""
+
+
+def fail(span: Span, exc: BaseException) -> None:
+    """Mark ``span`` as ended by ``exc`` (a cancellation, a timeout or an error)."""
+    kind, reason = _reason(exc)
+    span.set_attribute("error.type", kind)
+    if reason:
+        span.set_attribute("agentflow.reason", reason)
+        span.set_status(Status(StatusCode.ERROR, reason))
+    else:
+        span.set_status(Status(StatusCode.ERROR, f"{kind}: {exc}"[:200]))
+
+
+def _content(value: Any) -> str:
+    text = value if isinstance(value, str) else dumps_str(value)
+    return text[:_CONTENT_LIMIT]
+
+
+def _messages(messages: Any) -> str:
+    shown = [
+        {"role": getattr(m, "role", ""), "content": getattr(m, "content", "")} for m in messages
+    ]
+    return _content(shown)
+
+
+@final
+class _EventTrace:
+    """One event's span, from its acceptance to its end."""
+
+    __slots__ = ("accepted", "span", "started", "token")
+
+    def __init__(self, span: Span, accepted: int) -> None:
+        self.span = span
+        self.accepted = accepted
+        self.started = accepted
+        self.token: object = None
+
+
+@final
+class Instruments:
+    """The spans of one process while tracing is on (``tracing.active``).
+
+    ``tracer`` makes every span; ``capture_content`` adds prompts, completions and tool
+    arguments and results (cut at 16 KiB each); ``providers`` maps a deployment name to
+    its agentflow provider (``gen_ai.provider.name``), ``default_provider`` for the rest.
+    """
+
+    __slots__ = ("_events", "capture_content", "default_provider", "providers", "tracer")
+
+    def __init__(
+        self,
+        tracer: trace.Tracer,
+        *,
+        capture_content: bool = False,
+        providers: Mapping[str, str] | None = None,
+        default_provider: str = "",
+    ) -> None:
+        self.tracer = tracer
+        self.capture_content = capture_content
+        self.providers = {k: _PROVIDERS.get(v, v) for k, v in (providers or {}).items()}
+        self.default_provider = _PROVIDERS.get(default_provider, default_provider)
+        self._events: dict[object, _EventTrace] = {}
+
+    # ------------------------------------------------------------------ propagation
+    def traceparent(self) -> str | None:
+        """The current span's W3C ``traceparent``, None outside a valid span."""
+        carrier: dict[str, str] = {}
+        _PROPAGATOR.inject(carrier)
+        return carrier.get(TRACEPARENT)
+
+    def inject(self, headers: MutableMapping[str, str]) -> None:
+        """Add ``traceparent`` to outgoing ``headers`` (an httpx2 request's)."""
+        value = self.traceparent()
+        if value is not None:
+            headers[TRACEPARENT] = value
+
+    def request_head(self, prefix: bytes) -> bytes:
+        """A lean request prefix (ending ``content-length: ``) with ``traceparent``."""
+        value = self.traceparent()
+        if value is None or not prefix.endswith(b"content-length: "):
+            return prefix
+        return b"%btraceparent: %b\r\ncontent-length: " % (prefix[:-16], value.encode())
+
+    # ------------------------------------------------------------------ events
+    def accepted(self, handle: Any) -> None:
+        """An event was queued: its span starts now, under the emitter's span or, when
+        none is current, under the ``traceparent`` of its metadata (a Redis entry's)."""
+        event = handle.event
+        parent = None
+        if not trace.get_current_span().get_span_context().is_valid:
+            parent = _remote(parse_traceparent(event.metadata.get(TRACEPARENT)))
+        self._events[handle] = self._event_span(event, parent)
+
+    def _event_span(self, event: Any, parent: otel_context.Context | None) -> _EventTrace:
+        span = self.tracer.start_span(
+            f"event {event.type}",
+            parent,
+            attributes={"agentflow.event.type": event.type, "agentflow.event.id": event.id},
+        )
+        return _EventTrace(span, time.perf_counter_ns())
+
+    def running(self, handle: Any, parent: object) -> object:
+        """The event starts running in this task: its span becomes the current one (a
+        nested call's, one with a ``parent`` context, starts now under the current span).
+        Returns the token `tracing.detach` takes."""
+        record = self._events.get(handle)
+        if record is None:
+            metadata = handle.event.metadata.get(TRACEPARENT)
+            remote = None if parent is not None else _remote(parse_traceparent(metadata))
+            record = self._events[handle] = self._event_span(handle.event, remote)
+        record.started = now = time.perf_counter_ns()
+        record.span.set_attribute("agentflow.queue_wait_s", (now - record.accepted) / 1e9)
+        return otel_context.attach(trace.set_span_in_context(record.span))
+
+    def finished(self, handle: Any, result: AgentResult) -> None:
+        """The event ended: its outcome, run time and status, and its span ends."""
+        record = self._events.pop(handle, None)
+        if record is None:
+            return
+        span = record.span
+        outcome = result.outcome
+        run = (
+            (time.perf_counter_ns() - record.started) / 1e9
+            if record.started != record.accepted
+            else 0.0
+        )
+        span.set_attribute("agentflow.run_time_s", run)
+        span.set_attribute("agentflow.event.outcome", str(outcome))
+        if result.agent:
+            span.set_attribute("gen_ai.agent.name", result.agent)
+        error = result.error
+        if outcome is Outcome.TIMED_OUT:
+            self._status(span, "timeout", "timed out")
+        elif outcome is Outcome.CANCELLED:
+            why = error.message if error is not None else "cancelled"
+            self._status(span, "cancelled", "cancelled by caller" if "caller" in why else why)
+        elif error is not None:
+            self._status(span, error.type, "")
+            span.set_status(Status(StatusCode.ERROR, f"{error.type}: {error.message}"[:200]))
+        span.end()
+
+    @staticmethod
+    def _status(span: Span, kind: str, reason: str) -> None:
+        span.set_attribute("error.type", kind)
+        if reason:
+            span.set_attribute("agentflow.reason", reason)
+            span.set_status(Status(StatusCode.ERROR, reason))
+
+    # ------------------------------------------------------------------ agents, tools, MCP
+    async def agent(self, name: str, running: Awaitable[_T]) -> _T:
+        """Await an agent's run under an ``invoke_agent`` span."""
+        attributes = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": name}
+        return await self._under(
+            f"invoke_agent {name}", attributes, running, SpanKind.INTERNAL, False
+        )
+
+    async def tool(
+        self, name: str, call_id: str, args: Mapping[str, Any], running: Awaitable[_T]
+    ) -> _T:
+        """Await one tool call under an ``execute_tool`` span."""
+        attributes = self._tool_attributes(name, call_id, args)
+        return await self._under(
+            f"execute_tool {name}", attributes, running, SpanKind.INTERNAL, True
+        )
+
+    def sync_tool(
+        self, name: str, call_id: str, args: Mapping[str, Any], call: Callable[[], _T]
+    ) -> _T:
+        """Run a synchronous tool call (the registry's inline path) under a span; its
+        `ToolResult` says whether it failed."""
+        span = self.tracer.start_span(
+            f"execute_tool {name}", attributes=self._tool_attributes(name, call_id, args)
+        )
+        try:
+            result = call()
+        except BaseException as exc:
+            fail(span, exc)
+            raise
+        else:
+            self._tool_result(span, result)
+        finally:
+            span.end()
+        return result
+
+    def _tool_result(self, span: Span, result: Any) -> None:
+        """A `ToolResult`'s outcome on its span: ``timed_out`` and errors as statuses."""
+        outcome = getattr(result, "outcome", "ok")
+        if outcome == "ok":
+            if self.capture_content and result.output is not None:
+                span.set_attribute("gen_ai.tool.call.result", _content(result.output))
+            return
+        error = getattr(result, "error", None) or {}
+        kind = str(error.get("exception") or error.get("type") or outcome)
+        reason = "timed out" if outcome == "timed_out" else ""
+        self._status(span, kind, reason)
+        if not reason:
+            message = str(error.get("message", outcome))
+            span.set_status(Status(StatusCode.ERROR, f"{kind}: {message}"[:200]))
+
+    def _tool_attributes(self, name: str, call_id: str, args: Mapping[str, Any]) -> dict[str, Any]:
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": name,
+            "gen_ai.tool.call.id": call_id,
+            "gen_ai.tool.type": "function",
+        }
+        if self.capture_content:
+            attributes["gen_ai.tool.call.arguments"] = _content(dict(args))
+        return attributes
+
+    async def mcp(self, server: str, tool: str, running: Awaitable[_T]) -> _T:
+        """Await one MCP ``tools/call`` under a client span; a result with ``isError``
+        marks it failed."""
+        attributes = {
+            "mcp.method.name": "tools/call",
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": tool,
+            "agentflow.mcp.server": server,
+        }
+        return await self._under(f"tools/call {tool}", attributes, running, SpanKind.CLIENT, True)
+
+    async def _under(
+        self,
+        name: str,
+        attributes: dict[str, Any],
+        running: Awaitable[_T],
+        kind: SpanKind,
+        result: bool,
+    ) -> _T:
+        span = self.tracer.start_span(name, kind=kind, attributes=attributes)
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            value = await running
+        except BaseException as exc:
+            fail(span, exc)
+            span.end()
+            raise
+        finally:
+            otel_context.detach(token)
+        try:
+            if getattr(value, "isError", False):
+                self._status(span, "tool_error", "")
+                span.set_status(Status(StatusCode.ERROR, "the tool reported an error"))
+            elif result and self.capture_content:
+                span.set_attribute("gen_ai.tool.call.result", _content(_plain(value)))
+        finally:
+            span.end()
+        return value
+
+    # ------------------------------------------------------------------ model calls
+    def provider(self, provider: Any) -> _TracedProvider:
+        """``provider`` with a ``chat`` span around each call and stream."""
+        return _TracedProvider(self, provider)
+
+    def chat_span(self, request: Any, streaming: bool) -> Span:
+        model = request.model or ""
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": model,
+        }
+        if self.default_provider:
+            attributes["gen_ai.provider.name"] = self.default_provider
+        for key, name in (
+            ("temperature", "gen_ai.request.temperature"),
+            ("max_tokens", "gen_ai.request.max_tokens"),
+        ):
+            value = getattr(request, key, None)
+            if value is not None:
+                attributes[name] = value
+        if streaming:
+            attributes["agentflow.stream"] = True
+        if self.capture_content:
+            attributes["gen_ai.input.messages"] = _messages(request.messages)
+        return self.tracer.start_span(
+            f"chat {model}".rstrip(), kind=SpanKind.CLIENT, attributes=attributes
+        )
+
+    def answered(
+        self, span: Span, model: str, deployment: str, finish: str | None, usage: Any, text: str
+    ) -> None:
+        """What the model answered, on its ``chat`` span."""
+        if model:
+            span.set_attribute("gen_ai.response.model", model)
+        if deployment:
+            span.set_attribute("agentflow.deployment", deployment)
+            provider = self.providers.get(deployment)
+            if provider:
+                span.set_attribute("gen_ai.provider.name", provider)
+        if finish:
+            span.set_attribute("gen_ai.response.finish_reasons", (finish,))
+        if usage is not None:
+            span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
+            span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
+        if self.capture_content:
+            span.set_attribute(
+                "gen_ai.output.messages", _content([{"role": "assistant", "content": text}])
+            )
+
+    def attempt_failed(self, deployment: str, kind: str, exc: BaseException) -> None:
+        """A router attempt failed: an event on the current (``chat``) span naming the
+        deployment and the failure class, the reason the request moves on or ends."""
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.add_event(
+                "agentflow.router.attempt",
+                {
+                    "agentflow.deployment": deployment,
+                    "agentflow.attempt.outcome": "failed",
+                    "agentflow.failover.reason": kind,
+                    "error.type": type(exc).__qualname__,
+                },
+            )
+
+    # ------------------------------------------------------------------ the server
+    async def serve(
+        self,
+        scope: Mapping[str, Any],
+        receive: Any,
+        send: Callable[[Any], Awaitable[None]],
+        app: Callable[[Any, Any, Any], Awaitable[None]],
+    ) -> None:
+        """Run one HTTP request of ``serve`` under a server span, the child of the
+        request's ``traceparent`` (bounded; garbage ignored)."""
+        sent = None
+        for name, value in scope.get("headers", ()):
+            if name == b"traceparent":
+                sent = parse_traceparent(value)
+        method, path = scope.get("method", ""), scope.get("path", "")
+        attributes = {
+            "http.request.method": method,
+            "url.path": path[:200],
+            "url.scheme": scope.get("scheme", "http"),
+        }
+        span = self.tracer.start_span(
+            f"{method} {path[:100]}", _remote(sent), SpanKind.SERVER, attributes
+        )
+        token = otel_context.attach(trace.set_span_in_context(span))
+
+        async def send_noting(message: Any) -> None:
+            if message.get("type") == "http.response.start":
+                status = int(message.get("status", 0))
+                span.set_attribute("http.response.status_code", status)
+                if status >= 500:
+                    span.set_status(Status(StatusCode.ERROR, f"HTTP {status}"))
+            await send(message)
+
+        try:
+            await app(scope, receive, send_noting)
+        except BaseException as exc:
+            fail(span, exc)
+            raise
+        finally:
+            otel_context.detach(token)
+            span.end()
+
+
+def _plain(value: Any) -> Any:
+    dump = getattr(value, "model_dump", None)
+    return dump(mode="json") if callable(dump) else value
+
+
+@final
+class _TracedProvider:
+    """A provider whose calls and streams each run under a ``chat`` span."""
+
+    __slots__ = ("_inner", "_instruments")
+
+    def __init__(self, instruments: Instruments, inner: Any) -> None:
+        self._instruments = instruments
+        self._inner = inner
+
+    async def complete(self, request: Any) -> Any:
+        inst = self._instruments
+        span = inst.chat_span(request, False)
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            response = await self._inner.complete(request)
+        except BaseException as exc:
+            fail(span, exc)
+            span.end()
+            raise
+        finally:
+            otel_context.detach(token)
+        try:
+            inst.answered(
+                span,
+                response.model,
+                response.deployment,
+                response.finish_reason,
+                response.usage,
+                response.text,
+            )
+        finally:
+            span.end()
+        return response
+
+    def stream(self, request: Any) -> AbstractAsyncContextManager[AsyncIterator[Any]]:
+        return _traced_stream(self._instruments, self._inner, request)
+
+    async def embed(self, request: Any) -> Any:
+        return await self._inner.embed(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+@asynccontextmanager
+async def _traced_stream(
+    inst: Instruments, inner: Any, request: Any
+) -> AsyncIterator[AsyncIterator[Any]]:
+    span = inst.chat_span(request, True)
+    started = time.perf_counter_ns()
+    chunks: _StreamNotes | None = None
+    try:
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            opened = inner.stream(request)
+            source = await opened.__aenter__()
+        finally:
+            otel_context.detach(token)
+        try:
+            chunks = _StreamNotes(span, source, started, inst.capture_content)
+            yield chunks
+        except BaseException as exc:
+            if not await opened.__aexit__(type(exc), exc, exc.__traceback__):
+                raise
+        else:
+            await opened.__aexit__(None, None, None)
+    except BaseException as exc:
+        fail(span, exc)
+        raise
+    finally:
+        if chunks is not None:
+            inst.answered(
+                span,
+                chunks.model,
+                chunks.deployment,
+                chunks.finish,
+                chunks.usage,
+                "".join(chunks.text) if inst.capture_content else "",
+            )
+        span.end()
+
+
+@final
+class _StreamNotes:
+    """A stream's chunks, passed on; notes the first one's time and the last figures."""
+
+    __slots__ = (
+        "_capture",
+        "_inner",
+        "_span",
+        "_started",
+        "deployment",
+        "finish",
+        "model",
+        "text",
+        "usage",
+    )
+
+    def __init__(self, span: Span, inner: AsyncIterator[Any], started: int, capture: bool) -> None:
+        self._span = span
+        self._inner = inner
+        self._started = started
+        self._capture = capture
+        self.model = self.deployment = ""
+        self.finish: str | None = None
+        self.usage: Any = None
+        self.text: list[str] = []
+
+    def __aiter__(self) -> _StreamNotes:
+        return self
+
+    async def __anext__(self) -> Any:
+        chunk = await self._inner.__anext__()
+        if self._started:
+            seconds = (time.perf_counter_ns() - self._started) / 1e9
+            self._span.set_attribute("gen_ai.response.time_to_first_chunk", seconds)
+            self._span.add_event("gen_ai.first_chunk")
+            self._started = 0
+        if chunk.model:
+            self.model = chunk.model
+        if chunk.deployment:
+            self.deployment = chunk.deployment
+        if chunk.finish_reason:
+            self.finish = chunk.finish_reason
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        if self._capture and chunk.delta_text and len(self.text) < 4096:
+            self.text.append(chunk.delta_text)
+        return chunk

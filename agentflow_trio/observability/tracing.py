@@ -1,0 +1,231 @@
+"""OpenTelemetry tracing with the GenAI semantic conventions, free when off: the switch.
+
+``[tracing] enabled = true`` (or `open_tracing` in code) makes spans for what a request
+does, from ``serve`` through a Redis worker to the model's HTTP call::
+
+    POST /v1/events            SERVER  http.request.method, url.path, http.response.status_code
+    └── event {type}                   agentflow.event.{id,type,outcome}, queue wait, run time
+        └── invoke_agent {name}        gen_ai.operation.name=invoke_agent, gen_ai.agent.name
+            ├── chat {model}   CLIENT  gen_ai.operation.name=chat, gen_ai.provider.name,
+            │                          gen_ai.request.model, gen_ai.response.model,
+            │                          gen_ai.usage.input_tokens/output_tokens,
+            │                          gen_ai.response.finish_reasons; each failed router
+            │                          attempt is an event (agentflow.router.attempt)
+            ├── execute_tool {name}    gen_ai.tool.name, gen_ai.tool.call.id
+            │   └── tools/call {tool}  CLIENT: an MCP call (mcp.method.name, agentflow.mcp.server)
+            └── event {type}           a Redis worker's, under the agent that emitted it
+
+A span that ended early says why in its status and ``agentflow.reason`` (``timed out``,
+``cancelled by caller``, ``breaker open``) with ``error.type``; other failures carry
+``error.type`` (the exception's class) and an error status. Prompts, completions and tool
+arguments and results are recorded only with ``capture_content``; secrets never are.
+
+Propagation (W3C ``traceparent``): ``serve`` continues the trace a request names; model
+requests (lean and httpx2 clients) and Redis Streams entries carry the current span's, so
+a worker's spans join the producer's trace; ``ctx.span("name")`` starts a user span under
+the event's. A ``traceparent`` from outside is bounded (55 characters, version 00) and
+garbage is ignored.
+
+Off (the default), ``active`` is None: every instrumented place checks that one module
+attribute and makes no span object, and neither the OpenTelemetry API nor the SDK is
+imported (``bench/tracing_overhead.py`` measures both sides). The SDK and the OTLP
+exporter come with the ``tracing`` extra.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
+from typing import TYPE_CHECKING, Any, Final, final
+
+import trio
+
+from ..config import Config
+from ..config.sections import TracingConfig
+from ..errors import ConfigError
+from ._traceparent import TRACEPARENT as TRACEPARENT
+from ._traceparent import parse_traceparent as parse_traceparent
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
+    from opentelemetry.trace import TracerProvider
+
+    from ._trace_spans import Instruments
+
+__all__ = [
+    "TRACEPARENT",
+    "TRACING_EXTRA",
+    "NoSpan",
+    "active",
+    "current_traceparent",
+    "detach",
+    "open_tracing",
+    "parse_traceparent",
+    "span",
+]
+
+TRACING_EXTRA: Final = "pip install 'agentflow_trio[tracing]'"
+
+active: Instruments | None = None
+"""The spans of this process while tracing is open; None when off (the hot-path check)."""
+
+_SHUTDOWN_TIMEOUT: Final = 10.0
+
+
+@final
+class NoSpan:
+    """What `span` gives while tracing is off: every span method, doing nothing."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> NoSpan:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        """Ignored."""
+
+    def set_attributes(self, attributes: Any) -> None:
+        """Ignored."""
+
+    def add_event(self, name: str, attributes: Any = None) -> None:
+        """Ignored."""
+
+    def record_exception(self, exception: BaseException, attributes: Any = None) -> None:
+        """Ignored."""
+
+    def set_status(self, status: Any, description: str | None = None) -> None:
+        """Ignored."""
+
+    def is_recording(self) -> bool:
+        """Always False."""
+        return False
+
+
+_NO_SPAN: Final = NoSpan()
+
+
+def span(name: str, **attributes: Any) -> AbstractContextManager[Any]:
+    """``with span("rank", k=3) as s:``: a span under the current one (in an agent, the
+    event's); ``s`` is the OpenTelemetry span, or a `NoSpan` while tracing is off. A
+    cancellation or an exception leaving the block marks it as `Instruments` marks any."""
+    instruments = active
+    if instruments is None:
+        return _NO_SPAN
+    return _user_span(instruments, name, attributes)
+
+
+@contextmanager
+def _user_span(instruments: Instruments, name: str, attributes: dict[str, Any]) -> Iterator[Any]:
+    from opentelemetry import context, trace
+
+    from ._trace_spans import fail
+
+    made = instruments.tracer.start_span(name, attributes=attributes)
+    token = context.attach(trace.set_span_in_context(made))
+    try:
+        yield made
+    except BaseException as exc:
+        fail(made, exc)
+        raise
+    finally:
+        context.detach(token)
+        made.end()
+
+
+def detach(token: object) -> None:
+    """Undo `Instruments.running` in the task that ran it (also once tracing is off)."""
+    from opentelemetry import context
+
+    context.detach(token)  # type: ignore[arg-type]
+
+
+def current_traceparent() -> str | None:
+    """The W3C ``traceparent`` of the current span; None while off or outside a span."""
+    instruments = active
+    return None if instruments is None else instruments.traceparent()
+
+
+@asynccontextmanager
+async def open_tracing(
+    config: Config | TracingConfig | None = None,
+    *,
+    exporter: SpanExporter | None = None,
+    batch: bool = True,
+) -> AsyncIterator[Instruments | None]:
+    """Switch tracing on for this process while the block runs (``[tracing]``); yield the
+    `Instruments`, or None when ``enabled`` is false and no ``exporter`` is given.
+
+    ``exporter`` (an SDK ``SpanExporter``, such as ``InMemorySpanExporter`` in tests)
+    replaces the configured one; ``batch`` exports from a background thread
+    (``BatchSpanProcessor``), else as each span ends. A whole `Config` also names each
+    deployment's provider (``gen_ai.provider.name``). Tracing is one per process: while
+    it is open, another ``open_tracing`` shares it. Leaving flushes what is pending (at
+    most 10 seconds) and switches it off.
+
+    Raises:
+        ConfigError: the SDK or the OTLP exporter is not installed (the ``tracing`` extra).
+    """
+    global active
+    settings = config.tracing if isinstance(config, Config) else config or TracingConfig()
+    if active is not None or not (settings.enabled or exporter is not None):
+        yield active
+        return
+    provider, owned = _provider(settings, exporter, batch)
+    from ._trace_spans import Instruments
+
+    llm = config.llm if isinstance(config, Config) else None
+    active = Instruments(
+        provider.get_tracer("agentflow_trio"),
+        capture_content=settings.capture_content,
+        providers={n: d.provider for n, d in llm.deployments.items()} if llm else None,
+        default_provider="" if llm is None or llm.deployments else llm.provider,
+    )
+    try:
+        yield active
+    finally:
+        active = None
+        if owned:
+            shutdown = getattr(provider, "shutdown", None)
+            if shutdown is not None:
+                with trio.move_on_after(_SHUTDOWN_TIMEOUT) as scope:
+                    scope.shield = True
+                    await trio.to_thread.run_sync(shutdown, abandon_on_cancel=True)
+
+
+def _provider(
+    settings: TracingConfig, exporter: SpanExporter | None, batch: bool
+) -> tuple[TracerProvider, bool]:
+    """The tracer provider ``settings`` ask for, and whether this module owns it."""
+    if exporter is None and settings.exporter == "none":
+        from opentelemetry import trace
+
+        return trace.get_tracer_provider(), False
+    try:
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+    except ImportError as exc:
+        raise ConfigError(f"tracing needs the OpenTelemetry SDK: {TRACING_EXTRA}") from exc
+    sampler = ParentBased(TraceIdRatioBased(settings.sample_ratio))
+    resource = Resource.create({"service.name": settings.service_name})
+    provider = TracerProvider(sampler=sampler, resource=resource)
+    chosen = exporter if exporter is not None else _exporter(settings)
+    processor = BatchSpanProcessor(chosen) if batch else SimpleSpanProcessor(chosen)
+    provider.add_span_processor(processor)
+    return provider, True
+
+
+def _exporter(settings: TracingConfig) -> SpanExporter:
+    if settings.exporter == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        return ConsoleSpanExporter(service_name=settings.service_name)
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    except ImportError as exc:
+        raise ConfigError(f"the otlp-http exporter is not installed: {TRACING_EXTRA}") from exc
+    return OTLPSpanExporter(endpoint=settings.endpoint or None, headers=settings.headers or None)

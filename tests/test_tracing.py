@@ -1,0 +1,403 @@
+"""Tracing: span trees, statuses and content rules, read from the SDK's in-memory exporter.
+
+Everything here runs in-process on `FakeProvider` and the router over fakes, under the
+autojump clock where time matters; the OTLP-over-HTTP path across serve, Redis and a
+worker is tests/test_tracing_e2e.py. The SDK processor is the synchronous one, so every
+ended span is in the exporter when the code that ended it returns.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import trio
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+import agentflow_trio as af
+from agentflow_trio.config import DeploymentConfig, LLMConfig, RetryConfig
+from agentflow_trio.config.sections import TracingConfig
+from agentflow_trio.errors import CircuitOpenError, ServerError
+from agentflow_trio.llm import FakeProvider, LLMClient, open_provider
+from agentflow_trio.llm.types import ChatResponse, ToolCall, Usage
+from agentflow_trio.observability import tracing
+from agentflow_trio.tools import ToolRegistry, tool, tool_agent
+
+SECRET = "sk-very-secret-key-0123456789"
+
+
+@pytest.fixture
+async def spans() -> AsyncIterator[InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    async with tracing.open_tracing(TracingConfig(enabled=True), exporter=exporter, batch=False):
+        yield exporter
+    assert tracing.active is None
+
+
+def by_name(exporter: InMemorySpanExporter) -> dict[str, ReadableSpan]:
+    return {s.name: s for s in exporter.get_finished_spans()}
+
+
+def parent_of(span: ReadableSpan, spans: dict[str, ReadableSpan]) -> str | None:
+    if span.parent is None:
+        return None
+    for name, other in spans.items():
+        if other.context.span_id == span.parent.span_id:
+            return name
+    return "<elsewhere>"
+
+
+def weather_tools() -> ToolRegistry:
+    @tool
+    async def weather(city: str) -> dict[str, Any]:
+        """Current weather for a city."""
+        return {"city": city, "temp_c": 18}
+
+    return ToolRegistry([weather])
+
+
+def asks_for_weather() -> FakeProvider:
+    call = ToolCall.parse("call_1", "weather", json.dumps({"city": "Paris"}))
+    first = ChatResponse("", (call,), "tool_calls", Usage(11, 3), "m-2024")
+    return FakeProvider.scripted([first, ChatResponse("sunny", (), "stop", Usage(20, 2), "m-2024")])
+
+
+async def run_tool_agent(llm: Any, **fields: Any) -> af.AgentResult:
+    agent = tool_agent(tools=weather_tools(), request_fields={"model": "m", **fields})
+    async with af.Runner(agents={"ask": agent}, llm=llm) as runner:
+        return await runner.call(af.Event("ask", {"query": "weather in Paris?"}))
+
+
+async def test_an_event_is_one_tree_event_agent_model_and_tool_calls(
+    spans: InMemorySpanExporter,
+) -> None:
+    result = await run_tool_agent(asks_for_weather())
+    assert result.succeeded
+    finished = spans.get_finished_spans()
+    names = [s.name for s in finished]
+    assert sorted(names) == sorted(
+        ["event ask", "invoke_agent tool_agent", "chat m", "execute_tool weather", "chat m"]
+    )
+    assert len({s.context.trace_id for s in finished}) == 1
+    tree = by_name(spans)
+    assert parent_of(tree["event ask"], tree) is None
+    assert parent_of(tree["invoke_agent tool_agent"], tree) == "event ask"
+    assert parent_of(tree["execute_tool weather"], tree) == "invoke_agent tool_agent"
+    chats = [s for s in finished if s.name == "chat m"]
+    assert all(parent_of(c, tree) == "invoke_agent tool_agent" for c in chats)
+
+    event = tree["event ask"].attributes or {}
+    assert event["agentflow.event.outcome"] == "succeeded"
+    assert event["gen_ai.agent.name"] == "tool_agent"
+    assert event["agentflow.queue_wait_s"] >= 0 and event["agentflow.run_time_s"] >= 0
+    agent = tree["invoke_agent tool_agent"].attributes or {}
+    assert agent["gen_ai.operation.name"] == "invoke_agent"
+    first = chats[0].attributes or {}
+    assert chats[0].kind is SpanKind.CLIENT
+    assert first["gen_ai.operation.name"] == "chat"
+    assert first["gen_ai.request.model"] == "m"
+    assert first["gen_ai.response.model"] == "m-2024"
+    assert first["gen_ai.usage.input_tokens"] == 11
+    assert first["gen_ai.usage.output_tokens"] == 3
+    assert tuple(first["gen_ai.response.finish_reasons"]) == ("tool_calls",)
+    called = tree["execute_tool weather"].attributes or {}
+    assert called["gen_ai.tool.name"] == "weather"
+    assert called["gen_ai.tool.call.id"] == "call_1"
+    assert all(s.status.status_code is not StatusCode.ERROR for s in finished)
+
+
+async def test_content_is_left_out_unless_asked_for(spans: InMemorySpanExporter) -> None:
+    await run_tool_agent(asks_for_weather())
+    keys = {k for s in spans.get_finished_spans() for k in (s.attributes or {})}
+    assert not {k for k in keys if "messages" in k or "arguments" in k or "result" in k}
+    text = repr([dict(s.attributes or {}) for s in spans.get_finished_spans()])
+    assert "Paris" not in text and "sunny" not in text
+
+
+async def test_capture_content_records_prompts_completions_and_tool_io() -> None:
+    exporter = InMemorySpanExporter()
+    settings = TracingConfig(enabled=True, capture_content=True)
+    async with tracing.open_tracing(settings, exporter=exporter, batch=False):
+        await run_tool_agent(asks_for_weather())
+    tree = by_name(exporter)
+    called = tree["execute_tool weather"].attributes or {}
+    assert json.loads(called["gen_ai.tool.call.arguments"]) == {"city": "Paris"}
+    assert json.loads(called["gen_ai.tool.call.result"]) == {"city": "Paris", "temp_c": 18}
+    last = [s for s in exporter.get_finished_spans() if s.name == "chat m"][-1].attributes or {}
+    assert "weather in Paris?" in last["gen_ai.input.messages"]
+    assert json.loads(last["gen_ai.output.messages"])[0]["content"] == "sunny"
+
+
+async def test_secrets_never_reach_a_span(mock_llm: Any) -> None:
+    exporter = InMemorySpanExporter()
+    config = af.Config(
+        llm=LLMConfig(base_url=mock_llm.url + "/v1", api_key=SECRET, headers={"x-key": SECRET}),
+        tracing=TracingConfig(enabled=True, capture_content=True, headers={"auth": SECRET}),
+    )
+    async with tracing.open_tracing(config, exporter=exporter, batch=False):
+        async with af.App(agents={"ask": _ask_once}, config=config).open(monitoring=False) as r:
+            result = await r.call(af.Event("ask", {"q": "hello"}))
+    assert result.succeeded
+    finished = exporter.get_finished_spans()
+    assert any(s.name.startswith("chat") for s in finished)
+    dumped = repr([(s.name, dict(s.attributes or {}), s.events) for s in finished])
+    assert SECRET not in dumped
+    assert "openai" in dumped  # gen_ai.provider.name from the config
+
+
+async def _ask_once(ctx: af.Context, event: af.Event) -> str:
+    reply = await ctx.llm.complete([af.user(event.data["q"])])
+    return str(reply.text)
+
+
+def _deployment(**fields: Any) -> DeploymentConfig:
+    return DeploymentConfig(provider="fake", model="m", retry=RetryConfig(max_attempts=1), **fields)
+
+
+async def test_router_failover_attempts_are_events_of_the_model_span(
+    spans: InMemorySpanExporter, autojump_clock: Any
+) -> None:
+    def busy(request: Any) -> Any:
+        return ServerError("HTTP 503", status=503, excerpt="busy")
+
+    fakes = {"primary": FakeProvider(busy), "backup": FakeProvider(lambda r: "from backup")}
+    llm = LLMConfig(provider="fake", model="m", deployments={n: _deployment() for n in fakes})
+    async with open_provider(llm, transports=fakes, rng=random.Random(3)) as stack:
+        client = LLMClient(stack)
+        for _ in range(4):  # the weighted pick may start on either; primary fails each time
+            reply = await client.complete([af.user("hi")], model="m")
+            assert reply.text == "from backup"
+    chats = [s for s in spans.get_finished_spans() if s.name == "chat m"]
+    assert len(chats) == 4
+    attempts = [e for c in chats for e in c.events if e.name == "agentflow.router.attempt"]
+    assert attempts, "the primary was never tried in four calls"
+    for e in attempts:
+        assert e.attributes is not None
+        assert e.attributes["agentflow.deployment"] == "primary"
+        assert e.attributes["agentflow.failover.reason"] == "server_error"
+        assert e.attributes["error.type"] == "ServerError"
+    assert {(c.attributes or {})["agentflow.deployment"] for c in chats} == {"backup"}
+    assert all(c.status.status_code is not StatusCode.ERROR for c in chats)
+
+
+async def test_a_timed_out_event_says_timed_out_not_a_generic_error(
+    spans: InMemorySpanExporter, autojump_clock: Any
+) -> None:
+    async def slow(ctx: af.Context, event: af.Event) -> None:
+        with ctx.span("waiting"):
+            await trio.sleep(60)
+
+    async with af.Runner(agents={"slow": af.agent(slow, timeout=5)}) as runner:
+        result = await runner.call(af.Event("slow"))
+    assert result.outcome is af.Outcome.TIMED_OUT
+    tree = by_name(spans)
+    for name in ("event slow", "invoke_agent slow", "waiting"):
+        span = tree[name]
+        assert span.status.status_code is StatusCode.ERROR, name
+        assert span.status.description == "timed out", name
+        assert (span.attributes or {})["agentflow.reason"] == "timed out"
+    assert (tree["event slow"].attributes or {})["error.type"] == "timeout"
+
+
+async def test_a_cancelled_event_says_cancelled_by_caller(
+    spans: InMemorySpanExporter, autojump_clock: Any
+) -> None:
+    async def forever(ctx: af.Context, event: af.Event) -> None:
+        await trio.sleep_forever()
+
+    async with af.Runner(agents={"wait": forever}) as runner:
+        handle = await runner.emit(af.Event("wait"))
+        await trio.sleep(1)
+        handle.cancel()
+        result = await handle.result()
+    assert result.outcome is af.Outcome.CANCELLED
+    tree = by_name(spans)
+    for name in ("event wait", "invoke_agent forever"):
+        assert tree[name].status.description == "cancelled by caller", name
+        assert (tree[name].attributes or {})["error.type"] == "cancelled"
+
+
+async def test_an_open_breaker_says_breaker_open(spans: InMemorySpanExporter) -> None:
+    refused = FakeProvider(lambda request: CircuitOpenError("deployment 'x'", 3.0))
+    with pytest.raises(CircuitOpenError):
+        await LLMClient(refused).complete("hi", model="m")
+    (chat,) = spans.get_finished_spans()
+    assert chat.status.description == "breaker open"
+    assert (chat.attributes or {})["error.type"] == "CircuitOpenError"
+
+
+async def test_a_failed_tool_and_a_failed_agent_carry_their_error_type(
+    spans: InMemorySpanExporter,
+) -> None:
+    @tool
+    def explode() -> None:
+        """Always fails."""
+        raise ValueError("boom")
+
+    @tool
+    async def explode_later() -> None:
+        """Always fails, asynchronously."""
+        await trio.lowlevel.checkpoint()
+        raise KeyError("later")
+
+    registry = ToolRegistry([explode, explode_later])
+
+    async def uses_tools(ctx: af.Context, event: af.Event) -> None:
+        results = await ctx.tools.call_many([("explode", {}), ("explode_later", {})])
+        assert [r.outcome for r in results] == ["error", "error"]
+        raise RuntimeError("the agent gives up")
+
+    async with af.Runner(agents={"t": uses_tools}, tools=registry) as runner:
+        result = await runner.call(af.Event("t"))
+    assert result.outcome is af.Outcome.FAILED
+    tree = by_name(spans)
+    assert tree["execute_tool explode"].status.status_code is StatusCode.ERROR
+    later = tree["execute_tool explode_later"]
+    assert later.status.status_code is StatusCode.ERROR
+    assert (later.attributes or {})["error.type"] == "KeyError"
+    agent = tree["invoke_agent uses_tools"]
+    assert (agent.attributes or {})["error.type"] == "RuntimeError"
+    assert (tree["event t"].attributes or {})["error.type"] == "RuntimeError"
+
+
+async def test_user_spans_and_nested_events_hang_under_the_event(
+    spans: InMemorySpanExporter,
+) -> None:
+    async def child(ctx: af.Context, event: af.Event) -> int:
+        return 2
+
+    async def parent(ctx: af.Context, event: af.Event) -> int:
+        with ctx.span("rank", k=3) as span:
+            span.set_attribute("ranked", 7)
+            nested = await ctx.runner.call(af.Event("child"))
+        return int(nested.output) + 1
+
+    async with af.Runner(agents={"parent": parent, "child": child}) as runner:
+        assert (await runner.call(af.Event("parent"))).output == 3
+    tree = by_name(spans)
+    assert parent_of(tree["rank"], tree) == "invoke_agent parent"
+    assert dict(tree["rank"].attributes or {}) == {"k": 3, "ranked": 7}
+    assert parent_of(tree["event child"], tree) == "rank"
+    assert parent_of(tree["invoke_agent child"], tree) == "event child"
+
+
+async def test_a_stream_notes_its_first_chunk() -> None:
+    exporter = InMemorySpanExporter()
+    async with tracing.open_tracing(TracingConfig(enabled=True), exporter=exporter, batch=False):
+        client = LLMClient(FakeProvider(lambda r: "one two three"))
+        async with client.stream("hi", model="m") as chunks:
+            text = "".join([c.delta_text async for c in chunks])
+    assert text == "one two three"
+    (chat,) = exporter.get_finished_spans()
+    assert chat.name == "chat m"
+    attributes = chat.attributes or {}
+    assert attributes["agentflow.stream"] is True
+    assert attributes["gen_ai.response.time_to_first_chunk"] >= 0
+    assert [e.name for e in chat.events] == ["gen_ai.first_chunk"]
+
+
+async def test_an_event_emitted_outside_a_span_joins_its_metadata_traceparent(
+    spans: InMemorySpanExporter,
+) -> None:
+    async def noop(ctx: af.Context, event: af.Event) -> None:
+        return None
+
+    trace_id, span_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    sent = f"00-{trace_id}-{span_id}-01"
+    async with af.Runner(agents={"noop": noop}) as runner:
+        await runner.call(af.Event("noop", metadata={"traceparent": sent}))
+        await runner.call(af.Event("noop", metadata={"traceparent": "00-garbage" * 20}))
+    first, second = [s for s in spans.get_finished_spans() if s.name == "event noop"]
+    assert first.parent is not None and first.parent.span_id == int(span_id, 16)
+    assert first.context.trace_id == int(trace_id, 16)
+    assert second.parent is None  # garbage: a new trace
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "00-" + "0" * 32 + "-00f067aa0ba902b7-01",  # an all-zero trace id
+        "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",  # an unknown version
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" + "x" * 100,
+        b"\xff" * 55,
+        None,
+        42,
+    ],
+)
+def test_garbage_traceparents_are_ignored(value: object) -> None:
+    assert tracing.parse_traceparent(value) is None
+
+
+def test_a_traceparent_is_read_lower_cased() -> None:
+    value = "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01"
+    assert tracing.parse_traceparent(value.encode()) == value.lower()
+
+
+async def test_tracing_off_makes_no_span() -> None:
+    assert tracing.active is None
+    with tracing.span("nothing") as span:
+        span.set_attribute("ignored", 1)
+        assert not span.is_recording()
+    assert tracing.current_traceparent() is None
+    async with tracing.open_tracing(TracingConfig()) as opened:  # enabled = false
+        assert opened is None and tracing.active is None
+
+
+def test_tracing_off_imports_neither_the_sdk_nor_the_api() -> None:
+    script = """
+import sys, trio, agentflow_trio as af
+from agentflow_trio.llm import FakeProvider
+from agentflow_trio.tools import ToolRegistry, tool
+
+@tool
+def double(x: int) -> int:
+    \"\"\"Twice x.\"\"\"
+    return 2 * x
+
+async def agent(ctx, event):
+    with ctx.span("mine"):
+        await ctx.tools.call("double", {"x": 2})
+        return (await ctx.llm.complete("hi")).text
+
+async def main():
+    tools = ToolRegistry([double])
+    async with af.Runner(agents={"a": agent}, llm=FakeProvider(), tools=tools) as r:
+        assert (await r.call(af.Event("a"))).succeeded
+
+trio.run(main)
+print(sorted(m for m in sys.modules if m.startswith("opentelemetry")))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"
+
+
+async def test_tracing_is_one_per_process_and_shared_while_open() -> None:
+    exporter = InMemorySpanExporter()
+    settings = TracingConfig(enabled=True)
+    async with tracing.open_tracing(settings, exporter=exporter, batch=False) as first:
+        async with tracing.open_tracing(settings) as second:
+            assert second is first is tracing.active
+        assert tracing.active is first
+    assert tracing.active is None
+
+
+async def test_an_app_opens_tracing_from_its_config(autojump_clock: Any) -> None:
+    seen: list[object] = []
+
+    async def look(ctx: af.Context, event: af.Event) -> None:
+        seen.append(tracing.active)
+
+    config = af.Config(tracing=TracingConfig(enabled=True, exporter="none"))
+    async with af.App(agents={"look": look}, config=config).open(monitoring=False) as runner:
+        await runner.call(af.Event("look"))
+    assert seen[0] is not None and tracing.active is None
