@@ -401,3 +401,29 @@ async def test_an_app_opens_tracing_from_its_config(autojump_clock: Any) -> None
     async with af.App(agents={"look": look}, config=config).open(monitoring=False) as runner:
         await runner.call(af.Event("look"))
     assert seen[0] is not None and tracing.active is None
+
+
+async def test_an_mcp_call_is_a_client_span_under_its_tool_call(mcp_server: Any) -> None:
+    exporter = InMemorySpanExporter()
+    settings = TracingConfig(enabled=True)
+    with trio.fail_after(30):
+        async with (
+            tracing.open_tracing(settings, exporter=exporter, batch=False),
+            mcp_server.manager() as mcp,
+        ):
+            registry = ToolRegistry()
+            mcp.register_into(registry)
+            added = await registry.call(None, mcp_server.tool_name("add"), {"a": 2, "b": 3})
+            failed = await registry.call(None, mcp_server.tool_name("fail"), {"message": "no"})
+    assert added.output == {"result": 5}
+    assert failed.output["error"]["type"] == "mcp_tool_error"  # an answer the model reads
+    tree = by_name(exporter)
+    add = tree["tools/call add"]
+    assert add.kind is SpanKind.CLIENT
+    assert parent_of(add, tree) == "execute_tool test__add"
+    assert (add.attributes or {})["agentflow.mcp.server"] == "test"
+    assert (add.attributes or {})["mcp.method.name"] == "tools/call"
+    assert add.status.status_code is not StatusCode.ERROR
+    refused = tree["tools/call fail"]
+    assert refused.status.status_code is StatusCode.ERROR
+    assert (refused.attributes or {})["error.type"] == "tool_error"

@@ -306,7 +306,7 @@ class Instruments:
         finally:
             otel_context.detach(token)
         try:
-            if getattr(value, "isError", False):
+            if getattr(value, "is_error", False) or getattr(value, "isError", False):
                 self._status(span, "tool_error", "")
                 span.set_status(Status(StatusCode.ERROR, "the tool reported an error"))
             elif result and self.capture_content:
