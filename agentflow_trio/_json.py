@@ -6,7 +6,10 @@ pays the same price per call and encodes the same way. ``dumps`` returns compact
 bytes, ready for an HTTP body or a Redis field; read-only mappings encode as objects and
 sets as arrays. ``dumps_canonical`` sorts keys (cache keys); ``loads`` accepts bytes or
 str; ``JSONDecodeError`` (a ``ValueError``) is what ``loads`` raises. ``BACKEND`` names
-the backend in use (``"orjson"`` or ``"json"``).
+the backend in use (``"orjson"`` or ``"json"``). ``fragment(encoded)`` stands for JSON
+already encoded inside a value given to ``dumps``: orjson copies its bytes as they are
+(a request body reuses the bytes of what did not change since the last one); the
+standard library decodes them back, so the output is the same either way.
 """
 
 from __future__ import annotations
@@ -17,11 +20,20 @@ from typing import Any
 
 import attrs
 
-__all__ = ["BACKEND", "JSONDecodeError", "dumps", "dumps_canonical", "dumps_str", "loads"]
+__all__ = [
+    "BACKEND",
+    "JSONDecodeError",
+    "dumps",
+    "dumps_canonical",
+    "dumps_str",
+    "fragment",
+    "loads",
+]
 
 loads: Callable[[bytes | str], Any]
 dumps: Callable[[Any], bytes]
 dumps_canonical: Callable[[Any], bytes]
+fragment: Callable[[bytes], Any]
 JSONDecodeError: type[ValueError]
 BACKEND: str
 
@@ -54,6 +66,7 @@ except ImportError:  # pragma: no cover - exercised by the blocked-imports test
         return _sorted.encode(obj).encode()
 
     loads = json.loads
+    fragment = json.loads
     JSONDecodeError = json.JSONDecodeError
     BACKEND = "json"
 else:
@@ -66,6 +79,7 @@ else:
         return _orjson.dumps(obj, default=_default, option=_SORT)
 
     loads = _orjson.loads
+    fragment = _orjson.Fragment
     JSONDecodeError = _orjson.JSONDecodeError
     BACKEND = "orjson"
 

@@ -3,7 +3,7 @@ answer depends on the conversation it is sent, so that many tool loops can run a
 
 ``POST /v1/chat/completions`` only. A request whose conversation ends, after its last
 non-tool message of the user, with ``n`` assistant messages carrying tool calls is step
-``n`` of a tool loop: while ``n`` is below the number of entries of ``--plan`` (default
+``n`` of a tool loop (a request without ``tools`` is always answered in text): while ``n`` is below the number of entries of ``--plan`` (default
 ``2,2``) the answer asks for ``plan[n]`` tool calls (``lookup``, ``add``, ``weather``,
 ``convert`` in turn, with small JSON arguments); otherwise it is a short text answer. A
 request with ``"stream": true`` gets that text as ``--chunks`` server-sent events (one
@@ -123,6 +123,8 @@ class _Answers:
     def answer(self, request: Any) -> bytes:
         if request.get("stream"):
             return self.stream
+        if not request.get("tools"):
+            return self.text
         step = 0
         for message in reversed(request["messages"]):
             role = message.get("role")

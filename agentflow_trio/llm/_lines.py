@@ -59,6 +59,10 @@ class _Lines:
             )
         return lines
 
+    def idle(self) -> bool:
+        """True when no unterminated line is held back."""
+        return not self._tail
+
     def flush(self) -> bytes:
         tail, self._tail = self._tail, b""
         return tail
@@ -129,7 +133,33 @@ class SSEDecoder:
 
     def feed(self, data: bytes) -> list[Any]:
         """Payloads of the events completed by ``data``."""
+        if self._lines.idle() and not self._data and len(data) <= self._max and b"\r" not in data:
+            return self._bulk(data)
         return self._decode(self._lines.feed(data))
+
+    def _bulk(self, data: bytes) -> list[Any]:
+        """`feed` for the common piece (nothing held back, LF line ends, under the bounds):
+        one split on blank lines; an event that is one ``data: `` line is decoded at once,
+        any other event and the unfinished tail go through the line decoder."""
+        events = data.split(b"\n\n")
+        tail = events.pop()
+        out: list[Any] = []
+        loads = self._json.loads
+        for event in events:
+            if self.done:
+                return out
+            if event.startswith(b"data: ") and b"\n" not in event:
+                payload = event[6:]
+                if payload == b"[DONE]":
+                    self.done = True
+                    self._json.check_any()
+                else:
+                    loads(payload, out)
+            else:
+                out += self._decode([*event.split(b"\n"), b""])
+        if tail and not self.done:
+            out += self._decode(self._lines.feed(tail))
+        return out
 
     def finish(self) -> list[Any]:
         """Payloads left at end of body; raises `ResponseFormatError` if ``[DONE]`` never came."""

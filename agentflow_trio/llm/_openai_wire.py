@@ -3,12 +3,18 @@
 Pure functions: values to request bodies, response bodies to values. A response that does
 not have the expected shape raises `ResponseFormatError` with an excerpt, never a bare
 ``KeyError``; an ``error`` object inside a stream raises `ServerError`.
+
+What does not change between the calls of a tool loop is encoded once (`_Encoded`): the
+``tools`` list of a tuple of `ToolSpec` values and every message but the last of a
+conversation, kept as JSON bytes and copied into later bodies as they are. Messages and
+specs are frozen values; a spec's ``parameters`` mapping must not change after its
+first use (a tool's schema never does). The caches are bounded (`_CACHE_BYTES`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 from .. import _json
 from ..errors import ResponseFormatError, ServerError
@@ -41,6 +47,45 @@ __all__ = [
 _CHOICES: Final = frozenset({"auto", "none", "required"})
 _STREAM_OPTIONS: Final = {"include_usage": True}
 _SHAPE_ERRORS: Final = (KeyError, IndexError, TypeError, AttributeError, ValueError)
+_CACHE_BYTES: Final = 8 << 20
+"""Encoded bytes each cache of `_Encoded` holds at most before it starts again (8 MiB)."""
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _Encoded(Generic[K, V]):
+    """Values encoded once, by key: ``key -> (value, fragment)``. The value is kept, so
+    a key made of ``id()`` values stays unique while its entry lives; the whole cache is
+    dropped when its encoded bytes pass `_CACHE_BYTES` (simple, and a loop's working set
+    is refilled on its next call)."""
+
+    __slots__ = ("_size", "entries")
+
+    def __init__(self) -> None:
+        self.entries: dict[K, tuple[V, Any]] = {}
+        self._size = 0
+
+    def get(self, key: K, value: V) -> Any:
+        """The fragment stored for ``key`` if it was stored for this very ``value``."""
+        hit = self.entries.get(key)
+        if hit is not None and hit[0] is value:
+            return hit[1]
+        return None
+
+    def put(self, key: K, value: V, encoded: bytes) -> Any:
+        """Store ``encoded`` (``value``'s JSON) for ``key``; its fragment."""
+        if self._size + len(encoded) > _CACHE_BYTES:
+            self.entries.clear()
+            self._size = 0
+        piece = _json.fragment(encoded)
+        self.entries[key] = (value, piece)
+        self._size += len(encoded)
+        return piece
+
+
+_MESSAGES: Final[_Encoded[int, Message]] = _Encoded()
+_TOOLS: Final[_Encoded[tuple[Any, ...], tuple[ToolSpec, ...]]] = _Encoded()
 
 
 def _message(m: Message) -> dict[str, Any]:
@@ -59,6 +104,35 @@ def _message(m: Message) -> dict[str, Any]:
     if m.tool_call_id is not None:
         out["tool_call_id"] = m.tool_call_id
     return out
+
+
+def _messages(messages: tuple[Message, ...]) -> list[Any]:
+    """``messages`` for a body: each but the last from (or into) `_MESSAGES`; the last,
+    new in a loop's next call and usually alone in a single call, is encoded afresh."""
+    if len(messages) == 1:
+        return [_message(messages[0])]
+    out: list[Any] = []
+    entries = _MESSAGES.entries
+    for m in messages[:-1]:
+        hit = entries.get(id(m))
+        if hit is not None and hit[0] is m:
+            out.append(hit[1])
+        else:
+            out.append(_MESSAGES.put(id(m), m, _json.dumps(_message(m))))
+    if messages:
+        out.append(_message(messages[-1]))
+    return out
+
+
+def _tools_piece(specs: tuple[ToolSpec, ...]) -> Any:
+    """The encoded ``tools`` list of ``specs`` (from or into `_TOOLS`), keyed by the
+    specs' names, descriptions and parameter objects, so the registry's fresh tuple of
+    the same tools each event still hits."""
+    key = tuple((s.name, s.description, id(s.parameters)) for s in specs)
+    hit = _TOOLS.entries.get(key)  # the entry keeps its parameter objects, so ids hold
+    if hit is not None:
+        return hit[1]
+    return _TOOLS.put(key, specs, _json.dumps(tools(specs)))
 
 
 def tools(specs: tuple[ToolSpec, ...]) -> list[dict[str, Any]]:
@@ -83,7 +157,7 @@ def tool_choice(choice: str | Mapping[str, Any]) -> Any:
 
 def chat_body(request: ChatRequest, model: str | None, *, stream: bool) -> bytes:
     """The JSON body for ``/chat/completions``; ``model=None`` leaves the field out (Azure)."""
-    body: dict[str, Any] = {"messages": [_message(m) for m in request.messages]}
+    body: dict[str, Any] = {"messages": _messages(request.messages)}
     if model is not None:
         body["model"] = request.model or model
     if request.temperature is not None:
@@ -91,7 +165,7 @@ def chat_body(request: ChatRequest, model: str | None, *, stream: bool) -> bytes
     if request.max_tokens is not None:
         body["max_tokens"] = request.max_tokens
     if request.tools:
-        body["tools"] = tools(request.tools)
+        body["tools"] = _tools_piece(request.tools)
     if request.tool_choice is not None:
         body["tool_choice"] = tool_choice(request.tool_choice)
     if request.stop is not None:
@@ -174,7 +248,8 @@ def parse_chunk(data: Any, deployment: str) -> StreamChunk | None:
                 excerpt=excerpt(_json.dumps(data)),
                 deployment=deployment,
             )
-        used = usage(data.get("usage"))
+        raw_usage = data.get("usage")
+        used = usage(raw_usage) if raw_usage else None
         choices = data.get("choices")
         if not choices:
             if used is None:
