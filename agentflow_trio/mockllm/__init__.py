@@ -1,12 +1,12 @@
 """The offline mock LLM: a lean trio HTTP server that answers like a model provider.
 
 One job: stand in for a real provider, offline and fast enough never to be the bottleneck.
-`open_mock_llm` (or `MockLLM.serve` with ``nursery.start``) speaks the OpenAI, Azure OpenAI
-and Ollama wires on one loopback port, with scripted replies (`MockReply`) and fault
-injection (`Fault`, per model name in `MockLLMConfig` or per scripted reply); `PreciseClock`
-makes its latencies end on time. The service helpers (`open_llm_services`,
-`check_llm_target`) decide, for the CLI and the load generator, whether that mock or a
-configured endpoint answers.
+`open_mock_llm` (or `MockLLM.serve` with ``nursery.start``) speaks the OpenAI chat, Azure
+OpenAI, Ollama, Anthropic Messages and OpenAI Responses wires on one loopback port, with
+scripted replies (`MockReply`) and fault injection (`Fault`, per model name in
+`MockLLMConfig` or per scripted reply); `PreciseClock` makes its latencies end on time.
+The service helpers (`open_llm_services`, `check_llm_target`) decide, for the CLI and the
+load generator, whether that mock or a configured endpoint answers.
 
 `Fault` (its docstring has the table of kinds) is exported from here only. Public modules:
 ``mockllm.server`` (the server and its values), ``mockllm.clock`` (`PreciseClock`),

@@ -1,6 +1,6 @@
 """An OpenAI-compatible mock LLM HTTP server on trio, lean enough never to be the bottleneck.
 
-It speaks three dialects on one port:
+It speaks five wires on one port:
 
 - OpenAI: ``POST /v1/chat/completions`` (plain and ``"stream": true`` server-sent events,
   tool calls, ``stream_options.include_usage``), ``POST /v1/embeddings`` (float or base64),
@@ -10,6 +10,21 @@ It speaks three dialects on one port:
   ``api-key`` header.
 - Ollama: ``POST /api/chat`` (NDJSON stream by default, ``"stream": false`` for one object)
   and ``POST /api/embed``.
+- Anthropic Messages: ``POST /v1/messages`` (and ``/messages``): system prompt, text /
+  tool_use / tool_result / thinking blocks, ``tools`` and ``tool_choice``, ``max_tokens``
+  required (400 ``invalid_request_error`` without), signed ``thinking`` blocks (with
+  thinking enabled, the assistant turn before a tool result must send its thinking block
+  back unchanged, as the real API requires), usage with cache creation/read tokens, and
+  the SSE event sequence (``message_start`` ... ``message_stop``, ``ping``, ``event:
+  error``); errors in Anthropic's shape (429 ``rate_limit_error`` with ``retry-after`` and
+  ``anthropic-ratelimit-requests-*``, 529 ``overloaded_error``, 500 ``api_error``).
+  ``x-api-key`` and ``anthropic-version`` are accepted, not checked (as OpenAI's key).
+- OpenAI Responses: ``POST /v1/responses`` (and ``/responses``): ``input`` as a string or
+  items (messages, ``function_call``, ``function_call_output``, ``reasoning``),
+  ``instructions``, function ``tools``, ``tool_choice``, ``text.format`` (JSON schema),
+  ``store`` and ``previous_response_id`` echoed; ``response`` objects with ``message``,
+  ``function_call`` and ``reasoning`` items and their usage; the numbered SSE events
+  (``response.created`` ... ``response.completed``, ``error`` + ``response.failed``).
 
 Control endpoints (never faulted, never counted in the request statistics): ``GET /stats``,
 ``POST /mock/script`` (a JSON list of replies, fields as :class:`MockReply`), ``POST
@@ -20,7 +35,7 @@ malformed request is refused (400, 404, 405, 413, Azure 400/401) at once, then `
 (+- ``jitter``) is slept, then the model's `Fault` rules (``MockLLMConfig.faults``) may
 inject one, then ``error_rate`` answers 500 and ``rate_limit_rate`` answers 429 (with
 ``Retry-After`` and ``retry-after-ms``); otherwise the next scripted reply for that model,
-if any, is consumed (chat requests only, any dialect) and sent, with its own fault if it
+if any, is consumed (chat-like requests only, any wire) and sent, with its own fault if it
 has one. `Fault` documents every kind (429 with or without Retry-After, 5xx, reset, no
 response, slow first token, cut or stalled streams, a garbage event, no ``[DONE]``,
 context length, content filter) and when a rule applies (``times``, ``start``,
