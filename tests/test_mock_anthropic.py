@@ -412,6 +412,21 @@ async def test_unprefixed_path_and_scripted_finish_reason() -> None:
         assert mock.stats().by_path == {"/messages": 1}
 
 
+async def test_count_tokens_counts_the_prompt_like_a_reply_does() -> None:
+    async with serving() as (mock, client):
+        counted = await client.messages.count_tokens(
+            model=MODEL, system="Be brief.", messages=HELLO
+        )
+        assert counted.input_tokens == 8
+        message = await client.messages.create(
+            model=MODEL, max_tokens=5, system="Be brief.", messages=HELLO
+        )
+        assert message.usage.input_tokens == counted.input_tokens
+        with pytest.raises(anthropic.BadRequestError, match="messages"):
+            await client.messages.count_tokens(model=MODEL, messages=[])
+        assert mock.stats().by_path == {"/v1/messages/count_tokens": 2, "/v1/messages": 1}
+
+
 def test_to_chat_translates_blocks_both_ways_of_a_tool_turn() -> None:
     body = {
         "model": MODEL,

@@ -242,6 +242,16 @@ class MockApp(Responder):
         chat = _anthropic.to_chat(body)
         await self._generate(writer, body, call, chat, _anthropic.wants_thinking(body))
 
+    async def _count_tokens(self, writer: ResponseWriter, body: Any, call: Call) -> None:
+        """Anthropic's ``/v1/messages/count_tokens``: the prompt's tokens, as the mock
+        counts them for a reply (``max_tokens`` is not part of this request)."""
+        problem = _anthropic.problem({"max_tokens": 2**31, **body})
+        if problem is not None:
+            await self._error(writer, ANTHROPIC, 400, problem, "invalid_request_error", "400")
+            return
+        words = _payloads.count_prompt_words(_anthropic.to_chat(body)["messages"])
+        await self._send_reply(writer, call, call.fault, _json.dumps({"input_tokens": words}))
+
     async def _responses(self, writer: ResponseWriter, body: Any, call: Call) -> None:
         """OpenAI Responses: checked and translated at the edge, then the one flow."""
         problem = _responses.problem(body)
@@ -584,6 +594,7 @@ for _prefix in ("/v1", ""):
     _ROUTES[f"{_prefix}/embeddings"] = _Route(b"POST", MockApp._embeddings, OPENAI)
     _ROUTES[f"{_prefix}/models"] = _Route(b"GET", MockApp._models, OPENAI)
     _ROUTES[f"{_prefix}/messages"] = _Route(b"POST", MockApp._messages, ANTHROPIC)
+    _ROUTES[f"{_prefix}/messages/count_tokens"] = _Route(b"POST", MockApp._count_tokens, ANTHROPIC)
     _ROUTES[f"{_prefix}/responses"] = _Route(b"POST", MockApp._responses, RESPONSES)
 _ROUTES["/api/chat"] = _Route(b"POST", MockApp._chat, OLLAMA)
 _ROUTES["/api/embed"] = _Route(b"POST", MockApp._embeddings, OLLAMA)

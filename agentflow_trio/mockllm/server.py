@@ -18,7 +18,8 @@ It speaks five wires on one port:
   the SSE event sequence (``message_start`` ... ``message_stop``, ``ping``, ``event:
   error``); errors in Anthropic's shape (429 ``rate_limit_error`` with ``retry-after`` and
   ``anthropic-ratelimit-requests-*``, 529 ``overloaded_error``, 500 ``api_error``).
-  ``x-api-key`` and ``anthropic-version`` are accepted, not checked (as OpenAI's key).
+  ``x-api-key`` and ``anthropic-version`` are accepted, not checked (as OpenAI's key);
+  ``POST /v1/messages/count_tokens`` answers the prompt's ``input_tokens``.
 - OpenAI Responses: ``POST /v1/responses`` (and ``/responses``): ``input`` as a string or
   items (messages, ``function_call``, ``function_call_output``, ``reasoning``),
   ``instructions``, function ``tools``, ``tool_choice``, ``text.format`` (JSON schema),
