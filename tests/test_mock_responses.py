@@ -1,5 +1,5 @@
 """The mock LLM's OpenAI Responses wire (``POST /v1/responses``), judged by the official
-``openai`` SDK.
+``openai`` SDK; and every `Fault` kind on both new wires (Responses and Anthropic).
 
 Rules of this module: loopback only, port 0, the real clock (real sockets), every test body
 under an absolute ``trio.fail_after``. ``openai.AsyncOpenAI`` runs under trio (its HTTP
@@ -364,3 +364,54 @@ def test_to_chat_translates_items() -> None:
     assert chat["tool_choice"] == "required"
     assert chat["tools"][0]["function"]["name"] == "get_weather"
     assert chat["response_format"] == {"type": "json_object"}
+
+
+FAULT_CASES = [
+    (Fault("rate_limit"), "429"),
+    (Fault("server_error", status=503), "503"),
+    (Fault("reset"), "broken"),
+    (Fault("no_response", seconds=0), "broken"),
+    (Fault("slow_first_token", seconds=0.01), "complete"),
+    (Fault("cut", after_chunks=2), "broken"),
+    (Fault("stall", after_chunks=2, seconds=0), "broken"),
+    (Fault("malformed", after_chunks=2), "garbage"),
+    (Fault("no_done"), "unfinished"),
+    (Fault("stream_error", after_chunks=2), "error event"),
+    (Fault("context_length"), "400"),
+    (Fault("content_filter"), "400"),
+]
+WIRES = {
+    "/v1/responses": ({"input": QUESTION}, b"response.completed"),
+    "/v1/messages": (
+        {"max_tokens": 9, "messages": [{"role": "user", "content": "hi"}]},
+        b"message_stop",
+    ),
+}
+
+
+@pytest.mark.parametrize("path", sorted(WIRES))
+@pytest.mark.parametrize(("fault", "outcome"), FAULT_CASES, ids=lambda v: getattr(v, "kind", v))
+async def test_every_fault_kind_applies_to_the_new_wires(
+    path: str, fault: Fault, outcome: str
+) -> None:
+    body, last = WIRES[path]
+    async with serving(faults={MODEL: fault}) as (mock, _):
+        async with httpx2.AsyncClient(base_url=mock.url, timeout=TIMEOUT) as http:
+            try:
+                answer = await http.post(path, json={"model": MODEL, "stream": True, **body})
+            except httpx2.TransportError:
+                got = "broken"
+            else:
+                text = answer.content
+                if answer.status_code != 200:
+                    got = str(answer.status_code)
+                elif b"<garbage" in text:
+                    got = "garbage"
+                elif b"event: error" in text:
+                    got = "error event"
+                elif text.rstrip().endswith(b"}") and last in text.rsplit(b"\n\n", 2)[-2]:
+                    got = "complete"
+                else:
+                    got = "unfinished"
+        assert got == outcome
+        assert mock.stats().faults == {fault.kind: 1}
