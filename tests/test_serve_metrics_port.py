@@ -84,3 +84,19 @@ async def test_a_long_running_host_keeps_9090_and_the_testing_kit_serves_none() 
             assert hosted.running.metrics_port is None
         async with open_test_app(af.App({"echo": echo})) as kit:
             assert kit.running.metrics_port is None
+
+
+async def test_the_default_port_value_binds_like_any_int() -> None:
+    """The unset port is an int subclass; the endpoint binds it as a plain port (the
+    socket layer refuses int subclasses). Checked on a free port of that same type."""
+    from agentflow_trio.observability.metrics import RunnerMetrics
+    from agentflow_trio.observability.metrics_server import serve_metrics
+
+    free_of_that_type = type(MonitoringConfig().metrics_port)(0)
+    monitoring = attrs.evolve(MonitoringConfig(), metrics_port=free_of_that_type)
+    assert not monitoring.metrics_port_set
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(serve_metrics, monitoring, RunnerMetrics(process=False))
+            assert isinstance(port, int) and port > 0
+            nursery.cancel_scope.cancel()

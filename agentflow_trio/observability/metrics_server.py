@@ -118,7 +118,8 @@ async def serve_metrics(
     if not monitoring.enable_metrics:
         task_status.started(None)
         return
-    host, port = monitoring.metrics_host, monitoring.metrics_port
+    host, port = monitoring.metrics_host, int(monitoring.metrics_port)  # a plain int for
+    # getaddrinfo, which refuses int subclasses (the default port is one: `MonitoringConfig`)
     try:
         listeners = await trio.open_tcp_listeners(port, host=host)
     except OSError as exc:
