@@ -1,7 +1,8 @@
-"""An App hosted by ``agentcli``: ``serve``, ``worker``, ``benchmark`` and ``loadtest`` as a
-user runs them, each a real subprocess (``python -m agentflow_trio.cli``) talking to the
-built-in mock LLM, with the example App (``examples/app.py``: tools, an MCP server from its
-config, sessions, a lifespan) and with small apps written by the test.
+"""An App hosted by ``agentcli``: ``serve`` (and ``serve --workers 2``), ``worker``,
+``benchmark`` and ``loadtest`` as a user runs them, each a real subprocess (``python -m
+agentflow_trio.cli``, through tests/_cli.py) talking to the built-in mock LLM, with the
+example App (``examples/app.py``: tools, an MCP server from its config, sessions, a
+lifespan) and with small apps written by the test.
 
 Rules: every server binds 127.0.0.1 on port 0 (the example's metrics endpoint too:
 ``metrics_port = 0``); Redis is a real server on a free port (tests/_redis.py); every
@@ -10,22 +11,17 @@ subprocess wait is bounded (``TIMEOUT``); nothing asserts a duration.
 
 from __future__ import annotations
 
-import json
 import os
-import selectors
 import signal
-import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
 import trio
+from _cli import TIMEOUT, after, agentcli, alive, one_json_line, started
 from _redis import RedisServer, redis_server
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -38,104 +34,7 @@ from agentflow_trio.testing import MCP_SERVER_SCRIPT
 
 __all__ = ["redis_server"]  # the fixture, re-exported for pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-TIMEOUT = 60
 EXAMPLE = "examples.app:app"
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env["COLUMNS"] = "200"
-    env.update(extra)
-    return env
-
-
-def agentcli(*args: str, cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agentflow_trio.cli", *args],
-        capture_output=True,
-        text=True,
-        env=_env(**env),
-        cwd=cwd,
-        timeout=TIMEOUT,
-    )
-
-
-def one_json_line(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
-    assert len(lines) == 1, proc.stdout
-    data = json.loads(lines[0])
-    assert isinstance(data, dict)
-    return data
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-class Started:
-    """A long-running ``agentcli`` command and the start-up lines it printed."""
-
-    def __init__(self, proc: subprocess.Popen[bytes], lines: dict[str, str]) -> None:
-        self.proc = proc
-        self.lines = lines
-
-    def stop(self) -> str:
-        """SIGTERM; it must exit 0 without a traceback. Returns its stderr."""
-        self.proc.send_signal(signal.SIGTERM)
-        _, stderr = self.proc.communicate(timeout=TIMEOUT)
-        text = stderr.decode()
-        assert self.proc.returncode == 0, text
-        assert "Traceback" not in text
-        return text
-
-
-@contextmanager
-def started(*args: str, until: str, cwd: Path = ROOT, **env: str) -> Iterator[Started]:
-    """Run ``agentcli ARGS`` until it printed a line starting with ``until``; the lines
-    up to it by their first word. The pipe is read raw (a buffered reader would hide
-    lines already read from the selector)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agentflow_trio.cli", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=_env(**env),
-        cwd=cwd,
-    )
-    try:
-        assert proc.stdout is not None
-        fd = proc.stdout.fileno()
-        lines: dict[str, str] = {}
-        pending = b""
-        deadline = time.monotonic() + TIMEOUT
-        with selectors.DefaultSelector() as selector:
-            selector.register(fd, selectors.EVENT_READ)
-            while not any(line.startswith(until) for line in lines.values()):
-                left = deadline - time.monotonic()
-                assert left > 0 and selector.select(left), f"no {until!r} line: {lines}"
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    err = proc.stderr.read().decode() if proc.stderr else ""
-                    raise AssertionError(f"exited before {until!r}: {err}")
-                *complete, pending = (pending + chunk).split(b"\n")
-                for raw in complete:
-                    line = raw.decode().strip()
-                    lines[line.split(" ", 1)[0].rstrip(":")] = line
-        yield Started(proc, lines)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=TIMEOUT)
-
-
-def after(line: str, marker: str) -> str:
-    return line.split(marker, 1)[1].split()[0].strip(";,")
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -232,6 +131,40 @@ def test_serve_takes_the_api_key_from_the_environment_and_never_echoes_it() -> N
         stderr = serve.stop()
     assert refused.status_code == 401 and allowed.status_code == 200
     assert key not in " ".join(serve.lines.values()) and key not in stderr
+
+
+def test_serve_workers_2_hosts_the_example_app_unchanged_and_ctrl_c_drains_it(
+    redis_server: RedisServer,
+) -> None:
+    """``serve --workers 2``: two processes, each with the example's MCP server and tools,
+    share its sessions through Redis; every request (a fresh connection each, so the
+    kernel spreads them) is answered right, by both children; Ctrl-C drains them all."""
+    env = {"APP_SESSIONS": "redis", "APP_REDIS_URL": redis_server.url}
+    args = ("serve", "--app", EXAMPLE, "--port", "0", "--workers", "2")
+    with started(*args, until="workers:", **env) as serve:
+        url = after(serve.lines["agentcli"], " on ")
+        children = {int(p) for p in serve.lines["workers"].split("pids ", 1)[1].split(", ")}
+        session = {"session_id": "spread"}
+        notes, chats = [], []
+        for i in range(24):
+            event = {"type": "notes", "data": {"note": str(i)}, "metadata": session}
+            notes.append(httpx2.post(f"{url}/v1/events", json=event, timeout=TIMEOUT))
+            query = {"type": "chat", "data": {"query": "trio?"}}
+            chats.append(httpx2.post(f"{url}/v1/events", json=query, timeout=TIMEOUT))
+        outputs = [r.json()["output"] for r in notes + chats if r.status_code == 200]
+        assert len(outputs) == 48, [r.text for r in notes + chats if r.status_code != 200]
+        note_outputs, chat_outputs = outputs[:24], outputs[24:]
+        mcp_pids = {out["mcp_pid"] for out in chat_outputs}
+        serve.stop(signal.SIGINT)
+    # Each answer saw every note before it, whichever child wrote them (one session).
+    assert [out["notes"] for out in note_outputs] == [
+        [str(j) for j in range(i + 1)] for i in range(24)
+    ]
+    assert {out["pid"] for out in note_outputs} == children  # both children answered
+    assert all(out["fact"].startswith("Trio is a Python library") for out in chat_outputs)
+    assert all(out["words"] == 1 and out["answer"] for out in chat_outputs)
+    assert len(mcp_pids) == 2 and not mcp_pids & children  # an MCP server per child
+    assert not any(alive(pid) for pid in children | mcp_pids)  # all drained and gone
 
 
 # -- worker ---------------------------------------------------------------------------------

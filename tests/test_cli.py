@@ -20,44 +20,15 @@ import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import click
 import httpx2
 import pytest
+from _cli import ROOT, TIMEOUT, agentcli, cli_env, one_json_line, popen
 
 import agentflow_trio as af
 
-ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = str(ROOT / "examples" / "loadtest_script.py")
-TIMEOUT = 60
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env["COLUMNS"] = "200"
-    return env
-
-
-def agentcli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agentflow_trio.cli", *args],
-        capture_output=True,
-        text=True,
-        env=_env(),
-        cwd=cwd,
-        timeout=TIMEOUT,
-    )
-
-
-def one_json_line(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
-    assert len(lines) == 1, proc.stdout
-    data = json.loads(lines[0])
-    assert isinstance(data, dict)
-    return data
 
 
 def assert_clean_failure(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -222,7 +193,7 @@ def test_serve_subprocess_until_sigterm(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=_env(),
+        env=cli_env(),
         cwd=tmp_path,
     )
     try:
@@ -534,17 +505,6 @@ def _wait_for(path: Path) -> None:
         time.sleep(0.05)
 
 
-def _popen(*args: str, cwd: Path = ROOT) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "agentflow_trio.cli", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_env(),
-        cwd=cwd,
-    )
-
-
 def _interrupt(proc: subprocess.Popen[str]) -> tuple[str, str]:
     """Ctrl-C ``proc`` and collect its output: it must exit 130 with no traceback."""
     proc.send_signal(signal.SIGINT)
@@ -577,7 +537,7 @@ def test_ctrl_c_ends_a_load_test_with_its_partial_results_and_exit_130(
     )
     report = tmp_path / "partial.html"
     args = ["loadtest", "--script", str(script), "--vus", "2", "--duration", "60s"]
-    proc = _popen(*args, "--report", str(report), *(["--json"] if as_json else []))
+    proc = popen(*args, "--report", str(report), *(["--json"] if as_json else []))
     try:
         _wait_for(started)
         time.sleep(0.3)
@@ -594,7 +554,7 @@ def test_ctrl_c_ends_a_load_test_with_its_partial_results_and_exit_130(
 
 
 def test_ctrl_c_ends_a_benchmark_too() -> None:
-    proc = _popen("benchmark", "--duration", "60s", "-c", "2", "--dashboard", "--json")
+    proc = popen("benchmark", "--duration", "60s", "-c", "2", "--dashboard", "--json")
     try:
         assert proc.stderr is not None
         with selectors.DefaultSelector() as selector:
@@ -637,7 +597,7 @@ def test_a_busy_port_is_one_line_naming_it(tmp_path: Path, busy_port: int) -> No
 
 
 def test_ctrl_c_on_a_worker_that_cannot_reach_redis_is_one_line() -> None:
-    proc = _popen("worker", "--redis", "redis://127.0.0.1:1/0")
+    proc = popen("worker", "--redis", "redis://127.0.0.1:1/0")
     try:
         assert proc.stderr is not None
         with selectors.DefaultSelector() as selector:
@@ -669,7 +629,7 @@ def test_an_unexpected_error_is_one_line_and_agentcli_debug_shows_the_traceback(
         "Error: unexpected LookupError: the think time broke "
         "(rerun with AGENTCLI_DEBUG=1 for the traceback)"
     )
-    env = dict(_env(), AGENTCLI_DEBUG="1")
+    env = dict(cli_env(), AGENTCLI_DEBUG="1")
     debug = subprocess.run(
         [sys.executable, "-m", "agentflow_trio.cli", *args],
         capture_output=True,
@@ -722,7 +682,7 @@ def test_the_guard_turns_every_exception_into_one_line_and_an_exit_code() -> Non
 
 
 def test_serve_passes_allowed_hosts_and_backlog() -> None:
-    proc = _popen("serve", "--port", "0", "--backlog", "16", "--allowed-host", "agents.example")
+    proc = popen("serve", "--port", "0", "--backlog", "16", "--allowed-host", "agents.example")
     try:
         assert proc.stdout is not None
         with selectors.DefaultSelector() as selector:
