@@ -63,8 +63,10 @@ class OpenAIProvider:
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         """One chat completion (see `HTTPSession.post_json` for the errors)."""
-        body = wire.chat_body(request, self._model, stream=False)
-        data = await self.session.post_json(self._chat_url, body)
+        # The body goes as an argument, not a local: the session drops it once sent.
+        data = await self.session.post_json(
+            self._chat_url, wire.chat_body(request, self._model, stream=False)
+        )
         return wire.parse_chat(data, self.session.deployment)
 
     @asynccontextmanager
@@ -73,10 +75,12 @@ class OpenAIProvider:
 
         The iterator is a `GuardedChunks` (``delivered_chunks``, ``malformed``, ...).
         """
-        body = wire.chat_body(request, self._model, stream=True)
         decoder = ChunkDecoder(SSEDecoder(max_malformed=MAX_MALFORMED), self._parse_chunk)
         session = self.session
-        async with session.open_stream(self._chat_url, body, decoder, passthrough, _SSE) as chunks:
+        body = wire.chat_body(request, self._model, stream=True)
+        opened = session.open_stream(self._chat_url, body, decoder, passthrough, _SSE)
+        del body  # not held by this frame for as long as the stream lasts
+        async with opened as chunks:
             yield GuardedChunks(chunks, decoder, session.deployment)
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:

@@ -82,6 +82,13 @@ def _merged(headers: Mapping[str, str], pooling: bool = True) -> list[tuple[str,
     return defaults + list(headers.items())
 
 
+def _request(target: _Target, body: bytes) -> tuple[bytes, bytes]:
+    """The bytes to send for ``body`` to ``target`` (`request_bytes`), the trace context
+    header added when a span is current."""
+    prefix = target.prefix if _tracing.active is None else _traced(target.prefix)
+    return request_bytes(prefix, body)
+
+
 class _Target:
     __slots__ = ("pool", "prefix")
 
@@ -146,8 +153,8 @@ class LeanSession:
         target = self._targets.get(url) or self._target(url)
         exchange = Exchange(target.pool)
         try:
-            prefix = target.prefix if _tracing.active is None else _traced(target.prefix)
-            head, rest = request_bytes(prefix, body)
+            head, rest = _request(target, body)
+            del body  # often an encoder's 4 KiB buffer: not held while the answer is awaited
             deadline = own_deadline(self._timeout)
             if deadline is None:
                 await exchange.open()
@@ -200,19 +207,20 @@ class LeanSession:
         its end, closed otherwise; its slot is released on every exit, cancellation included.
         """
         target = self._target(url)
+        head, rest = _request(target, body)
+        del body  # this frame lives as long as the stream: keep only what is sent
         exchange = Exchange(target.pool)
         try:
-            conn = await self._start(exchange, target, body)
+            conn = await self._start(exchange, head, rest)
+            del head, rest
             await self._check_stream(conn, content_types)
             chunks = _Chunks(conn, decoder, parse, self.deployment, self._timeout, self._max_body)
             yield chunks
         finally:
             await exchange.aclose()
 
-    async def _start(self, exchange: Exchange, target: _Target, body: bytes) -> Connection:
+    async def _start(self, exchange: Exchange, head: bytes, rest: bytes) -> Connection:
         try:
-            prefix = target.prefix if _tracing.active is None else _traced(target.prefix)
-            head, rest = request_bytes(prefix, body)
             with trio.move_on_after(self._timeout):
                 await exchange.open()
                 conn = await exchange.send(head, rest)
