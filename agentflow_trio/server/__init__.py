@@ -1,12 +1,12 @@
 """The runner's HTTP face: `make_app` (ASGI: ``/v1/events``, SSE, the OpenAI-compatible
-face), `serve` (hypercorn on trio) and `serve_runner` (model client, metrics, runner and
-HTTP face assembled in one call: what ``agentcli serve`` runs).
+face), `serve` (the project's HTTP/1.1 server on trio) and `serve_runner` (model client,
+metrics, runner and HTTP face assembled in one call: what ``agentcli serve`` runs).
 
-Importing this package is cheap: no web framework (hypercorn) is imported here. The HTTP
+Importing this package is cheap: no HTTP server is imported here. The HTTP
 app's names (`make_app`, `serve`, ...) load ``server.app`` on first use, `serve_runner`
 and its companions load ``server.service``, ``agentcli serve --workers``'s supervisor
-(`supervise_workers`) loads ``server._workers``, and hypercorn itself is imported only when
-`serve` runs.
+(`supervise_workers`) loads ``server._workers``, and the HTTP server (``server._http``,
+on httptools) is imported only when `serve` runs.
 
 The mock LLM moved to its own room, :mod:`agentflow_trio.mockllm`; its names (`open_mock_llm`,
 `MockReply`, `PreciseClock`, ...) are still re-exported here, as are the modules

@@ -144,8 +144,8 @@ async def relay(
     event and stop.
 
     A disconnect never cancels a ``write`` under way: the server may learn of it inside
-    that very write (hypercorn hands the app ``http.disconnect`` while sending the last
-    piece, then closes an HTTP/1.0 connection in the same call), and cancelling there
+    that very write (an ASGI server may hand the app ``http.disconnect`` while sending
+    the last piece, then close an HTTP/1.0 connection in the same call), and cancelling there
     would leave the socket open and the client waiting for an end that never comes. The
     write finishes, then the relay stops.
 

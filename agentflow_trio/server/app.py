@@ -1,4 +1,4 @@
-"""Serve a `Runner` over HTTP: a small ASGI app, run by hypercorn's trio worker.
+"""Serve a `Runner` over HTTP: a small ASGI app, run by the project's HTTP/1.1 server.
 
 Endpoints (JSON in and out)::
 
@@ -62,7 +62,8 @@ cancelled too (as `Runner.call` does): it frees its worker slot and makes no mor
 calls.
 
 `make_app` registers one ``after_event`` hook on ``runner.hooks`` (to collect async
-results). Importing this module does not import hypercorn; `serve` does.
+results). `make_app` is an ASGI 3 app any ASGI server can run; `serve` runs it on
+``server._http`` (httptools on trio streams), imported when `serve` runs.
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ __all__ = [
 DEFAULT_MAX_BODY_BYTES: Final = 1 << 20
 DEFAULT_BACKLOG: Final = 1024
 """Pending connections the listening socket holds (the kernel may cap it lower:
-``net.core.somaxconn``); hypercorn's own default, 100, dropped a burst of 2,000."""
+``net.core.somaxconn``); a backlog of 100 dropped a burst of 2,000."""
 _EVENTS: Final = "/v1/events"
 _MAX_NAMES_SHOWN: Final = 20
 

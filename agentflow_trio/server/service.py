@@ -9,7 +9,7 @@ session store, metrics, monitoring), all owned by one ``async with``.
 `serve_runner` is a whole served App in one call, what ``agentcli serve`` runs: the hosted
 App, its `Runner`, the companions the caller asks for (``agentcli serve --dashboard``
 passes its live dashboard this way, so this room does not depend on the load generator's),
-and the HTTP face (`make_app` served by hypercorn). With ``nursery.start`` it reports a
+and the HTTP face (`make_app` served by `serve`). With ``nursery.start`` it reports a
 `ServedRunner` (the bound port, the URL, the runner) once it accepts connections, so tests
 bind port 0 and read the port back; no click, no signals, no printing here.
 
