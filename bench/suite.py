@@ -24,8 +24,9 @@ same cell. Writes a Markdown table (``--out``) and prints JSON lines, then the t
 
 Then issue #23's anchors (`bench.anchors`: chat, stream, tool loops, 2,000 and 10,000
 in flight, each against a raw trio + httptools floor in the same run), added to the
-Markdown file as a second table; ``--no-anchors`` skips them, ``--anchors-only`` runs
-only them.
+Markdown file as a second table; ``--no-anchors`` skips them, and so does a run narrowed
+by ``--seconds``, ``--latency`` or ``--concurrency`` (``agentcli benchmark --suite``
+with its options); ``--anchors-only`` runs only them.
 
     python -m bench                 # about 5 minutes (3 s per cell, then the anchors)
     python -m bench --quick         # about 2 minutes (1 s per cell, quick anchors)
@@ -425,7 +426,8 @@ def main(argv: list[str] | None = None) -> None:
         for c in checks
     )
     print(text, file=sys.stderr)
-    if not args.no_anchors:
+    narrowed = args.seconds is not None or args.latency or args.concurrency
+    if not (args.no_anchors or narrowed):
         text += _anchors(args.quick)
     Path(args.out).write_text(text)
     print(f"wrote {args.out}", file=sys.stderr)
