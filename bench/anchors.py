@@ -35,6 +35,7 @@ against its own raw floor, measured in the same child: robust to a loaded machin
     python -m bench.anchors                   # about 3 minutes
     python -m bench.anchors --quick           # about 1 minute (no 10,000 in flight)
     python -m bench.anchors --before a82c255  # also the tree before #21-#23
+    python -m bench.anchors --at HEAD         # a worktree of HEAD, not the files being edited
     python -m bench.anchors --only chat --profile   # cProfile one scenario's agentflow side
 """
 
@@ -156,7 +157,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     names = [n for n in SCENARIOS if (not args.only or n in args.only)]
     if args.quick and not args.only:
         names = [n for n in names if not SCENARIOS[n].get("full_only")]
-    roots = {"current": Path(args.root or ROOT)}
+    roots = {"current": _worktree(args.at) if args.at else Path(args.root or ROOT)}
     if args.before:
         roots["before"] = _worktree(args.before)
     repeat = args.repeat or (1 if args.quick else 3)
@@ -229,6 +230,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         "--before", nargs="?", const=BEFORE, default=None, help=f"older revision ({BEFORE})"
     )
     parser.add_argument("--root", default=None, help="agentflow_trio tree to measure")
+    parser.add_argument(
+        "--at", default=None, help="measure this revision (a worktree) instead of the tree"
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile the agentflow side")
     parser.add_argument("--child", choices=list(SCENARIOS), help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
