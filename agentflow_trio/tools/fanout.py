@@ -195,7 +195,8 @@ class _FanOut:
 
     async def run_all(self) -> None:
         """Run the ``pending`` calls in a nursery of their own (``scope``, which a failing
-        call cancels under ``cancel_siblings``); a lone error comes out bare."""
+        call cancels under ``cancel_siblings``), the first in this task; a lone error comes
+        out bare."""
         try:
             async with trio.open_nursery() as nursery:
                 self.scope = nursery.cancel_scope
@@ -206,8 +207,13 @@ class _FanOut:
     async def start_all(self, nursery: trio.Nursery) -> None:
         limiter = self.limiter
         if limiter is None:
-            for i, running in self.pending:
-                nursery.start_soon(self._call, i, running)
+            # Every call but the first in a task of its own; the first runs in this task,
+            # inside the nursery (so under its scope, beside the others): one spawn fewer,
+            # none for a lone asynchronous call.
+            (first, running), *rest = self.pending
+            for i, later in rest:
+                nursery.start_soon(self._call, i, later)
+            await self._call(first, running)
             return
         # Slots are taken here, in input order, so calls start in input order; each call's
         # task gives its slot back in a finally (release_on_behalf_of its borrower token).
