@@ -274,7 +274,7 @@ async def test_user_spans_and_nested_events_hang_under_the_event(
         return 2
 
     async def parent(ctx: af.Context, event: af.Event) -> int:
-        with ctx.span("rank", k=3) as span:
+        with ctx.span("rank", k=3, where={"not": "a scalar"}) as span:
             span.set_attribute("ranked", 7)
             nested = await ctx.runner.call(af.Event("child"))
         return int(nested.output) + 1
@@ -283,7 +283,11 @@ async def test_user_spans_and_nested_events_hang_under_the_event(
         assert (await runner.call(af.Event("parent"))).output == 3
     tree = by_name(spans)
     assert parent_of(tree["rank"], tree) == "invoke_agent parent"
-    assert dict(tree["rank"].attributes or {}) == {"k": 3, "ranked": 7}
+    assert dict(tree["rank"].attributes or {}) == {
+        "k": 3,
+        "where": "{'not': 'a scalar'}",  # what OTLP cannot carry is kept as text
+        "ranked": 7,
+    }
     assert parent_of(tree["event child"], tree) == "rank"
     assert parent_of(tree["invoke_agent child"], tree) == "event child"
 

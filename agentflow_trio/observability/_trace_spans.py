@@ -16,20 +16,21 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, Final, TypeVar, final
+from typing import Any, Final, Protocol, TypeVar, final
 
 import trio
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.types import Attributes
 
 from .._json import dumps_str
 from ..errors import CircuitOpenError, LLMTimeoutError
 from ..events import AgentResult, Outcome
 from ._traceparent import TRACEPARENT, parse_traceparent
 
-__all__ = ["Instruments", "fail"]
+__all__ = ["Instruments", "Tracer", "fail"]
 
 _T = TypeVar("_T")
 
@@ -91,6 +92,19 @@ def _messages(messages: Any) -> str:
     return _content(shown)
 
 
+class Tracer(Protocol):
+    """What makes the spans: an OpenTelemetry ``Tracer``, or the lean one
+    (``_trace_lean``) when agentflow builds the pipeline itself."""
+
+    def start_span(
+        self,
+        name: str,
+        context: otel_context.Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+    ) -> Span: ...
+
+
 @final
 class _EventTrace:
     """One event's span, from its acceptance to its end."""
@@ -117,7 +131,7 @@ class Instruments:
 
     def __init__(
         self,
-        tracer: trace.Tracer,
+        tracer: Tracer,
         *,
         capture_content: bool = False,
         providers: Mapping[str, str] | None = None,
@@ -132,9 +146,10 @@ class Instruments:
     # ------------------------------------------------------------------ propagation
     def traceparent(self) -> str | None:
         """The current span's W3C ``traceparent``, None outside a valid span."""
-        carrier: dict[str, str] = {}
-        _PROPAGATOR.inject(carrier)
-        return carrier.get(TRACEPARENT)
+        found = trace.get_current_span().get_span_context()
+        if not found.is_valid:
+            return None
+        return f"00-{found.trace_id:032x}-{found.span_id:016x}-{found.trace_flags:02x}"
 
     def inject(self, headers: MutableMapping[str, str]) -> None:
         """Add ``traceparent`` to outgoing ``headers`` (an httpx2 request's)."""
@@ -155,8 +170,9 @@ class Instruments:
         none is current, under the ``traceparent`` of its metadata (a Redis entry's)."""
         event = handle.event
         parent = None
-        if not trace.get_current_span().get_span_context().is_valid:
-            parent = _remote(parse_traceparent(event.metadata.get(TRACEPARENT)))
+        sent = event.metadata.get(TRACEPARENT) if event.metadata else None
+        if sent is not None and not trace.get_current_span().get_span_context().is_valid:
+            parent = _remote(parse_traceparent(sent))
         self._events[handle] = self._event_span(event, parent)
 
     def _event_span(self, event: Any, parent: otel_context.Context | None) -> _EventTrace:
@@ -176,8 +192,7 @@ class Instruments:
             metadata = handle.event.metadata.get(TRACEPARENT)
             remote = None if parent is not None else _remote(parse_traceparent(metadata))
             record = self._events[handle] = self._event_span(handle.event, remote)
-        record.started = now = time.perf_counter_ns()
-        record.span.set_attribute("agentflow.queue_wait_s", (now - record.accepted) / 1e9)
+        record.started = time.perf_counter_ns()
         return otel_context.attach(trace.set_span_in_context(record.span))
 
     def finished(self, handle: Any, result: AgentResult) -> None:
@@ -187,15 +202,15 @@ class Instruments:
             return
         span = record.span
         outcome = result.outcome
-        run = (
-            (time.perf_counter_ns() - record.started) / 1e9
-            if record.started != record.accepted
-            else 0.0
-        )
-        span.set_attribute("agentflow.run_time_s", run)
-        span.set_attribute("agentflow.event.outcome", str(outcome))
+        ran = record.started != record.accepted
+        attributes: dict[str, Any] = {
+            "agentflow.event.outcome": str(outcome),
+            "agentflow.queue_wait_s": (record.started - record.accepted) / 1e9,
+            "agentflow.run_time_s": (time.perf_counter_ns() - record.started) / 1e9 if ran else 0.0,
+        }
         if result.agent:
-            span.set_attribute("gen_ai.agent.name", result.agent)
+            attributes["gen_ai.agent.name"] = result.agent
+        span.set_attributes(attributes)  # one call, not one per attribute
         error = result.error
         if outcome is Outcome.TIMED_OUT:
             self._status(span, "timeout", "timed out")
@@ -347,22 +362,23 @@ class Instruments:
         self, span: Span, model: str, deployment: str, finish: str | None, usage: Any, text: str
     ) -> None:
         """What the model answered, on its ``chat`` span."""
+        attributes: dict[str, Any] = {}
         if model:
-            span.set_attribute("gen_ai.response.model", model)
+            attributes["gen_ai.response.model"] = model
         if deployment:
-            span.set_attribute("agentflow.deployment", deployment)
+            attributes["agentflow.deployment"] = deployment
             provider = self.providers.get(deployment)
             if provider:
-                span.set_attribute("gen_ai.provider.name", provider)
+                attributes["gen_ai.provider.name"] = provider
         if finish:
-            span.set_attribute("gen_ai.response.finish_reasons", (finish,))
+            attributes["gen_ai.response.finish_reasons"] = (finish,)
         if usage is not None:
-            span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
-            span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
+            attributes["gen_ai.usage.input_tokens"] = usage.prompt_tokens
+            attributes["gen_ai.usage.output_tokens"] = usage.completion_tokens
         if self.capture_content:
-            span.set_attribute(
-                "gen_ai.output.messages", _content([{"role": "assistant", "content": text}])
-            )
+            output = [{"role": "assistant", "content": text}]
+            attributes["gen_ai.output.messages"] = _content(output)
+        span.set_attributes(attributes)  # one call, not one per attribute
 
     def attempt_failed(self, deployment: str, kind: str, exc: BaseException) -> None:
         """A router attempt failed: an event on the current (``chat``) span naming the

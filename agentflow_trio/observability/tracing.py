@@ -34,7 +34,7 @@ exporter come with the ``tracing`` extra.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any, Final, final
 
@@ -48,9 +48,8 @@ from ._traceparent import parse_traceparent as parse_traceparent
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
-    from opentelemetry.trace import TracerProvider
 
-    from ._trace_spans import Instruments
+    from ._trace_spans import Instruments, Tracer
 
 __all__ = [
     "TRACEPARENT",
@@ -123,7 +122,8 @@ def _user_span(instruments: Instruments, name: str, attributes: dict[str, Any]) 
 
     from ._trace_spans import fail
 
-    made = instruments.tracer.start_span(name, attributes=attributes)
+    made = instruments.tracer.start_span(name)
+    made.set_attributes(attributes)  # checked: a value OTLP cannot carry becomes text
     token = context.attach(trace.set_span_in_context(made))
     try:
         yield made
@@ -173,12 +173,12 @@ async def open_tracing(
     if active is not None or not (settings.enabled or exporter is not None):
         yield active
         return
-    provider, owned = _provider(settings, exporter, batch)
+    tracer, shutdown = _pipeline(settings, exporter, batch)
     from ._trace_spans import Instruments
 
     llm = config.llm if isinstance(config, Config) else None
     active = Instruments(
-        provider.get_tracer("agentflow_trio"),
+        tracer,
         capture_content=settings.capture_content,
         providers={n: d.provider for n, d in llm.deployments.items()} if llm else None,
         default_provider="" if llm is None or llm.deployments else llm.provider,
@@ -187,36 +187,32 @@ async def open_tracing(
         yield active
     finally:
         active = None
-        if owned:
-            shutdown = getattr(provider, "shutdown", None)
-            if shutdown is not None:
-                with trio.move_on_after(_SHUTDOWN_TIMEOUT) as scope:
-                    scope.shield = True
-                    await trio.to_thread.run_sync(shutdown, abandon_on_cancel=True)
+        if shutdown is not None:
+            with trio.move_on_after(_SHUTDOWN_TIMEOUT) as scope:
+                scope.shield = True
+                await trio.to_thread.run_sync(shutdown, abandon_on_cancel=True)
 
 
-def _provider(
+def _pipeline(
     settings: TracingConfig, exporter: SpanExporter | None, batch: bool
-) -> tuple[TracerProvider, bool]:
-    """The tracer provider ``settings`` ask for, and whether this module owns it."""
+) -> tuple[Tracer, Callable[[], None] | None]:
+    """The tracer ``settings`` ask for, and what flushes and closes its pipeline (None
+    when the process's own provider makes the spans: ``exporter = "none"``)."""
     if exporter is None and settings.exporter == "none":
         from opentelemetry import trace
 
-        return trace.get_tracer_provider(), False
+        return trace.get_tracer_provider().get_tracer("agentflow_trio"), None
     try:
         from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
-        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+        from ._trace_lean import LeanTracer
     except ImportError as exc:
         raise ConfigError(f"tracing needs the OpenTelemetry SDK: {TRACING_EXTRA}") from exc
-    sampler = ParentBased(TraceIdRatioBased(settings.sample_ratio))
-    resource = Resource.create({"service.name": settings.service_name})
-    provider = TracerProvider(sampler=sampler, resource=resource)
     chosen = exporter if exporter is not None else _exporter(settings)
     processor = BatchSpanProcessor(chosen) if batch else SimpleSpanProcessor(chosen)
-    provider.add_span_processor(processor)
-    return provider, True
+    resource = Resource.create({"service.name": settings.service_name})
+    return LeanTracer(processor, resource, settings.sample_ratio), processor.shutdown
 
 
 def _exporter(settings: TracingConfig) -> SpanExporter:

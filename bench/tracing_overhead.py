@@ -1,0 +1,207 @@
+"""CPU per invocation with tracing off and on, against a build without tracing, in one run.
+
+An invocation is ``runner.call`` of an agent that makes one model call to the mock LLM
+(the lean client, a separate process pinned to core 1) and one tool call: the path every
+span of ``observability.tracing`` sits on (event, agent, chat, execute_tool, the
+``traceparent`` header). Three builds, each in a child process pinned to core 0, their
+runs interleaved (``--repeat`` rounds) and the median CPU per invocation kept:
+
+* ``baseline``: a copy of the working tree in which every file the tracing work touched
+  is put back as it was before it (``--baseline-ref``, default: the parent of the commit
+  that added ``observability/tracing.py``): today's behaviour without any tracing code.
+* ``off``: this tree, ``[tracing] enabled = false`` (the issue's target: within 2%).
+* ``on``: this tree, tracing on, sampling 1.0, the SDK's ``BatchSpanProcessor`` to an
+  exporter that drops the spans (the target: within 25%).
+
+    python bench/tracing_overhead.py            # 3000 invocations at c=50, 3 rounds
+    python bench/tracing_overhead.py --quick    # 600 invocations, 1 round
+
+Prints one JSON line per scenario and per ratio on stdout, a table on stderr. A child is
+``--child MODE URL CALLS`` (internal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+CONCURRENCY = 50
+TARGETS = {"off": 1.02, "on": 1.25}
+INSTRUMENTED = (  # the files the tracing work changed outside observability/ and tests
+    "agentflow_trio/agents.py",
+    "agentflow_trio/app.py",
+    "agentflow_trio/config/_messages.py",
+    "agentflow_trio/config/sections.py",
+    "agentflow_trio/distributed/_codec.py",
+    "agentflow_trio/llm/_attempts.py",
+    "agentflow_trio/llm/_lean/session.py",
+    "agentflow_trio/llm/_metering.py",
+    "agentflow_trio/llm/http.py",
+    "agentflow_trio/mcp/pool.py",
+    "agentflow_trio/runner.py",
+    "agentflow_trio/server/app.py",
+    "agentflow_trio/tools/base.py",
+)
+
+
+# --------------------------------------------------------------------------- the child
+def child(mode: str, url: str, calls: int) -> None:
+    """Run ``calls`` invocations at c=50 (after a warm-up) and print the figures."""
+    import trio
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from _common import drive, pin_to_core
+
+    import agentflow_trio as af
+    from agentflow_trio.config import LLMConfig, RetryConfig
+    from agentflow_trio.llm import open_llm_client
+    from agentflow_trio.tools import ToolRegistry, tool
+
+    pin_to_core(0)
+
+    @tool
+    def lookup(key: str) -> dict[str, Any]:
+        """A quick synchronous lookup."""
+        return {"key": key, "value": len(key)}
+
+    async def ask(ctx: af.Context, event: af.Event) -> str:
+        await ctx.tools.call("lookup", {"key": event.data["q"]})
+        return str((await ctx.llm.complete(event.data["q"])).text)
+
+    async def run() -> dict[str, float]:
+        llm_config = LLMConfig(
+            base_url=url + "/v1",
+            api_key="sk-bench",
+            max_connections=100,
+            retry=RetryConfig(enabled=False),
+        )
+        config = af.Config(llm=llm_config)
+        async with open_llm_client(llm_config) as llm:
+            runner = af.Runner(config, agents={"ask": ask}, llm=llm, tools=ToolRegistry([lookup]))
+            async with runner:
+
+                async def call(i: int) -> None:
+                    result = await runner.call(af.Event("ask", {"q": f"question {i}"}))
+                    assert result.succeeded, result.error
+
+                await drive(call, min(calls, 300), CONCURRENCY)  # warm-up
+                return await drive(call, calls, CONCURRENCY)
+
+    figures = trio.run(_traced, run) if mode == "on" else trio.run(run)
+    figures["module"] = af.__file__
+    print(json.dumps(figures), flush=True)
+
+
+async def _traced(run: Any) -> dict[str, float]:
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    from agentflow_trio.config.sections import TracingConfig
+    from agentflow_trio.observability.tracing import open_tracing
+
+    class Dropped(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    async with open_tracing(TracingConfig(enabled=True, sample_ratio=1.0), exporter=Dropped()):
+        figures: dict[str, float] = await run()
+    return figures
+
+
+# --------------------------------------------------------------------------- the parent
+def _git(*args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True)
+    return done.stdout
+
+
+def default_baseline_ref() -> str:
+    """The parent of the commit that added ``observability/tracing.py``."""
+    added = _git(
+        "log", "--diff-filter=A", "--format=%H", "--", "agentflow_trio/observability/tracing.py"
+    )
+    first = added.split()[-1]
+    return f"{first}^"
+
+
+def baseline_tree(ref: str, into: Path) -> Path:
+    """A copy of this working tree's package with the instrumented files as of ``ref``."""
+    shutil.copytree(ROOT / "agentflow_trio", into / "agentflow_trio")
+    for path in INSTRUMENTED:
+        (into / path).write_text(_git("show", f"{ref}:{path}"))
+    return into
+
+
+def run_child(mode: str, url: str, calls: int, pythonpath: Path) -> dict[str, Any]:
+    env = dict(os.environ, PYTHONPATH=str(pythonpath))
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", mode, url, str(calls)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{mode} child failed:\n{done.stderr[-2000:]}")
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--calls", type=int, default=3000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="600 invocations, 1 round")
+    parser.add_argument("--baseline-ref", default=None)
+    parser.add_argument("--child", nargs=3, metavar=("MODE", "URL", "CALLS"))
+    args = parser.parse_args()
+    if args.child:
+        mode, url, calls = args.child
+        child(mode, url, int(calls))
+        return
+    calls, repeat = (600, 1) if args.quick else (args.calls, args.repeat)
+    sys.path.insert(0, str(ROOT / "bench"))
+    from _common import emit, mock_process, table
+
+    ref = args.baseline_ref or default_baseline_ref()
+    runs: dict[str, list[dict[str, Any]]] = {"baseline": [], "off": [], "on": []}
+    with tempfile.TemporaryDirectory() as tmp, mock_process() as url:
+        base = baseline_tree(ref, Path(tmp))
+        for _ in range(repeat):
+            for mode in runs:
+                where = base if mode == "baseline" else ROOT
+                runs[mode].append(run_child(mode, url, calls, where))
+    rows: list[dict[str, Any]] = []
+    cpu = {}
+    for mode, done in runs.items():
+        cpu[mode] = statistics.median(r["cpu_us_per_call"] for r in done)
+        row = {
+            "scenario": f"tracing_{mode}",
+            "concurrency": CONCURRENCY,
+            "calls": calls,
+            "repeats": repeat,
+            "calls_per_s": round(statistics.median(r["calls_per_s"] for r in done), 1),
+            "cpu_us_per_call": round(cpu[mode], 2),
+            "baseline_ref": ref if mode == "baseline" else "working tree",
+        }
+        rows.append(row)
+        emit(row)
+    for mode, target in TARGETS.items():
+        ratio = cpu[mode] / cpu["baseline"]
+        row = {
+            "scenario": f"ratio_{mode}_over_baseline",
+            "concurrency": CONCURRENCY,
+            "cpu_ratio": round(ratio, 3),
+            "target": target,
+            "within_target": ratio <= target,
+        }
+        rows.append(row)
+        emit(row)
+    columns = ["scenario", "calls_per_s", "cpu_us_per_call", "cpu_ratio", "target"]
+    table(rows, columns)
+
+
+if __name__ == "__main__":
+    main()
