@@ -13,6 +13,7 @@ import random
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -431,3 +432,41 @@ async def test_an_mcp_call_is_a_client_span_under_its_tool_call(mcp_server: Any)
     refused = tree["tools/call fail"]
     assert refused.status.status_code is StatusCode.ERROR
     assert (refused.attributes or {})["error.type"] == "tool_error"
+
+
+def test_the_example_prints_one_tree() -> None:
+    example = Path(__file__).resolve().parent.parent / "examples" / "tracing.py"
+    done = subprocess.run(
+        [sys.executable, str(example)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [line[len("span: ") :] for line in done.stdout.splitlines() if line.startswith("span:")]
+    assert [line.split("  {")[0] for line in lines] == [
+        "event ask",
+        "  invoke_agent ask",
+        "    plan",
+        "      invoke_agent tool_agent",
+        "        chat gpt-4o-mini",
+        "        execute_tool weather",
+        "        chat gpt-4o-mini",
+    ]
+
+
+async def test_a_zero_ratio_records_nothing_but_a_sampled_caller_is_followed() -> None:
+    exporter = InMemorySpanExporter()
+    sampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+    async def noop(ctx: af.Context, event: af.Event) -> str | None:
+        return tracing.current_traceparent()
+
+    settings = TracingConfig(enabled=True, sample_ratio=0.0)
+    async with (
+        tracing.open_tracing(settings, exporter=exporter, batch=False),
+        af.Runner(agents={"noop": noop}) as runner,
+    ):
+        alone = await runner.call(af.Event("noop"))
+        assert exporter.get_finished_spans() == ()
+        followed = await runner.call(af.Event("noop", metadata={"traceparent": sampled}))
+    assert alone.output is not None and alone.output.endswith("-00")  # ids, not sampled
+    assert followed.output.startswith("00-4bf92f3577b34da6a3ce929d0e0e4736-")
+    assert {s.name for s in exporter.get_finished_spans()} == {"event noop", "invoke_agent noop"}
