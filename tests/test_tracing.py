@@ -470,3 +470,17 @@ async def test_a_zero_ratio_records_nothing_but_a_sampled_caller_is_followed() -
     assert alone.output is not None and alone.output.endswith("-00")  # ids, not sampled
     assert followed.output.startswith("00-4bf92f3577b34da6a3ce929d0e0e4736-")
     assert {s.name for s in exporter.get_finished_spans()} == {"event noop", "invoke_agent noop"}
+
+
+def test_the_exporter_headers_are_a_masked_secret() -> None:
+    settings = TracingConfig(enabled=True, headers={"authorization": f"Bearer {SECRET}"})
+    assert SECRET not in repr(settings)
+    config = af.Config(tracing=settings)
+    assert SECRET not in repr(config) and SECRET not in config.to_toml()
+    assert config.to_dict()["tracing"]["headers"] == {"authorization": "***"}
+    with pytest.raises(af.ConfigError, match=r"tracing\.sample_ratio"):
+        af.Config.from_mapping({"tracing": {"sample_ratio": 1.5}})
+    with pytest.raises(af.ConfigError, match=r"tracing\.endpoint"):
+        af.Config.from_mapping({"tracing": {"endpoint": "localhost:4318"}})
+    with pytest.raises(af.ConfigError, match=r"tracing\.exporter"):
+        af.Config.from_mapping({"tracing": {"exporter": "jaeger"}})
