@@ -171,8 +171,9 @@ class _Connection:
         self.parser = httptools.HttpRequestParser(self)
         self.current: _Request | None = None  # the request the parser is in
         self.ready: list[_Request | _Refused] = []  # heads parsed by the last feed
-        self.head_size = 0
-        self.head_started = 0.0
+        self.head_size = 0  # bytes of the current head's parsed parts
+        self.head_read = 0  # bytes read while a head was incomplete
+        self.in_head = False
         self.send_queue, self.receive_queue = trio.open_memory_channel[_Request | _Refused](
             MAX_PIPELINED
         )
@@ -186,7 +187,7 @@ class _Connection:
     def on_message_begin(self) -> None:
         self.current = _Request()
         self.head_size = 0
-        self.head_started = trio.current_time()
+        self.in_head = True
 
     def on_url(self, url: bytes) -> None:
         assert self.current is not None
@@ -201,6 +202,9 @@ class _Connection:
     def on_headers_complete(self) -> None:
         request = self.current
         assert request is not None
+        self.in_head = False
+        if self.head_size > MAX_HEADER_BYTES:
+            return  # refused after this feed (see _read), never handed to the app
         parser = self.parser
         request.method = parser.get_method()
         request.http_version = parser.get_http_version()
@@ -215,8 +219,11 @@ class _Connection:
     def on_body(self, body: bytes) -> None:
         request = self.current
         assert request is not None
-        if request.buffered > self.max_body:
+        room = self.max_body + 1 - request.buffered
+        if room <= 0:
             return  # the app refuses it at max_body + 1 bytes: drop the rest
+        if len(body) > room:
+            body = body[:room]
         request.body.append(body)
         request.buffered += len(body)
         if request.buffered > self.max_body:
@@ -261,9 +268,9 @@ class _Connection:
                 text = str(exc)
                 why = _AMBIGUOUS if "Content-Length" in text else f"malformed HTTP request: {text}"
                 ready.append(_Refused(400, why))
-            if self.head_size > MAX_HEADER_BYTES and not (
-                ready and isinstance(ready[-1], _Refused)
-            ):
+            self.head_read = self.head_read + len(data) if self.in_head else 0
+            too_long = max(self.head_size, self.head_read) > MAX_HEADER_BYTES
+            if too_long and not (ready and isinstance(ready[-1], _Refused)):
                 ready.append(_Refused(431, f"request head over {MAX_HEADER_BYTES} bytes"))
             for item in ready:
                 await self.send_queue.send(item)
@@ -431,6 +438,8 @@ class _Exchange:
 
     def _head(self, body: bytes, more: bool) -> bytes:
         self.started = True
+        if self.request.too_large:
+            self.close = True  # the rest of that body is not read: say so to the client
         headers = self._headers
         names = {name for name, _ in headers}
         lines = [_status_line(self._status)]
