@@ -10,6 +10,9 @@ the backend in use (``"orjson"`` or ``"json"``). ``fragment(encoded)`` stands fo
 already encoded inside a value given to ``dumps``: orjson copies its bytes as they are
 (a request body reuses the bytes of what did not change since the last one); the
 standard library decodes them back, so the output is the same either way.
+``dumps_plain`` is the fast path of a caller that must write exactly what the standard
+library writes: compact bytes for a value made only of JSON's own types (``str``-keyed
+dicts, lists, tuples, strings, numbers, booleans, None; no subclasses), else None.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ __all__ = [
     "JSONDecodeError",
     "dumps",
     "dumps_canonical",
+    "dumps_plain",
     "dumps_str",
     "fragment",
     "loads",
@@ -33,6 +37,7 @@ __all__ = [
 loads: Callable[[bytes | str], Any]
 dumps: Callable[[Any], bytes]
 dumps_canonical: Callable[[Any], bytes]
+dumps_plain: Callable[[Any], bytes | None]
 fragment: Callable[[bytes], Any]
 JSONDecodeError: type[ValueError]
 BACKEND: str
@@ -65,6 +70,9 @@ except ImportError:  # pragma: no cover - exercised by the blocked-imports test
     def dumps_canonical(obj: Any) -> bytes:
         return _sorted.encode(obj).encode()
 
+    def dumps_plain(obj: Any) -> bytes | None:
+        return None
+
     loads = json.loads
     fragment = json.loads
     JSONDecodeError = json.JSONDecodeError
@@ -77,6 +85,21 @@ else:
 
     def dumps_canonical(obj: Any) -> bytes:
         return _orjson.dumps(obj, default=_default, option=_SORT)
+
+    _PLAIN = (
+        _orjson.OPT_PASSTHROUGH_DATACLASS
+        | _orjson.OPT_PASSTHROUGH_DATETIME
+        | _orjson.OPT_PASSTHROUGH_SUBCLASS
+    )
+
+    def _refuse(obj: Any) -> Any:
+        raise TypeError(type(obj).__name__)
+
+    def dumps_plain(obj: Any) -> bytes | None:
+        try:
+            return _orjson.dumps(obj, default=_refuse, option=_PLAIN)
+        except TypeError:  # orjson.JSONEncodeError included: not plain, or not encodable
+            return None
 
     loads = _orjson.loads
     fragment = _orjson.Fragment

@@ -6,10 +6,12 @@ import enum
 import itertools
 import json
 import os
+import re
 from typing import Any, Final, Literal, TypeAlias
 
 import attrs
 
+from .. import _json
 from ..errors import ToolArgumentError, ToolError, UnknownTool
 from ..llm.types import Message, tool_message
 
@@ -17,6 +19,7 @@ __all__ = ["ToolOutcome", "ToolResult", "cancelled_result", "dumps", "new_call_i
 
 ToolOutcome: TypeAlias = Literal["ok", "error", "timed_out", "cancelled"]
 
+_SHORT_EXPONENT: Final = re.compile(rb"e-[0-9](?![0-9])")
 _CALL_PREFIX: Final = "call_" + os.urandom(3).hex() + "_"
 _CALL_COUNTER = itertools.count(1)
 
@@ -86,7 +89,16 @@ def cancelled_result(call_id: str, name: str, message: str, duration: float = 0.
 
 
 def dumps(value: Any) -> str:
-    """Compact JSON text; attrs instances, sets, tuples and enums are turned into JSON."""
+    """Compact JSON text; attrs instances, sets, tuples and enums are turned into JSON.
+
+    A value of plain JSON types is encoded by orjson (`_json.dumps_plain`), unless the
+    text has a ``null`` (maybe a NaN or an infinity, which the standard library writes
+    ``NaN``/``Infinity``) or a one-digit negative exponent (``1e-7``, written ``1e-07``):
+    those, and everything else, by the standard library, so the text is as before.
+    """
+    fast = _json.dumps_plain(value)
+    if fast is not None and b"null" not in fast and _SHORT_EXPONENT.search(fast) is None:
+        return fast.decode()
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_default)
 
 
