@@ -484,3 +484,26 @@ def test_the_exporter_headers_are_a_masked_secret() -> None:
         af.Config.from_mapping({"tracing": {"endpoint": "localhost:4318"}})
     with pytest.raises(af.ConfigError, match=r"tracing\.exporter"):
         af.Config.from_mapping({"tracing": {"exporter": "jaeger"}})
+
+
+async def test_a_plain_tool_returning_an_awaitable_is_traced_and_still_answers(
+    spans: InMemorySpanExporter,
+) -> None:
+    @tool
+    def deferred(x: int) -> Any:
+        """Doubles x, later."""
+
+        async def compute() -> int:
+            await trio.lowlevel.checkpoint()
+            return 2 * x
+
+        return compute()
+
+    call = ToolCall.parse("c1", "deferred", json.dumps({"x": 21}))
+    fake = FakeProvider.scripted([ChatResponse("", (call,), "tool_calls"), "done"])
+    agent = tool_agent(tools=ToolRegistry([deferred]))
+    async with af.Runner(agents={"ask": agent}, llm=fake) as runner:
+        result = await runner.call(af.Event("ask", {"query": "double 21"}))
+    assert result.succeeded
+    assert result.output["tool_results"][0].output == {"result": 42}
+    assert "execute_tool deferred" in by_name(spans)

@@ -109,13 +109,12 @@ class Tracer(Protocol):
 class _EventTrace:
     """One event's span, from its acceptance to its end."""
 
-    __slots__ = ("accepted", "span", "started", "token")
+    __slots__ = ("accepted", "span", "started")
 
     def __init__(self, span: Span, accepted: int) -> None:
         self.span = span
         self.accepted = accepted
         self.started = accepted
-        self.token: object = None
 
 
 @final
@@ -266,8 +265,12 @@ class Instruments:
         return result
 
     def _tool_result(self, span: Span, result: Any) -> None:
-        """A `ToolResult`'s outcome on its span: ``timed_out`` and errors as statuses."""
-        outcome = getattr(result, "outcome", "ok")
+        """A `ToolResult`'s outcome on its span: ``timed_out`` and errors as statuses (a
+        plain function that returned an awaitable gives a coroutine instead: the span
+        then covers the call that made it)."""
+        outcome = getattr(result, "outcome", None)
+        if outcome is None:
+            return
         if outcome == "ok":
             if self.capture_content and result.output is not None:
                 span.set_attribute("gen_ai.tool.call.result", _content(result.output))
