@@ -44,6 +44,7 @@ _PROVIDERS: Final = {  # agentflow provider -> gen_ai.provider.name
     "ollama": "ollama",
     "fake": "fake",
 }
+_UNTRACED_PATHS: Final = frozenset({"/healthz", "/metrics"})
 _CANCEL_REASONS: Final = {
     "deadline": "timed out",
     "explicit": "cancelled by caller",
@@ -407,7 +408,10 @@ class Instruments:
         app: Callable[[Any, Any, Any], Awaitable[None]],
     ) -> None:
         """Run one HTTP request of ``serve`` under a server span, the child of the
-        request's ``traceparent`` (bounded; garbage ignored)."""
+        request's ``traceparent`` (bounded; garbage ignored). ``/healthz`` and
+        ``/metrics`` (probes and scrapes) make no span."""
+        if scope.get("path") in _UNTRACED_PATHS:
+            return await app(scope, receive, send)
         sent = None
         for name, value in scope.get("headers", ()):
             if name == b"traceparent":
