@@ -96,12 +96,15 @@ class Request:
     body_too_large: bool = False
 
 
+@functools.lru_cache(maxsize=1024)
 def is_loopback_host(host: bytes | str | None) -> bool:
     """True if a ``Host`` header value names this machine: ``localhost`` (or a name under
     ``.localhost``), or a loopback address, with or without a port; True when absent.
 
     A server bound to loopback checks it to refuse DNS rebinding: a web page whose name
-    was re-pointed at 127.0.0.1 still sends its own name as the Host.
+    was re-pointed at 127.0.0.1 still sends its own name as the Host. Answers are cached
+    (the last 1,024 values): a served request checks its Host each time, and parsing an
+    address cost more than the rest of the check.
     """
     if host is None:
         return True

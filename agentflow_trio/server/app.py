@@ -195,6 +195,12 @@ def _content_type_error(headers: Mapping[bytes, bytes]) -> str | None:
     raw = headers.get(b"content-type")
     if raw is None:
         return "a JSON body needs Content-Type: application/json"
+    return _media_type_error(raw)
+
+
+@functools.lru_cache(maxsize=256)
+def _media_type_error(raw: bytes) -> str | None:
+    """`_content_type_error` of one header value (cached: clients send few values)."""
     text = raw.decode("latin-1")
     media, *params = (part.strip().lower() for part in text.split(";"))
     json_type = media == "application/json" or (
@@ -544,7 +550,10 @@ def _parse_event(body: bytes) -> tuple[Event, UsageLimits | None] | str:
     return Event(kind, payload, metadata, id=secrets.token_urlsafe(16)), limits
 
 
+@functools.lru_cache(maxsize=64)
 def _is_loopback_address(address: str) -> bool:
+    """Whether the socket address a request came in on is loopback (cached: a server
+    listens on few addresses, and every request asks)."""
     try:
         return ipaddress.ip_address(address.split("%")[0]).is_loopback
     except ValueError:
@@ -553,7 +562,10 @@ def _is_loopback_address(address: str) -> bool:
 
 def _wants(scope: Scope, flag: str) -> bool:
     """Whether the query string turns ``flag`` on (``1``, ``true`` or ``yes``)."""
-    query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    raw = scope.get("query_string", b"")
+    if not raw:
+        return False
+    query = urllib.parse.parse_qs(raw.decode("latin-1"))
     return any(v.lower() in ("1", "true", "yes") for v in query.get(flag, ()))
 
 
