@@ -292,9 +292,24 @@ class LeanSession:
 
 
 class _Chunks(Generic[T]):
-    """Async iterator over the parsed payloads of a streamed response body."""
+    """Async iterator over the parsed payloads of a streamed response body.
 
-    __slots__ = ("_conn", "_decoder", "_deployment", "_parse", "_pending", "_timeout", "_unzip")
+    The first piece of the body is decoded in two steps: up to its first blank line (the
+    first server-sent event), then the rest once that event's chunk has been taken, so
+    the first chunk is handed out without waiting for a whole burst to be parsed.
+    """
+
+    __slots__ = (
+        "_backlog",
+        "_conn",
+        "_decoder",
+        "_deployment",
+        "_first",
+        "_parse",
+        "_pending",
+        "_timeout",
+        "_unzip",
+    )
 
     def __init__(
         self,
@@ -311,6 +326,8 @@ class _Chunks(Generic[T]):
         self._deployment = deployment
         self._timeout = timeout
         self._pending: deque[T] = deque()
+        self._backlog = b""  # the rest of the first piece, not decoded yet
+        self._first = True
         self._unzip: Decompressor | None = None
         if conn.content_encoding is not None:
             self._unzip = self._checked(decompressor, conn.content_encoding, max_body)
@@ -322,17 +339,24 @@ class _Chunks(Generic[T]):
         pending = self._pending
         while not pending:
             decoder = self._decoder
-            if decoder.done:
+            if self._backlog:
+                rest, self._backlog = self._backlog, b""
+                items = self._checked(decoder.feed, rest)
+            elif decoder.done:
                 await self._drain()
                 raise StopAsyncIteration
-            data = await self._receive()
-            if data is None:
+            elif (data := await self._receive()) is None:
                 tail = self._unzip.flush() if self._unzip is not None else b""
                 items = self._checked(decoder.feed, tail) if tail else []
                 items += self._checked(decoder.finish)
             else:
                 if self._unzip is not None:
                     data = self._checked(self._unzip.feed, data)
+                if self._first:
+                    self._first = False
+                    cut = data.find(b"\n\n") + 2
+                    if 1 < cut < len(data):
+                        data, self._backlog = data[:cut], data[cut:]
                 items = self._checked(decoder.feed, data)
             parse = self._parse
             for item in items:
