@@ -302,3 +302,46 @@ async def test_a_body_over_the_bound_is_cut_and_its_answer_closes_the_connection
     # The app saw one byte over the bound (enough to refuse it), never the whole body.
     assert MAX_BODY < len(response.json()["body"]) < MAX_BODY * 5
     assert response.headers[b"connection"] == b"close"
+
+
+@pytest.mark.parametrize("callback", [True, False])
+async def test_a_client_leaving_cancels_its_event_with_or_without_the_callback(
+    callback: bool,
+) -> None:
+    """``serve``'s app hears of a disconnect through the server's callback (no task per
+    request) or, under a server without it, from ``receive()``: both cancel the event."""
+    import agentflow_trio as af
+    from agentflow_trio.server import make_app
+
+    running = trio.Event()
+
+    @af.agent
+    async def lengthy(ctx: af.Context, event: af.Event) -> str:
+        running.set()
+        await trio.sleep_forever()
+        return "never"
+
+    with trio.fail_after(TIMEOUT):
+        async with af.Runner(agents={"lengthy": lengthy}) as runner:
+            app = make_app(runner)
+            ended: list[str] = []
+            finished = trio.Event()
+
+            def record(event: af.Event, result: af.AgentResult) -> None:
+                ended.append(result.outcome.value)
+                finished.set()
+
+            runner.hooks.after_event.append(record)
+
+            async def plain_asgi(scope: Any, receive: Any, send: Any) -> None:
+                if not callback:
+                    scope.pop("extensions", None)
+                await app(scope, receive, send)
+
+            async with served(plain_asgi) as port:
+                client = await Client.open(port)
+                await client.send(post("/v1/events", b'{"type": "lengthy"}'))
+                await running.wait()
+                await client.stream.aclose()
+                await finished.wait()
+    assert ended == ["cancelled"]

@@ -43,6 +43,8 @@ from typing import Any, Final
 import httptools
 import trio
 
+from ._wire import DISCONNECT_EXTENSION
+
 __all__ = [
     "KEEP_ALIVE_TIMEOUT",
     "MAX_HEADER_BYTES",
@@ -180,6 +182,8 @@ class _Connection:
         self.gone = trio.Event()  # the client closed its side (or the connection broke)
         self.busy = False  # the handler is answering a request
         self.read_scope: trio.CancelScope | None = None
+        self.on_gone: Callable[[], None] | None = None  # the app's disconnect callback
+        self.extensions = {DISCONNECT_EXTENSION: self.watch}
         self.linger = False  # close gracefully: the client may still be sending a body
 
     # -- httptools callbacks (the reader's) -----------------------------------------------
@@ -246,10 +250,29 @@ class _Connection:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
-            self.gone.set()
+            self.left()
             if self.current is not None:
                 self.current.poke()
             self.send_queue.close()
+
+    def left(self) -> None:
+        """The client has gone: wake ``receive()`` and call the app's callback."""
+        self.gone.set()
+        callback, self.on_gone = self.on_gone, None
+        if callback is not None:
+            callback()
+
+    def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """`DISCONNECT_EXTENSION`: call ``callback`` once the client has gone (at once if
+        it has); returns the function that forgets it."""
+        if self.gone.is_set():
+            callback()
+        else:
+            self.on_gone = callback
+        return self._unwatch
+
+    def _unwatch(self) -> None:
+        self.on_gone = None
 
     async def _read(self) -> None:
         stream, parser, ready = self.stream, self.parser, self.ready
@@ -339,6 +362,7 @@ class _Connection:
             "headers": request.headers,
             "client": self.client,
             "server": self.server,
+            "extensions": self.extensions,
         }
 
     async def _write(self, data: bytes) -> None:
@@ -432,7 +456,7 @@ class _Exchange:
             try:
                 await self.conn._write(out)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self.conn.gone.set()  # the client left: the app hears it from receive()
+                self.conn.left()  # the client left: the app hears of it
                 self.finished = True
                 self.close = True
 

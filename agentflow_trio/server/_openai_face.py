@@ -97,7 +97,7 @@ from ..progress import FinalResult, ProgressItem, TextDelta
 from ..runner import Runner
 from ..tools.loop import MAX_MESSAGES, message_from_dict
 from ._sse import SSE_HEADERS, relay, result_unless_gone
-from ._wire import JSON_TYPE, NotJSON, Receive, Send, send_body, to_json_bytes
+from ._wire import JSON_TYPE, DisconnectWatch, NotJSON, Receive, Send, send_body, to_json_bytes
 
 __all__ = ["CHAT_PATH", "MODELS_PATH", "OpenAIFace", "reply_error"]
 
@@ -220,8 +220,11 @@ class OpenAIFace:
         self._runner = runner
         self._created = int(time.time())  # the agents' "created": when this face was made
 
-    async def chat_completions(self, body: bytes, receive: Receive, send: Send) -> None:
-        """Answer ``POST /v1/chat/completions`` (the guards of ``server.app`` passed)."""
+    async def chat_completions(
+        self, body: bytes, receive: Receive, send: Send, watch: DisconnectWatch | None = None
+    ) -> None:
+        """Answer ``POST /v1/chat/completions`` (the guards of ``server.app`` passed);
+        ``watch``: the server's disconnect callback, if it has one (``server._sse``)."""
         try:
             chat = _parse_chat(body)
             self._check_model(chat.model)
@@ -238,7 +241,7 @@ class OpenAIFace:
         if chat.stream:
             writer = _ChunkWriter(send, event.id, self._created, chat.model, chat.include_usage)
             return await relay(handle, receive, writer.write)
-        result = await result_unless_gone(handle, receive)
+        result = await result_unless_gone(handle, receive, watch)
         if result is None:  # the client left; the event was cancelled
             return
         try:

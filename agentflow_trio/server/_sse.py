@@ -48,10 +48,20 @@ from ..progress import (
     ToolCallStarted,
 )
 from ..runner import EventHandle
-from ._wire import NotJSON, Receive, Send, result_json, to_json_bytes
+from ._wire import (
+    DISCONNECT_EXTENSION,
+    DisconnectWatch,
+    NotJSON,
+    Receive,
+    Scope,
+    Send,
+    result_json,
+    to_json_bytes,
+)
 
 __all__ = [
     "SSE_HEADERS",
+    "disconnect_watch",
     "frame",
     "item_frame",
     "relay",
@@ -168,10 +178,23 @@ async def relay(
             handle.cancel()
 
 
-async def result_unless_gone(handle: EventHandle, receive: Receive) -> AgentResult | None:
+def disconnect_watch(scope: Scope) -> DisconnectWatch | None:
+    """The server's `DISCONNECT_EXTENSION` in ``scope``, or None (another ASGI server)."""
+    extensions = scope.get("extensions")
+    return None if not extensions else extensions.get(DISCONNECT_EXTENSION)
+
+
+async def result_unless_gone(
+    handle: EventHandle, receive: Receive, watch: DisconnectWatch | None = None
+) -> AgentResult | None:
     """The event's result, or None if the client disconnected first (then the event is
     cancelled: nobody is left to read its answer). Leaving early for any reason cancels
-    the event too."""
+    the event too.
+
+    With ``watch`` (`disconnect_watch`: the server calls back when the client goes), no
+    task waits on ``receive``: the callback cancels the event. Otherwise a task does."""
+    if watch is not None:
+        return await _result_or_cancel(handle, watch)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_Watch(handle).run, receive, nursery.cancel_scope)
@@ -182,6 +205,24 @@ async def result_unless_gone(handle: EventHandle, receive: Receive) -> AgentResu
         if not handle.done:
             handle.cancel()
     return None  # the client left: the watch cancelled the nursery
+
+
+async def _result_or_cancel(handle: EventHandle, watch: DisconnectWatch) -> AgentResult | None:
+    gone = False
+
+    def left() -> None:
+        nonlocal gone
+        gone = True
+        handle.cancel()
+
+    unwatch = watch(left)
+    try:
+        result = await handle.result()
+    finally:
+        unwatch()
+        if not handle.done:
+            handle.cancel()
+    return None if gone else result
 
 
 class _Watch:

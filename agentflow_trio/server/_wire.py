@@ -1,5 +1,6 @@
 """What may go on the wire as JSON: agent output made strict JSON, or refused with a reason,
-and the two ASGI calls that send an answer (`send_body`, `reply_json`).
+the two ASGI calls that send an answer (`send_body`, `reply_json`), and the name of the
+disconnect callback ``server._http`` offers the app (`DISCONNECT_EXTENSION`).
 
 ``serve`` answers with what agents return, and agents return anything (`result_json` is
 the wire form of a result, streamed or not). `to_json_bytes`
@@ -31,8 +32,10 @@ from .. import _json
 from ..events import AgentResult
 
 __all__ = [
+    "DISCONNECT_EXTENSION",
     "JSON_TYPE",
     "MAX_DEPTH",
+    "DisconnectWatch",
     "NotJSON",
     "Receive",
     "Scope",
@@ -47,6 +50,12 @@ Scope: TypeAlias = MutableMapping[str, Any]
 Message: TypeAlias = MutableMapping[str, Any]
 Receive: TypeAlias = Callable[[], Awaitable[Message]]
 Send: TypeAlias = Callable[[Message], Awaitable[None]]
+
+DisconnectWatch: TypeAlias = Callable[[Callable[[], None]], Callable[[], None]]
+"""``watch(callback) -> unwatch``: see `DISCONNECT_EXTENSION`."""
+DISCONNECT_EXTENSION: Final = "agentflow.disconnect"
+"""The ASGI scope extension of ``server._http``: ``watch(callback) -> unwatch`` calls
+``callback()`` once the client has gone (at once if it already has)."""
 
 MAX_DEPTH: Final = 128
 """Deepest nesting of arrays and objects sent (the result's own envelope included)."""

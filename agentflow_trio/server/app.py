@@ -91,7 +91,7 @@ from ..observability import tracing as _tracing
 from ..runner import Runner
 from ..usage import UsageLimits
 from ._openai_face import CHAT_PATH, MODELS_PATH, OpenAIFace, reply_error
-from ._sse import result_unless_gone, stream_answer
+from ._sse import disconnect_watch, result_unless_gone, stream_answer
 from ._wire import (
     JSON_TYPE,
     MAX_DEPTH,
@@ -291,7 +291,7 @@ class ServeApp:
         if path == "/metrics":
             return await self._metrics(send)
         if path in (CHAT_PATH, MODELS_PATH) or path.startswith(MODELS_PATH + "/"):
-            return await self._openai_route(method, path, headers, receive, send)
+            return await self._openai_route(scope, headers, receive, send)
         await reply_json(send, 404, {"error": f"no such endpoint: {path[:100]}"})
 
     def _authorized(self, authorization: bytes | None) -> bool:
@@ -304,8 +304,9 @@ class ServeApp:
         return hmac.compare_digest(_digest(token.strip()), self._key_digest)
 
     async def _openai_route(
-        self, method: str, path: str, headers: Mapping[bytes, bytes], receive: Receive, send: Send
+        self, scope: Scope, headers: Mapping[bytes, bytes], receive: Receive, send: Send
     ) -> None:
+        method, path = scope["method"], scope["path"]
         wanted = "POST" if path == CHAT_PATH else "GET"
         if method != wanted:
             why = f"use {wanted} for {path[:100]}"
@@ -316,7 +317,7 @@ class ServeApp:
             return await self._openai.get_model(path[len(MODELS_PATH) + 1 :], send)
         body = await self._json_body(headers, receive, send, openai=True)
         if body is not None:
-            await self._openai.chat_completions(body, receive, send)
+            await self._openai.chat_completions(body, receive, send, disconnect_watch(scope))
 
     async def _json_body(
         self, headers: Mapping[bytes, bytes], receive: Receive, send: Send, *, openai: bool
@@ -378,7 +379,7 @@ class ServeApp:
             if handle.done:  # ended before we asked (cancelled while queued)
                 self._results.finished(event, handle.result_nowait())
             return await reply_json(send, 202, {"id": event.id, "status": "pending"})
-        result = await result_unless_gone(handle, receive)
+        result = await result_unless_gone(handle, receive, disconnect_watch(scope))
         if result is not None:
             await send_body(send, *_result_body(result), JSON_TYPE)
 
