@@ -159,11 +159,13 @@ class LeanSession:
             if deadline is None:
                 await exchange.open()
                 conn = await exchange.send(head, rest)
+                del head, rest  # sent: not held while the answer is awaited
                 content = await conn.receive_all()
             else:
                 with trio.CancelScope(deadline=deadline) as scope:
                     await exchange.open()
                     conn = await exchange.send(head, rest)
+                    del head, rest
                     content = await conn.receive_all()
                 if scope.cancelled_caught:
                     raise exchange.timeout_error(self._timeout)
