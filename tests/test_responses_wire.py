@@ -389,16 +389,40 @@ def stream_of(final: dict[str, Any], *, cut_at: int | None = None) -> list[dict[
     return out if cut_at is None else out[:cut_at]
 
 
-def decode(events: list[dict[str, Any]]) -> tuple[ChunkDecoder, list[Any]]:
+def decode(events: list[dict[str, Any]], size: int = 37) -> tuple[ChunkDecoder, list[Any]]:
+    """The chunks of ``events`` sent as SSE, fed ``size`` bytes at a time."""
     decoder = ChunkDecoder(
         wire.ResponsesSSEDecoder(max_malformed=MAX_MALFORMED), wire.StreamEvents("dep")
     )
     body = sse(events)
     chunks = []
-    for start in range(0, len(body), 37):  # the body in arbitrary slices
-        chunks.extend(decoder.feed(body[start : start + 37]))
+    for start in range(0, len(body), size):
+        chunks.extend(decoder.feed(body[start : start + size]))
     chunks.extend(decoder.finish())
     return decoder, chunks
+
+
+@pytest.mark.parametrize("size", [1, 7, 37, 200, 1 << 20])
+async def test_any_slicing_of_the_body_gives_the_same_chunks(size: int) -> None:
+    final = response(REASONING, message(text_part("Let me look.")), CALL)
+    _, whole = decode(stream_of(final), 1 << 20)
+    _, sliced = decode(stream_of(final), size)
+    assert sliced == whole
+    streamed = await collect_stream(_aiter(sliced))
+    assert streamed.text == "Let me look." and streamed.finish_reason == "tool_calls"
+    assert streamed.items == wire.parse_response(final, "dep").items
+
+
+def test_events_it_never_reads_are_not_decoded() -> None:
+    final = response(message(text_part("ok")))
+    body = sse(stream_of(final))
+    garbage = b"event: response.output_text.done\ndata: {not json\n\n"
+    decoder = ChunkDecoder(
+        wire.ResponsesSSEDecoder(max_malformed=MAX_MALFORMED), wire.StreamEvents("dep")
+    )
+    chunks = [*decoder.feed(garbage + body + garbage), *decoder.finish()]
+    assert "".join(c.delta_text for c in chunks) == "ok"
+    assert decoder.malformed == 0  # dropped by name, never parsed
 
 
 async def _aiter(items: list[Any]) -> Any:

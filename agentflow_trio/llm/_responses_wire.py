@@ -32,7 +32,7 @@ from ..errors import (
     ResponseFormatError,
     ServerError,
 )
-from ._lines import SSEDecoder, excerpt
+from ._lines import DEFAULT_MAX_LINE, SSEDecoder, excerpt
 from .types import (
     ChatRequest,
     ChatResponse,
@@ -80,13 +80,66 @@ _KIND_OF_STATUS: Final[Mapping[int, type[APIStatusError]]] = {
 }
 
 
+_UNREAD: Final = frozenset(
+    {
+        b"response.in_progress",
+        b"response.content_part.added",
+        b"response.content_part.done",
+        b"response.output_text.done",
+        b"response.output_text.annotation.added",
+        b"response.refusal.done",
+        b"response.function_call_arguments.done",
+        b"response.reasoning_summary_part.added",
+        b"response.reasoning_summary_part.done",
+        b"response.reasoning_summary_text.delta",
+        b"response.reasoning_summary_text.done",
+        b"response.reasoning_text.delta",
+        b"response.reasoning_text.done",
+    }
+)
+"""Stream events whose data `StreamEvents` never reads (what they say arrives again in
+the events it does read), so their JSON is not decoded at all."""
+
+
 @final
 class ResponsesSSEDecoder(SSEDecoder):
-    """`SSEDecoder` for Responses streams, which end after ``response.completed`` and send
-    no ``data: [DONE]``: the name only changes what an early end's error message says."""
+    """`SSEDecoder` for Responses streams, which end after ``response.completed`` (no
+    ``data: [DONE]``: `terminator` names it in an early end's error) and name every event
+    on an ``event:`` line.
 
-    __slots__ = ()
+    Each piece of body that starts on an event boundary is reshaped before the plain
+    decoder sees it: a whole event named in `_UNREAD` is dropped, undecoded, and the
+    ``event:`` line of the others is cut off, so each is the one ``data:`` line the plain
+    decoder reads fastest; an unfinished last event goes on as it came. A piece that
+    starts inside an event, or has CR line ends, goes to the plain decoder untouched;
+    bounds and the malformed-event policy are the plain ones.
+    """
+
+    __slots__ = ("_inside",)
     terminator = "response.completed"
+
+    def __init__(self, max_line: int = DEFAULT_MAX_LINE, *, max_malformed: int = 0) -> None:
+        super().__init__(max_line, max_malformed=max_malformed)
+        self._inside = False  # the last piece ended inside an event
+
+    def feed(self, data: bytes) -> list[Any]:
+        """Payloads of the events completed by ``data`` (the events `StreamEvents` reads)."""
+        if self._inside or b"\r" in data:
+            self._inside = not data.endswith((b"\n\n", b"\r\n\r\n"))
+            return super().feed(data)
+        events = data.split(b"\n\n")
+        tail = events.pop()  # the start of an event still coming, passed on as it is
+        kept = []
+        for event in events:
+            if event.startswith(b"event: "):
+                end = event.find(b"\n")
+                if end < 0 or event[7:end] in _UNREAD:
+                    continue
+                event = event[end + 1 :]
+            kept.append(event)
+        kept.append(tail)
+        self._inside = bool(tail)
+        return super().feed(b"\n\n".join(kept))
 
 
 # -- requests ------------------------------------------------------------------------------
