@@ -232,6 +232,12 @@ def test_native_output_is_the_text_format_the_sdk_sends() -> None:
     assert _no_titles(ours["schema"]) == _no_titles(sdk["schema"])
     BODY.validate_python(body)
     assert wire.text_format({"type": "json_object"}) == {"type": "json_object"}
+    # extra's text object adds to the format instead of replacing it
+    terse = ChatRequest(
+        request.messages, response_format=plan.response_format, extra={"text": {"verbosity": "low"}}
+    )
+    merged = json.loads(wire.request_body(terse, "m", stream=False))["text"]
+    assert merged == {"format": ours, "verbosity": "low"}
 
 
 def _no_titles(value: Any) -> Any:

@@ -266,7 +266,9 @@ def text_format(response_format: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def request_body(request: ChatRequest, model: str | None, *, stream: bool) -> bytes:
-    """The JSON body for ``POST /responses``."""
+    """The JSON body for ``POST /responses``. ``extra`` is merged last, key by key; a
+    ``text`` object in it is merged into the native mode's (``{"verbosity": "low"}`` keeps
+    the ``format``)."""
     instructions, items = input_items(request.messages)
     body: dict[str, Any] = {"model": request.model or model, "input": items}
     if instructions is not None:
@@ -284,7 +286,10 @@ def request_body(request: ChatRequest, model: str | None, *, stream: bool) -> by
     if stream:
         body["stream"] = True
     if request.extra:
+        text = body.get("text")
         body.update(request.extra)
+        if text is not None and isinstance(body["text"], Mapping):  # e.g. text.verbosity
+            body["text"] = {**text, **body["text"]}
     return _json.dumps(body)
 
 
