@@ -512,3 +512,25 @@ def test_a_call_whose_arguments_come_only_when_done() -> None:
 
 def test_a_message_without_items_keeps_none() -> None:
     assert wire.input_items((Message("assistant", None, tool_calls=()),)) == (None, [])
+
+
+def test_a_loops_history_is_encoded_once_and_the_body_stays_the_same() -> None:
+    spec = ToolSpec("search", "Search.", {"type": "object", "properties": {"q": {}}})
+    call = ToolCall.parse("call_1", "search", '{"q": "x"}')
+    history: tuple[Message, ...] = (system("sys"), user("go"))
+    reasoning = (ProviderItem("openai_responses", REASONING),)
+    for step in range(3):
+        request = ChatRequest(history, tools=(spec,))
+        body = json.loads(wire.request_body(request, "m", stream=False))
+        instructions, items = wire.input_items(history)
+        assert body["instructions"] == instructions == "sys"
+        assert body["input"] == json.loads(json.dumps(items))  # as the plain translation
+        assert body["tools"] == wire.tools((spec,))
+        history = (*history, assistant(None, (call,), reasoning), tool_message("call_1", f"{step}"))
+    # The last request sent history[:-2]: all but its last message (and the system one,
+    # which is the instructions) are kept encoded.
+    cached = [m for m in history if id(m) in wire._MESSAGES.entries]
+    assert cached == list(history[1:-3])
+    # A fresh tuple of equal specs (a registry's) reuses the encoded tools list.
+    again = ToolSpec(spec.name, spec.description, spec.parameters)
+    assert wire._tools_piece((again,)) is wire._tools_piece((spec,))

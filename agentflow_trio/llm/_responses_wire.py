@@ -148,32 +148,105 @@ class ResponsesSSEDecoder(SSEDecoder):
 def input_items(messages: tuple[Message, ...]) -> tuple[str | None, list[dict[str, Any]]]:
     """The ``instructions`` (leading system messages joined by a blank line, or None) and
     the ``input`` items of ``messages``."""
+    start = _leading_system(messages)
+    out: list[dict[str, Any]] = []
+    for m in messages[start:] if start else messages:
+        _message_items(m, out)
+    return _instructions(messages, start), out
+
+
+def _leading_system(messages: tuple[Message, ...]) -> int:
     start = 0
     while start < len(messages) and messages[start].role == "system":
         start += 1
-    instructions = "\n\n".join(m.content or "" for m in messages[:start]) if start else None
-    out: list[dict[str, Any]] = []
-    append = out.append
-    for m in messages[start:] if start else messages:
-        role = m.role
-        if role == "tool":
-            append(
-                {
-                    "type": "function_call_output",
-                    "call_id": m.tool_call_id or "",
-                    "output": m.content or "",
-                }
-            )
-        elif role != "assistant":
-            append({"role": role, "content": m.content or ""})
-        elif m.items:
-            _assistant_turn(m, out)
-        else:
-            if m.content:
-                append({"role": "assistant", "content": m.content})
-            for c in m.tool_calls:
-                append(_function_call(c))
-    return instructions, out
+    return start
+
+
+def _instructions(messages: tuple[Message, ...], start: int) -> str | None:
+    return "\n\n".join(m.content or "" for m in messages[:start]) if start else None
+
+
+def _message_items(m: Message, out: list[dict[str, Any]]) -> None:
+    """Append the input items of one message (not a leading system one) to ``out``."""
+    role = m.role
+    if role == "tool":
+        out.append(
+            {
+                "type": "function_call_output",
+                "call_id": m.tool_call_id or "",
+                "output": m.content or "",
+            }
+        )
+    elif role != "assistant":
+        out.append({"role": role, "content": m.content or ""})
+    elif m.items:
+        _assistant_turn(m, out)
+    else:
+        if m.content:
+            out.append({"role": "assistant", "content": m.content})
+        for c in m.tool_calls:
+            out.append(_function_call(c))
+
+
+class _Encoded:
+    """JSON pieces encoded once, by key: ``key -> (value, pieces)``; the value is kept, so
+    a key made of ``id()`` values stays unique while its entry lives. The whole cache is
+    dropped when its encoded bytes pass `_CACHE_BYTES` (a loop refills what it uses)."""
+
+    __slots__ = ("_size", "entries")
+
+    def __init__(self) -> None:
+        self.entries: dict[Any, tuple[Any, Any]] = {}
+        self._size = 0
+
+    def put(self, key: Any, value: Any, encoded: list[bytes]) -> list[Any]:
+        """Store the fragments of ``encoded`` (``value``'s JSON pieces) for ``key``."""
+        size = sum(map(len, encoded))
+        if self._size + size > _CACHE_BYTES:
+            self.entries.clear()
+            self._size = 0
+        pieces = [_json.fragment(piece) for piece in encoded]
+        self.entries[key] = (value, pieces)
+        self._size += size
+        return pieces
+
+
+_CACHE_BYTES: Final = 8 << 20
+"""Encoded bytes each cache holds at most before it starts again (8 MiB)."""
+_MESSAGES: Final = _Encoded()
+_TOOLS: Final = _Encoded()
+
+
+def _body_input(messages: tuple[Message, ...], start: int) -> list[Any]:
+    """``input`` for a body: the items of each message but the last from (or into)
+    `_MESSAGES`, as JSON already encoded (a tool loop sends its history again and again);
+    the last, new in a loop's next call and usually alone in a single call, afresh."""
+    rest = messages[start:] if start else messages
+    out: list[Any] = []
+    if len(rest) > 1:
+        entries = _MESSAGES.entries
+        for m in rest[:-1]:
+            hit = entries.get(id(m))
+            if hit is not None and hit[0] is m:
+                out += hit[1]
+                continue
+            items: list[dict[str, Any]] = []
+            _message_items(m, items)
+            out += _MESSAGES.put(id(m), m, [_json.dumps(item) for item in items])
+    if rest:
+        _message_items(rest[-1], out)
+    return out
+
+
+def _tools_piece(specs: tuple[ToolSpec, ...]) -> Any:
+    """The encoded ``tools`` list of ``specs`` (from or into `_TOOLS`), keyed by the
+    specs' names, descriptions and parameter objects, so a registry's fresh tuple of the
+    same tools still hits (the entry keeps the specs, so the ids hold)."""
+    key = tuple((t.name, t.description, id(t.parameters)) for t in specs)
+    hit = _TOOLS.entries.get(key)
+    if hit is not None:
+        return hit[1][0]
+    return _TOOLS.put(key, specs, [_json.dumps(tools(specs))])[0]
 
 
 def _function_call(c: ToolCall) -> dict[str, Any]:
@@ -269,16 +342,17 @@ def request_body(request: ChatRequest, model: str | None, *, stream: bool) -> by
     """The JSON body for ``POST /responses``. ``extra`` is merged last, key by key; a
     ``text`` object in it is merged into the native mode's (``{"verbosity": "low"}`` keeps
     the ``format``)."""
-    instructions, items = input_items(request.messages)
-    body: dict[str, Any] = {"model": request.model or model, "input": items}
-    if instructions is not None:
-        body["instructions"] = instructions
+    messages = request.messages
+    start = _leading_system(messages)
+    body: dict[str, Any] = {"model": request.model or model, "input": _body_input(messages, start)}
+    if start:
+        body["instructions"] = _instructions(messages, start)
     if request.temperature is not None:
         body["temperature"] = request.temperature
     if request.max_tokens is not None:
         body["max_output_tokens"] = request.max_tokens
     if request.tools:
-        body["tools"] = tools(request.tools)
+        body["tools"] = _tools_piece(request.tools)
     if request.tool_choice is not None:
         body["tool_choice"] = tool_choice(request.tool_choice)
     if request.response_format is not None:
