@@ -16,7 +16,8 @@ those go back verbatim, in order (`_assistant_turn`); other vendors' items are d
 ``stop`` and ``Message.name`` have no Responses field and are left out. ``max_tokens``
 is ``max_output_tokens``; a JSON-schema ``response_format`` is ``text.format`` (the
 native structured-output mode); ``extra`` is merged last (``previous_response_id``,
-``store``, ``reasoning``, ``include`` ...).
+``store``, ``reasoning``, ``include`` ...). What a tool loop sends again (its history's
+items, its tools list) is encoded once and reused as JSON fragments (bounded caches).
 """
 
 from __future__ import annotations
