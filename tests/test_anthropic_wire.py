@@ -9,6 +9,7 @@ the typed errors the router classifies.
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -522,6 +523,35 @@ def decode(body: bytes, step: int = 7) -> tuple[ChunkDecoder, StreamAccumulator]
         for chunk in decoder.finish():
             acc.add(chunk)
     return decoder, acc
+
+
+def decode_cuts(body: bytes, cuts: list[int]) -> StreamAccumulator:
+    parser = wire.EventParser("claude-x")
+    decoder = ChunkDecoder(_Events(parser), parser)
+    acc = StreamAccumulator()
+    bounds = [0, *sorted(set(cuts)), len(body)]
+    for start, stop in itertools.pairwise(bounds):
+        for chunk in decoder.feed(body[start:stop]):
+            acc.add(chunk)
+    assert decoder.done
+    return acc
+
+
+@given(st.lists(st.integers(0, len(sse(events_of(STREAMED)))), max_size=12), st.booleans())
+def test_any_slicing_of_the_body_gives_the_same_answer(cuts: list[int], crlf: bool) -> None:
+    body = sse(events_of(STREAMED))
+    if crlf:
+        body = body.replace(b"\n", b"\r\n")
+    acc = decode_cuts(body, [c for c in cuts if c <= len(body)])
+    assert acc.response() == wire.parse_message(STREAMED, "claude-x")
+
+
+def test_ping_events_are_not_decoded() -> None:
+    body = sse(events_of(STREAMED)).replace(b'data: {"type": "ping"}', b"data: {not json")
+    parser = wire.EventParser("claude-x")
+    decoder = ChunkDecoder(_Events(parser), parser)
+    decoder.feed(body)
+    assert decoder.done and decoder.malformed == 0
 
 
 def test_sse_bytes_end_at_message_stop() -> None:

@@ -56,16 +56,22 @@ class _Events:
     """The SSE payloads of one Messages stream; ``done`` at its ``message_stop``.
 
     Anthropic ends a stream with a ``message_stop`` event, not ``data: [DONE]``: the
-    parser (run on each payload before ``done`` is read) says when it came.
+    parser (run on each payload before ``done`` is read) says when it came. Every event is
+    named on an ``event:`` line; a piece of body that starts on an event boundary is
+    reshaped before the plain `SSEDecoder` sees it: ``ping`` events are dropped undecoded
+    and the ``event:`` line of the others is cut off, so each is the one ``data:`` line the
+    decoder reads fastest. A piece that starts inside an event, or has CR line ends, goes
+    to the decoder untouched; bounds and the malformed-event policy are the decoder's.
     """
 
-    __slots__ = ("_parser", "_sse")
+    __slots__ = ("_inside", "_parser", "_sse")
 
     terminator: ClassVar[str] = "message_stop"
 
     def __init__(self, parser: wire.EventParser) -> None:
         self._sse = SSEDecoder(max_malformed=MAX_MALFORMED)
         self._parser = parser
+        self._inside = False  # the last piece ended inside an event
 
     @property
     def done(self) -> bool:
@@ -82,8 +88,23 @@ class _Events:
         return self._sse.malformed
 
     def feed(self, data: bytes) -> list[Any]:
-        """Payloads of the events completed by ``data``."""
-        return self._sse.feed(data)
+        """Payloads of the events completed by ``data`` (``ping`` left out)."""
+        if self._inside or b"\r" in data:
+            self._inside = not data.endswith((b"\n\n", b"\r\n\r\n"))
+            return self._sse.feed(data)
+        events = data.split(b"\n\n")
+        tail = events.pop()  # the start of an event still coming, passed on as it is
+        kept = []
+        for event in events:
+            if event.startswith(b"event: "):
+                end = event.find(b"\n")
+                if end < 0 or event[7:end] == b"ping":
+                    continue
+                event = event[end + 1 :]
+            kept.append(event)
+        kept.append(tail)
+        self._inside = bool(tail)
+        return self._sse.feed(b"\n\n".join(kept))
 
     def end(self) -> list[Any]:
         """Payloads left at the end of the body."""
