@@ -29,6 +29,7 @@ from _cli import ROOT, TIMEOUT, agentcli, cli_env, one_json_line, popen
 import agentflow_trio as af
 
 SCRIPT = str(ROOT / "examples" / "loadtest_script.py")
+_env = cli_env  # the old name, still imported by tests/test_dashboard_browser.py
 
 
 def assert_clean_failure(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
