@@ -1,4 +1,4 @@
-"""``server.app``: the runner over HTTP, served by hypercorn's trio worker in-process.
+"""``server.app``: the runner over HTTP, served in-process by `serve` (``server._http``).
 
 Rules: the server binds 127.0.0.1 port 0 and is cancelled by the test that started it;
 every test uses the real clock under an absolute ``trio.fail_after``; requests go through
