@@ -105,14 +105,22 @@ def _child(
     command += ["--quick"] if quick else []
     command += ["--profile"] if profile else []
     env = dict(os.environ, PYTHONPATH=str(root))
-    out = subprocess.run(command, check=True, capture_output=not profile, text=True, env=env)
+    out = subprocess.run(command, capture_output=not profile, text=True, env=env)
     if profile:
         return {}
+    if out.returncode != 0:  # one failed measurement is reported, the others still run
+        lines = (out.stderr or "").strip().splitlines() or ["no output"]
+        print(
+            f"{scenario} ({root.name}, {sides}) failed:", *lines[-12:], sep="\n  ", file=sys.stderr
+        )
+        return {"error": lines[-1][:300]}
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-def _median(runs: list[dict[str, Any]], key: str) -> float | None:
+def _median(runs: list[dict[str, Any]], key: str) -> Any:
     values = [r[key] for r in runs if r.get(key) is not None]
+    if values and not all(isinstance(v, int | float) for v in values):
+        return values[-1]  # an error message
     return round(statistics.median(values), 3) if values else None
 
 
@@ -123,8 +131,10 @@ def _row(scenario: str, runs: list[dict[str, Any]], revision: str) -> dict[str, 
     keys = sorted({k for r in runs for k in r if k not in ("scenario",)})
     for key in keys:
         row[key] = _median(runs, key)
-    if row.get("af_cpu_us") and row.get("raw_cpu_us"):
-        ratios = [r["af_cpu_us"] / r["raw_cpu_us"] for r in runs if r.get("raw_cpu_us")]
+    ratios = [
+        r["af_cpu_us"] / r["raw_cpu_us"] for r in runs if r.get("raw_cpu_us") and r.get("af_cpu_us")
+    ]
+    if ratios:
         row["cpu_ratio"] = round(statistics.median(ratios), 3)
     if scenario == "stream" and row.get("af_ttfc_ms") is not None:
         row["ttfc_diff_ms"] = round(row["af_ttfc_ms"] - row["raw_ttfc_ms"], 3)
@@ -134,7 +144,11 @@ def _row(scenario: str, runs: list[dict[str, Any]], revision: str) -> dict[str, 
 
 def _merge(side_runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """In-flight scenarios run each side in its own child: pair them up by repeat."""
-    return [{**a, **b} for a, b in zip(side_runs["raw"], side_runs["af"], strict=True)]
+    merged = []
+    for a, b in zip(side_runs["raw"], side_runs["af"], strict=True):
+        errors = " | ".join(e for e in (a.get("error"), b.get("error")) if e)
+        merged.append({**a, **b, **({"error": errors} if errors else {})})
+    return merged
 
 
 def _judge(rows: dict[str, dict[str, Any]]) -> None:
