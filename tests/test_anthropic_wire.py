@@ -512,7 +512,7 @@ def test_a_stream_folds_into_the_same_response_as_the_message(pieces: int) -> No
 
 def decode(body: bytes, step: int = 7) -> tuple[ChunkDecoder, StreamAccumulator]:
     parser = wire.EventParser("claude-x")
-    decoder = ChunkDecoder(_Events(parser), parser)
+    decoder = ChunkDecoder(_Events(), parser)
     acc = StreamAccumulator()
     for i in range(0, len(body), step):
         for chunk in decoder.feed(body[i : i + step]):
@@ -527,7 +527,7 @@ def decode(body: bytes, step: int = 7) -> tuple[ChunkDecoder, StreamAccumulator]
 
 def decode_cuts(body: bytes, cuts: list[int]) -> StreamAccumulator:
     parser = wire.EventParser("claude-x")
-    decoder = ChunkDecoder(_Events(parser), parser)
+    decoder = ChunkDecoder(_Events(), parser)
     acc = StreamAccumulator()
     bounds = [0, *sorted(set(cuts)), len(body)]
     for start, stop in itertools.pairwise(bounds):
@@ -549,7 +549,7 @@ def test_any_slicing_of_the_body_gives_the_same_answer(cuts: list[int], crlf: bo
 def test_ping_events_are_not_decoded() -> None:
     body = sse(events_of(STREAMED)).replace(b'data: {"type": "ping"}', b"data: {not json")
     parser = wire.EventParser("claude-x")
-    decoder = ChunkDecoder(_Events(parser), parser)
+    decoder = ChunkDecoder(_Events(), parser)
     decoder.feed(body)
     assert decoder.done and decoder.malformed == 0
 

@@ -536,7 +536,10 @@ class EventParser:
         stop = (data.get("delta") or {}).get("stop_reason")
         given = data.get("usage")
         if given:
-            self._usage.update((k, v) for k, v in given.items() if v is not None)
+            used = self._usage
+            for key, value in given.items():
+                if value is not None:
+                    used[key] = value
         reason = finish_reason(stop)
         return StreamChunk(
             finish_reason=reason,

@@ -52,63 +52,69 @@ _SSE: Final = ("text/event-stream",)
 
 
 @final
-class _Events:
-    """The SSE payloads of one Messages stream; ``done`` at its ``message_stop``.
+class _Events(SSEDecoder):
+    """`SSEDecoder` for Messages streams, which end at a ``message_stop`` event (no
+    ``data: [DONE]``: `terminator` names it in an early end's error) and name every event
+    on an ``event:`` line.
 
-    Anthropic ends a stream with a ``message_stop`` event, not ``data: [DONE]``: the
-    parser (run on each payload before ``done`` is read) says when it came. Every event is
-    named on an ``event:`` line; a piece of body that starts on an event boundary is
-    reshaped before the plain `SSEDecoder` sees it: ``ping`` events are dropped undecoded
-    and the ``event:`` line of the others is cut off, so each is the one ``data:`` line the
-    decoder reads fastest. A piece that starts inside an event, or has CR line ends, goes
-    to the decoder untouched; bounds and the malformed-event policy are the decoder's.
+    A piece of body that starts on an event boundary is decoded here, event by event:
+    ``ping`` is dropped undecoded, the ``event:`` line of the others is skipped and their
+    one ``data:`` line decoded at once. An event of any other shape (several data lines,
+    comments), the unfinished last event, and a piece that starts inside an event, has CR
+    line ends or exceeds the line bound go to the plain decoder, so bounds and the
+    malformed-event policy are its own. On either path ``message_stop`` sets ``done``:
+    what follows it is not read.
     """
 
-    __slots__ = ("_inside", "_parser", "_sse")
+    __slots__ = ("_inside",)
 
     terminator: ClassVar[str] = "message_stop"
 
-    def __init__(self, parser: wire.EventParser) -> None:
-        self._sse = SSEDecoder(max_malformed=MAX_MALFORMED)
-        self._parser = parser
+    def __init__(self) -> None:
+        super().__init__(max_malformed=MAX_MALFORMED)
         self._inside = False  # the last piece ended inside an event
-
-    @property
-    def done(self) -> bool:
-        """True once ``message_stop`` has been parsed."""
-        return self._parser.stopped
-
-    @done.setter
-    def done(self, value: bool) -> None:  # the protocol's attribute; the parser decides
-        pass
-
-    @property
-    def malformed(self) -> int:
-        """Events skipped because their data was not JSON."""
-        return self._sse.malformed
 
     def feed(self, data: bytes) -> list[Any]:
         """Payloads of the events completed by ``data`` (``ping`` left out)."""
-        if self._inside or b"\r" in data:
+        if self.done:
+            return []
+        if self._inside or b"\r" in data or len(data) > self._max:
             self._inside = not data.endswith((b"\n\n", b"\r\n\r\n"))
-            return self._sse.feed(data)
+            return self._plain(data)
         events = data.split(b"\n\n")
-        tail = events.pop()  # the start of an event still coming, passed on as it is
-        kept = []
+        tail = events.pop()  # the start of an event still coming
+        out: list[Any] = []
+        loads = self._json.loads
         for event in events:
+            name = b""
             if event.startswith(b"event: "):
                 end = event.find(b"\n")
-                if end < 0 or event[7:end] == b"ping":
+                if end < 0:
+                    continue  # a name without data
+                name = event[7:end]
+                if name == b"ping":
                     continue
                 event = event[end + 1 :]
-            kept.append(event)
-        kept.append(tail)
+            if event.startswith(b"data: ") and b"\n" not in event:
+                loads(event[6:], out)
+            else:
+                out += self._plain(event + b"\n\n")
+            if name == b"message_stop" or self.done:
+                self.done = True
+                return out
         self._inside = bool(tail)
-        return self._sse.feed(b"\n\n".join(kept))
+        if tail and not self.done:
+            out += self._plain(tail)
+        return out
 
-    def end(self) -> list[Any]:
-        """Payloads left at the end of the body."""
-        return self._sse.end()
+    def _plain(self, data: bytes) -> list[Any]:
+        """The plain decoder's payloads of ``data``, up to a ``message_stop`` (then done)."""
+        out = super().feed(data)
+        for index, payload in enumerate(out):
+            if isinstance(payload, dict) and payload.get("type") == "message_stop":
+                self.done = True
+                return out[: index + 1]
+        return out
 
 
 @final
@@ -150,7 +156,7 @@ class AnthropicProvider:
         body = wire.messages_body(request, self._model, max_tokens=self._max_tokens, stream=True)
         session = self.session
         parser = wire.EventParser(session.deployment)
-        decoder = ChunkDecoder(_Events(parser), parser)
+        decoder = ChunkDecoder(_Events(), parser)
         async with session.open_stream(self._url, body, decoder, passthrough, _SSE) as chunks:
             yield GuardedChunks(chunks, decoder, session.deployment)
 
