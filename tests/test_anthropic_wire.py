@@ -568,12 +568,20 @@ def test_a_body_ending_after_the_stop_reason_is_whole_and_before_it_is_cut() -> 
         decode(sse(events[:-2]))  # no message_delta either
 
 
-def test_malformed_events_are_skipped_and_counted() -> None:
+@pytest.mark.parametrize("step", [7, 1 << 20], ids=["pieces", "one_piece"])
+def test_malformed_events_are_skipped_and_counted(step: int) -> None:
     events = events_of(STREAMED)
     body = sse(events[:4]) + b"event: content_block_delta\ndata: {not json\n\n" + sse(events[4:])
-    decoder, acc = decode(body)
+    decoder, acc = decode(body, step)
     assert decoder.malformed == 1
     assert acc.response() == wire.parse_message(STREAMED, "claude-x")
+
+
+@pytest.mark.parametrize("step", [7, 1 << 20], ids=["pieces", "one_piece"])
+def test_a_run_of_garbage_fails_the_stream(step: int) -> None:
+    garbage = b"event: content_block_delta\ndata: {not json\n\n" * 17
+    with pytest.raises(ResponseFormatError, match="17 malformed payloads in a row"):
+        decode(sse(events_of(STREAMED)[:4]) + garbage, step)
 
 
 def test_an_error_event_raises_its_typed_error() -> None:
