@@ -146,6 +146,7 @@ _LAZY |= {
         "Message",
         "OutputStream",
         "Provider",
+        "ProviderItem",
         "Router",
         "RouterStatistics",
         "StreamChunk",

@@ -1,10 +1,11 @@
 """Model providers behind one seam, and the middleware stack around them.
 
 `Provider` (``base``) is the interface (``complete``, ``stream``, ``embed``, ``aclose``);
-`open_provider` (``provider``) builds the configured transport (OpenAI, Azure, Ollama or
-fake) with the layers the config turns on (``stack``: cache -> retry -> breaker -> rate
-limit -> batching); with deployments, `Router` (``router``) spreads requests over several
-stacks, with failover by error class; `LLMClient` is the convenience face agents use, and
+`open_provider` (``provider``) builds the configured transport (OpenAI Chat Completions,
+OpenAI Responses, Azure, Anthropic Messages, Ollama or fake) with the layers the config
+turns on (``stack``: cache -> retry -> breaker -> rate limit -> batching); with
+deployments, `Router` (``router``) spreads requests over several stacks, with failover by
+error class (across vendors too); `LLMClient` is the convenience face agents use, and
 structured output (``output``: ``complete(..., output_type=T)``, `OutputStream`) lives
 behind it.
 Values live in ``types``. The adapters speak HTTP through one session seam (``_session``)
@@ -23,6 +24,8 @@ from ._lean import LeanTransport as LeanTransport
 from ._open_session import open_http_session as open_http_session
 from ._session import HTTPPoolStatistics as HTTPPoolStatistics
 from ._session import PoolStatistics as PoolStatistics
+from .anthropic import AnthropicProvider as AnthropicProvider
+from .anthropic import open_anthropic as open_anthropic
 from .azure import open_azure as open_azure
 from .base import Provider as Provider
 from .fake import FakeProvider as FakeProvider
@@ -39,6 +42,8 @@ from .provider import open_llm_client as open_llm_client
 from .provider import open_provider as open_provider
 from .provider import open_router as open_router
 from .provider import open_transport as open_transport
+from .responses import ResponsesProvider as ResponsesProvider
+from .responses import open_responses as open_responses
 from .router import DeploymentStatistics as DeploymentStatistics
 from .router import Router as Router
 from .router import RouterStatistics as RouterStatistics
@@ -52,6 +57,7 @@ from .types import ChatResponse as ChatResponse
 from .types import EmbeddingRequest as EmbeddingRequest
 from .types import EmbeddingResponse as EmbeddingResponse
 from .types import Message as Message
+from .types import ProviderItem as ProviderItem
 from .types import StreamChunk as StreamChunk
 from .types import ToolCall as ToolCall
 from .types import ToolCallDelta as ToolCallDelta
@@ -63,6 +69,7 @@ from .types import tool_message as tool_message
 from .types import user as user
 
 __all__ = [
+    "AnthropicProvider",
     "ChatRequest",
     "ChatResponse",
     "DeploymentStatistics",
@@ -84,7 +91,9 @@ __all__ = [
     "OutputStream",
     "PoolStatistics",
     "Provider",
+    "ProviderItem",
     "ProviderStack",
+    "ResponsesProvider",
     "Router",
     "RouterStatistics",
     "StackStatistics",
@@ -98,12 +107,14 @@ __all__ = [
     "collect_stream",
     "configured_ttl_policy",
     "deployment_gate",
+    "open_anthropic",
     "open_azure",
     "open_http_session",
     "open_llm_client",
     "open_ollama",
     "open_openai",
     "open_provider",
+    "open_responses",
     "open_router",
     "open_stack",
     "open_transport",

@@ -94,17 +94,20 @@ class FakeLLM:
 
 
 def mock_llm_config(
-    mock: MockLLM, dialect: Literal["openai", "azure", "ollama"] = "openai", **fields: Any
+    mock: MockLLM,
+    dialect: Literal["openai", "azure", "ollama", "anthropic", "openai_responses"] = "openai",
+    **fields: Any,
 ) -> LLMConfig:
-    """An ``[llm]`` section pointing at ``mock`` in ``dialect``.
+    """An ``[llm]`` section pointing at ``mock`` in ``dialect`` (the mock serves them all).
 
-    ``base_url`` is ``mock.url + "/v1"`` for OpenAI and ``mock.url`` otherwise; ``api_key``
+    ``base_url`` is ``mock.url + "/v1"`` for the two OpenAI wires and ``mock.url``
+    otherwise; ``api_key``
     defaults to ``"sk-test"`` and ``deployment`` to ``"dep-1"`` (Azure needs both);
     ``fields`` are any other `LLMConfig` fields (``retry=RetryConfig(enabled=False)`` ...).
     """
     fields.setdefault("api_key", "sk-test")
     fields.setdefault("deployment", "dep-1")
-    base = mock.url + "/v1" if dialect == "openai" else mock.url
+    base = mock.url + "/v1" if dialect in ("openai", "openai_responses") else mock.url
     return LLMConfig(provider=dialect, base_url=base, **fields)
 
 
