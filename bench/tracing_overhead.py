@@ -6,9 +6,11 @@ span of ``observability.tracing`` sits on (event, agent, chat, execute_tool, the
 ``traceparent`` header). Three builds, each in a child process pinned to core 0, their
 runs interleaved (``--repeat`` rounds) and the median CPU per invocation kept:
 
-* ``baseline``: a copy of the working tree in which every file the tracing work touched
-  is put back as it was before it (``--baseline-ref``, default: the parent of the commit
-  that added ``observability/tracing.py``): today's behaviour without any tracing code.
+* ``baseline``: a copy of the working tree with the tracing instrumentation taken out
+  (the commit that added it, ``--tracing-commit``, default: the one that added
+  ``observability/tracing.py``, reverse-applied file by file with ``patch``; a leftover
+  ``X if _tracing.active is None else ...`` becomes ``X``): today's behaviour without
+  any tracing code, whatever else changed since.
 * ``off``: this tree, ``[tracing] enabled = false`` (the issue's target: within 2%).
 * ``on``: this tree, tracing on, sampling 1.0, the SDK's ``BatchSpanProcessor`` to an
   exporter that drops the spans (the target: within 25%).
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -36,11 +39,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 CONCURRENCY = 50
 TARGETS = {"off": 1.02, "on": 1.25}
-INSTRUMENTED = (  # the files the tracing work changed outside observability/ and tests
+INSTRUMENTED = (  # the hot-path files the tracing commit instrumented
     "agentflow_trio/agents.py",
     "agentflow_trio/app.py",
-    "agentflow_trio/config/_messages.py",
-    "agentflow_trio/config/sections.py",
     "agentflow_trio/distributed/_codec.py",
     "agentflow_trio/llm/_attempts.py",
     "agentflow_trio/llm/_lean/session.py",
@@ -51,6 +52,7 @@ INSTRUMENTED = (  # the files the tracing work changed outside observability/ an
     "agentflow_trio/server/app.py",
     "agentflow_trio/tools/base.py",
 )
+_LEFTOVER = re.compile(r"(\S[^\n]*?) if _tracing\.active is None else [^\n]+")
 
 
 # --------------------------------------------------------------------------- the child
@@ -122,20 +124,35 @@ def _git(*args: str) -> str:
     return done.stdout
 
 
-def default_baseline_ref() -> str:
-    """The parent of the commit that added ``observability/tracing.py``."""
+def default_tracing_commit() -> str:
+    """The commit that added ``observability/tracing.py`` (and the instrumentation)."""
     added = _git(
         "log", "--diff-filter=A", "--format=%H", "--", "agentflow_trio/observability/tracing.py"
     )
-    first = added.split()[-1]
-    return f"{first}^"
+    return added.split()[-1]
 
 
-def baseline_tree(ref: str, into: Path) -> Path:
-    """A copy of this working tree's package with the instrumented files as of ``ref``."""
+def baseline_tree(commit: str, into: Path) -> Path:
+    """A copy of this working tree's package with ``commit``'s instrumentation taken out.
+
+    Raises:
+        RuntimeError: a file still mentions ``_tracing`` afterwards (the patch did not fit).
+    """
     shutil.copytree(ROOT / "agentflow_trio", into / "agentflow_trio")
     for path in INSTRUMENTED:
-        (into / path).write_text(_git("show", f"{ref}:{path}"))
+        diff = _git("diff", f"{commit}^", commit, "--", path)
+        command = ["patch", "-R", "-p1", "--fuzz=3", "--no-backup-if-mismatch", "-s", "-f"]
+        subprocess.run(command, cwd=into, input=diff, text=True, capture_output=True, check=False)
+        target = into / path
+        text = _LEFTOVER.sub(r"\1", target.read_text())
+        text = "\n".join(
+            line for line in text.split("\n") if "import tracing as _tracing" not in line
+        )
+        target.write_text(text)
+        if "_tracing" in text or "_traced" in text:
+            raise RuntimeError(f"{path}: the instrumentation could not be taken out")
+    for leftover in into.rglob("*.rej"):
+        leftover.unlink()
     return into
 
 
@@ -154,7 +171,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="600 invocations, 1 round")
-    parser.add_argument("--baseline-ref", default=None)
+    parser.add_argument("--tracing-commit", default=None)
     parser.add_argument("--child", nargs=3, metavar=("MODE", "URL", "CALLS"))
     args = parser.parse_args()
     if args.child:
@@ -165,7 +182,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT / "bench"))
     from _common import emit, mock_process, table
 
-    ref = args.baseline_ref or default_baseline_ref()
+    ref = args.tracing_commit or default_tracing_commit()
     runs: dict[str, list[dict[str, Any]]] = {"baseline": [], "off": [], "on": []}
     with tempfile.TemporaryDirectory() as tmp, mock_process() as url:
         base = baseline_tree(ref, Path(tmp))
@@ -184,7 +201,7 @@ def main() -> None:
             "repeats": repeat,
             "calls_per_s": round(statistics.median(r["calls_per_s"] for r in done), 1),
             "cpu_us_per_call": round(cpu[mode], 2),
-            "baseline_ref": ref if mode == "baseline" else "working tree",
+            "build": f"working tree without {ref[:10]}" if mode == "baseline" else "working tree",
         }
         rows.append(row)
         emit(row)
