@@ -27,6 +27,7 @@ from .config import Config as Config
 from .config import DeploymentConfig as DeploymentConfig
 from .config import MCPConfig as MCPConfig
 from .config import MCPServerConfig as MCPServerConfig
+from .config import TracingConfig as TracingConfig
 from .config import load_config as load_config
 from .errors import AgentError as AgentError
 from .errors import AgentFailed as AgentFailed
@@ -134,6 +135,7 @@ _LAZY: dict[str, str] = {
     "App": "agentflow_trio.app",
     "RunningApp": "agentflow_trio.app",
     "TypeSchema": "agentflow_trio.schema",
+    "open_tracing": "agentflow_trio.observability.tracing",
 }
 _LAZY |= {name: "agentflow_trio.distributed" for name in ("RemoteRunner", "Worker", "run_worker")}
 _LAZY |= {
@@ -211,6 +213,7 @@ __all__ = [
     "PartialOutput",
     "ProgressItem",
     "Provider",
+    "ProviderItem",
     "QueueFull",
     "RemoteRunner",
     "ResultTimeout",
@@ -242,6 +245,7 @@ __all__ = [
     "ToolRegistry",
     "ToolResult",
     "ToolSpec",
+    "TracingConfig",
     "TypeSchema",
     "UnknownAgent",
     "UnknownTool",
@@ -259,6 +263,7 @@ __all__ = [
     "open_llm_client",
     "open_provider",
     "open_tool_stream",
+    "open_tracing",
     "paged_tool",
     "parallel",
     "route",

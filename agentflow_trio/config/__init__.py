@@ -45,6 +45,7 @@ from .sections import RouterConfig as RouterConfig
 from .sections import RouterGroupConfig as RouterGroupConfig
 from .sections import RunnerConfig as RunnerConfig
 from .sections import RuntimeConfig as RuntimeConfig
+from .sections import TracingConfig as TracingConfig
 from .units import Duration as Duration
 from .units import Size as Size
 from .units import format_duration as format_duration
@@ -77,6 +78,7 @@ __all__ = [
     "RunnerConfig",
     "RuntimeConfig",
     "Size",
+    "TracingConfig",
     "check_config",
     "format_duration",
     "format_size",

@@ -17,6 +17,8 @@ Everything is re-exported lazily (on first use), so importing a light module suc
   the event id and agent), `EventContextFilter`, `current_event`.
 - `report`: `PerformanceReporter`, `report_performance` (``metrics_interval``: the
   `PerformanceMetrics` of each interval, logged and published).
+- `tracing`: `open_tracing` (``[tracing]``: OpenTelemetry spans with the GenAI
+  conventions), `current_traceparent`, `parse_traceparent`; free when off.
 """
 
 from __future__ import annotations
@@ -68,6 +70,9 @@ if TYPE_CHECKING:
     from .stats import PerformanceMetrics as PerformanceMetrics
     from .stats import SecondStats as SecondStats
     from .stats import StatsCollector as StatsCollector
+    from .tracing import current_traceparent as current_traceparent
+    from .tracing import open_tracing as open_tracing
+    from .tracing import parse_traceparent as parse_traceparent
 
 _MODULES: dict[str, tuple[str, ...]] = {
     "debug_server": ("serve_debug",),
@@ -117,6 +122,7 @@ _MODULES: dict[str, tuple[str, ...]] = {
         "SecondStats",
         "StatsCollector",
     ),
+    "tracing": ("current_traceparent", "open_tracing", "parse_traceparent"),
 }
 _LAZY: dict[str, str] = {name: module for module, names in _MODULES.items() for name in names}
 
@@ -164,10 +170,13 @@ __all__ = [
     "cpu_profile",
     "current_event",
     "current_rss",
+    "current_traceparent",
     "ensure_tracing",
     "format_stats",
     "heap_stats",
     "heap_top",
+    "open_tracing",
+    "parse_traceparent",
     "peak_rss",
     "profile_cpu",
     "profile_sampling",
