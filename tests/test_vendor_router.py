@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 
@@ -33,14 +34,18 @@ from agentflow_trio.config import (
 from agentflow_trio.errors import IncompleteStreamError, LLMError
 from agentflow_trio.llm import (
     ChatRequest,
+    ChatResponse,
     ProviderStack,
     StreamChunk,
+    ToolCall,
     Usage,
+    collect_stream,
     open_llm_client,
     open_provider,
     system,
     user,
 )
+from agentflow_trio.llm.types import ProviderItem, ToolCallDelta
 from agentflow_trio.mockllm import Fault, MockLLM, MockReply, MockToolCall, open_mock_llm
 from agentflow_trio.tools import ToolRegistry, tool, tool_agent
 
@@ -266,6 +271,170 @@ async def test_a_tool_turn_started_on_openai_is_finished_on_anthropic() -> None:
     turn, results = claude_body["messages"][-2:]
     assert [b["id"] for b in turn["content"]] == ["call_p", "call_r"]
     assert [b["tool_use_id"] for b in results["content"]] == ["call_p", "call_r"]
+
+
+# --------------------------------------------------------------------------- vendor items
+
+THINK = {"thinking": {"type": "enabled", "budget_tokens": 1024}}
+REASON = {"reasoning": {"effort": "low", "summary": "auto"}}
+ITEM_GROUPS = {
+    "anthropic": [("anthropic", CLAUDE)],
+    "anthropic+openai": [("anthropic", CLAUDE), ("openai", GPT)],
+    "responses": [("openai_responses", GPT)],
+    "responses+anthropic": [("openai_responses", GPT), ("anthropic", CLAUDE)],
+}
+
+
+def item_group(mock: MockLLM, members: list[tuple[str, str]]) -> LLMConfig:
+    """Group ``smart`` of ``members`` (provider, model); the first one always answers."""
+    deployments = {
+        f"d{index}": DeploymentConfig(
+            provider=provider,  # type: ignore[arg-type]
+            model=model,
+            base_url=mock.url if provider == "anthropic" else mock.url + "/v1",
+            api_key="sk-test",
+            group="smart",
+            weight=1_000_000 if index == 0 else 1,
+            retry=RetryConfig(enabled=False),
+        )
+        for index, (provider, model) in enumerate(members)
+    }
+    return LLMConfig(deployments=deployments)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+@pytest.mark.parametrize("members", list(ITEM_GROUPS))
+async def test_thinking_and_reasoning_survive_a_router_group_across_a_tool_turn(
+    members: str, stream: bool
+) -> None:
+    """The router passes ``items`` through (plain and on a stream's last chunk), so the
+    tool loop sends the thinking block / reasoning item back: the mock refuses an
+    Anthropic tool turn without its signed thinking block."""
+    first = ITEM_GROUPS[members][0][0]
+    log: list[str] = []
+
+    @tool
+    async def weather(city: str) -> dict[str, Any]:
+        """Current weather for a city."""
+        log.append(city)
+        return {"city": city, "temp_c": 18}
+
+    extra = THINK if first == "anthropic" else REASON
+    fields = {"model": "smart", "max_tokens": 2048, "extra": extra}
+    agent = tool_agent(tools=ToolRegistry([weather]), request_fields=fields)
+    event = af.Event("ask", {"query": "Paris?"})
+    with trio.fail_after(TIMEOUT):
+        async with (
+            open_mock_llm(stream_chunks=3) as mock,
+            open_llm_client(item_group(mock, ITEM_GROUPS[members])) as llm,
+            af.Runner(agents={"ask": agent}, llm=llm) as runner,
+        ):
+            call = MockToolCall("weather", {"city": "Paris"}, id="call_w")
+            mock.script(
+                MockReply(tool_calls=(call,), thinking="Look it up."), MockReply(text="18C.")
+            )
+            if stream:
+                async with runner.stream(event) as items:
+                    seen = [item async for item in items]
+                final = seen[-1]
+                assert isinstance(final, af.FinalResult)
+                result = final.result
+            else:
+                result = await runner.call(event)
+            second = mock.received[1]
+    assert result.succeeded, result.error
+    assert result.output["text"] == "18C." and log == ["Paris"]
+    turn = result.output["transcript"][-3]
+    assert turn.role == "assistant" and turn.items, "the router dropped the vendor items"
+    if first == "anthropic":
+        sent = second["messages"][1]["content"][0]
+        assert (sent["type"], sent["thinking"]) == ("thinking", "Look it up.")
+    else:
+        (reasoning,) = [i for i in second["input"] if i.get("type") == "reasoning"]
+        assert reasoning["summary"][0]["text"] == "Look it up."
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+async def test_a_routed_responses_answer_keeps_its_response_id(stream: bool) -> None:
+    request = ChatRequest((user("hello"),), model="smart", extra=REASON)
+    with trio.fail_after(TIMEOUT):
+        async with (
+            open_mock_llm() as mock,
+            open_provider(item_group(mock, ITEM_GROUPS["responses"])) as stack,
+        ):
+            if stream:
+                async with stack.stream(request) as chunks:
+                    response = await collect_stream(chunks)
+            else:
+                response = await stack.complete(request)
+            body = mock.received[0]
+    assert response.response_id.startswith("resp_") and response.deployment == "d0"
+    assert [i.data["type"] for i in response.items] == ["reasoning", "message"]
+    assert body["reasoning"] == REASON["reasoning"]
+
+
+class _EveryField:
+    """A transport whose answers set every field of `ChatResponse` / `StreamChunk` to a
+    value other than its default (so a field the router forgets shows)."""
+
+    def __init__(self) -> None:
+        item = (ProviderItem("x", {"type": "x"}),)
+        self.response = ChatResponse(
+            "t",
+            (ToolCall("c", "f"),),
+            "stop",
+            Usage(1, 2, 3, 1, 1),
+            "m",
+            {"r": 1},
+            "",
+            "no",
+            item,
+            "resp_1",
+        )
+        self.chunk = StreamChunk(
+            "t",
+            (ToolCallDelta(0, "c", "f", "{}"),),
+            "stop",
+            Usage(1, 2, 3),
+            "m",
+            "",
+            "no",
+            item,
+            "resp_1",
+        )
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        await trio.lowlevel.checkpoint()
+        return self.response
+
+    @asynccontextmanager
+    async def stream(self, request: ChatRequest) -> AsyncIterator[AsyncIterator[StreamChunk]]:
+        async def chunks() -> AsyncIterator[StreamChunk]:
+            yield self.chunk
+
+        yield chunks()
+
+    async def embed(self, request: Any) -> Any:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+async def test_the_router_passes_every_field_of_an_answer_through() -> None:
+    """Every field the transport set comes out; only ``deployment`` is the router's."""
+    transport = _EveryField()
+    config = LLMConfig(deployments={"d": DeploymentConfig(provider="fake", group="g")})
+    with trio.fail_after(TIMEOUT):
+        async with open_provider(config, transports={"d": transport}) as stack:
+            response = await stack.complete(ChatRequest((user("x"),), model="g"))
+            async with stack.stream(ChatRequest((user("x"),), model="g")) as chunks:
+                (chunk,) = [c async for c in chunks]
+    assert response == attrs.evolve(transport.response, deployment="d")
+    assert chunk == attrs.evolve(transport.chunk, deployment="d")
+    for field in attrs.fields(ChatResponse):
+        if field.name != "deployment":
+            assert getattr(response, field.name) == getattr(transport.response, field.name)
 
 
 # --------------------------------------------------------------------------- config

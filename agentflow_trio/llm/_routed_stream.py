@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, suppress
 from typing import Any, final
 
+import attrs
 import trio
 
 from ..errors import (
@@ -142,15 +143,8 @@ class RoutedStream:
             self._finished = True
         dep = self._dep
         assert dep is not None
-        return StreamChunk(
-            chunk.delta_text,
-            chunk.tool_call_deltas,
-            chunk.finish_reason,
-            chunk.usage,
-            chunk.model or dep.model,
-            dep.name,
-            chunk.refusal,
-        )
+        # evolve, not a rebuild: every field (items, response_id, any later one) passes
+        return attrs.evolve(chunk, model=chunk.model or dep.model, deployment=dep.name)
 
     async def _next(self) -> StreamChunk:
         chunks, dep = self._chunks, self._dep

@@ -238,16 +238,8 @@ class Router:
                 core.succeeded(dep, plan, trio.current_time() - start if timed else None)
             else:  # the common case of Core.succeeded, inlined
                 dep.successes += 1
-            return ChatResponse(
-                response.text,
-                response.tool_calls,
-                response.finish_reason,
-                response.usage,
-                response.model or dep.model,
-                response.raw,
-                dep.name,
-                response.refusal,
-            )
+            # evolve, not a rebuild: every field (items, response_id, any later one) passes
+            return attrs.evolve(response, model=response.model or dep.model, deployment=dep.name)
 
     def stream(
         self, request: ChatRequest
