@@ -31,7 +31,7 @@ from agentflow_trio.config import (
     RouterConfig,
     load_config,
 )
-from agentflow_trio.errors import IncompleteStreamError, LLMError
+from agentflow_trio.errors import ConfigError, IncompleteStreamError, LLMError
 from agentflow_trio.llm import (
     ChatRequest,
     ChatResponse,
@@ -474,6 +474,61 @@ base_url = "{anthropic_mock.url}"
     assert chunks[-1].deployment == "anthropic" and chunks[-1].model == CLAUDE
     assert openai_mock.stats().by_model == {GPT: 2}
     assert anthropic_mock.stats().by_path == {"/v1/messages": 2}
+
+
+LEAKY = """
+[llm]
+provider = "openai"
+model = "gpt-4o"
+api_key = "sk-openai-secret"
+base_url = "https://proxy.example/v1"
+organization = "org-1"
+request_timeout = "7s"
+[llm.headers]
+X-OpenAI-Project = "p1"
+[llm.retry]
+max_attempts = 5
+
+[llm.anthropic]
+model = "claude-sonnet-4-5"
+api_key = "sk-ant-own"
+base_url = "https://api.anthropic.com"
+
+[llm.deployments.claude2]
+provider = "anthropic"
+model = "claude-haiku-4-5"
+base_url = "http://127.0.0.1:9"
+
+[llm.deployments.resp]
+provider = "openai_responses"
+"""
+
+
+def test_a_deployment_of_another_vendor_does_not_inherit_llms_credentials(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "agentflow.toml"
+    path.write_text(LEAKY, encoding="utf-8")
+    deployments = load_config(path, env={}).llm.deployments
+    claude, claude2, resp = deployments["anthropic"], deployments["claude2"], deployments["resp"]
+    # Anthropic: never the OpenAI key, URL, organization or headers; its own if given
+    assert (claude.api_key, claude.base_url) == ("sk-ant-own", "https://api.anthropic.com")
+    assert (claude2.api_key, claude2.base_url, claude2.headers) == ("", "http://127.0.0.1:9", {})
+    assert claude.organization == claude2.organization == ""
+    # the neutral keys still come from [llm]
+    assert claude2.request_timeout == 7.0 and claude2.retry.max_attempts == 5
+    # the Responses API is OpenAI's: the same key, URL and headers
+    assert (resp.api_key, resp.base_url) == ("sk-openai-secret", "https://proxy.example/v1")
+    assert resp.headers == {"X-OpenAI-Project": "p1"} and resp.model == "gpt-4o"
+
+
+def test_a_remote_anthropic_deployment_without_its_own_key_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "agentflow.toml"
+    path.write_text(LEAKY.replace("http://127.0.0.1:9", "https://anthropic.example"), "utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert info.value.key == "llm.deployments.claude2.api_key"
+    assert "ANTHROPIC_API_KEY" in str(info.value) and "sk-openai-secret" not in str(info.value)
 
 
 def test_the_example_fails_over_from_openai_to_anthropic() -> None:

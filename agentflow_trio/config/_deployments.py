@@ -9,6 +9,15 @@ value, ``headers`` included, as a whole. Only keys the receiving section knows a
 inherited, so an unknown key of ``[llm]`` is reported once, under ``llm``. A deployment
 table's guide names (``retry_max_attempts``) become ours before it inherits, so they
 override ``[llm]`` as our names do.
+
+Credentials stay with their vendor: a deployment whose ``provider`` is another vendor's
+than ``[llm]``'s does not inherit the vendor-specific keys (`VENDOR_KEYS`: ``api_key``,
+``base_url``, ``headers``, ``organization``, ``api_version``, ``deployment``), so an
+OpenAI key in ``[llm]`` is never sent to Anthropic; it gives its own (or none), and still
+inherits the neutral keys (model, timeouts, pool, retry, breaker, ...). The vendors
+(`vendor_of`): ``openai``, ``openai_responses`` and ``azure`` are OpenAI's (one key and
+one API family: the guide's ``[llm.azure]`` / ``[llm.openai]`` pair inherits as before);
+``anthropic``, ``ollama`` and ``fake`` are each their own.
 """
 
 from __future__ import annotations
@@ -21,7 +30,14 @@ from ..errors import ConfigError
 from ._aliases import apply_aliases
 from ._shape import Field, fields_of, section_of
 
-__all__ = ["deployment_defaults", "inherit", "reshape_llm", "reshape_router"]
+__all__ = [
+    "VENDOR_KEYS",
+    "deployment_defaults",
+    "inherit",
+    "reshape_llm",
+    "reshape_router",
+    "vendor_of",
+]
 
 _DEPLOYMENTS: Final = "deployments"
 _GROUPS: Final = "groups"
@@ -30,6 +46,17 @@ _PERFORMANCE_DEFAULTS: Final = {
     "enable_connection_pooling": "connection_pooling",
 }
 """``[performance]`` keys (the AgentFlow guide's) that are the default of an ``[llm]`` key."""
+VENDOR_KEYS: Final = frozenset(
+    {"api_key", "base_url", "headers", "organization", "api_version", "deployment"}
+)
+"""``[llm]`` keys a deployment of another vendor does not inherit (credentials, endpoint)."""
+_VENDORS: Final = {"openai_responses": "openai", "azure": "openai"}
+
+
+def vendor_of(provider: object) -> object:
+    """The vendor a provider name belongs to (itself unless `_VENDORS` says otherwise):
+    deployments of one vendor share ``[llm]``'s credentials, others do not."""
+    return _VENDORS.get(provider, provider) if isinstance(provider, str) else provider
 
 
 def deployment_defaults(table: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -78,8 +105,8 @@ def inherit(
 
 def reshape_llm(table: Mapping[str, Any], *, deployment: type[Any]) -> Mapping[str, Any]:
     """``[llm]`` with provider-named tables moved into ``deployments`` and every deployment
-    (a ``deployment`` section) completed from ``[llm]`` (see the module docstring);
-    ``deployments`` goes last.
+    (a ``deployment`` section) completed from ``[llm]`` (see the module docstring: a
+    deployment of another vendor gets no `VENDOR_KEYS`); ``deployments`` goes last.
 
     Raises:
         ConfigError: a deployment is given both as ``[llm.NAME]`` and
@@ -104,12 +131,18 @@ def reshape_llm(table: Mapping[str, Any], *, deployment: type[Any]) -> Mapping[s
             )
             raise ConfigError(message, key=name)
         tables[name] = {"provider": name, **sub}
-    out[_DEPLOYMENTS] = {
-        name: inherit(out, _own_names(deployment, sub, name, name in named), fields)
-        if isinstance(sub, Mapping)
-        else sub
-        for name, sub in tables.items()
-    }
+    default = fields["provider"].attribute.default
+    vendor = vendor_of(out.get("provider", default))
+    neutral = {k: v for k, v in out.items() if k not in VENDOR_KEYS}
+    deployments: dict[str, Any] = {}
+    for name, sub in tables.items():
+        if not isinstance(sub, Mapping):
+            deployments[name] = sub  # the converter names the type error
+            continue
+        own = _own_names(deployment, sub, name, name in named)
+        same = vendor_of(own.get("provider", out.get("provider", default))) == vendor
+        deployments[name] = inherit(out if same else neutral, own, fields)
+    out[_DEPLOYMENTS] = deployments
     return out
 
 

@@ -35,6 +35,13 @@ _HTTP: Final = ("http", "https")
 _REDIS: Final = ("redis://", "rediss://", "unix://")
 _TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP field name (RFC 9110)
 _FORBIDDEN: Final = frozenset("\r\n\0")  # header injection: refused by both HTTP clients
+_KEY_VARIABLES: Final = {
+    "openai": "OPENAI_API_KEY",
+    "openai_responses": "OPENAI_API_KEY",
+    "azure": "AZURE_OPENAI_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
+}
+"""The providers that need ``api_key`` for a remote ``base_url``, and the variable named."""
 
 
 def check_config(config: Config, *, source: str | None = None) -> None:
@@ -42,10 +49,11 @@ def check_config(config: Config, *, source: str | None = None) -> None:
 
     * ``llm.base_url``: empty, or an ``http://``/``https://`` URL with a host, a valid port
       and no whitespace or control character;
-    * ``llm.api_key``: set when ``provider`` is ``openai`` or ``azure`` and ``base_url``
-      points beyond this machine (the rule of ``agentcli serve``/``benchmark``/``worker``);
-      with deployments, the same rules for each ``llm.deployments.NAME`` (the key rule for
-      them only: ``[llm]`` then holds the keys they inherit);
+    * ``llm.api_key``: set when ``provider`` is ``openai``, ``openai_responses``,
+      ``azure`` or ``anthropic`` and ``base_url`` points beyond this machine (the rule of
+      ``agentcli serve``/``benchmark``/``worker``); with deployments, the same rules for
+      each ``llm.deployments.NAME`` (the key rule for them only: ``[llm]`` then holds the
+      keys they inherit, and a deployment of another vendor inherits none);
     * ``llm.router``: ``default_group``, every ``groups.NAME`` and every group in its
       ``fallbacks`` and ``context_fallbacks`` is served by a deployment; no group falls
       back to itself;
@@ -98,13 +106,14 @@ def _llm(llm: DeploymentConfig, prefix: str, *, key_needed: bool) -> Iterator[tu
         if problem is not None:
             yield f"{prefix}.{key}", problem
     remote = llm.base_url and not _is_loopback(urllib.parse.urlsplit(llm.base_url).hostname or "")
-    if key_needed and llm.provider in ("openai", "azure") and remote and not llm.api_key:
+    variable = _KEY_VARIABLES.get(llm.provider)
+    if key_needed and variable and remote and not llm.api_key:
         where = url_repr(llm.base_url)
         yield (
             f"{prefix}.api_key",
             (
                 f"is empty, but {prefix}.base_url sends requests to {where}; set it (api_key = "
-                '"${OPENAI_API_KEY}") or remove the base_url to use the built-in mock LLM'
+                f'"${{{variable}}}") or remove the base_url to use the built-in mock LLM'
             ),
         )
 
