@@ -191,6 +191,31 @@ async def test_reasoning_items_come_out_and_are_accepted_back() -> None:
         assert second.output_text == "Based on the tool results: rain"
 
 
+async def test_store_false_refuses_a_reasoning_item_without_encrypted_content() -> None:
+    async with serving() as (mock, client):
+        mock.script(MockReply(tool_calls=(WEATHER,), thinking="Need the weather tool."))
+        first = await client.responses.create(
+            model=MODEL, input=QUESTION, tools=TOOLS, store=False, reasoning={"effort": "low"}
+        )
+        reasoning, call = first.output
+        assert reasoning.type == "reasoning" and reasoning.encrypted_content is None
+        history: list[Any] = [
+            {"role": "user", "content": QUESTION},
+            reasoning.model_dump(exclude_none=True),
+            call.model_dump(exclude_none=True),
+            {"type": "function_call_output", "call_id": call.call_id, "output": "rain"},
+        ]
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.responses.create(model=MODEL, input=history, store=False)
+        # stored (the default): the item is found by its id
+        stored = await client.responses.create(model=MODEL, input=history)
+    assert refused.value.body["message"] == (  # type: ignore[index]
+        f"Item with id '{reasoning.id}' not found. Items are not persisted when `store` is "
+        "set to false. Try again with `store` set to true, or remove this item from your input."
+    )
+    assert stored.output_text == "Based on the tool results: rain"
+
+
 async def test_stream_events_in_order_with_sequence_numbers() -> None:
     async with serving(reply_text="one two three", stream_chunks=3) as (_, client):
         stream = await client.responses.create(model=MODEL, input=QUESTION, stream=True)

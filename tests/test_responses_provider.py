@@ -325,6 +325,59 @@ async def test_tool_agent_runs_parallel_calls_and_answers(provider: str) -> None
         assert "Search, then the weather." in json.dumps(items[1])
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+async def test_store_false_sends_reasoning_back_encrypted(stream: bool) -> None:
+    """With ``store: false`` nothing is kept server-side: the provider asks for the
+    reasoning's ``encrypted_content`` and sends it back; the mock, like the API, refuses a
+    reasoning item without it."""
+    tools, log = registry()
+    include = ["message.output_text.logprobs"]
+    extra = {"store": False, "reasoning": {"effort": "low"}, "include": include}
+    agent = tool_agent(tools=tools, request_fields={"extra": extra})
+    event = af.Event("ask", {"query": "weather?"})
+    with trio.fail_after(TIMEOUT):
+        async with open_mock_llm() as mock, open_llm_client(config(mock)) as llm:
+            call = MockToolCall("weather", {"city": "Paris"}, id="call_w")
+            mock.script(
+                MockReply(tool_calls=(call,), thinking="Ask the tool."), MockReply(text="18C.")
+            )
+            async with af.Runner(agents={"ask": agent}, llm=llm) as runner:
+                if stream:
+                    async with runner.stream(event) as items:
+                        result = [item async for item in items][-1].result  # type: ignore[union-attr]
+                else:
+                    result = await runner.call(event)
+            first, second = mock.received
+    assert result.succeeded, result.error
+    assert result.output["text"] == "18C." and log == ["weather:Paris"]
+    assert first["include"] == [*include, "reasoning.encrypted_content"]
+    assert include == ["message.output_text.logprobs"]  # the caller's list is not changed
+    (reasoning,) = [i for i in second["input"] if i.get("type") == "reasoning"]
+    assert reasoning["encrypted_content"] and "Ask the tool." in json.dumps(reasoning)
+
+
+async def test_store_false_without_encrypted_content_is_refused_like_the_api() -> None:
+    turn = (
+        user("find"),
+        assistant(None, (ToolCall("call_r", "search", {}, "{}"),), ()),
+        tool_message("call_r", "2 hits"),
+    )
+    with trio.fail_after(TIMEOUT):
+        async with responses() as (mock, provider):
+            mock.script(
+                MockReply(tool_calls=(MockToolCall("search", {}, id="call_r"),), thinking="t")
+            )
+            first = await provider.complete(
+                ChatRequest(turn[:1], extra={"store": True, "reasoning": {"effort": "low"}})
+            )
+            stored = (turn[0], assistant(None, first.tool_calls, first.items), turn[2])
+            await provider.complete(ChatRequest(stored, extra={"store": True}))  # found by id
+            with pytest.raises(BadRequestError, match="not persisted when `store` is set to false"):
+                await provider.complete(ChatRequest(stored, extra={"store": False}))
+    assert "encrypted_content" not in json.dumps(mock.received[0])
+    assert "include" not in mock.received[0]
+
+
 @attrs.frozen
 class City:
     name: str

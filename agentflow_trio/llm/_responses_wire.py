@@ -16,8 +16,12 @@ those go back verbatim, in order (`_assistant_turn`); other vendors' items are d
 ``stop`` and ``Message.name`` have no Responses field and are left out. ``max_tokens``
 is ``max_output_tokens``; a JSON-schema ``response_format`` is ``text.format`` (the
 native structured-output mode); ``extra`` is merged last (``previous_response_id``,
-``store``, ``reasoning``, ``include`` ...). What a tool loop sends again (its history's
-items, its tools list) is encoded once and reused as JSON fragments (bounded caches).
+``store``, ``reasoning``, ``include`` ...). With ``store`` false the API keeps nothing,
+so a reasoning item can come back on the next turn only with its ``encrypted_content``:
+``include`` then gets ``"reasoning.encrypted_content"`` (the caller's entries kept), the
+answer's reasoning items carry it, and they go back with it, verbatim. What a tool loop
+sends again (its history's items, its tools list) is encoded once and reused as JSON
+fragments (bounded caches).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from .types import (
 )
 
 __all__ = [
+    "ENCRYPTED",
     "PROVIDER",
     "ResponsesSSEDecoder",
     "StreamEvents",
@@ -63,6 +68,8 @@ __all__ = [
 
 PROVIDER: Final = "openai_responses"
 """The `ProviderItem.provider` of this wire's items (and its ``[llm] provider`` name)."""
+ENCRYPTED: Final = "reasoning.encrypted_content"
+"""The ``include`` entry added when ``store`` is false (see `request_body`)."""
 
 _CHOICES: Final = frozenset({"auto", "none", "required"})
 _SHAPE_ERRORS: Final = (KeyError, IndexError, TypeError, AttributeError, ValueError)
@@ -342,7 +349,7 @@ def text_format(response_format: Mapping[str, Any]) -> dict[str, Any]:
 def request_body(request: ChatRequest, model: str | None, *, stream: bool) -> bytes:
     """The JSON body for ``POST /responses``. ``extra`` is merged last, key by key; a
     ``text`` object in it is merged into the native mode's (``{"verbosity": "low"}`` keeps
-    the ``format``)."""
+    the ``format``); with ``"store": false`` in it, ``include`` gets `ENCRYPTED`."""
     messages = request.messages
     start = _leading_system(messages)
     body: dict[str, Any] = {"model": request.model or model, "input": _body_input(messages, start)}
@@ -365,7 +372,20 @@ def request_body(request: ChatRequest, model: str | None, *, stream: bool) -> by
         body.update(request.extra)
         if text is not None and isinstance(body["text"], Mapping):  # e.g. text.verbosity
             body["text"] = {**text, **body["text"]}
+        if body.get("store") is False:
+            body["include"] = _with_encrypted(body.get("include"))
     return _json.dumps(body)
+
+
+def _with_encrypted(include: Any) -> Any:
+    """``include`` with `ENCRYPTED` added (the caller's entries kept, in order): with
+    ``store`` false nothing is kept server-side, so a reasoning item sent back on the next
+    turn is refused unless it carries its ``encrypted_content``."""
+    if include is None:
+        return [ENCRYPTED]
+    if not isinstance(include, list | tuple) or ENCRYPTED in include:
+        return include  # not a list: the API names the error
+    return [*include, ENCRYPTED]
 
 
 # -- responses -----------------------------------------------------------------------------

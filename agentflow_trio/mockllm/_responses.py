@@ -45,7 +45,9 @@ _INCOMPLETE: Final = {"length": "max_output_tokens", "content_filter": "content_
 
 
 def problem(body: Mapping[str, Any]) -> str | None:
-    """Why the real API would answer this request 400, or None."""
+    """Why the real API would refuse this request, or None: a malformed ``input``, and,
+    with ``store`` false, a reasoning item without its ``encrypted_content`` (nothing was
+    stored to look its id up in; the real API answers that one 404, the mock 400)."""
     items = body.get("input", [])
     if isinstance(items, str):
         return None
@@ -59,6 +61,12 @@ def problem(body: Mapping[str, Any]) -> str | None:
             return f"Invalid value for 'input[{index}].role'."
         if kind == "function_call_output" and not isinstance(item.get("call_id"), str):
             return f"Missing required parameter: 'input[{index}].call_id'."
+        if kind == "reasoning" and body.get("store") is False and not item.get("encrypted_content"):
+            return (
+                f"Item with id '{item.get('id')}' not found. Items are not persisted when "
+                "`store` is set to false. Try again with `store` set to true, or remove this "
+                "item from your input."
+            )
     return None
 
 
