@@ -27,14 +27,13 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Any, final
 
-import attrs
 import trio
 
 from ._owner import NurseryOwner
 from .agents import Agent, AgentFunction, Context, Hooks, as_agent
-from .config import Config, MCPConfig, MCPServerConfig, MonitoringConfig
+from .config import Config, MCPConfig, MCPServerConfig
 from .errors import ConfigError
 from .runner import Runner
 from .services import Services
@@ -243,7 +242,6 @@ class App:
         return RunningApp.of(ctx).state
 
 
-_DEFAULT_METRICS_PORT: Final = attrs.fields(MonitoringConfig).metrics_port.default
 """The default ``[monitoring] metrics_port``: taken, it is a warning, not an error."""
 
 _OPEN: dict[int, tuple[Services, RunningApp]] = {}
@@ -396,7 +394,7 @@ class RunningApp(NurseryOwner):
             try:
                 self.metrics_port = await nursery.start(serve)
             except OSError as exc:
-                if self._metrics_required and monitoring.metrics_port != _DEFAULT_METRICS_PORT:
+                if self._metrics_required and monitoring.metrics_port_set:
                     raise
                 _log.warning(
                     "no Prometheus endpoint: %s; set [monitoring] metrics_port (0: a free "

@@ -315,7 +315,7 @@ async def test_monitoring_serves_prometheus_on_its_own_port_and_reports_performa
 
 
 async def test_a_busy_metrics_port_fails_the_opening_unless_it_is_the_default_port(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     @af.agent
     async def echo(ctx: af.Context, event: af.Event) -> Any:
@@ -333,9 +333,14 @@ async def test_a_busy_metrics_port_fails_the_opening_unless_it_is_the_default_po
                     pass
             async with open_hosted_app(app, monitoring=True, metrics_required=False) as hosted:
                 assert hosted.running.metrics_port is None
-            # The default port (9090 outside this test), when taken, is a warning.
-            monkeypatch.setattr("agentflow_trio.app._DEFAULT_METRICS_PORT", port)
-            async with open_hosted_app(app, monitoring=True) as hosted:
+            # The default port (9090 outside this test: a port the config did not set),
+            # when taken, is a warning.
+            unset = type(MonitoringConfig().metrics_port)(port)
+            default_app = App(
+                {"echo": echo}, config=Config(monitoring=MonitoringConfig(metrics_port=unset))
+            )
+            assert not default_app.config.monitoring.metrics_port_set
+            async with open_hosted_app(default_app, monitoring=True) as hosted:
                 assert hosted.running.metrics_port is None
     warnings = [r.getMessage() for r in caplog.records if r.name == "agentflow_trio.app"]
     assert len(warnings) == 2 and all("no Prometheus endpoint" in w for w in warnings)

@@ -99,7 +99,7 @@ def serve(
     worker_index: int | None,
     worker_fd: int | None,
 ) -> None:
-    """Serve an App's agents over HTTP (hypercorn, trio) until Ctrl-C.
+    """Serve an App's agents over HTTP (httptools on trio) until Ctrl-C.
 
     POST /v1/events runs an event and returns its result (?async=1: 202 with an id);
     GET /v1/events/ID, /metrics (Prometheus) and /healthz. --app names the App (its
@@ -231,7 +231,8 @@ def _as_worker(
     m = effective.monitoring
     moved = attrs.evolve(
         m,
-        metrics_port=m.metrics_port and m.metrics_port + index,
+        # type(...) keeps an unset port unset (a taken default only warns)
+        metrics_port=m.metrics_port and type(m.metrics_port)(m.metrics_port + index),
         profile_port=m.profile_port and m.profile_port + index,
     )
     if fd is None:
