@@ -191,11 +191,31 @@ def test_body_fields_and_extra_last() -> None:
         "stream": True,
         "previous_response_id": "resp_0",
         "store": False,
+        "include": ["reasoning.encrypted_content"],  # store false: nothing kept server-side
     }
     STREAM_BODY.validate_python(body)
     plain = json.loads(wire.request_body(ChatRequest((user("hi"),)), "default", stream=False))
     assert plain == {"model": "default", "input": [{"role": "user", "content": "hi"}]}
     BODY.validate_python(plain)
+
+
+LOGPROBS = "message.output_text.logprobs"
+
+
+@pytest.mark.parametrize(
+    ("extra", "include"),
+    [
+        ({"store": False}, ["reasoning.encrypted_content"]),
+        ({"store": False, "include": [LOGPROBS]}, [LOGPROBS, "reasoning.encrypted_content"]),
+        ({"store": False, "include": ["reasoning.encrypted_content"]}, None),
+        ({"store": True, "include": [LOGPROBS]}, [LOGPROBS]),
+        ({"reasoning": {"effort": "low"}}, None),
+    ],
+)
+def test_store_false_asks_for_encrypted_reasoning(extra: Any, include: Any) -> None:
+    body = json.loads(wire.request_body(ChatRequest((user("hi"),), extra=extra), "m", stream=False))
+    assert body.get("include") == (include or extra.get("include"))
+    BODY.validate_python(body)
 
 
 @pytest.mark.parametrize(
