@@ -281,6 +281,22 @@ async def test_raw_stream_has_the_real_event_sequence() -> None:
             {"model": MODEL, "max_tokens": 5, "messages": HELLO, "thinking": THINKING},
             "budget_tokens",
         ),
+        (
+            {"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": ""}]},
+            "messages.0: all messages must have non-empty content",
+        ),
+        (
+            {"model": MODEL, "max_tokens": 5, "messages": HELLO, "system": [{"type": "text"}]},
+            "system: text content blocks must be non-empty",
+        ),
+        (
+            {
+                "model": MODEL,
+                "max_tokens": 5,
+                "messages": [{"role": "user", "content": [{"type": "text", "text": ""}]}],
+            },
+            "messages: text content blocks must be non-empty",
+        ),
     ],
 )
 async def test_invalid_requests_are_400_invalid_request_error(

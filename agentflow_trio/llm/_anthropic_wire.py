@@ -10,15 +10,21 @@ How our neutral values map (the Messages API has no ``system`` or ``tool`` role)
 
 =========================== ==============================================================
 system messages             ``system``: one string, or text blocks when there are several
-                            or one carries ``cache_control``
+                            or one carries ``cache_control``; the API has no other place
+                            for them, so one in mid-history moves there too (joined in
+                            order with the others, not where it stood)
 tool messages in a row      one user turn of ``tool_result`` blocks (parallel tool calls);
                             a user message right after them joins that turn as text
 assistant tool calls        ``tool_use`` blocks, ``input`` the parsed arguments
 assistant ``items``         the ``"anthropic"`` ones first in the turn, verbatim (thinking
                             must come back unchanged); other vendors' items are dropped
 ``Message.cache_control``   on the message's last block
-``stop_reason``             end_turn/stop_sequence/pause_turn -> stop, tool_use ->
-                            tool_calls, max_tokens -> length, refusal -> content_filter
+empty messages              left out (the API refuses empty content and empty text
+                            blocks); their ``cache_control`` goes on the block before
+``stop_reason``             end_turn/stop_sequence -> stop, tool_use -> tool_calls,
+                            max_tokens -> length, refusal -> content_filter; pause_turn
+                            stays pause_turn (a server tool paused a long turn: send the
+                            turn back as it is and the model goes on; never a "stop")
 =========================== ==============================================================
 
 ``usage.prompt_tokens`` is the whole input, as Anthropic's docs define it: ``input_tokens``
@@ -76,7 +82,6 @@ _SHAPE_ERRORS: Final = (KeyError, IndexError, TypeError, AttributeError, ValueEr
 _STOP: Final[Mapping[str, str]] = {
     "end_turn": "stop",
     "stop_sequence": "stop",
-    "pause_turn": "stop",
     "tool_use": "tool_calls",
     "max_tokens": "length",
     "model_context_window_exceeded": "length",
@@ -160,7 +165,8 @@ def _turns(messages: tuple[Message, ...]) -> tuple[str | list[Any] | None, list[
     for m in messages:
         role = m.role
         if role == "system":
-            systems.append(m)
+            if m.content:  # the API refuses an empty text block
+                systems.append(m)
         elif role == "tool":
             block: dict[str, Any] = {
                 "type": "tool_result",
@@ -175,15 +181,32 @@ def _turns(messages: tuple[Message, ...]) -> tuple[str | list[Any] | None, list[
             else:
                 results.append(block)
         elif role == "assistant":
-            results = None
-            turns.append({"role": "assistant", "content": _assistant_content(m)})
+            content = _assistant_content(m)
+            if content:
+                results = None
+                turns.append({"role": "assistant", "content": content})
+            else:  # nothing to say: the API refuses empty content
+                _mark(turns, m.cache_control)
+        elif not m.content:  # the API refuses empty content, and empty text blocks
+            _mark(turns, m.cache_control)
         elif results is not None:  # a user message right after tool results joins them
-            if m.content or m.cache_control is not None:  # the API refuses empty text
-                results.extend(_text_blocks(m))
+            results.extend(_text_blocks(m))
             results = None
         else:
             turns.append({"role": "user", "content": _text_content(m)})
     return _system(systems), turns
+
+
+def _mark(turns: list[dict[str, Any]], cache_control: Mapping[str, Any] | None) -> None:
+    """The cache breakpoint of a message left out (it had no content) goes on the last
+    block before it, which ends the same prefix."""
+    if cache_control is None or not turns:
+        return
+    last = turns[-1]
+    content = last["content"]
+    if isinstance(content, str):
+        content = last["content"] = [_text_block(content, None)]
+    content[-1]["cache_control"] = dict(cache_control)
 
 
 def _system(systems: list[Message]) -> str | list[Any] | None:
@@ -212,6 +235,8 @@ def _text_blocks(m: Message) -> list[Any]:
 
 
 def _assistant_content(m: Message) -> str | list[Any]:
+    """The turn's content: its text alone, or blocks (items, text, calls); "" or []
+    when it has nothing to send (the caller leaves the turn out)."""
     blocks: list[dict[str, Any]] = [dict(i.data) for i in m.items if i.provider == ANTHROPIC]
     if not blocks and not m.tool_calls and m.cache_control is None:
         return m.content or ""

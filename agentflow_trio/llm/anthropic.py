@@ -5,6 +5,10 @@ so prompt caching (``Message.cache_control``), extended thinking (kept as `Provi
 values and sent back on the next turn of a tool loop) and parallel tool calls survive,
 which an OpenAI-compatible shim drops. Structured output uses the tool mode (a forced
 ``final_result`` call): the API has no JSON-schema reply format (``native_output`` False).
+Every system message, one in mid-history included, goes into the request's ``system``
+(the API has no system turn); messages with no content are left out (the API refuses
+them); ``stop_reason`` ``pause_turn`` is the finish reason ``"pause_turn"``, never
+``"stop"``: the turn is unfinished, send it back as it is to let the model go on.
 
 A stream is judged as OpenAI's is (see ``_accumulate``): it ends at ``message_stop``; a body
 that ends after ``message_delta`` brought the ``stop_reason`` is a whole answer; one that

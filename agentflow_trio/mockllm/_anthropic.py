@@ -71,7 +71,9 @@ _ERROR_TYPES: Final = {
 
 
 def problem(body: Mapping[str, Any]) -> str | None:
-    """Why the real API would answer this request 400 (``invalid_request_error``), or None."""
+    """Why the real API would answer this request 400 (``invalid_request_error``), or None:
+    missing fields, wrong roles or shapes, empty content (an empty text block, or a message
+    with none but the final assistant one), and thinking sent back wrong."""
     if not isinstance(body.get("model"), str):
         return "model: Field required"
     max_tokens = body.get("max_tokens")
@@ -90,7 +92,30 @@ def problem(body: Mapping[str, Any]) -> str | None:
             isinstance(content, list) and all(_is_block(block) for block in content)
         ):
             return f"messages.{index}.content: Input should be a string or a list of blocks"
-    return _thinking_problem(body, messages, max_tokens)
+    return _empty_problem(body, messages) or _thinking_problem(body, messages, max_tokens)
+
+
+def _empty_problem(body: Mapping[str, Any], messages: list[Any]) -> str | None:
+    """The real API's refusals of empty content: an empty text block anywhere (``system``
+    included), and a message with no content that is not the final assistant one."""
+    system = body.get("system")
+    if isinstance(system, list) and any(_empty_text(block) for block in system):
+        return "system: text content blocks must be non-empty"
+    last = len(messages) - 1
+    for index, item in enumerate(messages):
+        content = item["content"]
+        if isinstance(content, list) and any(_empty_text(block) for block in content):
+            return "messages: text content blocks must be non-empty"
+        if not content and not (index == last and item["role"] == "assistant"):
+            return (
+                f"messages.{index}: all messages must have non-empty content except for "
+                "the optional final assistant message"
+            )
+    return None
+
+
+def _empty_text(block: Any) -> bool:
+    return isinstance(block, dict) and block.get("type") == "text" and not block.get("text")
 
 
 def _is_block(block: Any) -> bool:
