@@ -1,11 +1,12 @@
 """The anchors' mock model: a small OpenAI-compatible chat server on trio + httptools whose
 answer depends on the conversation it is sent, so that many tool loops can run at once.
 
-``POST /v1/chat/completions`` only. A request whose conversation ends, after its last
-non-tool message of the user, with ``n`` assistant messages carrying tool calls is step
-``n`` of a tool loop (a request without ``tools`` is always answered in text): while ``n`` is below the number of entries of ``--plan`` (default
-``2,2``) the answer asks for ``plan[n]`` tool calls (``lookup``, ``add``, ``weather``,
-``convert`` in turn, with small JSON arguments); otherwise it is a short text answer. A
+``POST /v1/chat/completions`` only. A request without ``tools`` is answered in text. One
+with tools whose conversation ends, after the user's last message, with ``n`` assistant
+messages carrying tool calls (and their tool answers) is step ``n`` of a tool loop: while
+``n`` is below the number of entries of ``--plan`` (default ``2,2``) the answer asks for
+``plan[n]`` tool calls (``lookup``, ``add``, ``weather``, ``convert`` in turn, with small
+JSON arguments); otherwise it is a short text answer. A
 request with ``"stream": true`` gets that text as ``--chunks`` server-sent events (one
 HTTP chunk each, written at once), the usage event and ``data: [DONE]``. ``--latency-ms``
 is slept before each answer. Every answer is pre-encoded at start, so the server spends
