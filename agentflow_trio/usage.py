@@ -14,7 +14,9 @@ Figures: ``input_tokens`` are the prompt tokens, ``cached_tokens`` the part of t
 provider served from its prompt cache, ``output_tokens`` the completion tokens;
 ``total_tokens = input_tokens + output_tokens``. ``cost`` is in USD from the configured
 prices (``[llm.prices."MODEL"]``, USD per million tokens; cached input at its own price,
-or at the input price when none is given), and None as soon as a model used has no price.
+or at the input price when none is given; input written to the prompt cache, Anthropic's
+``cache_creation_input_tokens``, at `CACHE_WRITE_FACTOR` times the input price, what a
+5-minute cache write costs), and None as soon as a model used has no price.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import attrs
 from .errors import ConfigError, UsageLimitExceeded
 
 __all__ = [
+    "CACHE_WRITE_FACTOR",
     "EVENT_CONTEXT",
     "LIMIT_NAMES",
     "Price",
@@ -299,13 +302,22 @@ def _price_of(prices: Mapping[str, Price], model: str) -> Price | None:
     return prices[best] if best else None
 
 
-def _cost_of(price: Price | None, inp: int, out: int, cached: int) -> float | None:
-    """USD of one call, or None without a price."""
+CACHE_WRITE_FACTOR: Final = 1.25
+"""The price of an input token written to the prompt cache, in input prices (Anthropic's
+5-minute cache writes; the 1-hour ones cost 2x, and are charged 1.25x here too)."""
+
+
+def _cost_of(
+    price: Price | None, inp: int, out: int, cached: int, created: int = 0
+) -> float | None:
+    """USD of one call, or None without a price: ``inp`` (all input tokens) holds the
+    ``cached`` ones read from the prompt cache and the ``created`` ones written to it."""
     if price is None:
         return None
     cached_price = price.cached_input if price.cached_input is not None else price.input
-    uncached = max(inp - cached, 0)
-    return (uncached * price.input + cached * cached_price + out * price.output) / 1e6
+    fresh = max(inp - cached - created, 0)
+    written = created * price.input * CACHE_WRITE_FACTOR
+    return (fresh * price.input + cached * cached_price + written + out * price.output) / 1e6
 
 
 def _tally(table: dict[str, _Tally], name: str) -> _Tally:
@@ -407,11 +419,19 @@ class UsageMeter(_Tally):
 
     # ------------------------------------------------------------------ charges
     def charge(
-        self, model: str, deployment: str, input_tokens: int, output_tokens: int, cached: int
+        self,
+        model: str,
+        deployment: str,
+        input_tokens: int,
+        output_tokens: int,
+        cached: int,
+        created: int = 0,
     ) -> None:
         """Add one ended call's tokens and cost (its request was counted by `start_call`)
-        to this meter and every parent, under ``model`` and ``deployment``."""
-        cost = _cost_of(_price_of(self._prices, model), input_tokens, output_tokens, cached)
+        to this meter and every parent, under ``model`` and ``deployment``; ``created``:
+        the input tokens written to the prompt cache (priced at `CACHE_WRITE_FACTOR`)."""
+        price = _price_of(self._prices, model)
+        cost = _cost_of(price, input_tokens, output_tokens, cached, created)
         figures = (input_tokens, output_tokens, cached, cost)
         meter: UsageMeter | None = self
         while meter is not None:

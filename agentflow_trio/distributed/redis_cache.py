@@ -81,6 +81,9 @@ class RedisCacheStatistics:
 
 
 def _response_to_json(response: ChatResponse) -> bytes:
+    """Every field of ``response`` but ``raw`` (the wire's own object, not kept), as JSON:
+    vendor ``items`` and ``response_id`` included, so a cached tool turn still sends its
+    thinking / reasoning back."""
     usage = response.usage
     return dumps(
         {
@@ -92,13 +95,16 @@ def _response_to_json(response: ChatResponse) -> bytes:
             "finish_reason": response.finish_reason,
             "usage": attrs.astuple(usage) if usage is not None else None,
             "model": response.model,
+            "deployment": response.deployment,
             "refusal": response.refusal,
+            "items": [[i.provider, dict(i.data)] for i in response.items],
+            "response_id": response.response_id,
         }
     )
 
 
 def _response_from_json(payload: bytes) -> ChatResponse:
-    from ..llm import ChatResponse, ToolCall, Usage
+    from ..llm import ChatResponse, ProviderItem, ToolCall, Usage
 
     obj = loads(payload)
     usage = obj.get("usage")
@@ -108,7 +114,10 @@ def _response_from_json(payload: bytes) -> ChatResponse:
         finish_reason=obj.get("finish_reason"),
         usage=Usage(*usage) if usage is not None else None,
         model=obj.get("model", ""),
+        deployment=obj.get("deployment", ""),
         refusal=obj.get("refusal"),
+        items=tuple(ProviderItem(*item) for item in obj.get("items") or ()),
+        response_id=obj.get("response_id", ""),
     )
 
 
