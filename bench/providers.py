@@ -8,8 +8,7 @@ streamed in the same number of text pieces. Providers:
 
 * ``openai``: Chat Completions (`OpenAIProvider`): the baseline;
 * ``openai_responses``: the Responses API (`ResponsesProvider`);
-* ``anthropic``: the Messages API (`AnthropicProvider`), when ``llm/anthropic.py`` is
-  built (skipped with a note while it is the placeholder).
+* ``anthropic``: the Messages API (`AnthropicProvider`).
 
 Each provider is called through `open_llm_client` with the default stack (retry, breaker;
 lean transport), as an agent's ``ctx.llm`` calls it (``--layer transport``: the bare
@@ -130,7 +129,7 @@ async def open_callers(url: str, layer: str) -> AsyncIterator[tuple[dict[str, Ca
                     )
                 else:
                     llm = await stack.enter_async_context(open_transport(llm_config))
-            except ConfigError as exc:  # the placeholder of a provider not built yet
+            except ConfigError as exc:  # a provider this install cannot open
                 skipped.append(f"{name}: {exc}")
                 continue
             callers.update(client_callers(llm, name, layer))

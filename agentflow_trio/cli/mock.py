@@ -106,10 +106,14 @@ class _MockLLMCommand(click.Command):
     "or up to 1 ms late (plain trio sleeps).",
 )
 def mock_llm(precise_timers: bool, **values: Any) -> None:
-    """Serve an OpenAI-compatible mock LLM (also Azure and Ollama paths) until Ctrl-C.
+    """Serve the mock LLM's five wires on one port until Ctrl-C.
 
-    Prints ``mock LLM listening on http://HOST:PORT`` once it accepts connections; point
-    an OpenAI client at that URL + /v1. GET /stats shows what it served.
+    OpenAI Chat Completions (/v1/chat/completions), OpenAI Responses (/v1/responses),
+    Anthropic Messages (/v1/messages), Azure OpenAI (/openai/deployments/NAME/...) and
+    Ollama (/api/chat): plain and streamed, scripted replies and faults on each. Prints
+    ``mock LLM listening on http://HOST:PORT`` once it accepts connections; point an
+    OpenAI client at that URL + /v1, an Anthropic client at the URL itself. GET /stats
+    shows what it served.
     """
     from agentflow_trio.mockllm import MockLLM, MockLLMConfig, PreciseClock
 
