@@ -1,14 +1,16 @@
-"""`LeanTracer`: spans recorded in a few microseconds, handed to the SDK's span processors
-as ``ReadableSpan`` values when they end.
+"""`LeanTracer`: spans recorded in a few microseconds and exported in batches from a
+background thread, where they become the SDK's ``ReadableSpan`` values.
 
 Why: an OpenTelemetry SDK span costs about 30 µs of CPU (a sampler object, attribute
-checks under a lock on every call, a copy when it ends); an agent invocation makes four
-or five, which is more than the 25% of an invocation that tracing may cost
-(``bench/tracing_overhead.py``). A `LeanSpan` keeps a plain dict and a list, and builds
-the one ``ReadableSpan`` (2-3 µs) the SDK's ``BatchSpanProcessor`` or
-``SimpleSpanProcessor`` takes, so every SDK exporter (OTLP, console, in-memory) works
-unchanged. Used when `open_tracing` builds the pipeline itself; with ``exporter =
-"none"`` the process's own tracer provider makes the spans.
+checks under a lock on every call, a copy when it ends, the ``BatchSpanProcessor``'s
+per-span bookkeeping); an agent invocation makes four or five, more than the 25% of an
+invocation that tracing may cost (``bench/tracing_overhead.py``). A `LeanSpan` keeps its
+ids as ints, its attributes in a plain dict and its events as tuples; ending it appends it
+to a deque. `SpanBatcher`'s thread turns a batch into ``ReadableSpan`` values (ids, events
+and status objects made there, not on the hot path) and gives it to any SDK exporter
+(OTLP, console, in-memory), honouring the SDK's ``OTEL_BSP_*`` settings. Without batching,
+each span is handed to a span processor as it ends. Used when `open_tracing` builds the
+pipeline itself; with ``exporter = "none"`` the process's own tracer provider makes spans.
 
 Sampling is the SDK's ``ParentBased(TraceIdRatioBased(ratio))``: a child follows its
 parent's sampled flag (a remote parent's too); a root is sampled when the low 64 bits of
@@ -18,32 +20,62 @@ carrying real ids, so propagation still works.
 
 from __future__ import annotations
 
+import logging
+import os
 import random
+import threading
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any, Final, final
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Final, final, overload
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
+from opentelemetry.sdk import environment_variables as env
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 from opentelemetry.util.types import Attributes
 
-__all__ = ["LeanSpan", "LeanTracer"]
+from ._trace_context import current_span
+
+__all__ = ["Ended", "LeanSpan", "LeanTracer", "SpanBatcher", "readable"]
+
+_log = logging.getLogger(__name__)
 
 _SAMPLED: Final = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED: Final = TraceFlags(TraceFlags.DEFAULT)
+_NO_STATE: Final = TraceState()
 _LOW_64: Final = (1 << 64) - 1
 _SCALARS: Final = (str, bool, int, float)
 _MAX_EVENTS: Final = 128
 _UNSET: Final = Status(StatusCode.UNSET)
+_INTERNAL: Final = SpanKind.INTERNAL
+_CLIENT: Final = SpanKind.CLIENT
+_KINDS: Final = tuple(sorted(SpanKind, key=lambda kind: kind.value))  # by value: 0 to 4
+_SCOPE: Final = InstrumentationScope("agentflow_trio")
+_HAND_OFF: Final = 0.002  # seconds a full batch waits for the exporter thread to take it
+_LAST_HAND_OFF: Final = 0.02  # ... and a full queue, when that thread is not exporting
+_new_tuple: Final = tuple.__new__
+_time_ns: Final = time.time_ns
+_random_bits: Final = random.getrandbits
+
+
+def _context(trace_id: int, span_id: int, remote: bool, state: TraceState | None) -> SpanContext:
+    """A sampled ``SpanContext`` of valid ids, without its constructor's checks (~1 µs)."""
+    ids = (trace_id, span_id, remote, _SAMPLED, state or _NO_STATE, True)
+    made: SpanContext = _new_tuple(SpanContext, ids)
+    return made
 
 
 def _valid(value: Any) -> Any:
     """``value`` as an attribute value: scalars and sequences of them as they are, the
     rest as text (the SDK would drop them with a warning)."""
+    if type(value) is tuple and all(type(v) in _SCALARS for v in value):
+        return value
     if isinstance(value, _SCALARS):
         return value
     if isinstance(value, Sequence) and all(isinstance(v, _SCALARS) for v in value):
@@ -53,14 +85,13 @@ def _valid(value: Any) -> Any:
 
 @final
 class LeanTracer:
-    """Makes `LeanSpan` values and gives the ended ones to ``processor``."""
+    """Makes `LeanSpan` values; ``finish`` takes each one as it ends, as an `Ended`
+    tuple (`SpanBatcher.add`, or a function handing its `readable` to a span processor)."""
 
-    __slots__ = ("_bound", "processor", "resource", "scope")
+    __slots__ = ("_bound", "finish")
 
-    def __init__(self, processor: SpanProcessor, resource: Resource, ratio: float) -> None:
-        self.processor = processor
-        self.resource = resource
-        self.scope = InstrumentationScope("agentflow_trio")
+    def __init__(self, finish: Callable[[Ended], None], ratio: float) -> None:
+        self.finish = finish
         self._bound = round(max(0.0, min(1.0, ratio)) * (1 << 64))
 
     def start_span(
@@ -71,88 +102,114 @@ class LeanTracer:
         attributes: Attributes = None,
     ) -> trace.Span:
         """A span under ``context``'s span (default: the current one), or a new trace."""
-        parent = trace.get_current_span(context).get_span_context()
-        if parent.is_valid:
-            trace_id, state = parent.trace_id, parent.trace_state
-            sampled = parent.trace_flags.sampled
-            parent_context: SpanContext | None = parent
+        parent = current_span() if context is None else trace.get_current_span(context)
+        if type(parent) is LeanSpan:  # the usual case: no SpanContext needed
+            return LeanSpan(
+                self, name, parent.trace_id, parent.span_id, parent.state, None, kind, attributes
+            )
+        found = parent.get_span_context() if isinstance(parent, trace.Span) else None
+        if found is not None and found.is_valid:
+            if found.trace_flags.sampled:
+                state = found.trace_state or None
+                return LeanSpan(
+                    self, name, found.trace_id, found.span_id, state, found, kind, attributes
+                )
+            trace_id, state = found.trace_id, found.trace_state
         else:
-            trace_id, state, parent_context = random.getrandbits(128) or 1, None, None
-            sampled = (trace_id & _LOW_64) < self._bound
-        span_id = random.getrandbits(64) or 1
-        flags = _SAMPLED if sampled else _NOT_SAMPLED
-        made = SpanContext(trace_id, span_id, False, flags, state)
-        if not sampled:
-            return trace.NonRecordingSpan(made)
-        return LeanSpan(self, name, made, parent_context, kind, dict(attributes or {}))
+            trace_id = _random_bits(128) or 1
+            if (trace_id & _LOW_64) < self._bound:
+                return LeanSpan(self, name, trace_id, 0, None, None, kind, attributes)
+            state = None
+        made = SpanContext(trace_id, _random_bits(64) or 1, False, _NOT_SAMPLED, state)
+        return trace.NonRecordingSpan(made)
 
 
 @final
 class LeanSpan(trace.Span):
-    """A recording span: attributes in a dict, events in a list; `end` hands it on once."""
+    """A recording span: ids as ints, attributes in a dict, events as tuples; `end` hands
+    it to its tracer's ``finish`` once. ``parent_id`` is 0 for a root."""
 
     __slots__ = (
         "_attributes",
-        "_context",
-        "_ended",
+        "_end",
         "_events",
+        "_foreign",
         "_kind",
         "_name",
-        "_parent",
         "_start",
         "_status",
         "_tracer",
+        "parent_id",
+        "span_id",
+        "state",
+        "trace_id",
     )
 
     def __init__(
         self,
         tracer: LeanTracer,
         name: str,
-        context: SpanContext,
-        parent: SpanContext | None,
+        trace_id: int,
+        parent_id: int,
+        state: TraceState | None,
+        foreign: SpanContext | None,
         kind: SpanKind,
-        attributes: dict[str, Any],
+        attributes: Attributes,
     ) -> None:
         self._tracer = tracer
         self._name = name
-        self._context = context
-        self._parent = parent
+        self.trace_id = trace_id
+        self.span_id = _random_bits(64) or 1
+        self.parent_id = parent_id
+        self.state = state
+        self._foreign = foreign  # the parent's context when it is not a LeanSpan
         self._kind = kind
-        self._attributes = attributes
-        self._events: list[Event] = []
-        self._status = _UNSET
-        self._ended = False
-        self._start = time.time_ns()
+        # a dict is the caller's to give away (`Instruments` builds a fresh one per span)
+        self._attributes: dict[str, Any] = (
+            attributes if type(attributes) is dict else dict(attributes or ())
+        )
+        self._events: list[tuple[str, Attributes, int]] | None = None
+        self._status: Status | None = None
+        self._end = 0
+        self._start = _time_ns()
+
+    def traceparent(self) -> str:
+        """This span's W3C ``traceparent`` (always sampled)."""
+        return "00-%032x-%016x-01" % (self.trace_id, self.span_id)  # noqa: UP031 (faster)
 
     def get_span_context(self) -> SpanContext:
-        return self._context
+        return _context(self.trace_id, self.span_id, False, self.state)
 
     def is_recording(self) -> bool:
-        return not self._ended
+        return not self._end
 
     def set_attribute(self, key: str, value: Any) -> None:
-        if not self._ended:
+        if not self._end:
             self._attributes[key] = value if type(value) in _SCALARS else _valid(value)
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
-        if not self._ended:
+        if not self._end:
+            own = self._attributes
             for key, value in attributes.items():
-                self._attributes[key] = value if type(value) in _SCALARS else _valid(value)
+                own[key] = value if type(value) in _SCALARS else _valid(value)
 
     def add_event(
         self, name: str, attributes: Attributes = None, timestamp: int | None = None
     ) -> None:
-        if not self._ended and len(self._events) < _MAX_EVENTS:
-            self._events.append(Event(name, attributes, timestamp or time.time_ns()))
+        if self._end:
+            return
+        if self._events is None:
+            self._events = []
+        if len(self._events) < _MAX_EVENTS:
+            self._events.append((name, attributes, timestamp or _time_ns()))
 
     def update_name(self, name: str) -> None:
-        if not self._ended:
+        if not self._end:
             self._name = name
 
     def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
-        if self._ended:
-            return
-        self._status = status if isinstance(status, Status) else Status(status, description)
+        if not self._end:
+            self._status = status if isinstance(status, Status) else Status(status, description)
 
     def record_exception(
         self,
@@ -169,23 +226,218 @@ class LeanSpan(trace.Span):
         self.add_event("exception", recorded, timestamp)
 
     def end(self, end_time: int | None = None) -> None:
-        if self._ended:
+        if self._end:
             return
-        self._ended = True
-        tracer = self._tracer
-        done = ReadableSpan(
-            self._name,
-            self._context,
-            self._parent,
-            tracer.resource,
-            self._attributes,
-            self._events,
-            (),
-            self._kind,
-            None,
-            self._status,
-            self._start,
-            end_time or time.time_ns(),
-            tracer.scope,
+        self._end = end = end_time or _time_ns()
+        kind = self._kind
+        self._tracer.finish(
+            (
+                self._name,
+                self.trace_id,
+                self.span_id,
+                self.parent_id,
+                self.state,
+                self._foreign,
+                0 if kind is _INTERNAL else 2 if kind is _CLIENT else kind.value,
+                self._attributes,
+                self._events,
+                self._status,
+                self._start,
+                end,
+            )
         )
-        tracer.processor.on_end(done)
+
+
+Ended = tuple[
+    str,  # name
+    int,  # trace id
+    int,  # span id
+    int,  # parent span id, 0 for a root
+    TraceState | None,
+    SpanContext | None,  # the parent's context when it is not a LeanSpan
+    int,  # SpanKind value
+    dict[str, Any],  # attributes
+    list[tuple[str, Attributes, int]] | None,  # events
+    Status | None,
+    int,  # start, ns
+    int,  # end, ns
+]
+"""An ended `LeanSpan` waiting for export: a plain tuple, which the garbage collector
+stops tracking at its first pass when it holds no container (the usual span: text and
+number attributes, no events), so spans waiting for a batch are never promoted and
+never make a full collection come sooner."""
+
+
+def readable(ended: Ended, resource: Resource) -> ReadableSpan:
+    """The SDK's view of an ended span, what exporters take (made at export)."""
+    name, trace_id, span_id, parent_id, state, foreign, kind, attributes = ended[:8]
+    events, status, start, end = ended[8:]
+    if foreign is not None:
+        parent: SpanContext | None = foreign
+    else:
+        parent = _context(trace_id, parent_id, False, state) if parent_id else None
+    return ReadableSpan(
+        name,
+        _context(trace_id, span_id, False, state),
+        parent,
+        resource,
+        attributes,
+        [Event(n, a, t) for n, a, t in events] if events else (),
+        (),
+        _KINDS[kind],
+        None,
+        status or _UNSET,
+        start,
+        end,
+        _SCOPE,
+    )
+
+
+@final
+class _Readable(Sequence[ReadableSpan]):
+    """A batch as the ``ReadableSpan`` sequence exporters take, each made as it is read:
+    an exporter that encodes span by span (OTLP) never holds the whole batch of them."""
+
+    __slots__ = ("_ended", "_resource")
+
+    def __init__(self, ended: list[Ended], resource: Resource) -> None:
+        self._ended = ended
+        self._resource = resource
+
+    def __len__(self) -> int:
+        return len(self._ended)
+
+    @overload
+    def __getitem__(self, index: int) -> ReadableSpan: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[ReadableSpan]: ...
+
+    def __getitem__(self, index: int | slice) -> ReadableSpan | list[ReadableSpan]:
+        if isinstance(index, slice):
+            return [readable(span, self._resource) for span in self._ended[index]]
+        return readable(self._ended[index], self._resource)
+
+    def __iter__(self) -> Iterator[ReadableSpan]:
+        resource = self._resource
+        for span in self._ended:
+            yield readable(span, resource)
+
+
+def _setting(name: str, default: int) -> int:
+    """An ``OTEL_BSP_*`` integer (the SDK's batch settings), ``default`` when unset or bad."""
+    try:
+        value = int(os.environ.get(name, default))
+    except ValueError:
+        _log.warning("%s is not an integer: using %d", name, default)
+        return default
+    return value if value > 0 else default
+
+
+@final
+class SpanBatcher:
+    """Ended spans (`Ended`), exported by a background thread in batches.
+
+    The SDK's ``BatchSpanProcessor`` settings: a batch leaves every
+    ``OTEL_BSP_SCHEDULE_DELAY`` ms (5000) or as soon as ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``
+    spans (512) wait; past ``OTEL_BSP_MAX_QUEUE_SIZE`` (2048, at least two batches) new
+    spans are dropped and counted (`dropped`). `add` is a deque append and a length check.
+
+    The hand-off: a thread woken while the event loop keeps the GIL busy can wait for it
+    indefinitely (the loop drops and retakes it at every ``epoll``, which restarts the
+    waiter's switch timer), so the SDK's processor drops spans under load. Here the thread
+    that fills a batch waits, without the GIL, up to 2 ms for the exporter thread to take
+    it (20 ms when the queue is full and that thread idle: it was not scheduled yet); the
+    exporter thread makes the ``ReadableSpan`` values as the exporter reads them. A slow
+    exporter is not waited for: spans wait in the queue, and past it are dropped.
+    """
+
+    __slots__ = (
+        "_batch",
+        "_closing",
+        "_delay",
+        "_exporter",
+        "_exporting",
+        "_limit",
+        "_pending",
+        "_resource",
+        "_taken",
+        "_thread",
+        "_wake",
+        "_woken",
+        "dropped",
+    )
+
+    def __init__(self, exporter: SpanExporter, resource: Resource) -> None:
+        self._exporter = exporter
+        self._resource = resource
+        self._delay = _setting(env.OTEL_BSP_SCHEDULE_DELAY, 5000) / 1000
+        self._batch = _setting(env.OTEL_BSP_MAX_EXPORT_BATCH_SIZE, 512)
+        self._limit = max(_setting(env.OTEL_BSP_MAX_QUEUE_SIZE, 2048), 2 * self._batch)
+        self._pending: deque[Ended] = deque()
+        self._wake = threading.Event()  # set: spans to take (a full batch, or closing)
+        self._taken = threading.Event()  # set: the exporter thread took what waited
+        self._woken = False
+        self._exporting = False  # the exporter thread is in an export: waiting is vain
+        self._closing = False
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._run, name="agentflow-span-export", daemon=True)
+        self._thread.start()
+
+    def add(self, span: Ended) -> None:
+        """Queue an ended span (any thread); a full batch goes to the exporter thread."""
+        pending = self._pending
+        waiting = len(pending)
+        if waiting < self._batch:
+            pending.append(span)
+        elif waiting < self._limit:
+            pending.append(span)
+            if not self._woken or waiting % self._batch == 0:
+                self._hand_off(_HAND_OFF)
+        elif not self._exporting and self._hand_off(_LAST_HAND_OFF):
+            pending.append(span)
+        else:
+            self.dropped += 1
+
+    def _hand_off(self, timeout: float) -> bool:
+        """Wake the exporter thread and wait (``timeout`` seconds at most) until it took
+        the queue: whether it did."""
+        self._woken = True
+        self._taken.clear()
+        self._wake.set()
+        return self._taken.wait(timeout)
+
+    def _run(self) -> None:
+        otel_context.attach(
+            otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True)
+        )
+        closing = False
+        while not closing:
+            self._wake.wait(self._delay)
+            self._wake.clear()
+            closing = self._closing
+            pending = self._pending
+            taken = [pending.popleft() for _ in range(len(pending))]
+            self._woken = False
+            self._exporting = True
+            self._taken.set()
+            for start in range(0, len(taken), self._batch):
+                self._export(taken[start : start + self._batch])
+            self._exporting = False
+
+    def _export(self, batch: list[Ended]) -> None:
+        try:
+            self._exporter.export(_Readable(batch, self._resource))
+        except Exception:  # an exporter's failure must not end the thread
+            _log.exception("exporting %d spans failed", len(batch))
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Export what waits (within ``timeout`` seconds), then shut the exporter down."""
+        if self._closing:
+            return
+        self._closing = True
+        self._wake.set()
+        self._thread.join(timeout)
+        if self.dropped:
+            _log.warning("%d spans were dropped: the export queue was full", self.dropped)
+        self._exporter.shutdown()

@@ -14,7 +14,7 @@ explicit cancel), ``breaker open`` (a `CircuitOpenError`), never as a generic er
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, MutableMapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Final, Protocol, TypeVar, final
 
@@ -28,6 +28,7 @@ from opentelemetry.util.types import Attributes
 from .._json import dumps_str
 from ..errors import CircuitOpenError, LLMTimeoutError
 from ..events import AgentResult, Outcome
+from ._trace_context import attach, current_span, detach
 from ._traceparent import TRACEPARENT, parse_traceparent
 
 __all__ = ["Instruments", "Tracer", "fail"]
@@ -81,6 +82,20 @@ def fail(span: Span, exc: BaseException) -> None:
         span.set_status(Status(StatusCode.ERROR, f"{kind}: {exc}"[:200]))
 
 
+_FINISH_REASONS: Final[dict[str, tuple[str]]] = {}
+
+
+def _reasons(finish: str) -> tuple[str]:
+    """``(finish,)``, one tuple per reason: the garbage collector stops tracking it at its
+    first pass, and then a span's attributes holding it are never tracked either."""
+    found = _FINISH_REASONS.get(finish)
+    if found is None:
+        found = (finish,)
+        if len(_FINISH_REASONS) < 64:
+            _FINISH_REASONS[finish] = found
+    return found
+
+
 def _content(value: Any) -> str:
     text = value if isinstance(value, str) else dumps_str(value)
     return text[:_CONTENT_LIMIT]
@@ -107,18 +122,6 @@ class Tracer(Protocol):
 
 
 @final
-class _EventTrace:
-    """One event's span, from its acceptance to its end."""
-
-    __slots__ = ("accepted", "span", "started")
-
-    def __init__(self, span: Span, accepted: int) -> None:
-        self.span = span
-        self.accepted = accepted
-        self.started = accepted
-
-
-@final
 class Instruments:
     """The spans of one process while tracing is on (``tracing.active``).
 
@@ -127,7 +130,15 @@ class Instruments:
     its agentflow provider (``gen_ai.provider.name``), ``default_provider`` for the rest.
     """
 
-    __slots__ = ("_events", "capture_content", "default_provider", "providers", "tracer")
+    __slots__ = (
+        "_events",
+        "_since",
+        "_traced",
+        "capture_content",
+        "default_provider",
+        "providers",
+        "tracer",
+    )
 
     def __init__(
         self,
@@ -141,11 +152,18 @@ class Instruments:
         self.capture_content = capture_content
         self.providers = {k: _PROVIDERS.get(v, v) for k, v in (providers or {}).items()}
         self.default_provider = _PROVIDERS.get(default_provider, default_provider)
-        self._events: dict[object, _EventTrace] = {}
+        # an event's span; when it was accepted, or started running (negated), in ns
+        self._events: dict[object, Span] = {}
+        self._since: dict[object, int] = {}
+        self._traced: _TracedProvider | None = None  # the last provider wrapped
 
     # ------------------------------------------------------------------ propagation
     def traceparent(self) -> str | None:
         """The current span's W3C ``traceparent``, None outside a valid span."""
+        span = current_span()
+        made = getattr(span, "traceparent", None)  # a lean span says it itself
+        if made is not None:
+            return made()  # type: ignore[no-any-return]
         found = trace.get_current_span().get_span_context()
         if not found.is_valid:
             return None
@@ -171,43 +189,43 @@ class Instruments:
         event = handle.event
         parent = None
         sent = event.metadata.get(TRACEPARENT) if event.metadata else None
-        if sent is not None and not trace.get_current_span().get_span_context().is_valid:
+        if sent is not None and current_span() is None:
             parent = _remote(parse_traceparent(sent))
         self._events[handle] = self._event_span(event, parent)
+        self._since[handle] = time.perf_counter_ns()
 
-    def _event_span(self, event: Any, parent: otel_context.Context | None) -> _EventTrace:
-        span = self.tracer.start_span(
-            f"event {event.type}",
-            parent,
-            attributes={"agentflow.event.type": event.type, "agentflow.event.id": event.id},
-        )
-        return _EventTrace(span, time.perf_counter_ns())
+    def _event_span(self, event: Any, parent: otel_context.Context | None) -> Span:
+        attributes = {"agentflow.event.type": event.type, "agentflow.event.id": event.id}
+        return self.tracer.start_span("event " + event.type, parent, SpanKind.INTERNAL, attributes)
 
     def running(self, handle: Any, parent: object) -> object:
         """The event starts running in this task: its span becomes the current one (a
         nested call's, one with a ``parent`` context, starts now under the current span).
         Returns the token `tracing.detach` takes."""
-        record = self._events.get(handle)
-        if record is None:
+        span = self._events.get(handle)
+        now = time.perf_counter_ns()
+        if span is None:
             metadata = handle.event.metadata.get(TRACEPARENT)
             remote = None if parent is not None else _remote(parse_traceparent(metadata))
-            record = self._events[handle] = self._event_span(handle.event, remote)
-        record.started = time.perf_counter_ns()
-        return otel_context.attach(trace.set_span_in_context(record.span))
+            span = self._events[handle] = self._event_span(handle.event, remote)
+            span.set_attribute("agentflow.queue_wait_s", 0.0)
+        else:
+            span.set_attribute("agentflow.queue_wait_s", (now - self._since[handle]) / 1e9)
+        self._since[handle] = -now
+        return attach(span)
 
     def finished(self, handle: Any, result: AgentResult) -> None:
         """The event ended: its outcome, run time and status, and its span ends."""
-        record = self._events.pop(handle, None)
-        if record is None:
+        span = self._events.pop(handle, None)
+        if span is None:
             return
-        span = record.span
+        since = self._since.pop(handle, 0)
         outcome = result.outcome
-        ran = record.started != record.accepted
-        attributes: dict[str, Any] = {
-            "agentflow.event.outcome": str(outcome),
-            "agentflow.queue_wait_s": (record.started - record.accepted) / 1e9,
-            "agentflow.run_time_s": (time.perf_counter_ns() - record.started) / 1e9 if ran else 0.0,
-        }
+        attributes: dict[str, Any] = {"agentflow.event.outcome": str(outcome)}
+        if since < 0:  # it ran (the queue wait was noted then)
+            attributes["agentflow.run_time_s"] = (time.perf_counter_ns() + since) / 1e9
+        else:
+            attributes["agentflow.queue_wait_s"] = attributes["agentflow.run_time_s"] = 0.0
         if result.agent:
             attributes["gen_ai.agent.name"] = result.agent
         span.set_attributes(attributes)  # one call, not one per attribute
@@ -230,21 +248,17 @@ class Instruments:
             span.set_status(Status(StatusCode.ERROR, reason))
 
     # ------------------------------------------------------------------ agents, tools, MCP
-    async def agent(self, name: str, running: Awaitable[_T]) -> _T:
+    def agent(self, name: str, running: Awaitable[_T]) -> Coroutine[Any, Any, _T]:
         """Await an agent's run under an ``invoke_agent`` span."""
         attributes = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": name}
-        return await self._under(
-            f"invoke_agent {name}", attributes, running, SpanKind.INTERNAL, False
-        )
+        return self._under("invoke_agent " + name, attributes, running, SpanKind.INTERNAL, False)
 
-    async def tool(
+    def tool(
         self, name: str, call_id: str, args: Mapping[str, Any], running: Awaitable[_T]
-    ) -> _T:
+    ) -> Coroutine[Any, Any, _T]:
         """Await one tool call under an ``execute_tool`` span."""
         attributes = self._tool_attributes(name, call_id, args)
-        return await self._under(
-            f"execute_tool {name}", attributes, running, SpanKind.INTERNAL, True
-        )
+        return self._under("execute_tool " + name, attributes, running, SpanKind.INTERNAL, True)
 
     def sync_tool(
         self, name: str, call_id: str, args: Mapping[str, Any], call: Callable[[], _T]
@@ -295,7 +309,7 @@ class Instruments:
             attributes["gen_ai.tool.call.arguments"] = _content(dict(args))
         return attributes
 
-    async def mcp(self, server: str, tool: str, running: Awaitable[_T]) -> _T:
+    def mcp(self, server: str, tool: str, running: Awaitable[_T]) -> Coroutine[Any, Any, _T]:
         """Await one MCP ``tools/call`` under a client span; a result with ``isError``
         marks it failed."""
         attributes = {
@@ -304,7 +318,7 @@ class Instruments:
             "gen_ai.tool.name": tool,
             "agentflow.mcp.server": server,
         }
-        return await self._under(f"tools/call {tool}", attributes, running, SpanKind.CLIENT, True)
+        return self._under("tools/call " + tool, attributes, running, SpanKind.CLIENT, True)
 
     async def _under(
         self,
@@ -314,8 +328,8 @@ class Instruments:
         kind: SpanKind,
         result: bool,
     ) -> _T:
-        span = self.tracer.start_span(name, kind=kind, attributes=attributes)
-        token = otel_context.attach(trace.set_span_in_context(span))
+        span = self.tracer.start_span(name, None, kind, attributes)
+        token = attach(span)
         try:
             value = await running
         except BaseException as exc:
@@ -323,7 +337,7 @@ class Instruments:
             span.end()
             raise
         finally:
-            otel_context.detach(token)
+            detach(token)
         try:
             if getattr(value, "is_error", False) or getattr(value, "isError", False):
                 self._status(span, "tool_error", "")
@@ -337,7 +351,10 @@ class Instruments:
     # ------------------------------------------------------------------ model calls
     def provider(self, provider: Any) -> _TracedProvider:
         """``provider`` with a ``chat`` span around each call and stream."""
-        return _TracedProvider(self, provider)
+        traced = self._traced
+        if traced is None or traced._inner is not provider:
+            traced = self._traced = _TracedProvider(self, provider)
+        return traced
 
     def chat_span(self, request: Any, streaming: bool) -> Span:
         model = request.model or ""
@@ -347,19 +364,18 @@ class Instruments:
         }
         if self.default_provider:
             attributes["gen_ai.provider.name"] = self.default_provider
-        for key, name in (
-            ("temperature", "gen_ai.request.temperature"),
-            ("max_tokens", "gen_ai.request.max_tokens"),
-        ):
-            value = getattr(request, key, None)
-            if value is not None:
-                attributes[name] = value
+        value = getattr(request, "temperature", None)
+        if value is not None:
+            attributes["gen_ai.request.temperature"] = value
+        value = getattr(request, "max_tokens", None)
+        if value is not None:
+            attributes["gen_ai.request.max_tokens"] = value
         if streaming:
             attributes["agentflow.stream"] = True
         if self.capture_content:
             attributes["gen_ai.input.messages"] = _messages(request.messages)
         return self.tracer.start_span(
-            f"chat {model}".rstrip(), kind=SpanKind.CLIENT, attributes=attributes
+            "chat " + model if model else "chat", None, SpanKind.CLIENT, attributes
         )
 
     def answered(
@@ -375,7 +391,7 @@ class Instruments:
             if provider:
                 attributes["gen_ai.provider.name"] = provider
         if finish:
-            attributes["gen_ai.response.finish_reasons"] = (finish,)
+            attributes["gen_ai.response.finish_reasons"] = _reasons(finish)
         if usage is not None:
             attributes["gen_ai.usage.input_tokens"] = usage.prompt_tokens
             attributes["gen_ai.usage.output_tokens"] = usage.completion_tokens
@@ -387,8 +403,8 @@ class Instruments:
     def attempt_failed(self, deployment: str, kind: str, exc: BaseException) -> None:
         """A router attempt failed: an event on the current (``chat``) span naming the
         deployment and the failure class, the reason the request moves on or ends."""
-        span = trace.get_current_span()
-        if span.is_recording():
+        span = current_span()
+        if span is not None and span.is_recording():
             span.add_event(
                 "agentflow.router.attempt",
                 {
@@ -425,7 +441,7 @@ class Instruments:
         span = self.tracer.start_span(
             f"{method} {path[:100]}", _remote(sent), SpanKind.SERVER, attributes
         )
-        token = otel_context.attach(trace.set_span_in_context(span))
+        token = attach(span)
 
         async def send_noting(message: Any) -> None:
             if message.get("type") == "http.response.start":
@@ -441,7 +457,7 @@ class Instruments:
             fail(span, exc)
             raise
         finally:
-            otel_context.detach(token)
+            detach(token)
             span.end()
 
 
@@ -463,7 +479,7 @@ class _TracedProvider:
     async def complete(self, request: Any) -> Any:
         inst = self._instruments
         span = inst.chat_span(request, False)
-        token = otel_context.attach(trace.set_span_in_context(span))
+        token = attach(span)
         try:
             response = await self._inner.complete(request)
         except BaseException as exc:
@@ -471,7 +487,7 @@ class _TracedProvider:
             span.end()
             raise
         finally:
-            otel_context.detach(token)
+            detach(token)
         try:
             inst.answered(
                 span,
@@ -503,12 +519,12 @@ async def _traced_stream(
     started = time.perf_counter_ns()
     chunks: _StreamNotes | None = None
     try:
-        token = otel_context.attach(trace.set_span_in_context(span))
+        token = attach(span)
         try:
             opened = inner.stream(request)
             source = await opened.__aenter__()
         finally:
-            otel_context.detach(token)
+            detach(token)
         try:
             chunks = _StreamNotes(span, source, started, inst.capture_content)
             yield chunks

@@ -118,28 +118,34 @@ def span(name: str, **attributes: Any) -> AbstractContextManager[Any]:
 
 @contextmanager
 def _user_span(instruments: Instruments, name: str, attributes: dict[str, Any]) -> Iterator[Any]:
-    from opentelemetry import context, trace
-
+    from ._trace_context import attach, detach
     from ._trace_spans import fail
 
     made = instruments.tracer.start_span(name)
     made.set_attributes(attributes)  # checked: a value OTLP cannot carry becomes text
-    token = context.attach(trace.set_span_in_context(made))
+    token = attach(made)
     try:
         yield made
     except BaseException as exc:
         fail(made, exc)
         raise
     finally:
-        context.detach(token)
+        detach(token)
         made.end()
 
 
 def detach(token: object) -> None:
     """Undo `Instruments.running` in the task that ran it (also once tracing is off)."""
-    from opentelemetry import context
+    _detach_context(token)
 
-    context.detach(token)  # type: ignore[arg-type]
+
+def _detach_context(token: Any) -> None:
+    """The first `detach`: binds the context module's (imported once tracing was on)."""
+    global _detach_context
+    from ._trace_context import detach as detach_context
+
+    _detach_context = detach_context
+    detach_context(token)
 
 
 def current_traceparent() -> str | None:
@@ -159,11 +165,11 @@ async def open_tracing(
     `Instruments`, or None when ``enabled`` is false and no ``exporter`` is given.
 
     ``exporter`` (an SDK ``SpanExporter``, such as ``InMemorySpanExporter`` in tests)
-    replaces the configured one; ``batch`` exports from a background thread
-    (``BatchSpanProcessor``), else as each span ends. A whole `Config` also names each
-    deployment's provider (``gen_ai.provider.name``). Tracing is one per process: while
-    it is open, another ``open_tracing`` shares it. Leaving flushes what is pending (at
-    most 10 seconds) and switches it off.
+    replaces the configured one; ``batch`` exports from a background thread in batches
+    (the SDK's ``OTEL_BSP_*`` settings apply), else as each span ends. A whole `Config`
+    also names each deployment's provider (``gen_ai.provider.name``). Tracing is one per
+    process: while it is open, another ``open_tracing`` shares it. Leaving flushes what
+    is pending (at most 10 seconds) and switches it off.
 
     Raises:
         ConfigError: the SDK or the OTLP exporter is not installed (the ``tracing`` extra).
@@ -204,15 +210,22 @@ def _pipeline(
         return trace.get_tracer_provider().get_tracer("agentflow_trio"), None
     try:
         from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-        from ._trace_lean import LeanTracer
+        from ._trace_lean import Ended, LeanTracer, SpanBatcher, readable
     except ImportError as exc:
         raise ConfigError(f"tracing needs the OpenTelemetry SDK: {TRACING_EXTRA}") from exc
     chosen = exporter if exporter is not None else _exporter(settings)
-    processor = BatchSpanProcessor(chosen) if batch else SimpleSpanProcessor(chosen)
     resource = Resource.create({"service.name": settings.service_name})
-    return LeanTracer(processor, resource, settings.sample_ratio), processor.shutdown
+    if batch:
+        batcher = SpanBatcher(chosen, resource)
+        return LeanTracer(batcher.add, settings.sample_ratio), batcher.shutdown
+    processor = SimpleSpanProcessor(chosen)
+
+    def finish(span: Ended) -> None:
+        processor.on_end(readable(span, resource))
+
+    return LeanTracer(finish, settings.sample_ratio), processor.shutdown
 
 
 def _exporter(settings: TracingConfig) -> SpanExporter:
