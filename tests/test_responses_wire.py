@@ -28,6 +28,7 @@ from agentflow_trio.errors import (
     StreamEndedEarlyError,
 )
 from agentflow_trio.llm import ChatRequest, ToolCall, collect_stream
+from agentflow_trio.llm import _responses_body as body_wire
 from agentflow_trio.llm import _responses_wire as wire
 from agentflow_trio.llm._accumulate import ChunkDecoder, StreamAccumulator
 from agentflow_trio.llm._lines import MAX_MALFORMED
@@ -549,8 +550,67 @@ def test_a_loops_history_is_encoded_once_and_the_body_stays_the_same() -> None:
         history = (*history, assistant(None, (call,), reasoning), tool_message("call_1", f"{step}"))
     # The last request sent history[:-2]: all but its last message (and the system one,
     # which is the instructions) are kept encoded.
-    cached = [m for m in history if id(m) in wire._MESSAGES.entries]
+    cached = [m for m in history if id(m) in body_wire._MESSAGES.entries]
     assert cached == list(history[1:-3])
     # A fresh tuple of equal specs (a registry's) reuses the encoded tools list.
     again = ToolSpec(spec.name, spec.description, spec.parameters)
-    assert wire._tools_piece((again,)) is wire._tools_piece((spec,))
+    assert body_wire._tools_piece((again,)) is body_wire._tools_piece((spec,))
+
+
+def compact_sse(events: list[dict[str, Any]]) -> bytes:
+    """As the API sends them: compact JSON (``"model":"gpt-r"``)."""
+    return b"".join(
+        f"event: {e['type']}\ndata: {json.dumps(e, separators=(',', ':'))}\n\n".encode()
+        for e in events
+    )
+
+
+@pytest.mark.parametrize("spaced", [False, True], ids=["compact", "spaced"])
+def test_what_the_chunks_do_not_need_is_not_decoded(spaced: bool) -> None:
+    """Message and reasoning item events, and ``response.created`` past its model, are
+    read undecoded (garbage there is not even counted); a call's item event is decoded."""
+    final = response(REASONING, message(text_part("ok")), CALL)
+    events = stream_of(final)
+    body = sse(events) if spaced else compact_sse(events)
+    model = b'"model": "gpt-r"' if spaced else b'"model":"gpt-r"'
+    parts = body.split(b"\n\n")
+    parts[0] = parts[0][: parts[0].index(model) + len(model)] + b", <garbage"
+    for index, part in enumerate(parts):  # message and reasoning item events: garbage
+        if part.startswith(b"event: response.output_item.") and b"function_call" not in part:
+            parts[index] = part.replace(b"{", b"<garbage", 1)
+    body = b"\n\n".join(parts)
+    decoder = ChunkDecoder(
+        wire.ResponsesSSEDecoder(max_malformed=MAX_MALFORMED), wire.StreamEvents("dep")
+    )
+    chunks = decoder.feed(body)
+    assert decoder.malformed == 0 and decoder.done
+    assert all(c.model == "gpt-r" for c in chunks)
+    assert "".join(c.delta_text for c in chunks) == "ok"
+    (named,) = [d for c in chunks for d in c.tool_call_deltas if d.name]
+    assert (named.id, named.name) == ("call_1", "search")  # from the call's added event
+    assert chunks[-1].items == wire.parse_response(final, "dep").items  # from completed
+
+
+def test_a_created_event_without_a_plain_model_string_is_decoded() -> None:
+    final = response(message(text_part("ok")), model="gpt-\u00e9")
+    decoder = ChunkDecoder(wire.ResponsesSSEDecoder(), wire.StreamEvents("dep"))
+    chunks = decoder.feed(compact_sse(stream_of(final)))
+    assert chunks[0].model == "gpt-\u00e9" and decoder.done
+
+
+@pytest.mark.parametrize("size", [1, 37, 1 << 20])
+@pytest.mark.parametrize("last", ["response.completed", "response.incomplete"])
+def test_the_stream_is_done_at_its_last_event(size: int, last: str) -> None:
+    """Nothing after the last event is read, so the connection drains and is pooled."""
+    final = response(message(text_part("ok")))
+    events = stream_of(final)
+    events[-1] = {**events[-1], "type": last}
+    body = compact_sse(events) + b"event: response.output_text.delta\ndata: {garbage\n\n"
+    decoder = ChunkDecoder(
+        wire.ResponsesSSEDecoder(max_malformed=MAX_MALFORMED), wire.StreamEvents("dep")
+    )
+    chunks = []
+    for start in range(0, len(body), size):
+        chunks += decoder.feed(body[start : start + size])
+    assert decoder.done and decoder.malformed == 0
+    assert chunks[-1].finish_reason == "stop" and chunks[-1].response_id == "resp_1"

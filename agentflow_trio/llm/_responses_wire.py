@@ -1,27 +1,13 @@
-"""The OpenAI Responses API JSON shapes: our values to request bodies, responses and stream
-events back to our values.
+"""The OpenAI Responses API JSON shapes: our values to request bodies (``_responses_body``,
+re-exported here), responses and stream events back to our values.
 
-Pure functions (and one small per-stream parser, `StreamEvents`, which remembers the model
-and which function calls got argument deltas). A response that does not have the expected
-shape raises `ResponseFormatError` with an excerpt, never a bare ``KeyError``; a failed
-response or an ``error`` event raises the `APIStatusError` subclass of its code.
-
-Requests: leading system messages become ``instructions`` (later ones stay ``system``
-input items); user and assistant text are message items; an assistant's tool calls are
-``function_call`` items (``call_id``, ``name``, ``arguments`` text) and tool results
-``function_call_output`` items. A turn whose output had a reasoning (or other built-in)
-item keeps its whole output as ``openai_responses`` `ProviderItem` values (`turn_items`),
-because the API pairs a reasoning item with the message or call after it by their ids;
-those go back verbatim, in order (`_assistant_turn`); other vendors' items are dropped.
-``stop`` and ``Message.name`` have no Responses field and are left out. ``max_tokens``
-is ``max_output_tokens``; a JSON-schema ``response_format`` is ``text.format`` (the
-native structured-output mode); ``extra`` is merged last (``previous_response_id``,
-``store``, ``reasoning``, ``include`` ...). With ``store`` false the API keeps nothing,
-so a reasoning item can come back on the next turn only with its ``encrypted_content``:
-``include`` then gets ``"reasoning.encrypted_content"`` (the caller's entries kept), the
-answer's reasoning items carry it, and they go back with it, verbatim. What a tool loop
-sends again (its history's items, its tools list) is encoded once and reused as JSON
-fragments (bounded caches).
+Pure functions (and the two per-stream parts: `ResponsesSSEDecoder`, which reads only
+what the chunks need, and `StreamEvents`, which remembers the model and which function
+calls got argument deltas). A response that does not have the expected shape raises
+`ResponseFormatError` with an excerpt, never a bare ``KeyError``; a failed response or
+an ``error`` event raises the `APIStatusError` subclass of its code. A turn whose output
+had a reasoning (or other built-in) item keeps its whole output as ``openai_responses``
+`ProviderItem` values (`turn_items`), sent back verbatim by ``_responses_body``.
 """
 
 from __future__ import annotations
@@ -38,17 +24,14 @@ from ..errors import (
     ServerError,
 )
 from ._lines import DEFAULT_MAX_LINE, SSEDecoder, excerpt
-from .types import (
-    ChatRequest,
-    ChatResponse,
-    Message,
-    ProviderItem,
-    StreamChunk,
-    ToolCall,
-    ToolCallDelta,
-    ToolSpec,
-    Usage,
-)
+from ._responses_body import ENCRYPTED as ENCRYPTED
+from ._responses_body import PROVIDER as PROVIDER
+from ._responses_body import input_items as input_items
+from ._responses_body import request_body as request_body
+from ._responses_body import text_format as text_format
+from ._responses_body import tool_choice as tool_choice
+from ._responses_body import tools as tools
+from .types import ChatResponse, ProviderItem, StreamChunk, ToolCall, ToolCallDelta, Usage
 
 __all__ = [
     "ENCRYPTED",
@@ -66,12 +49,6 @@ __all__ = [
     "usage",
 ]
 
-PROVIDER: Final = "openai_responses"
-"""The `ProviderItem.provider` of this wire's items (and its ``[llm] provider`` name)."""
-ENCRYPTED: Final = "reasoning.encrypted_content"
-"""The ``include`` entry added when ``store`` is false (see `request_body`)."""
-
-_CHOICES: Final = frozenset({"auto", "none", "required"})
 _SHAPE_ERRORS: Final = (KeyError, IndexError, TypeError, AttributeError, ValueError)
 _PLAIN: Final = frozenset({"message", "function_call"})  # output items that are not kept
 _STATUS_OF_CODE: Final[Mapping[str, int]] = {
@@ -107,20 +84,33 @@ _UNREAD: Final = frozenset(
 )
 """Stream events whose data `StreamEvents` never reads (what they say arrives again in
 the events it does read), so their JSON is not decoded at all."""
+_ITEM_EVENTS: Final = frozenset({b"response.output_item.added", b"response.output_item.done"})
+"""Item events `StreamEvents` reads for function calls only (every finished item comes
+again in ``response.completed``'s ``output``): decoded only when they name one."""
+_CREATED: Final = b"response.created"
+_LAST_TYPES: Final = frozenset({"response.completed", "response.incomplete", "response.failed"})
+"""The events a response stream ends with: nothing after one is read (`done`)."""
+_LAST: Final = frozenset(name.encode() for name in _LAST_TYPES)
+_MODEL_KEY: Final = b'"model":'
 
 
 @final
 class ResponsesSSEDecoder(SSEDecoder):
-    """`SSEDecoder` for Responses streams, which end after ``response.completed`` (no
-    ``data: [DONE]``: `terminator` names it in an early end's error) and name every event
-    on an ``event:`` line.
+    """`SSEDecoder` for Responses streams, which end with ``response.completed`` (or
+    ``.incomplete`` / ``.failed``; no ``data: [DONE]``: `terminator` names it in an early
+    end's error) and name every event on an ``event:`` line. ``done`` turns true at that
+    last event, so the connection is drained and pooled as after OpenAI's ``[DONE]``.
 
-    Each piece of body that starts on an event boundary is reshaped before the plain
-    decoder sees it: a whole event named in `_UNREAD` is dropped, undecoded, and the
-    ``event:`` line of the others is cut off, so each is the one ``data:`` line the plain
-    decoder reads fastest; an unfinished last event goes on as it came. A piece that
-    starts inside an event, or has CR line ends, goes to the plain decoder untouched;
-    bounds and the malformed-event policy are the plain ones.
+    A piece of body is decoded here from its first event boundary on (the plain decoder
+    ends an event an earlier piece began), event by event, as little as `StreamEvents`
+    needs: an event named in `_UNREAD` is dropped undecoded, an
+    item event (`_ITEM_EVENTS`) too unless it holds a function call, and of
+    ``response.created`` (the whole request echoed) only the model is read, without
+    decoding it (`_created`); the others' one ``data:`` line is decoded at once. An event
+    of any other shape, the unfinished last event, and a piece that has CR line ends,
+    holds no event boundary or exceeds the line bound go to the plain decoder, so bounds
+    and the malformed-event policy are its own (what it decodes `StreamEvents` reads the
+    same way).
     """
 
     __slots__ = ("_inside",)
@@ -131,261 +121,80 @@ class ResponsesSSEDecoder(SSEDecoder):
         self._inside = False  # the last piece ended inside an event
 
     def feed(self, data: bytes) -> list[Any]:
-        """Payloads of the events completed by ``data`` (the events `StreamEvents` reads)."""
-        if self._inside or b"\r" in data:
+        """Payloads of the events completed by ``data`` (the events `StreamEvents` reads),
+        up to the stream's last one (then `done`: what follows is not read)."""
+        if self.done:
+            return []
+        out: list[Any] = []
+        if self._inside and b"\r" not in data:  # the plain decoder ends the event it holds
+            cut = data.find(b"\n\n") + 2
+            if cut > 1:
+                out = self._plain(data[:cut])
+                data = data[cut:]
+                self._inside = False
+                if self.done:
+                    return out
+        if self._inside or b"\r" in data or len(data) > self._max:
             self._inside = not data.endswith((b"\n\n", b"\r\n\r\n"))
-            return super().feed(data)
+            return out + self._plain(data)
         events = data.split(b"\n\n")
-        tail = events.pop()  # the start of an event still coming, passed on as it is
-        kept = []
+        tail = events.pop()  # the start of an event still coming
+        loads = self._json.loads
         for event in events:
+            name = b""
             if event.startswith(b"event: "):
                 end = event.find(b"\n")
-                if end < 0 or event[7:end] in _UNREAD:
+                if end < 0:
+                    continue  # a name without data
+                name = event[7:end]
+                if name in _UNREAD or (name in _ITEM_EVENTS and b"function_call" not in event):
+                    continue
+                if name == _CREATED and self._created(event, out):
                     continue
                 event = event[end + 1 :]
-            kept.append(event)
-        kept.append(tail)
+            if event.startswith(b"data: ") and b"\n" not in event:
+                loads(event[6:], out)
+            else:
+                out += self._plain(event + b"\n\n")
+            if name in _LAST or self.done:
+                self.done = True
+                return out
         self._inside = bool(tail)
-        return super().feed(b"\n\n".join(kept))
+        if tail:
+            out += self._plain(tail)
+        return out
 
+    def _plain(self, data: bytes) -> list[Any]:
+        """The plain decoder's payloads of ``data``, up to the stream's last event (then
+        `done`)."""
+        out = super().feed(data)
+        for index, payload in enumerate(out):
+            if isinstance(payload, dict) and payload.get("type") in _LAST_TYPES:
+                self.done = True
+                return out[: index + 1]
+        return out
 
-# -- requests ------------------------------------------------------------------------------
-
-
-def input_items(messages: tuple[Message, ...]) -> tuple[str | None, list[dict[str, Any]]]:
-    """The ``instructions`` (leading system messages joined by a blank line, or None) and
-    the ``input`` items of ``messages``."""
-    start = _leading_system(messages)
-    out: list[dict[str, Any]] = []
-    for m in messages[start:] if start else messages:
-        _message_items(m, out)
-    return _instructions(messages, start), out
-
-
-def _leading_system(messages: tuple[Message, ...]) -> int:
-    start = 0
-    while start < len(messages) and messages[start].role == "system":
-        start += 1
-    return start
-
-
-def _instructions(messages: tuple[Message, ...], start: int) -> str | None:
-    return "\n\n".join(m.content or "" for m in messages[:start]) if start else None
-
-
-def _message_items(m: Message, out: list[dict[str, Any]]) -> None:
-    """Append the input items of one message (not a leading system one) to ``out``."""
-    role = m.role
-    if role == "tool":
-        out.append(
-            {
-                "type": "function_call_output",
-                "call_id": m.tool_call_id or "",
-                "output": m.content or "",
-            }
-        )
-    elif role != "assistant":
-        out.append({"role": role, "content": m.content or ""})
-    elif m.items:
-        _assistant_turn(m, out)
-    else:
-        if m.content:
-            out.append({"role": "assistant", "content": m.content})
-        for c in m.tool_calls:
-            out.append(_function_call(c))
-
-
-class _Encoded:
-    """JSON pieces encoded once, by key: ``key -> (value, pieces)``; the value is kept, so
-    a key made of ``id()`` values stays unique while its entry lives. The whole cache is
-    dropped when its encoded bytes pass `_CACHE_BYTES` (a loop refills what it uses)."""
-
-    __slots__ = ("_size", "entries")
-
-    def __init__(self) -> None:
-        self.entries: dict[Any, tuple[Any, Any]] = {}
-        self._size = 0
-
-    def put(self, key: Any, value: Any, encoded: list[bytes]) -> list[Any]:
-        """Store the fragments of ``encoded`` (``value``'s JSON pieces) for ``key``."""
-        size = sum(map(len, encoded))
-        if self._size + size > _CACHE_BYTES:
-            self.entries.clear()
-            self._size = 0
-        pieces = [_json.fragment(piece) for piece in encoded]
-        self.entries[key] = (value, pieces)
-        self._size += size
-        return pieces
-
-
-_CACHE_BYTES: Final = 8 << 20
-"""Encoded bytes each cache holds at most before it starts again (8 MiB)."""
-_MESSAGES: Final = _Encoded()
-_TOOLS: Final = _Encoded()
-
-
-def _body_input(messages: tuple[Message, ...], start: int) -> list[Any]:
-    """``input`` for a body: the items of each message but the last from (or into)
-    `_MESSAGES`, as JSON already encoded (a tool loop sends its history again and again);
-    the last, new in a loop's next call and usually alone in a single call, afresh."""
-    rest = messages[start:] if start else messages
-    out: list[Any] = []
-    if len(rest) > 1:
-        entries = _MESSAGES.entries
-        for m in rest[:-1]:
-            hit = entries.get(id(m))
-            if hit is not None and hit[0] is m:
-                out += hit[1]
-                continue
-            items: list[dict[str, Any]] = []
-            _message_items(m, items)
-            out += _MESSAGES.put(id(m), m, [_json.dumps(item) for item in items])
-    if rest:
-        _message_items(rest[-1], out)
-    return out
-
-
-def _tools_piece(specs: tuple[ToolSpec, ...]) -> Any:
-    """The encoded ``tools`` list of ``specs`` (from or into `_TOOLS`), keyed by the
-    specs' names, descriptions and parameter objects, so a registry's fresh tuple of the
-    same tools still hits (the entry keeps the specs, so the ids hold)."""
-    key = tuple((t.name, t.description, id(t.parameters)) for t in specs)
-    hit = _TOOLS.entries.get(key)
-    if hit is not None:
-        return hit[1][0]
-    return _TOOLS.put(key, specs, [_json.dumps(tools(specs))])[0]
-
-
-def _function_call(c: ToolCall) -> dict[str, Any]:
-    return {
-        "type": "function_call",
-        "call_id": c.id,
-        "name": c.name,
-        "arguments": c.arguments_json(),
-    }
-
-
-def _assistant_turn(m: Message, out: list[dict[str, Any]]) -> None:
-    """An assistant turn with items: this wire's items go back verbatim, in order (a
-    reasoning item must be followed by the item the API paired it with, by id); a message
-    item only while the turn's text is still what it said (else the text takes its place),
-    a function-call item only for a call still in ``tool_calls``; text and calls not
-    covered by an item follow as plain items. Other vendors' items are dropped."""
-    calls = {c.id: c for c in m.tool_calls}
-    text = m.content or ""
-    own = [
-        i.data if isinstance(i.data, dict) else dict(i.data)
-        for i in m.items
-        if i.provider == PROVIDER
-    ]
-    said = "".join(
-        part.get("text") or ""
-        for data in own
-        if data.get("type") == "message"
-        for part in data.get("content") or ()
-        if part.get("type") == "output_text"
-    )
-    keep_text = bool(text) and said == text
-    text_sent = keep_text or not text
-    for data in own:
-        kind = data.get("type")
-        if kind == "message":
-            if keep_text:
-                out.append(data)
-            elif not text_sent:
-                out.append({"role": "assistant", "content": text})
-                text_sent = True
-        elif kind == "function_call":
-            if calls.pop(str(data.get("call_id")), None) is not None:
-                out.append(data)
-        else:
-            out.append(data)
-    if not text_sent:
-        out.append({"role": "assistant", "content": text})
-    for c in calls.values():
-        out.append(_function_call(c))
-
-
-def tools(specs: tuple[ToolSpec, ...]) -> list[dict[str, Any]]:
-    """Tool specs as Responses ``function`` tools. ``strict`` is false, as Chat Completions
-    has it by default (the Responses API defaults to true, which refuses most schemas)."""
-    return [
-        {
-            "type": "function",
-            "name": t.name,
-            "description": t.description,
-            "parameters": t.parameters,
-            "strict": False,
-        }
-        for t in specs
-    ]
-
-
-def tool_choice(choice: str | Mapping[str, Any]) -> Any:
-    """``auto``/``none``/``required`` as is, a tool name as ``{"type": "function", "name"}``;
-    a Chat Completions function choice (``{"type": "function", "function": {"name"}}``)
-    reshaped; any other mapping as is."""
-    if isinstance(choice, str):
-        if choice in _CHOICES:
-            return choice
-        return {"type": "function", "name": choice}
-    function = choice.get("function") if choice.get("type") == "function" else None
-    if isinstance(function, Mapping) and "name" in function:
-        return {"type": "function", "name": function["name"]}
-    return dict(choice)
-
-
-def text_format(response_format: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``text.format`` of a Chat Completions ``response_format``: a ``json_schema``
-    one flattened (``{"type": "json_schema", "name", "schema", "strict"}``), others
-    (``json_object``, ``text``) as they are."""
-    if response_format.get("type") == "json_schema":
-        spec = response_format.get("json_schema") or {}
-        return {"type": "json_schema", **spec}
-    return dict(response_format)
-
-
-def request_body(request: ChatRequest, model: str | None, *, stream: bool) -> bytes:
-    """The JSON body for ``POST /responses``. ``extra`` is merged last, key by key; a
-    ``text`` object in it is merged into the native mode's (``{"verbosity": "low"}`` keeps
-    the ``format``); with ``"store": false`` in it, ``include`` gets `ENCRYPTED`."""
-    messages = request.messages
-    start = _leading_system(messages)
-    body: dict[str, Any] = {"model": request.model or model, "input": _body_input(messages, start)}
-    if start:
-        body["instructions"] = _instructions(messages, start)
-    if request.temperature is not None:
-        body["temperature"] = request.temperature
-    if request.max_tokens is not None:
-        body["max_output_tokens"] = request.max_tokens
-    if request.tools:
-        body["tools"] = _tools_piece(request.tools)
-    if request.tool_choice is not None:
-        body["tool_choice"] = tool_choice(request.tool_choice)
-    if request.response_format is not None:
-        body["text"] = {"format": text_format(request.response_format)}
-    if stream:
-        body["stream"] = True
-    if request.extra:
-        text = body.get("text")
-        body.update(request.extra)
-        if text is not None and isinstance(body["text"], Mapping):  # e.g. text.verbosity
-            body["text"] = {**text, **body["text"]}
-        if body.get("store") is False:
-            body["include"] = _with_encrypted(body.get("include"))
-    return _json.dumps(body)
-
-
-def _with_encrypted(include: Any) -> Any:
-    """``include`` with `ENCRYPTED` added (the caller's entries kept, in order): with
-    ``store`` false nothing is kept server-side, so a reasoning item sent back on the next
-    turn is refused unless it carries its ``encrypted_content``."""
-    if include is None:
-        return [ENCRYPTED]
-    if not isinstance(include, list | tuple) or ENCRYPTED in include:
-        return include  # not a list: the API names the error
-    return [*include, ENCRYPTED]
+    def _created(self, event: bytes, out: list[Any]) -> bool:
+        """``response.created`` reduced to the one field `StreamEvents` reads, the model:
+        the string after the first ``"model":`` of the JSON (no JSON string holds that text
+        unescaped, and the response's ``model`` comes before its nested objects in the
+        API's key order; the final chunk's model is ``response.completed``'s anyway).
+        False, to decode the event instead, when there is no plain model string there."""
+        at = event.find(_MODEL_KEY)
+        if at < 0:
+            return False
+        at += len(_MODEL_KEY)
+        if event.startswith(b" ", at):
+            at += 1
+        if not event.startswith(b'"', at):
+            return False
+        stop = event.find(b'"', at + 1)
+        raw = event[at + 1 : stop]
+        if stop < 0 or b"\\" in raw or not raw.isascii():
+            return False
+        out.append({"type": "response.created", "response": {"model": raw.decode()}})
+        self._json.valid += 1
+        return True
 
 
 # -- responses -----------------------------------------------------------------------------
@@ -507,10 +316,11 @@ class StreamEvents:
     ``output_index`` (a call whose arguments came in no delta gets them from its
     ``output_item.done``); ``response.completed`` / ``response.incomplete`` -> the finish
     reason, usage and ``response_id``, and, when a reasoning (or other built-in) item
-    finished, every finished item in output order as ``items`` (see `turn_items`: the
-    same items a plain answer has). ``response.failed`` and ``error`` events raise
-    (`failure_error`); other event types say nothing (None). Every chunk names the model
-    that answered (from ``response.created``), so a cut stream is charged to it.
+    finished, every item of its ``output`` as ``items`` (see `turn_items`: the same items
+    a plain answer has; the finished items seen, in output order, when it has none).
+    ``response.failed`` and ``error`` events raise (`failure_error`); other event types
+    say nothing (None). Every chunk names the model that answered (from
+    ``response.created``), so a cut stream is charged to it.
     """
 
     __slots__ = ("_argued", "_calls", "_deployment", "_finished_items", "_kept", "_model")
@@ -583,16 +393,23 @@ class StreamEvents:
         return StreamChunk("", (piece,), None, None, self._model)
 
     def _finished(self, response: Any) -> StreamChunk:
-        calls = self._calls or any(
-            item.get("type") == "function_call" for item in response.get("output") or ()
-        )
+        output = response.get("output")
+        calls = self._calls
+        items: tuple[ProviderItem, ...] = ()
+        if output:  # every item of the turn, finished, in order: the plain answer's
+            kinds = {item["type"] for item in output}
+            calls = calls or "function_call" in kinds
+            if not kinds <= _PLAIN:
+                items = turn_items(output)
+        elif self._kept:  # a completed response without its output: the items seen
+            items = self._items()
         return StreamChunk(
             "",
             (),
             _finish_reason(response, calls),
             usage(response.get("usage")),
             response.get("model") or self._model,
-            items=self._items() if self._kept else (),
+            items=items,
             response_id=response.get("id") or "",
         )
 

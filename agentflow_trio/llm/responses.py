@@ -1,13 +1,17 @@
 """The OpenAI Responses API adapter: ``POST /responses`` (plain and SSE), and ``/embeddings``.
 
-`ResponsesProvider` speaks the Responses wire (``_responses_wire``) with the same headers,
-HTTP session and stream guards as `OpenAIProvider`: a stream that ends before
-``response.completed`` (or ``response.incomplete``) raises an `IncompleteStreamError`
-saying how much was delivered; up to `MAX_MALFORMED` garbage events in a row are skipped
-and counted. Reasoning items come back as ``ChatResponse.items`` and are sent back in
-place on the next turn (the tool loop carries them); ``previous_response_id``, ``store``,
-``reasoning`` and ``include`` pass through ``ChatRequest.extra``, and ``response_id`` is
-the answer's id to refer to later.
+`ResponsesProvider` speaks the Responses wire (``_responses_wire``; request bodies in
+``_responses_body``) with the same headers, HTTP session and stream guards as
+`OpenAIProvider`: a stream that ends before ``response.completed`` (or
+``response.incomplete``) raises an `IncompleteStreamError` saying how much was delivered;
+up to `MAX_MALFORMED` garbage events in a row are skipped and counted; the events a
+stream's chunks do not need are not decoded (`ResponsesSSEDecoder`), and the stream is
+done at its last event, so its connection is pooled as after OpenAI's ``[DONE]``. With
+``"store": false`` in ``extra``, reasoning items are asked for and sent back with their
+``encrypted_content`` (nothing is kept server-side). Reasoning items come back as
+``ChatResponse.items`` and are sent back in place on the next turn (the tool loop carries
+them); ``previous_response_id``, ``store``, ``reasoning`` and ``include`` pass through
+``ChatRequest.extra``, and ``response_id`` is the answer's id to refer to later.
 
 Embeddings are not part of the Responses API: `embed` posts to ``{base}/embeddings`` with
 the OpenAI embeddings wire (the same base URL and key serve both on OpenAI).
