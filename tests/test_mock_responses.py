@@ -440,3 +440,14 @@ async def test_every_fault_kind_applies_to_the_new_wires(
                     got = "unfinished"
         assert got == outcome
         assert mock.stats().faults == {fault.kind: 1}
+
+
+def test_the_mock_llm_command_names_its_five_wires() -> None:
+    from click.testing import CliRunner
+
+    from agentflow_trio.cli import main
+
+    text = " ".join(CliRunner().invoke(main, ["mock-llm", "--help"]).output.split())
+    for path in ("/v1/chat/completions", "/v1/responses", "/v1/messages", "/api/chat"):
+        assert path in text
+    assert "Azure" in text and "OpenAI-compatible mock LLM (also" not in text
