@@ -25,7 +25,6 @@ import os
 import random
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Final, final, overload
 
@@ -230,82 +229,88 @@ class LeanSpan(trace.Span):
             return
         self._end = end = end_time or _time_ns()
         kind = self._kind
+        attributes = self._attributes
+        events, status, foreign, state = self._events, self._status, self._foreign, self.state
         self._tracer.finish(
             (
+                len(attributes),
                 self._name,
                 self.trace_id,
                 self.span_id,
                 self.parent_id,
-                self.state,
-                self._foreign,
                 0 if kind is _INTERNAL else 2 if kind is _CLIENT else kind.value,
-                self._attributes,
-                self._events,
-                self._status,
+                None
+                if events is None and status is None and foreign is None and state is None
+                else (events, status, foreign, state),
                 self._start,
                 end,
+                *attributes.keys(),
+                *attributes.values(),
             )
         )
 
 
-Ended = tuple[
-    str,  # name
-    int,  # trace id
-    int,  # span id
-    int,  # parent span id, 0 for a root
-    TraceState | None,
-    SpanContext | None,  # the parent's context when it is not a LeanSpan
-    int,  # SpanKind value
-    dict[str, Any],  # attributes
-    list[tuple[str, Attributes, int]] | None,  # events
-    Status | None,
-    int,  # start, ns
-    int,  # end, ns
-]
-"""An ended `LeanSpan` waiting for export: a plain tuple, which the garbage collector
-stops tracking at its first pass when it holds no container (the usual span: text and
-number attributes, no events), so spans waiting for a batch are never promoted and
-never make a full collection come sooner."""
+Ended = Sequence[Any]
+"""An ended `LeanSpan`, flat: the number of attributes, name, trace id, span id, parent
+span id (0 for a root), ``SpanKind`` value, None or (events, status, the parent's context
+when it is not a `LeanSpan`, trace state), start and end (ns), then the attribute keys and
+their values. `SpanBatcher` keeps these fields in one list, not an object per span: an
+ended span waiting for its batch is then nothing the garbage collector counts or promotes
+(per-span objects alive that long made collections twice as frequent, and full ones)."""
+
+_FIXED: Final = 9  # the fields before the attributes
 
 
 def readable(ended: Ended, resource: Resource) -> ReadableSpan:
     """The SDK's view of an ended span, what exporters take (made at export)."""
-    name, trace_id, span_id, parent_id, state, foreign, kind, attributes = ended[:8]
-    events, status, start, end = ended[8:]
-    if foreign is not None:
-        parent: SpanContext | None = foreign
+    trace_id, parent_id, extras = ended[2], ended[4], ended[6]
+    if extras is None:
+        events = status = state = None
+        parent = _context(trace_id, parent_id, False, None) if parent_id else None
     else:
-        parent = _context(trace_id, parent_id, False, state) if parent_id else None
+        events, status, foreign, state = extras
+        if foreign is not None:
+            parent = foreign
+        else:
+            parent = _context(trace_id, parent_id, False, state) if parent_id else None
+    middle = _FIXED + ended[0]
     return ReadableSpan(
-        name,
-        _context(trace_id, span_id, False, state),
+        ended[1],
+        _context(trace_id, ended[3], False, state),
         parent,
         resource,
-        attributes,
+        dict(zip(ended[_FIXED:middle], ended[middle:], strict=True)),
         [Event(n, a, t) for n, a, t in events] if events else (),
         (),
-        _KINDS[kind],
+        _KINDS[ended[5]],
         None,
         status or _UNSET,
-        start,
-        end,
+        ended[7],
+        ended[8],
         _SCOPE,
     )
 
 
 @final
 class _Readable(Sequence[ReadableSpan]):
-    """A batch as the ``ReadableSpan`` sequence exporters take, each made as it is read:
-    an exporter that encodes span by span (OTLP) never holds the whole batch of them."""
+    """A run of `Ended` fields as the ``ReadableSpan`` sequence exporters take, each span
+    made as it is read: an exporter encoding span by span (OTLP) never holds them all."""
 
-    __slots__ = ("_ended", "_resource")
+    __slots__ = ("_fields", "_starts", "resource")
 
-    def __init__(self, ended: list[Ended], resource: Resource) -> None:
-        self._ended = ended
-        self._resource = resource
+    def __init__(self, fields: list[Any], resource: Resource) -> None:
+        self._fields = fields
+        self.resource = resource
+        starts = []  # where each span's fields start (ints: nothing the collector tracks)
+        at, size = 0, len(fields)
+        while at < size:
+            starts.append(at)
+            at += _FIXED + 2 * fields[at]
+        starts.append(size)
+        self._starts = starts
 
     def __len__(self) -> int:
-        return len(self._ended)
+        return len(self._starts) - 1
 
     @overload
     def __getitem__(self, index: int) -> ReadableSpan: ...
@@ -315,13 +320,25 @@ class _Readable(Sequence[ReadableSpan]):
 
     def __getitem__(self, index: int | slice) -> ReadableSpan | list[ReadableSpan]:
         if isinstance(index, slice):
-            return [readable(span, self._resource) for span in self._ended[index]]
-        return readable(self._ended[index], self._resource)
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        starts = self._starts
+        return readable(self._fields[starts[index] : starts[index + 1]], self.resource)
 
     def __iter__(self) -> Iterator[ReadableSpan]:
-        resource = self._resource
-        for span in self._ended:
-            yield readable(span, resource)
+        fields, starts, resource = self._fields, self._starts, self.resource
+        for index in range(len(starts) - 1):
+            yield readable(fields[starts[index] : starts[index + 1]], resource)
+
+    def batches(self, size: int) -> Iterator[_Readable]:
+        """This run cut in runs of at most ``size`` spans."""
+        starts = self._starts
+        for first in range(0, len(starts) - 1, size):
+            last = min(first + size, len(starts) - 1)
+            yield _Readable(self._fields[starts[first] : starts[last]], self.resource)
 
 
 def _setting(name: str, default: int) -> int:
@@ -353,6 +370,7 @@ class SpanBatcher:
     """
 
     __slots__ = (
+        "_added",
         "_batch",
         "_closing",
         "_delay",
@@ -360,6 +378,7 @@ class SpanBatcher:
         "_exporting",
         "_limit",
         "_pending",
+        "_removed",
         "_resource",
         "_taken",
         "_thread",
@@ -374,7 +393,9 @@ class SpanBatcher:
         self._delay = _setting(env.OTEL_BSP_SCHEDULE_DELAY, 5000) / 1000
         self._batch = _setting(env.OTEL_BSP_MAX_EXPORT_BATCH_SIZE, 512)
         self._limit = max(_setting(env.OTEL_BSP_MAX_QUEUE_SIZE, 2048), 2 * self._batch)
-        self._pending: deque[Ended] = deque()
+        self._pending: list[Any] = []  # `Ended` fields, one span after another
+        self._added = 0  # spans put in _pending (by add) ...
+        self._removed = 0  # ... and taken out (by the exporter thread) or dropped
         self._wake = threading.Event()  # set: spans to take (a full batch, or closing)
         self._taken = threading.Event()  # set: the exporter thread took what waited
         self._woken = False
@@ -386,16 +407,18 @@ class SpanBatcher:
 
     def add(self, span: Ended) -> None:
         """Queue an ended span (any thread); a full batch goes to the exporter thread."""
-        pending = self._pending
-        waiting = len(pending)
+        waiting = self._added - self._removed
         if waiting < self._batch:
-            pending.append(span)
+            self._pending += span  # one C call: the exporter thread sees all of it or none
+            self._added += 1
         elif waiting < self._limit:
-            pending.append(span)
+            self._pending += span
+            self._added += 1
             if not self._woken or waiting % self._batch == 0:
                 self._hand_off(_HAND_OFF)
         elif not self._exporting and self._hand_off(_LAST_HAND_OFF):
-            pending.append(span)
+            self._pending += span
+            self._added += 1
         else:
             self.dropped += 1
 
@@ -417,17 +440,20 @@ class SpanBatcher:
             self._wake.clear()
             closing = self._closing
             pending = self._pending
-            taken = [pending.popleft() for _ in range(len(pending))]
+            size = len(pending)  # whole spans: add extends the list in one call
+            taken = _Readable(pending[:size], self._resource)
+            del pending[:size]
+            self._removed += len(taken)
             self._woken = False
             self._exporting = True
             self._taken.set()
-            for start in range(0, len(taken), self._batch):
-                self._export(taken[start : start + self._batch])
+            for batch in taken.batches(self._batch):
+                self._export(batch)
             self._exporting = False
 
-    def _export(self, batch: list[Ended]) -> None:
+    def _export(self, batch: _Readable) -> None:
         try:
-            self._exporter.export(_Readable(batch, self._resource))
+            self._exporter.export(batch)
         except Exception:  # an exporter's failure must not end the thread
             _log.exception("exporting %d spans failed", len(batch))
 
