@@ -203,7 +203,7 @@ class ToolRegistry:
     are validated against the tool's schema before the tool runs.
     """
 
-    __slots__ = ("_tools", "_validators", "default_timeout", "max_parallel")
+    __slots__ = ("_specs", "_tools", "_validators", "default_timeout", "max_parallel")
 
     def __init__(
         self,
@@ -216,6 +216,7 @@ class ToolRegistry:
         default cap of `call_many`."""
         self._tools: dict[str, FunctionTool] = {}
         self._validators: dict[str, ArgumentValidator] = {}
+        self._specs: tuple[ToolSpec, ...] | None = None  # `specs`, made again on a change
         self.default_timeout = default_timeout
         self.max_parallel = max_parallel
         for t in tools:
@@ -232,6 +233,7 @@ class ToolRegistry:
             raise ValueError(f"a tool named {made.name!r} is already registered")
         self._validators[made.name] = ArgumentValidator(made.name, made.parameters)
         self._tools[made.name] = made
+        self._specs = None
         return made
 
     def unregister(self, name: str) -> FunctionTool:
@@ -242,6 +244,7 @@ class ToolRegistry:
         """
         made = self.get(name)
         del self._tools[name], self._validators[name]
+        self._specs = None
         return made
 
     def get(self, name: str) -> FunctionTool:
@@ -269,8 +272,16 @@ class ToolRegistry:
         return list(self._tools)
 
     def specs(self) -> tuple[ToolSpec, ...]:
-        """The `ToolSpec` of every tool, in registration order (for ``ChatRequest.tools``)."""
-        return tuple(to_spec(t) for t in self._tools.values())
+        """The `ToolSpec` of every tool, in registration order (for ``ChatRequest.tools``).
+
+        The same tuple each time while the tools and their name, description and schema
+        stay the same objects (checked by identity: cheaper than making the specs again,
+        once per model call of a tool loop), so a wire's cache of encoded specs hits.
+        """
+        specs = self._specs
+        if specs is None or not _same_specs(specs, self._tools.values()):
+            specs = self._specs = tuple(to_spec(t) for t in self._tools.values())
+        return specs
 
     def check_arguments(self, name: str, args: Mapping[str, Any]) -> None:
         """Validate ``args`` for tool ``name`` without calling it.
@@ -379,23 +390,26 @@ class ToolRegistry:
     def _call_inline(
         self, ctx: Context | None, call: ToolCall, timeout: float | None
     ) -> ToolResult | Coroutine[Any, Any, ToolResult] | None:
-        """``call``'s result computed in this task without a checkpoint; None when its
-        tool is asynchronous (`call` must run it in a task of its own); or, for a plain
-        function that returned an awaitable, the coroutine to await in a task.
+        """``call``'s result computed in this task without a checkpoint; or, for an
+        asynchronous tool (or a plain function that returned an awaitable), the coroutine
+        that runs it, to await in a task of its own (never None from this registry).
 
         Only a synchronous `Tool` (or an unknown name, or arguments that do not fit) is
         answered here: such a call never yields, so running it in a task of its own would
         change nothing but the cost. Its timeout is applied as the task path applies it: a
-        call whose function ran past its deadline is ``timed_out``.
+        call whose function ran past its deadline is ``timed_out``. The arguments are
+        checked here once, whichever way the call goes on; an asynchronous tool's duration
+        counts from when its coroutine starts (not while it waits for a ``max_parallel``
+        slot), as `call`'s does.
         """
         start = trio.current_time()
         checked = self._check(call.name, call.arguments, call.id, call.parse_error, start)
         if isinstance(checked, ToolResult):
             return checked
         t, args = checked
-        if type(t) is not Tool or t._is_async:
-            return None
         limit = _smaller(self.default_timeout if timeout is None else timeout, _own_timeout(t))
+        if type(t) is not Tool or t._is_async:
+            return _run(t, ctx, args, call.id, limit, None)
         if _tracing.active is not None:  # an ``execute_tool`` span around the call
             run = functools.partial(t._call_sync, ctx, args, call.id, limit, start)
             return _tracing.active.sync_tool(t.name, call.id, args, run)
@@ -468,8 +482,11 @@ async def _run(
     args: Mapping[str, Any],
     call_id: str,
     timeout: float | None,
-    start: float,
+    start: float | None,
 ) -> ToolResult:
+    """Run ``t`` and settle it; ``start`` None: the call starts now."""
+    if start is None:
+        start = trio.current_time()
     running = t.call(ctx, args)
     if _tracing.active is not None:  # an ``execute_tool`` span around the call
         running = _tracing.active.tool(t.name, call_id, args, running)
@@ -490,14 +507,16 @@ async def _settle(
 ) -> ToolResult:
     """Await a tool's call under its timeout and wrap what happened as a `ToolResult`."""
     try:
-        with trio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
+        if timeout is None:  # no cancel scope to enter and leave (most calls)
             value = await running
+        else:
+            with trio.move_on_after(timeout) as scope:
+                value = await running
+            if scope.cancelled_caught:
+                return _timed_out(name, call_id, timeout, trio.current_time() - start)
     except Exception as exc:
         return _failure(name, call_id, exc, trio.current_time() - start)
     duration = trio.current_time() - start
-    if scope.cancelled_caught:
-        assert timeout is not None
-        return _timed_out(name, call_id, timeout, duration)
     output = value if isinstance(value, dict) else {"result": value}
     return ToolResult(call_id, name, "ok", output, None, duration)
 
@@ -529,6 +548,16 @@ def _smaller(a: float | None, b: float | None) -> float | None:
     if a is None:
         return b
     return a if b is None else min(a, b)
+
+
+def _same_specs(specs: tuple[ToolSpec, ...], tools: Iterable[FunctionTool]) -> bool:
+    """Whether ``specs`` still shows ``tools`` (same objects, in the same order)."""
+    for spec, t in zip(specs, tools, strict=True):
+        if spec.name is not t.name or spec.description is not t.description:
+            return False
+        if spec.parameters is not t.parameters:
+            return False
+    return True
 
 
 def _is_tool(obj: object) -> bool:
