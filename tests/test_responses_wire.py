@@ -558,11 +558,20 @@ def test_a_loops_history_is_encoded_once_and_the_body_stays_the_same() -> None:
 
 
 def compact_sse(events: list[dict[str, Any]]) -> bytes:
-    """As the API sends them: compact JSON (``"model":"gpt-r"``)."""
+    """As the API sends them: compact JSON (``"model":"gpt-r"``), UTF-8 unescaped."""
     return b"".join(
-        f"event: {e['type']}\ndata: {json.dumps(e, separators=(',', ':'))}\n\n".encode()
+        f"event: {e['type']}\ndata: {json.dumps(e, separators=(',', ':'), ensure_ascii=False)}"
+        "\n\n".encode()
         for e in events
     )
+
+
+@pytest.mark.parametrize("text", ["plain", 'say "hi"', "ü🎉 Ω", "back\\slash\nline", "}"])
+def test_a_text_delta_read_undecoded_says_what_the_json_says(text: str) -> None:
+    final = response(message(text_part(text)))
+    decoder = ChunkDecoder(wire.ResponsesSSEDecoder(), wire.StreamEvents("dep"))
+    chunks = decoder.feed(compact_sse(stream_of(final)))
+    assert "".join(c.delta_text for c in chunks) == text and decoder.done
 
 
 @pytest.mark.parametrize("spaced", [False, True], ids=["compact", "spaced"])

@@ -87,10 +87,16 @@ the events it does read), so their JSON is not decoded at all."""
 _ITEM_EVENTS: Final = frozenset({b"response.output_item.added", b"response.output_item.done"})
 """Item events `StreamEvents` reads for function calls only (every finished item comes
 again in ``response.completed``'s ``output``): decoded only when they name one."""
-_CREATED: Final = b"response.created"
 _LAST_TYPES: Final = frozenset({"response.completed", "response.incomplete", "response.failed"})
 """The events a response stream ends with: nothing after one is read (`done`)."""
-_LAST: Final = frozenset(name.encode() for name in _LAST_TYPES)
+_DECODE, _SKIP, _IF_CALL, _MODEL_ONLY, _LAST = range(5)
+_ACTIONS: Final[Mapping[bytes, int]] = {
+    **dict.fromkeys(_UNREAD, _SKIP),
+    **dict.fromkeys(_ITEM_EVENTS, _IF_CALL),
+    b"response.created": _MODEL_ONLY,
+    **{name.encode(): _LAST for name in _LAST_TYPES},
+}
+"""What `ResponsesSSEDecoder` does with an event, by name (others: `_DECODE`)."""
 _MODEL_KEY: Final = b'"model":'
 
 
@@ -141,22 +147,24 @@ class ResponsesSSEDecoder(SSEDecoder):
         tail = events.pop()  # the start of an event still coming
         loads = self._json.loads
         for event in events:
-            name = b""
-            if event.startswith(b"event: "):
-                end = event.find(b"\n")
-                if end < 0:
-                    continue  # a name without data
-                name = event[7:end]
-                if name in _UNREAD or (name in _ITEM_EVENTS and b"function_call" not in event):
-                    continue
-                if name == _CREATED and self._created(event, out):
-                    continue
-                event = event[end + 1 :]
-            if event.startswith(b"data: ") and b"\n" not in event:
-                loads(event[6:], out)
-            else:
+            if not event.startswith(b"event: "):  # no name: the plain decoder reads it
                 out += self._plain(event + b"\n\n")
-            if name in _LAST or self.done:
+                if self.done:
+                    return out
+                continue
+            end = event.find(b"\n")
+            if end < 0:
+                continue  # a name without data
+            action = _ACTIONS.get(event[7:end], _DECODE)
+            if action == _SKIP or (action == _IF_CALL and b"function_call" not in event):
+                continue
+            if action == _MODEL_ONLY and self._created(event, out):
+                continue
+            if event.startswith(b"data: ", end + 1) and event.find(b"\n", end + 1) < 0:
+                loads(event[end + 7 :], out)
+            else:
+                out += self._plain(event[end + 1 :] + b"\n\n")
+            if action == _LAST or self.done:
                 self.done = True
                 return out
         self._inside = bool(tail)
