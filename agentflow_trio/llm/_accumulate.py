@@ -17,7 +17,10 @@ becomes ``parse_error``, never an exception).
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
 from typing import Any, ClassVar, Protocol, final
 
 from ..errors import (
@@ -30,7 +33,14 @@ from ..errors import (
 )
 from .types import ChatResponse, ProviderItem, StreamChunk, ToolCall, Usage
 
-__all__ = ["ChunkDecoder", "GuardedChunks", "StreamAccumulator", "collect_stream", "passthrough"]
+__all__ = [
+    "ChunkDecoder",
+    "GuardedChunks",
+    "GuardedStream",
+    "StreamAccumulator",
+    "collect_stream",
+    "passthrough",
+]
 
 
 class _Payloads(Protocol):
@@ -123,7 +133,14 @@ class GuardedChunks:
     Other errors (an error event, a size bound) pass through unchanged.
     """
 
-    __slots__ = ("_chunks", "_decoder", "_deployment", "delivered_chars", "delivered_chunks")
+    __slots__ = (
+        "_chunks",
+        "_decoder",
+        "_deployment",
+        "_ready",
+        "delivered_chars",
+        "delivered_chunks",
+    )
 
     def __init__(
         self, chunks: AsyncIterator[StreamChunk], decoder: ChunkDecoder, deployment: str
@@ -131,6 +148,10 @@ class GuardedChunks:
         self._chunks = chunks
         self._decoder = decoder
         self._deployment = deployment
+        # The session's decoded chunks not yet handed out, when it shows them (the lean
+        # session's ``ready``): taken from here directly, one coroutine less per chunk.
+        ready = getattr(chunks, "ready", None)
+        self._ready: deque[StreamChunk] | None = ready if isinstance(ready, deque) else None
         self.delivered_chunks = 0
         self.delivered_chars = 0
 
@@ -148,21 +169,29 @@ class GuardedChunks:
         return self
 
     async def __anext__(self) -> StreamChunk:
-        try:
-            chunk = await self._chunks.__anext__()
-        except IncompleteStreamError as exc:
-            exc.delivered_chunks = self.delivered_chunks
-            exc.delivered_chars = self.delivered_chars
-            raise
-        except (LLMReadError, LLMTimeoutError) as exc:
-            if self._decoder.finished:
-                raise StopAsyncIteration from None  # the answer had arrived whole
-            raise self._incomplete(exc) from exc
+        ready = self._ready
+        if ready:  # decoded already: what the session's ``__anext__`` would return
+            chunk = ready.popleft()
+        else:
+            try:
+                chunk = await self._chunks.__anext__()
+            except IncompleteStreamError as exc:
+                exc.delivered_chunks = self.delivered_chunks
+                exc.delivered_chars = self.delivered_chars
+                raise
+            except (LLMReadError, LLMTimeoutError) as exc:
+                if self._decoder.finished:
+                    raise StopAsyncIteration from None  # the answer had arrived whole
+                raise self._incomplete(exc) from exc
         self.delivered_chunks += 1
-        chars = len(chunk.delta_text)
-        for delta in chunk.tool_call_deltas:
-            chars += len(delta.arguments)
-        self.delivered_chars += chars
+        deltas = chunk.tool_call_deltas
+        if deltas:
+            chars = len(chunk.delta_text)
+            for delta in deltas:
+                chars += len(delta.arguments)
+            self.delivered_chars += chars
+        else:
+            self.delivered_chars += len(chunk.delta_text)
         return chunk
 
     def _incomplete(self, exc: LLMReadError | LLMTimeoutError) -> IncompleteStreamError:
@@ -175,6 +204,36 @@ class GuardedChunks:
             delivered_chars=self.delivered_chars,
             deployment=self._deployment,
         )
+
+
+@final
+class GuardedStream:
+    """``async with`` an opened session stream, its chunks as `GuardedChunks` (a class, not
+    a generator context manager: a stream costs no extra frame to open and close)."""
+
+    __slots__ = ("_decoder", "_deployment", "_opened")
+
+    def __init__(
+        self,
+        opened: AbstractAsyncContextManager[AsyncIterator[StreamChunk]],
+        decoder: ChunkDecoder,
+        deployment: str,
+    ) -> None:
+        self._opened = opened
+        self._decoder = decoder
+        self._deployment = deployment
+
+    async def __aenter__(self) -> GuardedChunks:
+        chunks = await self._opened.__aenter__()
+        return GuardedChunks(chunks, self._decoder, self._deployment)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        return await self._opened.__aexit__(exc_type, exc, tb)
 
 
 class StreamAccumulator:

@@ -14,12 +14,12 @@ events in a row are skipped and counted (``chunks.malformed``), not fatal.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Final, final
 
 from . import _openai_wire as wire
-from ._accumulate import ChunkDecoder, GuardedChunks, passthrough
+from ._accumulate import ChunkDecoder, GuardedStream, passthrough
 from ._lines import MAX_MALFORMED, SSEDecoder
 from ._open_session import open_http_session
 from ._session import Session
@@ -69,8 +69,9 @@ class OpenAIProvider:
         )
         return wire.parse_chat(data, self.session.deployment)
 
-    @asynccontextmanager
-    async def stream(self, request: ChatRequest) -> AsyncIterator[AsyncIterator[StreamChunk]]:
+    def stream(
+        self, request: ChatRequest
+    ) -> AbstractAsyncContextManager[AsyncIterator[StreamChunk]]:
         """A streamed chat completion; the connection is released when the block exits.
 
         The iterator is a `GuardedChunks` (``delivered_chunks``, ``malformed``, ...).
@@ -79,9 +80,7 @@ class OpenAIProvider:
         session = self.session
         body = wire.chat_body(request, self._model, stream=True)
         opened = session.open_stream(self._chat_url, body, decoder, passthrough, _SSE)
-        del body  # not held by this frame for as long as the stream lasts
-        async with opened as chunks:
-            yield GuardedChunks(chunks, decoder, session.deployment)
+        return GuardedStream(opened, decoder, session.deployment)
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
         """Embeddings for ``request.inputs``, in input order."""

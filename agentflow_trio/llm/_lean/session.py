@@ -32,13 +32,14 @@ from __future__ import annotations
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, final
 
 import trio
 
 from ...errors import ConfigError, ResponseFormatError
 from ...observability import tracing as _tracing
+from .._accumulate import passthrough
 from .._bodies import Decompressor, decompressor
 from .._httperrors import format_error, json_body, status_error
 from .._lines import DEFAULT_MAX_LINE
@@ -192,15 +193,14 @@ class LeanSession:
             conn.discard()
             raise
 
-    @asynccontextmanager
-    async def open_stream(
+    def open_stream(
         self,
         url: str,
         body: bytes,
         decoder: LineDecoder,
         parse: Callable[[Any], T | None],
         content_types: tuple[str, ...],
-    ) -> AsyncIterator[AsyncIterator[T]]:
+    ) -> AbstractAsyncContextManager[AsyncIterator[T]]:
         """POST ``body`` and yield an iterator of ``parse(payload)`` for each streamed payload.
 
         The status and content type (one of ``content_types``) are checked before the block
@@ -208,22 +208,33 @@ class LeanSession:
         None are skipped. The connection is returned to the pool if the stream was read to
         its end, closed otherwise; its slot is released on every exit, cancellation included.
         """
-        target = self._target(url)
-        head, rest = _request(target, body)
-        del body  # this frame lives as long as the stream: keep only what is sent
-        exchange = Exchange(target.pool)
-        try:
-            conn = await self._start(exchange, head, rest)
-            del head, rest
-            await self._check_stream(conn, content_types)
-            chunks = _Chunks(conn, decoder, parse, self.deployment, self._timeout, self._max_body)
-            yield chunks
-        finally:
-            await exchange.aclose()
+        return _Opening(self, url, body, decoder, parse, content_types)
+
+    async def _open(
+        self,
+        exchange: Exchange,
+        head: bytes,
+        rest: bytes,
+        decoder: LineDecoder,
+        parse: Callable[[Any], T | None],
+        content_types: tuple[str, ...],
+    ) -> _Chunks[T]:
+        conn = await self._start(exchange, head, rest)
+        del head, rest  # sent: not held while the stream is read
+        await self._check_stream(conn, content_types)
+        return _Chunks(conn, decoder, parse, self.deployment, self._timeout, self._max_body)
 
     async def _start(self, exchange: Exchange, head: bytes, rest: bytes) -> Connection:
+        # No scope of ours when an enclosing deadline (the breaker's call timeout, the
+        # event's) ends sooner: it could never fire first.
         try:
-            with trio.move_on_after(self._timeout):
+            deadline = own_deadline(self._timeout)
+            if deadline is None:
+                await exchange.open()
+                conn = await exchange.send(head, rest)
+                await conn.receive_head()
+                return conn
+            with trio.CancelScope(deadline=deadline):
                 await exchange.open()
                 conn = await exchange.send(head, rest)
                 await conn.receive_head()
@@ -293,12 +304,63 @@ class LeanSession:
         await self.pools.aclose()
 
 
+@final
+class _Opening(Generic[T]):
+    """`LeanSession.open_stream`'s context manager: a class, so a stream costs no
+    generator frame; the exchange (slot and connection) is closed on every exit."""
+
+    __slots__ = ("_body", "_content_types", "_decoder", "_exchange", "_parse", "_session",
+                 "_url")  # fmt: skip
+
+    def __init__(
+        self,
+        session: LeanSession,
+        url: str,
+        body: bytes,
+        decoder: LineDecoder,
+        parse: Callable[[Any], T | None],
+        content_types: tuple[str, ...],
+    ) -> None:
+        self._session = session
+        self._url = url
+        self._body: bytes | None = body
+        self._decoder = decoder
+        self._parse = parse
+        self._content_types = content_types
+        self._exchange: Exchange | None = None
+
+    async def __aenter__(self) -> _Chunks[T]:
+        session = self._session
+        target = session._target(self._url)
+        body, self._body = self._body, None  # held no longer than it takes to send
+        assert body is not None, "a stream is opened once"
+        head, rest = _request(target, body)
+        del body
+        exchange = self._exchange = Exchange(target.pool)
+        try:
+            return await session._open(
+                exchange, head, rest, self._decoder, self._parse, self._content_types
+            )
+        except BaseException:
+            self._exchange = None
+            await exchange.aclose()
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        exchange, self._exchange = self._exchange, None
+        if exchange is not None:
+            await exchange.aclose()
+
+
 class _Chunks(Generic[T]):
     """Async iterator over the parsed payloads of a streamed response body.
 
     The first piece of the body is decoded in two steps: up to its first blank line (the
     first server-sent event), then the rest once that event's chunk has been taken, so
     the first chunk is handed out without waiting for a whole burst to be parsed.
+
+    ``ready`` holds the payloads decoded but not yet handed out; a wrapper may pop from
+    it directly (`GuardedChunks` does) and call ``__anext__`` only when it is empty.
     """
 
     __slots__ = (
@@ -308,9 +370,9 @@ class _Chunks(Generic[T]):
         "_deployment",
         "_first",
         "_parse",
-        "_pending",
         "_timeout",
         "_unzip",
+        "ready",
     )
 
     def __init__(
@@ -324,10 +386,10 @@ class _Chunks(Generic[T]):
     ) -> None:
         self._conn = conn
         self._decoder = decoder
-        self._parse = parse
+        self._parse: Callable[[Any], T | None] | None = None if parse is passthrough else parse
         self._deployment = deployment
         self._timeout = timeout
-        self._pending: deque[T] = deque()
+        self.ready: deque[T] = deque()
         self._backlog = b""  # the rest of the first piece, not decoded yet
         self._first = True
         self._unzip: Decompressor | None = None
@@ -338,7 +400,7 @@ class _Chunks(Generic[T]):
         return self
 
     async def __anext__(self) -> T:
-        pending = self._pending
+        pending = self.ready
         while not pending:
             decoder = self._decoder
             if self._backlog:
@@ -361,6 +423,9 @@ class _Chunks(Generic[T]):
                         data, self._backlog = data[:cut], data[cut:]
                 items = self._checked(decoder.feed, data)
             parse = self._parse
+            if parse is None:  # `passthrough`: the decoder made the chunks already
+                pending.extend(items)
+                continue
             for item in items:
                 chunk = parse(item)
                 if chunk is not None:
@@ -392,6 +457,8 @@ class _Chunks(Generic[T]):
         # so the connection goes back to the pool instead of being closed.
         left = _DRAIN_LIMIT
         conn = self._conn
+        if conn.complete:
+            return  # the end came with the terminator: nothing to read, no scope to open
         with trio.move_on_after(self._timeout):
             try:
                 while left >= 0:
