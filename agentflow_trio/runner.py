@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Final, Unpack, final
 
@@ -33,7 +33,7 @@ from .config import Config
 from .errors import NestingTooDeep, QueueFull, RunnerClosed, UnknownAgent
 from .events import AgentResult, ErrorInfo, Event, Outcome
 from .observability import tracing as _tracing
-from .observability.runtime import AppliedGCSettings, MemoryGuard, apply_gc_settings
+from .observability.runtime import AUTO_GC_EVENTS, MemoryGuard, apply_gc_settings, auto_gc_settings
 from .progress import ProgressSink, current_sink, enter_sink, exit_sink
 from .services import ServiceKeywords, Services, run_in_session
 from .state import SessionBackend
@@ -188,7 +188,7 @@ class Runner(NurseryOwner):
         if memory_guard is None and runtime.memory_limit > 0:
             memory_guard = MemoryGuard.from_config(runtime)
         self._guard = memory_guard
-        self._gc: AppliedGCSettings | None = None
+        self._gc_undo: Callable[[], None] | None = None  # gives [runtime]'s GC tuning back
         self.debug_port: int | None = None  # bound port of the debug server, if enabled
 
     # ----------------------------------------------------------------- services
@@ -246,7 +246,9 @@ class Runner(NurseryOwner):
             )
         runtime = self.config.runtime
         if runtime.gc_thresholds or runtime.gc_freeze:
-            self._gc = apply_gc_settings(runtime)  # undone when the runner closes
+            self._gc_undo = apply_gc_settings(runtime).undo  # undone when the runner closes
+        elif runtime.gc_auto and self._max_in_flight >= AUTO_GC_EVENTS:
+            self._gc_undo = auto_gc_settings(self._max_in_flight)
 
     async def _closing(self, error: BaseException | None) -> None:
         """Leave, first step: refuse new events; drain for ``drain_timeout`` unless the
@@ -264,8 +266,8 @@ class Runner(NurseryOwner):
         """Leave, last step (every task has ended): settle leftovers, undo GC settings."""
         self._cancel_leftovers()
         self._state = _CLOSED
-        if self._gc is not None:
-            self._gc.undo()
+        if self._gc_undo is not None:
+            self._gc_undo()
 
     # ----------------------------------------------------------------- emitting
     def emit_nowait(

@@ -95,14 +95,18 @@ class RuntimeConfig:
 
     ``gc_thresholds`` (1 to 3 ints, empty = Python's default) goes to ``gc.set_threshold``;
     ``gc_freeze`` moves everything allocated during start-up out of the collector's reach
-    (``gc.freeze()``); ``memory_limit`` is a soft RSS limit (0 = off): above it the runner
-    refuses new events with `Overloaded` instead of being killed, checked every
-    ``memory_check_interval``. Bounds: thresholds <= 2**31 - 1 (a C int), a limit of at
-    most 16TiB, a check at least every hour.
+    (``gc.freeze()``); with neither, ``gc_auto`` (on by default) lets a runner admitting
+    at least 2,000 events (``max_concurrent_events``) tune both while it is open (a
+    generation-0 threshold of 10 per event, start-up frozen; see
+    `agentflow_trio.observability.runtime.auto_gc_settings`); ``memory_limit`` is a soft
+    RSS limit (0 = off): above it the runner refuses new events with `Overloaded` instead
+    of being killed, checked every ``memory_check_interval``. Bounds: thresholds <= 2**31
+    - 1 (a C int), a limit of at most 16TiB, a check at least every hour.
     """
 
     gc_thresholds: list[int] = attrs.field(factory=list, validator=_gc_thresholds)
     gc_freeze: bool = False
+    gc_auto: bool = True
     memory_limit: Size = attrs.field(default=0, validator=size(le=2**44))
     memory_check_interval: Duration = attrs.field(default=1.0, validator=duration(gt=0, le=HOUR))
 

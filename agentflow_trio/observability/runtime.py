@@ -1,4 +1,5 @@
-"""Runtime tuning from ``[runtime]``: GC thresholds, ``gc.freeze()``, a soft memory limit.
+"""Runtime tuning from ``[runtime]``: GC thresholds, ``gc.freeze()`` (set, or automatic for
+a runner admitting thousands of events), a soft memory limit.
 
 The guide tunes Go with ``GOMAXPROCS`` and ``SetGCPercent``; the Python equivalents are the
 collector's thresholds (how often generation 0/1/2 collections run), ``gc.freeze()`` after
@@ -26,10 +27,12 @@ import trio
 from ..errors import Overloaded
 
 __all__ = [
+    "AUTO_GC_EVENTS",
     "AppliedGCSettings",
     "MemoryGuard",
     "MemoryGuardStatistics",
     "apply_gc_settings",
+    "auto_gc_settings",
     "current_rss",
     "peak_rss",
 ]
@@ -117,6 +120,79 @@ def apply_gc_settings(runtime_cfg: Any) -> AppliedGCSettings:
         froze=froze,
         frozen_objects=gc.get_freeze_count() if froze else 0,
     )
+
+
+AUTO_GC_EVENTS: Final = 2000
+"""``[runtime] gc_auto``: a runner admitting at least this many events at once
+(``max_concurrent_events``) tunes the collector while it is open (`auto_gc_settings`)."""
+_AUTO_GC_PER_EVENT: Final = 10
+_AUTO_GC_MAX: Final = 100_000
+_AUTO_GC_OLDER: Final = 20
+
+
+@attrs.define
+class _AutoGC:
+    """The process-wide state of `auto_gc_settings`: one tuning, however many runners."""
+
+    users: int = 0
+    thresholds: tuple[int, int, int] | None = None  # what was set, if anything
+    previous: tuple[int, int, int] = (700, 10, 10)
+    froze: bool = False
+
+
+_auto = _AutoGC()
+
+
+def auto_gc_settings(events: int) -> Callable[[], None]:
+    """Tune the collector for ``events`` admitted at once; return the function that
+    gives this tuning back (call it once). ``[runtime] gc_auto``, for many waiting events.
+
+    Why: thousands of events waiting on a model keep hundreds of thousands of objects
+    alive, each surviving young collections into the old generation, whose full scans
+    (start-up objects included) then cost about a third of the CPU per event at 2,000 in
+    flight (measured with ``python -m bench.anchors --only in_flight_2000``). So the
+    first user raises the generation-0 threshold to 10 per event (at most 100,000; older
+    generations to 20 collections), never lowering one set by someone else, and, if
+    nothing is frozen yet, freezes what start-up allocated (``gc.collect()``, then
+    ``gc.freeze()``). The last user to give it back restores both (thresholds only if
+    still as set). Runners may nest and overlap: the counting makes that safe.
+    """
+    state = _auto
+    if state.users == 0:
+        current = gc.get_threshold()
+        wanted = min(max(events, 1) * _AUTO_GC_PER_EVENT, _AUTO_GC_MAX)
+        state.previous, state.thresholds = current, None
+        if current[0] < wanted:
+            older = (max(current[1], _AUTO_GC_OLDER), max(current[2], _AUTO_GC_OLDER))
+            state.thresholds = (wanted, *older)
+            gc.set_threshold(*state.thresholds)
+        state.froze = gc.get_freeze_count() == 0
+        if state.froze:
+            gc.collect()
+            gc.freeze()
+    state.users += 1
+    return _give_back_once()
+
+
+def _give_back_once() -> Callable[[], None]:
+    given = False
+
+    def give_back() -> None:
+        nonlocal given
+        if given:
+            return
+        given = True
+        state = _auto
+        state.users -= 1
+        if state.users:
+            return
+        if state.thresholds is not None and gc.get_threshold() == state.thresholds:
+            gc.set_threshold(*state.previous)
+        if state.froze:
+            gc.unfreeze()
+        state.thresholds, state.froze = None, False
+
+    return give_back
 
 
 @attrs.frozen
