@@ -325,14 +325,18 @@ class Runner(NurseryOwner):
                 is not a `UsageLimits`.
         """
         handle = self._new_handle(event, timeout, limits, stream)
+        await self._accept(handle)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return handle
+
+    async def _accept(self, handle: EventHandle) -> None:
+        """Queue ``handle``, waiting for room; cancellable only until it is queued."""
         await trio.lowlevel.checkpoint_if_cancelled()
         while not self._try_accept(handle):
             if self._state != _OPEN:
                 self._refused += 1
                 raise RunnerClosed("the runner is not accepting events")
             await self._room.park()
-        await trio.lowlevel.cancel_shielded_checkpoint()
-        return handle
 
     async def call(
         self, event: Event, *, timeout: float | None = None, limits: UsageLimits | None = None
@@ -348,9 +352,11 @@ class Runner(NurseryOwner):
             ``runner.max_nesting_depth`` levels.
         """
         parent = _current.get()
-        if parent is not None and _runs_on(parent, self):
-            return await self._call_nested(parent, event, timeout, limits)
-        handle = await self.emit(event, timeout=timeout, limits=limits)
+        if parent is not None and self is parent.runner:  # a nested call
+            nested: AgentResult = await self._call_nested(parent, event, timeout, limits)
+            return nested
+        handle = self._new_handle(event, timeout, limits, False)
+        await self._accept(handle)  # as `emit`, less its schedule point: result() is one
         try:
             return await handle.result()
         finally:
@@ -638,9 +644,3 @@ class Runner(NurseryOwner):
             )
             self._finish(handle, result)
         self._receive.close()
-
-
-def _runs_on(ctx: Context, runner: Runner) -> bool:
-    """Whether ``ctx`` is the context of an event this ``runner`` runs."""
-    owner: object = ctx.runner
-    return owner is runner
