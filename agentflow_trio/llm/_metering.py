@@ -34,7 +34,7 @@ from .types import (
     estimate_tokens,
 )
 
-__all__ = ["complete", "embed", "stream"]
+__all__ = ["complete", "embed", "stream", "unmetered"]
 
 _CHARS_PER_TOKEN: Final = 4
 
@@ -53,6 +53,12 @@ def _charge(meter: UsageMeter, request: ChatRequest, usage: Usage, model: str, d
         usage.completion_tokens,
         getattr(usage, "cached_tokens", 0),
     )
+
+
+def unmetered() -> bool:
+    """True when `complete` would be a plain pass-through (no tracing, no event meter): a
+    caller may then call the provider itself and save a frame per call."""
+    return _tracing.active is None and current_meter() is None
 
 
 async def complete(provider: Provider, request: ChatRequest) -> ChatResponse:

@@ -135,7 +135,10 @@ class LLMClient:
             LLMError: a model call failed.
         """
         if output_type is None:
-            return await _metering.complete(self.provider, _request(messages, fields))
+            request = _request(messages, fields)
+            if _metering.unmetered():  # nothing to meter or trace: straight to the stack
+                return await self.provider.complete(request)
+            return await _metering.complete(self.provider, request)
         mode, retries = self._settings(output_mode, output_retries)
         plan = plan_for(output_type)
         shaped = not isinstance(messages, ChatRequest) and shape_fields(fields, plan, mode)

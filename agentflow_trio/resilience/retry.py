@@ -78,7 +78,8 @@ class PauseGate:
 
     def paused(self) -> bool:
         """Whether callers must wait now. Not a checkpoint."""
-        return self._until > trio.current_time()
+        until = self._until
+        return until != -math.inf and until > trio.current_time()  # never paused: no clock read
 
     async def wait(self) -> None:
         """Sleep until the pause ends; a checkpoint even when there is no pause.

@@ -10,7 +10,8 @@ the non-blocking stdlib socket directly, waiting with `trio.lowlevel.wait_readab
 
 Guarantees, and where it departs from `trio.abc.Stream` (the last two points):
 
-- ``receive_some`` is always a checkpoint (it waits for readability before every read).
+- ``receive_some`` is always a checkpoint (it yields before its first read, and waits
+  for readability when nothing has arrived).
 - ``send_all`` raises `trio.Cancelled` if the caller is already cancelled, and is a full
   checkpoint whenever it has to wait; but when the kernel takes every byte at once it
   returns without yielding. The lean client always reads the response next, which is a
@@ -97,14 +98,17 @@ class RawSocketStream(trio.abc.Stream):
             raise ValueError("max_bytes must be >= 1")
         raw = self._raw
         size = _RECEIVE_SIZE if max_bytes is None else max_bytes
+        # Yield first, then read: under load the answer has often arrived by the time
+        # this task runs again, and the read needs no readiness wait (no epoll round).
+        await trio.lowlevel.checkpoint()
         while True:
-            await trio.lowlevel.wait_readable(raw)
             try:
                 return raw.recv(size)
             except BlockingIOError:
-                continue
+                pass
             except OSError as exc:
                 raise trio.BrokenResourceError(f"receive failed: {exc}") from exc
+            await trio.lowlevel.wait_readable(raw)
 
     async def aclose(self) -> None:
         if not self._closed:

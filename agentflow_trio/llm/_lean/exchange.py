@@ -42,15 +42,36 @@ class Exchange:
     ``sent`` tells whether the request was fully written (for naming a timeout).
     """
 
-    __slots__ = ("_connect_timeout", "_held", "_no_body", "_pool", "conn", "sent")
+    __slots__ = ("_connect_timeout", "_drop", "_held", "_no_body", "_pool", "conn", "sent")
 
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
         self._held = False
         self._no_body = False
         self._connect_timeout: float | None = None
+        self._drop: Connection | None = None  # taken back by `close_nowait`, to be closed
         self.conn: Connection | None = None
         self.sent = False
+
+    def open_nowait(self) -> bool:
+        """`open` without waiting, when a slot is free and an idle connection is good to
+        use at once (the common case; no frame of its own). False: call `open`, which
+        keeps the slot this may have borrowed.
+
+        Raises:
+            PoolClosed.
+        """
+        pool = self._pool
+        if not self._held:
+            if not pool.try_acquire():
+                return False
+            self._held = True
+        conn = pool.checkout_nowait()
+        if conn is None:
+            return False
+        self.conn = conn
+        conn.begin()
+        return True
 
     async def open(
         self,
@@ -67,9 +88,10 @@ class Exchange:
             PoolTimeout, PoolClosed, ConnectTimeout, ConnectFailed.
         """
         pool = self._pool
-        if not pool.try_acquire():
-            await pool.acquire(pool_timeout)
-        self._held = True
+        if not self._held:
+            if not pool.try_acquire():
+                await pool.acquire(pool_timeout)
+            self._held = True
         self._no_body = no_body
         self._connect_timeout = connect_timeout
         conn = self.conn = await pool.checkout(connect_timeout)
@@ -104,14 +126,29 @@ class Exchange:
             return ReadTimeout(f"no complete response within {timeout}s")
         return WriteTimeout(f"the request was not sent within {timeout}s")
 
+    def close_nowait(self) -> bool:
+        """`aclose` without waiting when nothing needs closing (the connection went back
+        idle, or there was none): True. False: call `aclose` to close the connection."""
+        conn, self.conn = self.conn, None
+        if conn is not None and not self._pool.keep(conn):
+            self._drop = conn
+            return False
+        self._release()
+        return True
+
     async def aclose(self) -> None:
         """Check the connection in (closed unless reusable) and release the slot."""
         conn, self.conn = self.conn, None
-        pool = self._pool
+        drop, self._drop = self._drop, None
         try:
-            if conn is not None and not pool.keep(conn):
-                await conn.aclose()
+            if conn is not None and not self._pool.keep(conn):
+                drop = conn
+            if drop is not None:
+                await drop.aclose()
         finally:
-            if self._held:
-                self._held = False
-                pool.release()
+            self._release()
+
+    def _release(self) -> None:
+        if self._held:
+            self._held = False
+            self._pool.release()

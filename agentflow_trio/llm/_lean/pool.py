@@ -211,6 +211,31 @@ class ConnectionPool:
 
     # -- connections ------------------------------------------------------------------------
 
+    def checkout_nowait(self) -> Connection | None:
+        """The most recently used idle connection if it is good to use without waiting
+        (not expired, not readable, no idle ones due for pruning), else None: call
+        `checkout`. Call with a slot held.
+
+        Raises:
+            PoolClosed.
+        """
+        if self._closed:
+            raise PoolClosed(f"{self.name}: the connection pool is closed")
+        idle = self._idle
+        if not idle:
+            return None
+        now = trio.current_time()
+        conn = idle[-1]
+        if (
+            idle[0].idle_since + self._idle_timeout <= now
+            or conn.expires_at <= now
+            or conn.readable()
+        ):
+            return None
+        idle.pop()
+        self._active += 1
+        return conn
+
     async def checkout(self, timeout: float | None = None) -> Connection:
         """An idle connection that is still good, or a new one. Call with a slot held.
 

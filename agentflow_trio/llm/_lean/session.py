@@ -158,13 +158,15 @@ class LeanSession:
             del body  # often an encoder's 4 KiB buffer: not held while the answer is awaited
             deadline = own_deadline(self._timeout)
             if deadline is None:
-                await exchange.open()
+                if not exchange.open_nowait():
+                    await exchange.open()
                 conn = await exchange.send(head, rest)
                 del head, rest  # sent: not held while the answer is awaited
                 content = await conn.receive_all()
             else:
                 with trio.CancelScope(deadline=deadline) as scope:
-                    await exchange.open()
+                    if not exchange.open_nowait():
+                        await exchange.open()
                     conn = await exchange.send(head, rest)
                     del head, rest
                     content = await conn.receive_all()
@@ -179,7 +181,8 @@ class LeanSession:
         except LeanHTTPError as exc:
             raise to_llm_error(exc, self.deployment) from exc
         finally:
-            await exchange.aclose()
+            if not exchange.close_nowait():
+                await exchange.aclose()
         raise status_error(status, _text_headers(raw_headers), content, self.deployment)
 
     def _json(self, conn: Connection, content: bytes) -> Any:
