@@ -5,12 +5,13 @@ Why: an OpenTelemetry SDK span costs about 30 µs of CPU (a sampler object, attr
 checks under a lock on every call, a copy when it ends, the ``BatchSpanProcessor``'s
 per-span bookkeeping); an agent invocation makes four or five, more than the 25% of an
 invocation that tracing may cost (``bench/tracing_overhead.py``). A `LeanSpan` keeps its
-ids as ints, its attributes in a plain dict and its events as tuples; ending it appends it
-to a deque. `SpanBatcher`'s thread turns a batch into ``ReadableSpan`` values (ids, events
-and status objects made there, not on the hot path) and gives it to any SDK exporter
-(OTLP, console, in-memory), honouring the SDK's ``OTEL_BSP_*`` settings. Without batching,
-each span is handed to a span processor as it ends. Used when `open_tracing` builds the
-pipeline itself; with ``exporter = "none"`` the process's own tracer provider makes spans.
+ids as ints, its attributes in a plain dict and its events as tuples; ending it appends
+its fields (`Ended`) to one list. `SpanBatcher`'s thread hands a batch to any SDK exporter
+(OTLP, console, in-memory) as a sequence whose ``ReadableSpan`` values (ids, events and
+status objects) are made as the exporter reads them, honouring the SDK's ``OTEL_BSP_*``
+settings. Without batching, each span is handed to a span processor as it ends. Used
+when `open_tracing` builds the pipeline itself; with ``exporter = "none"`` the process's
+own tracer provider makes the spans.
 
 Sampling is the SDK's ``ParentBased(TraceIdRatioBased(ratio))``: a child follows its
 parent's sampled flag (a remote parent's too); a root is sampled when the low 64 bits of
