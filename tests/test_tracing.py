@@ -472,6 +472,26 @@ async def test_a_zero_ratio_records_nothing_but_a_sampled_caller_is_followed() -
     assert {s.name for s in exporter.get_finished_spans()} == {"event noop", "invoke_agent noop"}
 
 
+async def test_the_batch_exporter_hands_on_every_span_once_across_batches() -> None:
+    exporter = InMemorySpanExporter()
+    async with tracing.open_tracing(TracingConfig(enabled=True), exporter=exporter):
+        for i in range(700):  # more than one batch of 512: a hand-off, then the rest at exit
+            with tracing.span("outer", i=i), tracing.span("inner", tags=["a", "b"]):
+                pass
+        assert len(exporter.get_finished_spans()) < 1400  # the rest leaves at exit
+    spans = exporter.get_finished_spans()
+    assert len(spans) == 1400 and len({s.context.span_id for s in spans}) == 1400
+    outer = {s.context.span_id: s for s in spans if s.name == "outer"}
+    assert sorted(s.attributes["i"] for s in outer.values()) == list(range(700))
+    for inner in (s for s in spans if s.name == "inner"):
+        assert inner.parent is not None and inner.parent.span_id in outer
+        assert inner.context.trace_id == outer[inner.parent.span_id].context.trace_id
+        assert inner.attributes["tags"] == ("a", "b") and inner.kind is SpanKind.INTERNAL
+    assert all(
+        s.parent is None and s.status.status_code is StatusCode.UNSET for s in outer.values()
+    )
+
+
 def test_the_exporter_headers_are_a_masked_secret() -> None:
     settings = TracingConfig(enabled=True, headers={"authorization": f"Bearer {SECRET}"})
     assert SECRET not in repr(settings)

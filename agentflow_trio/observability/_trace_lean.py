@@ -412,6 +412,8 @@ class SpanBatcher:
         if waiting < self._batch:
             self._pending += span  # one C call: the exporter thread sees all of it or none
             self._added += 1
+        elif self._closing:  # shut down: nothing takes spans any more
+            self.dropped += 1
         elif waiting < self._limit:
             self._pending += span
             self._added += 1
