@@ -596,10 +596,11 @@ class Runner(NurseryOwner):
             assert result is not None
             if meter.requests or meter.exceeded is not None:
                 result = settle(result, event.id, ctx.agent, meter)
-                spent = meter.own_usage()  # the metrics count each event's own calls
                 observe = getattr(services.metrics, "observe_usage", None)
-                if spent is not None and observe is not None:
-                    observe(ctx.agent or event.type, spent)
+                if observe is not None:  # the metrics count each event's own calls
+                    spent = meter.own_usage()
+                    if spent is not None:
+                        observe(ctx.agent or event.type, spent)
             elif result.event_id != event.id:
                 result = stamp(result, event.id, ctx.agent)
             self._finish(handle, result, parent is None)
