@@ -230,11 +230,9 @@ class LeanSpan(trace.Span):
             return
         self._end = end = end_time or _time_ns()
         kind = self._kind
-        attributes = self._attributes
         events, status, foreign, state = self._events, self._status, self._foreign, self.state
         self._tracer.finish(
             (
-                len(attributes),
                 self._name,
                 self.trace_id,
                 self.span_id,
@@ -245,26 +243,26 @@ class LeanSpan(trace.Span):
                 else (events, status, foreign, state),
                 self._start,
                 end,
-                *attributes.keys(),
-                *attributes.values(),
+                self._attributes,
             )
         )
 
 
 Ended = Sequence[Any]
-"""An ended `LeanSpan`, flat: the number of attributes, name, trace id, span id, parent
-span id (0 for a root), ``SpanKind`` value, None or (events, status, the parent's context
-when it is not a `LeanSpan`, trace state), start and end (ns), then the attribute keys and
-their values. `SpanBatcher` keeps these fields in one list, not an object per span: an
-ended span waiting for its batch is then nothing the garbage collector counts or promotes
-(per-span objects alive that long made collections twice as frequent, and full ones)."""
+"""An ended `LeanSpan`, as `_FIELDS` values: name, trace id, span id, parent span id (0
+for a root), ``SpanKind`` value, None or (events, status, the parent's context when it is
+not a `LeanSpan`, trace state), start and end (ns), attributes. `SpanBatcher` keeps these
+in one list, not an object per span: an ended span waiting for its batch is then nothing
+the garbage collector counts or promotes (its attributes dict holds only text, numbers
+and untracked tuples, so it is not tracked either). Per-span objects alive that long made
+collections twice as frequent, and full ones come sooner."""
 
-_FIXED: Final = 9  # the fields before the attributes
+_FIELDS: Final = 9
 
 
 def readable(ended: Ended, resource: Resource) -> ReadableSpan:
     """The SDK's view of an ended span, what exporters take (made at export)."""
-    trace_id, parent_id, extras = ended[2], ended[4], ended[6]
+    name, trace_id, span_id, parent_id, kind, extras, start, end, attributes = ended
     if extras is None:
         events = status = state = None
         parent = _context(trace_id, parent_id, False, None) if parent_id else None
@@ -274,20 +272,19 @@ def readable(ended: Ended, resource: Resource) -> ReadableSpan:
             parent = foreign
         else:
             parent = _context(trace_id, parent_id, False, state) if parent_id else None
-    middle = _FIXED + ended[0]
     return ReadableSpan(
-        ended[1],
-        _context(trace_id, ended[3], False, state),
+        name,
+        _context(trace_id, span_id, False, state),
         parent,
         resource,
-        dict(zip(ended[_FIXED:middle], ended[middle:], strict=True)),
+        attributes,
         [Event(n, a, t) for n, a, t in events] if events else (),
         (),
-        _KINDS[ended[5]],
+        _KINDS[kind],
         None,
         status or _UNSET,
-        ended[7],
-        ended[8],
+        start,
+        end,
         _SCOPE,
     )
 
@@ -297,21 +294,14 @@ class _Readable(Sequence[ReadableSpan]):
     """A run of `Ended` fields as the ``ReadableSpan`` sequence exporters take, each span
     made as it is read: an exporter encoding span by span (OTLP) never holds them all."""
 
-    __slots__ = ("_fields", "_starts", "resource")
+    __slots__ = ("_fields", "resource")
 
     def __init__(self, fields: list[Any], resource: Resource) -> None:
         self._fields = fields
         self.resource = resource
-        starts = []  # where each span's fields start (ints: nothing the collector tracks)
-        at, size = 0, len(fields)
-        while at < size:
-            starts.append(at)
-            at += _FIXED + 2 * fields[at]
-        starts.append(size)
-        self._starts = starts
 
     def __len__(self) -> int:
-        return len(self._starts) - 1
+        return len(self._fields) // _FIELDS
 
     @overload
     def __getitem__(self, index: int) -> ReadableSpan: ...
@@ -326,20 +316,19 @@ class _Readable(Sequence[ReadableSpan]):
             index += len(self)
         if not 0 <= index < len(self):
             raise IndexError(index)
-        starts = self._starts
-        return readable(self._fields[starts[index] : starts[index + 1]], self.resource)
+        at = index * _FIELDS
+        return readable(self._fields[at : at + _FIELDS], self.resource)
 
     def __iter__(self) -> Iterator[ReadableSpan]:
-        fields, starts, resource = self._fields, self._starts, self.resource
-        for index in range(len(starts) - 1):
-            yield readable(fields[starts[index] : starts[index + 1]], resource)
+        fields, resource = self._fields, self.resource
+        for at in range(0, len(fields), _FIELDS):
+            yield readable(fields[at : at + _FIELDS], resource)
 
     def batches(self, size: int) -> Iterator[_Readable]:
         """This run cut in runs of at most ``size`` spans."""
-        starts = self._starts
-        for first in range(0, len(starts) - 1, size):
-            last = min(first + size, len(starts) - 1)
-            yield _Readable(self._fields[starts[first] : starts[last]], self.resource)
+        step = size * _FIELDS
+        for at in range(0, len(self._fields), step):
+            yield _Readable(self._fields[at : at + step], self.resource)
 
 
 def _setting(name: str, default: int) -> int:
