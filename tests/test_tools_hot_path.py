@@ -3,7 +3,8 @@
 `ToolRegistry.specs` gives the same tuple while nothing changed (a wire's cache of encoded
 specs is keyed on it), a new one when a tool or its schema changes; `call_many` checks an
 asynchronous tool's arguments once; a call with no timeout still ends ``ok`` or as its
-tool did, and a call with one still times out (virtual time, autojump clock).
+tool did, and a call with one still times out; the tool loop copies a reply's calls only
+when ids are missing or repeated (virtual time, autojump clock).
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ from typing import Any
 
 import trio
 
-from agentflow_trio.tools import ToolRegistry, call_many, tool
+import agentflow_trio as af
+from agentflow_trio.llm import FakeProvider
+from agentflow_trio.llm.types import ChatResponse, ToolCall
+from agentflow_trio.tools import ToolRegistry, call_many, tool, tool_agent
 
 
 @tool
@@ -91,3 +95,24 @@ async def test_no_timeout_and_a_timeout_both_settle(autojump_clock: Any) -> None
     timed = await registry.call(None, "slow", {"seconds": 50}, timeout=3)
     assert timed.outcome == "timed_out" and timed.duration == 3
     assert timed.error is not None and timed.error["timeout"] == 3
+
+
+async def _loop_requests(reply: ChatResponse) -> list[Any]:
+    registry = ToolRegistry([quick])
+    fake = FakeProvider.scripted([reply, "done"])
+    async with af.Runner(agents={"ask": tool_agent(tools=registry)}, llm=fake) as runner:
+        result = await runner.call(af.Event("ask", {"query": "hi"}))
+    assert result.succeeded
+    return list(fake.requests)
+
+
+async def test_the_loop_keeps_unique_ids_and_remakes_repeated_ones(autojump_clock: Any) -> None:
+    unique = (ToolCall("a", "quick", {"n": 1}), ToolCall("b", "quick", {"n": 2}))
+    requests = await _loop_requests(ChatResponse("", unique, "tool_calls"))
+    assert [c.id for c in requests[1].messages[-3].tool_calls] == ["a", "b"]
+    repeated = (ToolCall("a", "quick", {"n": 1}), ToolCall("a", "quick", {"n": 2}))
+    requests = await _loop_requests(ChatResponse("", repeated, "tool_calls"))
+    assistant, *answers = requests[1].messages[-3:]
+    ids = [c.id for c in assistant.tool_calls]
+    assert ids[0] == "a" and ids[1] not in ("a", "")
+    assert [m.tool_call_id for m in answers] == ids

@@ -287,6 +287,8 @@ async def _ask(llm: Any, request: ChatRequest) -> ChatResponse:
 
 def _with_ids(calls: tuple[ToolCall, ...]) -> tuple[ToolCall, ...]:
     # A provider that gives no ids (or repeats one) still needs unique ids to pair replies.
+    if all(call.id for call in calls) and len({call.id for call in calls}) == len(calls):
+        return calls  # the usual case (no calls, or every id given once): nothing to copy
     seen: set[str] = set()
     out = []
     for call in calls:
