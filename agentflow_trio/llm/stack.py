@@ -391,7 +391,7 @@ class ProviderStack:
         self.rate_limiter = rate_limiter
         self.batcher = batcher
         outer = self.layers[0]
-        self._complete = outer.complete
+        self._complete = _direct(outer)
         self._stream = outer.stream
         self._embed = outer.embed
 
@@ -425,6 +425,15 @@ class ProviderStack:
             pool=session.pool_statistics() if session is not None else None,
             router=self.router.statistics() if self.router is not None else None,
         )
+
+
+def _direct(layer: Provider) -> Callable[[ChatRequest], Awaitable[ChatResponse]]:
+    """``layer.complete``, each `GuardLayer` on the way down folded into a partial of its
+    guard's ``call``: a call then runs no `GuardLayer.complete` frame of its own."""
+    if isinstance(layer, GuardLayer):
+        call: Callable[..., Awaitable[ChatResponse]] = layer.guard.call
+        return functools.partial(call, _direct(layer.inner))
+    return layer.complete
 
 
 _GATES: trio.lowlevel.RunVar[dict[str, PauseGate]] = trio.lowlevel.RunVar(

@@ -65,21 +65,24 @@ class _Reader:
     def __init__(self, max_body: int) -> None:
         self.parser = httptools.HttpResponseParser(self)
         self.max_body = max_body
+        self._message()
         self.reset(no_body=False)
         self.complete = self.keep_alive = True  # a new connection is idle and in step
 
     def reset(self, *, no_body: bool) -> None:
         self.no_body = no_body
         self.started = self.complete = self.extra = False
-        self.keep_alive = False
-        self.received = self.declared = 0  # per exchange: interim 1xx heads count too
-        self._message()
+        self.keep_alive = self.head_done = False
+        self.received = self.declared = self.status = 0  # interim 1xx heads count too
+        if self.parts:
+            self.parts: list[bytes] = []
+        # The rest of the response's state is set afresh when it begins (_message).
 
     def _message(self) -> None:
         self.status = 0
         self.reason = b""
         self.headers: list[tuple[bytes, bytes]] = []
-        self.parts: list[bytes] = []
+        self.parts = []
         self.content_type: bytes | None = None
         self.content_encoding: bytes | None = None
         self.head_done = self.framed = self.interim = False
