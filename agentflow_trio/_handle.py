@@ -51,6 +51,7 @@ class EventHandle:
         "_scope",
         "_sink",
         "_slot_held",
+        "_waiter",
         "event",
         "limits",
         "timeout",
@@ -65,7 +66,8 @@ class EventHandle:
         self._sink: ProgressSink | None = None  # the event's code sends progress here
         self._items: ProgressReceiver | None = None
         self._result: AgentResult | None = None
-        self._done: trio.Event | None = None  # made only if someone waits before the end
+        self._waiter: trio.lowlevel.Task | None = None  # the first task waiting for the end
+        self._done: trio.Event | None = None  # made only if a second task waits as well
         self._scope: trio.CancelScope | None = None
         self._cancel_requested = False
         self._slot_held = False  # a worker slot is held on behalf of this handle
@@ -78,13 +80,23 @@ class EventHandle:
     async def result(self) -> AgentResult:
         """Wait for the event to end and return its result. Always a checkpoint."""
         if self._result is None:
-            if self._done is None:
-                self._done = trio.Event()
-            await self._done.wait()
+            if self._waiter is None and self._done is None:  # the usual case: one caller
+                self._waiter = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(self._abort_wait)
+            else:
+                if self._done is None:
+                    self._done = trio.Event()
+                await self._done.wait()
         else:
             await trio.lowlevel.checkpoint()
         assert self._result is not None
         return self._result
+
+    def _abort_wait(self, _: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+        """The waiting caller was cancelled: it no longer waits (a trio.Event's set and
+        closure, saved for the one caller almost every handle has)."""
+        self._waiter = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
     def result_nowait(self) -> AgentResult:
         """The result if the event has ended; else raise `trio.WouldBlock`."""
@@ -132,6 +144,10 @@ class EventHandle:
         self._result = result
         if self._sink is not None:  # the event's code has ended: no more items
             self._sink.close()
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            trio.lowlevel.reschedule(waiter)
         if self._done is not None:
             self._done.set()
         return True
