@@ -324,6 +324,10 @@ class Connection:
             await self._receive()
         return self._take()
 
+    def part_nowait(self) -> bytes | None:
+        """The next piece of the body if it has been read already, else None (no I/O)."""
+        return self._take() if self._reader.parts else None
+
     def _take(self) -> bytes:
         reader = self._reader
         parts = reader.parts

@@ -437,6 +437,9 @@ class _Chunks(Generic[T]):
 
     async def _receive(self) -> bytes | None:
         conn = self._conn
+        data = conn.part_nowait()
+        if data is not None or conn.complete:
+            return data  # read already (or the end): no wait, no scope
         try:
             deadline = own_deadline(self._timeout)
             if deadline is None:
