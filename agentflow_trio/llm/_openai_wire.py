@@ -241,6 +241,14 @@ def parse_chat(data: Any, deployment: str) -> ChatResponse:
 def parse_chunk(data: Any, deployment: str) -> StreamChunk | None:
     """A `StreamChunk` from a ``chat.completion.chunk`` (None for an empty one)."""
     try:
+        if "error" not in data and (choices := data.get("choices")) and not data.get("usage"):
+            # The common chunk (a piece of text, nothing else) in as few lookups as it takes.
+            choice = choices[0]
+            delta = choice.get("delta")
+            if delta and choice.get("finish_reason") is None:
+                text = delta.get("content")
+                if text and not delta.get("tool_calls") and not delta.get("refusal"):
+                    return StreamChunk(text, (), None, None, data.get("model") or "")
         if "error" in data:
             raise ServerError(
                 f"{deployment}: error in stream: {excerpt(_json.dumps(data['error']))}",
