@@ -23,12 +23,12 @@ Anthropic has no embeddings API: `AnthropicProvider.embed` raises `ConfigError`.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, Final, final
 
 from ..errors import ConfigError
 from . import _anthropic_wire as wire
-from ._accumulate import ChunkDecoder, GuardedChunks, passthrough
+from ._accumulate import ChunkDecoder, GuardedStream, passthrough
 from ._lines import MAX_MALFORMED, SSEDecoder
 from ._open_session import open_http_session
 from ._session import Session
@@ -151,18 +151,18 @@ class AnthropicProvider:
         data = await self.session.post_json(self._url, body)
         return wire.parse_message(data, self.session.deployment)
 
-    @asynccontextmanager
-    async def stream(self, request: ChatRequest) -> AsyncIterator[AsyncIterator[StreamChunk]]:
+    def stream(
+        self, request: ChatRequest
+    ) -> AbstractAsyncContextManager[AsyncIterator[StreamChunk]]:
         """A streamed message; the connection is released when the block exits.
 
         The iterator is a `GuardedChunks` (``delivered_chunks``, ``malformed``, ...).
         """
-        body = wire.messages_body(request, self._model, max_tokens=self._max_tokens, stream=True)
         session = self.session
-        parser = wire.EventParser(session.deployment)
-        decoder = ChunkDecoder(_Events(), parser)
-        async with session.open_stream(self._url, body, decoder, passthrough, _SSE) as chunks:
-            yield GuardedChunks(chunks, decoder, session.deployment)
+        decoder = ChunkDecoder(_Events(), wire.EventParser(session.deployment))
+        body = wire.messages_body(request, self._model, max_tokens=self._max_tokens, stream=True)
+        opened = session.open_stream(self._url, body, decoder, passthrough, _SSE)
+        return GuardedStream(opened, decoder, session.deployment)
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
         """Anthropic has no embeddings API.

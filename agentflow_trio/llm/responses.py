@@ -20,12 +20,12 @@ the OpenAI embeddings wire (the same base URL and key serve both on OpenAI).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Final, final
 
 from . import _openai_wire
 from . import _responses_wire as wire
-from ._accumulate import ChunkDecoder, GuardedChunks, passthrough
+from ._accumulate import ChunkDecoder, GuardedStream, passthrough
 from ._lines import MAX_MALFORMED
 from ._open_session import open_http_session
 from ._session import Session
@@ -73,21 +73,20 @@ class ResponsesProvider:
         data = await self.session.post_json(self._responses_url, body)
         return wire.parse_response(data, self.session.deployment)
 
-    @asynccontextmanager
-    async def stream(self, request: ChatRequest) -> AsyncIterator[AsyncIterator[StreamChunk]]:
+    def stream(
+        self, request: ChatRequest
+    ) -> AbstractAsyncContextManager[AsyncIterator[StreamChunk]]:
         """A streamed response; the connection is released when the block exits.
 
         The iterator is a `GuardedChunks` (``delivered_chunks``, ``malformed``, ...); an
         ``error`` or ``response.failed`` event raises its typed error.
         """
-        body = wire.request_body(request, self._model, stream=True)
         session = self.session
         events = wire.StreamEvents(session.deployment)
         decoder = ChunkDecoder(wire.ResponsesSSEDecoder(max_malformed=MAX_MALFORMED), events)
-        async with session.open_stream(
-            self._responses_url, body, decoder, passthrough, _SSE
-        ) as chunks:
-            yield GuardedChunks(chunks, decoder, session.deployment)
+        body = wire.request_body(request, self._model, stream=True)
+        opened = session.open_stream(self._responses_url, body, decoder, passthrough, _SSE)
+        return GuardedStream(opened, decoder, session.deployment)
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
         """Embeddings for ``request.inputs``, in input order, from ``{base}/embeddings``
