@@ -988,7 +988,9 @@ def test_load_accepts_what_the_services_accept(tmp_path: Path, text: str) -> Non
     load_config(write(tmp_path, text + "\n"), env={})
 
 
-@pytest.mark.parametrize("provider", ["openai", "azure", "ollama", "fake"])
+@pytest.mark.parametrize(
+    "provider", ["openai", "azure", "ollama", "anthropic", "openai_responses", "fake"]
+)
 @pytest.mark.parametrize(
     "base_url", ["", "http://127.0.0.1:9/v1", "https://api.example/v1", "http://[::1]/v1"]
 )

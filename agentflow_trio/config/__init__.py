@@ -20,6 +20,7 @@ classes), ``convert`` (the generic TOML <-> attrs machine and ``${ENV}``), ``che
 from ..errors import ConfigError as ConfigError
 from ._secrets import redact_url as redact_url
 from ._shape import MAX_DEPTH as MAX_DEPTH
+from .checks import API_KEY_VARIABLES as API_KEY_VARIABLES
 from .checks import check_config as check_config
 from .convert import parse_section as parse_section
 from .convert import section_to_dict as section_to_dict
@@ -54,6 +55,7 @@ from .units import parse_duration as parse_duration
 from .units import parse_size as parse_size
 
 __all__ = [
+    "API_KEY_VARIABLES",
     "FAILURE_CLASSES",
     "MAX_DEPTH",
     "MAX_FILE_SIZE",

@@ -29,13 +29,13 @@ from .sections import (
     MemoryConfig,
 )
 
-__all__ = ["check_config"]
+__all__ = ["API_KEY_VARIABLES", "check_config"]
 
 _HTTP: Final = ("http", "https")
 _REDIS: Final = ("redis://", "rediss://", "unix://")
 _TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP field name (RFC 9110)
 _FORBIDDEN: Final = frozenset("\r\n\0")  # header injection: refused by both HTTP clients
-_KEY_VARIABLES: Final = {
+API_KEY_VARIABLES: Final = {
     "openai": "OPENAI_API_KEY",
     "openai_responses": "OPENAI_API_KEY",
     "azure": "AZURE_OPENAI_API_KEY",
@@ -106,7 +106,7 @@ def _llm(llm: DeploymentConfig, prefix: str, *, key_needed: bool) -> Iterator[tu
         if problem is not None:
             yield f"{prefix}.{key}", problem
     remote = llm.base_url and not _is_loopback(urllib.parse.urlsplit(llm.base_url).hostname or "")
-    variable = _KEY_VARIABLES.get(llm.provider)
+    variable = API_KEY_VARIABLES.get(llm.provider)
     if key_needed and variable and remote and not llm.api_key:
         where = url_repr(llm.base_url)
         yield (

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 
 import attrs
 
-from agentflow_trio.config import Config, DeploymentConfig, LLMConfig, redact_url
+from agentflow_trio.config import API_KEY_VARIABLES, Config, DeploymentConfig, LLMConfig, redact_url
 from agentflow_trio.errors import ConfigError
 from agentflow_trio.mockllm._faults import Fault
 from agentflow_trio.mockllm._values import is_loopback
@@ -69,20 +69,22 @@ def uses_mock(config: Config) -> bool:
 
 
 def check_llm_target(config: Config, source: str | None = None) -> None:
-    """Refuse a config that would call a remote OpenAI/Azure endpoint without a key.
+    """Refuse a config that would call a remote OpenAI, Azure, Responses or Anthropic
+    endpoint without a key (the rule `config.check_config` applies too).
 
     Raises:
         ConfigError: naming ``source`` and ``llm.api_key`` (``llm.deployments.NAME.api_key``).
     """
     for name, dep in _members(config.llm).items():
-        if _mocked(dep) or dep.provider not in ("openai", "azure") or dep.api_key:
+        variable = API_KEY_VARIABLES.get(dep.provider)
+        if _mocked(dep) or variable is None or dep.api_key:
             continue
         if is_loopback(urllib.parse.urlsplit(dep.base_url).hostname or ""):
             continue
         where = f"llm.deployments.{name}" if name else "llm"
         raise ConfigError(
             f"is empty, but {where}.base_url sends requests to {redact_url(dep.base_url)}; set it "
-            f'(api_key = "${{OPENAI_API_KEY}}") or remove {where}.base_url to use the '
+            f'(api_key = "${{{variable}}}") or remove {where}.base_url to use the '
             "built-in mock LLM",
             source=source,
             key=f"{where}.api_key",
@@ -92,7 +94,7 @@ def check_llm_target(config: Config, source: str | None = None) -> None:
 def _pointed_at_mock(dep: _D, url: str) -> _D:
     if not _mocked(dep):
         return dep
-    base = url + "/v1" if dep.provider == "openai" else url
+    base = url + "/v1" if dep.provider in ("openai", "openai_responses") else url
     return attrs.evolve(dep, base_url=base, api_key=dep.api_key or _MOCK_KEY)
 
 
