@@ -370,3 +370,27 @@ async def test_a_bad_history_fails_the_event_without_a_model_call(autojump_clock
     assert result.outcome is af.Outcome.FAILED and result.error is not None
     assert result.error.type == "ValueError" and "messages[0]" in result.error.message
     assert fake.requests == []
+
+
+async def test_a_paused_turn_is_sent_back_so_the_model_goes_on(autojump_clock: Any) -> None:
+    registry, log = make_tools()
+    fake = FakeProvider.scripted(
+        [
+            ChatResponse("Searching the web, ", (), "pause_turn"),
+            ChatResponse("found it.", (), "stop"),
+        ]
+    )
+    result = await run(tool_agent(tools=registry), fake)
+    assert result.outcome is af.Outcome.SUCCEEDED
+    assert result.output["text"] == "Searching the web, found it."
+    assert len(fake.requests) == 2 and not log
+    # The second request ends with the paused assistant turn, as the API asks.
+    last = fake.requests[1].messages[-1]
+    assert (last.role, last.content) == ("assistant", "Searching the web, ")
+
+
+async def test_a_paused_turn_at_max_steps_is_the_answer_so_far(autojump_clock: Any) -> None:
+    registry, _ = make_tools()
+    fake = FakeProvider.scripted([ChatResponse("half", (), "pause_turn")])
+    result = await run(tool_agent(tools=registry, max_steps=1), fake)
+    assert result.outcome is af.Outcome.SUCCEEDED and result.output["text"] == "half"

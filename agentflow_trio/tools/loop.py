@@ -30,9 +30,13 @@ from ..state import HISTORY_LIMIT
 from ._result import ToolResult, cancelled_result
 from .base import OnError, ToolRegistry, new_call_id
 
-__all__ = ["MAX_MESSAGES", "default_messages", "message_from_dict", "tool_agent"]
+__all__ = ["MAX_MESSAGES", "PAUSE_TURN", "default_messages", "message_from_dict", "tool_agent"]
 
 _PROMPT_KEYS: Final = ("query", "input", "prompt", "question")
+PAUSE_TURN: Final = "pause_turn"
+"""The finish reason of a turn the model paused (Anthropic's long server-tool turns): the
+loop sends the conversation back as it is so that the model goes on, and the answer's text
+is the paused pieces joined with the final one."""
 MAX_MESSAGES: Final = 4096
 """The most messages `default_messages` takes from an event (a bound on posted input)."""
 
@@ -236,6 +240,7 @@ def tool_agent(
         turn_start = len(transcript)
         transcript.extend(messages(event))
         results: list[ToolResult] = []
+        paused: list[str] = []
         specs = tools.specs()
         for step in range(1, max_steps + 1):
             request = ChatRequest(tuple(transcript), tools=specs, **fields)
@@ -251,12 +256,17 @@ def tool_agent(
                 return AgentResult.failed(exc, _output("", transcript, results, step))
             calls = _with_ids(response.tool_calls)
             transcript.append(assistant(response.text or None, calls, response.items))
+            if not calls and response.finish_reason == PAUSE_TURN and step < max_steps:
+                paused.append(response.text)  # the model paused its turn: let it go on
+                continue
             if not calls:
                 if remembering:
                     assert history is not None
                     ctx.remember(*transcript[turn_start:], limit=history)
-                output = _output(response.text, transcript, results, step)
+                text = "".join(paused) + response.text
+                output = _output(text, transcript, results, step)
                 return AgentResult(Outcome.SUCCEEDED, output)
+            paused.clear()
             if step == max_steps:
                 break
             done = await tools.call_many(
