@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from agentflow_trio import _json
-from agentflow_trio.mockllm._payloads import Completion, split_text
+from agentflow_trio.mockllm._payloads import Completion, content_text, split_text
 
 __all__ = [
     "DEFAULT_THINKING",
@@ -171,19 +171,6 @@ def signature(thinking: str) -> str:
     return base64.b64encode(digest).decode()
 
 
-def _text(content: Any) -> str:
-    """The text of a string or of a list of blocks (text blocks only)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(
-            block["text"]
-            for block in content
-            if isinstance(block, dict) and isinstance(block.get("text"), str)
-        )
-    return ""
-
-
 def to_chat(body: Mapping[str, Any]) -> dict[str, Any]:
     """The request as the neutral chat-shaped body (OpenAI chat fields) the reply flow
     reads: ``messages`` (tool results as ``tool`` messages), ``tools``, ``tool_choice``,
@@ -214,7 +201,7 @@ def to_chat(body: Mapping[str, Any]) -> dict[str, Any]:
 
 def _chat_messages(body: Mapping[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    system = _text(body.get("system"))
+    system = content_text(body.get("system"))
     if system:
         out.append({"role": "system", "content": system})
     for item in body["messages"]:
@@ -222,7 +209,7 @@ def _chat_messages(body: Mapping[str, Any]) -> list[dict[str, Any]]:
         if isinstance(content, str):
             out.append({"role": role, "content": content})
             continue
-        text = _text(content)
+        text = content_text(content)
         if role == "assistant":
             calls = [
                 {
@@ -245,7 +232,7 @@ def _chat_messages(body: Mapping[str, Any]) -> list[dict[str, Any]]:
             {
                 "role": "tool",
                 "tool_call_id": block.get("tool_use_id"),
-                "content": _text(block.get("content")),
+                "content": content_text(block.get("content")),
             }
             for block in results
         )

@@ -103,10 +103,12 @@ class Completion:
 # -- requests ---------------------------------------------------------------------------
 
 
-def _content_text(content: Any) -> str:
+def content_text(content: Any) -> str:
+    """The text of a string or of a list of parts or blocks (those with a ``text`` string:
+    OpenAI content parts, Responses ``input_text``/``output_text``, Anthropic text blocks)."""
     if isinstance(content, str):
         return content
-    if isinstance(content, list):  # OpenAI content parts
+    if isinstance(content, list):
         return " ".join(
             part["text"]
             for part in content
@@ -120,7 +122,7 @@ def count_prompt_words(messages: Sequence[Any]) -> int:
     words = 0
     for message in messages:
         if isinstance(message, dict):
-            words += len(_content_text(message.get("content")).split())
+            words += len(content_text(message.get("content")).split())
     return max(words, 1)
 
 
@@ -134,7 +136,7 @@ def tool_results_text(messages: Sequence[Any]) -> str | None:
         if not isinstance(message, dict) or message.get("role") == "user":
             break
         if message.get("role") == "tool":
-            results.append(_content_text(message.get("content"))[:_TOOL_RESULT_EXCERPT])
+            results.append(content_text(message.get("content"))[:_TOOL_RESULT_EXCERPT])
     if not results:
         return None
     return "Based on the tool results: " + "; ".join(reversed(results))

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from agentflow_trio import _json
 from agentflow_trio.mockllm._anthropic import signature
-from agentflow_trio.mockllm._payloads import Completion, split_text
+from agentflow_trio.mockllm._payloads import Completion, content_text, split_text
 
 __all__ = [
     "DEFAULT_REASONING",
@@ -79,19 +79,6 @@ def wants_reasoning(body: Mapping[str, Any]) -> bool:
     return effort not in (None, "none") or summary is not None
 
 
-def _text(content: Any) -> str:
-    """The text of a string or of content parts (``input_text``, ``output_text``...)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(
-            part["text"]
-            for part in content
-            if isinstance(part, dict) and isinstance(part.get("text"), str)
-        )
-    return ""
-
-
 def to_chat(body: Mapping[str, Any]) -> dict[str, Any]:
     """The request as the neutral chat-shaped body (OpenAI chat fields) the reply flow
     reads: ``messages`` (``instructions`` first; ``function_call_output`` items as ``tool``
@@ -140,7 +127,7 @@ def _chat_messages(body: Mapping[str, Any]) -> list[dict[str, Any]]:
     for item in items:
         kind = item.get("type", "message")
         if kind == "message":
-            out.append({"role": item["role"], "content": _text(item.get("content"))})
+            out.append({"role": item["role"], "content": content_text(item.get("content"))})
         elif kind == "function_call":
             call = {
                 "id": item.get("call_id"),
@@ -150,7 +137,7 @@ def _chat_messages(body: Mapping[str, Any]) -> list[dict[str, Any]]:
             out.append({"role": "assistant", "content": None, "tool_calls": [call]})
         elif kind == "function_call_output":
             output = item.get("output")
-            text = output if isinstance(output, str) else _text(output)
+            text = output if isinstance(output, str) else content_text(output)
             out.append({"role": "tool", "tool_call_id": item["call_id"], "content": text})
     return out
 
