@@ -10,14 +10,14 @@ slip the SDK forgives still shows up.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import anthropic
 import httpx2
 import pytest
 import trio
+from _sdk_mock import TIMEOUT, post, serving_with, sse
 
 from agentflow_trio.mockllm import (
     Fault,
@@ -25,10 +25,8 @@ from agentflow_trio.mockllm import (
     MockReply,
     MockToolCall,
     _anthropic,
-    open_mock_llm,
 )
 
-TIMEOUT = 10
 MODEL = "claude-mock"
 HELLO = [{"role": "user", "content": "what is the capital of France"}]
 WEATHER = MockToolCall("get_weather", {"city": "Paris", "unit": "C"}, id="toolu_w1")
@@ -46,25 +44,15 @@ TOOLS = [
 THINKING = {"type": "enabled", "budget_tokens": 1024}
 
 
-@asynccontextmanager
-async def serving(**overrides: Any) -> AsyncIterator[tuple[MockLLM, anthropic.AsyncAnthropic]]:
-    with trio.fail_after(TIMEOUT):
-        async with open_mock_llm(**overrides) as mock:
-            client = anthropic.AsyncAnthropic(
-                base_url=mock.url, api_key="x", max_retries=0, timeout=TIMEOUT
-            )
-            async with client:
-                yield mock, client
+def _client(url: str) -> anthropic.AsyncAnthropic:
+    return anthropic.AsyncAnthropic(base_url=url, api_key="x", max_retries=0, timeout=TIMEOUT)
 
 
-def sse(text: str) -> list[tuple[str, Any]]:
-    """``(event name, data)`` of each server-sent event."""
-    assert text.endswith("\n\n"), "an SSE stream ends with a blank line"
-    events = []
-    for block in text.split("\n\n")[:-1]:
-        lines = dict(line.split(": ", 1) for line in block.split("\n"))
-        events.append((lines["event"], json.loads(lines["data"])))
-    return events
+def serving(
+    **overrides: Any,
+) -> AbstractAsyncContextManager[tuple[MockLLM, anthropic.AsyncAnthropic]]:
+    """The mock (``overrides`` of its config) and an ``anthropic`` client on it, no retries."""
+    return serving_with(_client, **overrides)
 
 
 async def test_create_answers_text_with_usage_and_is_counted() -> None:
@@ -240,12 +228,12 @@ async def test_stream_assembles_tool_input_and_thinking() -> None:
 async def test_raw_stream_has_the_real_event_sequence() -> None:
     async with serving(reply_text="a b", stream_chunks=2) as (mock, _):
         mock.script(MockReply(text="Let me look.", tool_calls=(WEATHER,)))
-        async with httpx2.AsyncClient(base_url=mock.url, timeout=TIMEOUT) as http:
-            answer = await http.post(
-                "/v1/messages",
-                headers={"x-api-key": "x", "anthropic-version": "2023-06-01"},
-                json={"model": MODEL, "max_tokens": 9, "messages": HELLO, "stream": True},
-            )
+        answer = await post(
+            mock,
+            "/v1/messages",
+            {"model": MODEL, "max_tokens": 9, "messages": HELLO, "stream": True},
+            headers={"x-api-key": "x", "anthropic-version": "2023-06-01"},
+        )
         assert answer.headers["content-type"].startswith("text/event-stream")
         events = sse(answer.text)
         names = [name for name, _ in events]
@@ -303,8 +291,7 @@ async def test_invalid_requests_are_400_invalid_request_error(
     body: dict[str, Any], fragment: str
 ) -> None:
     async with serving() as (mock, _):
-        async with httpx2.AsyncClient(base_url=mock.url, timeout=TIMEOUT) as http:
-            answer = await http.post("/v1/messages", json=body)
+        answer = await post(mock, "/v1/messages", body)
         assert answer.status_code == 400
         error = answer.json()
         assert error["type"] == "error"
@@ -403,14 +390,12 @@ async def test_plain_malformed_body_is_not_json() -> None:
 
 async def test_script_over_http_carries_thinking_and_cache_fields() -> None:
     async with serving() as (mock, client):
-        async with httpx2.AsyncClient(base_url=mock.url, timeout=TIMEOUT) as http:
-            scripted = await http.post(
-                "/mock/script",
-                json=[
-                    {"text": "ok", "thinking": "hm", "cached_tokens": 4, "cache_creation_tokens": 2}
-                ],
-            )
-            assert scripted.status_code == 200
+        scripted = await post(
+            mock,
+            "/mock/script",
+            [{"text": "ok", "thinking": "hm", "cached_tokens": 4, "cache_creation_tokens": 2}],
+        )
+        assert scripted.status_code == 200
         message = await client.messages.create(model=MODEL, max_tokens=5, messages=HELLO)
         assert [block.type for block in message.content] == ["thinking", "text"]
         assert message.usage.cache_read_input_tokens == 4
@@ -420,10 +405,7 @@ async def test_script_over_http_carries_thinking_and_cache_fields() -> None:
 async def test_unprefixed_path_and_scripted_finish_reason() -> None:
     async with serving() as (mock, _):
         mock.script(MockReply(text="cut short", finish_reason="length"))
-        async with httpx2.AsyncClient(base_url=mock.url, timeout=TIMEOUT) as http:
-            answer = await http.post(
-                "/messages", json={"model": MODEL, "max_tokens": 2, "messages": HELLO}
-            )
+        answer = await post(mock, "/messages", {"model": MODEL, "max_tokens": 2, "messages": HELLO})
         assert answer.json()["stop_reason"] == "max_tokens"
         assert mock.stats().by_path == {"/messages": 1}
 

@@ -9,15 +9,14 @@ stack goes through anyio); the raw event sequence is also read by hand.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx2
 import jsonschema
 import openai
 import pytest
-import trio
+from _sdk_mock import TIMEOUT, post, serving_with, sse
 
 from agentflow_trio.mockllm import (
     Fault,
@@ -26,10 +25,8 @@ from agentflow_trio.mockllm import (
     MockToolCall,
     _anthropic,
     _responses,
-    open_mock_llm,
 )
 
-TIMEOUT = 10
 MODEL = "gpt-mock"
 QUESTION = "what is the capital of France"
 WEATHER = MockToolCall("get_weather", {"city": "Paris", "unit": "C"}, id="call_w1")
@@ -55,25 +52,13 @@ ANSWER_SCHEMA = {
 }
 
 
-@asynccontextmanager
-async def serving(**overrides: Any) -> AsyncIterator[tuple[MockLLM, openai.AsyncOpenAI]]:
-    with trio.fail_after(TIMEOUT):
-        async with open_mock_llm(**overrides) as mock:
-            client = openai.AsyncOpenAI(
-                base_url=mock.url + "/v1", api_key="x", max_retries=0, timeout=TIMEOUT
-            )
-            async with client:
-                yield mock, client
+def _client(url: str) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=TIMEOUT)
 
 
-def sse(text: str) -> list[tuple[str, Any]]:
-    """``(event name, data)`` of each server-sent event."""
-    assert text.endswith("\n\n"), "an SSE stream ends with a blank line"
-    events = []
-    for block in text.split("\n\n")[:-1]:
-        lines = dict(line.split(": ", 1) for line in block.split("\n"))
-        events.append((lines["event"], json.loads(lines["data"])))
-    return events
+def serving(**overrides: Any) -> AbstractAsyncContextManager[tuple[MockLLM, openai.AsyncOpenAI]]:
+    """The mock (``overrides`` of its config) and an ``openai`` client on its /v1, no retries."""
+    return serving_with(_client, **overrides)
 
 
 async def test_create_answers_text_with_usage_and_echoes_settings() -> None:
@@ -261,11 +246,9 @@ async def test_stream_helper_assembles_function_call_arguments() -> None:
 async def test_raw_stream_has_event_lines_and_echoes_the_request() -> None:
     async with serving(stream_chunks=2) as (mock, _):
         mock.script(MockReply(text="Done.", thinking="brief"))
-        async with httpx2.AsyncClient(base_url=mock.url, timeout=TIMEOUT) as http:
-            answer = await http.post(
-                "/responses",
-                json={"model": MODEL, "input": QUESTION, "stream": True, "store": False},
-            )
+        answer = await post(
+            mock, "/responses", {"model": MODEL, "input": QUESTION, "stream": True, "store": False}
+        )
         assert answer.headers["content-type"].startswith("text/event-stream")
         events = sse(answer.text)
         assert all(name == data["type"] for name, data in events)
@@ -352,10 +335,9 @@ async def test_broken_streams_fail_in_the_sdk(fault: Fault) -> None:
 async def test_no_done_drops_response_completed() -> None:
     async with serving() as (mock, _):
         mock.script(MockReply(fault=Fault("no_done")))
-        async with httpx2.AsyncClient(base_url=mock.url, timeout=TIMEOUT) as http:
-            answer = await http.post(
-                "/v1/responses", json={"model": MODEL, "input": QUESTION, "stream": True}
-            )
+        answer = await post(
+            mock, "/v1/responses", {"model": MODEL, "input": QUESTION, "stream": True}
+        )
         names = [name for name, _ in sse(answer.text)]
         assert names[-1] == "response.output_item.done"
 
@@ -421,23 +403,22 @@ async def test_every_fault_kind_applies_to_the_new_wires(
 ) -> None:
     body, last = WIRES[path]
     async with serving(faults={MODEL: fault}) as (mock, _):
-        async with httpx2.AsyncClient(base_url=mock.url, timeout=TIMEOUT) as http:
-            try:
-                answer = await http.post(path, json={"model": MODEL, "stream": True, **body})
-            except httpx2.TransportError:
-                got = "broken"
+        try:
+            answer = await post(mock, path, {"model": MODEL, "stream": True, **body})
+        except httpx2.TransportError:
+            got = "broken"
+        else:
+            text = answer.content
+            if answer.status_code != 200:
+                got = str(answer.status_code)
+            elif b"<garbage" in text:
+                got = "garbage"
+            elif b"event: error" in text:
+                got = "error event"
+            elif text.rstrip().endswith(b"}") and last in text.rsplit(b"\n\n", 2)[-2]:
+                got = "complete"
             else:
-                text = answer.content
-                if answer.status_code != 200:
-                    got = str(answer.status_code)
-                elif b"<garbage" in text:
-                    got = "garbage"
-                elif b"event: error" in text:
-                    got = "error event"
-                elif text.rstrip().endswith(b"}") and last in text.rsplit(b"\n\n", 2)[-2]:
-                    got = "complete"
-                else:
-                    got = "unfinished"
+                got = "unfinished"
         assert got == outcome
         assert mock.stats().faults == {fault.kind: 1}
 
