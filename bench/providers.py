@@ -78,38 +78,22 @@ def config(provider: str, url: str) -> LLMConfig:
     )
 
 
-def client_callers(llm: LLMClient | Provider, name: str, layer: str) -> dict[str, Call]:
-    """The plain and streamed callers of one provider (through the client or bare)."""
+def client_callers(llm: LLMClient | Provider, name: str) -> dict[str, Call]:
+    """The plain and streamed callers of one provider (through the client or bare: both
+    answer ``complete`` and ``stream`` of a `ChatRequest` alike)."""
 
     def request(i: int) -> ChatRequest:
         return ChatRequest((user(f"{PROMPT} {i}"),), max_tokens=64)
 
-    if layer == "client":
-        assert isinstance(llm, LLMClient)
-        client = llm
+    async def complete(i: int) -> Any:
+        return (await llm.complete(request(i))).text
 
-        async def complete(i: int) -> Any:
-            return (await client.complete(request(i))).text
-
-        async def stream(i: int) -> Any:
-            pieces = 0
-            async with client.stream(request(i)) as chunks:
-                async for _ in chunks:
-                    pieces += 1
-            return pieces
-
-    else:
-        bare = llm
-
-        async def complete(i: int) -> Any:
-            return (await bare.complete(request(i))).text
-
-        async def stream(i: int) -> Any:
-            pieces = 0
-            async with bare.stream(request(i)) as chunks:
-                async for _ in chunks:
-                    pieces += 1
-            return pieces
+    async def stream(i: int) -> Any:
+        pieces = 0
+        async with llm.stream(request(i)) as chunks:
+            async for _ in chunks:
+                pieces += 1
+        return pieces
 
     return {f"{name}_complete": complete, f"{name}_stream": stream}
 
@@ -132,7 +116,7 @@ async def open_callers(url: str, layer: str) -> AsyncIterator[tuple[dict[str, Ca
             except ConfigError as exc:  # a provider this install cannot open
                 skipped.append(f"{name}: {exc}")
                 continue
-            callers.update(client_callers(llm, name, layer))
+            callers.update(client_callers(llm, name))
             for call in (callers[f"{name}_complete"], callers[f"{name}_stream"]):
                 await call(0)  # fails loudly here if the wire does not work
         yield callers, skipped
