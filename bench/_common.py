@@ -146,6 +146,16 @@ def table(rows: Iterable[Mapping[str, Any]], columns: list[str]) -> None:
         print("  ".join(cells), file=out)
 
 
+def stop_child(child: subprocess.Popen[str], timeout: float) -> None:
+    """SIGTERM ``child`` and wait up to ``timeout`` seconds; past that, SIGKILL and reap it."""
+    child.terminate()
+    try:
+        child.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+
+
 @contextmanager
 def mock_process(latency_ms: float = 0.0, *, command: Sequence[str] | None = None) -> Iterator[str]:
     """Start the mock LLM in a child process pinned to core 1; yield its URL; stop it by PID.
@@ -170,12 +180,7 @@ def mock_process(latency_ms: float = 0.0, *, command: Sequence[str] | None = Non
             os.sched_setaffinity(child.pid, {1})
         yield match.group(1)
     finally:
-        child.terminate()
-        try:
-            child.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+        stop_child(child, timeout=5)
 
 
 class RawHTTPConnection:

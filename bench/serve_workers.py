@@ -39,7 +39,6 @@ import argparse
 import json
 import os
 import re
-import resource
 import selectors
 import signal
 import socket
@@ -59,7 +58,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench._common import emit, table  # noqa: E402
+from bench._common import cpu_seconds, emit, stop_child, table  # noqa: E402
 
 BODY = {"type": "chat", "data": {"message": "hello"}}
 CONCURRENCY = 200
@@ -267,11 +266,6 @@ def _tree(pid: int) -> list[int]:
     return found
 
 
-def _self_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
 @contextmanager
 def _process(argv: list[str]) -> Iterator[tuple[str, int]]:
     """Run ``argv`` until it prints its ``listening on URL`` line; yield (URL, pid); SIGTERM."""
@@ -286,12 +280,7 @@ def _process(argv: list[str]) -> Iterator[tuple[str, int]]:
             raise RuntimeError(f"{' '.join(argv[:5])} did not start")
         yield match.group(1), child.pid
     finally:
-        child.terminate()
-        try:
-            child.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+        stop_child(child, timeout=30)
 
 
 def _round(workers: int, config: str, seconds: float, mock_pid: int) -> dict[str, Any]:
@@ -300,9 +289,9 @@ def _round(workers: int, config: str, seconds: float, mock_pid: int) -> dict[str
     with _process(argv) as (url, pid):
         load(url, CONCURRENCY, min(1.0, seconds))  # warm-up
         serve_pids = _tree(pid)
-        before = sum(_cpu(p) for p in serve_pids), _cpu(mock_pid), _self_cpu()
+        before = sum(_cpu(p) for p in serve_pids), _cpu(mock_pid), cpu_seconds()
         count, wall = load(url, CONCURRENCY, seconds)
-        after = sum(_cpu(p) for p in serve_pids), _cpu(mock_pid), _self_cpu()
+        after = sum(_cpu(p) for p in serve_pids), _cpu(mock_pid), cpu_seconds()
         serve, mock, loadgen = (b - a for a, b in zip(before, after, strict=True))
         return {
             "rps": count / wall,
