@@ -9,7 +9,6 @@ the baselines the anchors' ratios divide by (see ``bench/anchors.py``).
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,6 +16,8 @@ from urllib.parse import urlsplit
 import httptools
 import orjson
 import trio
+
+from bench._common import connect_tcp
 
 PROMPT = "Summarise the benchmark results in one sentence, please."
 MODEL = "gpt-4o-mini"
@@ -96,14 +97,7 @@ class RawPool:
     async def take(self) -> RawConnection:
         if self.idle:
             return self.idle.pop()
-        sock = trio.socket.socket()
-        try:
-            await sock.connect((self.host, self.port))
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except BaseException:
-            sock.close()
-            raise
-        return RawConnection(sock)
+        return RawConnection(await connect_tcp(self.host, self.port))
 
     async def post(self, body: bytes) -> Any:
         conn = await self.take()

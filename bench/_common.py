@@ -183,6 +183,18 @@ def mock_process(latency_ms: float = 0.0, *, command: Sequence[str] | None = Non
         stop_child(child, timeout=5)
 
 
+async def connect_tcp(host: str, port: int) -> trio.socket.SocketType:
+    """A raw trio socket connected to ``host:port`` with Nagle off (closed if that fails)."""
+    sock = trio.socket.socket()
+    try:
+        await sock.connect((host, port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class RawHTTPConnection:
     """A benchmark floor: one keep-alive HTTP/1.1 connection on a raw trio socket, the
     request pre-encoded by the caller, responses framed by the ``httptools`` C parser and
@@ -197,14 +209,7 @@ class RawHTTPConnection:
 
     @classmethod
     async def open(cls, host: str, port: int) -> RawHTTPConnection:
-        sock = trio.socket.socket()
-        try:
-            await sock.connect((host, port))
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except BaseException:
-            sock.close()
-            raise
-        return cls(sock)
+        return cls(await connect_tcp(host, port))
 
     def on_message_complete(self) -> None:  # httptools callback
         self._done = True
