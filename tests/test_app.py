@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,6 +18,7 @@ import attrs
 import httpx2
 import pytest
 import trio
+from _cli import alive
 from _redis import RedisServer, redis_server
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -48,14 +48,6 @@ def _logging_restored() -> Iterator[None]:
     yield
     logger.setLevel(level)
     logger.handlers[:] = handlers
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @tool

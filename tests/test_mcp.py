@@ -21,6 +21,7 @@ from typing import Any
 import attrs
 import pytest
 import trio
+from _cli import alive
 
 import agentflow_trio as af
 from agentflow_trio.config import Config, MCPConfig, MCPServerConfig, load_config
@@ -60,14 +61,6 @@ async def server_stats_until(
 
 async def who(mcp: MCPManager, name: str = "demo__whoami") -> dict[str, Any]:
     return await mcp.call_tool(name)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def task_count() -> int:
