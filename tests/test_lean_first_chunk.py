@@ -5,17 +5,12 @@ In-memory streams (one ``send_all`` is one piece for the client); no timing asse
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
-import httptools
 import orjson
 import trio
-import trio.testing
+from _lean_memory import scripted, sending
 
-from agentflow_trio.llm._lean import LeanSession, PoolSettings
-from agentflow_trio.llm._lean.pools import PoolSet
 from agentflow_trio.llm._lines import SSEDecoder
 
 URL = "http://model.test/v1/chat/completions"
@@ -28,44 +23,6 @@ def _response(events: list[bytes]) -> bytes:
     return head % len(body) + body
 
 
-class _Requests:
-    def __init__(self) -> None:
-        self.done = 0
-        self.parser = httptools.HttpRequestParser(self)
-
-    def on_message_complete(self) -> None:
-        self.done += 1
-
-
-@asynccontextmanager
-async def _session(answer: bytes) -> AsyncIterator[LeanSession]:
-    async def serve(stream: trio.abc.Stream) -> None:
-        requests = _Requests()
-        try:
-            while data := await stream.receive_some(65536):
-                requests.parser.feed_data(bytes(data))
-                while requests.done:
-                    requests.done -= 1
-                    await stream.send_all(answer)  # the whole answer: one piece
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-
-    async with trio.open_nursery() as nursery:
-
-        async def connect() -> trio.abc.Stream:
-            client, server = trio.testing.memory_stream_pair()
-            nursery.start_soon(serve, server)
-            return client
-
-        pools = PoolSet(PoolSettings(), connector=lambda origin, context: connect)
-        session = LeanSession(pools, {"content-type": "application/json"}, "fake")
-        try:
-            yield session
-        finally:
-            await session.aclose()
-            nursery.cancel_scope.cancel()
-
-
 async def test_the_first_chunk_comes_before_the_rest_of_its_burst_is_parsed() -> None:
     events = [b"data: " + orjson.dumps({"n": n}) + b"\n\n" for n in range(20)]
     parsed: list[Any] = []
@@ -75,7 +32,7 @@ async def test_the_first_chunk_comes_before_the_rest_of_its_burst_is_parsed() ->
         return payload["n"]
 
     with trio.fail_after(10):
-        async with _session(_response([*events, b"data: [DONE]\n\n"])) as session:
+        async with scripted(sending(_response([*events, b"data: [DONE]\n\n"]))) as session:
             for _ in range(2):  # a fresh connection, then a reused one
                 parsed.clear()
                 async with session.open_stream(URL, b"{}", SSEDecoder(), parse, SSE) as chunks:
@@ -94,7 +51,7 @@ async def test_a_first_piece_of_one_event_or_a_partial_event_is_decoded_whole() 
     ]
     for events in cases:
         want = [n for n in (0, 1) if b'"n":%d' % n in b"".join(events)]
-        async with _session(_response(events)) as session:
+        async with scripted(sending(_response(events))) as session:
             async with session.open_stream(
                 URL, b"{}", SSEDecoder(), lambda p: p["n"], SSE
             ) as chunks:

@@ -11,10 +11,9 @@ not in an exhausted machine); the httpx2 session needs real sockets: a trio serv
 from __future__ import annotations
 
 import gzip
-import itertools
 import tracemalloc
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
@@ -23,12 +22,12 @@ import attrs
 import pytest
 import trio
 import trio.testing
-from _sockets import RequestCounter
+from _lean_memory import Answer, scripted, sending, serve_answers
 
 from agentflow_trio.config import LLMConfig
 from agentflow_trio.errors import LLMReadError, ResponseFormatError, ResponseTooLargeError
 from agentflow_trio.llm import ChatRequest, open_provider, user
-from agentflow_trio.llm._lean import LeanSession, PoolSet, PoolSettings
+from agentflow_trio.llm._lean import LeanSession, PoolSettings
 from agentflow_trio.llm._lean import exceptions as lean_exceptions
 from agentflow_trio.llm._lines import SSEDecoder
 from agentflow_trio.llm._open_session import open_http_session
@@ -41,8 +40,6 @@ KIB = 1024
 MIB = 1024 * KIB
 SENT_AT_MOST = 8 * MIB  # what an "endless" scripted server sends before it hangs
 CHAT = b'{"choices": [{"message": {"role": "assistant", "content": "ok"}}]}'
-
-Answer = Callable[[trio.abc.Stream], Awaitable[None]]
 
 
 def head(status: int = 200, *headers: str) -> bytes:
@@ -70,58 +67,6 @@ async def endless(stream: trio.abc.Stream, first: bytes, piece: bytes) -> None:
         await stream.send_all(piece)
         sent += len(piece)
     await trio.sleep_forever()
-
-
-async def _serve(stream: trio.abc.Stream, answers: Callable[[], Answer]) -> None:
-    # Answer each request on the connection with the next answer, until the client closes.
-    requests = RequestCounter()
-    try:
-        while True:
-            data = await stream.receive_some(65536)
-            if not data:
-                return
-            requests.parser.feed_data(bytes(data))
-            while requests.done:
-                requests.done -= 1
-                await answers()(stream)
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
-        pass
-    finally:
-        await trio.aclose_forcefully(stream)
-
-
-def _in_turn(answers: tuple[Answer, ...]) -> Callable[[], Answer]:
-    count = itertools.count()
-    return lambda: answers[min(next(count), len(answers) - 1)]
-
-
-@asynccontextmanager
-async def scripted(*answers: Answer, **settings: Any) -> AsyncIterator[LeanSession]:
-    """A lean session whose n-th request is answered by answers[n] (the last one after)."""
-    script = _in_turn(answers)
-    async with trio.open_nursery() as nursery:
-
-        async def connect() -> trio.abc.Stream:
-            client, server = trio.testing.memory_stream_pair()
-            nursery.start_soon(_serve, server, script)
-            return client
-
-        pools = PoolSet(PoolSettings(**settings), connector=lambda origin, context: connect)
-        session = LeanSession(pools, {"content-type": "application/json"}, "fake")
-        try:
-            yield session
-        finally:
-            await session.aclose()
-            nursery.cancel_scope.cancel()
-
-
-def sending(data: bytes) -> Answer:
-    """Send ``data`` and keep the connection open: only framing may end the body."""
-
-    async def answer(stream: trio.abc.Stream) -> None:
-        await stream.send_all(data)
-
-    return answer
 
 
 def freed(stats: HTTPPoolStatistics) -> bool:
@@ -351,7 +296,7 @@ async def loopback(answer: Answer) -> AsyncIterator[str]:
     async with trio.open_nursery() as nursery:
 
         async def handle(stream: trio.SocketStream) -> None:
-            await _serve(stream, lambda: answer)
+            await serve_answers(stream, lambda: answer)
 
         listeners = await nursery.start(partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
         port = listeners[0].socket.getsockname()[1]
