@@ -6,60 +6,31 @@ it started, by its own handle.
 
 from __future__ import annotations
 
-import os
-import selectors
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import anthropic
 import httpx2
 import openai
 import pytest
+from _cli import Started, after, agentcli, started
 from click.testing import CliRunner
 
 from agentflow_trio.cli import main
 
 TIMEOUT = 10
-ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "mock LLM listening on "
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    return env
-
-
 @contextmanager
-def agentcli(*args: str) -> Iterator[subprocess.Popen[str]]:
-    command = [sys.executable, "-m", "agentflow_trio.cli", *args]
-    proc = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_env(),
-        cwd=ROOT,
-    )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=TIMEOUT)
-
-
-def read_line(proc: subprocess.Popen[str]) -> str:
-    assert proc.stdout is not None
-    with selectors.DefaultSelector() as selector:
-        selector.register(proc.stdout, selectors.EVENT_READ)
-        assert selector.select(TIMEOUT), "no output from agentcli mock-llm"
-    return proc.stdout.readline()
+def mock_llm(*args: str) -> Iterator[tuple[Started, str]]:
+    """``agentcli mock-llm ARGS`` until its first line, which must be the listening line;
+    the process and its URL. Killed on the way out if still running."""
+    with started("mock-llm", *args, until=PREFIX) as mock:
+        assert list(mock.lines) == ["mock"], mock.lines  # the listening line comes first
+        yield mock, after(mock.lines["mock"], " on ")
 
 
 @pytest.mark.parametrize(
@@ -68,10 +39,7 @@ def read_line(proc: subprocess.Popen[str]) -> str:
 )
 def test_mock_llm_serves_until_signalled(stop: signal.Signals, timers: str) -> None:
     args = ("--port", "0", "--latency-ms", "1", "--stream-chunks", "2", timers)
-    with agentcli("mock-llm", *args) as proc:
-        line = read_line(proc)
-        assert line.startswith(PREFIX), line
-        url = line[len(PREFIX) :].strip()
+    with mock_llm(*args) as (mock, url):
         assert url.startswith("http://127.0.0.1:")
         with httpx2.Client(base_url=url, timeout=TIMEOUT) as client:
             models = client.get("/v1/models").json()
@@ -82,10 +50,7 @@ def test_mock_llm_serves_until_signalled(stop: signal.Signals, timers: str) -> N
             )
             assert chat.text.endswith("data: [DONE]\n\n")
             assert client.get("/stats").json()["streams"] == 1
-        proc.send_signal(stop)
-        _, stderr = proc.communicate(timeout=TIMEOUT)
-        assert proc.returncode == 0, stderr
-        assert "Traceback" not in stderr
+        mock.stop(stop)  # exit 0, no traceback
 
 
 @pytest.mark.parametrize(
@@ -113,10 +78,7 @@ def test_bad_flags_are_usage_errors(args: list[str], needle: str) -> None:
 
 def test_fault_flags_inject_per_model() -> None:
     faults = ("--fault", "gpt-b=server_error:status=503", "--fault", "*=rate_limit:times=1")
-    with agentcli("mock-llm", "--port", "0", *faults) as proc:
-        line = read_line(proc)
-        assert line.startswith(PREFIX), line
-        url = line[len(PREFIX) :].strip()
+    with mock_llm("--port", "0", *faults) as (mock, url):
         with httpx2.Client(base_url=url, timeout=TIMEOUT) as client:
             messages = [{"role": "user", "content": "hi"}]
 
@@ -133,18 +95,13 @@ def test_fault_flags_inject_per_model() -> None:
                 "gpt-b": {"server_error": 1},
                 "gpt-a": {"rate_limit": 1},
             }
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=TIMEOUT)
-        assert proc.returncode == 0, stderr
+        mock.stop()  # SIGTERM: exit 0, no traceback
 
 
 def test_anthropic_and_responses_sdks_against_agentcli_mock_llm() -> None:
     """Done means of #21: both SDKs run against ``agentcli mock-llm`` and see the script."""
     fault = ("--fault", "claude-down=server_error:status=529", "--stream-chunks", "3")
-    with agentcli("mock-llm", "--port", "0", *fault) as proc:
-        line = read_line(proc)
-        assert line.startswith(PREFIX), line
-        url = line[len(PREFIX) :].strip()
+    with mock_llm("--port", "0", *fault) as (mock, url):
         weather = {"name": "get_weather", "arguments": {"city": "Paris"}, "id": "call_w1"}
         limits: dict[str, Any] = {"max_retries": 0, "timeout": TIMEOUT}
         with (
@@ -201,17 +158,14 @@ def test_anthropic_and_responses_sdks_against_agentcli_mock_llm() -> None:
             stats = control.get("/stats").json()
             assert stats["by_path"] == {"/v1/messages": 4, "/v1/responses": 3}
             assert stats["scripted"] == 5 and stats["streams"] == 2
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=TIMEOUT)
-        assert proc.returncode == 0, stderr
+        mock.stop()  # SIGTERM: exit 0, no traceback
 
 
 def test_bad_flag_in_a_real_process_exits_2_without_traceback() -> None:
-    with agentcli("mock-llm", "--latency-ms", "-5") as proc:
-        _, stderr = proc.communicate(timeout=TIMEOUT)
-        assert proc.returncode == 2
-        assert "Invalid value for '--latency-ms'" in stderr
-        assert "Traceback" not in stderr
+    proc = agentcli("mock-llm", "--latency-ms", "-5")
+    assert proc.returncode == 2
+    assert "Invalid value for '--latency-ms'" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_help_lists_mock_llm() -> None:
