@@ -256,16 +256,9 @@ async def test_a_meter_prices_cache_reads_and_writes(provider: str) -> None:
     assert CACHE_WRITE_FACTOR == 1.25
 
 
-_METERING = pytest.mark.xfail(
-    strict=True,
-    reason="llm/_metering.py must pass usage.cache_creation_tokens to UsageMeter.charge "
-    "(created=...): the lead's change (a file this part does not own); then drop this mark",
-)
-
-
 @pytest.mark.parametrize(
     "provider",
-    ["openai", pytest.param("anthropic", marks=_METERING), "openai_responses"],
+    ["openai", "anthropic", "openai_responses"],
 )
 async def test_a_runs_cost_prices_cache_reads_and_writes(provider: str) -> None:
     @af.agent

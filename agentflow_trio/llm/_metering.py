@@ -52,6 +52,7 @@ def _charge(meter: UsageMeter, request: ChatRequest, usage: Usage, model: str, d
         usage.prompt_tokens,
         usage.completion_tokens,
         getattr(usage, "cached_tokens", 0),
+        getattr(usage, "cache_creation_tokens", 0),
     )
 
 
