@@ -429,11 +429,24 @@ class ProviderStack:
 
 def _direct(layer: Provider) -> Callable[[ChatRequest], Awaitable[ChatResponse]]:
     """``layer.complete``, each `GuardLayer` on the way down folded into a partial of its
-    guard's ``call``: a call then runs no `GuardLayer.complete` frame of its own."""
+    guard's ``call``: a call then runs no `GuardLayer.complete` frame of its own.
+
+    A breaker right above a transport whose HTTP session bounds its waits by the caller's
+    `CALL_DEADLINE` (the lean session) uses `CircuitBreaker.call_bounded`: its call
+    timeout then costs no cancel scope."""
     if isinstance(layer, GuardLayer):
         call: Callable[..., Awaitable[ChatResponse]] = layer.guard.call
+        if isinstance(layer.guard, CircuitBreaker) and _bounds_waits(layer.inner):
+            call = layer.guard.call_bounded
         return functools.partial(call, _direct(layer.inner))
     return layer.complete
+
+
+def _bounds_waits(transport: Provider) -> bool:
+    # A provider whose ``complete`` waits on nothing but its session's ``post_json``
+    # (every HTTP adapter) over a session that honours `CALL_DEADLINE`.
+    session = getattr(transport, "session", None)
+    return getattr(session, "honours_call_deadline", False) is True
 
 
 _GATES: trio.lowlevel.RunVar[dict[str, PauseGate]] = trio.lowlevel.RunVar(

@@ -405,6 +405,21 @@ class Connection:
             return f"connection closed in the response head{detail}"
         return f"server closed the connection without answering{detail}"
 
+    @property
+    def abortable(self) -> bool:
+        """Whether `abort` can wake a task blocked on it (over a socket: not an in-memory
+        stream)."""
+        return self._poll is not None  # made exactly when the stream has a socket
+
+    def abort(self) -> None:
+        """Close the socket now, without waiting: a task blocked sending or receiving on
+        it wakes with `WriteFailed` or `ReadFailed`. Never reused; `aclose` still runs."""
+        self._reader.keep_alive = False
+        sock = _socket_of(self._stream)
+        if sock is not None:
+            with suppress(OSError):
+                sock.close()  # trio's close wakes the waiters first, then closes the descriptor
+
     async def aclose(self) -> None:
         """Close at once (no TLS close_notify wait); safe under cancellation, idempotent."""
         with suppress(*_STREAM_ERRORS):  # closed either way

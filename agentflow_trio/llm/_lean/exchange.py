@@ -4,7 +4,7 @@
 returns the connection to read the response from; `Exchange.aclose` (always, in a
 ``finally``) checks the connection in (kept only if its response was read to the end) and
 releases the slot. Timeouts are the caller's cancel scopes (`own_deadline` says whether
-one is needed).
+one is needed), or a `Watchdog` that calls `Exchange.expire` at the deadline.
 
 A kept-alive connection that turns out to be closed when the request is written (the
 write fails) is replaced once by a new connection and the request written again: the
@@ -42,7 +42,16 @@ class Exchange:
     ``sent`` tells whether the request was fully written (for naming a timeout).
     """
 
-    __slots__ = ("_connect_timeout", "_drop", "_held", "_no_body", "_pool", "conn", "sent")
+    __slots__ = (
+        "_connect_timeout",
+        "_drop",
+        "_held",
+        "_no_body",
+        "_pool",
+        "conn",
+        "expired",
+        "sent",
+    )
 
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
@@ -52,6 +61,7 @@ class Exchange:
         self._drop: Connection | None = None  # taken back by `close_nowait`, to be closed
         self.conn: Connection | None = None
         self.sent = False
+        self.expired = False  # a `Watchdog` ended it at its deadline
 
     def open_nowait(self) -> bool:
         """`open` without waiting, when a slot is free and an idle connection is good to
@@ -115,10 +125,20 @@ class Exchange:
             self.conn = None
             await self._pool.checkin(conn)
             conn = self.conn = await self._pool.connect(self._connect_timeout)
+            if self.expired:  # the deadline passed while connecting (nothing to abort then)
+                conn.abort()
+                raise WriteFailed("the request deadline passed while reconnecting") from None
             conn.begin(no_body=self._no_body)
             await conn.send(head, body)
         self.sent = True
         return conn
+
+    def expire(self) -> None:
+        """The request's deadline passed (a `Watchdog` calls this): mark it and abort its
+        connection, so that the task waiting on it wakes at once."""
+        self.expired = True
+        if self.conn is not None:
+            self.conn.abort()
 
     def timeout_error(self, timeout: float) -> LeanHTTPError:
         """The error for a request deadline that expired in this exchange's phase."""

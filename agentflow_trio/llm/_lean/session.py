@@ -32,11 +32,13 @@ from __future__ import annotations
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, final
 
 import trio
 
+from ..._deadline import CALL_DEADLINE
+from ..._owner import reraise_single
 from ...errors import ConfigError, ResponseFormatError
 from ...observability import tracing as _tracing
 from .._accumulate import passthrough
@@ -44,6 +46,7 @@ from .._bodies import Decompressor, decompressor
 from .._httperrors import format_error, json_body, status_error
 from .._lines import DEFAULT_MAX_LINE
 from .._session import HTTPPoolStatistics, LineDecoder
+from ._watchdog import Watchdog
 from .connection import Connection
 from .exceptions import LeanHTTPError, ReadTimeout, UnsupportedURL
 from .exchange import Exchange, own_deadline
@@ -109,6 +112,10 @@ class LeanSession:
         ConfigError: a header name or value contains CR, LF or NUL.
     """
 
+    #: `post_json` ends its waits at the caller's `CALL_DEADLINE` when that comes first
+    #: (and sets its ``fired``), so a circuit breaker above needs no scope of its own.
+    honours_call_deadline = True
+
     def __init__(
         self,
         pools: PoolSet,
@@ -127,6 +134,7 @@ class LeanSession:
         self._max_body = pools.settings.max_response_bytes
         self._max_line = max_line
         self._targets: dict[str, _Target] = {}
+        self._watchdog: Watchdog | None = None  # set by `open_lean_session`
 
     def _target(self, url: str) -> _Target:
         target = self._targets.get(url)
@@ -153,24 +161,48 @@ class LeanSession:
         """
         target = self._targets.get(url) or self._target(url)
         exchange = Exchange(target.pool)
+        caller = CALL_DEADLINE.get()
+        deadline = trio.current_time() + self._timeout
+        if caller is not None and caller.at < deadline:
+            deadline = caller.at
+        else:
+            caller = None  # ours comes first: the caller's never ends a wait here
+        watchdog = self._watchdog
         try:
             head, rest = _request(target, body)
             del body  # often an encoder's 4 KiB buffer: not held while the answer is awaited
-            deadline = own_deadline(self._timeout)
-            if deadline is None:
-                if not exchange.open_nowait():
+            opened = exchange.open_nowait()
+            if watchdog is not None and opened and exchange.conn.abortable:  # type: ignore[union-attr]
+                # The common case: a connection at once; the watchdog keeps the deadline.
+                watchdog.watch(exchange, deadline)
+                try:
+                    conn = await exchange.send(head, rest)
+                    del head, rest  # sent: not held while the answer is awaited
+                    content = await conn.receive_all()
+                except LeanHTTPError:
+                    if not exchange.expired:
+                        raise
+                    if caller is not None:
+                        caller.fired = True
+                    raise exchange.timeout_error(self._timeout) from None
+                finally:
+                    watchdog.unwatch(exchange)
+            elif deadline >= trio.current_effective_deadline():  # ours could never fire
+                if not opened:
                     await exchange.open()
                 conn = await exchange.send(head, rest)
-                del head, rest  # sent: not held while the answer is awaited
+                del head, rest
                 content = await conn.receive_all()
             else:
                 with trio.CancelScope(deadline=deadline) as scope:
-                    if not exchange.open_nowait():
+                    if not opened:
                         await exchange.open()
                     conn = await exchange.send(head, rest)
                     del head, rest
                     content = await conn.receive_all()
                 if scope.cancelled_caught:
+                    if caller is not None:
+                        caller.fired = True
                     raise exchange.timeout_error(self._timeout)
             status = conn.status
             raw_headers = conn.headers
@@ -496,9 +528,26 @@ async def open_lean_session(
     """
     pools = PoolSet(PoolSettings.from_config(llm), ssl_context=ssl_context)
     session = LeanSession(pools, headers, deployment)
+    # The watchdog's nursery is left with no exception passed in: an error of the body
+    # propagates as itself, never wrapped in a group (as with `NurseryOwner`).
+    tasks = AsyncExitStack()
+    nursery: trio.Nursery | None = None
     try:
+        nursery = await tasks.enter_async_context(trio.open_nursery())
+        watchdog = Watchdog()
+        nursery.start_soon(watchdog.run)
+        session._watchdog = watchdog
         if llm.min_connections > 0:
             await session.warm_up(llm.min_connections, base_url, llm.connection_timeout)
         yield session
     finally:
-        await session.aclose()
+        session._watchdog = None
+        try:
+            if nursery is not None:
+                nursery.cancel_scope.cancel()
+            try:
+                await tasks.aclose()
+            except BaseExceptionGroup as group:
+                reraise_single(group)
+        finally:
+            await session.aclose()
