@@ -23,6 +23,7 @@ from agentflow_trio.errors import LLMTimeoutError
 from agentflow_trio.llm import ChatRequest, open_provider, user
 from agentflow_trio.llm._lean._watchdog import Watchdog
 from agentflow_trio.llm._lean.session import LeanSession, open_lean_session
+from agentflow_trio.llm._lines import SSEDecoder
 from agentflow_trio.resilience import BreakerTimeoutError, CircuitBreaker
 
 PATH = "/chat/completions"
@@ -138,9 +139,10 @@ async def test_call_bounded_counts_an_unfired_error_like_call(
 
 
 @asynccontextmanager
-async def server(answers: int) -> AsyncIterator[tuple[str, list[int]]]:
+async def server(answers: int, then: bytes = b"") -> AsyncIterator[tuple[str, list[int]]]:
     """A server that reads each request and answers the first ``answers`` (over all
-    connections), then never answers again; the list counts the connections it accepted."""
+    connections), then sends ``then`` (nothing, or a stream's first part) and never
+    anything more; the list counts the connections it accepted."""
     accepted: list[int] = []
     left = [answers]
 
@@ -164,6 +166,7 @@ async def server(answers: int) -> AsyncIterator[tuple[str, list[int]]]:
                         break
                     data = rest[length:]
                     if left[0] <= 0:
+                        await stream.send_all(then)
                         await trio.sleep_forever()
                     left[0] -= 1
                     await stream.send_all(REPLY)
@@ -290,3 +293,48 @@ async def test_stack_breaker_timeout_over_the_lean_session(
             assert trio.current_time() - start >= 0.3
             assert isinstance(info.value, BreakerTimeoutError) is breaker_error
             assert stack.breaker.statistics().failures == 1
+
+
+SSE_START = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n"
+    b'data: {"choices": [{"delta": {"content": "x"}}]}\n\n'
+)
+
+
+def _text(item: Any) -> str:
+    return str(item["choices"][0]["delta"]["content"])
+
+
+async def test_stream_head_wait_times_out_by_the_watchdog() -> None:
+    async with server(answers=1) as (url, _), warm_session(url, request_timeout=0.3) as session:
+        watchdog = session._watchdog
+        assert watchdog is not None
+        start = trio.current_time()
+        with trio.fail_after(10), pytest.raises(LLMTimeoutError, match="no complete response"):
+            async with session.open_stream(
+                url + PATH, b"{}", SSEDecoder(), _text, ("text/event-stream",)
+            ):
+                pass
+        assert trio.current_time() - start >= 0.3
+        assert len(watchdog) == 0
+        assert session.pool_statistics().connections == 0
+
+
+async def test_stalled_stream_times_out_by_the_watchdog() -> None:
+    async with (
+        server(answers=1, then=SSE_START) as (url, _),
+        warm_session(url, request_timeout=0.3) as session,
+    ):
+        watchdog = session._watchdog
+        assert watchdog is not None
+        seen: list[str] = []
+        with trio.fail_after(10), pytest.raises(LLMTimeoutError, match=r"no stream data for 0\.3s"):
+            async with session.open_stream(
+                url + PATH, b"{}", SSEDecoder(), _text, ("text/event-stream",)
+            ) as items:
+                async for item in items:
+                    seen.append(item)
+                    assert len(watchdog) == 0  # watched only while a part is awaited
+        assert seen == ["x"]
+        assert len(watchdog) == 0
+        assert session.pool_statistics().connections == 0

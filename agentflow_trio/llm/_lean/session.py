@@ -257,20 +257,45 @@ class LeanSession:
         conn = await self._start(exchange, head, rest)
         del head, rest  # sent: not held while the stream is read
         await self._check_stream(conn, content_types)
-        return _Chunks(conn, decoder, parse, self.deployment, self._timeout, self._max_body)
+        return _Chunks(
+            conn,
+            decoder,
+            parse,
+            self.deployment,
+            self._timeout,
+            self._max_body,
+            self._watchdog if conn.abortable else None,
+        )
 
     async def _start(self, exchange: Exchange, head: bytes, rest: bytes) -> Connection:
-        # No scope of ours when an enclosing deadline (the breaker's call timeout, the
-        # event's) ends sooner: it could never fire first.
+        # A connection at once: the watchdog keeps the deadline. Otherwise no scope of ours
+        # when an enclosing deadline (the breaker's call timeout, the event's) ends sooner:
+        # it could never fire first.
         try:
+            watchdog = self._watchdog
+            opened = watchdog is not None and exchange.open_nowait()
+            if watchdog is not None and opened and exchange.conn.abortable:  # type: ignore[union-attr]
+                watchdog.watch(exchange, trio.current_time() + self._timeout)
+                try:
+                    conn = await exchange.send(head, rest)
+                    await conn.receive_head()
+                    return conn
+                except LeanHTTPError:
+                    if not exchange.expired:
+                        raise
+                    raise exchange.timeout_error(self._timeout) from None
+                finally:
+                    watchdog.unwatch(exchange)
             deadline = own_deadline(self._timeout)
             if deadline is None:
-                await exchange.open()
+                if not opened:
+                    await exchange.open()
                 conn = await exchange.send(head, rest)
                 await conn.receive_head()
                 return conn
             with trio.CancelScope(deadline=deadline):
-                await exchange.open()
+                if not opened:
+                    await exchange.open()
                 conn = await exchange.send(head, rest)
                 await conn.receive_head()
                 return conn
@@ -403,10 +428,12 @@ class _Chunks(Generic[T]):
         "_conn",
         "_decoder",
         "_deployment",
+        "_expired",
         "_first",
         "_parse",
         "_timeout",
         "_unzip",
+        "_watchdog",
         "ready",
     )
 
@@ -418,8 +445,11 @@ class _Chunks(Generic[T]):
         deployment: str,
         timeout: float,
         max_body: int,
+        watchdog: Watchdog | None = None,
     ) -> None:
         self._conn = conn
+        self._watchdog = watchdog  # times each wait for a part (else a cancel scope does)
+        self._expired = False
         self._decoder = decoder
         self._parse: Callable[[Any], T | None] | None = None if parse is passthrough else parse
         self._deployment = deployment
@@ -473,6 +503,17 @@ class _Chunks(Generic[T]):
         if data is not None or conn.complete:
             return data  # read already (or the end): no wait, no scope
         try:
+            watchdog = self._watchdog
+            if watchdog is not None:
+                watchdog.watch(self, trio.current_time() + self._timeout)
+                try:
+                    return await conn.receive_part()
+                except LeanHTTPError:
+                    if not self._expired:
+                        raise
+                    raise ReadTimeout(f"no stream data for {self._timeout}s") from None
+                finally:
+                    watchdog.unwatch(self)
             deadline = own_deadline(self._timeout)
             if deadline is None:
                 return await conn.receive_part()
@@ -481,6 +522,12 @@ class _Chunks(Generic[T]):
             raise ReadTimeout(f"no stream data for {self._timeout}s")
         except LeanHTTPError as exc:
             raise to_llm_error(exc, self._deployment) from exc
+
+    def expire(self) -> None:
+        """The wait for the next part passed ``timeout`` (the `Watchdog` calls this): the
+        connection is aborted, so the waiting reader wakes and reports a timeout."""
+        self._expired = True
+        self._conn.abort()
 
     def _checked(self, fn: Callable[..., Any], *args: Any) -> Any:
         try:
