@@ -216,14 +216,23 @@ class GuardLayer:
     def __init__(self, inner: Provider, guard: Guard) -> None:
         self.inner = inner
         self.guard = guard
+        # A breaker right above a transport whose HTTP session bounds its waits by the
+        # caller's `CALL_DEADLINE` (the lean session): chat calls and stream openings go
+        # through `CircuitBreaker.call_bounded`, whose call timeout costs no cancel scope.
+        self._bounded: Callable[..., Awaitable[Any]] = (
+            guard.call_bounded
+            if isinstance(guard, CircuitBreaker) and _bounds_waits(inner)
+            else guard.call
+        )
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
-        return await self.guard.call(self.inner.complete, request)
+        result: ChatResponse = await self._bounded(self.inner.complete, request)
+        return result
 
     def stream(
         self, request: ChatRequest
     ) -> AbstractAsyncContextManager[AsyncIterator[StreamChunk]]:
-        return _OpenThrough(self.guard.call, self.inner, request)
+        return _OpenThrough(self._bounded, self.inner, request)
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
         return await self.guard.call(self.inner.embed, request)
@@ -429,16 +438,10 @@ class ProviderStack:
 
 def _direct(layer: Provider) -> Callable[[ChatRequest], Awaitable[ChatResponse]]:
     """``layer.complete``, each `GuardLayer` on the way down folded into a partial of its
-    guard's ``call``: a call then runs no `GuardLayer.complete` frame of its own.
-
-    A breaker right above a transport whose HTTP session bounds its waits by the caller's
-    `CALL_DEADLINE` (the lean session) uses `CircuitBreaker.call_bounded`: its call
-    timeout then costs no cancel scope."""
+    guard's ``call`` (or ``call_bounded``): a call then runs no `GuardLayer.complete`
+    frame of its own."""
     if isinstance(layer, GuardLayer):
-        call: Callable[..., Awaitable[ChatResponse]] = layer.guard.call
-        if isinstance(layer.guard, CircuitBreaker) and _bounds_waits(layer.inner):
-            call = layer.guard.call_bounded
-        return functools.partial(call, _direct(layer.inner))
+        return functools.partial(layer._bounded, _direct(layer.inner))
     return layer.complete
 
 

@@ -112,8 +112,9 @@ class LeanSession:
         ConfigError: a header name or value contains CR, LF or NUL.
     """
 
-    #: `post_json` ends its waits at the caller's `CALL_DEADLINE` when that comes first
-    #: (and sets its ``fired``), so a circuit breaker above needs no scope of its own.
+    #: `post_json` and a stream's opening end their waits at the caller's `CALL_DEADLINE`
+    #: when that comes first (and set its ``fired``), so a circuit breaker above needs no
+    #: scope of its own.
     honours_call_deadline = True
 
     def __init__(
@@ -271,11 +272,17 @@ class LeanSession:
         # A connection at once: the watchdog keeps the deadline. Otherwise no scope of ours
         # when an enclosing deadline (the breaker's call timeout, the event's) ends sooner:
         # it could never fire first.
+        caller = CALL_DEADLINE.get()
+        deadline = trio.current_time() + self._timeout
+        if caller is not None and caller.at < deadline:
+            deadline = caller.at
+        else:
+            caller = None  # ours comes first: the caller's never ends a wait here
         try:
             watchdog = self._watchdog
             opened = watchdog is not None and exchange.open_nowait()
             if watchdog is not None and opened and exchange.conn.abortable:  # type: ignore[union-attr]
-                watchdog.watch(exchange, trio.current_time() + self._timeout)
+                watchdog.watch(exchange, deadline)
                 try:
                     conn = await exchange.send(head, rest)
                     await conn.receive_head()
@@ -283,11 +290,12 @@ class LeanSession:
                 except LeanHTTPError:
                     if not exchange.expired:
                         raise
+                    if caller is not None:
+                        caller.fired = True
                     raise exchange.timeout_error(self._timeout) from None
                 finally:
                     watchdog.unwatch(exchange)
-            deadline = own_deadline(self._timeout)
-            if deadline is None:
+            if deadline >= trio.current_effective_deadline():  # ours could never fire
                 if not opened:
                     await exchange.open()
                 conn = await exchange.send(head, rest)
@@ -299,6 +307,8 @@ class LeanSession:
                 conn = await exchange.send(head, rest)
                 await conn.receive_head()
                 return conn
+            if caller is not None:
+                caller.fired = True
             raise exchange.timeout_error(self._timeout)
         except LeanHTTPError as exc:
             raise to_llm_error(exc, self.deployment) from exc
@@ -314,9 +324,14 @@ class LeanSession:
         raise self._format_error(f"expected a stream, got content type {ctype!r}", body)
 
     async def _read_some(self, conn: Connection) -> bytes:
+        # An error body, read (bounded) within the caller's `CALL_DEADLINE` as well.
         body = b""
+        caller = CALL_DEADLINE.get()
+        deadline = trio.current_time() + self._timeout
+        if caller is not None and caller.at < deadline:
+            deadline = caller.at
         try:
-            with trio.move_on_after(self._timeout):
+            with trio.move_on_at(deadline):
                 while len(body) < _ERROR_BODY_LIMIT:
                     part = await conn.receive_part()
                     if part is None:
