@@ -2,7 +2,9 @@
 
 ``bench/anchors.py --child SCENARIO --url URL --root TREE --sides raw,af`` lands here: the
 agentflow_trio of ``TREE`` goes first on ``sys.path``, this process is pinned to core 0,
-and the figures come back as one JSON line on stdout (``raw_*`` and ``af_*`` keys).
+and the figures come back as one JSON line on stdout (``raw_*`` and ``af_*`` keys). An
+in-flight scenario's side ``aiohttp`` runs on asyncio instead (``bench/_anchor_aiohttp.py``,
+``aiohttp_*`` keys); without aiohttp installed it prints a one-line note and no figures.
 """
 
 from __future__ import annotations
@@ -148,6 +150,18 @@ async def _profile(call: Call, calls: int, concurrency: int) -> dict[str, Any]:
     return {}
 
 
+def _aiohttp_in_flight(args: argparse.Namespace, spec: dict[str, Any]) -> dict[str, Any]:
+    """The in-flight scenario's asyncio + aiohttp side; no figures if aiohttp is missing."""
+    try:
+        from bench._anchor_aiohttp import in_flight
+    except ImportError as exc:
+        print(f"anchors: aiohttp side skipped ({exc})", file=sys.stderr)
+        return {}
+    import asyncio
+
+    return asyncio.run(in_flight(args.url, spec["concurrency"], spec["rounds"], rss_bytes))
+
+
 def child_main(args: argparse.Namespace, spec: dict[str, Any], chunks: int) -> None:
     """Measure and print one JSON line (see the module docstring)."""
     import json
@@ -156,7 +170,9 @@ def child_main(args: argparse.Namespace, spec: dict[str, Any], chunks: int) -> N
         sys.path.insert(0, args.root)
     pin_to_core(0)
     sides = args.sides.split(",")
-    if args.child.startswith("in_flight"):
+    if args.child.startswith("in_flight") and sides[0] == "aiohttp":
+        out = _aiohttp_in_flight(args, spec)
+    elif args.child.startswith("in_flight"):
         out = trio.run(_in_flight, args, spec, sides[0])
     else:
         out = trio.run(_fast, args, spec, chunks, sides)

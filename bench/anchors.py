@@ -1,5 +1,6 @@
 """Issue #23's anchors: agentflow_trio against a hand-written raw trio + httptools floor,
-scenario by scenario, in the same run, and (``--before REV``) against an older revision.
+scenario by scenario, in the same run, and (``--before REV``) against an older revision;
+the in-flight scenarios also against hand-written asyncio + aiohttp.
 
 The mock model (``bench/_anchor_mock.py``: answers depend on the conversation, so tool
 loops can run at once) runs in its own process, pinned to core 1 when there are two;
@@ -21,9 +22,13 @@ CPU is its own and an older tree can be measured beside this one. Scenarios:
   ``tool_loop``'s CPU (nothing quadratic in history length).
 * ``in_flight_2000`` / ``in_flight_10000``: N callers each running one event (one chat call)
   at a time, the mock answering after 1 s; CPU per invocation and RSS per in-flight event
-  (peak RSS while N wait, less RSS before the first call, over N). Each side in its own
-  child, so one side's freed memory does not hide the other's. Target: <= 20 KB per
-  event, CPU <= raw's.
+  (peak RSS while N wait, less RSS before the first call, over N). A third side,
+  ``aiohttp`` (``bench/_anchor_aiohttp.py``): the raw chat call on asyncio + aiohttp (one
+  shared ``ClientSession``, ``TCPConnector(limit=0)``, orjson both ways), the baseline the
+  issue names. Each side in its own child, so one side's freed memory does not hide
+  another's. Targets: <= 20 KB per event; CPU per invocation <= aiohttp's (``cpu_met``;
+  ``af_over_aiohttp_cpu``; raw's again if aiohttp is not installed: the side is then
+  skipped with a note).
 
 Each scenario runs ``--repeat`` times (children alternating sides and revisions); the
 medians are kept. One JSON line per scenario on stdout (``cpu_ratio`` = agentflow over raw
@@ -42,6 +47,7 @@ against its own raw floor, measured in the same child: robust to a loaded machin
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -136,6 +142,13 @@ def _row(scenario: str, runs: list[dict[str, Any]], revision: str) -> dict[str, 
     ]
     if ratios:
         row["cpu_ratio"] = round(statistics.median(ratios), 3)
+    over = [
+        r["af_cpu_us"] / r["aiohttp_cpu_us"]
+        for r in runs
+        if r.get("aiohttp_cpu_us") and r.get("af_cpu_us")
+    ]
+    if over:
+        row["af_over_aiohttp_cpu"] = round(statistics.median(over), 3)
     if scenario == "stream" and row.get("af_ttfc_ms") is not None:
         row["ttfc_diff_ms"] = round(row["af_ttfc_ms"] - row["raw_ttfc_ms"], 3)
     row["repeats"] = len(runs)
@@ -143,11 +156,12 @@ def _row(scenario: str, runs: list[dict[str, Any]], revision: str) -> dict[str, 
 
 
 def _merge(side_runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """In-flight scenarios run each side in its own child: pair them up by repeat."""
+    """In-flight scenarios run each side in its own child: merge them by repeat."""
     merged = []
-    for a, b in zip(side_runs["raw"], side_runs["af"], strict=True):
-        errors = " | ".join(e for e in (a.get("error"), b.get("error")) if e)
-        merged.append({**a, **b, **({"error": errors} if errors else {})})
+    for runs in zip(*(r for r in side_runs.values() if r), strict=True):
+        errors = " | ".join(e for run in runs if (e := run.get("error")))
+        merged.append({k: v for run in runs for k, v in run.items() if k != "error"})
+        merged[-1].update({"error": errors} if errors else {})
     return merged
 
 
@@ -164,7 +178,13 @@ def _judge(rows: dict[str, dict[str, Any]]) -> None:
         if scenario == "stream" and row.get("ttfc_diff_ms") is not None:
             row["ttfc_met"] = row["ttfc_diff_ms"] <= 0.1
         if scenario.startswith("in_flight"):
-            row["cpu_met"] = (row.get("cpu_ratio") or 9) <= 1.0
+            af, baseline = row.get("af_cpu_us"), row.get("aiohttp_cpu_us")
+            if af is not None and baseline is not None:
+                row["cpu_target"] = "af_cpu_us <= aiohttp_cpu_us"
+                row["cpu_met"] = af <= baseline
+            else:  # aiohttp not installed (or its side failed): raw's CPU instead
+                row["cpu_target"] = "cpu_ratio <= 1"
+                row["cpu_met"] = (row.get("cpu_ratio") or 9) <= 1.0
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -175,6 +195,11 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.before:
         roots["before"] = _worktree(args.before)
     repeat = args.repeat or (1 if args.quick else 3)
+    in_flight_sides = ["raw", "af"]
+    if importlib.util.find_spec("aiohttp") is not None:
+        in_flight_sides.append("aiohttp")
+    elif any(SCENARIOS[n].get("latency") for n in names) and not args.profile:
+        print("anchors: aiohttp is not installed: its in-flight side is skipped", file=sys.stderr)
     mock = [sys.executable, str(ROOT / "bench" / "_anchor_mock.py"), "--chunks", str(CHUNKS)]
     results: dict[str, dict[str, dict[str, Any]]] = {rev: {} for rev in roots}
     for latency in (False, True):
@@ -188,13 +213,14 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     continue
                 runs: dict[str, list[dict[str, Any]]] = {rev: [] for rev in roots}
                 split: dict[str, dict[str, list[dict[str, Any]]]] = {
-                    rev: {"raw": [], "af": []} for rev in roots
+                    rev: {side: [] for side in in_flight_sides} for rev in roots
                 }
                 for k in range(repeat):
                     order = list(roots) if k % 2 == 0 else list(reversed(roots))
                     for rev in order:
                         if latency:  # one side per child: RSS of its own
-                            for side in ("af", "raw") if k % 2 else ("raw", "af"):
+                            sides = in_flight_sides[::-1] if k % 2 else in_flight_sides
+                            for side in sides:
                                 got = _child(name, url, roots[rev], side, args.quick)
                                 split[rev][side].append(got)
                         else:
@@ -223,14 +249,18 @@ COLUMNS = [
     "revision",
     "raw_cpu_us",
     "af_cpu_us",
+    "aiohttp_cpu_us",
     "cpu_ratio",
+    "af_over_aiohttp_cpu",
     "af_cpu_us_per_chunk",
     "raw_ttfc_ms",
     "af_ttfc_ms",
     "vs_tool_loop",
     "raw_rss_kb_per_event",
     "af_rss_kb_per_event",
+    "aiohttp_rss_kb_per_event",
     "met",
+    "cpu_met",
     "slower_pct",
 ]
 
