@@ -18,6 +18,7 @@ import trio
 import trio.testing
 
 from agentflow_trio.llm._lean._socket import RawSocketStream, raw_stream
+from agentflow_trio.llm._lean.connection import Connection
 from agentflow_trio.llm._lean.pool import tcp_connector
 from agentflow_trio.llm._lean.url import Origin
 
@@ -197,3 +198,35 @@ async def test_the_connector_uses_the_raw_stream_for_plain_http_only() -> None:
             await stream.send_all(b"ping")
             assert await stream.receive_some() == b"ping"
             await stream.aclose()
+
+
+async def test_a_connection_keeps_no_head_while_idle_and_polls_only_when_asked() -> None:
+    """The memory a waiting connection holds: the last response's head goes at the next
+    `begin`; `readable` polls per call (nothing kept), and is True after the server's EOF
+    and after close."""
+    answer = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok"
+    ready = trio.Event()
+
+    async def serve_once(stream: trio.SocketStream) -> None:
+        await stream.receive_some()
+        await stream.send_all(answer)
+        await ready.wait()  # the client has checked the idle connection
+        await stream.aclose()
+
+    with trio.fail_after(10):
+        async with _server(serve_once) as port:
+            stream = await _connect(port)
+            conn = Connection(stream, opened_at=0.0, expires_at=1e9, tls=False)
+            conn.begin()
+            await conn.send(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            await conn.receive_head()
+            assert await conn.receive_all() == b"ok"
+            assert conn.headers and conn.reason == b"OK" and conn.content_type == b"text/plain"
+            assert not conn.readable()
+            conn.begin()  # the next exchange: nothing of the last head is kept
+            assert (conn.headers, conn.reason, conn.content_type) == ([], b"", None)
+            ready.set()
+            await trio.lowlevel.wait_readable(stream.socket)  # the server's EOF arrives
+            assert conn.readable()
+            await conn.aclose()
+            assert conn.readable()  # closed: never carries a request

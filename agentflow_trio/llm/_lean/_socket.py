@@ -53,15 +53,20 @@ def raw_stream(stream: trio.SocketStream) -> RawSocketStream:
 class RawSocketStream(trio.abc.Stream):
     """A connected non-blocking TCP socket as a trio stream (see the module docstring).
 
-    ``socket`` is the trio socket over the same object, for ``fileno()`` and options.
+    ``socket`` is the stdlib socket itself, for ``fileno()`` and options (no trio socket
+    wraps it: one object less per connection, and nothing here needs one).
     """
 
-    __slots__ = ("_closed", "_raw", "socket")
+    __slots__ = ("_closed", "_raw")
 
     def __init__(self, raw: socket.socket) -> None:
         self._raw = raw
         self._closed = False
-        self.socket = trio.socket.from_stdlib_socket(raw)
+
+    @property
+    def socket(self) -> socket.socket:
+        """The connected non-blocking stdlib socket (``fileno()`` is -1 once closed)."""
+        return self._raw
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         if self._closed:
@@ -113,5 +118,8 @@ class RawSocketStream(trio.abc.Stream):
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True
-            self.socket.close()  # wakes any task waiting on it, then closes the descriptor
+            raw = self._raw
+            if raw.fileno() != -1:  # as trio's socket closes: wake any waiter, then close
+                trio.lowlevel.notify_closing(raw)
+                raw.close()
         await trio.lowlevel.checkpoint()
