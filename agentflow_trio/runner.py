@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Final, Unpack, final
 import attrs
 import trio
 
-from ._handle import CALLER_CANCELLED, EventHandle, ItemStream, new_handle, open_item_stream
+from ._handle import EventHandle, ItemStream, new_handle, open_item_stream
 from ._outcome import SHUTDOWN_CANCELLED, escaped, failure, passes_through, reraise, settle, stamp
 from ._owner import NurseryOwner
 from .agents import (
@@ -175,6 +175,12 @@ class Runner(NurseryOwner):
         self._prices = self.config.llm.prices
         self._workers = trio.CapacityLimiter(rc.worker_pool_size)
         self._send, self._receive = trio.open_memory_channel[EventHandle](rc.event_buffer_size)
+        self._buffered = rc.event_buffer_size > 0  # else every worker is started at once
+        self._started = 0  # worker tasks started (at most worker_pool_size; see _worker)
+        self._free = 0  # started workers holding no event (starting, or waiting in receive)
+        self._unclaimed = 0  # queued handles no worker has received yet
+        self._here: set[EventHandle] = set()  # events run in their caller's task (call)
+        self._here_left: trio.Event | None = None  # set when the last of them ends, closing
         self._state = _NEW
         self._room = trio.lowlevel.ParkingLot()  # emitters waiting for admission/queue room
         self._drained = trio.Event()
@@ -224,13 +230,25 @@ class Runner(NurseryOwner):
 
     # ----------------------------------------------------------------- lifecycle
     async def _open(self) -> None:
-        """Enter: the nursery, what the config asks for in it, then the worker tasks."""
+        """Enter: the nursery and what the config asks for in it. Worker tasks start as
+        queued events need them (`_try_accept`), all at once for an unbuffered queue (a
+        rendezvous needs a worker waiting in ``receive``)."""
         nursery = await self._open_nursery()
         self._outer_sink = current_sink()  # what the workers inherit (None, unless streamed)
         await self._start_runtime(nursery)
         self._state = _OPEN
-        for _ in range(int(self._workers.total_tokens)):
-            nursery.start_soon(self._worker)
+        if not self._buffered:
+            while self._started < self._workers.total_tokens:
+                self._start_worker()
+
+    def _start_worker(self) -> None:
+        """Start one more worker task in the runner's nursery (counted free until it
+        receives an event)."""
+        nursery = self._owner_nursery
+        assert nursery is not None
+        self._started += 1
+        self._free += 1
+        nursery.start_soon(self._worker)
 
     async def _start_runtime(self, nursery: trio.Nursery) -> None:
         """What ``[runtime]`` and ``[monitoring]`` ask for, owned by this runner."""
@@ -258,9 +276,23 @@ class Runner(NurseryOwner):
         self._room.unpark_all()  # waiting emitters see the state and raise RunnerClosed
         if self._in_flight == 0:
             self._drained.set()
-        if error is None:
-            with trio.move_on_after(self._drain_timeout):
-                await self._drained.wait()
+        try:
+            if error is None:
+                with trio.move_on_after(self._drain_timeout):
+                    await self._drained.wait()
+        finally:
+            await self._stop_here()
+
+    async def _stop_here(self) -> None:
+        """Cancel the events still running in their callers' tasks (`call`) and wait for
+        them to end, as the nursery's cancellation ends those the workers run."""
+        if not self._here:
+            return
+        self._here_left = trio.Event()
+        for handle in self._here:
+            handle._stop(SHUTDOWN_CANCELLED)
+        with trio.CancelScope(shield=True):
+            await self._here_left.wait()
 
     def _closed(self) -> None:
         """Leave, last step (every task has ended): settle leftovers, undo GC settings."""
@@ -343,6 +375,10 @@ class Runner(NurseryOwner):
     ) -> AgentResult:
         """Emit ``event`` and wait for its result; cancelling the caller cancels the event.
 
+        When a worker slot is free and no accepted event waits to start, the event runs
+        in the calling task (as a worker would run it: same slot, bounds, timeout, hooks
+        and outcomes; the runner's shutdown still cancels it and waits for it), which
+        saves a task and a wait per event; otherwise it queues for a worker as `emit`.
         From inside an agent of this runner the event runs at once under the agent's
         worker slot instead of queueing (see "Nested calls" in the class docstring), and
         its progress items go to its parent's caller, if one streams.
@@ -356,6 +392,8 @@ class Runner(NurseryOwner):
             nested: AgentResult = await self._call_nested(parent, event, timeout, limits)
             return nested
         handle = self._new_handle(event, timeout, limits, False)
+        if self._runs_here():
+            return await self._call_here(handle)
         await self._accept(handle)  # as `emit`, less its schedule point: result() is one
         try:
             return await handle.result()
@@ -434,6 +472,14 @@ class Runner(NurseryOwner):
             self._send.send_nowait(handle)
         except trio.WouldBlock:
             return False
+        self._unclaimed += 1
+        if self._unclaimed > self._free and self._started < self._workers.total_tokens:
+            self._start_worker()  # every queued event has a worker coming for it
+        self._admitted(handle)
+        return True
+
+    def _admitted(self, handle: EventHandle) -> None:
+        """Count an accepted event in flight; tracing and the ``on_accept`` hooks."""
         self._in_flight += 1
         self._accepted += 1
         if _tracing.active is not None:
@@ -443,7 +489,6 @@ class Runner(NurseryOwner):
         hooks = self._hooks
         if hooks.on_accept:
             hooks.run_after(hooks.on_accept, "on_accept", handle.event)
-        return True
 
     def _release_slot(self) -> None:
         self._in_flight -= 1
@@ -471,10 +516,13 @@ class Runner(NurseryOwner):
             self._release_slot()
 
     async def _worker(self) -> None:
-        """One of ``worker_pool_size`` long-lived tasks: take events in queue order, run each.
+        """One of at most ``worker_pool_size`` long-lived tasks: take events in queue order,
+        run each.
 
         Reusing tasks instead of spawning one per event halves the scheduler work per event;
         the CapacityLimiter still bounds running agents (workflow children take slots too).
+        Started as queued events need them (`_try_accept`), not all when the runner opens:
+        an idle worker is memory, and a `call` runs its event in its own task.
         """
         workers = self._workers
         receive = self._receive
@@ -488,22 +536,64 @@ class Runner(NurseryOwner):
                     handle = await receive.receive()
                 except trio.EndOfChannel:
                     return
+                self._free -= 1
+                self._unclaimed -= 1
                 if room:  # a buffered queue has room again
                     room.unpark()
                 if handle._result is not None:  # cancelled while queued
                     self._finish(handle, handle._result)
-                    continue
-                try:
-                    workers.acquire_on_behalf_of_nowait(handle)
-                except trio.WouldBlock:
-                    await workers.acquire_on_behalf_of(handle)
-                handle._slot_held = True
-                h, handle = handle, None
-                await self._run_event(h)
+                else:
+                    try:
+                        workers.acquire_on_behalf_of_nowait(handle)
+                    except trio.WouldBlock:
+                        await workers.acquire_on_behalf_of(handle)
+                    handle._slot_held = True
+                    await self._run_event(handle)  # always resolves it
+                handle = None  # not kept while waiting for the next one
+                self._free += 1
         finally:
             if handle is not None and handle._result is None:  # shut down while waiting
                 res = AgentResult(Outcome.CANCELLED, None, SHUTDOWN_CANCELLED, handle.event.id)
                 self._finish(handle, res)
+
+    def _runs_here(self) -> bool:
+        """Whether a `call` may run its event in the caller's task: open, with room, a
+        worker slot free and no accepted event still waiting to start (so queue order
+        holds)."""
+        return (
+            self._state == _OPEN
+            and self._in_flight < self._max_in_flight
+            and self._in_flight == self._running
+            and self._workers.available_tokens >= 1
+        )
+
+    async def _call_here(self, handle: EventHandle) -> AgentResult:
+        """Run an accepted `call`'s event in the caller's task, under a worker slot, as a
+        worker would: no task, no queue and no wait for a result per event, which is most
+        of the memory an event waiting on its model holds.
+
+        Everything else is as if queued: it counts in flight and running, runs the hooks,
+        ends exactly once; cancelling the caller cancels it (``cancelled``, then the
+        ``Cancelled`` goes on); the runner's shutdown cancels it and waits for it to end
+        (`_stop_here`).
+        """
+        # As `_accept`: a cancelled caller's event is not accepted. It yields only to raise,
+        # so the room `_runs_here` saw is still there.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._admitted(handle)
+        self._workers.acquire_on_behalf_of_nowait(handle)
+        handle._slot_held = True
+        here = self._here
+        here.add(handle)
+        try:
+            await self._run_event(handle, None, True)
+        finally:
+            here.discard(handle)
+            if not here and self._here_left is not None:
+                self._here_left.set()
+        result = handle._result
+        assert result is not None
+        return result
 
     async def _call_nested(
         self, parent: Context, event: Event, timeout: float | None, limits: UsageLimits | None
@@ -526,13 +616,17 @@ class Runner(NurseryOwner):
         assert result is not None
         return result
 
-    async def _run_event(self, handle: EventHandle, parent: Context | None = None) -> None:
+    async def _run_event(
+        self, handle: EventHandle, parent: Context | None = None, here: bool = False
+    ) -> None:
         """Run one event under its timeout scope; always resolve it and free its slots.
 
         ``parent``: the context of the agent making this nested call (None for an event
         a worker took from the queue); its worker slot is shared, not taken or freed,
         its usage meter is this event's meter's parent, and its progress sink (the
-        current one) is this event's too.
+        current one) is this event's too. ``here``: a `call` run in its caller's task
+        (`_call_here`): the caller's cancellation is the event's, and the caller's
+        progress sink is not the event's.
         """
         event = handle.event
         result: AgentResult | None = None
@@ -564,22 +658,45 @@ class Runner(NurseryOwner):
         sink_token = None
         if parent is None:
             self._running += 1
-            if handle._sink is not self._outer_sink:  # a queued event streams to its own
+            outer = current_sink() if here else self._outer_sink
+            if handle._sink is not outer:  # a queued event streams to its own
                 sink_token = enter_sink(handle._sink)
+        hooks = self._hooks
+        plain = (  # no hook, session or unknown type: the agent is awaited right here
+            agent is not None
+            and not (hooks.before_event or hooks.before_agent or hooks.after_agent)
+            and not hooks.on_error
+            and (services.sessions is None or event.metadata.get("session_id") is None)
+        )
         try:
             with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
                 handle._scope = scope
-                if handle._cancel_requested:
+                if handle._cancelled_by is not None:
                     scope.cancel()
-                result = await self._handle(ctx, agent, event)
+                if plain:  # `_handle`'s common case, inlined: one frame less while waiting
+                    assert agent is not None
+                    name = ctx.agent = agent.name
+                    try:
+                        value = await agent(ctx, event)
+                    except BaseException as exc:
+                        if passes_through(exc):
+                            raise
+                        result = failure(exc, name, event.id)
+                    else:
+                        if type(value) is AgentResult:
+                            result = value
+                        else:
+                            result = AgentResult(Outcome.SUCCEEDED, value, None, event.id, name)
+                else:
+                    result = await self._handle(ctx, agent, event)
             if result is None:
-                if handle._cancel_requested:
-                    result = AgentResult(Outcome.CANCELLED, None, CALLER_CANCELLED)
+                if handle._cancelled_by is not None:
+                    result = AgentResult(Outcome.CANCELLED, None, handle._cancelled_by)
                 else:
                     msg = f"event {event.id} ran past its timeout of {timeout:g}s"
                     result = AgentResult(Outcome.TIMED_OUT, None, ErrorInfo("Timeout", msg))
         except BaseException as exc:
-            result = escaped(exc, parent is not None)
+            result = escaped(exc, parent is not None or here)
             if reraise(exc):
                 raise
         finally:
@@ -621,7 +738,7 @@ class Runner(NurseryOwner):
                 return await run_in_session(sessions, session_id, ctx, agent, event)
         if hooks.before_agent or hooks.after_agent or hooks.on_error:
             return await invoke(ctx, agent, event)
-        # The common case, inlined: no agent hooks, one result object per event.
+        # No agent hooks: one result object per event (`_run_event` inlines this case).
         name = ctx.agent = agent.name
         try:
             value = await agent(ctx, event)
