@@ -392,8 +392,18 @@ class Runner(NurseryOwner):
             nested: AgentResult = await self._call_nested(parent, event, timeout, limits)
             return nested
         handle = self._new_handle(event, timeout, limits, False)
-        if self._runs_here():
-            return await self._call_here(handle)
+        if self._runs_here():  # in this task (`_enter_here`), awaited here: one frame less
+            # As `_accept`: a cancelled caller's event is not accepted. This yields only to
+            # raise, so the room `_runs_here` saw is still there.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            self._enter_here(handle)
+            try:
+                await self._run_event(handle, None, True)
+            finally:
+                self._left_here(handle)
+            result = handle._result
+            assert result is not None
+            return result
         await self._accept(handle)  # as `emit`, less its schedule point: result() is one
         try:
             return await handle.result()
@@ -567,33 +577,26 @@ class Runner(NurseryOwner):
             and self._workers.available_tokens >= 1
         )
 
-    async def _call_here(self, handle: EventHandle) -> AgentResult:
-        """Run an accepted `call`'s event in the caller's task, under a worker slot, as a
+    def _enter_here(self, handle: EventHandle) -> None:
+        """Accept a `call`'s event to run in the caller's task, under a worker slot, as a
         worker would: no task, no queue and no wait for a result per event, which is most
         of the memory an event waiting on its model holds.
 
         Everything else is as if queued: it counts in flight and running, runs the hooks,
         ends exactly once; cancelling the caller cancels it (``cancelled``, then the
         ``Cancelled`` goes on); the runner's shutdown cancels it and waits for it to end
-        (`_stop_here`).
+        (`_stop_here`). `_left_here` when its run has ended.
         """
-        # As `_accept`: a cancelled caller's event is not accepted. It yields only to raise,
-        # so the room `_runs_here` saw is still there.
-        await trio.lowlevel.checkpoint_if_cancelled()
         self._admitted(handle)
         self._workers.acquire_on_behalf_of_nowait(handle)
         handle._slot_held = True
+        self._here.add(handle)
+
+    def _left_here(self, handle: EventHandle) -> None:
         here = self._here
-        here.add(handle)
-        try:
-            await self._run_event(handle, None, True)
-        finally:
-            here.discard(handle)
-            if not here and self._here_left is not None:
-                self._here_left.set()
-        result = handle._result
-        assert result is not None
-        return result
+        here.discard(handle)
+        if not here and self._here_left is not None:
+            self._here_left.set()
 
     async def _call_nested(
         self, parent: Context, event: Event, timeout: float | None, limits: UsageLimits | None
@@ -625,7 +628,7 @@ class Runner(NurseryOwner):
         a worker took from the queue); its worker slot is shared, not taken or freed,
         its usage meter is this event's meter's parent, and its progress sink (the
         current one) is this event's too. ``here``: a `call` run in its caller's task
-        (`_call_here`): the caller's cancellation is the event's, and the caller's
+        (`_enter_here`): the caller's cancellation is the event's, and the caller's
         progress sink is not the event's.
         """
         event = handle.event
