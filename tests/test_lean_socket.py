@@ -273,3 +273,20 @@ async def test_open_raw_stream_opens_nothing_for_a_cancelled_caller() -> None:
         scope.cancel()
         await open_raw_stream("127.0.0.1", 9)
     assert scope.cancelled_caught
+
+
+async def test_receive_nowait_reads_what_arrived_without_waiting() -> None:
+    with trio.fail_after(10):
+        async with _server(_echo) as port:
+            stream = await _connect(port)
+            assert stream.receive_nowait(10) is None  # nothing yet: None, no wait
+            await stream.send_all(b"abc")
+            await trio.lowlevel.wait_readable(stream.socket)
+            assert stream.receive_nowait(2) == b"ab"
+            assert stream.receive_nowait(10) == b"c"
+            stream.socket.shutdown(socket.SHUT_WR)  # the echo server sees EOF and closes
+            await trio.lowlevel.wait_readable(stream.socket)
+            assert stream.receive_nowait(10) == b""
+            await stream.aclose()
+            with pytest.raises(trio.ClosedResourceError):
+                stream.receive_nowait(10)

@@ -155,19 +155,34 @@ class RawSocketStream(trio.abc.Stream):
             raise trio.ClosedResourceError("the connection was closed")
         if max_bytes is not None and max_bytes < 1:
             raise ValueError("max_bytes must be >= 1")
-        raw = self._raw
         size = _RECEIVE_SIZE if max_bytes is None else max_bytes
         # Yield first, then read: under load the answer has often arrived by the time
         # this task runs again, and the read needs no readiness wait (no epoll round).
         await trio.lowlevel.checkpoint()
         while True:
-            try:
-                return raw.recv(size)
-            except BlockingIOError:
-                pass
-            except OSError as exc:
-                raise trio.BrokenResourceError(f"receive failed: {exc}") from exc
-            await trio.lowlevel.wait_readable(raw)
+            data = self.receive_nowait(size)
+            if data is not None:
+                return data
+            await trio.lowlevel.wait_readable(self._raw)
+
+    def receive_nowait(self, max_bytes: int) -> bytes | None:
+        """One read that does not wait (not a checkpoint): up to ``max_bytes`` bytes,
+        ``b""`` at end of stream, or None when nothing has arrived (then wait with
+        ``trio.lowlevel.wait_readable(stream.socket)``). `receive_some` is a checkpoint,
+        then this until it reads; a caller may do the same without its frame.
+
+        Raises:
+            trio.ClosedResourceError: the stream was closed.
+            trio.BrokenResourceError: the read failed (the ``OSError`` as its cause).
+        """
+        if self._closed:
+            raise trio.ClosedResourceError("the connection was closed")
+        try:
+            return self._raw.recv(max_bytes)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            raise trio.BrokenResourceError(f"receive failed: {exc}") from exc
 
     async def aclose(self) -> None:
         if not self._closed:
