@@ -34,6 +34,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import ssl
@@ -127,9 +128,10 @@ def tcp_connector(origin: Origin, ssl_context: ssl.SSLContext | None) -> Connect
     """A `Connector` for ``origin``: TCP (no Nagle) on a `RawSocketStream`, or TLS with
     ``ssl_context`` for https (on trio's own `SocketStream`)."""
 
+    if not origin.tls:  # the lean socket path (see _socket), awaited with no frame between
+        return functools.partial(open_raw_stream, origin.host, origin.port)
+
     async def connect() -> trio.abc.Stream:
-        if not origin.tls:  # the lean socket path (see _socket)
-            return await open_raw_stream(origin.host, origin.port)
         tcp = await trio.open_tcp_stream(origin.host, origin.port)
         assert ssl_context is not None
         return await start_tls(tcp, origin.host, ssl_context)
