@@ -16,28 +16,20 @@ from typing import TYPE_CHECKING, Final, Unpack, final
 import attrs
 import trio
 
+from ._event_run import CLOSED, CLOSING, NEW, OPEN, EventRuns
 from ._handle import EventHandle, ItemStream, new_handle, open_item_stream
-from ._outcome import SHUTDOWN_CANCELLED, escaped, failure, passes_through, reraise, settle, stamp
+from ._outcome import SHUTDOWN_CANCELLED
 from ._owner import NurseryOwner
-from .agents import (
-    Agent,
-    AgentFunction,
-    Context,
-    Hooks,
-    _AgentLike,
-    _current,
-    as_agent,
-    invoke,
-)
+from .agents import AgentFunction, Hooks, _AgentLike, _current, as_agent
 from .config import Config
-from .errors import NestingTooDeep, QueueFull, RunnerClosed, UnknownAgent
-from .events import AgentResult, ErrorInfo, Event, Outcome
+from .errors import QueueFull, RunnerClosed
+from .events import AgentResult, Event, Outcome
 from .observability import tracing as _tracing
 from .observability.runtime import AUTO_GC_EVENTS, MemoryGuard, apply_gc_settings, auto_gc_settings
-from .progress import ProgressSink, current_sink, enter_sink, exit_sink
-from .services import ServiceKeywords, Services, run_in_session
+from .progress import ProgressSink, current_sink
+from .services import ServiceKeywords, Services
 from .state import SessionBackend
-from .usage import UsageLimits, UsageMeter, tightest
+from .usage import UsageLimits
 
 if TYPE_CHECKING:
     from .llm import LLMClient, Provider
@@ -48,8 +40,6 @@ if TYPE_CHECKING:
 __all__ = ["EventHandle", "Runner", "RunnerStatistics"]
 
 _log = logging.getLogger("agentflow_trio.runner")
-
-_NEW, _OPEN, _CLOSING, _CLOSED = range(4)
 
 
 @attrs.frozen(slots=True)
@@ -81,7 +71,7 @@ class RunnerStatistics:
 
 
 @final
-class Runner(NurseryOwner):
+class Runner(NurseryOwner, EventRuns):
     """Runs agents on events with bounded concurrency; nothing it starts outlives it.
 
     ``async with Runner(config, agents={"type": agent}, services=Services(...)) as runner``
@@ -181,7 +171,7 @@ class Runner(NurseryOwner):
         self._unclaimed = 0  # queued handles no worker has received yet
         self._here: set[EventHandle] = set()  # events run in their caller's task (call)
         self._here_left: trio.Event | None = None  # set when the last of them ends, closing
-        self._state = _NEW
+        self._state = NEW
         self._room = trio.lowlevel.ParkingLot()  # emitters waiting for admission/queue room
         self._drained = trio.Event()
         self._in_flight = 0
@@ -236,7 +226,7 @@ class Runner(NurseryOwner):
         nursery = await self._open_nursery()
         self._outer_sink = current_sink()  # what the workers inherit (None, unless streamed)
         await self._start_runtime(nursery)
-        self._state = _OPEN
+        self._state = OPEN
         if not self._buffered:
             while self._started < self._workers.total_tokens:
                 self._start_worker()
@@ -271,7 +261,7 @@ class Runner(NurseryOwner):
     async def _closing(self, error: BaseException | None) -> None:
         """Leave, first step: refuse new events; drain for ``drain_timeout`` unless the
         body raised. The nursery is cancelled next (`NurseryOwner`)."""
-        self._state = _CLOSING
+        self._state = CLOSING
         self._send.close()
         self._room.unpark_all()  # waiting emitters see the state and raise RunnerClosed
         if self._in_flight == 0:
@@ -297,7 +287,7 @@ class Runner(NurseryOwner):
     def _closed(self) -> None:
         """Leave, last step (every task has ended): settle leftovers, undo GC settings."""
         self._cancel_leftovers()
-        self._state = _CLOSED
+        self._state = CLOSED
         if self._gc_undo is not None:
             self._gc_undo()
 
@@ -323,7 +313,7 @@ class Runner(NurseryOwner):
         handle = self._new_handle(event, timeout, limits, stream)
         if not self._try_accept(handle):
             self._refused += 1
-            if self._state != _OPEN:
+            if self._state != OPEN:
                 raise RunnerClosed("the runner is not accepting events")
             if self._in_flight >= self._max_in_flight:
                 raise QueueFull(f"{self._in_flight} events in flight (max_concurrent_events)")
@@ -365,7 +355,7 @@ class Runner(NurseryOwner):
         """Queue ``handle``, waiting for room; cancellable only until it is queued."""
         await trio.lowlevel.checkpoint_if_cancelled()
         while not self._try_accept(handle):
-            if self._state != _OPEN:
+            if self._state != OPEN:
                 self._refused += 1
                 raise RunnerClosed("the runner is not accepting events")
             await self._room.park()
@@ -448,7 +438,7 @@ class Runner(NurseryOwner):
             hook_failures=self._hooks.failures,
             max_concurrent_events=self._max_in_flight,
             worker_pool_size=int(self._workers.total_tokens),
-            closed=self._state >= _CLOSING,
+            closed=self._state >= CLOSING,
             usage_limit_exceeded=o[Outcome.USAGE_LIMIT_EXCEEDED],
         )
 
@@ -476,7 +466,7 @@ class Runner(NurseryOwner):
 
         Queueing happens only here, synchronously, so acceptance order is queue order.
         """
-        if self._state != _OPEN or self._in_flight >= self._max_in_flight:
+        if self._state != OPEN or self._in_flight >= self._max_in_flight:
             return False
         try:
             self._send.send_nowait(handle)
@@ -504,7 +494,7 @@ class Runner(NurseryOwner):
         self._in_flight -= 1
         if self._room:
             self._room.unpark()
-        if self._in_flight == 0 and self._state >= _CLOSING:
+        if self._in_flight == 0 and self._state >= CLOSING:
             self._drained.set()
 
     def _finish(self, handle: EventHandle, result: AgentResult, admitted: bool = True) -> None:
@@ -571,7 +561,7 @@ class Runner(NurseryOwner):
         worker slot free and no accepted event still waiting to start (so queue order
         holds)."""
         return (
-            self._state == _OPEN
+            self._state == OPEN
             and self._in_flight < self._max_in_flight
             and self._in_flight == self._running
             and self._workers.available_tokens >= 1
@@ -597,161 +587,6 @@ class Runner(NurseryOwner):
         here.discard(handle)
         if not here and self._here_left is not None:
             self._here_left.set()
-
-    async def _call_nested(
-        self, parent: Context, event: Event, timeout: float | None, limits: UsageLimits | None
-    ) -> AgentResult:
-        """Run ``event`` now, in this task, under ``parent``'s worker slot; see the class
-        docstring ("Nested calls")."""
-        handle = new_handle(event, timeout, limits)
-        if parent.depth >= self._max_depth:
-            raise NestingTooDeep(self._max_depth)
-        await trio.lowlevel.checkpoint_if_cancelled()
-        if self._state > _CLOSING:  # a parent still running after the exit (it never is)
-            self._refused += 1
-            raise RunnerClosed("the runner is closed")
-        self._accepted += 1
-        hooks = self._hooks
-        if hooks.on_accept:
-            hooks.run_after(hooks.on_accept, "on_accept", event)
-        await self._run_event(handle, parent)
-        result = handle._result
-        assert result is not None
-        return result
-
-    async def _run_event(
-        self, handle: EventHandle, parent: Context | None = None, here: bool = False
-    ) -> None:
-        """Run one event under its timeout scope; always resolve it and free its slots.
-
-        ``parent``: the context of the agent making this nested call (None for an event
-        a worker took from the queue); its worker slot is shared, not taken or freed,
-        its usage meter is this event's meter's parent, and its progress sink (the
-        current one) is this event's too. ``here``: a `call` run in its caller's task
-        (`_enter_here`): the caller's cancellation is the event's, and the caller's
-        progress sink is not the event's.
-        """
-        event = handle.event
-        result: AgentResult | None = None
-        timeout = handle.timeout
-        agent = self._agents.get(event.type)
-        own = agent if isinstance(agent, Agent) else None
-        if timeout is None:
-            timeout = self._event_timeout if own is None or own.timeout is None else own.timeout
-        limits = self._limits
-        if handle.limits is not None or (own is not None and own.limits is not None):
-            limits = tightest(limits, None if own is None else own.limits, handle.limits)
-        meter = UsageMeter(limits, self._prices, None if parent is None else parent._meter)
-        services = self.services
-        ctx = Context(
-            event,
-            llm=services.llm,
-            tools=services.tools,
-            mcp=services.mcp,
-            metrics=services.metrics,
-            runner=self,
-            hooks=services.hooks,
-            limiter=self._workers,
-            slot=handle if parent is None else parent._slot,
-            depth=0 if parent is None else parent.depth + 1,
-            meter=meter,
-        )
-        token = _current.set(ctx)  # also where model calls find the meter
-        traced = None if _tracing.active is None else _tracing.active.running(handle, parent)
-        sink_token = None
-        if parent is None:
-            self._running += 1
-            outer = current_sink() if here else self._outer_sink
-            if handle._sink is not outer:  # a queued event streams to its own
-                sink_token = enter_sink(handle._sink)
-        hooks = self._hooks
-        plain = (  # no hook, session or unknown type: the agent is awaited right here
-            agent is not None
-            and not (hooks.before_event or hooks.before_agent or hooks.after_agent)
-            and not hooks.on_error
-            and (services.sessions is None or event.metadata.get("session_id") is None)
-        )
-        try:
-            with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
-                handle._scope = scope
-                if handle._cancelled_by is not None:
-                    scope.cancel()
-                if plain:  # `_handle`'s common case, inlined: one frame less while waiting
-                    assert agent is not None
-                    name = ctx.agent = agent.name
-                    try:
-                        value = await agent(ctx, event)
-                    except BaseException as exc:
-                        if passes_through(exc):
-                            raise
-                        result = failure(exc, name, event.id)
-                    else:
-                        if type(value) is AgentResult:
-                            result = value
-                        else:
-                            result = AgentResult(Outcome.SUCCEEDED, value, None, event.id, name)
-                else:
-                    result = await self._handle(ctx, agent, event)
-            if result is None:
-                if handle._cancelled_by is not None:
-                    result = AgentResult(Outcome.CANCELLED, None, handle._cancelled_by)
-                else:
-                    msg = f"event {event.id} ran past its timeout of {timeout:g}s"
-                    result = AgentResult(Outcome.TIMED_OUT, None, ErrorInfo("Timeout", msg))
-        except BaseException as exc:
-            result = escaped(exc, parent is not None or here)
-            if reraise(exc):
-                raise
-        finally:
-            _current.reset(token)
-            if traced is not None:
-                _tracing.detach(traced)
-            if sink_token is not None:
-                exit_sink(sink_token)
-            if parent is None:
-                self._running -= 1
-                if handle._slot_held:
-                    handle._slot_held = False
-                    self._workers.release_on_behalf_of(handle)
-            assert result is not None
-            if meter.requests or meter.exceeded is not None:
-                result = settle(result, event.id, ctx.agent, meter)
-                observe = getattr(services.metrics, "observe_usage", None)
-                if observe is not None:  # the metrics count each event's own calls
-                    spent = meter.own_usage()
-                    if spent is not None:
-                        observe(ctx.agent or event.type, spent)
-            elif result.event_id != event.id:
-                result = stamp(result, event.id, ctx.agent)
-            self._finish(handle, result, parent is None)
-
-    async def _handle(self, ctx: Context, agent: _AgentLike | None, event: Event) -> AgentResult:
-        hooks = self._hooks
-        if hooks.before_event:
-            failure_ = hooks.run_before(hooks.before_event, "before_event", event)
-            if failure_ is not None:
-                return AgentResult(Outcome.FAILED, None, ErrorInfo.from_exception(failure_))
-        if agent is None:
-            error = UnknownAgent(event.type, list(self._agents))
-            return AgentResult(Outcome.FAILED, None, ErrorInfo.from_exception(error))
-        sessions = self.services.sessions
-        if sessions is not None:
-            session_id = event.metadata.get("session_id")
-            if session_id is not None:
-                return await run_in_session(sessions, session_id, ctx, agent, event)
-        if hooks.before_agent or hooks.after_agent or hooks.on_error:
-            return await invoke(ctx, agent, event)
-        # No agent hooks: one result object per event (`_run_event` inlines this case).
-        name = ctx.agent = agent.name
-        try:
-            value = await agent(ctx, event)
-        except BaseException as exc:
-            if passes_through(exc):
-                raise
-            return failure(exc, name, event.id)
-        if type(value) is AgentResult:
-            return value
-        return AgentResult(Outcome.SUCCEEDED, value, None, event.id, name)
 
     def _cancel_leftovers(self) -> None:
         """After the nursery is gone: end whatever is still queued as ``cancelled``."""
