@@ -15,7 +15,7 @@ import trio
 
 from ._outcome import CALLER_CANCELLED
 from .agents import _timeout_seconds
-from .events import AgentResult, Event, Outcome
+from .events import AgentResult, ErrorInfo, Event, Outcome
 from .progress import (
     FinalResult,
     ProgressItem,
@@ -44,7 +44,7 @@ class EventHandle:
     """
 
     __slots__ = (
-        "_cancel_requested",
+        "_cancelled_by",
         "_done",
         "_items",
         "_result",
@@ -69,7 +69,7 @@ class EventHandle:
         self._waiter: trio.lowlevel.Task | None = None  # the first task waiting for the end
         self._done: trio.Event | None = None  # made only if a second task waits as well
         self._scope: trio.CancelScope | None = None
-        self._cancel_requested = False
+        self._cancelled_by: ErrorInfo | None = None  # why a cancel was asked for, if one was
         self._slot_held = False  # a worker slot is held on behalf of this handle
 
     @property
@@ -130,13 +130,18 @@ class EventHandle:
 
     def cancel(self) -> None:
         """Ask for the event to end ``cancelled``; does nothing once it has ended."""
-        if self._result is not None or self._cancel_requested:
+        self._stop(CALLER_CANCELLED)
+
+    def _stop(self, why: ErrorInfo) -> None:
+        """`cancel`, the result's error saying ``why`` (the caller, or the runner's
+        shutdown of an event run in its caller's task)."""
+        if self._result is not None or self._cancelled_by is not None:
             return
-        self._cancel_requested = True
+        self._cancelled_by = why
         if self._scope is not None:
             self._scope.cancel()
         else:  # still queued: resolve now; the dispatcher skips it later
-            self._resolve(AgentResult(Outcome.CANCELLED, None, CALLER_CANCELLED, self.event.id))
+            self._resolve(AgentResult(Outcome.CANCELLED, None, why, self.event.id))
 
     def _resolve(self, result: AgentResult) -> bool:
         if self._result is not None:

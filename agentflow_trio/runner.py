@@ -16,28 +16,20 @@ from typing import TYPE_CHECKING, Final, Unpack, final
 import attrs
 import trio
 
-from ._handle import CALLER_CANCELLED, EventHandle, ItemStream, new_handle, open_item_stream
-from ._outcome import SHUTDOWN_CANCELLED, escaped, failure, passes_through, reraise, settle, stamp
+from ._event_run import CLOSED, CLOSING, NEW, OPEN, EventRuns
+from ._handle import EventHandle, ItemStream, new_handle, open_item_stream
+from ._outcome import SHUTDOWN_CANCELLED
 from ._owner import NurseryOwner
-from .agents import (
-    Agent,
-    AgentFunction,
-    Context,
-    Hooks,
-    _AgentLike,
-    _current,
-    as_agent,
-    invoke,
-)
+from .agents import AgentFunction, Hooks, _AgentLike, _current, as_agent
 from .config import Config
-from .errors import NestingTooDeep, QueueFull, RunnerClosed, UnknownAgent
-from .events import AgentResult, ErrorInfo, Event, Outcome
+from .errors import QueueFull, RunnerClosed
+from .events import AgentResult, Event, Outcome
 from .observability import tracing as _tracing
 from .observability.runtime import AUTO_GC_EVENTS, MemoryGuard, apply_gc_settings, auto_gc_settings
-from .progress import ProgressSink, current_sink, enter_sink, exit_sink
-from .services import ServiceKeywords, Services, run_in_session
+from .progress import ProgressSink, current_sink
+from .services import ServiceKeywords, Services
 from .state import SessionBackend
-from .usage import UsageLimits, UsageMeter, tightest
+from .usage import UsageLimits
 
 if TYPE_CHECKING:
     from .llm import LLMClient, Provider
@@ -48,8 +40,6 @@ if TYPE_CHECKING:
 __all__ = ["EventHandle", "Runner", "RunnerStatistics"]
 
 _log = logging.getLogger("agentflow_trio.runner")
-
-_NEW, _OPEN, _CLOSING, _CLOSED = range(4)
 
 
 @attrs.frozen(slots=True)
@@ -81,7 +71,7 @@ class RunnerStatistics:
 
 
 @final
-class Runner(NurseryOwner):
+class Runner(NurseryOwner, EventRuns):
     """Runs agents on events with bounded concurrency; nothing it starts outlives it.
 
     ``async with Runner(config, agents={"type": agent}, services=Services(...)) as runner``
@@ -175,7 +165,13 @@ class Runner(NurseryOwner):
         self._prices = self.config.llm.prices
         self._workers = trio.CapacityLimiter(rc.worker_pool_size)
         self._send, self._receive = trio.open_memory_channel[EventHandle](rc.event_buffer_size)
-        self._state = _NEW
+        self._buffered = rc.event_buffer_size > 0  # else every worker is started at once
+        self._started = 0  # worker tasks started (at most worker_pool_size; see _worker)
+        self._free = 0  # started workers holding no event (starting, or waiting in receive)
+        self._unclaimed = 0  # queued handles no worker has received yet
+        self._here: set[EventHandle] = set()  # events run in their caller's task (call)
+        self._here_left: trio.Event | None = None  # set when the last of them ends, closing
+        self._state = NEW
         self._room = trio.lowlevel.ParkingLot()  # emitters waiting for admission/queue room
         self._drained = trio.Event()
         self._in_flight = 0
@@ -224,13 +220,25 @@ class Runner(NurseryOwner):
 
     # ----------------------------------------------------------------- lifecycle
     async def _open(self) -> None:
-        """Enter: the nursery, what the config asks for in it, then the worker tasks."""
+        """Enter: the nursery and what the config asks for in it. Worker tasks start as
+        queued events need them (`_try_accept`), all at once for an unbuffered queue (a
+        rendezvous needs a worker waiting in ``receive``)."""
         nursery = await self._open_nursery()
         self._outer_sink = current_sink()  # what the workers inherit (None, unless streamed)
         await self._start_runtime(nursery)
-        self._state = _OPEN
-        for _ in range(int(self._workers.total_tokens)):
-            nursery.start_soon(self._worker)
+        self._state = OPEN
+        if not self._buffered:
+            while self._started < self._workers.total_tokens:
+                self._start_worker()
+
+    def _start_worker(self) -> None:
+        """Start one more worker task in the runner's nursery (counted free until it
+        receives an event)."""
+        nursery = self._owner_nursery
+        assert nursery is not None
+        self._started += 1
+        self._free += 1
+        nursery.start_soon(self._worker)
 
     async def _start_runtime(self, nursery: trio.Nursery) -> None:
         """What ``[runtime]`` and ``[monitoring]`` ask for, owned by this runner."""
@@ -253,19 +261,33 @@ class Runner(NurseryOwner):
     async def _closing(self, error: BaseException | None) -> None:
         """Leave, first step: refuse new events; drain for ``drain_timeout`` unless the
         body raised. The nursery is cancelled next (`NurseryOwner`)."""
-        self._state = _CLOSING
+        self._state = CLOSING
         self._send.close()
         self._room.unpark_all()  # waiting emitters see the state and raise RunnerClosed
         if self._in_flight == 0:
             self._drained.set()
-        if error is None:
-            with trio.move_on_after(self._drain_timeout):
-                await self._drained.wait()
+        try:
+            if error is None:
+                with trio.move_on_after(self._drain_timeout):
+                    await self._drained.wait()
+        finally:
+            await self._stop_here()
+
+    async def _stop_here(self) -> None:
+        """Cancel the events still running in their callers' tasks (`call`) and wait for
+        them to end, as the nursery's cancellation ends those the workers run."""
+        if not self._here:
+            return
+        self._here_left = trio.Event()
+        for handle in self._here:
+            handle._stop(SHUTDOWN_CANCELLED)
+        with trio.CancelScope(shield=True):
+            await self._here_left.wait()
 
     def _closed(self) -> None:
         """Leave, last step (every task has ended): settle leftovers, undo GC settings."""
         self._cancel_leftovers()
-        self._state = _CLOSED
+        self._state = CLOSED
         if self._gc_undo is not None:
             self._gc_undo()
 
@@ -291,7 +313,7 @@ class Runner(NurseryOwner):
         handle = self._new_handle(event, timeout, limits, stream)
         if not self._try_accept(handle):
             self._refused += 1
-            if self._state != _OPEN:
+            if self._state != OPEN:
                 raise RunnerClosed("the runner is not accepting events")
             if self._in_flight >= self._max_in_flight:
                 raise QueueFull(f"{self._in_flight} events in flight (max_concurrent_events)")
@@ -333,7 +355,7 @@ class Runner(NurseryOwner):
         """Queue ``handle``, waiting for room; cancellable only until it is queued."""
         await trio.lowlevel.checkpoint_if_cancelled()
         while not self._try_accept(handle):
-            if self._state != _OPEN:
+            if self._state != OPEN:
                 self._refused += 1
                 raise RunnerClosed("the runner is not accepting events")
             await self._room.park()
@@ -343,6 +365,10 @@ class Runner(NurseryOwner):
     ) -> AgentResult:
         """Emit ``event`` and wait for its result; cancelling the caller cancels the event.
 
+        When a worker slot is free and no accepted event waits to start, the event runs
+        in the calling task (as a worker would run it: same slot, bounds, timeout, hooks
+        and outcomes; the runner's shutdown still cancels it and waits for it), which
+        saves a task and a wait per event; otherwise it queues for a worker as `emit`.
         From inside an agent of this runner the event runs at once under the agent's
         worker slot instead of queueing (see "Nested calls" in the class docstring), and
         its progress items go to its parent's caller, if one streams.
@@ -356,6 +382,18 @@ class Runner(NurseryOwner):
             nested: AgentResult = await self._call_nested(parent, event, timeout, limits)
             return nested
         handle = self._new_handle(event, timeout, limits, False)
+        if self._runs_here():  # in this task (`_enter_here`), awaited here: one frame less
+            # As `_accept`: a cancelled caller's event is not accepted. This yields only to
+            # raise, so the room `_runs_here` saw is still there.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            self._enter_here(handle)
+            try:
+                await self._run_event(handle, None, True)
+            finally:
+                self._left_here(handle)
+            result = handle._result
+            assert result is not None
+            return result
         await self._accept(handle)  # as `emit`, less its schedule point: result() is one
         try:
             return await handle.result()
@@ -400,7 +438,7 @@ class Runner(NurseryOwner):
             hook_failures=self._hooks.failures,
             max_concurrent_events=self._max_in_flight,
             worker_pool_size=int(self._workers.total_tokens),
-            closed=self._state >= _CLOSING,
+            closed=self._state >= CLOSING,
             usage_limit_exceeded=o[Outcome.USAGE_LIMIT_EXCEEDED],
         )
 
@@ -428,12 +466,20 @@ class Runner(NurseryOwner):
 
         Queueing happens only here, synchronously, so acceptance order is queue order.
         """
-        if self._state != _OPEN or self._in_flight >= self._max_in_flight:
+        if self._state != OPEN or self._in_flight >= self._max_in_flight:
             return False
         try:
             self._send.send_nowait(handle)
         except trio.WouldBlock:
             return False
+        self._unclaimed += 1
+        if self._unclaimed > self._free and self._started < self._workers.total_tokens:
+            self._start_worker()  # every queued event has a worker coming for it
+        self._admitted(handle)
+        return True
+
+    def _admitted(self, handle: EventHandle) -> None:
+        """Count an accepted event in flight; tracing and the ``on_accept`` hooks."""
         self._in_flight += 1
         self._accepted += 1
         if _tracing.active is not None:
@@ -443,13 +489,12 @@ class Runner(NurseryOwner):
         hooks = self._hooks
         if hooks.on_accept:
             hooks.run_after(hooks.on_accept, "on_accept", handle.event)
-        return True
 
     def _release_slot(self) -> None:
         self._in_flight -= 1
         if self._room:
             self._room.unpark()
-        if self._in_flight == 0 and self._state >= _CLOSING:
+        if self._in_flight == 0 and self._state >= CLOSING:
             self._drained.set()
 
     def _finish(self, handle: EventHandle, result: AgentResult, admitted: bool = True) -> None:
@@ -471,10 +516,13 @@ class Runner(NurseryOwner):
             self._release_slot()
 
     async def _worker(self) -> None:
-        """One of ``worker_pool_size`` long-lived tasks: take events in queue order, run each.
+        """One of at most ``worker_pool_size`` long-lived tasks: take events in queue order,
+        run each.
 
         Reusing tasks instead of spawning one per event halves the scheduler work per event;
         the CapacityLimiter still bounds running agents (workflow children take slots too).
+        Started as queued events need them (`_try_accept`), not all when the runner opens:
+        an idle worker is memory, and a `call` runs its event in its own task.
         """
         workers = self._workers
         receive = self._receive
@@ -488,150 +536,57 @@ class Runner(NurseryOwner):
                     handle = await receive.receive()
                 except trio.EndOfChannel:
                     return
+                self._free -= 1
+                self._unclaimed -= 1
                 if room:  # a buffered queue has room again
                     room.unpark()
                 if handle._result is not None:  # cancelled while queued
                     self._finish(handle, handle._result)
-                    continue
-                try:
-                    workers.acquire_on_behalf_of_nowait(handle)
-                except trio.WouldBlock:
-                    await workers.acquire_on_behalf_of(handle)
-                handle._slot_held = True
-                h, handle = handle, None
-                await self._run_event(h)
+                else:
+                    try:
+                        workers.acquire_on_behalf_of_nowait(handle)
+                    except trio.WouldBlock:
+                        await workers.acquire_on_behalf_of(handle)
+                    handle._slot_held = True
+                    await self._run_event(handle)  # always resolves it
+                handle = None  # not kept while waiting for the next one
+                self._free += 1
         finally:
             if handle is not None and handle._result is None:  # shut down while waiting
                 res = AgentResult(Outcome.CANCELLED, None, SHUTDOWN_CANCELLED, handle.event.id)
                 self._finish(handle, res)
 
-    async def _call_nested(
-        self, parent: Context, event: Event, timeout: float | None, limits: UsageLimits | None
-    ) -> AgentResult:
-        """Run ``event`` now, in this task, under ``parent``'s worker slot; see the class
-        docstring ("Nested calls")."""
-        handle = new_handle(event, timeout, limits)
-        if parent.depth >= self._max_depth:
-            raise NestingTooDeep(self._max_depth)
-        await trio.lowlevel.checkpoint_if_cancelled()
-        if self._state > _CLOSING:  # a parent still running after the exit (it never is)
-            self._refused += 1
-            raise RunnerClosed("the runner is closed")
-        self._accepted += 1
-        hooks = self._hooks
-        if hooks.on_accept:
-            hooks.run_after(hooks.on_accept, "on_accept", event)
-        await self._run_event(handle, parent)
-        result = handle._result
-        assert result is not None
-        return result
-
-    async def _run_event(self, handle: EventHandle, parent: Context | None = None) -> None:
-        """Run one event under its timeout scope; always resolve it and free its slots.
-
-        ``parent``: the context of the agent making this nested call (None for an event
-        a worker took from the queue); its worker slot is shared, not taken or freed,
-        its usage meter is this event's meter's parent, and its progress sink (the
-        current one) is this event's too.
-        """
-        event = handle.event
-        result: AgentResult | None = None
-        timeout = handle.timeout
-        agent = self._agents.get(event.type)
-        own = agent if isinstance(agent, Agent) else None
-        if timeout is None:
-            timeout = self._event_timeout if own is None or own.timeout is None else own.timeout
-        limits = self._limits
-        if handle.limits is not None or (own is not None and own.limits is not None):
-            limits = tightest(limits, None if own is None else own.limits, handle.limits)
-        meter = UsageMeter(limits, self._prices, None if parent is None else parent._meter)
-        services = self.services
-        ctx = Context(
-            event,
-            llm=services.llm,
-            tools=services.tools,
-            mcp=services.mcp,
-            metrics=services.metrics,
-            runner=self,
-            hooks=services.hooks,
-            limiter=self._workers,
-            slot=handle if parent is None else parent._slot,
-            depth=0 if parent is None else parent.depth + 1,
-            meter=meter,
+    def _runs_here(self) -> bool:
+        """Whether a `call` may run its event in the caller's task: open, with room, a
+        worker slot free and no accepted event still waiting to start (so queue order
+        holds)."""
+        return (
+            self._state == OPEN
+            and self._in_flight < self._max_in_flight
+            and self._in_flight == self._running
+            and self._workers.available_tokens >= 1
         )
-        token = _current.set(ctx)  # also where model calls find the meter
-        traced = None if _tracing.active is None else _tracing.active.running(handle, parent)
-        sink_token = None
-        if parent is None:
-            self._running += 1
-            if handle._sink is not self._outer_sink:  # a queued event streams to its own
-                sink_token = enter_sink(handle._sink)
-        try:
-            with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
-                handle._scope = scope
-                if handle._cancel_requested:
-                    scope.cancel()
-                result = await self._handle(ctx, agent, event)
-            if result is None:
-                if handle._cancel_requested:
-                    result = AgentResult(Outcome.CANCELLED, None, CALLER_CANCELLED)
-                else:
-                    msg = f"event {event.id} ran past its timeout of {timeout:g}s"
-                    result = AgentResult(Outcome.TIMED_OUT, None, ErrorInfo("Timeout", msg))
-        except BaseException as exc:
-            result = escaped(exc, parent is not None)
-            if reraise(exc):
-                raise
-        finally:
-            _current.reset(token)
-            if traced is not None:
-                _tracing.detach(traced)
-            if sink_token is not None:
-                exit_sink(sink_token)
-            if parent is None:
-                self._running -= 1
-                if handle._slot_held:
-                    handle._slot_held = False
-                    self._workers.release_on_behalf_of(handle)
-            assert result is not None
-            if meter.requests or meter.exceeded is not None:
-                result = settle(result, event.id, ctx.agent, meter)
-                observe = getattr(services.metrics, "observe_usage", None)
-                if observe is not None:  # the metrics count each event's own calls
-                    spent = meter.own_usage()
-                    if spent is not None:
-                        observe(ctx.agent or event.type, spent)
-            elif result.event_id != event.id:
-                result = stamp(result, event.id, ctx.agent)
-            self._finish(handle, result, parent is None)
 
-    async def _handle(self, ctx: Context, agent: _AgentLike | None, event: Event) -> AgentResult:
-        hooks = self._hooks
-        if hooks.before_event:
-            failure_ = hooks.run_before(hooks.before_event, "before_event", event)
-            if failure_ is not None:
-                return AgentResult(Outcome.FAILED, None, ErrorInfo.from_exception(failure_))
-        if agent is None:
-            error = UnknownAgent(event.type, list(self._agents))
-            return AgentResult(Outcome.FAILED, None, ErrorInfo.from_exception(error))
-        sessions = self.services.sessions
-        if sessions is not None:
-            session_id = event.metadata.get("session_id")
-            if session_id is not None:
-                return await run_in_session(sessions, session_id, ctx, agent, event)
-        if hooks.before_agent or hooks.after_agent or hooks.on_error:
-            return await invoke(ctx, agent, event)
-        # The common case, inlined: no agent hooks, one result object per event.
-        name = ctx.agent = agent.name
-        try:
-            value = await agent(ctx, event)
-        except BaseException as exc:
-            if passes_through(exc):
-                raise
-            return failure(exc, name, event.id)
-        if type(value) is AgentResult:
-            return value
-        return AgentResult(Outcome.SUCCEEDED, value, None, event.id, name)
+    def _enter_here(self, handle: EventHandle) -> None:
+        """Accept a `call`'s event to run in the caller's task, under a worker slot, as a
+        worker would: no task, no queue and no wait for a result per event, which is most
+        of the memory an event waiting on its model holds.
+
+        Everything else is as if queued: it counts in flight and running, runs the hooks,
+        ends exactly once; cancelling the caller cancels it (``cancelled``, then the
+        ``Cancelled`` goes on); the runner's shutdown cancels it and waits for it to end
+        (`_stop_here`). `_left_here` when its run has ended.
+        """
+        self._admitted(handle)
+        self._workers.acquire_on_behalf_of_nowait(handle)
+        handle._slot_held = True
+        self._here.add(handle)
+
+    def _left_here(self, handle: EventHandle) -> None:
+        here = self._here
+        here.discard(handle)
+        if not here and self._here_left is not None:
+            self._here_left.set()
 
     def _cancel_leftovers(self) -> None:
         """After the nursery is gone: end whatever is still queued as ``cancelled``."""

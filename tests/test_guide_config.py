@@ -260,6 +260,7 @@ async def test_connection_pooling_off_is_a_fresh_connection_per_request(
                 }
             )
             async with open_provider(config) as provider:
+                await trio.testing.wait_all_tasks_blocked()  # the mock accepts what was opened
                 assert mock.stats().connections == warmed  # none warmed up without pooling
                 for _ in range(3):
                     await provider.complete(ChatRequest((user("x"),)))

@@ -6,6 +6,7 @@ absolute ``trio.fail_after`` so a hang fails instead of stalling the suite.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import socket
 import struct
@@ -17,7 +18,8 @@ import pytest
 import trio
 import trio.testing
 
-from agentflow_trio.llm._lean._socket import RawSocketStream, raw_stream
+from agentflow_trio.llm._lean._socket import RawSocketStream, open_raw_stream, raw_stream
+from agentflow_trio.llm._lean.connection import Connection
 from agentflow_trio.llm._lean.pool import tcp_connector
 from agentflow_trio.llm._lean.url import Origin
 
@@ -197,3 +199,94 @@ async def test_the_connector_uses_the_raw_stream_for_plain_http_only() -> None:
             await stream.send_all(b"ping")
             assert await stream.receive_some() == b"ping"
             await stream.aclose()
+
+
+async def test_a_connection_keeps_no_head_while_idle_and_polls_only_when_asked() -> None:
+    """The memory a waiting connection holds: the last response's head goes at the next
+    `begin`; `readable` polls per call (nothing kept), and is True after the server's EOF
+    and after close."""
+    answer = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok"
+    ready = trio.Event()
+
+    async def serve_once(stream: trio.SocketStream) -> None:
+        await stream.receive_some()
+        await stream.send_all(answer)
+        await ready.wait()  # the client has checked the idle connection
+        await stream.aclose()
+
+    with trio.fail_after(10):
+        async with _server(serve_once) as port:
+            stream = await _connect(port)
+            conn = Connection(stream, opened_at=0.0, expires_at=1e9, tls=False)
+            conn.begin()
+            await conn.send(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            await conn.receive_head()
+            assert await conn.receive_all() == b"ok"
+            assert conn.headers and conn.reason == b"OK" and conn.content_type == b"text/plain"
+            assert not conn.readable()
+            conn.begin()  # the next exchange: nothing of the last head is kept
+            assert (conn.headers, conn.reason, conn.content_type) == ([], b"", None)
+            ready.set()
+            await trio.lowlevel.wait_readable(stream.socket)  # the server's EOF arrives
+            assert conn.readable()
+            await conn.aclose()
+            assert conn.readable()  # closed: never carries a request
+
+
+async def test_open_raw_stream_connects_an_ip_address_directly_with_trios_options(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_open_tcp_stream(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an IP address needs no resolution or happy eyeballs")
+
+    with trio.fail_after(10):
+        async with _server(_echo) as port:
+            monkeypatch.setattr(trio, "open_tcp_stream", no_open_tcp_stream)
+            stream = await open_raw_stream("127.0.0.1", port)
+            monkeypatch.undo()
+            raw = stream.socket
+            assert raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            assert raw.getpeername() == ("127.0.0.1", port)
+            await stream.send_all(b"ping")
+            assert await stream.receive_some() == b"ping"
+            await stream.aclose()
+            by_name = await open_raw_stream("localhost", port)  # trio resolves a name
+            await by_name.send_all(b"pong")
+            assert await by_name.receive_some() == b"pong"
+            await by_name.aclose()
+
+
+async def test_open_raw_stream_refused_says_so_as_trio_does() -> None:
+    with socket.socket() as holder:  # a port nobody listens on
+        holder.bind(("127.0.0.1", 0))
+        port = holder.getsockname()[1]
+        with trio.fail_after(10), pytest.raises(OSError) as info:
+            await open_raw_stream("127.0.0.1", port)
+    assert str(info.value) == f"all attempts to connect to 127.0.0.1:{port} failed"
+    cause = info.value.__cause__
+    assert isinstance(cause, OSError) and cause.errno == errno.ECONNREFUSED
+    assert f"Error connecting to ('127.0.0.1', {port})" in str(cause)
+
+
+async def test_open_raw_stream_opens_nothing_for_a_cancelled_caller() -> None:
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await open_raw_stream("127.0.0.1", 9)
+    assert scope.cancelled_caught
+
+
+async def test_receive_nowait_reads_what_arrived_without_waiting() -> None:
+    with trio.fail_after(10):
+        async with _server(_echo) as port:
+            stream = await _connect(port)
+            assert stream.receive_nowait(10) is None  # nothing yet: None, no wait
+            await stream.send_all(b"abc")
+            await trio.lowlevel.wait_readable(stream.socket)
+            assert stream.receive_nowait(2) == b"ab"
+            assert stream.receive_nowait(10) == b"c"
+            stream.socket.shutdown(socket.SHUT_WR)  # the echo server sees EOF and closes
+            await trio.lowlevel.wait_readable(stream.socket)
+            assert stream.receive_nowait(10) == b""
+            await stream.aclose()
+            with pytest.raises(trio.ClosedResourceError):
+                stream.receive_nowait(10)

@@ -381,7 +381,7 @@ async def test_enable_profiling_starts_the_debug_server_in_the_runner() -> None:
     config = af.Config.from_mapping({"monitoring": {"enable_profiling": True, "profile_port": 0}})
     with trio.fail_after(20):
         async with af.Runner(config, agents=AGENTS) as runner:
-            await runner.call(af.Event("echo"))
+            await (await runner.emit(af.Event("echo"))).result()  # queued: a worker starts
             assert runner.debug_port
             url = f"http://127.0.0.1:{runner.debug_port}/debug/tasks"
             async with httpx2.AsyncClient() as client:

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import select
 from contextlib import suppress
-from typing import Final
+from typing import Final, Protocol
 
 import httptools
 import trio
 
 from .._bodies import BODY_KEY, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_RESPONSE_BYTES, HEADER_KEY
+from ._socket import RawSocketStream
 from .exceptions import ProtocolFailed, ReadFailed, ResponseTooLarge, WriteFailed
 
 __all__ = ["RECEIVE_SIZE", "Connection"]
@@ -36,6 +37,15 @@ __all__ = ["RECEIVE_SIZE", "Connection"]
 RECEIVE_SIZE: Final = 65536
 _TICKET_WAIT: Final = 0.001  # how long a readable idle TLS connection may take to show EOF
 _STREAM_ERRORS: Final = (trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+class _HasFileno(Protocol):
+    """A socket, trio's or the stdlib's: all `Connection.readable` and `Connection.abort`
+    need of it."""
+
+    def fileno(self) -> int: ...
+
+    def close(self) -> None: ...
 
 
 class _Reader:
@@ -76,15 +86,20 @@ class _Reader:
         self.received = self.declared = self.status = 0  # interim 1xx heads count too
         if self.parts:
             self.parts: list[bytes] = []
+        if self.headers:  # the last response's head is not kept while the next one waits
+            self.headers: list[tuple[bytes, bytes]] = []
+            self.reason = b""
+            self.content_type: bytes | None = None
+            self.content_encoding: bytes | None = None
         # The rest of the response's state is set afresh when it begins (_message).
 
     def _message(self) -> None:
         self.status = 0
         self.reason = b""
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.headers = []
         self.parts = []
-        self.content_type: bytes | None = None
-        self.content_encoding: bytes | None = None
+        self.content_type = None
+        self.content_encoding = None
         self.head_done = self.framed = self.interim = False
 
     def on_message_begin(self) -> None:
@@ -144,7 +159,7 @@ class _Reader:
         self.keep_alive = self.parser.should_keep_alive()
 
 
-def _socket_of(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
+def _socket_of(stream: trio.abc.Stream) -> _HasFileno | None:
     inner: object = stream
     for _ in range(4):  # SSLStream -> SocketStream -> socket
         sock = getattr(inner, "socket", None)
@@ -169,8 +184,8 @@ class Connection:
         "_max_body",
         "_max_head",
         "_max_total",
-        "_poll",
         "_reader",
+        "_sock",
         "_stream",
         "expires_at",
         "fresh",
@@ -200,11 +215,7 @@ class Connection:
         self.expires_at = expires_at
         self.requests = 0
         self.fresh = True
-        sock = _socket_of(stream)
-        self._poll: select.poll | None = None
-        if sock is not None:
-            self._poll = select.poll()
-            self._poll.register(sock.fileno(), select.POLLIN)
+        self._sock = _socket_of(stream)  # polled when idle (`readable`)
 
     # -- state --------------------------------------------------------------------------
 
@@ -248,8 +259,19 @@ class Connection:
         """True if the idle socket has something to read: for plain HTTP, the server's
         EOF or bytes nobody asked for (the connection must not carry a request); for TLS,
         possibly only session tickets (see `only_tls_housekeeping`). A stream without a
-        socket (tests) is never readable here."""
-        return self._poll is not None and bool(self._poll.poll(0))
+        socket (tests) is never readable here; a closed one always is.
+
+        A poll object per call, not one kept per connection: this runs once per checkout,
+        and a kept one would cost every connection its memory while it waits."""
+        sock = self._sock
+        if sock is None:
+            return False
+        fd = sock.fileno()
+        if fd < 0:
+            return True
+        poll = select.poll()
+        poll.register(fd, select.POLLIN)
+        return bool(poll.poll(0))
 
     async def only_tls_housekeeping(self) -> bool:
         """For a readable idle TLS connection: True if what was waiting was only TLS
@@ -306,8 +328,24 @@ class Connection:
             ProtocolFailed: malformed framing.
         """
         reader = self._reader
+        stream = self._stream
+        raw = stream if type(stream) is RawSocketStream else None
+        # `_receive` inlined, and for the lean socket its `receive_some` too: two frames
+        # fewer per connection waiting for its answer.
         while not reader.complete:
-            await self._receive()
+            try:
+                if raw is None:
+                    data = await stream.receive_some(RECEIVE_SIZE)
+                else:
+                    await trio.lowlevel.checkpoint()
+                    got = raw.receive_nowait(RECEIVE_SIZE)
+                    while got is None:
+                        await trio.lowlevel.wait_readable(raw.socket)
+                        got = raw.receive_nowait(RECEIVE_SIZE)
+                    data = got
+            except _STREAM_ERRORS as exc:
+                raise ReadFailed(self._lost(f": {exc or type(exc).__name__}")) from exc
+            self._received(data)
         return self._take()
 
     async def receive_part(self) -> bytes | None:
@@ -341,6 +379,10 @@ class Connection:
             data = await self._stream.receive_some(RECEIVE_SIZE)
         except _STREAM_ERRORS as exc:
             raise ReadFailed(self._lost(f": {exc or type(exc).__name__}")) from exc
+        self._received(data)
+
+    def _received(self, data: bytes | bytearray) -> None:
+        """Parse what one read returned (``b""``: the server closed the connection)."""
         reader = self._reader
         if not data:
             if reader.head_done and not reader.framed and not reader.complete:
@@ -409,16 +451,17 @@ class Connection:
     def abortable(self) -> bool:
         """Whether `abort` can wake a task blocked on it (over a socket: not an in-memory
         stream)."""
-        return self._poll is not None  # made exactly when the stream has a socket
+        return self._sock is not None
 
     def abort(self) -> None:
         """Close the socket now, without waiting: a task blocked sending or receiving on
         it wakes with `WriteFailed` or `ReadFailed`. Never reused; `aclose` still runs."""
         self._reader.keep_alive = False
-        sock = _socket_of(self._stream)
-        if sock is not None:
+        sock = self._sock
+        if sock is not None and sock.fileno() != -1:
+            trio.lowlevel.notify_closing(sock)  # wake the waiters first, then close
             with suppress(OSError):
-                sock.close()  # trio's close wakes the waiters first, then closes the descriptor
+                sock.close()
 
     async def aclose(self) -> None:
         """Close at once (no TLS close_notify wait); safe under cancellation, idempotent."""

@@ -34,6 +34,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import ssl
@@ -46,7 +47,7 @@ import trio
 
 from .._bodies import DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_RESPONSE_BYTES, configured_limits
 from .._session import HTTPPoolStatistics
-from ._socket import raw_stream
+from ._socket import open_raw_stream
 from .connection import Connection
 from .exceptions import ConnectFailed, ConnectTimeout, PoolClosed, PoolTimeout
 from .tls import start_tls
@@ -127,10 +128,11 @@ def tcp_connector(origin: Origin, ssl_context: ssl.SSLContext | None) -> Connect
     """A `Connector` for ``origin``: TCP (no Nagle) on a `RawSocketStream`, or TLS with
     ``ssl_context`` for https (on trio's own `SocketStream`)."""
 
+    if not origin.tls:  # the lean socket path (see _socket), awaited with no frame between
+        return functools.partial(open_raw_stream, origin.host, origin.port)
+
     async def connect() -> trio.abc.Stream:
         tcp = await trio.open_tcp_stream(origin.host, origin.port)
-        if not origin.tls:
-            return raw_stream(tcp)  # the lean socket path (see _socket)
         assert ssl_context is not None
         return await start_tls(tcp, origin.host, ssl_context)
 
