@@ -369,6 +369,8 @@ class Runner(NurseryOwner, EventRuns):
         in the calling task (as a worker would run it: same slot, bounds, timeout, hooks
         and outcomes; the runner's shutdown still cancels it and waits for it), which
         saves a task and a wait per event; otherwise it queues for a worker as `emit`.
+        Run in the calling task, the agent shares its context variables, as any awaited
+        function does (the runner's own, such as the current `Context`, are reset).
         From inside an agent of this runner the event runs at once under the agent's
         worker slot instead of queueing (see "Nested calls" in the class docstring), and
         its progress items go to its parent's caller, if one streams.
