@@ -69,13 +69,13 @@ async def in_flight(
     """N callers at the mock's latency: CPU per call and RSS per waiting event (the keys
     ``aiohttp_*`` of ``bench/_anchor_child.py``'s ``_in_flight``)."""
     n = concurrency
-    before = rss_bytes()
-    peak = before
     connector = aiohttp.TCPConnector(limit=0)
     # aiohttp's own default headers off: the same request head as the raw side's
     skip = ("User-Agent", "Accept", "Accept-Encoding")
     async with aiohttp.ClientSession(connector=connector, skip_auto_headers=skip) as session:
         call = _chat(session, url)
+        before = rss_bytes()  # after the imports and the session, as on the other sides
+        peak = before
 
         async def watch() -> None:
             nonlocal peak

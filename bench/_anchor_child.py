@@ -111,8 +111,10 @@ async def _in_flight(args: argparse.Namespace, spec: dict[str, Any], side: str) 
     """N callers at 1 s model latency, one side: CPU per call and RSS per waiting event."""
     n = spec["concurrency"]
     async with AsyncExitStack() as stack:
-        before = rss_bytes()
+        # Measured from after the side's imports and client are set up (as for every side):
+        # what the N waiting events hold, not what a module costs once.
         call = (await _open(stack, side, args.url, n))["in_flight"]
+        before = rss_bytes()
         peak = before
 
         async def watch() -> None:

@@ -22,7 +22,8 @@ CPU is its own and an older tree can be measured beside this one. Scenarios:
   ``tool_loop``'s CPU (nothing quadratic in history length).
 * ``in_flight_2000`` / ``in_flight_10000``: N callers each running one event (one chat call)
   at a time, the mock answering after 1 s; CPU per invocation and RSS per in-flight event
-  (peak RSS while N wait, less RSS before the first call, over N). A third side,
+  (peak RSS while N wait, less RSS once the side is set up, imports and client, before
+  its first call; over N). A third side,
   ``aiohttp`` (``bench/_anchor_aiohttp.py``): the raw chat call on asyncio + aiohttp (one
   shared ``ClientSession``, ``TCPConnector(limit=0)``, orjson both ways), the baseline the
   issue names. Each side in its own child, so one side's freed memory does not hide
