@@ -3,9 +3,12 @@
 A `Connection` carries one request at a time: `begin`, `send`, `receive_head`, then the body
 with `receive_all` (whole) or `receive_part` (as it arrives, for streams). Bodies may be
 framed by Content-Length, chunked, or (without either) end when the server closes.
-Interim ``1xx`` responses are skipped. The connection may carry another request only if
-the last response was read to its end, the server allowed keep-alive (no ``Connection:
-close``, HTTP/1.1) and nothing followed it (`reusable`); the pool checks that.
+Interim ``1xx`` responses are skipped. When `receive_head`'s read brings a burst of body
+too (a stream's first events), the body is kept back and parsed in two steps, its first
+KiB first: the first event is handed out without waiting for all the others to be parsed.
+The connection may carry another request only if the last response was read to its end,
+the server allowed keep-alive (no ``Connection: close``, HTTP/1.1) and nothing followed it
+(`reusable`); the pool checks that.
 
 Sizes are bounded as the bytes arrive, exactly: the head (status line and headers, interim
 heads included) must be complete within ``max_header_bytes``; a declared
@@ -35,6 +38,8 @@ from .exceptions import ProtocolFailed, ReadFailed, ResponseTooLarge, WriteFaile
 __all__ = ["RECEIVE_SIZE", "Connection"]
 
 RECEIVE_SIZE: Final = 65536
+_HOLD_OVER: Final = 2048  # `receive_head` keeps a body back when a read brings more than this
+_FIRST_STEP: Final = 1024  # ... and hands out its first this many bytes on their own
 _TICKET_WAIT: Final = 0.001  # how long a readable idle TLS connection may take to show EOF
 _STREAM_ERRORS: Final = (trio.BrokenResourceError, trio.ClosedResourceError)
 
@@ -181,6 +186,7 @@ class Connection:
     """
 
     __slots__ = (
+        "_held",
         "_max_body",
         "_max_head",
         "_max_total",
@@ -216,6 +222,7 @@ class Connection:
         self.requests = 0
         self.fresh = True
         self._sock = _socket_of(stream)  # polled when idle (`readable`)
+        self._held: list[bytes] | None = None  # body bytes read, not parsed yet (receive_head)
 
     # -- state --------------------------------------------------------------------------
 
@@ -289,6 +296,7 @@ class Connection:
         """Start a new exchange; ``no_body`` for HEAD (the answer has headers only)."""
         self.requests += 1
         self._reader.reset(no_body=no_body)
+        self._held = None
 
     def discard(self) -> None:
         """Never reuse this connection (its answer was refused, e.g. a body too large once
@@ -318,7 +326,33 @@ class Connection:
         """
         reader = self._reader
         while not reader.head_done:
-            await self._receive()
+            try:
+                data = await self._stream.receive_some(RECEIVE_SIZE)
+            except _STREAM_ERRORS as exc:
+                raise ReadFailed(self._lost(f": {exc or type(exc).__name__}")) from exc
+            end = data.find(b"\r\n\r\n") if len(data) > _HOLD_OVER else -1
+            if end < 0:
+                self._received(data)
+                continue
+            # A big first read (a stream's head and a burst of its events): parse the head,
+            # keep the body back, and hand its first bytes out on their own, so the first
+            # event is not held up by the parsing of all the others (time to first chunk).
+            end += 4
+            self._received(data[:end])
+            if reader.head_done and not reader.complete:
+                self._held = [data[end : end + _FIRST_STEP], data[end + _FIRST_STEP :]]
+            else:  # an interim (1xx) head, or a response that has no body
+                self._received(data[end:])
+
+    def _feed_held(self) -> None:
+        """Parse the next piece `receive_head` kept back."""
+        held = self._held
+        assert held
+        piece = held.pop(0)
+        if not held:
+            self._held = None
+        if piece:
+            self._feed_body(piece)
 
     async def receive_all(self) -> bytes:
         """Read the rest of the body and return all of it not yet taken.
@@ -328,6 +362,8 @@ class Connection:
             ProtocolFailed: malformed framing.
         """
         reader = self._reader
+        while self._held:
+            self._feed_held()
         stream = self._stream
         raw = stream if type(stream) is RawSocketStream else None
         # `_receive` inlined, and for the lean socket its `receive_some` too: two frames
@@ -357,14 +393,20 @@ class Connection:
         """
         reader = self._reader
         while not reader.parts:
-            if reader.complete:
+            if self._held:
+                self._feed_held()
+            elif reader.complete:
                 return None
-            await self._receive()
+            else:
+                await self._receive()
         return self._take()
 
     def part_nowait(self) -> bytes | None:
         """The next piece of the body if it has been read already, else None (no I/O)."""
-        return self._take() if self._reader.parts else None
+        reader = self._reader
+        while not reader.parts and self._held:
+            self._feed_held()
+        return self._take() if reader.parts else None
 
     def _take(self) -> bytes:
         reader = self._reader
