@@ -13,7 +13,7 @@ import attrs
 
 from .. import _json
 from ..errors import ToolArgumentError, ToolError, UnknownTool
-from ..llm.types import Message, tool_message
+from ..llm.types import Message
 
 __all__ = ["ToolOutcome", "ToolResult", "cancelled_result", "dumps", "new_call_id"]
 
@@ -60,7 +60,8 @@ class ToolResult:
 
     def to_message(self) -> Message:
         """The ``tool`` message answering call ``call_id`` (for every outcome)."""
-        return tool_message(self.call_id, self.content())
+        text = dumps(self.output if self.outcome == "ok" else {"error": self.error})
+        return Message("tool", text, None, (), self.call_id)  # `tool_message`, inlined
 
     def unwrap(self) -> dict[str, Any]:
         """The output if the call succeeded, else raise.
@@ -97,7 +98,11 @@ def dumps(value: Any) -> str:
     those, and everything else, by the standard library, so the text is as before.
     """
     fast = _json.dumps_plain(value)
-    if fast is not None and b"null" not in fast and _SHORT_EXPONENT.search(fast) is None:
+    if (
+        fast is not None
+        and b"null" not in fast
+        and (b"e-" not in fast or _SHORT_EXPONENT.search(fast) is None)
+    ):
         return fast.decode()
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_default)
 

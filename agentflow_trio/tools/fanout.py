@@ -66,7 +66,7 @@ async def call_many(
         raise ValueError(f"max_parallel must be >= 1 or None, got {max_parallel!r}")
     if on_error not in ("continue", "cancel_siblings"):
         raise ValueError(f"on_error must be 'continue' or 'cancel_siblings', not {on_error!r}")
-    items = [as_call(c) for c in calls]
+    items = [c if type(c) is ToolCall and c.id else as_call(c) for c in calls]
     if not items:
         await trio.lowlevel.checkpoint()
         return []
