@@ -30,6 +30,7 @@ __all__ = [
     "ToolSpec",
     "Usage",
     "assistant",
+    "estimate_input_tokens",
     "estimate_tokens",
     "system",
     "tool_message",
@@ -301,16 +302,45 @@ def estimate_tokens(request: ChatRequest) -> int:
     budgets): 4 characters per token of what the request sends (the messages' text and
     tool-call arguments, the tools' names, descriptions and schemas, the response format),
     plus ``max_tokens`` (what the provider reserves for the answer)."""
+    return estimate_input_tokens(request) + (request.max_tokens or 0)
+
+
+def estimate_input_tokens(request: ChatRequest) -> int:
+    """`estimate_tokens` without ``max_tokens``: what the request sends, in tokens."""
     chars = 0
     for m in request.messages:
-        chars += len(m.content or "")
+        content = m.content
+        if content:
+            chars += len(content)
         for call in m.tool_calls:
             chars += len(call.name) + len(call.raw_arguments or "")
-    for spec in request.tools:
-        chars += len(spec.name) + len(spec.description) + len(_json.dumps(spec.parameters))
+    if request.tools:
+        chars += _tools_chars(request.tools)
     if request.response_format is not None:
         chars += len(_json.dumps(request.response_format))
-    return chars // 4 + 1 + (request.max_tokens or 0)
+    return chars // 4 + 1
+
+
+_TOOL_CHARS: dict[int, tuple[tuple[ToolSpec, ...], int]] = {}
+_TOOL_CHARS_MAX = 256
+"""`_tools_chars` by ``id`` of the specs tuple (the tuple kept, so the id stays its own);
+emptied when full. A registry hands out one tuple while its tools stay the same, so a tool
+loop counts its schemas once, not once per model call."""
+
+
+def _tools_chars(specs: tuple[ToolSpec, ...]) -> int:
+    """The characters ``specs`` add to a request: names, descriptions, encoded schemas (a
+    spec's ``parameters`` must not change once used, as the wires' caches also assume)."""
+    hit = _TOOL_CHARS.get(id(specs))
+    if hit is not None and hit[0] is specs:
+        return hit[1]
+    chars = 0
+    for spec in specs:
+        chars += len(spec.name) + len(spec.description) + len(_json.dumps(spec.parameters))
+    if len(_TOOL_CHARS) >= _TOOL_CHARS_MAX:
+        _TOOL_CHARS.clear()
+    _TOOL_CHARS[id(specs)] = (specs, chars)
+    return chars
 
 
 def _canonical_message(m: Message) -> list[Any]:
