@@ -124,15 +124,23 @@ def _messages(messages: tuple[Message, ...]) -> list[Any]:
     return out
 
 
+_LAST_TOOLS: list[Any] = [(), None]
+"""The last specs tuple `_tools_piece` was given and its fragment: a registry hands out
+one tuple while its tools stay the same, so most calls need no key at all."""
+
+
 def _tools_piece(specs: tuple[ToolSpec, ...]) -> Any:
     """The encoded ``tools`` list of ``specs`` (from or into `_TOOLS`), keyed by the
     specs' names, descriptions and parameter objects, so the registry's fresh tuple of
-    the same tools each event still hits."""
+    the same tools each event still hits; the very tuple of the last call, at once."""
+    last = _LAST_TOOLS
+    if last[0] is specs:
+        return last[1]
     key = tuple((s.name, s.description, id(s.parameters)) for s in specs)
     hit = _TOOLS.entries.get(key)  # the entry keeps its parameter objects, so ids hold
-    if hit is not None:
-        return hit[1]
-    return _TOOLS.put(key, specs, _json.dumps(tools(specs)))
+    piece = hit[1] if hit is not None else _TOOLS.put(key, specs, _json.dumps(tools(specs)))
+    last[0], last[1] = specs, piece
+    return piece
 
 
 def tools(specs: tuple[ToolSpec, ...]) -> list[dict[str, Any]]:
