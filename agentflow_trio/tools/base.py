@@ -398,14 +398,13 @@ class ToolRegistry:
         args: Mapping[str, Any],
         call_id: str,
         parse_error: str | None,
-        start: float,
+        start: float | None,
     ) -> ToolResult | tuple[FunctionTool, dict[str, Any]]:
-        """The tool and its validated arguments, or the error result that answers the call."""
+        """The tool and its validated arguments, or the error result that answers the call
+        (its duration counted from ``start``; None: 0, the clock is not read)."""
         t = self._tools.get(name)
         if t is None:
-            return ToolResult(
-                call_id, name, "error", None, self._unknown(name), trio.current_time() - start
-            )
+            return ToolResult(call_id, name, "error", None, self._unknown(name), _since(start))
         if type(args) is not dict:  # JSON schema "object" means dict (not MappingProxyType)
             args = dict(args)
         error: dict[str, Any] | None
@@ -414,7 +413,7 @@ class ToolRegistry:
         else:
             error = self._validators[name].check(args)
         if error is not None:
-            return ToolResult(call_id, name, "error", None, error, trio.current_time() - start)
+            return ToolResult(call_id, name, "error", None, error, _since(start))
         return t, args
 
     def _call_inline(
@@ -432,16 +431,16 @@ class ToolRegistry:
         counts from when its coroutine starts (not while it waits for a ``max_parallel``
         slot), as `call`'s does.
         """
-        start = trio.current_time()
-        checked = self._check(call.name, call.arguments, call.id, call.parse_error, start)
-        if isinstance(checked, ToolResult):
+        checked = self._check(call.name, call.arguments, call.id, call.parse_error, None)
+        if type(checked) is ToolResult:
             return checked
-        t, args = checked
+        t, args = checked  # type: ignore[misc]
         limit = _smaller(self.default_timeout if timeout is None else timeout, _own_timeout(t))
         if type(t) is not Tool or t._is_async:
             if type(t) is Tool and _tracing.active is None:
                 return t._call_settled(ctx, args, call.id, limit)  # one frame, not three
             return _run(t, ctx, args, call.id, limit, None)
+        start = trio.current_time()
         if _tracing.active is not None:  # an ``execute_tool`` span around the call
             run = functools.partial(t._call_sync, ctx, args, call.id, limit, start)
             return _tracing.active.sync_tool(t.name, call.id, args, run)
@@ -569,6 +568,10 @@ def _timed_out(name: str, call_id: str, timeout: float, duration: float) -> Tool
     message = f"tool {name!r} did not finish within {timeout:g}s"
     error = {"type": "timed_out", "timeout": timeout, "message": message}
     return ToolResult(call_id, name, "timed_out", None, error, duration)
+
+
+def _since(start: float | None) -> float:
+    return 0.0 if start is None else trio.current_time() - start
 
 
 def _own_timeout(t: FunctionTool) -> float | None:
