@@ -64,6 +64,11 @@ def default_messages(event: Event) -> list[Message]:
             raise ValueError(f"messages must be a list of messages, not {kind}")
         if len(messages) > MAX_MESSAGES:
             raise ValueError(f"messages holds {len(messages)} messages; at most {MAX_MESSAGES}")
+        for m in messages:
+            if type(m) is not Message:
+                break
+        else:  # every one a `Message` already (the usual case): a plain copy
+            return list(messages)
         return [
             m if isinstance(m, Message) else message_from_dict(m, i) for i, m in enumerate(messages)
         ]
