@@ -200,21 +200,20 @@ class _FanOut:
         try:
             async with trio.open_nursery() as nursery:
                 self.scope = nursery.cancel_scope
-                await self.start_all(nursery)
+                if self.limiter is None:
+                    # Every call but the first in a task of its own; the first runs in this
+                    # task, inside the nursery (so under its scope, beside the others): one
+                    # spawn fewer, none for a lone asynchronous call.
+                    (first, running), *rest = self.pending
+                    for i, later in rest:
+                        nursery.start_soon(self._call, i, later)
+                    await self._call(first, running)
+                else:
+                    await self.start_limited(nursery, self.limiter)
         except BaseExceptionGroup as group:
             reraise_single(group)
 
-    async def start_all(self, nursery: trio.Nursery) -> None:
-        limiter = self.limiter
-        if limiter is None:
-            # Every call but the first in a task of its own; the first runs in this task,
-            # inside the nursery (so under its scope, beside the others): one spawn fewer,
-            # none for a lone asynchronous call.
-            (first, running), *rest = self.pending
-            for i, later in rest:
-                nursery.start_soon(self._call, i, later)
-            await self._call(first, running)
-            return
+    async def start_limited(self, nursery: trio.Nursery, limiter: trio.CapacityLimiter) -> None:
         # Slots are taken here, in input order, so calls start in input order; each call's
         # task gives its slot back in a finally (release_on_behalf_of its borrower token).
         for n, (i, running) in enumerate(self.pending):
@@ -238,7 +237,8 @@ class _FanOut:
             self.limiter.release_on_behalf_of(borrower)
 
     async def _call(self, i: int, running: Coroutine[Any, Any, ToolResult] | None) -> None:
-        self.started[i] = trio.current_time()
+        if self.cancel_siblings:  # only a sibling's failure leaves a call without a result
+            self.started[i] = trio.current_time()
         if self.sink is not None:
             try:
                 await self._report(i, None)
