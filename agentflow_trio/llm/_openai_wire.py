@@ -155,7 +155,7 @@ def _messages(messages: tuple[Message, ...]) -> Any:
         new = _json.dumps([_message(m) for m in messages[k:head]])[1:-1]
         run = run + b"," + new if k else new
         _PREFIXES.put(messages[:head], run)
-    return _json.fragment(b"[" + run + b"," + _json.dumps(_message(messages[-1])) + b"]")
+    return _json.fragment(b"".join((b"[", run, b",", _json.dumps(_message(messages[-1])), b"]")))
 
 
 _LAST_TOOLS: list[Any] = [(), None]
@@ -259,14 +259,15 @@ def parse_chat(data: Any, deployment: str) -> ChatResponse:
         choice = data["choices"][0]
         message = choice["message"]
         calls = message.get("tool_calls")
-        parsed = (
-            tuple(
-                ToolCall.parse(c["id"], c["function"]["name"], c["function"].get("arguments") or "")
-                for c in calls
+        parsed: tuple[ToolCall, ...] = ()
+        if calls:
+            parse = ToolCall.parse
+            parsed = tuple(
+                [
+                    parse(c["id"], (f := c["function"])["name"], f.get("arguments") or "")
+                    for c in calls
+                ]
             )
-            if calls
-            else ()
-        )
         return ChatResponse(
             message.get("content") or "",
             parsed,
@@ -274,7 +275,8 @@ def parse_chat(data: Any, deployment: str) -> ChatResponse:
             usage(data.get("usage")),
             data.get("model") or "",
             data,
-            refusal=message.get("refusal") or None,
+            "",
+            message.get("refusal") or None,
         )
     except _SHAPE_ERRORS as exc:
         raise shape_error(data, deployment, exc) from exc

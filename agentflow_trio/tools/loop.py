@@ -22,7 +22,6 @@ from ..llm.types import (
     Message,
     ProviderItem,
     ToolCall,
-    assistant,
     user,
 )
 from ..llm.types import system as system_message
@@ -273,7 +272,10 @@ def tool_agent(
             except Exception as exc:
                 return AgentResult.failed(exc, _output("", transcript, results, step))
             calls = _with_ids(response.tool_calls)
-            transcript.append(assistant(response.text or None, calls, response.items))
+            # `assistant(...)`, without its frame
+            transcript.append(
+                Message("assistant", response.text or None, None, calls, None, response.items)
+            )
             if not calls and response.finish_reason == PAUSE_TURN and step < max_steps:
                 paused.append(response.text)  # the model paused its turn: let it go on
                 continue
