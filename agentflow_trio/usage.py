@@ -27,6 +27,7 @@ from typing import Any, Final, Protocol, final
 
 import attrs
 
+from ._frozen import fast_init
 from .errors import ConfigError, UsageLimitExceeded
 
 __all__ = [
@@ -68,6 +69,7 @@ class Price(Protocol):
     def cached_input(self) -> float | None: ...
 
 
+@fast_init
 @attrs.frozen(slots=True)
 class RunUsage:
     """What model calls spent: requests, tokens, cost, and the same by model and by

@@ -1,9 +1,9 @@
 """Provider-neutral values for talking to a model: messages, requests, responses, chunks.
 
 Every class is ``attrs.frozen`` with slots and no validators, so building one on the hot
-path costs a plain ``__init__``. Mappings are treated as read-only; the defaults are shared
-immutable empties. Wire formats (OpenAI, Azure, Ollama JSON) stay out of these classes: the
-adapters translate.
+path costs a plain ``__init__`` (the tool loop's values: `fast_init`'s, cheaper still).
+Mappings are treated as read-only; the defaults are shared immutable empties. Wire
+formats (OpenAI, Azure, Ollama JSON) stay out of these classes: the adapters translate.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 
 from .. import _json
+from .._frozen import fast_init
 
 __all__ = [
     "ChatRequest",
@@ -41,6 +42,7 @@ _EMPTY: Mapping[str, Any] = MappingProxyType({})
 _EMPTY_SCHEMA: Mapping[str, Any] = MappingProxyType({"type": "object", "properties": {}})
 
 
+@fast_init
 @attrs.frozen(slots=True)
 class ToolCall:
     """A call of a tool requested by the model.
@@ -92,6 +94,7 @@ class ProviderItem:
     data: Mapping[str, Any]
 
 
+@fast_init
 @attrs.frozen(slots=True)
 class Message:
     """One chat message. ``content`` is None for an assistant turn made only of tool calls.
@@ -134,6 +137,7 @@ def tool_message(tool_call_id: str, content: str) -> Message:
     return Message("tool", content, None, (), tool_call_id)
 
 
+@fast_init
 @attrs.frozen(slots=True)
 class ToolSpec:
     """A tool the model may call: ``parameters`` is its JSON schema (an object schema)."""
@@ -143,6 +147,7 @@ class ToolSpec:
     parameters: Mapping[str, Any] = _EMPTY_SCHEMA
 
 
+@fast_init
 @attrs.frozen(slots=True)
 class ChatRequest:
     """A chat completion request.
@@ -204,6 +209,7 @@ class ChatRequest:
         ).hexdigest()
 
 
+@fast_init
 @attrs.frozen(slots=True)
 class Usage:
     """Token counts reported by the provider. ``cached_tokens`` is the part of
@@ -219,6 +225,7 @@ class Usage:
     cache_creation_tokens: int = 0
 
 
+@fast_init
 @attrs.frozen(slots=True)
 class ChatResponse:
     """A finished chat completion. ``text`` is "" when the model only called tools.

@@ -12,6 +12,7 @@ from typing import Any, Final, Literal, TypeAlias
 import attrs
 
 from .. import _json
+from .._frozen import fast_init
 from ..errors import ToolArgumentError, ToolError, UnknownTool
 from ..llm.types import Message
 
@@ -29,6 +30,7 @@ def new_call_id() -> str:
     return f"{_CALL_PREFIX}{next(_CALL_COUNTER):x}"
 
 
+@fast_init
 @attrs.frozen(slots=True)
 class ToolResult:
     """The result of one tool call: exactly one per call, even a failed or cancelled one.
