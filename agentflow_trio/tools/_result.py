@@ -100,10 +100,12 @@ def dumps(value: Any) -> str:
     those, and everything else, by the standard library, so the text is as before.
     """
     fast = _json.dumps_plain(value)
+    # ``find``, not ``in``: a bytes ``in`` first tries its operand as an int and pays for
+    # the error (several times the cost of the search itself).
     if (
         fast is not None
-        and b"null" not in fast
-        and (b"e-" not in fast or _SHORT_EXPONENT.search(fast) is None)
+        and fast.find(b"null") < 0
+        and (fast.find(b"e-") < 0 or _SHORT_EXPONENT.search(fast) is None)
     ):
         return fast.decode()
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_default)
