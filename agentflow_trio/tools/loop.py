@@ -14,8 +14,8 @@ from typing import Any, Final
 from ..agents import Agent, Context
 from ..errors import UsageLimitExceeded
 from ..events import AgentResult, ErrorInfo, Event, Outcome
-from ..llm import _metering, collect_stream
-from ..llm.client import LLMClient
+from ..llm import collect_stream
+from ..llm.client import LLMClient, complete_request
 from ..llm.types import (
     ChatRequest,
     ChatResponse,
@@ -260,7 +260,7 @@ def tool_agent(
                 request = ChatRequest(tuple(transcript), None, None, None, specs)
             try:
                 if direct:
-                    response = await _metering.complete(llm.provider, request)
+                    response = await complete_request(llm.provider, request)
                 else:
                     response = await _ask(llm, request)
             except UsageLimitExceeded as exc:
