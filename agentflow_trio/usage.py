@@ -27,6 +27,7 @@ from typing import Any, Final, Protocol, final
 
 import attrs
 
+from ._frozen import fast_init
 from .errors import ConfigError, UsageLimitExceeded
 
 __all__ = [
@@ -68,6 +69,7 @@ class Price(Protocol):
     def cached_input(self) -> float | None: ...
 
 
+@fast_init
 @attrs.frozen(slots=True)
 class RunUsage:
     """What model calls spent: requests, tokens, cost, and the same by model and by
@@ -320,6 +322,21 @@ def _cost_of(
     return (fresh * price.input + cached * cached_price + written + out * price.output) / 1e6
 
 
+def _copy_tally(source: _Tally, target: _Tally) -> None:
+    target.requests, target.input, target.output = source.requests, source.input, source.output
+    target.cached, target.cost, target.unpriced = source.cached, source.cost, source.unpriced
+
+
+def _copy_table(table: dict[str, _Tally] | None) -> dict[str, _Tally] | None:
+    if table is None:
+        return None
+    copies = {}
+    for name, tally in table.items():
+        copies[name] = copy = _Tally()
+        _copy_tally(tally, copy)
+    return copies
+
+
 def _tally(table: dict[str, _Tally], name: str) -> _Tally:
     tally = table.get(name)
     if tally is None:
@@ -342,7 +359,10 @@ class UsageMeter(_Tally):
 
     _by_model: dict[str, _Tally] | None = None
     _by_deployment: dict[str, _Tally] | None = None
-    _own: UsageMeter | None = None  # this event's own calls, nested events' left out
+    _own: UsageMeter | None = None
+    """This event's own calls, nested events' left out: None while no nested meter was
+    made (the meter's own figures are then all its own), a copy of them from the first
+    nested meter on (`_split`), so an event without nested events keeps one tally."""
     exceeded: UsageLimitExceeded | None = None
     """The last limit error raised for a call of this event, if any."""
 
@@ -356,6 +376,16 @@ class UsageMeter(_Tally):
         self.limits = limits
         self.parent = parent
         self._prices = prices
+        if parent is not None and parent._own is None:
+            parent._split()
+
+    def _split(self) -> None:
+        """Start this meter's own tally apart from its figures (a nested meter is being
+        made: its charges will reach this meter's figures, not its own)."""
+        own = self._own = UsageMeter(None, self._prices)
+        _copy_tally(self, own)
+        own._by_model = _copy_table(self._by_model)
+        own._by_deployment = _copy_table(self._by_deployment)
 
     # ------------------------------------------------------------------ checks
     def start_call(self, input_estimate: int) -> None:
@@ -377,7 +407,8 @@ class UsageMeter(_Tally):
         while meter is not None:
             meter.requests += 1
             meter = meter.parent
-        self._own_meter().requests += 1
+        if self._own is not None:
+            self._own.requests += 1
 
     def _check_before(self, limits: UsageLimits, estimate: int, origin: UsageMeter) -> None:
         if limits.max_requests is not None and self.requests + 1 > limits.max_requests:
@@ -430,36 +461,37 @@ class UsageMeter(_Tally):
         """Add one ended call's tokens and cost (its request was counted by `start_call`)
         to this meter and every parent, under ``model`` and ``deployment``; ``created``:
         the input tokens written to the prompt cache (priced at `CACHE_WRITE_FACTOR`)."""
-        price = _price_of(self._prices, model)
-        cost = _cost_of(price, input_tokens, output_tokens, cached, created)
-        figures = (input_tokens, output_tokens, cached, cost)
+        prices = self._prices
+        cost = (
+            _cost_of(_price_of(prices, model), input_tokens, output_tokens, cached, created)
+            if prices
+            else None
+        )
         meter: UsageMeter | None = self
         while meter is not None:
-            meter._add(model, deployment, figures)
+            meter._add(model, deployment, input_tokens, output_tokens, cached, cost)
             meter = meter.parent
-        self._own_meter()._add(model, deployment, figures)
+        if self._own is not None:
+            self._own._add(model, deployment, input_tokens, output_tokens, cached, cost)
 
     def _add(
-        self, model: str, deployment: str, figures: tuple[int, int, int, float | None]
+        self, model: str, deployment: str, inp: int, out: int, cached: int, cost: float | None
     ) -> None:
-        self.add(*figures)
-        if self._by_model is None:
-            self._by_model = {}
-        tally = _tally(self._by_model, model)
+        self.add(inp, out, cached, cost)
+        by_model = self._by_model
+        if by_model is None:
+            by_model = self._by_model = {}
+        tally = by_model.get(model)
+        if tally is None:
+            tally = by_model[model] = _Tally()
         tally.requests += 1
-        tally.add(*figures)
+        tally.add(inp, out, cached, cost)
         if deployment:
             if self._by_deployment is None:
                 self._by_deployment = {}
             tally = _tally(self._by_deployment, deployment)
             tally.requests += 1
-            tally.add(*figures)
-
-    def _own_meter(self) -> UsageMeter:
-        own = self._own
-        if own is None:
-            own = self._own = UsageMeter(None, self._prices)
-        return own
+            tally.add(inp, out, cached, cost)
 
     # ------------------------------------------------------------------ reading
     def snapshot(self) -> RunUsage:
@@ -471,8 +503,8 @@ class UsageMeter(_Tally):
     def own_usage(self) -> RunUsage | None:
         """This event's own calls (its nested events' left out), or None when it made
         none: what the metrics count per agent and model."""
-        own = self._own
-        return own.snapshot() if own is not None and own.requests else None
+        own = self if self._own is None else self._own
+        return own.snapshot() if own.requests else None
 
 
 class _EventContext(Protocol):

@@ -469,10 +469,11 @@ async def test_metrics_count_tokens_and_cost_by_agent_and_model(autojump_clock: 
 
 
 def test_a_request_estimate_leaves_out_the_answers_room() -> None:
-    from agentflow_trio.llm._metering import _input_estimate
+    from agentflow_trio.llm.types import estimate_input_tokens, estimate_tokens
 
     request = ChatRequest((af.user("x" * 40),), max_tokens=1000)
-    assert _input_estimate(request) == 11
+    assert estimate_input_tokens(request) == 11
+    assert estimate_tokens(request) == 1011
 
 
 def test_the_usage_limits_example_runs() -> None:

@@ -31,18 +31,12 @@ from .types import (
     EmbeddingResponse,
     StreamChunk,
     Usage,
-    estimate_tokens,
+    estimate_input_tokens,
 )
 
 __all__ = ["complete", "embed", "stream", "unmetered"]
 
 _CHARS_PER_TOKEN: Final = 4
-
-
-def _input_estimate(request: ChatRequest) -> int:
-    """The request's input tokens as `estimate_tokens` counts them, without the room it
-    reserves for the answer (``max_tokens``)."""
-    return estimate_tokens(request) - (request.max_tokens or 0)
 
 
 def _charge(meter: UsageMeter, request: ChatRequest, usage: Usage, model: str, dep: str) -> None:
@@ -74,13 +68,20 @@ async def complete(provider: Provider, request: ChatRequest) -> ChatResponse:
     meter = current_meter()
     if meter is None:
         return await provider.complete(request)
-    estimate = _input_estimate(request)
+    estimate = estimate_input_tokens(request)
     meter.start_call(estimate)
     response = await provider.complete(request)
     usage = response.usage
     if usage is None:  # nothing reported: charge the estimates
         usage = Usage(estimate, len(response.text) // _CHARS_PER_TOKEN)
-    _charge(meter, request, usage, response.model, response.deployment)
+    meter.charge(
+        response.model or request.model or "",
+        response.deployment,
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        getattr(usage, "cached_tokens", 0),
+        getattr(usage, "cache_creation_tokens", 0),
+    )
     return response
 
 
@@ -130,7 +131,7 @@ async def _metered(
 ) -> AsyncIterator[AsyncIterator[StreamChunk]]:
     estimate = 0
     if meter is not None:
-        estimate = _input_estimate(request)
+        estimate = estimate_input_tokens(request)
         meter.start_call(estimate)
     chunks: _Chunks | None = None
     try:

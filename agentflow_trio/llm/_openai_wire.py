@@ -4,16 +4,19 @@ Pure functions: values to request bodies, response bodies to values. A response 
 not have the expected shape raises `ResponseFormatError` with an excerpt, never a bare
 ``KeyError``; an ``error`` object inside a stream raises `ServerError`.
 
-What does not change between the calls of a tool loop is encoded once (`_Encoded`): the
-``tools`` list of a tuple of `ToolSpec` values and every message but the last of a
-conversation, kept as JSON bytes and copied into later bodies as they are. Messages and
-specs are frozen values; a spec's ``parameters`` mapping must not change after its
-first use (a tool's schema never does). The caches are bounded (`_CACHE_BYTES`).
+What does not change between the calls of a tool loop is encoded once: the ``tools``
+list of a tuple of `ToolSpec` values (`_Encoded`), and the messages of a conversation
+but its last one, as one piece of JSON (`_Prefixes`: the next call of the loop finds the
+longest prefix of its messages sent before, the very same objects, and encodes only what
+follows). Messages and specs are frozen values; a spec's ``parameters`` mapping (and a
+tool call's ``arguments`` given without their text) must not change after its first use
+(a tool's schema never does). The caches are bounded (`_CACHE_BYTES`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from operator import is_
 from typing import Any, Final, Generic, TypeVar
 
 from .. import _json
@@ -84,7 +87,40 @@ class _Encoded(Generic[K, V]):
         return piece
 
 
-_MESSAGES: Final[_Encoded[int, Message]] = _Encoded()
+class _Prefixes:
+    """Encoded runs of messages: ``id(last) -> (messages, JSON of the items, comma-joined,
+    without brackets)``. The messages are kept, so an id stays unique while its entry
+    lives, and a hit is checked element by element by identity; everything is dropped
+    when the encoded bytes pass `_CACHE_BYTES` (a loop's next call encodes again)."""
+
+    __slots__ = ("_size", "entries")
+
+    def __init__(self) -> None:
+        self.entries: dict[int, tuple[tuple[Message, ...], bytes]] = {}
+        self._size = 0
+
+    def longest(self, messages: tuple[Message, ...], end: int) -> tuple[int, bytes]:
+        """The longest run ``messages[:k]`` (``k <= end``) stored: ``k`` and its bytes
+        (``0, b""`` if none)."""
+        entries = self.entries
+        k = end
+        while k:
+            hit = entries.get(id(messages[k - 1]))
+            if hit is not None and len(hit[0]) == k and all(map(is_, hit[0], messages)):
+                return k, hit[1]
+            k -= 1
+        return 0, b""
+
+    def put(self, messages: tuple[Message, ...], encoded: bytes) -> None:
+        """Store ``encoded`` for the run ``messages`` (not empty)."""
+        if self._size + len(encoded) > _CACHE_BYTES:
+            self.entries.clear()
+            self._size = 0
+        self.entries[id(messages[-1])] = (messages, encoded)
+        self._size += len(encoded)
+
+
+_PREFIXES: Final = _Prefixes()
 _TOOLS: Final[_Encoded[tuple[Any, ...], tuple[ToolSpec, ...]]] = _Encoded()
 
 
@@ -106,33 +142,39 @@ def _message(m: Message) -> dict[str, Any]:
     return out
 
 
-def _messages(messages: tuple[Message, ...]) -> list[Any]:
-    """``messages`` for a body: each but the last from (or into) `_MESSAGES`; the last,
-    new in a loop's next call and usually alone in a single call, is encoded afresh."""
-    if len(messages) == 1:
-        return [_message(messages[0])]
-    out: list[Any] = []
-    entries = _MESSAGES.entries
-    for m in messages[:-1]:
-        hit = entries.get(id(m))
-        if hit is not None and hit[0] is m:
-            out.append(hit[1])
-        else:
-            out.append(_MESSAGES.put(id(m), m, _json.dumps(_message(m))))
-    if messages:
-        out.append(_message(messages[-1]))
-    return out
+def _messages(messages: tuple[Message, ...]) -> Any:
+    """``messages`` for a body: all but the last as the longest run found in (and then
+    stored into) `_PREFIXES` plus what follows it, encoded now; the last, new in a loop's
+    next call and usually alone in a single call, encoded afresh; one JSON fragment."""
+    n = len(messages)
+    if n <= 1:
+        return [_message(m) for m in messages]
+    head = n - 1
+    k, run = _PREFIXES.longest(messages, head)
+    if k < head:
+        new = _json.dumps([_message(m) for m in messages[k:head]])[1:-1]
+        run = run + b"," + new if k else new
+        _PREFIXES.put(messages[:head], run)
+    return _json.fragment(b"".join((b"[", run, b",", _json.dumps(_message(messages[-1])), b"]")))
+
+
+_LAST_TOOLS: list[Any] = [(), None]
+"""The last specs tuple `_tools_piece` was given and its fragment: a registry hands out
+one tuple while its tools stay the same, so most calls need no key at all."""
 
 
 def _tools_piece(specs: tuple[ToolSpec, ...]) -> Any:
     """The encoded ``tools`` list of ``specs`` (from or into `_TOOLS`), keyed by the
     specs' names, descriptions and parameter objects, so the registry's fresh tuple of
-    the same tools each event still hits."""
+    the same tools each event still hits; the very tuple of the last call, at once."""
+    last = _LAST_TOOLS
+    if last[0] is specs:
+        return last[1]
     key = tuple((s.name, s.description, id(s.parameters)) for s in specs)
     hit = _TOOLS.entries.get(key)  # the entry keeps its parameter objects, so ids hold
-    if hit is not None:
-        return hit[1]
-    return _TOOLS.put(key, specs, _json.dumps(tools(specs)))
+    piece = hit[1] if hit is not None else _TOOLS.put(key, specs, _json.dumps(tools(specs)))
+    last[0], last[1] = specs, piece
+    return piece
 
 
 def tools(specs: tuple[ToolSpec, ...]) -> list[dict[str, Any]]:
@@ -217,14 +259,15 @@ def parse_chat(data: Any, deployment: str) -> ChatResponse:
         choice = data["choices"][0]
         message = choice["message"]
         calls = message.get("tool_calls")
-        parsed = (
-            tuple(
-                ToolCall.parse(c["id"], c["function"]["name"], c["function"].get("arguments") or "")
-                for c in calls
+        parsed: tuple[ToolCall, ...] = ()
+        if calls:
+            parse = ToolCall.parse
+            parsed = tuple(
+                [
+                    parse(c["id"], (f := c["function"])["name"], f.get("arguments") or "")
+                    for c in calls
+                ]
             )
-            if calls
-            else ()
-        )
         return ChatResponse(
             message.get("content") or "",
             parsed,
@@ -232,7 +275,8 @@ def parse_chat(data: Any, deployment: str) -> ChatResponse:
             usage(data.get("usage")),
             data.get("model") or "",
             data,
-            refusal=message.get("refusal") or None,
+            "",
+            message.get("refusal") or None,
         )
     except _SHAPE_ERRORS as exc:
         raise shape_error(data, deployment, exc) from exc

@@ -38,11 +38,16 @@ from .types import (
     user,
 )
 
-__all__ = ["LLMClient", "Messages"]
+__all__ = ["LLMClient", "Messages", "complete_request"]
 
 T = TypeVar("T")
 
 Messages = ChatRequest | Sequence[Message] | str
+
+complete_request = _metering.complete
+"""``await complete_request(llm.provider, request)``: what `LLMClient.complete` does with a
+ready `ChatRequest` and no ``output_type`` (the event's usage, tracing), without the
+client's frame: for a loop that sends many requests through one client."""
 
 
 @final

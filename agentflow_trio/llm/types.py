@@ -1,9 +1,9 @@
 """Provider-neutral values for talking to a model: messages, requests, responses, chunks.
 
 Every class is ``attrs.frozen`` with slots and no validators, so building one on the hot
-path costs a plain ``__init__``. Mappings are treated as read-only; the defaults are shared
-immutable empties. Wire formats (OpenAI, Azure, Ollama JSON) stay out of these classes: the
-adapters translate.
+path costs a plain ``__init__`` (the tool loop's values: `fast_init`'s, cheaper still).
+Mappings are treated as read-only; the defaults are shared immutable empties. Wire
+formats (OpenAI, Azure, Ollama JSON) stay out of these classes: the adapters translate.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 
 from .. import _json
+from .._frozen import fast_init
 
 __all__ = [
     "ChatRequest",
@@ -30,6 +31,7 @@ __all__ = [
     "ToolSpec",
     "Usage",
     "assistant",
+    "estimate_input_tokens",
     "estimate_tokens",
     "system",
     "tool_message",
@@ -40,6 +42,7 @@ _EMPTY: Mapping[str, Any] = MappingProxyType({})
 _EMPTY_SCHEMA: Mapping[str, Any] = MappingProxyType({"type": "object", "properties": {}})
 
 
+@fast_init
 @attrs.frozen(slots=True)
 class ToolCall:
     """A call of a tool requested by the model.
@@ -91,6 +94,7 @@ class ProviderItem:
     data: Mapping[str, Any]
 
 
+@fast_init
 @attrs.frozen(slots=True)
 class Message:
     """One chat message. ``content`` is None for an assistant turn made only of tool calls.
@@ -133,6 +137,7 @@ def tool_message(tool_call_id: str, content: str) -> Message:
     return Message("tool", content, None, (), tool_call_id)
 
 
+@fast_init
 @attrs.frozen(slots=True)
 class ToolSpec:
     """A tool the model may call: ``parameters`` is its JSON schema (an object schema)."""
@@ -142,6 +147,7 @@ class ToolSpec:
     parameters: Mapping[str, Any] = _EMPTY_SCHEMA
 
 
+@fast_init
 @attrs.frozen(slots=True)
 class ChatRequest:
     """A chat completion request.
@@ -203,6 +209,7 @@ class ChatRequest:
         ).hexdigest()
 
 
+@fast_init
 @attrs.frozen(slots=True)
 class Usage:
     """Token counts reported by the provider. ``cached_tokens`` is the part of
@@ -218,6 +225,7 @@ class Usage:
     cache_creation_tokens: int = 0
 
 
+@fast_init
 @attrs.frozen(slots=True)
 class ChatResponse:
     """A finished chat completion. ``text`` is "" when the model only called tools.
@@ -301,16 +309,45 @@ def estimate_tokens(request: ChatRequest) -> int:
     budgets): 4 characters per token of what the request sends (the messages' text and
     tool-call arguments, the tools' names, descriptions and schemas, the response format),
     plus ``max_tokens`` (what the provider reserves for the answer)."""
+    return estimate_input_tokens(request) + (request.max_tokens or 0)
+
+
+def estimate_input_tokens(request: ChatRequest) -> int:
+    """`estimate_tokens` without ``max_tokens``: what the request sends, in tokens."""
     chars = 0
     for m in request.messages:
-        chars += len(m.content or "")
+        content = m.content
+        if content:
+            chars += len(content)
         for call in m.tool_calls:
             chars += len(call.name) + len(call.raw_arguments or "")
-    for spec in request.tools:
-        chars += len(spec.name) + len(spec.description) + len(_json.dumps(spec.parameters))
+    if request.tools:
+        chars += _tools_chars(request.tools)
     if request.response_format is not None:
         chars += len(_json.dumps(request.response_format))
-    return chars // 4 + 1 + (request.max_tokens or 0)
+    return chars // 4 + 1
+
+
+_TOOL_CHARS: dict[int, tuple[tuple[ToolSpec, ...], int]] = {}
+_TOOL_CHARS_MAX = 256
+"""`_tools_chars` by ``id`` of the specs tuple (the tuple kept, so the id stays its own);
+emptied when full. A registry hands out one tuple while its tools stay the same, so a tool
+loop counts its schemas once, not once per model call."""
+
+
+def _tools_chars(specs: tuple[ToolSpec, ...]) -> int:
+    """The characters ``specs`` add to a request: names, descriptions, encoded schemas (a
+    spec's ``parameters`` must not change once used, as the wires' caches also assume)."""
+    hit = _TOOL_CHARS.get(id(specs))
+    if hit is not None and hit[0] is specs:
+        return hit[1]
+    chars = 0
+    for spec in specs:
+        chars += len(spec.name) + len(spec.description) + len(_json.dumps(spec.parameters))
+    if len(_TOOL_CHARS) >= _TOOL_CHARS_MAX:
+        _TOOL_CHARS.clear()
+    _TOOL_CHARS[id(specs)] = (specs, chars)
+    return chars
 
 
 def _canonical_message(m: Message) -> list[Any]:

@@ -12,8 +12,9 @@ from typing import Any, Final, Literal, TypeAlias
 import attrs
 
 from .. import _json
+from .._frozen import fast_init
 from ..errors import ToolArgumentError, ToolError, UnknownTool
-from ..llm.types import Message, tool_message
+from ..llm.types import Message
 
 __all__ = ["ToolOutcome", "ToolResult", "cancelled_result", "dumps", "new_call_id"]
 
@@ -29,6 +30,7 @@ def new_call_id() -> str:
     return f"{_CALL_PREFIX}{next(_CALL_COUNTER):x}"
 
 
+@fast_init
 @attrs.frozen(slots=True)
 class ToolResult:
     """The result of one tool call: exactly one per call, even a failed or cancelled one.
@@ -60,7 +62,8 @@ class ToolResult:
 
     def to_message(self) -> Message:
         """The ``tool`` message answering call ``call_id`` (for every outcome)."""
-        return tool_message(self.call_id, self.content())
+        text = dumps(self.output if self.outcome == "ok" else {"error": self.error})
+        return Message("tool", text, None, (), self.call_id)  # `tool_message`, inlined
 
     def unwrap(self) -> dict[str, Any]:
         """The output if the call succeeded, else raise.
@@ -97,7 +100,13 @@ def dumps(value: Any) -> str:
     those, and everything else, by the standard library, so the text is as before.
     """
     fast = _json.dumps_plain(value)
-    if fast is not None and b"null" not in fast and _SHORT_EXPONENT.search(fast) is None:
+    # ``find``, not ``in``: a bytes ``in`` first tries its operand as an int and pays for
+    # the error (several times the cost of the search itself).
+    if (
+        fast is not None
+        and fast.find(b"null") < 0
+        and (fast.find(b"e-") < 0 or _SHORT_EXPONENT.search(fast) is None)
+    ):
         return fast.decode()
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_default)
 

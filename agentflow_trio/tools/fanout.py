@@ -66,7 +66,7 @@ async def call_many(
         raise ValueError(f"max_parallel must be >= 1 or None, got {max_parallel!r}")
     if on_error not in ("continue", "cancel_siblings"):
         raise ValueError(f"on_error must be 'continue' or 'cancel_siblings', not {on_error!r}")
-    items = [as_call(c) for c in calls]
+    items = [c if type(c) is ToolCall and c.id else as_call(c) for c in calls]
     if not items:
         await trio.lowlevel.checkpoint()
         return []
@@ -200,21 +200,20 @@ class _FanOut:
         try:
             async with trio.open_nursery() as nursery:
                 self.scope = nursery.cancel_scope
-                await self.start_all(nursery)
+                if self.limiter is None:
+                    # Every call but the first in a task of its own; the first runs in this
+                    # task, inside the nursery (so under its scope, beside the others): one
+                    # spawn fewer, none for a lone asynchronous call.
+                    (first, running), *rest = self.pending
+                    for i, later in rest:
+                        nursery.start_soon(self._call, i, later)
+                    await self._call(first, running)
+                else:
+                    await self.start_limited(nursery, self.limiter)
         except BaseExceptionGroup as group:
             reraise_single(group)
 
-    async def start_all(self, nursery: trio.Nursery) -> None:
-        limiter = self.limiter
-        if limiter is None:
-            # Every call but the first in a task of its own; the first runs in this task,
-            # inside the nursery (so under its scope, beside the others): one spawn fewer,
-            # none for a lone asynchronous call.
-            (first, running), *rest = self.pending
-            for i, later in rest:
-                nursery.start_soon(self._call, i, later)
-            await self._call(first, running)
-            return
+    async def start_limited(self, nursery: trio.Nursery, limiter: trio.CapacityLimiter) -> None:
         # Slots are taken here, in input order, so calls start in input order; each call's
         # task gives its slot back in a finally (release_on_behalf_of its borrower token).
         for n, (i, running) in enumerate(self.pending):
@@ -238,7 +237,8 @@ class _FanOut:
             self.limiter.release_on_behalf_of(borrower)
 
     async def _call(self, i: int, running: Coroutine[Any, Any, ToolResult] | None) -> None:
-        self.started[i] = trio.current_time()
+        if self.cancel_siblings:  # only a sibling's failure leaves a call without a result
+            self.started[i] = trio.current_time()
         if self.sink is not None:
             try:
                 await self._report(i, None)
@@ -259,9 +259,15 @@ class _FanOut:
             await self._report(i, result)
 
     def collect(self) -> list[ToolResult]:
+        results = self.results
+        for result in results:
+            if result is None:
+                break
+        else:  # every call answered (the usual case): no clock, no copy
+            return results  # type: ignore[return-value]
         out: list[ToolResult] = []
         now = trio.current_time()
-        for result, call, started in zip(self.results, self.items, self.started, strict=True):
+        for result, call, started in zip(results, self.items, self.started, strict=True):
             if result is None:
                 out.append(self._cancelled(call, 0.0 if started is None else now - started))
             else:

@@ -15,13 +15,13 @@ from ..agents import Agent, Context
 from ..errors import UsageLimitExceeded
 from ..events import AgentResult, ErrorInfo, Event, Outcome
 from ..llm import collect_stream
+from ..llm.client import LLMClient, complete_request
 from ..llm.types import (
     ChatRequest,
     ChatResponse,
     Message,
     ProviderItem,
     ToolCall,
-    assistant,
     user,
 )
 from ..llm.types import system as system_message
@@ -29,6 +29,7 @@ from ..progress import current_sink
 from ..state import HISTORY_LIMIT
 from ._result import ToolResult, cancelled_result
 from .base import OnError, ToolRegistry, new_call_id
+from .fanout import call_many
 
 __all__ = ["MAX_MESSAGES", "PAUSE_TURN", "default_messages", "message_from_dict", "tool_agent"]
 
@@ -62,6 +63,11 @@ def default_messages(event: Event) -> list[Message]:
             raise ValueError(f"messages must be a list of messages, not {kind}")
         if len(messages) > MAX_MESSAGES:
             raise ValueError(f"messages holds {len(messages)} messages; at most {MAX_MESSAGES}")
+        for m in messages:
+            if type(m) is not Message:
+                break
+        else:  # every one a `Message` already (the usual case): a plain copy
+            return list(messages)
         return [
             m if isinstance(m, Message) else message_from_dict(m, i) for i, m in enumerate(messages)
         ]
@@ -242,10 +248,21 @@ def tool_agent(
         results: list[ToolResult] = []
         paused: list[str] = []
         specs = tools.specs()
+        llm = ctx.llm
+        # Nobody streaming and the usual client: its per-call work (metering, tracing) is
+        # done here without its own frame; the sink and the client stay the same all run.
+        direct = current_sink() is None and type(llm) is LLMClient
+        fan_out = type(tools).call_many is ToolRegistry.call_many
         for step in range(1, max_steps + 1):
-            request = ChatRequest(tuple(transcript), tools=specs, **fields)
+            if fields:
+                request = ChatRequest(tuple(transcript), tools=specs, **fields)
+            else:
+                request = ChatRequest(tuple(transcript), None, None, None, specs)
             try:
-                response = await _ask(ctx.llm, request)
+                if direct:
+                    response = await complete_request(llm.provider, request)
+                else:
+                    response = await _ask(llm, request)
             except UsageLimitExceeded as exc:
                 # The runner makes this the usage_limit_exceeded outcome; the transcript
                 # so far rides along on the exception for it to keep as the output.
@@ -255,7 +272,10 @@ def tool_agent(
             except Exception as exc:
                 return AgentResult.failed(exc, _output("", transcript, results, step))
             calls = _with_ids(response.tool_calls)
-            transcript.append(assistant(response.text or None, calls, response.items))
+            # `assistant(...)`, without its frame
+            transcript.append(
+                Message("assistant", response.text or None, None, calls, None, response.items)
+            )
             if not calls and response.finish_reason == PAUSE_TURN and step < max_steps:
                 paused.append(response.text)  # the model paused its turn: let it go on
                 continue
@@ -269,11 +289,21 @@ def tool_agent(
             paused.clear()
             if step == max_steps:
                 break
-            done = await tools.call_many(
-                ctx, calls, max_parallel=max_parallel_tools, timeout=tool_timeout, on_error=on_error
-            )
+            if fan_out:  # `ToolRegistry.call_many` without its frame
+                cap = tools.max_parallel if max_parallel_tools is None else max_parallel_tools
+                done = await call_many(
+                    tools, ctx, calls, max_parallel=cap, timeout=tool_timeout, on_error=on_error
+                )
+            else:
+                done = await tools.call_many(
+                    ctx,
+                    calls,
+                    max_parallel=max_parallel_tools,
+                    timeout=tool_timeout,
+                    on_error=on_error,
+                )
             results.extend(done)
-            transcript.extend(r.to_message() for r in done)
+            transcript.extend([r.to_message() for r in done])
         reason = f"not run: the agent reached max_steps={max_steps}"
         unrun = [cancelled_result(c.id, c.name, reason) for c in transcript[-1].tool_calls]
         results.extend(unrun)
@@ -297,8 +327,11 @@ async def _ask(llm: Any, request: ChatRequest) -> ChatResponse:
 
 def _with_ids(calls: tuple[ToolCall, ...]) -> tuple[ToolCall, ...]:
     # A provider that gives no ids (or repeats one) still needs unique ids to pair replies.
-    if all(call.id for call in calls) and len({call.id for call in calls}) == len(calls):
-        return calls  # the usual case (no calls, or every id given once): nothing to copy
+    if not calls:
+        return calls
+    ids = {call.id for call in calls}
+    if len(ids) == len(calls) and "" not in ids and None not in ids:
+        return calls  # the usual case (every id given once): nothing to copy
     seen: set[str] = set()
     out = []
     for call in calls:
