@@ -7,7 +7,14 @@ import attrs
 import pytest
 
 from agentflow_trio._frozen import fast_init
-from agentflow_trio.llm.types import ChatRequest, Message, ToolCall, Usage
+from agentflow_trio.llm.types import (
+    ChatRequest,
+    Message,
+    StreamChunk,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
 from agentflow_trio.tools import ToolResult
 from agentflow_trio.usage import RunUsage
 
@@ -27,6 +34,20 @@ def test_the_values_are_built_as_attrs_built_them() -> None:
     assert ChatRequest((m,)).tools == () and Usage(1, 2).total_tokens == 0
     assert ToolResult("c", "t", "ok").duration == 0.0 and RunUsage().cost == 0.0
     assert Message.__init__.__qualname__ == "Message.__init__"
+
+
+def test_stream_values_are_built_as_attrs_built_them() -> None:
+    delta = ToolCallDelta(0, arguments='{"a"')
+    chunk = StreamChunk("hi", (delta,), model="m", refusal="")
+    assert (chunk.delta_text, chunk.tool_call_deltas, chunk.finish_reason) == ("hi", (delta,), None)
+    assert (chunk.model, chunk.deployment, chunk.items, chunk.response_id) == ("m", "", (), "")
+    assert chunk == StreamChunk(
+        delta_text="hi", tool_call_deltas=(ToolCallDelta(0, None, None, '{"a"'),), model="m"
+    )
+    assert attrs.evolve(chunk, deployment="d").deployment == "d"
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        chunk.model = "x"  # type: ignore[misc]
+    assert StreamChunk.__init__.__qualname__ == "StreamChunk.__init__"
 
 
 def test_fields_it_cannot_serve_are_refused() -> None:

@@ -251,6 +251,7 @@ class ChatResponse:
     response_id: str = ""
 
 
+@fast_init
 @attrs.frozen(slots=True)
 class ToolCallDelta:
     """A piece of a streamed tool call; pieces with the same ``index`` belong together.
@@ -265,6 +266,7 @@ class ToolCallDelta:
     arguments: str = ""
 
 
+@fast_init
 @attrs.frozen(slots=True)
 class StreamChunk:
     """One increment of a streamed completion. The last chunks carry ``finish_reason``
