@@ -10,7 +10,7 @@ runs interleaved (``--repeat`` rounds) and the median CPU per invocation kept:
   (the commit that added it, ``--tracing-commit``, default: the one that added
   ``observability/tracing.py``, reverse-applied file by file with ``patch``; a leftover
   ``X if _tracing.active is None else ...`` becomes ``X``, ``_tracing.active is None and
-  X`` too): today's behaviour without
+  X`` and ``X and _tracing.active is None`` too): today's behaviour without
   any tracing code, whatever else changed since.
 * ``off``: this tree, ``[tracing] enabled = false`` (the issue's target: within 2%).
 * ``on``: this tree, tracing on, sampling 1.0, batch export (a background thread) to an
@@ -56,6 +56,7 @@ INSTRUMENTED = (  # the hot-path files the tracing commit instrumented
 )
 _LEFTOVER = re.compile(r"(\S[^\n]*?) if _tracing\.active is None else [^\n]+")
 _LEFTOVER_AND = re.compile(r"_tracing\.active is None and ")  # "off and X" is X without tracing
+_LEFTOVER_AND_END = re.compile(r" and _tracing\.active is None")  # "X and off" is X too
 
 
 # --------------------------------------------------------------------------- the child
@@ -151,7 +152,8 @@ def baseline_tree(commit: str, into: Path) -> Path:
         command = ["patch", "-R", "-p1", "--fuzz=3", "--no-backup-if-mismatch", "-s", "-f"]
         subprocess.run(command, cwd=into, input=diff, text=True, capture_output=True, check=False)
         target = into / path
-        text = _LEFTOVER_AND.sub("", _LEFTOVER.sub(r"\1", target.read_text()))
+        text = _LEFTOVER.sub(r"\1", target.read_text())
+        text = _LEFTOVER_AND_END.sub("", _LEFTOVER_AND.sub("", text))
         text = "\n".join(
             line for line in text.split("\n") if "import tracing as _tracing" not in line
         )
