@@ -267,15 +267,16 @@ async def test_post_json_own_timeout_first_leaves_the_callers_unfired() -> None:
         assert not deadline.fired
 
 
-@pytest.mark.parametrize(
+TIMEOUTS = pytest.mark.parametrize(
     ("call_timeout", "request_timeout", "breaker_error"),
     [(0.3, 30.0, True), (30.0, 0.3, False)],
 )
-async def test_stack_breaker_timeout_over_the_lean_session(
-    call_timeout: float, request_timeout: float, breaker_error: bool
-) -> None:
-    """Through `open_provider`: the breaker's call timeout (no scope of its own) and the
-    session's request timeout each end a hung call, counted once by the breaker."""
+
+
+@asynccontextmanager
+async def hung_stack(call_timeout: float, request_timeout: float) -> AsyncIterator[Any]:
+    """A provider stack (breaker on, retry off) over the lean session whose server answers
+    one call (done here, so the next takes the kept connection) and then never again."""
     async with server(answers=1) as (url, _):
         llm = _llm(
             url,
@@ -287,12 +288,38 @@ async def test_stack_breaker_timeout_over_the_lean_session(
             assert stack.breaker is not None
             with trio.fail_after(10):
                 assert (await stack.complete(ChatRequest([user("hi")]))).text == "ok"
-                start = trio.current_time()
-                with pytest.raises(LLMTimeoutError) as info:
-                    await stack.complete(ChatRequest([user("hi again")]))
-            assert trio.current_time() - start >= 0.3
-            assert isinstance(info.value, BreakerTimeoutError) is breaker_error
-            assert stack.breaker.statistics().failures == 1
+            yield stack
+
+
+@TIMEOUTS
+async def test_stack_breaker_timeout_over_the_lean_session(
+    call_timeout: float, request_timeout: float, breaker_error: bool
+) -> None:
+    """Through `open_provider`: the breaker's call timeout (no scope of its own) and the
+    session's request timeout each end a hung call, counted once by the breaker."""
+    async with hung_stack(call_timeout, request_timeout) as stack:
+        start = trio.current_time()
+        with trio.fail_after(10), pytest.raises(LLMTimeoutError) as info:
+            await stack.complete(ChatRequest([user("hi again")]))
+        assert trio.current_time() - start >= 0.3
+        assert isinstance(info.value, BreakerTimeoutError) is breaker_error
+        assert stack.breaker.statistics().failures == 1
+
+
+@TIMEOUTS
+async def test_stack_breaker_timeout_on_a_stream_opening(
+    call_timeout: float, request_timeout: float, breaker_error: bool
+) -> None:
+    """A stream whose head never comes: the breaker's call timeout (handed down, no scope)
+    or the session's request timeout ends the opening, counted once by the breaker."""
+    async with hung_stack(call_timeout, request_timeout) as stack:
+        start = trio.current_time()
+        with trio.fail_after(10), pytest.raises(LLMTimeoutError) as info:
+            async with stack.stream(ChatRequest([user("a stream")])):
+                pass
+        assert trio.current_time() - start >= 0.3
+        assert isinstance(info.value, BreakerTimeoutError) is breaker_error
+        assert stack.breaker.statistics().failures == 1
 
 
 SSE_START = (
@@ -338,32 +365,3 @@ async def test_stalled_stream_times_out_by_the_watchdog() -> None:
         assert seen == ["x"]
         assert len(watchdog) == 0
         assert session.pool_statistics().connections == 0
-
-
-@pytest.mark.parametrize(
-    ("call_timeout", "request_timeout", "breaker_error"),
-    [(0.3, 30.0, True), (30.0, 0.3, False)],
-)
-async def test_stack_breaker_timeout_on_a_stream_opening(
-    call_timeout: float, request_timeout: float, breaker_error: bool
-) -> None:
-    """A stream whose head never comes: the breaker's call timeout (handed down, no scope)
-    or the session's request timeout ends the opening, counted once by the breaker."""
-    async with server(answers=1) as (url, _):
-        llm = _llm(
-            url,
-            request_timeout=request_timeout,
-            retry=RetryConfig(enabled=False),
-            circuit_breaker=CircuitBreakerConfig(call_timeout=call_timeout),
-        )
-        async with open_provider(llm) as stack:
-            assert stack.breaker is not None
-            with trio.fail_after(10):
-                assert (await stack.complete(ChatRequest([user("hi")]))).text == "ok"
-                start = trio.current_time()
-                with pytest.raises(LLMTimeoutError) as info:
-                    async with stack.stream(ChatRequest([user("a stream")])):
-                        pass
-            assert trio.current_time() - start >= 0.3
-            assert isinstance(info.value, BreakerTimeoutError) is breaker_error
-            assert stack.breaker.statistics().failures == 1

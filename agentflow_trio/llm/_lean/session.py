@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, final
 
 import trio
 
-from ..._deadline import CALL_DEADLINE
+from ..._deadline import CALL_DEADLINE, CallDeadline
 from ..._owner import reraise_single
 from ...errors import ConfigError, ResponseFormatError
 from ...observability import tracing as _tracing
@@ -162,12 +162,7 @@ class LeanSession:
         """
         target = self._targets.get(url) or self._target(url)
         exchange = Exchange(target.pool)
-        caller = CALL_DEADLINE.get()
-        deadline = trio.current_time() + self._timeout
-        if caller is not None and caller.at < deadline:
-            deadline = caller.at
-        else:
-            caller = None  # ours comes first: the caller's never ends a wait here
+        deadline, caller = self._deadline()
         watchdog = self._watchdog
         try:
             head, rest = _request(target, body)
@@ -183,9 +178,7 @@ class LeanSession:
                 except LeanHTTPError:
                     if not exchange.expired:
                         raise
-                    if caller is not None:
-                        caller.fired = True
-                    raise exchange.timeout_error(self._timeout) from None
+                    raise self._timed_out(exchange, caller) from None
                 finally:
                     watchdog.unwatch(exchange)
             elif deadline >= trio.current_effective_deadline():  # ours could never fire
@@ -202,9 +195,7 @@ class LeanSession:
                     del head, rest
                     content = await conn.receive_all()
                 if scope.cancelled_caught:
-                    if caller is not None:
-                        caller.fired = True
-                    raise exchange.timeout_error(self._timeout)
+                    raise self._timed_out(exchange, caller)
             status = conn.status
             raw_headers = conn.headers
             if conn.content_encoding is not None:
@@ -217,6 +208,21 @@ class LeanSession:
             if not exchange.close_nowait():
                 await exchange.aclose()
         raise status_error(status, _text_headers(raw_headers), content, self.deployment)
+
+    def _deadline(self) -> tuple[float, CallDeadline | None]:
+        """When this request must end: ``now + request_timeout``, or the caller's
+        `CALL_DEADLINE` if that comes first (then returned too, to be told it fired)."""
+        deadline = trio.current_time() + self._timeout
+        caller = CALL_DEADLINE.get()
+        if caller is not None and caller.at < deadline:
+            return caller.at, caller
+        return deadline, None
+
+    def _timed_out(self, exchange: Exchange, caller: CallDeadline | None) -> LeanHTTPError:
+        """The error for an exchange whose deadline ended it (the caller's, if given)."""
+        if caller is not None:
+            caller.fired = True
+        return exchange.timeout_error(self._timeout)
 
     def _json(self, conn: Connection, content: bytes) -> Any:
         # Decoded before the connection goes back: an answer that is not what it claims
@@ -272,12 +278,7 @@ class LeanSession:
         # A connection at once: the watchdog keeps the deadline. Otherwise no scope of ours
         # when an enclosing deadline (the breaker's call timeout, the event's) ends sooner:
         # it could never fire first.
-        caller = CALL_DEADLINE.get()
-        deadline = trio.current_time() + self._timeout
-        if caller is not None and caller.at < deadline:
-            deadline = caller.at
-        else:
-            caller = None  # ours comes first: the caller's never ends a wait here
+        deadline, caller = self._deadline()
         try:
             watchdog = self._watchdog
             opened = watchdog is not None and exchange.open_nowait()
@@ -290,9 +291,7 @@ class LeanSession:
                 except LeanHTTPError:
                     if not exchange.expired:
                         raise
-                    if caller is not None:
-                        caller.fired = True
-                    raise exchange.timeout_error(self._timeout) from None
+                    raise self._timed_out(exchange, caller) from None
                 finally:
                     watchdog.unwatch(exchange)
             if deadline >= trio.current_effective_deadline():  # ours could never fire
@@ -307,9 +306,7 @@ class LeanSession:
                 conn = await exchange.send(head, rest)
                 await conn.receive_head()
                 return conn
-            if caller is not None:
-                caller.fired = True
-            raise exchange.timeout_error(self._timeout)
+            raise self._timed_out(exchange, caller)
         except LeanHTTPError as exc:
             raise to_llm_error(exc, self.deployment) from exc
 
