@@ -32,7 +32,7 @@ from agentflow_trio.testing import mock_llm_config
 
 TIMEOUT = 60
 MAX_CONNECTIONS = 16
-DELAYS = (0.002, 0.01, 0.05)  # cancel after up to 2, 10 or 50 ms
+DELAYS = (0.002, 0.01, 0.05, 0.25)  # cancel after up to 2, 10, 50 or 250 ms
 MOCK = {"latency": 0.003, "jitter": 0.001, "stream_delay": 0.001, "stream_chunks": 5, "seed": 7}
 
 
@@ -104,8 +104,10 @@ async def test_random_cancellation_leaks_nothing(transport: str) -> None:
                         nursery.start_soon(_one, provider, rng, outcomes)
                 done += concurrency
             assert sum(outcomes.values()) == 1000
-            # Every kind of ending happened, so the test exercised what it claims.
-            assert min(outcomes.values()) >= 10, outcomes
+            # Every kind of ending happened, so the test exercised what it claims (how often
+            # each does depends on the machine's speed: a slow one cancels more before the
+            # answer, so the bar is a few of each, not a share).
+            assert min(outcomes.values()) >= 5, outcomes
             assert len(outcomes) == 3, outcomes
 
             pool = provider.statistics().pool
