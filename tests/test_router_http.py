@@ -128,7 +128,9 @@ async def test_a_failed_call_is_answered_by_the_other_deployment(
     assert (response.text, response.deployment, response.model) == (REPLY, "b", "mb")
     assert response.usage is not None and response.usage.total_tokens > 0
     assert mock.stats().by_model == {"ma": 1, "mb": 1}  # one attempt each, no retry of a
-    assert elapsed < (1.0 if kind == "timeout" else 0.4)  # the first timeout, then b at once
+    # The first timeout (0.5 s), then b at once: never a's Retry-After (1 s) or a retry of
+    # a (one attempt each, above); the margins are for a slow, shared machine.
+    assert elapsed < (1.4 if kind == "timeout" else 0.9)
     if kind is not None:  # a cut plain body is a read error or a short body: either class
         assert a.failures == {kind: 1}
         assert a.cooling is cooled
