@@ -196,9 +196,13 @@ def test_a_killed_worker_is_restarted_and_logged(tmp_path: Path) -> None:
                 time.sleep(0.05)
         new = seen - parent.pids
         assert len(new) == 1 and victim not in seen
-        log = parent.stderr()
+        # the new child can answer on the shared socket a moment before the parent has
+        # read its listening line and logged the restart: wait for the line, bounded
+        restarted = f"restarted: pid {next(iter(new))}"
+        while restarted not in (log := parent.stderr()):
+            assert time.monotonic() < deadline, f"no restart logged: {log!r}"
+            time.sleep(0.05)
         assert f"(pid {victim}) exited with code -9; restarting" in log
-        assert f"restarted: pid {next(iter(new))}" in log
         assert parent.stop() == 0
         assert _gone(survivor | new)
 
