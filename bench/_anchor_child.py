@@ -144,6 +144,8 @@ async def _profile(call: Call, calls: int, concurrency: int) -> dict[str, Any]:
     profiler.enable()
     await drive(call, calls, concurrency)
     profiler.disable()
+    if out := os.environ.get("ANCHORS_PROFILE_OUT"):
+        profiler.dump_stats(out)  # for pstats / snakeviz
     text = io.StringIO()
     stats = pstats.Stats(profiler, stream=text)
     stats.sort_stats("tottime").print_stats(40)

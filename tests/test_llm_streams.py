@@ -323,3 +323,34 @@ def test_skipping_is_chunking_independent(garbage: list[bool], cuts: list[int]) 
         assert not valid  # only garbage: refused
         return
     assert out == valid and decoder.done and decoder.malformed == sum(garbage)
+
+
+_SSE_EVENTS = [
+    b'data: {"n": 0}\n\n',
+    b'event: delta\ndata: {"n": 1}\n\n',  # a named event (Anthropic, Responses)
+    b'data:{"n": 2}\n\n',  # no space after the colon
+    b'data: {"n":\ndata: 3}\n\n',  # multi-line data, joined with a newline
+    b": keep-alive\n\n",  # a comment: no payload
+    b'id: 7\ndata: {"n": 4}\nretry: 10\n\n',
+]
+
+
+@settings(deadline=None, max_examples=200)
+@given(
+    st.lists(st.integers(min_value=0, max_value=len(_SSE_EVENTS) - 1), max_size=12),
+    st.lists(st.integers(min_value=0, max_value=600), max_size=10),
+    st.booleans(),
+)
+def test_sse_payloads_do_not_depend_on_where_the_pieces_end(
+    picks: list[int], cuts: list[int], crlf: bool
+) -> None:
+    body = b"".join(_SSE_EVENTS[i] for i in picks) + b"data: [DONE]\n\n"
+    if crlf:
+        body = body.replace(b"\n", b"\r\n")
+    expected = [{"n": 3} if i == 3 else {"n": [0, 1, 2, 3, None, 4][i]} for i in picks if i != 4]
+    points = sorted({min(c, len(body)) for c in cuts})
+    pieces = [body[a:b] for a, b in zip([0, *points], [*points, len(body)], strict=True)]
+    for split in (pieces, [body], [body[i : i + 1] for i in range(len(body))]):
+        decoder = SSEDecoder()
+        out = [item for piece in split for item in decoder.feed(piece)]
+        assert out == expected and decoder.done

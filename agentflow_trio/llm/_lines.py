@@ -133,27 +133,43 @@ class SSEDecoder:
 
     def feed(self, data: bytes) -> list[Any]:
         """Payloads of the events completed by ``data``."""
+        lines = self._lines
+        if self._data or lines._tail:
+            # An event begun in an earlier piece (a piece seldom ends where an event does):
+            # its bytes go back in front of this piece, so the rest still takes `_bulk`.
+            held = self._size + 7 * len(self._data) + len(lines._tail)
+            if held + len(data) > self._max:
+                return self._decode(lines.feed(data))  # the bounded, line-by-line way
+            data = self._held() + data
         # ``bytes.find``, not ``in``: on Python 3.11 ``b"x" in data`` first tries its operand
         # as an int and pays for the failure (about three times the search).
-        if (
-            self._lines.idle()
-            and not self._data
-            and len(data) <= self._max
-            and data.find(b"\r") < 0
-        ):
+        if len(data) <= self._max and data.find(b"\r") < 0:
             return self._bulk(data)
-        return self._decode(self._lines.feed(data))
+        return self._decode(lines.feed(data))
+
+    def _held(self) -> bytes:
+        """The event in progress as the bytes it came as (its data lines, then the
+        unterminated line), taken out of the decoder."""
+        begun = b"".join([b"data: " + value + b"\n" for value in self._data])
+        self._data = []
+        self._size = 0
+        return begun + self._lines.flush()
 
     def _bulk(self, data: bytes) -> list[Any]:
         """`feed` for the common piece (nothing held back, LF line ends, under the bounds):
-        one split on blank lines; an event that is one ``data: `` line is decoded at once,
-        any other event and the unfinished tail go through the line decoder."""
+        one split on blank lines; an event that is one ``data: `` line (after an ``event:``
+        line, say) is decoded at once, any other event and the unfinished tail go through
+        the line decoder."""
         events = data.split(b"\n\n")
         tail = events.pop()
         out: list[Any] = []
         payloads = self._json
         loads = _json.loads  # inline: a valid payload costs one decode, no method call
         for event in events:
+            if event.startswith(b"event: "):  # a named event (Anthropic, Responses)
+                cut = event.find(b"\ndata: ") + 1
+                if cut and event.find(b"\n", cut) < 0:  # its one data line last
+                    event = event[cut:]
             if event.startswith(b"data: ") and event.find(b"\n") < 0:
                 payload = event[6:]
                 if payload == b"[DONE]":
