@@ -585,6 +585,8 @@ def _message_json(m: Message) -> dict[str, Any]:
         ]
     if m.tool_call_id is not None:
         out["tool_call_id"] = m.tool_call_id
+    if m.is_error:
+        out["is_error"] = True
     return out
 
 
@@ -600,14 +602,16 @@ def _message(data: Mapping[str, Any]) -> Message:
     role, content = data.get("role"), data.get("content")
     name, call_id = data.get("name"), data.get("tool_call_id")
     calls = data.get("tool_calls") or []
+    is_error = data.get("is_error", False)
     ok = all(v is None or isinstance(v, str) for v in (content, name, call_id))
+    ok = ok and isinstance(is_error, bool)
     ok = ok and isinstance(calls, list) and all(_is_call(c) for c in calls)
     if not (ok and isinstance(role, str)):
         raise SessionDataError(f"a message of the session's history has a bad shape: {data!r:.200}")
     tool_calls = tuple(
         ToolCall(c["id"], c["name"], c["arguments"], c["raw_arguments"]) for c in calls
     )
-    return Message(role, content, name, tool_calls, call_id)
+    return Message(role, content, name, tool_calls, call_id, (), None, is_error)
 
 
 def _is_call(c: Any) -> bool:

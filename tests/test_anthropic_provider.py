@@ -497,3 +497,40 @@ async def test_structured_output_streams_on_each_provider(provider: str) -> None
                 value = await s.result()
     assert isinstance(value, City) and partials
     assert json.loads(json.dumps(attrs.asdict(value)))["name"] == value.name
+
+
+async def test_a_failed_tool_call_goes_back_as_an_error_result() -> None:
+    @tool
+    async def search(q: str) -> dict[str, Any]:
+        """Search the web."""
+        raise RuntimeError(f"search is down for {q}")
+
+    @tool
+    async def weather(city: str) -> dict[str, Any]:
+        """Current weather for a city."""
+        return {"city": city, "temp_c": 18}
+
+    agent = tool_agent(tools=ToolRegistry([search, weather]))
+    with trio.fail_after(TIMEOUT):
+        async with (
+            open_mock_llm() as mock,
+            open_llm_client(config_for("anthropic", mock)) as llm,
+            af.Runner(agents={"ask": agent}, llm=llm) as runner,
+        ):
+            mock.script(
+                MockReply(
+                    tool_calls=(
+                        MockToolCall("search", {"q": "trio"}, id="call_s"),
+                        MockToolCall("weather", {"city": "Paris"}, id="call_w"),
+                    )
+                ),
+                MockReply(text="Search failed; Paris is 18C."),
+            )
+            result = await runner.call(af.Event("ask", {"query": "trio? weather?"}))
+            results = mock.received[1]["messages"][-1]["content"]
+    assert result.succeeded, result.error
+    assert [r.outcome for r in result.output["tool_results"]] == ["error", "ok"]
+    assert [m.is_error for m in result.output["transcript"][-3:-1]] == [True, False]
+    failed, answered = results
+    assert failed["is_error"] is True and "search is down for trio" in failed["content"]
+    assert "is_error" not in answered  # said only of a failure, as the API's default

@@ -92,6 +92,9 @@ def test_cache_key_is_canonical() -> None:
     assert a.to_cache_key() != attrs.evolve(a, messages=(user("hi!"),)).to_cache_key()
     tools = (ToolSpec("search", "find things"),)
     assert a.to_cache_key() != attrs.evolve(a, tools=tools).to_cache_key()
+    answered = ChatRequest((tool_message("c1", "no"),))
+    failed = ChatRequest((tool_message("c1", "no", is_error=True),))
+    assert answered.to_cache_key() != failed.to_cache_key()
 
 
 def test_with_model_and_the_cache_key_keep_every_field() -> None:

@@ -103,7 +103,12 @@ async def test_tool_use_turn_then_tool_result_is_quoted() -> None:
                 {
                     "role": "user",
                     "content": [
-                        {"type": "tool_result", "tool_use_id": use.id, "content": "sunny, 21 C"}
+                        {
+                            "type": "tool_result",
+                            "tool_use_id": use.id,
+                            "content": "sunny, 21 C",
+                            "is_error": False,  # the SDK's own field: the mock accepts it
+                        }
                     ],
                 },
             ],
@@ -264,6 +269,26 @@ async def test_raw_stream_has_the_real_event_sequence() -> None:
         (
             {"model": MODEL, "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]},
             "role",
+        ),
+        (
+            {
+                "model": MODEL,
+                "max_tokens": 5,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "tool_result",
+                                "tool_use_id": "toolu_1",
+                                "content": "x",
+                                "is_error": "yes",
+                            }
+                        ],
+                    }
+                ],
+            },
+            "messages.0.content.0.is_error: Input should be a valid boolean",
         ),
         (
             {"model": MODEL, "max_tokens": 5, "messages": HELLO, "thinking": THINKING},

@@ -204,7 +204,9 @@ async def test_history_round_trips_messages_and_tool_calls(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     call = ToolCall("c1", "search", {"q": "trio"}, '{"q": "trio"}')
+    failed = tool_message("c1", '{"error": "down"}', is_error=True)
     turn = (user("find trio", name="ada"), assistant(None, (call,)), tool_message("c1", "hits"))
+    turn = (*turn, failed)
 
     @af.agent
     async def chat(ctx: af.Context, event: af.Event) -> tuple[Message, ...]:
@@ -220,6 +222,7 @@ async def test_history_round_trips_messages_and_tool_calls(
         other = await runner.call(in_session("chat", session="other"))
     assert first.output == () and other.output == ()
     assert second.output == (*turn, assistant("found it"))
+    assert [m.is_error for m in second.output[2:4]] == [False, True]  # the flag is kept
 
 
 async def test_a_malformed_history_fails_the_event(autojump_clock: trio.testing.MockClock) -> None:
@@ -229,9 +232,11 @@ async def test_a_malformed_history_fails_the_event(autojump_clock: trio.testing.
 
     store = SessionStore(max_entries=10, ttl=600)
     bad_message = {"messages": [{"role": 7}], "appended": 1, "limit": 5}
+    bad_flag = {"messages": [{"role": "tool", "content": "x", "is_error": "yes"}]}
+    bad_flag |= {"appended": 1, "limit": 5}
     async with af.Runner(agents={"chat": chat}, sessions=store) as runner:
         results = []
-        for value in ("not a history", bad_message):
+        for value in ("not a history", bad_message, bad_flag):
             store.put("s1", State({HISTORY_KEY: value}))
             results.append(await runner.call(in_session("chat")))
     for result in results:

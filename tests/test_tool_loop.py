@@ -310,6 +310,7 @@ def test_json_history_is_rebuilt_into_messages_and_tool_calls() -> None:
             ],
         },
         {"role": "tool", "content": "{}", "tool_call_id": "c1", "name": "search"},
+        {"role": "tool", "content": '{"error": {}}', "tool_call_id": "c2", "is_error": True},
     ]
     messages = default_messages(af.Event("ask", {"messages": history}))
     assert messages[0] == Message("user", "two parts")
@@ -319,6 +320,7 @@ def test_json_history_is_rebuilt_into_messages_and_tool_calls() -> None:
     assert calls[1].arguments_json() == '{"city":"Rome"}'
     assert calls[2].parse_error is not None and calls[2].raw_arguments == "{not json"
     assert messages[2] == Message("tool", "{}", "search", (), "c1")
+    assert messages[3].is_error and not messages[2].is_error
     # What serve answers with (a Message's fields) rebuilds to the same messages.
     import attrs
 
@@ -351,6 +353,10 @@ def test_json_history_is_rebuilt_into_messages_and_tool_calls() -> None:
             "messages[0].content[0] is not a text part ('image_url')",
         ),
         ([{"role": "user", "content": 7}], "messages[0].content must be a string"),
+        (
+            [{"role": "tool", "content": "x", "tool_call_id": "c", "is_error": 1}],
+            "messages[0].is_error must be true or false",
+        ),
         ([{"role": "user", "content": "a", "name": 3}], "messages[0].name must be a string"),
         ([{"role": "user", "content": "a"}] * 5000, "holds 5000 messages; at most 4096"),
     ],

@@ -173,6 +173,8 @@ def _turns(messages: tuple[Message, ...]) -> tuple[str | list[Any] | None, list[
                 "tool_use_id": m.tool_call_id or "",
                 "content": m.content or "",
             }
+            if m.is_error:
+                block["is_error"] = True
             if m.cache_control is not None:
                 block["cache_control"] = dict(m.cache_control)
             if results is None:
@@ -342,6 +344,7 @@ def _read_turn(turn: Mapping[str, Any]) -> list[Message]:
                     b["tool_use_id"],
                     (),
                     b.get("cache_control"),
+                    b.get("is_error") is True,
                 )
             )
         else:

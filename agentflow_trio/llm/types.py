@@ -102,6 +102,9 @@ class Message:
     ``items``: vendor pieces of an assistant turn to send back as they were (`ProviderItem`).
     ``cache_control``: a prompt-caching breakpoint after this message (Anthropic's
     ``{"type": "ephemeral"}``), passed through by providers that have one, ignored by others.
+    ``is_error``: a ``tool`` message answering a call that failed (its content is then the
+    error); Anthropic's ``tool_result`` says so (``is_error``), the other wires have no
+    such flag and send the content alone.
     """
 
     role: str
@@ -111,6 +114,7 @@ class Message:
     tool_call_id: str | None = None
     items: tuple[ProviderItem, ...] = ()
     cache_control: Mapping[str, Any] | None = None
+    is_error: bool = False
 
 
 def system(content: str) -> Message:
@@ -132,9 +136,10 @@ def assistant(
     return Message("assistant", content, None, tool_calls, None, items)
 
 
-def tool_message(tool_call_id: str, content: str) -> Message:
-    """The result of a tool call, answering the assistant's call ``tool_call_id``."""
-    return Message("tool", content, None, (), tool_call_id)
+def tool_message(tool_call_id: str, content: str, *, is_error: bool = False) -> Message:
+    """The result of a tool call, answering the assistant's call ``tool_call_id``
+    (``is_error``: the call failed and ``content`` says how)."""
+    return Message("tool", content, None, (), tool_call_id, (), None, is_error)
 
 
 @fast_init
@@ -358,6 +363,8 @@ def _canonical_message(m: Message) -> list[Any]:
     if m.items or m.cache_control is not None:  # keys of plain messages stay as they were
         row.append([[i.provider, dict(i.data)] for i in m.items])
         row.append(_plain(m.cache_control))
+    if m.is_error:  # Anthropic sends it: a different request
+        row.append(True)
     return row
 
 

@@ -72,8 +72,9 @@ _ERROR_TYPES: Final = {
 
 def problem(body: Mapping[str, Any]) -> str | None:
     """Why the real API would answer this request 400 (``invalid_request_error``), or None:
-    missing fields, wrong roles or shapes, empty content (an empty text block, or a message
-    with none but the final assistant one), and thinking sent back wrong."""
+    missing fields, wrong roles or shapes (a tool result's ``is_error`` not a boolean),
+    empty content (an empty text block, or a message with none but the final assistant
+    one), and thinking sent back wrong."""
     if not isinstance(body.get("model"), str):
         return "model: Field required"
     max_tokens = body.get("max_tokens")
@@ -92,6 +93,10 @@ def problem(body: Mapping[str, Any]) -> str | None:
             isinstance(content, list) and all(_is_block(block) for block in content)
         ):
             return f"messages.{index}.content: Input should be a string or a list of blocks"
+        for at, block in enumerate(content if isinstance(content, list) else ()):
+            flag = block.get("is_error", False) if block["type"] == "tool_result" else False
+            if not isinstance(flag, bool):
+                return f"messages.{index}.content.{at}.is_error: Input should be a valid boolean"
     return _empty_problem(body, messages) or _thinking_problem(body, messages, max_tokens)
 
 

@@ -61,9 +61,12 @@ class ToolResult:
         return dumps(self.output if self.outcome == "ok" else {"error": self.error})
 
     def to_message(self) -> Message:
-        """The ``tool`` message answering call ``call_id`` (for every outcome)."""
-        text = dumps(self.output if self.outcome == "ok" else {"error": self.error})
-        return Message("tool", text, None, (), self.call_id)  # `tool_message`, inlined
+        """The ``tool`` message answering call ``call_id`` (for every outcome; one that
+        did not succeed is marked ``is_error``)."""
+        if self.outcome == "ok":
+            return Message("tool", dumps(self.output), None, (), self.call_id)
+        text = dumps({"error": self.error})
+        return Message("tool", text, None, (), self.call_id, (), None, True)
 
     def unwrap(self) -> dict[str, Any]:
         """The output if the call succeeded, else raise.

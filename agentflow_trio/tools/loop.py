@@ -83,8 +83,9 @@ def message_from_dict(data: Any, index: int = 0) -> Message:
     Accepted: the OpenAI chat shape (``role``, ``content`` as a string, null or a list of
     ``{"type": "text", "text": ...}`` parts, which are joined; ``name``; ``tool_calls`` as
     ``{"id", "type": "function", "function": {"name", "arguments": "<JSON text>"}}``;
-    ``tool_call_id``) and this package's own shape (a `Message` as ``serve`` sends it: tool
-    calls as ``{"id", "name", "arguments": {...}, "raw_arguments": "..."}``). Argument text
+    ``tool_call_id``; ``is_error`` on a failed tool result) and this package's own shape
+    (a `Message` as ``serve`` sends it: tool calls as ``{"id", "name", "arguments": {...},
+    "raw_arguments": "..."}``). Argument text
     is kept as sent (`ToolCall.parse`), so the model gets back exactly what it said. Other
     keys are ignored.
 
@@ -112,7 +113,10 @@ def message_from_dict(data: Any, index: int = 0) -> Message:
     cache_control = data.get("cache_control")
     if cache_control is not None and not isinstance(cache_control, Mapping):
         raise ValueError(f"{where}.cache_control must be an object")
-    return Message(role, content, name, calls, tool_call_id, items, cache_control)
+    is_error = data.get("is_error", False)
+    if not isinstance(is_error, bool):
+        raise ValueError(f"{where}.is_error must be true or false")
+    return Message(role, content, name, calls, tool_call_id, items, cache_control, is_error)
 
 
 def _items(raw: Any, where: str) -> tuple[ProviderItem, ...]:
