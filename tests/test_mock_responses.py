@@ -190,7 +190,7 @@ async def test_store_false_refuses_a_reasoning_item_without_encrypted_content() 
             call.model_dump(exclude_none=True),
             {"type": "function_call_output", "call_id": call.call_id, "output": "rain"},
         ]
-        with pytest.raises(openai.BadRequestError) as refused:
+        with pytest.raises(openai.NotFoundError) as refused:  # 404, as the real API
             await client.responses.create(model=MODEL, input=history, store=False)
         # stored (the default): the item is found by its id
         stored = await client.responses.create(model=MODEL, input=history)

@@ -23,6 +23,7 @@ from agentflow_trio.config import DeploymentConfig, LLMConfig, RetryConfig, Rout
 from agentflow_trio.errors import (
     BadRequestError,
     IncompleteStreamError,
+    NotFoundError,
     OutputRefusedError,
     RateLimitError,
     ServerError,
@@ -372,7 +373,7 @@ async def test_store_false_without_encrypted_content_is_refused_like_the_api() -
             )
             stored = (turn[0], assistant(None, first.tool_calls, first.items), turn[2])
             await provider.complete(ChatRequest(stored, extra={"store": True}))  # found by id
-            with pytest.raises(BadRequestError, match="not persisted when `store` is set to false"):
+            with pytest.raises(NotFoundError, match="not persisted when `store` is set to false"):
                 await provider.complete(ChatRequest(stored, extra={"store": False}))
     assert "encrypted_content" not in json.dumps(mock.received[0])
     assert "include" not in mock.received[0]

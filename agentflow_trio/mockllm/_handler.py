@@ -256,9 +256,9 @@ class MockApp(Responder):
         """OpenAI Responses: checked and translated at the edge, then the one flow."""
         problem = _responses.problem(body)
         if problem is not None:
-            await self._error(
-                writer, RESPONSES, 400, problem, "invalid_request_error", "invalid_input"
-            )
+            status, message = problem
+            code = "invalid_input" if status == 400 else "not_found"
+            await self._error(writer, RESPONSES, status, message, "invalid_request_error", code)
             return
         chat = _responses.to_chat(body)
         await self._generate(writer, body, call, chat, _responses.wants_reasoning(body))

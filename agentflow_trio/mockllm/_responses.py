@@ -44,25 +44,25 @@ _INCOMPLETE: Final = {"length": "max_output_tokens", "content_filter": "content_
 # -- requests ---------------------------------------------------------------------------
 
 
-def problem(body: Mapping[str, Any]) -> str | None:
-    """Why the real API would refuse this request, or None: a malformed ``input``, and,
-    with ``store`` false, a reasoning item without its ``encrypted_content`` (nothing was
-    stored to look its id up in; the real API answers that one 404, the mock 400)."""
+def problem(body: Mapping[str, Any]) -> tuple[int, str] | None:
+    """Why the real API would refuse this request, as (status, message), or None: a
+    malformed ``input`` (400), and, with ``store`` false, a reasoning item without its
+    ``encrypted_content`` (404, as the real API: nothing was stored to look its id up in)."""
     items = body.get("input", [])
     if isinstance(items, str):
         return None
     if not isinstance(items, list):
-        return "Invalid type for 'input': expected a string or an array of input items."
+        return 400, "Invalid type for 'input': expected a string or an array of input items."
     for index, item in enumerate(items):
         if not isinstance(item, dict):
-            return f"Invalid type for 'input[{index}]': expected an object."
+            return 400, f"Invalid type for 'input[{index}]': expected an object."
         kind = item.get("type", "message")
         if kind == "message" and item.get("role") not in _MESSAGE_ROLES:
-            return f"Invalid value for 'input[{index}].role'."
+            return 400, f"Invalid value for 'input[{index}].role'."
         if kind == "function_call_output" and not isinstance(item.get("call_id"), str):
-            return f"Missing required parameter: 'input[{index}].call_id'."
+            return 400, f"Missing required parameter: 'input[{index}].call_id'."
         if kind == "reasoning" and body.get("store") is False and not item.get("encrypted_content"):
-            return (
+            return 404, (
                 f"Item with id '{item.get('id')}' not found. Items are not persisted when "
                 "`store` is set to false. Try again with `store` set to true, or remove this "
                 "item from your input."
