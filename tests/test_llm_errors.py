@@ -139,6 +139,40 @@ def test_retry_after_forms() -> None:
     assert parse_retry_after(httpx2.Headers()) is None
 
 
+def test_without_retry_after_the_exhausted_limits_reset_is_read() -> None:
+    anthropic = {
+        "anthropic-ratelimit-requests-remaining": "0",
+        "anthropic-ratelimit-requests-reset": "2001-09-09T01:47:10Z",  # 1_000_000_030
+        "anthropic-ratelimit-tokens-remaining": "5000",  # not exhausted: not waited for
+        "anthropic-ratelimit-tokens-reset": "2001-09-09T01:50:00Z",
+    }
+    assert parse_retry_after(httpx2.Headers(anthropic), now=1_000_000_000) == 30.0
+    both = anthropic | {"anthropic-ratelimit-tokens-remaining": "0"}  # the later one
+    assert parse_retry_after(httpx2.Headers(both), now=1_000_000_000) == 200.0
+    assert parse_retry_after(httpx2.Headers(anthropic | {"retry-after": "3"})) == 3.0
+    openai = {
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "1m2.5s",
+        "x-ratelimit-remaining-tokens": "0",
+        "x-ratelimit-reset-tokens": "20ms",
+    }
+    assert parse_retry_after(httpx2.Headers(openai)) == 62.5
+    assert parse_retry_after(httpx2.Headers(openai | {"x-ratelimit-remaining-requests": "9"}))
+    for garbage in ("soon", "1x", "-1s", "9" * 70 + "s", "1e3s", ""):
+        headers = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": garbage}
+        assert parse_retry_after(httpx2.Headers(headers)) is None, garbage
+    for garbage in ("yesterday", "2001-13-40T00:00:00Z", "9" * 80):
+        headers = {
+            "anthropic-ratelimit-requests-remaining": "0",
+            "anthropic-ratelimit-requests-reset": garbage,
+        }
+        assert parse_retry_after(httpx2.Headers(headers), now=1e9) is None, garbage
+    past = anthropic | {"anthropic-ratelimit-requests-reset": "1990-01-01T00:00:00+00:00"}
+    assert parse_retry_after(httpx2.Headers(past), now=1_000_000_000) == 0.0
+    far = {"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "999999h"}
+    assert parse_retry_after(httpx2.Headers(far)) == 86_400.0  # MAX_RETRY_AFTER
+
+
 # -- decoders ---------------------------------------------------------------------------
 
 SSE_BODY = (

@@ -12,7 +12,7 @@ import email.utils
 import re
 import time
 from collections.abc import Mapping
-from datetime import UTC
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -103,6 +103,10 @@ HTTPX2_MAX_HEAD: Final = 100 * 1024
 _TOO_LONG: Final = "Receive buffer too long"  # h11's message for that bound
 _DELAY: Final = re.compile(rb"[0-9]{1,20}(?:\.[0-9]{1,9})?")
 _DATE_CHARS: Final = 64
+_GO_DURATION: Final = re.compile(r"(?:[0-9]{1,12}(?:\.[0-9]{1,9})?(?:h|ms|m|s|us|µs|ns))+")
+_GO_PART: Final = re.compile(r"([0-9]{1,12}(?:\.[0-9]{1,9})?)(h|ms|m|s|us|µs|ns)")
+_GO_UNIT: Final = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+_LIMIT_KINDS: Final = ("requests", "tokens", "input-tokens", "output-tokens")
 
 _STATUS: Final[Mapping[int, type[APIStatusError]]] = {
     400: BadRequestError,
@@ -176,7 +180,8 @@ def status_error(
 
 
 def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
-    """Seconds to wait, from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP date).
+    """Seconds to wait, from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP date),
+    else from the vendor's rate-limit reset headers (see `_reset_hint`).
 
     Look-ups are by lower-case name (httpx2's headers ignore case). Only plain decimal
     numbers count (``1e3``, ``nan``, ``inf``, ``-3``, ``1_000`` are garbage); garbage and
@@ -190,7 +195,7 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
             return min(value / 1000.0, MAX_RETRY_AFTER)
     raw = headers.get("retry-after")
     if not raw:
-        return None
+        return _reset_hint(headers, time.time() if now is None else now)
     value = _seconds(raw)
     if value is not None:
         return min(value, MAX_RETRY_AFTER)
@@ -204,6 +209,48 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
         when = when.replace(tzinfo=UTC)
     wait = when.timestamp() - (time.time() if now is None else now)
     return min(max(0.0, wait), MAX_RETRY_AFTER)
+
+
+def _reset_hint(headers: Mapping[str, str], now: float) -> float | None:
+    """Without ``Retry-After``: the wait until the latest reset of an exhausted rate limit
+    (its ``remaining`` is 0), from Anthropic's ``anthropic-ratelimit-<kind>-reset`` (an RFC
+    3339 time) or OpenAI's ``x-ratelimit-reset-<kind>`` (a duration such as ``6m0s``);
+    None when no limit says it is exhausted, or its reset does not parse."""
+    waits: list[float] = []
+    for kind in _LIMIT_KINDS:
+        if headers.get(f"anthropic-ratelimit-{kind}-remaining", "").strip() == "0":
+            when = _rfc3339(headers.get(f"anthropic-ratelimit-{kind}-reset", ""))
+            if when is not None:
+                waits.append(when - now)
+        if headers.get(f"x-ratelimit-remaining-{kind}", "").strip() == "0":
+            wait = _go_duration(headers.get(f"x-ratelimit-reset-{kind}", ""))
+            if wait is not None:
+                waits.append(wait)
+    if not waits:
+        return None
+    return min(max(0.0, max(waits)), MAX_RETRY_AFTER)
+
+
+def _rfc3339(text: str) -> float | None:
+    """A POSIX time from an RFC 3339 date-time (bounded: at most 64 characters)."""
+    text = text.strip()
+    if not text or len(text) > _DATE_CHARS:
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def _go_duration(text: str) -> float | None:
+    """Seconds in a Go-style duration (``1s``, ``6m0s``, ``20ms``, ``1h2m3.5s``)."""
+    text = text.strip()
+    if not text or len(text) > _DATE_CHARS or not _GO_DURATION.fullmatch(text):
+        return None
+    return sum(float(n) * _GO_UNIT[unit] for n, unit in _GO_PART.findall(text))
 
 
 def _seconds(text: str) -> float | None:
