@@ -48,6 +48,8 @@ _PROVIDERS: Final = {  # agentflow provider -> gen_ai.provider.name
 _UNTRACED_PATHS: Final = frozenset({"/healthz", "/metrics"})
 _INTERNAL: Final = SpanKind.INTERNAL
 _CLIENT: Final = SpanKind.CLIENT
+_TIMED_OUT: Final = Outcome.TIMED_OUT  # an enum member read off its class costs a call
+_CANCELLED: Final = Outcome.CANCELLED
 _perf_ns: Final = time.perf_counter_ns
 _PLAIN: Final = frozenset({str, dict, list, tuple, int, float, bool, bytes, type(None)})
 """Types whose values carry no ``is_error``: a result of one is not asked (a failed
@@ -262,9 +264,9 @@ class Instruments:
             attributes["gen_ai.agent.name"] = result.agent
         span.set_attributes(attributes)  # one call, not one per attribute
         error = result.error
-        if outcome is Outcome.TIMED_OUT:
+        if outcome is _TIMED_OUT:
             self._status(span, "timeout", "timed out")
-        elif outcome is Outcome.CANCELLED:
+        elif outcome is _CANCELLED:
             why = error.message if error is not None else "cancelled"
             self._status(span, "cancelled", "cancelled by caller" if "caller" in why else why)
         elif error is not None:
