@@ -527,3 +527,83 @@ async def test_a_plain_tool_returning_an_awaitable_is_traced_and_still_answers(
     assert result.succeeded
     assert result.output["tool_results"][0].output == {"result": 42}
     assert "execute_tool deferred" in by_name(spans)
+
+
+async def test_the_batch_exporter_keeps_events_statuses_and_a_remote_parent() -> None:
+    """Plain spans take the export thread's short path, the rest the general one."""
+    exporter = InMemorySpanExporter()
+    remote = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+    async def work(ctx: af.Context, event: af.Event) -> None:
+        with tracing.span("noted") as noted:
+            noted.add_event("seen", {"n": 1})
+        with pytest.raises(KeyError), tracing.span("broken"):
+            raise KeyError("k")
+        with tracing.span("plain", tags=("a", "b")):
+            pass
+
+    async with (
+        tracing.open_tracing(TracingConfig(enabled=True), exporter=exporter),
+        af.Runner(agents={"work": work}) as runner,
+    ):
+        assert (await runner.call(af.Event("work", metadata={"traceparent": remote}))).succeeded
+    tree = by_name(exporter)
+    assert len(tree) == 5 and {s.context.trace_id for s in tree.values()} == {
+        0x4BF92F3577B34DA6A3CE929D0E0E4736
+    }
+    event = tree["event work"]
+    assert event.parent is not None and event.parent.is_remote
+    assert event.parent.span_id == 0x00F067AA0BA902B7
+    assert [e.name for e in tree["noted"].events] == ["seen"]
+    assert tree["broken"].status.status_code is StatusCode.ERROR
+    assert (tree["broken"].attributes or {})["error.type"] == "KeyError"
+    assert dict(tree["plain"].attributes or {}) == {"tags": ("a", "b")}
+    for name in ("noted", "broken", "plain"):
+        assert parent_of(tree[name], tree) == "invoke_agent work"
+
+
+async def test_a_model_request_carries_the_current_span(spans: InMemorySpanExporter) -> None:
+    head = b"POST /v1/chat/completions HTTP/1.1\r\ncontent-length: "
+    active = tracing.active
+    assert active is not None
+    assert active.request_head(head) == head  # no span: nothing to carry
+    with tracing.span("call") as made:
+        ids = made.get_span_context()
+        expected = f"00-{ids.trace_id:032x}-{ids.span_id:016x}-01"
+        assert tracing.current_traceparent() == expected
+        assert active.request_head(head) == (
+            b"POST /v1/chat/completions HTTP/1.1\r\ntraceparent: %b\r\ncontent-length: "
+            % expected.encode()
+        )
+        assert active.request_head(b"GET / HTTP/1.1\r\n") == b"GET / HTTP/1.1\r\n"
+
+
+async def test_another_tracer_makes_the_same_tree(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process's own tracer (``exporter = "none"``): the paths the lean tracer
+    shortens, taken the long way, give the same spans."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    from agentflow_trio.observability._trace_spans import Instruments
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(tracing, "active", Instruments(provider.get_tracer("test")))
+    result = await run_tool_agent(asks_for_weather())
+    assert result.succeeded
+    tree = by_name(exporter)
+    assert parent_of(tree["invoke_agent tool_agent"], tree) == "event ask"
+    assert parent_of(tree["execute_tool weather"], tree) == "invoke_agent tool_agent"
+    assert parent_of(tree["chat m"], tree) == "invoke_agent tool_agent"
+    assert (tree["chat m"].attributes or {})["gen_ai.response.finish_reasons"] == ("stop",)
+    assert (tree["event ask"].attributes or {})["agentflow.event.outcome"] == "succeeded"
+    head = b"POST / HTTP/1.1\r\ncontent-length: "
+    with tracing.span("call") as made:
+        ids = made.get_span_context()
+        value = tracing.current_traceparent()
+        assert value is not None  # the SDK's flags: sampled, maybe a random trace id too
+        assert value.startswith(f"00-{ids.trace_id:032x}-{ids.span_id:016x}-")
+        assert tracing.active.request_head(head) == (
+            b"POST / HTTP/1.1\r\ntraceparent: %b\r\ncontent-length: " % value.encode()
+        )

@@ -10,6 +10,7 @@ and the other way round. With another runtime they call the API.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any, Final
 
@@ -19,7 +20,7 @@ from opentelemetry.context.context import Context
 from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.trace import Span
 
-__all__ = ["attach", "current_span", "detach"]
+__all__ = ["RUNTIME", "attach", "current_span", "detach", "restore"]
 
 
 def _runtime() -> tuple[ContextVar[Context], str] | None:
@@ -32,12 +33,18 @@ def _runtime() -> tuple[ContextVar[Context], str] | None:
     return (var, key) if isinstance(var, ContextVar) else None
 
 
-_FOUND: Final = _runtime()
+RUNTIME: Final = _runtime()
+"""The API's context variable and span key (None with another runtime): `LeanTracer`
+reads the parent and sets the new current span with one lookup of each."""
 
 
-if _FOUND is not None:
-    _VAR, _KEY = _FOUND
+if RUNTIME is not None:
+    _VAR, _KEY = RUNTIME
     _get = _VAR.get
+
+    restore: Callable[[Any], object] = _VAR.set
+    """`detach` of a token `attach` gave (the replaced context): the variable's own
+    ``set``, no Python frame. A ``Token`` from the API's attach needs `detach`."""
 
     def current_span() -> Any:
         """The current span (the API's ``get_current_span()``), or None."""
@@ -72,3 +79,5 @@ else:  # pragma: no cover - another runtime context was configured
     def detach(token: object) -> None:
         """Restore the context `attach` replaced (in the task that attached)."""
         otel_context.detach(token)  # type: ignore[arg-type]
+
+    restore = detach

@@ -28,7 +28,7 @@ from opentelemetry.util.types import Attributes
 from .._json import dumps_str
 from ..errors import CircuitOpenError, LLMTimeoutError
 from ..events import AgentResult, Outcome
-from ._trace_context import attach, current_span, detach
+from ._trace_context import attach, current_span, detach, restore
 from ._traceparent import TRACEPARENT, parse_traceparent
 
 __all__ = ["Instruments", "Tracer", "fail"]
@@ -46,6 +46,14 @@ _PROVIDERS: Final = {  # agentflow provider -> gen_ai.provider.name
     "fake": "fake",
 }
 _UNTRACED_PATHS: Final = frozenset({"/healthz", "/metrics"})
+_INTERNAL: Final = SpanKind.INTERNAL
+_CLIENT: Final = SpanKind.CLIENT
+_TIMED_OUT: Final = Outcome.TIMED_OUT  # an enum member read off its class costs a call
+_CANCELLED: Final = Outcome.CANCELLED
+_perf_ns: Final = time.perf_counter_ns
+_PLAIN: Final = frozenset({str, dict, list, tuple, int, float, bool, bytes, type(None)})
+"""Types whose values carry no ``is_error``: a result of one is not asked (a failed
+``getattr`` raises and catches an AttributeError, the dearest step of a span)."""
 _CANCEL_REASONS: Final = {
     "deadline": "timed out",
     "explicit": "cancelled by caller",
@@ -110,7 +118,10 @@ def _messages(messages: Any) -> str:
 
 class Tracer(Protocol):
     """What makes the spans: an OpenTelemetry ``Tracer``, or the lean one
-    (``_trace_lean``) when agentflow builds the pipeline itself."""
+    (``_trace_lean``) when agentflow builds the pipeline itself. A tracer with an
+    ``open_span(name, kind, attributes)`` method (the lean one) starts a span under the
+    current one and makes it current in one call, returning it and the token
+    ``_trace_context.restore`` takes; `Instruments` uses it where it can."""
 
     def start_span(
         self,
@@ -132,7 +143,8 @@ class Instruments:
 
     __slots__ = (
         "_events",
-        "_since",
+        "_lean",
+        "_open",
         "_traced",
         "capture_content",
         "default_provider",
@@ -152,18 +164,31 @@ class Instruments:
         self.capture_content = capture_content
         self.providers = {k: _PROVIDERS.get(v, v) for k, v in (providers or {}).items()}
         self.default_provider = _PROVIDERS.get(default_provider, default_provider)
-        # an event's span; when it was accepted, or started running (negated), in ns
-        self._events: dict[object, Span] = {}
-        self._since: dict[object, int] = {}
+        # an event's span, and when it was accepted (ns), or, once it runs, when it
+        # started running (negated) and its queue wait (s): one entry, one lookup
+        self._events: dict[object, tuple[Span, int, float]] = {}
         self._traced: _TracedProvider | None = None  # the last provider wrapped
+        opener = getattr(tracer, "open_span", None)
+        self._open: Callable[[str, SpanKind, dict[str, Any]], tuple[Span, object]] = (
+            opener if opener is not None else self._open_any
+        )
+        # the lean tracer's span class: its ids are read directly (no SpanContext)
+        self._lean: type[Any] | None = getattr(tracer, "span_type", None)
+
+    def _open_any(
+        self, name: str, kind: SpanKind, attributes: dict[str, Any]
+    ) -> tuple[Span, object]:
+        """A span under the current one, made current: the span and `restore`'s token
+        (any tracer; the lean one does this itself, in one frame)."""
+        made = self.tracer.start_span(name, None, kind, attributes)
+        return made, attach(made)
 
     # ------------------------------------------------------------------ propagation
     def traceparent(self) -> str | None:
         """The current span's W3C ``traceparent``, None outside a valid span."""
         span = current_span()
-        made = getattr(span, "traceparent", None)  # a lean span says it itself
-        if made is not None:
-            return made()  # type: ignore[no-any-return]
+        if type(span) is self._lean:  # sampled, ids as ints
+            return "00-%032x-%016x-01" % (span.trace_id, span.span_id)  # noqa: UP031 (faster)
         found = trace.get_current_span().get_span_context()
         if not found.is_valid:
             return None
@@ -177,8 +202,14 @@ class Instruments:
 
     def request_head(self, prefix: bytes) -> bytes:
         """A lean request prefix (ending ``content-length: ``) with ``traceparent``."""
+        if not prefix.endswith(b"content-length: "):
+            return prefix
+        span = current_span()
+        if type(span) is self._lean:  # one formatting, straight to bytes
+            ids = (prefix[:-16], span.trace_id, span.span_id)
+            return b"%btraceparent: 00-%032x-%016x-01\r\ncontent-length: " % ids
         value = self.traceparent()
-        if value is None or not prefix.endswith(b"content-length: "):
+        if value is None:
             return prefix
         return b"%btraceparent: %b\r\ncontent-length: " % (prefix[:-16], value.encode())
 
@@ -188,51 +219,54 @@ class Instruments:
         none is current, under the ``traceparent`` of its metadata (a Redis entry's)."""
         event = handle.event
         parent = None
-        sent = event.metadata.get(TRACEPARENT) if event.metadata else None
-        if sent is not None and current_span() is None:
-            parent = _remote(parse_traceparent(sent))
-        self._events[handle] = self._event_span(event, parent)
-        self._since[handle] = time.perf_counter_ns()
+        metadata = event.metadata
+        if metadata:  # usually empty: no lookup, no current span read
+            sent = metadata.get(TRACEPARENT)
+            if sent is not None and current_span() is None:
+                parent = _remote(parse_traceparent(sent))
+        attributes = {"agentflow.event.type": event.type, "agentflow.event.id": event.id}
+        span = self.tracer.start_span("event " + event.type, parent, _INTERNAL, attributes)
+        self._events[handle] = (span, _perf_ns(), 0.0)
 
     def _event_span(self, event: Any, parent: otel_context.Context | None) -> Span:
         attributes = {"agentflow.event.type": event.type, "agentflow.event.id": event.id}
-        return self.tracer.start_span("event " + event.type, parent, SpanKind.INTERNAL, attributes)
+        return self.tracer.start_span("event " + event.type, parent, _INTERNAL, attributes)
 
     def running(self, handle: Any, parent: object) -> object:
         """The event starts running in this task: its span becomes the current one (a
         nested call's, one with a ``parent`` context, starts now under the current span).
         Returns the token `tracing.detach` takes."""
-        span = self._events.get(handle)
-        now = time.perf_counter_ns()
-        if span is None:
+        found = self._events.get(handle)
+        now = _perf_ns()
+        if found is None:
             metadata = handle.event.metadata.get(TRACEPARENT)
             remote = None if parent is not None else _remote(parse_traceparent(metadata))
-            span = self._events[handle] = self._event_span(handle.event, remote)
-            span.set_attribute("agentflow.queue_wait_s", 0.0)
-        else:
-            span.set_attribute("agentflow.queue_wait_s", (now - self._since[handle]) / 1e9)
-        self._since[handle] = -now
+            span = self._event_span(handle.event, remote)
+            self._events[handle] = (span, -now, 0.0)
+        else:  # the queue wait is noted when the span ends, with the run time
+            span = found[0]
+            self._events[handle] = (span, -now, (now - found[1]) / 1e9)
         return attach(span)
 
     def finished(self, handle: Any, result: AgentResult) -> None:
         """The event ended: its outcome, run time and status, and its span ends."""
-        span = self._events.pop(handle, None)
-        if span is None:
+        found = self._events.pop(handle, None)
+        if found is None:
             return
-        since = self._since.pop(handle, 0)
+        span, since, wait = found
         outcome = result.outcome
-        attributes: dict[str, Any] = {"agentflow.event.outcome": str(outcome)}
-        if since < 0:  # it ran (the queue wait was noted then)
-            attributes["agentflow.run_time_s"] = (time.perf_counter_ns() + since) / 1e9
-        else:
-            attributes["agentflow.queue_wait_s"] = attributes["agentflow.run_time_s"] = 0.0
+        attributes: dict[str, Any] = {
+            "agentflow.event.outcome": str(outcome),
+            "agentflow.queue_wait_s": wait,
+            "agentflow.run_time_s": (_perf_ns() + since) / 1e9 if since < 0 else 0.0,
+        }
         if result.agent:
             attributes["gen_ai.agent.name"] = result.agent
         span.set_attributes(attributes)  # one call, not one per attribute
         error = result.error
-        if outcome is Outcome.TIMED_OUT:
+        if outcome is _TIMED_OUT:
             self._status(span, "timeout", "timed out")
-        elif outcome is Outcome.CANCELLED:
+        elif outcome is _CANCELLED:
             why = error.message if error is not None else "cancelled"
             self._status(span, "cancelled", "cancelled by caller" if "caller" in why else why)
         elif error is not None:
@@ -251,14 +285,14 @@ class Instruments:
     def agent(self, name: str, running: Awaitable[_T]) -> Coroutine[Any, Any, _T]:
         """Await an agent's run under an ``invoke_agent`` span."""
         attributes = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": name}
-        return self._under("invoke_agent " + name, attributes, running, SpanKind.INTERNAL, False)
+        return self._under("invoke_agent " + name, attributes, running, _INTERNAL, False)
 
     def tool(
         self, name: str, call_id: str, args: Mapping[str, Any], running: Awaitable[_T]
     ) -> Coroutine[Any, Any, _T]:
         """Await one tool call under an ``execute_tool`` span."""
         attributes = self._tool_attributes(name, call_id, args)
-        return self._under("execute_tool " + name, attributes, running, SpanKind.INTERNAL, True)
+        return self._under("execute_tool " + name, attributes, running, _INTERNAL, True)
 
     def sync_tool(
         self, name: str, call_id: str, args: Mapping[str, Any], call: Callable[[], _T]
@@ -318,7 +352,7 @@ class Instruments:
             "gen_ai.tool.name": tool,
             "agentflow.mcp.server": server,
         }
-        return self._under("tools/call " + tool, attributes, running, SpanKind.CLIENT, True)
+        return self._under("tools/call " + tool, attributes, running, _CLIENT, True)
 
     async def _under(
         self,
@@ -328,8 +362,7 @@ class Instruments:
         kind: SpanKind,
         result: bool,
     ) -> _T:
-        span = self.tracer.start_span(name, None, kind, attributes)
-        token = attach(span)
+        span, token = self._open(name, kind, attributes)
         try:
             value = await running
         except BaseException as exc:
@@ -337,9 +370,11 @@ class Instruments:
             span.end()
             raise
         finally:
-            detach(token)
+            restore(token)
         try:
-            if getattr(value, "is_error", False) or getattr(value, "isError", False):
+            if type(value) not in _PLAIN and (
+                getattr(value, "is_error", False) or getattr(value, "isError", False)
+            ):
                 self._status(span, "tool_error", "")
                 span.set_status(Status(StatusCode.ERROR, "the tool reported an error"))
             elif result and self.capture_content:
@@ -357,6 +392,12 @@ class Instruments:
         return traced
 
     def chat_span(self, request: Any, streaming: bool) -> Span:
+        """A ``chat`` span for ``request``, not made current (a stream's)."""
+        name, attributes = self._chat(request, streaming)
+        return self.tracer.start_span(name, None, _CLIENT, attributes)
+
+    def _chat(self, request: Any, streaming: bool) -> tuple[str, dict[str, Any]]:
+        """A ``chat`` span's name and first attributes."""
         model = request.model or ""
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "chat",
@@ -374,9 +415,7 @@ class Instruments:
             attributes["agentflow.stream"] = True
         if self.capture_content:
             attributes["gen_ai.input.messages"] = _messages(request.messages)
-        return self.tracer.start_span(
-            "chat " + model if model else "chat", None, SpanKind.CLIENT, attributes
-        )
+        return "chat " + model if model else "chat", attributes
 
     def answered(
         self, span: Span, model: str, deployment: str, finish: str | None, usage: Any, text: str
@@ -391,7 +430,8 @@ class Instruments:
             if provider:
                 attributes["gen_ai.provider.name"] = provider
         if finish:
-            attributes["gen_ai.response.finish_reasons"] = _reasons(finish)
+            reasons = _FINISH_REASONS.get(finish)
+            attributes["gen_ai.response.finish_reasons"] = reasons or _reasons(finish)
         if usage is not None:
             attributes["gen_ai.usage.input_tokens"] = usage.prompt_tokens
             attributes["gen_ai.usage.output_tokens"] = usage.completion_tokens
@@ -478,8 +518,8 @@ class _TracedProvider:
 
     async def complete(self, request: Any) -> Any:
         inst = self._instruments
-        span = inst.chat_span(request, False)
-        token = attach(span)
+        name, attributes = inst._chat(request, False)
+        span, token = inst._open(name, _CLIENT, attributes)
         try:
             response = await self._inner.complete(request)
         except BaseException as exc:
@@ -487,7 +527,7 @@ class _TracedProvider:
             span.end()
             raise
         finally:
-            detach(token)
+            restore(token)
         try:
             inst.answered(
                 span,

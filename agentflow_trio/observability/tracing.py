@@ -134,18 +134,18 @@ def _user_span(instruments: Instruments, name: str, attributes: dict[str, Any]) 
         made.end()
 
 
-def detach(token: object) -> None:
-    """Undo `Instruments.running` in the task that ran it (also once tracing is off)."""
-    _detach_context(token)
+def _first_detach(token: object) -> None:
+    """`detach` until tracing was first switched on (it never runs before: a token
+    comes only from `Instruments.running`); then the context module's restore."""
+    from ._trace_context import restore
+
+    restore(token)
 
 
-def _detach_context(token: Any) -> None:
-    """The first `detach`: binds the context module's (imported once tracing was on)."""
-    global _detach_context
-    from ._trace_context import detach as detach_context
-
-    _detach_context = detach_context
-    detach_context(token)
+detach: Callable[[object], object] = _first_detach
+"""Undo `Instruments.running` in the task that ran it (also once tracing is off).
+`open_tracing` makes it the context module's restore itself (the context variable's
+``set``): one call per event, no wrapper."""
 
 
 def current_traceparent() -> str | None:
@@ -179,8 +179,12 @@ async def open_tracing(
     if active is not None or not (settings.enabled or exporter is not None):
         yield active
         return
+    global detach
     tracer, shutdown = _pipeline(settings, exporter, batch)
+    from ._trace_context import restore
     from ._trace_spans import Instruments
+
+    detach = restore  # stays: a token taken while on is given back once off too
 
     llm = config.llm if isinstance(config, Config) else None
     active = Instruments(
