@@ -375,10 +375,12 @@ def weather_tools() -> tuple[ToolRegistry, list[str]]:
     return ToolRegistry([search, weather]), log
 
 
-@pytest.mark.parametrize("provider", PROVIDERS)
-async def test_tool_agent_runs_the_same_on_each_provider(provider: str) -> None:
-    registry, log = weather_tools()
-    agent = tool_agent(tools=registry, system="You are helpful.")
+async def _search_then_answer(
+    provider: str, agent: af.Agent, answer: str
+) -> tuple[af.AgentResult, dict[str, Any]]:
+    """Run ``agent`` once on ``provider`` against the mock, which asks for ``search`` and
+    ``weather`` (ids ``call_s``, ``call_w``) and then answers ``answer``: the result, and
+    the second request the mock received (the one carrying the tool results)."""
     with trio.fail_after(TIMEOUT):
         async with (
             open_mock_llm() as mock,
@@ -392,10 +394,17 @@ async def test_tool_agent_runs_the_same_on_each_provider(provider: str) -> None:
                         MockToolCall("weather", {"city": "Paris"}, id="call_w"),
                     )
                 ),
-                MockReply(text="Trio is nice and Paris is 18C."),
+                MockReply(text=answer),
             )
             result = await runner.call(af.Event("ask", {"query": "trio? weather?"}))
-            second = mock.received[1]
+            return result, mock.received[1]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_tool_agent_runs_the_same_on_each_provider(provider: str) -> None:
+    registry, log = weather_tools()
+    agent = tool_agent(tools=registry, system="You are helpful.")
+    result, second = await _search_then_answer(provider, agent, "Trio is nice and Paris is 18C.")
     assert result.succeeded, result.error
     assert result.output["text"] == "Trio is nice and Paris is 18C."
     assert result.output["steps"] == 2 and sorted(log) == ["search:trio", "weather:Paris"]
@@ -511,23 +520,8 @@ async def test_a_failed_tool_call_goes_back_as_an_error_result() -> None:
         return {"city": city, "temp_c": 18}
 
     agent = tool_agent(tools=ToolRegistry([search, weather]))
-    with trio.fail_after(TIMEOUT):
-        async with (
-            open_mock_llm() as mock,
-            open_llm_client(config_for("anthropic", mock)) as llm,
-            af.Runner(agents={"ask": agent}, llm=llm) as runner,
-        ):
-            mock.script(
-                MockReply(
-                    tool_calls=(
-                        MockToolCall("search", {"q": "trio"}, id="call_s"),
-                        MockToolCall("weather", {"city": "Paris"}, id="call_w"),
-                    )
-                ),
-                MockReply(text="Search failed; Paris is 18C."),
-            )
-            result = await runner.call(af.Event("ask", {"query": "trio? weather?"}))
-            results = mock.received[1]["messages"][-1]["content"]
+    result, second = await _search_then_answer("anthropic", agent, "Search failed; Paris is 18C.")
+    results = second["messages"][-1]["content"]
     assert result.succeeded, result.error
     assert [r.outcome for r in result.output["tool_results"]] == ["error", "ok"]
     assert [m.is_error for m in result.output["transcript"][-3:-1]] == [True, False]
