@@ -607,3 +607,42 @@ async def test_another_tracer_makes_the_same_tree(monkeypatch: pytest.MonkeyPatc
         assert tracing.active.request_head(head) == (
             b"POST / HTTP/1.1\r\ntraceparent: %b\r\ncontent-length: " % value.encode()
         )
+
+
+def test_an_exported_span_reads_as_the_sdks_own_to_its_encoders() -> None:
+    """The slotted spans the export thread hands on encode (OTLP protobuf, the console
+    exporter's JSON) exactly as the SDK's ``ReadableSpan`` of the same fields."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import Event as SdkEvent
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    from opentelemetry.trace import SpanContext, Status, TraceFlags
+
+    from agentflow_trio.observability._trace_lean import Exported, _Readable
+
+    resource = Resource.create({"service.name": "t"})
+    plain = ("plain", 7, 8, 6, 0, None, 10, 20, {"a": "b", "n": 1})
+    status = Status(StatusCode.ERROR, "boom")
+    full = ("full", 7, 9, 0, 2, ([("seen", {"k": 1}, 15)], status, None, None), 11, 19, {})
+    made = list(_Readable([*plain, *full], resource))
+    assert len(made) == 2 and all(type(s) is Exported for s in made)
+
+    def context(span_id: int) -> SpanContext:
+        return SpanContext(7, span_id, False, TraceFlags(TraceFlags.SAMPLED))
+
+    scope = InstrumentationScope("agentflow_trio")
+    sdk = [
+        ReadableSpan(
+            "plain", context(8), context(6), resource, {"a": "b", "n": 1},
+            kind=SpanKind.INTERNAL, start_time=10, end_time=20, instrumentation_scope=scope,
+        ),
+        ReadableSpan(
+            "full", context(9), None, resource, {}, (SdkEvent("seen", {"k": 1}, 15),),
+            kind=SpanKind.CLIENT, status=status, start_time=11, end_time=19,
+            instrumentation_scope=scope,
+        ),
+    ]  # fmt: skip
+    assert encode_spans(made) == encode_spans(sdk)
+    assert [s.to_json() for s in made] == [s.to_json() for s in sdk]
+    assert [s.dropped_attributes + s.dropped_events + s.dropped_links for s in made] == [0, 0]
+    assert made[1].get_span_context() == sdk[1].get_span_context()
