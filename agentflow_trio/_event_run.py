@@ -108,7 +108,6 @@ class EventRuns:
             meter=meter,
         )
         token = _current.set(ctx)  # also where model calls find the meter
-        traced = None if _tracing.active is None else _tracing.active.running(handle, parent)
         sink_token = None
         if parent is None:
             self._running += 1
@@ -122,6 +121,8 @@ class EventRuns:
             and not hooks.on_error
             and (services.sessions is None or event.metadata.get("session_id") is None)
         )
+        named = own.name if plain and own is not None else None  # its span starts here
+        traced = None if _tracing.active is None else _tracing.active.running(handle, parent, named)
         try:
             with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
                 handle._scope = scope
@@ -130,8 +131,8 @@ class EventRuns:
                 if plain:  # `_handle`'s common case, inlined: one frame less while waiting
                     assert agent is not None
                     name = ctx.agent = agent.name
-                    try:
-                        value = await agent(ctx, event)
+                    try:  # an `Agent`'s function itself: its span, if any, is open
+                        value = await (agent(ctx, event) if own is None else own.fn(ctx, event))
                     except BaseException as exc:
                         if passes_through(exc):
                             raise

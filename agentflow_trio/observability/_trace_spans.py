@@ -50,6 +50,7 @@ _INTERNAL: Final = SpanKind.INTERNAL
 _CLIENT: Final = SpanKind.CLIENT
 _TIMED_OUT: Final = Outcome.TIMED_OUT  # an enum member read off its class costs a call
 _CANCELLED: Final = Outcome.CANCELLED
+_SUCCEEDED: Final = Outcome.SUCCEEDED
 _perf_ns: Final = time.perf_counter_ns
 _PLAIN: Final = frozenset({str, dict, list, tuple, int, float, bool, bytes, type(None)})
 """Types whose values carry no ``is_error``: a result of one is not asked (a failed
@@ -165,8 +166,9 @@ class Instruments:
         self.providers = {k: _PROVIDERS.get(v, v) for k, v in (providers or {}).items()}
         self.default_provider = _PROVIDERS.get(default_provider, default_provider)
         # an event's span, and when it was accepted (ns), or, once it runs, when it
-        # started running (negated) and its queue wait (s): one entry, one lookup
-        self._events: dict[object, tuple[Span, int, float]] = {}
+        # started running (negated), its queue wait (s) and maybe its agent's span: one
+        # entry, one lookup
+        self._events: dict[object, tuple[Any, ...]] = {}
         self._traced: _TracedProvider | None = None  # the last provider wrapped
         opener = getattr(tracer, "open_span", None)
         self._open: Callable[[str, SpanKind, dict[str, Any]], tuple[Span, object]] = (
@@ -232,29 +234,56 @@ class Instruments:
         attributes = {"agentflow.event.type": event.type, "agentflow.event.id": event.id}
         return self.tracer.start_span("event " + event.type, parent, _INTERNAL, attributes)
 
-    def running(self, handle: Any, parent: object) -> object:
+    def running(self, handle: Any, parent: object, agent: str | None = None) -> object:
         """The event starts running in this task: its span becomes the current one (a
         nested call's, one with a ``parent`` context, starts now under the current span).
-        Returns the token `tracing.detach` takes."""
+        Returns the token `tracing.detach` takes.
+
+        ``agent``: the event's agent runs right away, awaited here (the runner's plain
+        path): its ``invoke_agent`` span starts now under the event's and is the current
+        one instead, and `finished` ends it from the result (one context change, not two,
+        and no coroutine around the agent's)."""
         found = self._events.get(handle)
         now = _perf_ns()
         if found is None:
             metadata = handle.event.metadata.get(TRACEPARENT)
             remote = None if parent is not None else _remote(parse_traceparent(metadata))
             span = self._event_span(handle.event, remote)
-            self._events[handle] = (span, -now, 0.0)
+            wait = 0.0
         else:  # the queue wait is noted when the span ends, with the run time
             span = found[0]
-            self._events[handle] = (span, -now, (now - found[1]) / 1e9)
-        return attach(span)
+            wait = (now - found[1]) / 1e9
+        if agent is None:
+            self._events[handle] = (span, -now, wait)
+            return attach(span)
+        attributes = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": agent}
+        held: Any = span  # read as the lean span it is
+        lean = self._lean
+        if type(held) is lean:  # the child of a span in hand: no context to read
+            running = lean(
+                self.tracer, "invoke_agent " + agent, held.trace_id, held.span_id, held.state,
+                None, _INTERNAL, attributes,
+            )  # fmt: skip
+        else:
+            inside = trace.set_span_in_context(span)
+            running = self.tracer.start_span("invoke_agent " + agent, inside, _INTERNAL, attributes)
+        self._events[handle] = (span, -now, wait, running)
+        return attach(running)
 
     def finished(self, handle: Any, result: AgentResult) -> None:
-        """The event ended: its outcome, run time and status, and its span ends."""
+        """The event ended: its outcome, run time and status, and its span ends (the
+        agent's first, when `running` started it)."""
         found = self._events.pop(handle, None)
         if found is None:
             return
-        span, since, wait = found
         outcome = result.outcome
+        error = result.error
+        if len(found) == 4:
+            agent = found[3]
+            if outcome is not _SUCCEEDED:
+                self._outcome(agent, outcome, error)
+            agent.end()
+        span, since, wait = found[0], found[1], found[2]
         attributes: dict[str, Any] = {
             "agentflow.event.outcome": str(outcome),
             "agentflow.queue_wait_s": wait,
@@ -262,17 +291,27 @@ class Instruments:
         }
         if result.agent:
             attributes["gen_ai.agent.name"] = result.agent
-        span.set_attributes(attributes)  # one call, not one per attribute
-        error = result.error
+        if type(span) is self._lean:  # its own dict, still open: no frame, no checks
+            span._attributes.update(attributes)
+        else:
+            span.set_attributes(attributes)  # one call, not one per attribute
         if outcome is _TIMED_OUT:
             self._status(span, "timeout", "timed out")
+        elif outcome is not _SUCCEEDED:
+            self._outcome(span, outcome, error)
+        span.end()
+
+    def _outcome(self, span: Span, outcome: Outcome, error: Any) -> None:
+        """The status of a span whose event ended other than well: timed out, cancelled
+        (and by whom), or the error's type and message."""
+        if outcome is _TIMED_OUT:
+            self._status(span, "cancelled", "timed out")
         elif outcome is _CANCELLED:
             why = error.message if error is not None else "cancelled"
             self._status(span, "cancelled", "cancelled by caller" if "caller" in why else why)
         elif error is not None:
             self._status(span, error.type, "")
             span.set_status(Status(StatusCode.ERROR, f"{error.type}: {error.message}"[:200]))
-        span.end()
 
     @staticmethod
     def _status(span: Span, kind: str, reason: str) -> None:
