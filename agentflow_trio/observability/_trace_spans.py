@@ -326,12 +326,26 @@ class Instruments:
         attributes = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": name}
         return self._under("invoke_agent " + name, attributes, running, _INTERNAL, False)
 
-    def tool(
-        self, name: str, call_id: str, args: Mapping[str, Any], running: Awaitable[_T]
-    ) -> Coroutine[Any, Any, _T]:
-        """Await one tool call under an ``execute_tool`` span."""
+    def open_tool(self, name: str, call_id: str, args: Mapping[str, Any]) -> tuple[Span, object]:
+        """An ``execute_tool`` span, made the current one, for a call its caller awaits
+        in its own frame: the span and the token `close_tool` takes."""
         attributes = self._tool_attributes(name, call_id, args)
-        return self._under("execute_tool " + name, attributes, running, _INTERNAL, True)
+        return self._open("execute_tool " + name, _INTERNAL, attributes)
+
+    def close_tool(
+        self, opened: tuple[Span, object], result: Any, exc: BaseException | None
+    ) -> None:
+        """End `open_tool`'s span: its `ToolResult` says how the call went, or ``exc``
+        (a cancellation) what ended it."""
+        span, token = opened
+        restore(token)
+        try:
+            if exc is not None:
+                fail(span, exc)
+            else:
+                self._tool_result(span, result)
+        finally:
+            span.end()
 
     def sync_tool(
         self, name: str, call_id: str, args: Mapping[str, Any], call: Callable[[], _T]

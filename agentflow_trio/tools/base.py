@@ -518,10 +518,17 @@ async def _run(
     """Run ``t`` and settle it; ``start`` None: the call starts now."""
     if start is None:
         start = trio.current_time()
-    running = t.call(ctx, args)
-    if _tracing.active is not None:  # an ``execute_tool`` span around the call
-        running = _tracing.active.tool(t.name, call_id, args, running)
-    return await _settle(t.name, call_id, running, timeout, start)
+    if _tracing.active is not None:  # an ``execute_tool`` span around the call, current
+        active = _tracing.active  # (the span is opened and closed in this frame: no
+        opened = active.open_tool(t.name, call_id, args)  # coroutine of its own)
+        try:
+            result = await _settle(t.name, call_id, t.call(ctx, args), timeout, start)
+        except BaseException as exc:
+            active.close_tool(opened, None, exc)
+            raise
+        active.close_tool(opened, result, None)
+        return result
+    return await _settle(t.name, call_id, t.call(ctx, args), timeout, start)
 
 
 async def _as_dict(value: Awaitable[Any]) -> dict[str, Any]:
