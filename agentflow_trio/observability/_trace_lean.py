@@ -89,14 +89,20 @@ class LeanTracer:
     """Makes `LeanSpan` values; ``finish`` takes each one as it ends, as an `Ended`
     tuple (`SpanBatcher.add`, or a function handing its `readable` to a span processor)."""
 
-    __slots__ = ("_bound", "finish")
+    __slots__ = ("_bound", "_pending", "_room", "finish")
 
     span_type: ClassVar[type[LeanSpan]]
     """The class of the spans it records (`Instruments` reads their ids directly)."""
 
-    def __init__(self, finish: Callable[[Ended], None], ratio: float) -> None:
+    def __init__(
+        self, finish: Callable[[Ended], None], ratio: float, batcher: SpanBatcher | None = None
+    ) -> None:
         self.finish = finish
         self._bound = round(max(0.0, min(1.0, ratio)) * (1 << 64))
+        # ``batcher``: `finish` is its `add`, whose common case (room in the batch) an
+        # ending span does itself, without a call: extend its list
+        self._pending = None if batcher is None else batcher._pending
+        self._room = 0 if batcher is None else batcher._batch * _FIELDS
 
     def start_span(
         self,
@@ -265,21 +271,25 @@ class LeanSpan(trace.Span):
         self._end = end = end_time or _time_ns()
         kind = self._kind
         events, status, foreign, state = self._events, self._status, self._foreign, self.state
-        self._tracer.finish(
-            (
-                self._name,
-                self.trace_id,
-                self.span_id,
-                self.parent_id,
-                0 if kind is _INTERNAL else 2 if kind is _CLIENT else kind.value,
-                None
-                if events is None and status is None and foreign is None and state is None
-                else (events, status, foreign, state),
-                self._start,
-                end,
-                self._attributes,
-            )
+        ended = (
+            self._name,
+            self.trace_id,
+            self.span_id,
+            self.parent_id,
+            0 if kind is _INTERNAL else 2 if kind is _CLIENT else kind.value,
+            None
+            if events is None and status is None and foreign is None and state is None
+            else (events, status, foreign, state),
+            self._start,
+            end,
+            self._attributes,
         )
+        tracer = self._tracer
+        pending = tracer._pending
+        if pending is not None and len(pending) < tracer._room:
+            pending += ended  # one C call: the exporter thread sees all of it or none
+        else:
+            tracer.finish(ended)
 
 
 LeanTracer.span_type = LeanSpan
@@ -450,7 +460,8 @@ class SpanBatcher:
     The SDK's ``BatchSpanProcessor`` settings: a batch leaves every
     ``OTEL_BSP_SCHEDULE_DELAY`` ms (5000) or as soon as ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``
     spans (512) wait; past ``OTEL_BSP_MAX_QUEUE_SIZE`` (2048, at least two batches) new
-    spans are dropped and counted (`dropped`). `add` is a deque append and a length check.
+    spans are dropped and counted (`dropped`). `add` (and an ending `LeanSpan`
+    itself) is a list extension and a length check.
 
     The hand-off: a thread woken while the event loop keeps the GIL busy can wait for it
     indefinitely (the loop drops and retakes it at every ``epoll``, which restarts the
@@ -462,7 +473,6 @@ class SpanBatcher:
     """
 
     __slots__ = (
-        "_added",
         "_batch",
         "_closing",
         "_delay",
@@ -470,7 +480,6 @@ class SpanBatcher:
         "_exporting",
         "_limit",
         "_pending",
-        "_removed",
         "_resource",
         "_taken",
         "_thread",
@@ -485,9 +494,9 @@ class SpanBatcher:
         self._delay = _setting(env.OTEL_BSP_SCHEDULE_DELAY, 5000) / 1000
         self._batch = _setting(env.OTEL_BSP_MAX_EXPORT_BATCH_SIZE, 512)
         self._limit = max(_setting(env.OTEL_BSP_MAX_QUEUE_SIZE, 2048), 2 * self._batch)
-        self._pending: list[Any] = []  # `Ended` fields, one span after another
-        self._added = 0  # spans put in _pending (by add) ...
-        self._removed = 0  # ... and taken out (by the exporter thread) or dropped
+        # `Ended` fields, one span after another: spans join it whole (one C call, here
+        # or in `LeanSpan.end`) and leave it whole (the exporter thread's one `del`)
+        self._pending: list[Any] = []
         self._wake = threading.Event()  # set: spans to take (a full batch, or closing)
         self._taken = threading.Event()  # set: the exporter thread took what waited
         self._woken = False
@@ -499,20 +508,17 @@ class SpanBatcher:
 
     def add(self, span: Ended) -> None:
         """Queue an ended span (any thread); a full batch goes to the exporter thread."""
-        waiting = self._added - self._removed
+        waiting = len(self._pending) // _FIELDS
         if waiting < self._batch:
             self._pending += span  # one C call: the exporter thread sees all of it or none
-            self._added += 1
         elif self._closing:  # shut down: nothing takes spans any more
             self.dropped += 1
         elif waiting < self._limit:
             self._pending += span
-            self._added += 1
             if not self._woken or waiting % self._batch == 0:
                 self._hand_off(_HAND_OFF)
         elif not self._exporting and self._hand_off(_LAST_HAND_OFF):
             self._pending += span
-            self._added += 1
         else:
             self.dropped += 1
 
@@ -537,7 +543,6 @@ class SpanBatcher:
             size = len(pending)  # whole spans: add extends the list in one call
             taken = _Readable(pending[:size], self._resource)
             del pending[:size]
-            self._removed += len(taken)
             self._woken = False
             self._exporting = True
             self._taken.set()

@@ -473,8 +473,10 @@ class Instruments:
     def answered(
         self, span: Span, model: str, deployment: str, finish: str | None, usage: Any, text: str
     ) -> None:
-        """What the model answered, on its ``chat`` span."""
-        attributes: dict[str, Any] = {}
+        """What the model answered, on its ``chat`` span (a lean one's own dict is
+        written: text and counts need no checks, and a dict and a call less)."""
+        lean = type(span) is self._lean  # (never ended yet here)
+        attributes: dict[str, Any] = span._attributes if lean else {}  # type: ignore[attr-defined]
         if model:
             attributes["gen_ai.response.model"] = model
         if deployment:
@@ -491,7 +493,8 @@ class Instruments:
         if self.capture_content:
             output = [{"role": "assistant", "content": text}]
             attributes["gen_ai.output.messages"] = _content(output)
-        span.set_attributes(attributes)  # one call, not one per attribute
+        if not lean:
+            span.set_attributes(attributes)  # one call, not one per attribute
 
     def attempt_failed(self, deployment: str, kind: str, exc: BaseException) -> None:
         """A router attempt failed: an event on the current (``chat``) span naming the

@@ -223,7 +223,7 @@ def _pipeline(
     resource = Resource.create({"service.name": settings.service_name})
     if batch:
         batcher = SpanBatcher(chosen, resource)
-        return LeanTracer(batcher.add, settings.sample_ratio), batcher.shutdown
+        return LeanTracer(batcher.add, settings.sample_ratio, batcher), batcher.shutdown
     processor = SimpleSpanProcessor(chosen)
 
     def finish(span: Ended) -> None:
