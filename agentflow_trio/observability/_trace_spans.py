@@ -444,6 +444,34 @@ class Instruments:
             traced = self._traced = _TracedProvider(self, provider)
         return traced
 
+    def open_chat(self, request: Any) -> tuple[Span, object]:
+        """A ``chat`` span for a call its caller awaits in its own frame, made the current
+        one (the model request carries its ``traceparent``, a failed router attempt is
+        its event): the span and the token `close_chat` takes."""
+        name, attributes = self._chat(request, False)
+        return self._open(name, _CLIENT, attributes)
+
+    def close_chat(
+        self, opened: tuple[Span, object], response: Any, exc: BaseException | None
+    ) -> None:
+        """End `open_chat`'s span: what the model answered, or ``exc``: what ended it."""
+        span, token = opened
+        restore(token)
+        try:
+            if exc is not None:
+                fail(span, exc)
+            else:
+                self.answered(
+                    span,
+                    response.model,
+                    response.deployment,
+                    response.finish_reason,
+                    response.usage,
+                    response.text,
+                )
+        finally:
+            span.end()
+
     def chat_span(self, request: Any, streaming: bool) -> Span:
         """A ``chat`` span for ``request``, not made current (a stream's)."""
         name, attributes = self._chat(request, streaming)
@@ -574,27 +602,13 @@ class _TracedProvider:
 
     async def complete(self, request: Any) -> Any:
         inst = self._instruments
-        name, attributes = inst._chat(request, False)
-        span, token = inst._open(name, _CLIENT, attributes)
+        opened = inst.open_chat(request)
         try:
             response = await self._inner.complete(request)
         except BaseException as exc:
-            fail(span, exc)
-            span.end()
+            inst.close_chat(opened, None, exc)
             raise
-        finally:
-            restore(token)
-        try:
-            inst.answered(
-                span,
-                response.model,
-                response.deployment,
-                response.finish_reason,
-                response.usage,
-                response.text,
-            )
-        finally:
-            span.end()
+        inst.close_chat(opened, response, None)
         return response
 
     def stream(self, request: Any) -> AbstractAsyncContextManager[AsyncIterator[Any]]:
