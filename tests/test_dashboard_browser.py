@@ -79,7 +79,8 @@ def test_live_dashboard_follows_a_load_test(tmp_path: Path) -> None:
     script = tmp_path / "scenario.py"
     script.write_text(SCENARIO)
     command = [sys.executable, "-m", "agentflow_trio.cli", "loadtest", "--script", str(script)]
-    command += ["--stages", "1s:2,4s:4", "--latency-ms", "2", "--json", "--dashboard"]
+    # 10 s of load: a browser started on a loaded host still sees the counter move
+    command += ["--stages", "2s:2,8s:4", "--latency-ms", "2", "--json", "--dashboard"]
     proc = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
     )
