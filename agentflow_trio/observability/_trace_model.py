@@ -14,7 +14,7 @@ from typing import Any, final
 
 from opentelemetry.trace import Span
 
-from ._trace_context import attach, detach
+from ._trace_context import attach, detach, restore
 
 __all__ = ["TracedProvider"]
 
@@ -31,13 +31,26 @@ class TracedProvider:
 
     async def complete(self, request: Any) -> Any:
         inst = self._instruments
-        opened = inst.open_chat(request)
+        span, token = inst.open_chat(request)
         try:
             response = await self._inner.complete(request)
         except BaseException as exc:
-            inst.close_chat(opened, None, exc)
+            inst.failed(span, exc)
+            span.end()
             raise
-        inst.close_chat(opened, response, None)
+        finally:
+            restore(token)
+        try:
+            inst.answered(
+                span,
+                response.model,
+                response.deployment,
+                response.finish_reason,
+                response.usage,
+                response.text,
+            )
+        finally:
+            span.end()
         return response
 
     def stream(self, request: Any) -> AbstractAsyncContextManager[AsyncIterator[Any]]:

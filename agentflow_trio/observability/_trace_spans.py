@@ -450,30 +450,9 @@ class Instruments:
     def open_chat(self, request: Any) -> tuple[Span, object]:
         """A ``chat`` span for a call its caller awaits in its own frame, made the current
         one (the model request carries its ``traceparent``, a failed router attempt is
-        its event): the span and the token `close_chat` takes."""
+        its event): the span and the token `_trace_context.restore` takes."""
         name, attributes = self._chat(request, False)
         return self._open(name, _CLIENT, attributes)
-
-    def close_chat(
-        self, opened: tuple[Span, object], response: Any, exc: BaseException | None
-    ) -> None:
-        """End `open_chat`'s span: what the model answered, or ``exc``: what ended it."""
-        span, token = opened
-        restore(token)
-        try:
-            if exc is not None:
-                fail(span, exc)
-            else:
-                self.answered(
-                    span,
-                    response.model,
-                    response.deployment,
-                    response.finish_reason,
-                    response.usage,
-                    response.text,
-                )
-        finally:
-            span.end()
 
     def chat_span(self, request: Any, streaming: bool) -> Span:
         """A ``chat`` span for ``request``, not made current (a stream's)."""
