@@ -93,6 +93,14 @@ def _request(target: _Target, body: bytes) -> tuple[bytes, bytes]:
     return request_bytes(prefix, body)
 
 
+def _streams(conn: Connection, content_types: tuple[str, ...]) -> bool:
+    """Whether ``conn``'s answer is a success with one of ``content_types``."""
+    if conn.status >= 400:
+        return False
+    ctype = (conn.content_type or b"").decode("latin-1")
+    return ctype.split(";", 1)[0].strip().lower() in content_types
+
+
 class _Target:
     __slots__ = ("pool", "prefix")
 
@@ -252,28 +260,6 @@ class LeanSession:
         """
         return _Opening(self, url, body, decoder, parse, content_types)
 
-    async def _open(
-        self,
-        exchange: Exchange,
-        head: bytes,
-        rest: bytes,
-        decoder: LineDecoder,
-        parse: Callable[[Any], T | None],
-        content_types: tuple[str, ...],
-    ) -> _Chunks[T]:
-        conn = await self._start(exchange, head, rest)
-        del head, rest  # sent: not held while the stream is read
-        await self._check_stream(conn, content_types)
-        return _Chunks(
-            conn,
-            decoder,
-            parse,
-            self.deployment,
-            self._timeout,
-            self._max_body,
-            self._watchdog if conn.abortable else None,
-        )
-
     async def _start(self, exchange: Exchange, head: bytes, rest: bytes) -> Connection:
         # A connection at once: the watchdog keeps the deadline. Otherwise no scope of ours
         # when an enclosing deadline (the breaker's call timeout, the event's) ends sooner:
@@ -311,10 +297,12 @@ class LeanSession:
             raise to_llm_error(exc, self.deployment) from exc
 
     async def _check_stream(self, conn: Connection, content_types: tuple[str, ...]) -> None:
+        """Raise unless ``conn``'s answer is a stream (`_streams`): its status error, or a
+        `ResponseFormatError` for another content type (with the start of its body)."""
+        if _streams(conn, content_types):
+            return
         status = conn.status
         ctype = (conn.content_type or b"").decode("latin-1")
-        if status < 400 and ctype.split(";", 1)[0].strip().lower() in content_types:
-            return
         body = await self._read_some(conn)
         if status >= 400:
             raise status_error(status, _text_headers(conn.headers), body, self.deployment)
@@ -403,15 +391,25 @@ class _Opening(Generic[T]):
 
     async def __aenter__(self) -> _Chunks[T]:
         session = self._session
-        target = session._target(self._url)
+        target = session._targets.get(self._url) or session._target(self._url)
         body, self._body = self._body, None  # held no longer than it takes to send
         assert body is not None, "a stream is opened once"
         head, rest = _request(target, body)
         del body
         exchange = self._exchange = Exchange(target.pool)
         try:
-            return await session._open(
-                exchange, head, rest, self._decoder, self._parse, self._content_types
+            conn = await session._start(exchange, head, rest)
+            del head, rest  # sent: not held while the stream is read
+            if not _streams(conn, self._content_types):
+                await session._check_stream(conn, self._content_types)
+            return _Chunks(
+                conn,
+                self._decoder,
+                self._parse,
+                session.deployment,
+                session._timeout,
+                session._max_body,
+                session._watchdog if conn.abortable else None,
             )
         except BaseException:
             self._exchange = None
