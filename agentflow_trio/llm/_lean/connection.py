@@ -5,7 +5,8 @@ with `receive_all` (whole) or `receive_part` (as it arrives, for streams). Bodie
 framed by Content-Length, chunked, or (without either) end when the server closes.
 Interim ``1xx`` responses are skipped. When `receive_head`'s read brings a burst of body
 too (a stream's first events), the body is kept back and parsed in two steps, its first
-KiB first: the first event is handed out without waiting for all the others to be parsed.
+half KiB first (an event or two): the first event is handed out without waiting for all
+the others to be parsed.
 The connection may carry another request only if the last response was read to its end,
 the server allowed keep-alive (no ``Connection: close``, HTTP/1.1) and nothing followed it
 (`reusable`); the pool checks that.
@@ -39,7 +40,7 @@ __all__ = ["RECEIVE_SIZE", "Connection"]
 
 RECEIVE_SIZE: Final = 65536
 _HOLD_OVER: Final = 2048  # `receive_head` keeps a body back when a read brings more than this
-_FIRST_STEP: Final = 1024  # ... and hands out its first this many bytes on their own
+_FIRST_STEP: Final = 512  # ... and hands out its first this many bytes on their own
 _TICKET_WAIT: Final = 0.001  # how long a readable idle TLS connection may take to show EOF
 _STREAM_ERRORS: Final = (trio.BrokenResourceError, trio.ClosedResourceError)
 

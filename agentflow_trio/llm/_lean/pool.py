@@ -213,10 +213,11 @@ class ConnectionPool:
 
     # -- connections ------------------------------------------------------------------------
 
-    def checkout_nowait(self) -> Connection | None:
+    def checkout_nowait(self, now: float | None = None) -> Connection | None:
         """The most recently used idle connection if it is good to use without waiting
         (not expired, not readable, no idle ones due for pruning), else None: call
-        `checkout`. Call with a slot held.
+        `checkout`. Call with a slot held. ``now``: the trio clock's time, if the caller
+        has just read it (else it is read here).
 
         Raises:
             PoolClosed.
@@ -226,7 +227,8 @@ class ConnectionPool:
         idle = self._idle
         if not idle:
             return None
-        now = trio.current_time()
+        if now is None:
+            now = trio.current_time()
         conn = idle[-1]
         if (
             idle[0].idle_since + self._idle_timeout <= now

@@ -170,12 +170,13 @@ class LeanSession:
         """
         target = self._targets.get(url) or self._target(url)
         exchange = Exchange(target.pool)
-        deadline, caller = self._deadline()
+        now = trio.current_time()
+        deadline, caller = self._deadline(now)
         watchdog = self._watchdog
         try:
             head, rest = _request(target, body)
             del body  # often an encoder's 4 KiB buffer: not held while the answer is awaited
-            opened = exchange.open_nowait()
+            opened = exchange.open_nowait(now)
             if watchdog is not None and opened and exchange.conn.abortable:  # type: ignore[union-attr]
                 # The common case: a connection at once; the watchdog keeps the deadline.
                 watchdog.watch(exchange, deadline)
@@ -217,10 +218,11 @@ class LeanSession:
                 await exchange.aclose()
         raise status_error(status, _text_headers(raw_headers), content, self.deployment)
 
-    def _deadline(self) -> tuple[float, CallDeadline | None]:
-        """When this request must end: ``now + request_timeout``, or the caller's
-        `CALL_DEADLINE` if that comes first (then returned too, to be told it fired)."""
-        deadline = trio.current_time() + self._timeout
+    def _deadline(self, now: float) -> tuple[float, CallDeadline | None]:
+        """When a request starting ``now`` must end: ``now + request_timeout``, or the
+        caller's `CALL_DEADLINE` if that comes first (then returned too, to be told it
+        fired)."""
+        deadline = now + self._timeout
         caller = CALL_DEADLINE.get()
         if caller is not None and caller.at < deadline:
             return caller.at, caller
@@ -264,10 +266,11 @@ class LeanSession:
         # A connection at once: the watchdog keeps the deadline. Otherwise no scope of ours
         # when an enclosing deadline (the breaker's call timeout, the event's) ends sooner:
         # it could never fire first.
-        deadline, caller = self._deadline()
+        now = trio.current_time()
+        deadline, caller = self._deadline(now)
         try:
             watchdog = self._watchdog
-            opened = watchdog is not None and exchange.open_nowait()
+            opened = watchdog is not None and exchange.open_nowait(now)
             if watchdog is not None and opened and exchange.conn.abortable:  # type: ignore[union-attr]
                 watchdog.watch(exchange, deadline)
                 try:
@@ -476,6 +479,7 @@ class _Chunks(Generic[T]):
 
     async def __anext__(self) -> T:
         pending = self.ready
+        conn = self._conn
         while not pending:
             decoder = self._decoder
             if self._backlog:
@@ -484,7 +488,9 @@ class _Chunks(Generic[T]):
             elif decoder.done:
                 await self._drain()
                 raise StopAsyncIteration
-            elif (data := await self._receive()) is None:
+            elif (data := conn.part_nowait()) is None and (
+                conn.complete or (data := await self._receive()) is None
+            ):  # read already (or the end): no wait, no frame of `_receive`
                 tail = self._unzip.flush() if self._unzip is not None else b""
                 items = self._checked(decoder.feed, tail) if tail else []
                 items += self._checked(decoder.finish)
@@ -496,7 +502,12 @@ class _Chunks(Generic[T]):
                     cut = data.find(b"\n\n") + 2
                     if 1 < cut < len(data):
                         data, self._backlog = data[:cut], data[cut:]
-                items = self._checked(decoder.feed, data)
+                try:  # `_checked`, without its frame: every piece of the body comes here
+                    items = decoder.feed(data)
+                except ResponseFormatError as exc:
+                    conn.discard()
+                    exc.deployment = self._deployment
+                    raise
             parse = self._parse
             if parse is None:  # `passthrough`: the decoder made the chunks already
                 pending.extend(items)
@@ -508,10 +519,8 @@ class _Chunks(Generic[T]):
         return pending.popleft()
 
     async def _receive(self) -> bytes | None:
+        # The next piece of the body, waited for (`__anext__` found none read already).
         conn = self._conn
-        data = conn.part_nowait()
-        if data is not None or conn.complete:
-            return data  # read already (or the end): no wait, no scope
         try:
             watchdog = self._watchdog
             if watchdog is not None:
