@@ -183,7 +183,9 @@ class Connection:
     ``opened_at``, ``expires_at`` (lifetime end) and ``idle_since`` are trio clock times;
     ``requests`` counts the requests begun on it; ``fresh`` is True until it first waits
     idle in a pool (a fresh connection cannot have been closed by the server while idle).
-    ``max_header_bytes`` and ``max_response_bytes`` bound each response (module docstring).
+    ``abortable``: whether `abort` can wake a task blocked on it (over a socket, not an
+    in-memory stream). ``max_header_bytes`` and ``max_response_bytes`` bound each response
+    (module docstring).
     """
 
     __slots__ = (
@@ -194,6 +196,7 @@ class Connection:
         "_reader",
         "_sock",
         "_stream",
+        "abortable",
         "expires_at",
         "fresh",
         "idle_since",
@@ -223,6 +226,7 @@ class Connection:
         self.requests = 0
         self.fresh = True
         self._sock = _socket_of(stream)  # polled when idle (`readable`)
+        self.abortable = self._sock is not None
         self._held: list[bytes] | None = None  # body bytes read, not parsed yet (receive_head)
 
     # -- state --------------------------------------------------------------------------
@@ -489,12 +493,6 @@ class Connection:
         if reader.started:
             return f"connection closed in the response head{detail}"
         return f"server closed the connection without answering{detail}"
-
-    @property
-    def abortable(self) -> bool:
-        """Whether `abort` can wake a task blocked on it (over a socket: not an in-memory
-        stream)."""
-        return self._sock is not None
 
     def abort(self) -> None:
         """Close the socket now, without waiting: a task blocked sending or receiving on
