@@ -318,6 +318,51 @@ async def test_stream_opening_is_retried(autojump_clock: trio.testing.MockClock)
         assert stats.breaker is not None and stats.breaker.failures == 1
 
 
+class _Recording:
+    """A provider over ``fake`` that records each stream opening and closing."""
+
+    def __init__(self, fake: FakeProvider) -> None:
+        self.fake = fake
+        self.events: list[str] = []
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        return await self.fake.complete(request)
+
+    @asynccontextmanager
+    async def stream(self, request: ChatRequest) -> AsyncIterator[AsyncIterator[Any]]:
+        self.events.append("open")
+        try:
+            async with self.fake.stream(request) as chunks:
+                yield chunks
+        finally:
+            self.events.append("close")
+
+    async def embed(self, request: EmbeddingRequest) -> Any:
+        return await self.fake.embed(request)
+
+    async def aclose(self) -> None:
+        await self.fake.aclose()
+
+
+async def test_retry_and_breaker_open_a_stream_once_and_close_it_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Retry and breaker open a stream as one opening: the failed attempt is closed at once,
+    # the one that opened is closed when the block exits, an error in the block included.
+    recording = _Recording(FakeProvider.scripted([ServerError("x", status=500), "answer"]))
+    async with stack(recording) as provider:  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="in the block"):
+            async with provider.stream(REQUEST) as chunks:
+                assert (await chunks.__anext__()).delta_text
+                assert recording.events == ["open", "close", "open"]
+                raise ValueError("in the block")
+        assert recording.events == ["open", "close", "open", "close"]
+        stats = provider.statistics()
+        assert stats.retry is not None and stats.retry.attempts == 2
+        assert stats.breaker is not None
+        assert (stats.breaker.failures, stats.breaker.successes) == (1, 1)
+
+
 async def test_batching_splits_results_back(autojump_clock: trio.testing.MockClock) -> None:
     fake = FakeProvider(dim=4)
     reference = FakeProvider(dim=4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import types
+from typing import Any
 
 import attrs
 import pytest
@@ -150,6 +151,29 @@ def test_a_refusal_is_read_from_replies_and_chunks() -> None:
     acc.add(StreamChunk("", (), "stop"))
     assert acc.response().refusal == "No."
     assert StreamAccumulator().response().refusal is None
+
+
+@pytest.mark.parametrize(
+    ("delta", "expected"),
+    [
+        ({"content": "Hi"}, ("Hi", 0, "")),  # the usual delta: text alone
+        ({"role": "assistant", "content": "Hi"}, ("Hi", 0, "")),
+        ({"content": "Hi", "refusal": "No"}, ("Hi", 0, "No")),
+        (
+            {"content": "Hi", "tool_calls": [{"index": 0, "id": "c", "function": {"name": "f"}}]},
+            ("Hi", 1, ""),
+        ),
+    ],
+)
+def test_a_text_chunk_keeps_the_tool_calls_and_refusal_beside_its_text(
+    delta: dict[str, Any], expected: tuple[str, int, str]
+) -> None:
+    from agentflow_trio.llm import _openai_wire
+
+    chunk = {"model": "m", "choices": [{"delta": delta, "finish_reason": None}]}
+    parsed = _openai_wire.parse_chunk(chunk, "d")
+    assert parsed is not None and parsed.model == "m"
+    assert (parsed.delta_text, len(parsed.tool_call_deltas), parsed.refusal) == expected
 
 
 def test_json_encodes_read_only_mappings() -> None:

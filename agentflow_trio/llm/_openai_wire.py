@@ -148,7 +148,7 @@ def _messages(messages: tuple[Message, ...]) -> Any:
     next call and usually alone in a single call, encoded afresh; one JSON fragment."""
     n = len(messages)
     if n <= 1:
-        return [_message(m) for m in messages]
+        return [_message(messages[0])] if n else []
     head = n - 1
     k, run = _PREFIXES.longest(messages, head)
     if k < head:
@@ -291,7 +291,10 @@ def parse_chunk(data: Any, deployment: str) -> StreamChunk | None:
             delta = choice.get("delta")
             if delta and choice.get("finish_reason") is None:
                 text = delta.get("content")
-                if text and not delta.get("tool_calls") and not delta.get("refusal"):
+                # A delta of its text alone (the usual one) has no tool calls or refusal.
+                if text and (
+                    len(delta) == 1 or not (delta.get("tool_calls") or delta.get("refusal"))
+                ):
                     return StreamChunk(text, (), None, None, data.get("model") or "")
         if "error" in data:
             raise ServerError(

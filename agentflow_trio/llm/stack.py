@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 import random
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, TypeVarTuple, final
@@ -219,7 +219,7 @@ class GuardLayer:
         # A breaker right above a transport whose HTTP session bounds its waits by the
         # caller's `CALL_DEADLINE` (the lean session): chat calls and stream openings go
         # through `CircuitBreaker.call_bounded`, whose call timeout costs no cancel scope.
-        self._bounded: Callable[..., Awaitable[Any]] = (
+        self._bounded: Callable[..., Coroutine[Any, Any, Any]] = (
             guard.call_bounded
             if isinstance(guard, CircuitBreaker) and _bounds_waits(inner)
             else guard.call
@@ -379,6 +379,10 @@ class ProviderStack:
     are exposed (None when their layer is off) for statistics and tests. With
     deployments, the bottom layer is a `Router` (also ``router``; None otherwise), below
     the cache, and the other layers live in each deployment's own stack.
+
+    ``complete(request)``: a chat completion through every layer. ``stream(request)``: a
+    streamed completion; retry, breaker and rate limit apply to its opening.
+    ``embed(request)``: embeddings through every layer (batched when batching is on).
     """
 
     def __init__(
@@ -400,23 +404,15 @@ class ProviderStack:
         self.rate_limiter = rate_limiter
         self.batcher = batcher
         outer = self.layers[0]
-        self._complete = _direct(outer)
-        self._stream = outer.stream
-        self._embed = outer.embed
-
-    async def complete(self, request: ChatRequest) -> ChatResponse:
-        """A chat completion through every layer."""
-        return await self._complete(request)
-
-    def stream(
-        self, request: ChatRequest
-    ) -> AbstractAsyncContextManager[AsyncIterator[StreamChunk]]:
-        """A streamed completion; retry, breaker and rate limit apply to the opening."""
-        return self._stream(request)
-
-    async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
-        """Embeddings through every layer (batched when batching is on)."""
-        return await self._embed(request)
+        # The three calls are the outer layer's own (attributes, not methods: a call runs
+        # no frame of this class), each `GuardLayer` on the way down folded in.
+        self.complete: Callable[[ChatRequest], Coroutine[Any, Any, ChatResponse]] = _direct(outer)
+        self.stream: Callable[
+            [ChatRequest], AbstractAsyncContextManager[AsyncIterator[StreamChunk]]
+        ] = _direct_stream(outer)
+        self.embed: Callable[[EmbeddingRequest], Coroutine[Any, Any, EmbeddingResponse]] = (
+            outer.embed
+        )
 
     async def aclose(self) -> None:
         """Close the transport. Idempotent."""
@@ -436,13 +432,33 @@ class ProviderStack:
         )
 
 
-def _direct(layer: Provider) -> Callable[[ChatRequest], Awaitable[ChatResponse]]:
+def _direct(layer: Provider) -> Callable[[ChatRequest], Coroutine[Any, Any, ChatResponse]]:
     """``layer.complete``, each `GuardLayer` on the way down folded into a partial of its
     guard's ``call`` (or ``call_bounded``): a call then runs no `GuardLayer.complete`
     frame of its own."""
     if isinstance(layer, GuardLayer):
         return functools.partial(layer._bounded, _direct(layer.inner))
     return layer.complete
+
+
+def _direct_stream(
+    layer: Provider,
+) -> Callable[[ChatRequest], AbstractAsyncContextManager[AsyncIterator[StreamChunk]]]:
+    """``layer.stream``, the `GuardLayer` run on the way down (retry over breaker) folded
+    into one `_OpenThrough` whose opener is their calls nested: ``retry.call(
+    breaker.call_bounded, open_once)``. The same attempts, counts and closing as one
+    `_OpenThrough` per layer (an attempt that fails opened nothing), with one opening
+    object and two frames fewer per stream."""
+    guards: list[Callable[..., Awaitable[Any]]] = []
+    while isinstance(layer, GuardLayer):
+        guards.append(layer._bounded)
+        layer = layer.inner
+    if not guards:
+        return layer.stream
+    call = guards.pop()
+    while guards:
+        call = functools.partial(guards.pop(), call)
+    return functools.partial(_OpenThrough, call, layer)
 
 
 def _bounds_waits(transport: Provider) -> bool:

@@ -180,7 +180,7 @@ class Retry:
         last = False
         while True:
             try:
-                if gate is not None and gate.paused():
+                if gate is not None and gate._until != -math.inf and gate.paused():
                     await gate.wait()
                 self._attempts += 1
                 return await fn(*args)

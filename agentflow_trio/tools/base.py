@@ -435,7 +435,10 @@ class ToolRegistry:
         if type(checked) is ToolResult:
             return checked
         t, args = checked  # type: ignore[misc]
-        limit = _smaller(self.default_timeout if timeout is None else timeout, _own_timeout(t))
+        limit = self.default_timeout if timeout is None else timeout
+        own = getattr(t, "timeout", None)  # `_smaller(limit, _own_timeout(t))`, inline
+        if isinstance(own, (int, float)):
+            limit = own if limit is None else min(limit, own)
         if type(t) is not Tool or t._is_async:
             if type(t) is Tool and _tracing.active is None:
                 return t._call_settled(ctx, args, call.id, limit)  # one frame, not three

@@ -207,7 +207,10 @@ class _FanOut:
                     (first, running), *rest = self.pending
                     for i, later in rest:
                         nursery.start_soon(self._call, i, later)
-                    await self._call(first, running)
+                    if running is None or self.sink is not None or self.cancel_siblings:
+                        await self._call(first, running)
+                    else:  # what `_call` does on this path, without its frame
+                        self.results[first] = await running
                 else:
                     await self.start_limited(nursery, self.limiter)
         except BaseExceptionGroup as group:

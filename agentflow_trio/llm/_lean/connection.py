@@ -5,7 +5,8 @@ with `receive_all` (whole) or `receive_part` (as it arrives, for streams). Bodie
 framed by Content-Length, chunked, or (without either) end when the server closes.
 Interim ``1xx`` responses are skipped. When `receive_head`'s read brings a burst of body
 too (a stream's first events), the body is kept back and parsed in two steps, its first
-KiB first: the first event is handed out without waiting for all the others to be parsed.
+half KiB first (an event or two): the first event is handed out without waiting for all
+the others to be parsed.
 The connection may carry another request only if the last response was read to its end,
 the server allowed keep-alive (no ``Connection: close``, HTTP/1.1) and nothing followed it
 (`reusable`); the pool checks that.
@@ -39,7 +40,7 @@ __all__ = ["RECEIVE_SIZE", "Connection"]
 
 RECEIVE_SIZE: Final = 65536
 _HOLD_OVER: Final = 2048  # `receive_head` keeps a body back when a read brings more than this
-_FIRST_STEP: Final = 1024  # ... and hands out its first this many bytes on their own
+_FIRST_STEP: Final = 512  # ... and hands out its first this many bytes on their own
 _TICKET_WAIT: Final = 0.001  # how long a readable idle TLS connection may take to show EOF
 _STREAM_ERRORS: Final = (trio.BrokenResourceError, trio.ClosedResourceError)
 
@@ -182,7 +183,9 @@ class Connection:
     ``opened_at``, ``expires_at`` (lifetime end) and ``idle_since`` are trio clock times;
     ``requests`` counts the requests begun on it; ``fresh`` is True until it first waits
     idle in a pool (a fresh connection cannot have been closed by the server while idle).
-    ``max_header_bytes`` and ``max_response_bytes`` bound each response (module docstring).
+    ``abortable``: whether `abort` can wake a task blocked on it (over a socket, not an
+    in-memory stream). ``max_header_bytes`` and ``max_response_bytes`` bound each response
+    (module docstring).
     """
 
     __slots__ = (
@@ -193,6 +196,7 @@ class Connection:
         "_reader",
         "_sock",
         "_stream",
+        "abortable",
         "expires_at",
         "fresh",
         "idle_since",
@@ -222,6 +226,7 @@ class Connection:
         self.requests = 0
         self.fresh = True
         self._sock = _socket_of(stream)  # polled when idle (`readable`)
+        self.abortable = self._sock is not None
         self._held: list[bytes] | None = None  # body bytes read, not parsed yet (receive_head)
 
     # -- state --------------------------------------------------------------------------
@@ -488,12 +493,6 @@ class Connection:
         if reader.started:
             return f"connection closed in the response head{detail}"
         return f"server closed the connection without answering{detail}"
-
-    @property
-    def abortable(self) -> bool:
-        """Whether `abort` can wake a task blocked on it (over a socket: not an in-memory
-        stream)."""
-        return self._sock is not None
 
     def abort(self) -> None:
         """Close the socket now, without waiting: a task blocked sending or receiving on

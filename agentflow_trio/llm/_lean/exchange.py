@@ -63,10 +63,11 @@ class Exchange:
         self.sent = False
         self.expired = False  # a `Watchdog` ended it at its deadline
 
-    def open_nowait(self) -> bool:
+    def open_nowait(self, now: float | None = None) -> bool:
         """`open` without waiting, when a slot is free and an idle connection is good to
         use at once (the common case; no frame of its own). False: call `open`, which
-        keeps the slot this may have borrowed.
+        keeps the slot this may have borrowed. ``now``: the trio clock's time, if the
+        caller has just read it.
 
         Raises:
             PoolClosed.
@@ -76,7 +77,7 @@ class Exchange:
             if not pool.try_acquire():
                 return False
             self._held = True
-        conn = pool.checkout_nowait()
+        conn = pool.checkout_nowait(now)
         if conn is None:
             return False
         self.conn = conn

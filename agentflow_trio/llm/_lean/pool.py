@@ -3,8 +3,9 @@
 `PoolSettings` carries ``max_connections``, ``min_connections``, ``connection_timeout``,
 ``request_timeout``, ``idle_timeout`` and ``max_connection_lifetime``, and the bounds of
 each response its connections read (``max_response_bytes``, ``max_header_bytes``). A
-request borrows a slot (`acquire`: a ``trio.Semaphore`` of ``max_connections``, first come
-first served; a wait longer than ``connection_timeout`` raises `PoolTimeout`), then a
+request borrows a slot (`acquire`: ``max_connections`` of them, counted as a
+``trio.Semaphore`` counts, first come first served; a wait longer than
+``connection_timeout`` raises `PoolTimeout`), then a
 connection (`checkout`: the most recently used idle one, else a new one, opened within
 ``connection_timeout``), and gives both back (`checkin`, `release`) in its ``finally``.
 Slots are counted, not owned (a semaphore, not a ``CapacityLimiter``: no borrower set to
@@ -159,7 +160,11 @@ class ConnectionPool:
         self.settings = settings
         self.name = name
         self._tls = tls
-        self._slots = trio.Semaphore(settings.max_connections)
+        # Slots as `trio.Semaphore` keeps them, without its frames on the free path: the
+        # free count, and a line of waiters, to whom `release` hands its slot directly (so
+        # a free slot means nobody waits).
+        self._free = settings.max_connections
+        self._waiters = trio.lowlevel.ParkingLot()
         self._idle_timeout = settings.idle_timeout
         self._idle: deque[Connection] = deque()
         self._active = 0
@@ -179,9 +184,8 @@ class ConnectionPool:
         """
         if self._closed:
             raise PoolClosed(f"{self.name}: the connection pool is closed")
-        slots = self._slots
-        if slots.value:
-            slots.acquire_nowait()
+        if self._free:
+            self._free -= 1
             return True
         return False
 
@@ -200,7 +204,7 @@ class ConnectionPool:
         if timeout is None:
             timeout = self.settings.connection_timeout
         with trio.move_on_after(timeout):
-            await self._slots.acquire()
+            await self._waiters.park()  # woken by `release`, which hands over its slot
             return
         raise PoolTimeout(
             f"{self.name}: no connection free within {timeout}s "
@@ -209,14 +213,19 @@ class ConnectionPool:
 
     def release(self) -> None:
         """Give back a slot (sync: safe in any ``finally``); call once per `acquire`."""
-        self._slots.release()
+        waiters = self._waiters
+        if waiters:
+            waiters.unpark()  # the slot goes to the first in line, the count unchanged
+        else:
+            self._free += 1
 
     # -- connections ------------------------------------------------------------------------
 
-    def checkout_nowait(self) -> Connection | None:
+    def checkout_nowait(self, now: float | None = None) -> Connection | None:
         """The most recently used idle connection if it is good to use without waiting
         (not expired, not readable, no idle ones due for pruning), else None: call
-        `checkout`. Call with a slot held.
+        `checkout`. Call with a slot held. ``now``: the trio clock's time, if the caller
+        has just read it (else it is read here).
 
         Raises:
             PoolClosed.
@@ -226,7 +235,8 @@ class ConnectionPool:
         idle = self._idle
         if not idle:
             return None
-        now = trio.current_time()
+        if now is None:
+            now = trio.current_time()
         conn = idle[-1]
         if (
             idle[0].idle_since + self._idle_timeout <= now
@@ -375,8 +385,8 @@ class ConnectionPool:
 
     def statistics(self) -> HTTPPoolStatistics:
         """Connections open (checked out + idle), slots borrowed and waited for, opened."""
-        waiting = self._slots.statistics().tasks_waiting
-        borrowed = self.settings.max_connections - self._slots.value
+        waiting = len(self._waiters)
+        borrowed = self.settings.max_connections - self._free
         idle = len(self._idle)
         return HTTPPoolStatistics(
             connections=self._active + idle,

@@ -93,6 +93,14 @@ def _request(target: _Target, body: bytes) -> tuple[bytes, bytes]:
     return request_bytes(prefix, body)
 
 
+def _streams(conn: Connection, content_types: tuple[str, ...]) -> bool:
+    """Whether ``conn``'s answer is a success with one of ``content_types``."""
+    if conn.status >= 400:
+        return False
+    ctype = (conn.content_type or b"").decode("latin-1")
+    return ctype.split(";", 1)[0].strip().lower() in content_types
+
+
 class _Target:
     __slots__ = ("pool", "prefix")
 
@@ -162,12 +170,13 @@ class LeanSession:
         """
         target = self._targets.get(url) or self._target(url)
         exchange = Exchange(target.pool)
-        deadline, caller = self._deadline()
+        now = trio.current_time()
+        deadline, caller = self._deadline(now)
         watchdog = self._watchdog
         try:
             head, rest = _request(target, body)
             del body  # often an encoder's 4 KiB buffer: not held while the answer is awaited
-            opened = exchange.open_nowait()
+            opened = exchange.open_nowait(now)
             if watchdog is not None and opened and exchange.conn.abortable:  # type: ignore[union-attr]
                 # The common case: a connection at once; the watchdog keeps the deadline.
                 watchdog.watch(exchange, deadline)
@@ -209,10 +218,11 @@ class LeanSession:
                 await exchange.aclose()
         raise status_error(status, _text_headers(raw_headers), content, self.deployment)
 
-    def _deadline(self) -> tuple[float, CallDeadline | None]:
-        """When this request must end: ``now + request_timeout``, or the caller's
-        `CALL_DEADLINE` if that comes first (then returned too, to be told it fired)."""
-        deadline = trio.current_time() + self._timeout
+    def _deadline(self, now: float) -> tuple[float, CallDeadline | None]:
+        """When a request starting ``now`` must end: ``now + request_timeout``, or the
+        caller's `CALL_DEADLINE` if that comes first (then returned too, to be told it
+        fired)."""
+        deadline = now + self._timeout
         caller = CALL_DEADLINE.get()
         if caller is not None and caller.at < deadline:
             return caller.at, caller
@@ -252,36 +262,15 @@ class LeanSession:
         """
         return _Opening(self, url, body, decoder, parse, content_types)
 
-    async def _open(
-        self,
-        exchange: Exchange,
-        head: bytes,
-        rest: bytes,
-        decoder: LineDecoder,
-        parse: Callable[[Any], T | None],
-        content_types: tuple[str, ...],
-    ) -> _Chunks[T]:
-        conn = await self._start(exchange, head, rest)
-        del head, rest  # sent: not held while the stream is read
-        await self._check_stream(conn, content_types)
-        return _Chunks(
-            conn,
-            decoder,
-            parse,
-            self.deployment,
-            self._timeout,
-            self._max_body,
-            self._watchdog if conn.abortable else None,
-        )
-
     async def _start(self, exchange: Exchange, head: bytes, rest: bytes) -> Connection:
         # A connection at once: the watchdog keeps the deadline. Otherwise no scope of ours
         # when an enclosing deadline (the breaker's call timeout, the event's) ends sooner:
         # it could never fire first.
-        deadline, caller = self._deadline()
+        now = trio.current_time()
+        deadline, caller = self._deadline(now)
         try:
             watchdog = self._watchdog
-            opened = watchdog is not None and exchange.open_nowait()
+            opened = watchdog is not None and exchange.open_nowait(now)
             if watchdog is not None and opened and exchange.conn.abortable:  # type: ignore[union-attr]
                 watchdog.watch(exchange, deadline)
                 try:
@@ -311,10 +300,12 @@ class LeanSession:
             raise to_llm_error(exc, self.deployment) from exc
 
     async def _check_stream(self, conn: Connection, content_types: tuple[str, ...]) -> None:
+        """Raise unless ``conn``'s answer is a stream (`_streams`): its status error, or a
+        `ResponseFormatError` for another content type (with the start of its body)."""
+        if _streams(conn, content_types):
+            return
         status = conn.status
         ctype = (conn.content_type or b"").decode("latin-1")
-        if status < 400 and ctype.split(";", 1)[0].strip().lower() in content_types:
-            return
         body = await self._read_some(conn)
         if status >= 400:
             raise status_error(status, _text_headers(conn.headers), body, self.deployment)
@@ -403,15 +394,25 @@ class _Opening(Generic[T]):
 
     async def __aenter__(self) -> _Chunks[T]:
         session = self._session
-        target = session._target(self._url)
+        target = session._targets.get(self._url) or session._target(self._url)
         body, self._body = self._body, None  # held no longer than it takes to send
         assert body is not None, "a stream is opened once"
         head, rest = _request(target, body)
         del body
         exchange = self._exchange = Exchange(target.pool)
         try:
-            return await session._open(
-                exchange, head, rest, self._decoder, self._parse, self._content_types
+            conn = await session._start(exchange, head, rest)
+            del head, rest  # sent: not held while the stream is read
+            if not _streams(conn, self._content_types):
+                await session._check_stream(conn, self._content_types)
+            return _Chunks(
+                conn,
+                self._decoder,
+                self._parse,
+                session.deployment,
+                session._timeout,
+                session._max_body,
+                session._watchdog if conn.abortable else None,
             )
         except BaseException:
             self._exchange = None
@@ -478,6 +479,7 @@ class _Chunks(Generic[T]):
 
     async def __anext__(self) -> T:
         pending = self.ready
+        conn = self._conn
         while not pending:
             decoder = self._decoder
             if self._backlog:
@@ -486,7 +488,9 @@ class _Chunks(Generic[T]):
             elif decoder.done:
                 await self._drain()
                 raise StopAsyncIteration
-            elif (data := await self._receive()) is None:
+            elif (data := conn.part_nowait()) is None and (
+                conn.complete or (data := await self._receive()) is None
+            ):  # read already (or the end): no wait, no frame of `_receive`
                 tail = self._unzip.flush() if self._unzip is not None else b""
                 items = self._checked(decoder.feed, tail) if tail else []
                 items += self._checked(decoder.finish)
@@ -498,7 +502,12 @@ class _Chunks(Generic[T]):
                     cut = data.find(b"\n\n") + 2
                     if 1 < cut < len(data):
                         data, self._backlog = data[:cut], data[cut:]
-                items = self._checked(decoder.feed, data)
+                try:  # `_checked`, without its frame: every piece of the body comes here
+                    items = decoder.feed(data)
+                except ResponseFormatError as exc:
+                    conn.discard()
+                    exc.deployment = self._deployment
+                    raise
             parse = self._parse
             if parse is None:  # `passthrough`: the decoder made the chunks already
                 pending.extend(items)
@@ -510,10 +519,8 @@ class _Chunks(Generic[T]):
         return pending.popleft()
 
     async def _receive(self) -> bytes | None:
+        # The next piece of the body, waited for (`__anext__` found none read already).
         conn = self._conn
-        data = conn.part_nowait()
-        if data is not None or conn.complete:
-            return data  # read already (or the end): no wait, no scope
         try:
             watchdog = self._watchdog
             if watchdog is not None:
