@@ -121,7 +121,8 @@ class EventRuns:
             and not hooks.on_error
             and (services.sessions is None or event.metadata.get("session_id") is None)
         )
-        named = own.name if plain and own is not None else None  # its span starts here
+        direct = own if type(own) is Agent else None  # (a subclass may wrap `__call__`)
+        named = direct.name if plain and direct is not None else None  # its span starts here
         traced = None if _tracing.active is None else _tracing.active.running(handle, parent, named)
         try:
             with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
@@ -132,7 +133,9 @@ class EventRuns:
                     assert agent is not None
                     name = ctx.agent = agent.name
                     try:  # an `Agent`'s function itself: its span, if any, is open
-                        value = await (agent(ctx, event) if own is None else own.fn(ctx, event))
+                        value = await (
+                            agent(ctx, event) if direct is None else direct.fn(ctx, event)
+                        )
                     except BaseException as exc:
                         if passes_through(exc):
                             raise

@@ -8,6 +8,7 @@ ended span is in the exporter when the code that ended it returns.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import subprocess
@@ -646,3 +647,32 @@ def test_an_exported_span_reads_as_the_sdks_own_to_its_encoders() -> None:
     assert [s.to_json() for s in made] == [s.to_json() for s in sdk]
     assert [s.dropped_attributes + s.dropped_events + s.dropped_links for s in made] == [0, 0]
     assert made[1].get_span_context() == sdk[1].get_span_context()
+
+
+@pytest.mark.parametrize("traced", [False, True])
+async def test_an_agent_subclass_wrapping_call_is_still_called(traced: bool) -> None:
+    """The runner awaits a plain `Agent`'s function itself (its span opened with the
+    event's); a subclass's own ``__call__`` is still what runs, and traced all the same."""
+    calls: list[str] = []
+
+    class Counted(af.Agent):
+        def __call__(self, ctx: af.Context, event: af.Event, /) -> Any:
+            calls.append(event.id)
+            return super().__call__(ctx, event)
+
+    async def echo(ctx: af.Context, event: af.Event) -> str:
+        return str(event.data["x"])
+
+    exporter = InMemorySpanExporter()
+    async with contextlib.AsyncExitStack() as stack:
+        if traced:
+            config = TracingConfig(enabled=True)
+            await stack.enter_async_context(
+                tracing.open_tracing(config, exporter=exporter, batch=False)
+            )
+        runner = await stack.enter_async_context(af.Runner(agents={"e": Counted(echo)}))
+        event = af.Event("e", {"x": 7})
+        assert (await runner.call(event)).output == "7"
+    assert calls == [event.id]
+    names = [s.name for s in exporter.get_finished_spans()]
+    assert names == (["invoke_agent echo", "event e"] if traced else [])
