@@ -87,7 +87,9 @@ def _valid(value: Any) -> Any:
 @final
 class LeanTracer:
     """Makes `LeanSpan` values; ``finish`` takes each one as it ends, as an `Ended`
-    tuple (`SpanBatcher.add`, or a function handing its `readable` to a span processor)."""
+    tuple (`SpanBatcher.add`, or a function handing its `readable` to a span processor).
+    Made with its ``batcher``, a span that ends while the batch has room extends the
+    batcher's list itself, as ``add`` would."""
 
     __slots__ = ("_bound", "_pending", "_room", "finish")
 
