@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 import agentflow_trio as af
-from agentflow_trio.config import DeploymentConfig, LLMConfig, RetryConfig
+from agentflow_trio.config import DeploymentConfig, LLMConfig, RetryConfig, RunnerConfig
 from agentflow_trio.config.sections import TracingConfig
 from agentflow_trio.errors import CircuitOpenError, ServerError
 from agentflow_trio.llm import FakeProvider, LLMClient, open_provider
@@ -163,8 +163,14 @@ def _deployment(**fields: Any) -> DeploymentConfig:
     return DeploymentConfig(provider="fake", model="m", retry=RetryConfig(max_attempts=1), **fields)
 
 
+def _outer(inside: bool) -> contextlib.AbstractContextManager[Any]:
+    """A current span (an agent's, say) to run a model call under, or none."""
+    return tracing.span("outer") if inside else contextlib.nullcontext()
+
+
+@pytest.mark.parametrize("inside", [False, True])
 async def test_router_failover_attempts_are_events_of_the_model_span(
-    spans: InMemorySpanExporter, autojump_clock: Any
+    spans: InMemorySpanExporter, autojump_clock: Any, inside: bool
 ) -> None:
     def busy(request: Any) -> Any:
         return ServerError("HTTP 503", status=503, excerpt="busy")
@@ -174,10 +180,14 @@ async def test_router_failover_attempts_are_events_of_the_model_span(
     async with open_provider(llm, transports=fakes, rng=random.Random(3)) as stack:
         client = LLMClient(stack)
         for _ in range(4):  # the weighted pick may start on either; primary fails each time
-            reply = await client.complete([af.user("hi")], model="m")
+            with _outer(inside):
+                reply = await client.complete([af.user("hi")], model="m")
             assert reply.text == "from backup"
     chats = [s for s in spans.get_finished_spans() if s.name == "chat m"]
     assert len(chats) == 4
+    tree = {s.context.span_id: s.name for s in spans.get_finished_spans()}
+    parents = {tree.get(c.parent.span_id) if c.parent else None for c in chats}
+    assert parents == ({"outer"} if inside else {None})
     attempts = [e for c in chats for e in c.events if e.name == "agentflow.router.attempt"]
     assert attempts, "the primary was never tried in four calls"
     for e in attempts:
@@ -226,13 +236,134 @@ async def test_a_cancelled_event_says_cancelled_by_caller(
         assert (tree[name].attributes or {})["error.type"] == "cancelled"
 
 
-async def test_an_open_breaker_says_breaker_open(spans: InMemorySpanExporter) -> None:
+@pytest.mark.parametrize("inside", [False, True])
+async def test_an_open_breaker_says_breaker_open(spans: InMemorySpanExporter, inside: bool) -> None:
     refused = FakeProvider(lambda request: CircuitOpenError("deployment 'x'", 3.0))
-    with pytest.raises(CircuitOpenError):
+    with _outer(inside), pytest.raises(CircuitOpenError):
         await LLMClient(refused).complete("hi", model="m")
-    (chat,) = spans.get_finished_spans()
+    (chat,) = [s for s in spans.get_finished_spans() if s.name == "chat m"]
     assert chat.status.description == "breaker open"
     assert (chat.attributes or {})["error.type"] == "CircuitOpenError"
+    assert chat.kind is SpanKind.CLIENT
+    assert (chat.parent is not None) is inside
+    assert tracing.current_traceparent() is None  # the call's span is no longer current
+
+
+async def test_a_model_call_names_its_own_span_while_it_runs(
+    spans: InMemorySpanExporter,
+) -> None:
+    """Inside a model call the ``traceparent`` (a request's header, the helper's value)
+    names that call's ``chat`` span, a child of the span current around the call."""
+    seen: list[tuple[str | None, bytes]] = []
+    head = b"POST / HTTP/1.1\r\ncontent-length: "
+
+    def answer(request: Any) -> str:
+        assert tracing.active is not None
+        seen.append((tracing.current_traceparent(), tracing.active.request_head(head)))
+        return "ok"
+
+    with tracing.span("outer") as outer:
+        await LLMClient(FakeProvider(answer)).complete("hi", model="m")
+        outside = tracing.current_traceparent()
+    chat = by_name(spans)["chat m"]
+    ids = chat.context
+    expected = f"00-{ids.trace_id:032x}-{ids.span_id:016x}-01"
+    assert seen == [
+        (expected, b"POST / HTTP/1.1\r\ntraceparent: %b\r\ncontent-length: " % expected.encode())
+    ]
+    assert chat.parent is not None
+    assert chat.parent.span_id == outer.get_span_context().span_id
+    assert outside is not None and outside != expected  # back to the outer span
+
+
+async def test_an_event_under_a_foreign_current_span_is_its_child(
+    spans: InMemorySpanExporter,
+) -> None:
+    """A current span that is not agentflow's (another library's, a remote one) parents
+    the event's span, and the agent's span hangs under the event's."""
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace as otel_trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    async def echo(ctx: af.Context, event: af.Event) -> str:
+        return "done"
+
+    foreign = SpanContext(0xABC, 0xDEF, False, TraceFlags(TraceFlags.SAMPLED))
+    token = otel_context.attach(otel_trace.set_span_in_context(NonRecordingSpan(foreign)))
+    try:
+        async with af.Runner(agents={"e": echo}) as runner:
+            assert (await runner.call(af.Event("e"))).output == "done"
+    finally:
+        otel_context.detach(token)
+    tree = by_name(spans)
+    event, agent = tree["event e"], tree["invoke_agent echo"]
+    assert event.parent is not None and event.parent.span_id == 0xDEF
+    assert event.context.trace_id == agent.context.trace_id == 0xABC
+    assert agent.parent is not None and agent.parent.span_id == event.context.span_id
+
+
+async def test_an_event_cancelled_while_queued_has_a_span_and_no_agent_span(
+    spans: InMemorySpanExporter, autojump_clock: Any
+) -> None:
+    async def forever(ctx: af.Context, event: af.Event) -> None:
+        await trio.sleep_forever()
+
+    config = af.Config(runner=RunnerConfig(worker_pool_size=1))
+    async with af.Runner(config, agents={"wait": forever}) as runner:
+        first = await runner.emit(af.Event("wait"))
+        queued = await runner.emit(af.Event("wait"))
+        await trio.sleep(1)
+        queued.cancel()
+        assert (await queued.result()).outcome is af.Outcome.CANCELLED
+        first.cancel()
+        await first.result()
+    ended = spans.get_finished_spans()
+    events = [s for s in ended if s.name == "event wait"]
+    assert len(events) == 2 and len([s for s in ended if s.name == "invoke_agent forever"]) == 1
+    never_ran = next(
+        s for s in events if (s.attributes or {})["agentflow.event.id"] == queued.event.id
+    )
+    attributes = never_ran.attributes or {}
+    assert attributes["agentflow.event.outcome"] == "cancelled"
+    assert attributes["agentflow.run_time_s"] == 0.0
+    assert never_ran.status.description == "cancelled by caller"
+    assert never_ran.end_time is not None and never_ran.start_time is not None
+    assert never_ran.end_time >= never_ran.start_time
+
+
+async def test_a_synchronous_tool_span_hangs_under_its_agent_with_its_outcome(
+    spans: InMemorySpanExporter,
+) -> None:
+    @tool
+    def double(x: int) -> int:
+        """Twice x, of an even x."""
+        if x % 2:
+            raise ValueError("odd")
+        return 2 * x
+
+    async def uses(ctx: af.Context, event: af.Event) -> list[str]:
+        calls = [("double", {"x": 2}), ("double", {"x": 3})]
+        return [r.outcome for r in await ctx.tools.call_many(calls)]
+
+    async with af.Runner(agents={"t": uses}, tools=ToolRegistry([double])) as runner:
+        assert (await runner.call(af.Event("t"))).output == ["ok", "error"]
+    ended = spans.get_finished_spans()
+    agent = next(s for s in ended if s.name == "invoke_agent uses")
+    tools = sorted(
+        (s for s in ended if s.name == "execute_tool double"),
+        key=lambda s: s.status.status_code is StatusCode.ERROR,
+    )
+    assert len(tools) == 2
+    for span in tools:
+        assert span.parent is not None and span.parent.span_id == agent.context.span_id
+        assert span.context.trace_id == agent.context.trace_id
+        assert (span.attributes or {})["gen_ai.tool.name"] == "double"
+        assert span.start_time is not None and span.end_time is not None
+        assert span.start_time <= span.end_time
+    good, bad = tools
+    assert good.status.status_code is StatusCode.UNSET
+    assert bad.status.status_code is StatusCode.ERROR
+    assert (bad.attributes or {})["error.type"] == "ValueError"
 
 
 async def test_a_failed_tool_and_a_failed_agent_carry_their_error_type(

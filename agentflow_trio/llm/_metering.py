@@ -63,14 +63,24 @@ async def complete(provider: Provider, request: ChatRequest) -> ChatResponse:
         UsageLimitExceeded: the call would pass a limit of the event (nothing is sent).
         The provider's errors.
     """
-    if _tracing.active is not None:  # a ``chat`` span around the call
-        provider = _tracing.active.provider(provider)
     meter = current_meter()
+    estimate = 0
+    if meter is not None:
+        estimate = estimate_input_tokens(request)
+        meter.start_call(estimate)
+    # a ``chat`` span around the call, opened and closed in this frame (no coroutine)
+    traced = None if _tracing.active is None else _tracing.active
+    chat = None if traced is None else traced.open_chat(request)
+    try:
+        response = await provider.complete(request)
+    except BaseException as exc:
+        if traced is not None:
+            traced.close_chat(chat, None, exc)
+        raise
+    if traced is not None:
+        traced.close_chat(chat, response, None)
     if meter is None:
-        return await provider.complete(request)
-    estimate = estimate_input_tokens(request)
-    meter.start_call(estimate)
-    response = await provider.complete(request)
+        return response
     usage = response.usage
     if usage is None:  # nothing reported: charge the estimates
         usage = Usage(estimate, len(response.text) // _CHARS_PER_TOKEN)

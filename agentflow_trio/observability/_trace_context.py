@@ -20,7 +20,7 @@ from opentelemetry.context.context import Context
 from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.trace import Span
 
-__all__ = ["RUNTIME", "attach", "current_span", "detach", "restore"]
+__all__ = ["CHAT", "RUNTIME", "attach", "current_span", "detach", "restore"]
 
 
 def _runtime() -> tuple[ContextVar[Context], str] | None:
@@ -32,6 +32,12 @@ def _runtime() -> tuple[ContextVar[Context], str] | None:
         return None
     return (var, key) if isinstance(var, ContextVar) else None
 
+
+CHAT: Final[ContextVar[list[Any] | None]] = ContextVar("agentflow_trio_chat", default=None)
+"""The model call in progress in this task, when the lean tracer keeps its span as a
+record (``LeanTracer.begin``): the request's ``traceparent`` names it and a failed router
+attempt becomes its event. It is not the API's current span: no user code runs inside a
+model call, and setting this variable is one call, not a new context and its dict."""
 
 RUNTIME: Final = _runtime()
 """The API's context variable and span key (None with another runtime): `LeanTracer`

@@ -112,14 +112,18 @@ class LeanTracer:
         context: Context | None = None,
         kind: SpanKind = SpanKind.INTERNAL,
         attributes: Attributes = None,
+        start_time: int | None = None,
     ) -> trace.Span:
-        """A span under ``context``'s span (default: the current one), or a new trace."""
+        """A span under ``context``'s span (default: the current one), or a new trace;
+        ``start_time`` (ns since the epoch): the caller's reading of the clock, for now."""
         parent = current_span() if context is None else trace.get_current_span(context)
+        start = start_time or 0
         if type(parent) is LeanSpan:  # the usual case: no SpanContext needed
             return LeanSpan(
-                self, name, parent.trace_id, parent.span_id, parent.state, None, kind, attributes
-            )
-        return self._start_below(parent, name, kind, attributes)
+                self, name, parent.trace_id, parent.span_id, parent.state, None, kind,
+                attributes, start,
+            )  # fmt: skip
+        return self._start_below(parent, name, kind, attributes, start)
 
     def open_span(
         self, name: str, kind: SpanKind, attributes: dict[str, Any]
@@ -142,8 +146,111 @@ class LeanTracer:
         var.set(Context({**previous, key: made}))
         return made, previous
 
+    def ids(self) -> tuple[int, int, int, TraceState | None] | trace.Span | None:
+        """Ids for a span under the current one, made later or never (`record`): (trace
+        id, its span id, the parent's span id, trace state). A new trace that sampling
+        drops gives its non-recording span instead; None: the current span is not a
+        `LeanSpan` (`start_span` then makes the span)."""
+        parent = current_span()
+        if type(parent) is LeanSpan:
+            return parent.trace_id, _random_bits(64) or 1, parent.span_id, parent.state
+        if parent is not None:
+            return None
+        trace_id = _random_bits(128) or 1
+        if (trace_id & _LOW_64) < self._bound:
+            return trace_id, _random_bits(64) or 1, 0, None
+        made = SpanContext(trace_id, _random_bits(64) or 1, False, _NOT_SAMPLED, None)
+        return trace.NonRecordingSpan(made)
+
+    def span(
+        self,
+        name: str,
+        ids: tuple[int, int, int, TraceState | None],
+        kind: SpanKind,
+        attributes: Attributes,
+        start: int,
+    ) -> LeanSpan:
+        """The span of `ids`, started at ``start``: made once something must hold it."""
+        trace_id, span_id, parent_id, state = ids
+        made = LeanSpan(self, name, trace_id, parent_id, state, None, kind, attributes, start)
+        made.span_id = span_id
+        return made
+
+    def record(
+        self,
+        name: str,
+        ids: tuple[int, int, int, TraceState | None],
+        start: int,
+        end: int,
+        attributes: dict[str, Any],
+    ) -> None:
+        """Record an internal span of `ids` that has ended and that nothing held (no
+        status, no events): its fields go to the batch as `LeanSpan.end` sends them,
+        without a span object."""
+        trace_id, span_id, parent_id, state = ids
+        extras = None if state is None else (None, None, None, state)
+        ended = (name, trace_id, span_id, parent_id, 0, extras, start, end, attributes)
+        pending = self._pending
+        if pending is not None and len(pending) < self._room:
+            pending += ended  # one C call: the exporter thread sees all of it or none
+        else:
+            self.finish(ended)
+
+    def begin(self, name: str, kind: SpanKind, attributes: dict[str, Any]) -> list[Any] | None:
+        """A span under the current one that runs with nothing holding it (a model
+        call's: ``Instruments.open_chat``), as its `Ended` fields in a list; None when the
+        current span is not a `LeanSpan`. `close` ends it; `held` makes it a span."""
+        parent = current_span()
+        if type(parent) is not LeanSpan:
+            return None
+        state = parent.state
+        return [
+            name,
+            parent.trace_id,
+            _random_bits(64) or 1,
+            parent.span_id,
+            0 if kind is _INTERNAL else 2 if kind is _CLIENT else kind.value,
+            None if state is None else [None, None, None, state],
+            _time_ns(),
+            0,
+            attributes,
+        ]
+
+    def close(self, record: list[Any]) -> None:
+        """End a `begin` record now: to the batch, as `LeanSpan.end` sends a span."""
+        record[7] = _time_ns()
+        pending = self._pending
+        if pending is not None and len(pending) < self._room:
+            pending += record  # one C call: the exporter thread sees all of it or none
+        else:
+            self.finish(record)
+
+    def held(self, record: list[Any]) -> LeanSpan:
+        """The span of an open `begin` record, for what must hold one (a failure's
+        status, the generic span calls)."""
+        name, trace_id, span_id, parent_id, kind, extras, start, _, attributes = record
+        events, status, foreign, state = extras or (None, None, None, None)
+        made = LeanSpan(
+            self, name, trace_id, parent_id, state, foreign, _KINDS[kind], attributes, start
+        )
+        made.span_id = span_id
+        made._events = events
+        made._status = status
+        return made
+
+    @staticmethod
+    def note_event(record: list[Any], name: str, attributes: Attributes) -> None:
+        """Add an event to an open `begin` record (``LeanSpan.add_event``'s rules)."""
+        extras = record[5]
+        if extras is None:
+            record[5] = extras = [None, None, None, None]
+        if extras[0] is None:
+            extras[0] = []
+        if len(extras[0]) < _MAX_EVENTS:
+            extras[0].append((name, attributes, _time_ns()))
+
     def _start_below(
-        self, parent: object, name: str, kind: SpanKind, attributes: Attributes
+        self, parent: object, name: str, kind: SpanKind, attributes: Attributes, start: int = 0
     ) -> trace.Span:
         """A span under ``parent``, a span that is not a `LeanSpan` (a remote one, an SDK
         one, an invalid one) or None: a new trace then, sampled by the ratio."""
@@ -154,13 +261,14 @@ class LeanTracer:
             if found.trace_flags.sampled:
                 state = found.trace_state or None
                 return LeanSpan(
-                    self, name, found.trace_id, found.span_id, state, found, kind, attributes
-                )
+                    self, name, found.trace_id, found.span_id, state, found, kind, attributes,
+                    start,
+                )  # fmt: skip
             trace_id, state = found.trace_id, found.trace_state
         else:
             trace_id = _random_bits(128) or 1
             if (trace_id & _LOW_64) < self._bound:
-                return LeanSpan(self, name, trace_id, 0, None, None, kind, attributes)
+                return LeanSpan(self, name, trace_id, 0, None, None, kind, attributes, start)
             state = None
         made = SpanContext(trace_id, _random_bits(64) or 1, False, _NOT_SAMPLED, state)
         return trace.NonRecordingSpan(made)
@@ -197,6 +305,7 @@ class LeanSpan(trace.Span):
         foreign: SpanContext | None,
         kind: SpanKind,
         attributes: Attributes,
+        start: int = 0,
     ) -> None:
         self._tracer = tracer
         self._name = name
@@ -213,7 +322,7 @@ class LeanSpan(trace.Span):
         self._events: list[tuple[str, Attributes, int]] | None = None
         self._status: Status | None = None
         self._end = 0
-        self._start = _time_ns()
+        self._start = start or _time_ns()  # ``start``: the caller read the clock for it
 
     def traceparent(self) -> str:
         """This span's W3C ``traceparent`` (always sampled)."""

@@ -14,7 +14,7 @@ from typing import Any, final
 
 from opentelemetry.trace import Span
 
-from ._trace_context import attach, detach, restore
+from ._trace_context import attach, detach
 
 __all__ = ["TracedProvider"]
 
@@ -31,26 +31,13 @@ class TracedProvider:
 
     async def complete(self, request: Any) -> Any:
         inst = self._instruments
-        span, token = inst.open_chat(request)
+        opened = inst.open_chat(request)
         try:
             response = await self._inner.complete(request)
         except BaseException as exc:
-            inst.failed(span, exc)
-            span.end()
+            inst.close_chat(opened, None, exc)
             raise
-        finally:
-            restore(token)
-        try:
-            inst.answered(
-                span,
-                response.model,
-                response.deployment,
-                response.finish_reason,
-                response.usage,
-                response.text,
-            )
-        finally:
-            span.end()
+        inst.close_chat(opened, response, None)
         return response
 
     def stream(self, request: Any) -> AbstractAsyncContextManager[AsyncIterator[Any]]:

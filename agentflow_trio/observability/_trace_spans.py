@@ -13,21 +13,19 @@ explicit cancel), ``breaker open`` (a `CircuitOpenError`), never as a generic er
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, MutableMapping
-from typing import Any, Final, Protocol, TypeVar, final
+from typing import Any, Final, TypeVar, final
 
 import trio
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from opentelemetry.util.types import Attributes
 
 from .._json import dumps_str
 from ..errors import CircuitOpenError, LLMTimeoutError
-from ..events import AgentResult, Outcome
-from ._trace_context import attach, current_span, detach, restore
+from ._trace_context import CHAT, attach, current_span, detach, restore
+from ._trace_events import EventSpans, Tracer, _remote
 from ._trace_model import TracedProvider
 from ._traceparent import TRACEPARENT, parse_traceparent
 
@@ -36,7 +34,6 @@ __all__ = ["Instruments", "Tracer", "fail"]
 _T = TypeVar("_T")
 
 _CONTENT_LIMIT: Final = 16_384  # characters of a captured prompt, completion or result
-_PROPAGATOR: Final = TraceContextTextMapPropagator()
 _PROVIDERS: Final = {  # agentflow provider -> gen_ai.provider.name
     "openai": "openai",
     "openai_responses": "openai",
@@ -48,10 +45,8 @@ _PROVIDERS: Final = {  # agentflow provider -> gen_ai.provider.name
 _UNTRACED_PATHS: Final = frozenset({"/healthz", "/metrics"})
 _INTERNAL: Final = SpanKind.INTERNAL
 _CLIENT: Final = SpanKind.CLIENT
-_TIMED_OUT: Final = Outcome.TIMED_OUT  # an enum member read off its class costs a call
-_CANCELLED: Final = Outcome.CANCELLED
-_SUCCEEDED: Final = Outcome.SUCCEEDED
-_perf_ns: Final = time.perf_counter_ns
+_time_ns: Final = time.time_ns
+_random_bits: Final = random.getrandbits
 _PLAIN: Final = frozenset({str, dict, list, tuple, int, float, bool, bytes, type(None)})
 """Types whose values carry no ``is_error``: a result of one is not asked (a failed
 ``getattr`` raises and catches an AttributeError, the dearest step of a span)."""
@@ -60,13 +55,6 @@ _CANCEL_REASONS: Final = {
     "explicit": "cancelled by caller",
     "nursery": "cancelled: a sibling task failed",
 }
-
-
-def _remote(traceparent: str | None) -> otel_context.Context | None:
-    """The context of a remote parent named by a checked ``traceparent``."""
-    if traceparent is None:
-        return None
-    return _PROPAGATOR.extract({TRACEPARENT: traceparent})
 
 
 def _reason(exc: BaseException) -> tuple[str, str]:
@@ -117,24 +105,8 @@ def _messages(messages: Any) -> str:
     return _content(shown)
 
 
-class Tracer(Protocol):
-    """What makes the spans: an OpenTelemetry ``Tracer``, or the lean one
-    (``_trace_lean``) when agentflow builds the pipeline itself. A tracer with an
-    ``open_span(name, kind, attributes)`` method (the lean one) starts a span under the
-    current one and makes it current in one call, returning it and the token
-    ``_trace_context.restore`` takes; `Instruments` uses it where it can."""
-
-    def start_span(
-        self,
-        name: str,
-        context: otel_context.Context | None = None,
-        kind: SpanKind = SpanKind.INTERNAL,
-        attributes: Attributes = None,
-    ) -> Span: ...
-
-
 @final
-class Instruments:
+class Instruments(EventSpans):
     """The spans of one process while tracing is on (``tracing.active``).
 
     ``tracer`` makes every span; ``capture_content`` adds prompts, completions and tool
@@ -165,9 +137,9 @@ class Instruments:
         self.capture_content = capture_content
         self.providers = {k: _PROVIDERS.get(v, v) for k, v in (providers or {}).items()}
         self.default_provider = _PROVIDERS.get(default_provider, default_provider)
-        # an event's span, and when it was accepted (ns), or, once it runs, when it
-        # started running (negated), its queue wait (s) and maybe its agent's span: one
-        # entry, one lookup
+        # an event's span and when it was accepted; once it runs, when it started, its
+        # queue wait (s) and maybe its agent's span: one entry, one lookup. Times are the
+        # spans' own clock (``time_ns``), read once for each span that starts or ends then
         self._events: dict[object, tuple[Any, ...]] = {}
         self._traced: TracedProvider | None = None  # the last provider wrapped
         opener = getattr(tracer, "open_span", None)
@@ -191,6 +163,9 @@ class Instruments:
     # ------------------------------------------------------------------ propagation
     def traceparent(self) -> str | None:
         """The current span's W3C ``traceparent``, None outside a valid span."""
+        record = CHAT.get()
+        if record is not None:  # a model call's (`open_chat`): its trace and span ids
+            return "00-%032x-%016x-01" % (record[1], record[2])  # noqa: UP031 (faster)
         span = current_span()
         if type(span) is self._lean:  # sampled, ids as ints
             return "00-%032x-%016x-01" % (span.trace_id, span.span_id)  # noqa: UP031 (faster)
@@ -209,6 +184,10 @@ class Instruments:
         """A lean request prefix (ending ``content-length: ``) with ``traceparent``."""
         if not prefix.endswith(b"content-length: "):
             return prefix
+        record = CHAT.get()
+        if record is not None:  # a model call's (`open_chat`): its trace and span ids
+            ids = (prefix[:-16], record[1], record[2])
+            return b"%btraceparent: 00-%032x-%016x-01\r\ncontent-length: " % ids
         span = current_span()
         if type(span) is self._lean:  # one formatting, straight to bytes
             ids = (prefix[:-16], span.trace_id, span.span_id)
@@ -217,111 +196,6 @@ class Instruments:
         if value is None:
             return prefix
         return b"%btraceparent: %b\r\ncontent-length: " % (prefix[:-16], value.encode())
-
-    # ------------------------------------------------------------------ events
-    def accepted(self, handle: Any) -> None:
-        """An event was queued: its span starts now, under the emitter's span or, when
-        none is current, under the ``traceparent`` of its metadata (a Redis entry's)."""
-        event = handle.event
-        parent = None
-        metadata = event.metadata
-        if metadata:  # usually empty: no lookup, no current span read
-            sent = metadata.get(TRACEPARENT)
-            if sent is not None and current_span() is None:
-                parent = _remote(parse_traceparent(sent))
-        attributes = {"agentflow.event.type": event.type, "agentflow.event.id": event.id}
-        span = self.tracer.start_span("event " + event.type, parent, _INTERNAL, attributes)
-        self._events[handle] = (span, _perf_ns(), 0.0)
-
-    def _event_span(self, event: Any, parent: otel_context.Context | None) -> Span:
-        attributes = {"agentflow.event.type": event.type, "agentflow.event.id": event.id}
-        return self.tracer.start_span("event " + event.type, parent, _INTERNAL, attributes)
-
-    def running(self, handle: Any, parent: object, agent: str | None = None) -> object:
-        """The event starts running in this task: its span becomes the current one (a
-        nested call's, one with a ``parent`` context, starts now under the current span).
-        Returns the token `tracing.detach` takes.
-
-        ``agent``: the event's agent runs right away, awaited here (the runner's plain
-        path): its ``invoke_agent`` span starts now under the event's and is the current
-        one instead, and `finished` ends it from the result (one context change, not two,
-        and no coroutine around the agent's)."""
-        found = self._events.get(handle)
-        now = _perf_ns()
-        if found is None:
-            metadata = handle.event.metadata.get(TRACEPARENT)
-            remote = None if parent is not None else _remote(parse_traceparent(metadata))
-            span = self._event_span(handle.event, remote)
-            wait = 0.0
-        else:  # the queue wait is noted when the span ends, with the run time
-            span = found[0]
-            wait = (now - found[1]) / 1e9
-        if agent is None:
-            self._events[handle] = (span, -now, wait)
-            return attach(span)
-        attributes = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": agent}
-        held: Any = span  # read as the lean span it is
-        lean = self._lean
-        if type(held) is lean:  # the child of a span in hand: no context to read
-            running = lean(
-                self.tracer, "invoke_agent " + agent, held.trace_id, held.span_id, held.state,
-                None, _INTERNAL, attributes,
-            )  # fmt: skip
-        else:
-            inside = trace.set_span_in_context(span)
-            running = self.tracer.start_span("invoke_agent " + agent, inside, _INTERNAL, attributes)
-        self._events[handle] = (span, -now, wait, running)
-        return attach(running)
-
-    def finished(self, handle: Any, result: AgentResult) -> None:
-        """The event ended: its outcome, run time and status, and its span ends (the
-        agent's first, when `running` started it)."""
-        found = self._events.pop(handle, None)
-        if found is None:
-            return
-        outcome = result.outcome
-        error = result.error
-        if len(found) == 4:
-            agent = found[3]
-            if outcome is not _SUCCEEDED:
-                self._outcome(agent, outcome, error)
-            agent.end()
-        span, since, wait = found[0], found[1], found[2]
-        attributes: dict[str, Any] = {
-            "agentflow.event.outcome": str(outcome),
-            "agentflow.queue_wait_s": wait,
-            "agentflow.run_time_s": (_perf_ns() + since) / 1e9 if since < 0 else 0.0,
-        }
-        if result.agent:
-            attributes["gen_ai.agent.name"] = result.agent
-        if type(span) is self._lean:  # its own dict, still open: no frame, no checks
-            span._attributes.update(attributes)
-        else:
-            span.set_attributes(attributes)  # one call, not one per attribute
-        if outcome is _TIMED_OUT:
-            self._status(span, "timeout", "timed out")
-        elif outcome is not _SUCCEEDED:
-            self._outcome(span, outcome, error)
-        span.end()
-
-    def _outcome(self, span: Span, outcome: Outcome, error: Any) -> None:
-        """The status of a span whose event ended other than well: timed out, cancelled
-        (and by whom), or the error's type and message."""
-        if outcome is _TIMED_OUT:
-            self._status(span, "cancelled", "timed out")
-        elif outcome is _CANCELLED:
-            why = error.message if error is not None else "cancelled"
-            self._status(span, "cancelled", "cancelled by caller" if "caller" in why else why)
-        elif error is not None:
-            self._status(span, error.type, "")
-            span.set_status(Status(StatusCode.ERROR, f"{error.type}: {error.message}"[:200]))
-
-    @staticmethod
-    def _status(span: Span, kind: str, reason: str) -> None:
-        span.set_attribute("error.type", kind)
-        if reason:
-            span.set_attribute("agentflow.reason", reason)
-            span.set_status(Status(StatusCode.ERROR, reason))
 
     # ------------------------------------------------------------------ agents, tools, MCP
     def agent(self, name: str, running: Awaitable[_T]) -> Coroutine[Any, Any, _T]:
@@ -332,7 +206,14 @@ class Instruments:
     def open_tool(self, name: str, call_id: str, args: Mapping[str, Any]) -> tuple[Span, object]:
         """An ``execute_tool`` span, made the current one, for a call its caller awaits
         in its own frame: the span and the token `close_tool` takes."""
-        attributes = self._tool_attributes(name, call_id, args)
+        attributes = {  # (`_tool_attributes`, without its frame)
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": name,
+            "gen_ai.tool.call.id": call_id,
+            "gen_ai.tool.type": "function",
+        }
+        if self.capture_content:
+            attributes["gen_ai.tool.call.arguments"] = _content(dict(args))
         return self._open("execute_tool " + name, _INTERNAL, attributes)
 
     def close_tool(
@@ -342,6 +223,9 @@ class Instruments:
         (a cancellation) what ended it."""
         span, token = opened
         restore(token)
+        if exc is None and getattr(result, "outcome", None) == "ok" and not self.capture_content:
+            span.end()  # the usual case: nothing to note
+            return
         try:
             if exc is not None:
                 fail(span, exc)
@@ -355,6 +239,28 @@ class Instruments:
     ) -> _T:
         """Run a synchronous tool call (the registry's inline path) under a span; its
         `ToolResult` says whether it failed."""
+        parent = current_span()
+        if type(parent) is self._lean and not self.capture_content:
+            # the lean tracer's common case: nothing holds the span, so no span is made
+            # unless the call fails; a good one's fields go straight to the batch
+            attributes = {
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": name,
+                "gen_ai.tool.call.id": call_id,
+                "gen_ai.tool.type": "function",
+            }
+            start = _time_ns()
+            try:
+                result = call()
+            except BaseException as exc:
+                self._ended_tool(name, attributes, start, None, exc)
+                raise
+            if getattr(result, "outcome", None) == "ok":
+                ids = (parent.trace_id, _random_bits(64) or 1, parent.span_id, parent.state)
+                self.tracer.record("execute_tool " + name, ids, start, _time_ns(), attributes)  # type: ignore[attr-defined]
+            else:
+                self._ended_tool(name, attributes, start, result, None)
+            return result
         span = self.tracer.start_span(
             f"execute_tool {name}", attributes=self._tool_attributes(name, call_id, args)
         )
@@ -368,6 +274,19 @@ class Instruments:
         finally:
             span.end()
         return result
+
+    def _ended_tool(
+        self, name: str, attributes: dict[str, Any], start: int, result: Any, exc: Any
+    ) -> None:
+        """The span of a synchronous tool call that did not go well, made now."""
+        span = self.tracer.start_span(
+            "execute_tool " + name, None, _INTERNAL, attributes, start_time=start
+        )
+        if exc is not None:
+            fail(span, exc)
+        else:
+            self._tool_result(span, result)
+        span.end()
 
     def _tool_result(self, span: Span, result: Any) -> None:
         """A `ToolResult`'s outcome on its span: ``timed_out`` and errors as statuses (a
@@ -450,9 +369,50 @@ class Instruments:
     def open_chat(self, request: Any) -> tuple[Span, object]:
         """A ``chat`` span for a call its caller awaits in its own frame, made the current
         one (the model request carries its ``traceparent``, a failed router attempt is
-        its event): the span and the token `_trace_context.restore` takes."""
+        its event): the span and the token `close_chat` takes. With the lean tracer the
+        span is a record (``LeanTracer.begin``) named by `CHAT` instead: no span object
+        and no new context, as nothing runs user code inside a model call."""
         name, attributes = self._chat(request, False)
+        if self._lean is not None:
+            record = self.tracer.begin(name, _CLIENT, attributes)  # type: ignore[attr-defined]
+            if record is not None:
+                return record, CHAT.set(record)
         return self._open(name, _CLIENT, attributes)
+
+    def close_chat(self, opened: Any, response: Any, exc: BaseException | None) -> None:
+        """End `open_chat`'s span (in the task that opened it): what the model answered,
+        or the exception that ended the call."""
+        span, token = opened
+        if type(span) is list:  # a record (`open_chat`)
+            CHAT.reset(token)
+            if exc is None:  # the usual case: the answer's attributes, and it ends
+                self._answer(
+                    span[8],  # (the record's attributes)
+                    response.model,
+                    response.deployment,
+                    response.finish_reason,
+                    response.usage,
+                    response.text,
+                )
+                self.tracer.close(span)  # type: ignore[attr-defined]
+                return
+            span = self.tracer.held(span)  # type: ignore[attr-defined]
+        else:
+            restore(token)
+        try:
+            if exc is not None:
+                fail(span, exc)
+            else:
+                self.answered(
+                    span,
+                    response.model,
+                    response.deployment,
+                    response.finish_reason,
+                    response.usage,
+                    response.text,
+                )
+        finally:
+            span.end()
 
     def chat_span(self, request: Any, streaming: bool) -> Span:
         """A ``chat`` span for ``request``, not made current (a stream's)."""
@@ -487,6 +447,20 @@ class Instruments:
         written: text and counts need no checks, and a dict and a call less)."""
         lean = type(span) is self._lean  # (never ended yet here)
         attributes: dict[str, Any] = span._attributes if lean else {}  # type: ignore[attr-defined]
+        self._answer(attributes, model, deployment, finish, usage, text)
+        if not lean:
+            span.set_attributes(attributes)  # one call, not one per attribute
+
+    def _answer(
+        self,
+        attributes: dict[str, Any],
+        model: str,
+        deployment: str,
+        finish: str | None,
+        usage: Any,
+        text: str,
+    ) -> None:
+        """Write what the model answered into a ``chat`` span's ``attributes``."""
         if model:
             attributes["gen_ai.response.model"] = model
         if deployment:
@@ -503,23 +477,23 @@ class Instruments:
         if self.capture_content:
             output = [{"role": "assistant", "content": text}]
             attributes["gen_ai.output.messages"] = _content(output)
-        if not lean:
-            span.set_attributes(attributes)  # one call, not one per attribute
 
     def attempt_failed(self, deployment: str, kind: str, exc: BaseException) -> None:
         """A router attempt failed: an event on the current (``chat``) span naming the
         deployment and the failure class, the reason the request moves on or ends."""
+        attributes = {
+            "agentflow.deployment": deployment,
+            "agentflow.attempt.outcome": "failed",
+            "agentflow.failover.reason": kind,
+            "error.type": type(exc).__qualname__,
+        }
+        record = CHAT.get()
+        if record is not None:  # a model call's record (`open_chat`)
+            self.tracer.note_event(record, "agentflow.router.attempt", attributes)  # type: ignore[attr-defined]
+            return
         span = current_span()
         if span is not None and span.is_recording():
-            span.add_event(
-                "agentflow.router.attempt",
-                {
-                    "agentflow.deployment": deployment,
-                    "agentflow.attempt.outcome": "failed",
-                    "agentflow.failover.reason": kind,
-                    "error.type": type(exc).__qualname__,
-                },
-            )
+            span.add_event("agentflow.router.attempt", attributes)
 
     # ------------------------------------------------------------------ the server
     async def serve(
