@@ -256,6 +256,14 @@ class Connection:
         """The response's Content-Encoding (lower case), if any."""
         return self._reader.content_encoding
 
+    def success_type(self) -> bytes | None:
+        """The Content-Type of a success (status below 400; ``b""`` if it names none);
+        None for an error status. The two fields a stream's opening checks, in one call."""
+        reader = self._reader
+        if reader.status >= 400:
+            return None
+        return reader.content_type or b""
+
     @property
     def complete(self) -> bool:
         """True once the whole response has been read."""
@@ -322,6 +330,19 @@ class Connection:
             detail = str(exc) or type(exc).__name__
             raise WriteFailed(f"connection lost while sending: {detail}") from exc
 
+    def send_nowait(self, data: bytes) -> int:
+        """Write what of ``data`` the kernel takes at once, over plain TCP: how many bytes
+        that was (0 over TLS or an in-memory stream, and on a failure, which `send` then
+        meets and reports). Not a checkpoint, and no cancellation check: the caller makes
+        one first (no other yield between it and this write)."""
+        sock = self._sock
+        if sock is None or type(self._stream) is not RawSocketStream:
+            return 0
+        try:
+            return sock.send(data)  # type: ignore[attr-defined,no-any-return]
+        except OSError:  # BlockingIOError included
+            return 0
+
     async def receive_head(self) -> None:
         """Read until the response's head is complete (status and headers are then set).
 
@@ -330,9 +351,19 @@ class Connection:
             ProtocolFailed: not a valid HTTP/1.1 response.
         """
         reader = self._reader
+        stream = self._stream
+        raw = stream if type(stream) is RawSocketStream else None
         while not reader.head_done:
-            try:
-                data = await self._stream.receive_some(RECEIVE_SIZE)
+            try:  # for the lean socket, its `receive_some` inlined (as in `receive_all`)
+                if raw is None:
+                    data = await stream.receive_some(RECEIVE_SIZE)
+                else:
+                    await trio.lowlevel.checkpoint()
+                    got = raw.receive_nowait(RECEIVE_SIZE)
+                    while got is None:
+                        await trio.lowlevel.wait_readable(raw.socket)
+                        got = raw.receive_nowait(RECEIVE_SIZE)
+                    data = got
             except _STREAM_ERRORS as exc:
                 raise ReadFailed(self._lost(f": {exc or type(exc).__name__}")) from exc
             end = data.find(b"\r\n\r\n") if len(data) > _HOLD_OVER else -1

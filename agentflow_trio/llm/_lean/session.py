@@ -144,6 +144,10 @@ class LeanSession:
         self._max_line = max_line
         self._targets: dict[str, _Target] = {}
         self._watchdog: Watchdog | None = None  # set by `open_lean_session`
+        # ``trio.current_time``, or (set by `open_lean_session`, whose trio run the session
+        # lives in) the run's clock's own ``current_time``: the same reading, two frames
+        # fewer per request.
+        self._now: Callable[[], float] = trio.current_time
 
     def _target(self, url: str) -> _Target:
         target = self._targets.get(url)
@@ -170,7 +174,7 @@ class LeanSession:
         """
         target = self._targets.get(url) or self._target(url)
         exchange = Exchange(target.pool)
-        now = trio.current_time()
+        now = self._now()
         deadline, caller = self._deadline(now)
         watchdog = self._watchdog
         try:
@@ -262,27 +266,22 @@ class LeanSession:
         """
         return _Opening(self, url, body, decoder, parse, content_types)
 
-    async def _start(self, exchange: Exchange, head: bytes, rest: bytes) -> Connection:
-        # A connection at once: the watchdog keeps the deadline. Otherwise no scope of ours
-        # when an enclosing deadline (the breaker's call timeout, the event's) ends sooner:
-        # it could never fire first.
-        now = trio.current_time()
-        deadline, caller = self._deadline(now)
+    async def _start(
+        self,
+        exchange: Exchange,
+        head: bytes,
+        rest: bytes,
+        at: tuple[float, CallDeadline | None],
+        opened: bool,
+    ) -> Connection:
+        """A stream's request sent and its head read, off `_Opening`'s fast path (no
+        connection at once, no watchdog, or a stream it cannot abort): ``at`` is the
+        request's deadline and the caller's `CallDeadline` (`_deadline`), ``opened``
+        whether ``exchange`` holds a connection already. No scope of ours when an
+        enclosing deadline (the breaker's call timeout, the event's) ends sooner: it
+        could never fire first."""
+        deadline, caller = at
         try:
-            watchdog = self._watchdog
-            opened = watchdog is not None and exchange.open_nowait(now)
-            if watchdog is not None and opened and exchange.conn.abortable:  # type: ignore[union-attr]
-                watchdog.watch(exchange, deadline)
-                try:
-                    conn = await exchange.send(head, rest)
-                    await conn.receive_head()
-                    return conn
-                except LeanHTTPError:
-                    if not exchange.expired:
-                        raise
-                    raise self._timed_out(exchange, caller) from None
-                finally:
-                    watchdog.unwatch(exchange)
             if deadline >= trio.current_effective_deadline():  # ours could never fire
                 if not opened:
                     await exchange.open()
@@ -393,6 +392,10 @@ class _Opening(Generic[T]):
         self._exchange: Exchange | None = None
 
     async def __aenter__(self) -> _Chunks[T]:
+        # The common case runs in this one frame: a connection at once, the request
+        # written without waiting, the watchdog keeping the deadline, and the iterator
+        # built while the server works on its answer rather than after the head arrives
+        # (time to first chunk). Anything else goes through `LeanSession._start`.
         session = self._session
         target = session._targets.get(self._url) or session._target(self._url)
         body, self._body = self._body, None  # held no longer than it takes to send
@@ -401,23 +404,52 @@ class _Opening(Generic[T]):
         del body
         exchange = self._exchange = Exchange(target.pool)
         try:
-            conn = await session._start(exchange, head, rest)
-            del head, rest  # sent: not held while the stream is read
-            if not _streams(conn, self._content_types):
+            now = session._now()
+            at = session._deadline(now)
+            watchdog = session._watchdog
+            opened = watchdog is not None and exchange.open_nowait(now)
+            conn = exchange.conn
+            if opened and conn.abortable:  # type: ignore[union-attr]
+                assert watchdog is not None and conn is not None
+                watchdog.watch(exchange, at[0])
+                try:
+                    await trio.lowlevel.checkpoint_if_cancelled()  # nothing yields below
+                    written = conn.send_nowait(head) if not rest else 0
+                    if written < len(head):
+                        conn = await exchange.send(head, rest, written)
+                    else:
+                        exchange.sent = True
+                    del head, rest  # sent: not held while the stream is read
+                    chunks = self._chunks(conn, watchdog)
+                    await conn.receive_head()
+                except LeanHTTPError as exc:
+                    error = session._timed_out(exchange, at[1]) if exchange.expired else exc
+                    raise to_llm_error(error, session.deployment) from error
+                finally:
+                    watchdog.unwatch(exchange)
+            else:
+                conn = await session._start(exchange, head, rest, at, opened)
+                del head, rest
+                chunks = self._chunks(conn, session._watchdog if conn.abortable else None)
+            ctype = conn.success_type()  # one of the types as it stands (the usual), else
+            # the general check (a parameter, case, spaces) and its errors
+            if (
+                ctype is None or ctype.decode("latin-1") not in self._content_types
+            ) and not _streams(conn, self._content_types):
                 await session._check_stream(conn, self._content_types)
-            return _Chunks(
-                conn,
-                self._decoder,
-                self._parse,
-                session.deployment,
-                session._timeout,
-                session._max_body,
-                session._watchdog if conn.abortable else None,
-            )
+            if conn.content_encoding is not None:
+                chunks.unzip(conn.content_encoding, session._max_body)
+            return chunks
         except BaseException:
             self._exchange = None
             await exchange.aclose()
             raise
+
+    def _chunks(self, conn: Connection, watchdog: Watchdog | None) -> _Chunks[T]:
+        session = self._session
+        return _Chunks(
+            conn, self._decoder, self._parse, session.deployment, session._timeout, watchdog
+        )
 
     async def __aexit__(self, *exc_info: object) -> None:
         exchange, self._exchange = self._exchange, None
@@ -457,7 +489,6 @@ class _Chunks(Generic[T]):
         parse: Callable[[Any], T | None],
         deployment: str,
         timeout: float,
-        max_body: int,
         watchdog: Watchdog | None = None,
     ) -> None:
         self._conn = conn
@@ -471,8 +502,15 @@ class _Chunks(Generic[T]):
         self._backlog = b""  # the rest of the first piece, not decoded yet
         self._first = True
         self._unzip: Decompressor | None = None
-        if conn.content_encoding is not None:
-            self._unzip = self._checked(decompressor, conn.content_encoding, max_body)
+
+    def unzip(self, coding: bytes, max_body: int) -> None:
+        """Decode the body's ``coding`` (its Content-Encoding) as it arrives, the decoded
+        body bounded by ``max_body``; called once the head is in, before the first read.
+
+        Raises:
+            ResponseFormatError: a coding this client cannot decode.
+        """
+        self._unzip = self._checked(decompressor, coding, max_body)
 
     def __aiter__(self) -> _Chunks[T]:
         return self
@@ -603,6 +641,7 @@ async def open_lean_session(
         watchdog = Watchdog()
         nursery.start_soon(watchdog.run)
         session._watchdog = watchdog
+        session._now = trio.lowlevel.current_clock().current_time
         if llm.min_connections > 0:
             await session.warm_up(llm.min_connections, base_url, llm.connection_timeout)
         yield session
