@@ -374,7 +374,7 @@ class Connection:
             # keep the body back, and hand its first bytes out on their own, so the first
             # event is not held up by the parsing of all the others (time to first chunk).
             end += 4
-            self._received(data[:end])
+            self._feed_head(data[:end])  # `_received`'s head case (not empty: no EOF)
             if reader.head_done and not reader.complete:
                 self._held = [data[end : end + _FIRST_STEP], data[end + _FIRST_STEP :]]
             else:  # an interim (1xx) head, or a response that has no body
@@ -442,7 +442,11 @@ class Connection:
         reader = self._reader
         while not reader.parts and self._held:
             self._feed_held()
-        return self._take() if reader.parts else None
+        parts = reader.parts
+        if not parts:
+            return None
+        reader.parts = []  # `_take`, without its frame: a stream's every part comes here
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _take(self) -> bytes:
         reader = self._reader

@@ -30,7 +30,6 @@ connection is closed after the response (a fresh connection per request).
 from __future__ import annotations
 
 import ssl
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, final
@@ -41,15 +40,15 @@ from ..._deadline import CALL_DEADLINE, CallDeadline
 from ..._owner import reraise_single
 from ...errors import ConfigError, ResponseFormatError
 from ...observability import tracing as _tracing
-from .._accumulate import passthrough
-from .._bodies import Decompressor, decompressor
+from .._bodies import decompressor
 from .._httperrors import format_error, json_body, status_error
 from .._lines import DEFAULT_MAX_LINE
 from .._session import HTTPPoolStatistics, LineDecoder
 from ._watchdog import Watchdog
+from .chunks import BodyChunks
 from .connection import Connection
-from .exceptions import LeanHTTPError, ReadTimeout, UnsupportedURL
-from .exchange import Exchange, own_deadline
+from .exceptions import LeanHTTPError, UnsupportedURL
+from .exchange import Exchange
 from .mapping import to_llm_error
 from .pool import ConnectionPool, PoolSettings
 from .pools import PoolSet
@@ -391,7 +390,7 @@ class _Opening(Generic[T]):
         self._content_types = content_types
         self._exchange: Exchange | None = None
 
-    async def __aenter__(self) -> _Chunks[T]:
+    async def __aenter__(self) -> BodyChunks[T]:
         # The common case runs in this one frame: a connection at once, the request
         # written without waiting, the watchdog keeping the deadline, and the iterator
         # built while the server works on its answer rather than after the head arrives
@@ -400,12 +399,16 @@ class _Opening(Generic[T]):
         target = session._targets.get(self._url) or session._target(self._url)
         body, self._body = self._body, None  # held no longer than it takes to send
         assert body is not None, "a stream is opened once"
-        head, rest = _request(target, body)
+        prefix = target.prefix if _tracing.active is None else _traced(target.prefix)
+        head, rest = request_bytes(prefix, body)  # `_request`, without its frame
         del body
         exchange = self._exchange = Exchange(target.pool)
         try:
             now = session._now()
-            at = session._deadline(now)
+            caller = CALL_DEADLINE.get()  # `_deadline`, without its frame
+            at: tuple[float, CallDeadline | None] = (now + session._timeout, None)
+            if caller is not None and caller.at < at[0]:
+                at = (caller.at, caller)
             watchdog = session._watchdog
             opened = watchdog is not None and exchange.open_nowait(now)
             conn = exchange.conn
@@ -445,9 +448,9 @@ class _Opening(Generic[T]):
             await exchange.aclose()
             raise
 
-    def _chunks(self, conn: Connection, watchdog: Watchdog | None) -> _Chunks[T]:
+    def _chunks(self, conn: Connection, watchdog: Watchdog | None) -> BodyChunks[T]:
         session = self._session
-        return _Chunks(
+        return BodyChunks(
             conn, self._decoder, self._parse, session.deployment, session._timeout, watchdog
         )
 
@@ -455,161 +458,6 @@ class _Opening(Generic[T]):
         exchange, self._exchange = self._exchange, None
         if exchange is not None:
             await exchange.aclose()
-
-
-class _Chunks(Generic[T]):
-    """Async iterator over the parsed payloads of a streamed response body.
-
-    The first piece of the body is decoded in two steps: up to its first blank line (the
-    first server-sent event), then the rest once that event's chunk has been taken, so
-    the first chunk is handed out without waiting for a whole burst to be parsed.
-
-    ``ready`` holds the payloads decoded but not yet handed out; a wrapper may pop from
-    it directly (`GuardedChunks` does) and call ``__anext__`` only when it is empty.
-    """
-
-    __slots__ = (
-        "_backlog",
-        "_conn",
-        "_decoder",
-        "_deployment",
-        "_expired",
-        "_first",
-        "_parse",
-        "_timeout",
-        "_unzip",
-        "_watchdog",
-        "ready",
-    )
-
-    def __init__(
-        self,
-        conn: Connection,
-        decoder: LineDecoder,
-        parse: Callable[[Any], T | None],
-        deployment: str,
-        timeout: float,
-        watchdog: Watchdog | None = None,
-    ) -> None:
-        self._conn = conn
-        self._watchdog = watchdog  # times each wait for a part (else a cancel scope does)
-        self._expired = False
-        self._decoder = decoder
-        self._parse: Callable[[Any], T | None] | None = None if parse is passthrough else parse
-        self._deployment = deployment
-        self._timeout = timeout
-        self.ready: deque[T] = deque()
-        self._backlog = b""  # the rest of the first piece, not decoded yet
-        self._first = True
-        self._unzip: Decompressor | None = None
-
-    def unzip(self, coding: bytes, max_body: int) -> None:
-        """Decode the body's ``coding`` (its Content-Encoding) as it arrives, the decoded
-        body bounded by ``max_body``; called once the head is in, before the first read.
-
-        Raises:
-            ResponseFormatError: a coding this client cannot decode.
-        """
-        self._unzip = self._checked(decompressor, coding, max_body)
-
-    def __aiter__(self) -> _Chunks[T]:
-        return self
-
-    async def __anext__(self) -> T:
-        pending = self.ready
-        conn = self._conn
-        while not pending:
-            decoder = self._decoder
-            if self._backlog:
-                rest, self._backlog = self._backlog, b""
-                items = self._checked(decoder.feed, rest)
-            elif decoder.done:
-                await self._drain()
-                raise StopAsyncIteration
-            elif (data := conn.part_nowait()) is None and (
-                conn.complete or (data := await self._receive()) is None
-            ):  # read already (or the end): no wait, no frame of `_receive`
-                tail = self._unzip.flush() if self._unzip is not None else b""
-                items = self._checked(decoder.feed, tail) if tail else []
-                items += self._checked(decoder.finish)
-            else:
-                if self._unzip is not None:
-                    data = self._checked(self._unzip.feed, data)
-                if self._first:
-                    self._first = False
-                    cut = data.find(b"\n\n") + 2
-                    if 1 < cut < len(data):
-                        data, self._backlog = data[:cut], data[cut:]
-                try:  # `_checked`, without its frame: every piece of the body comes here
-                    items = decoder.feed(data)
-                except ResponseFormatError as exc:
-                    conn.discard()
-                    exc.deployment = self._deployment
-                    raise
-            parse = self._parse
-            if parse is None:  # `passthrough`: the decoder made the chunks already
-                pending.extend(items)
-                continue
-            for item in items:
-                chunk = parse(item)
-                if chunk is not None:
-                    pending.append(chunk)
-        return pending.popleft()
-
-    async def _receive(self) -> bytes | None:
-        # The next piece of the body, waited for (`__anext__` found none read already).
-        conn = self._conn
-        try:
-            watchdog = self._watchdog
-            if watchdog is not None:
-                watchdog.watch(self, trio.current_time() + self._timeout)
-                try:
-                    return await conn.receive_part()
-                except LeanHTTPError:
-                    if not self._expired:
-                        raise
-                    raise ReadTimeout(f"no stream data for {self._timeout}s") from None
-                finally:
-                    watchdog.unwatch(self)
-            deadline = own_deadline(self._timeout)
-            if deadline is None:
-                return await conn.receive_part()
-            with trio.CancelScope(deadline=deadline):
-                return await conn.receive_part()
-            raise ReadTimeout(f"no stream data for {self._timeout}s")
-        except LeanHTTPError as exc:
-            raise to_llm_error(exc, self._deployment) from exc
-
-    def expire(self) -> None:
-        """The wait for the next part passed ``timeout`` (the `Watchdog` calls this): the
-        connection is aborted, so the waiting reader wakes and reports a timeout."""
-        self._expired = True
-        self._conn.abort()
-
-    def _checked(self, fn: Callable[..., Any], *args: Any) -> Any:
-        try:
-            return fn(*args)
-        except ResponseFormatError as exc:
-            self._conn.discard()
-            exc.deployment = self._deployment
-            raise
-
-    async def _drain(self) -> None:
-        # After the terminator only the end of the body should follow: read it (bounded),
-        # so the connection goes back to the pool instead of being closed.
-        left = _DRAIN_LIMIT
-        conn = self._conn
-        if conn.complete:
-            return  # the end came with the terminator: nothing to read, no scope to open
-        with trio.move_on_after(self._timeout):
-            try:
-                while left >= 0:
-                    part = await conn.receive_part()
-                    if part is None:
-                        return
-                    left -= len(part)
-            except LeanHTTPError:
-                return  # the answer is complete; the connection is simply not reused
 
 
 @asynccontextmanager
