@@ -40,6 +40,7 @@ from ..._deadline import CALL_DEADLINE, CallDeadline
 from ..._owner import reraise_single
 from ...errors import ConfigError, ResponseFormatError
 from ...observability import tracing as _tracing
+from .._accumulate import ChunkDecoder, GuardedChunks, passthrough
 from .._bodies import decompressor
 from .._httperrors import format_error, json_body, status_error
 from .._lines import DEFAULT_MAX_LINE
@@ -265,6 +266,16 @@ class LeanSession:
         """
         return _Opening(self, url, body, decoder, parse, content_types)
 
+    def open_guarded(
+        self, url: str, body: bytes, decoder: ChunkDecoder, content_types: tuple[str, ...]
+    ) -> AbstractAsyncContextManager[GuardedChunks]:
+        """`open_stream` of ``decoder``'s chunks (``parse`` `passthrough`), iterated as
+        `GuardedChunks`: what ``GuardedStream(open_stream(...), decoder, deployment)``
+        yields, the guard built while the server works on its answer (no frame of its own
+        in the wait for the first chunk)."""
+        opening = _Opening(self, url, body, decoder, passthrough, content_types, guarded=True)
+        return opening  # type: ignore[return-value]  # hands out GuardedChunks (guarded)
+
     async def _start(
         self,
         exchange: Exchange,
@@ -368,10 +379,12 @@ class LeanSession:
 @final
 class _Opening(Generic[T]):
     """`LeanSession.open_stream`'s context manager: a class, so a stream costs no
-    generator frame; the exchange (slot and connection) is closed on every exit."""
+    generator frame; the exchange (slot and connection) is closed on every exit.
+    ``guarded`` (`LeanSession.open_guarded`): the iterator handed out is the body's
+    chunks as `GuardedChunks` (``decoder`` a `ChunkDecoder`, ``parse`` `passthrough`)."""
 
-    __slots__ = ("_body", "_content_types", "_decoder", "_exchange", "_parse", "_session",
-                 "_url")  # fmt: skip
+    __slots__ = ("_body", "_content_types", "_decoder", "_exchange", "_guarded", "_parse",
+                 "_session", "_url")  # fmt: skip
 
     def __init__(
         self,
@@ -381,16 +394,18 @@ class _Opening(Generic[T]):
         decoder: LineDecoder,
         parse: Callable[[Any], T | None],
         content_types: tuple[str, ...],
+        guarded: bool = False,
     ) -> None:
         self._session = session
         self._url = url
+        self._guarded = guarded
         self._body: bytes | None = body
         self._decoder = decoder
         self._parse = parse
         self._content_types = content_types
         self._exchange: Exchange | None = None
 
-    async def __aenter__(self) -> BodyChunks[T]:
+    async def __aenter__(self) -> AsyncIterator[Any]:
         # The common case runs in this one frame: a connection at once, the request
         # written without waiting, the watchdog keeping the deadline, and the iterator
         # built while the server works on its answer rather than after the head arrives
@@ -423,7 +438,7 @@ class _Opening(Generic[T]):
                     else:
                         exchange.sent = True
                     del head, rest  # sent: not held while the stream is read
-                    chunks = self._chunks(conn, watchdog)
+                    chunks, handed = self._chunks(conn, watchdog)
                     await conn.receive_head()
                 except LeanHTTPError as exc:
                     error = session._timed_out(exchange, at[1]) if exchange.expired else exc
@@ -433,7 +448,7 @@ class _Opening(Generic[T]):
             else:
                 conn = await session._start(exchange, head, rest, at, opened)
                 del head, rest
-                chunks = self._chunks(conn, session._watchdog if conn.abortable else None)
+                chunks, handed = self._chunks(conn, session._watchdog if conn.abortable else None)
             ctype = conn.success_type()  # one of the types as it stands (the usual), else
             # the general check (a parameter, case, spaces) and its errors
             if (
@@ -442,17 +457,26 @@ class _Opening(Generic[T]):
                 await session._check_stream(conn, self._content_types)
             if conn.content_encoding is not None:
                 chunks.unzip(conn.content_encoding, session._max_body)
-            return chunks
+            return handed
         except BaseException:
             self._exchange = None
             await exchange.aclose()
             raise
 
-    def _chunks(self, conn: Connection, watchdog: Watchdog | None) -> BodyChunks[T]:
+    def _chunks(
+        self, conn: Connection, watchdog: Watchdog | None
+    ) -> tuple[BodyChunks[T], AsyncIterator[Any]]:
+        # The body's iterator, and the one to hand out (itself, or it guarded).
         session = self._session
-        return BodyChunks(
-            conn, self._decoder, self._parse, session.deployment, session._timeout, watchdog
+        deployment = session.deployment
+        chunks = BodyChunks(
+            conn, self._decoder, self._parse, deployment, session._timeout, watchdog
         )
+        if not self._guarded:
+            return chunks, chunks
+        decoder = self._decoder
+        assert isinstance(decoder, ChunkDecoder), "a guarded stream decodes chunks"
+        return chunks, GuardedChunks(chunks, decoder, deployment)  # type: ignore[arg-type]
 
     async def __aexit__(self, *exc_info: object) -> None:
         exchange, self._exchange = self._exchange, None
