@@ -5,8 +5,8 @@ with `receive_all` (whole) or `receive_part` (as it arrives, for streams). Bodie
 framed by Content-Length, chunked, or (without either) end when the server closes.
 Interim ``1xx`` responses are skipped. When `receive_head`'s read brings a burst of body
 too (a stream's first events), the body is kept back and parsed in two steps, its first
-half KiB first (an event or two): the first event is handed out without waiting for all
-the others to be parsed.
+server-sent event (or half KiB) first: the first event is handed out without waiting for
+all the others to be parsed.
 The connection may carry another request only if the last response was read to its end,
 the server allowed keep-alive (no ``Connection: close``, HTTP/1.1) and nothing followed it
 (`reusable`); the pool checks that.
@@ -40,7 +40,7 @@ __all__ = ["RECEIVE_SIZE", "Connection"]
 
 RECEIVE_SIZE: Final = 65536
 _HOLD_OVER: Final = 2048  # `receive_head` keeps a body back when a read brings more than this
-_FIRST_STEP: Final = 512  # ... and hands out its first this many bytes on their own
+_FIRST_STEP: Final = 512  # ... and hands out its first event (or this many bytes) on its own
 _TICKET_WAIT: Final = 0.001  # how long a readable idle TLS connection may take to show EOF
 _STREAM_ERRORS: Final = (trio.BrokenResourceError, trio.ClosedResourceError)
 
@@ -256,11 +256,12 @@ class Connection:
         """The response's Content-Encoding (lower case), if any."""
         return self._reader.content_encoding
 
-    def success_type(self) -> bytes | None:
-        """The Content-Type of a success (status below 400; ``b""`` if it names none);
-        None for an error status. The two fields a stream's opening checks, in one call."""
+    def plain_success_type(self) -> bytes | None:
+        """The Content-Type of a success (status below 400; ``b""`` if it names none) whose
+        body is not content-encoded; None for an error status or an encoded body. What a
+        stream's opening checks, in one call (on None it checks each the long way)."""
         reader = self._reader
-        if reader.status >= 400:
+        if reader.status >= 400 or reader.content_encoding is not None:
             return None
         return reader.content_type or b""
 
@@ -376,7 +377,13 @@ class Connection:
             end += 4
             self._feed_head(data[:end])  # `_received`'s head case (not empty: no EOF)
             if reader.head_done and not reader.complete:
-                self._held = [data[end : end + _FIRST_STEP], data[end + _FIRST_STEP :]]
+                # Up to the end of the first server-sent event when it ends within the
+                # step (one parser callback for it, not one per event in the step): where
+                # the body is cut changes nothing but when each piece is parsed.
+                step = data.find(b"\n\n", end, end + _FIRST_STEP) + 2
+                if step < 2:
+                    step = end + _FIRST_STEP
+                self._held = [data[end:step], data[step:]]
             else:  # an interim (1xx) head, or a response that has no body
                 self._received(data[end:])
 

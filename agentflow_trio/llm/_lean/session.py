@@ -449,14 +449,14 @@ class _Opening(Generic[T]):
                 conn = await session._start(exchange, head, rest, at, opened)
                 del head, rest
                 chunks, handed = self._chunks(conn, session._watchdog if conn.abortable else None)
-            ctype = conn.success_type()  # one of the types as it stands (the usual), else
-            # the general check (a parameter, case, spaces) and its errors
-            if (
-                ctype is None or ctype.decode("latin-1") not in self._content_types
-            ) and not _streams(conn, self._content_types):
-                await session._check_stream(conn, self._content_types)
-            if conn.content_encoding is not None:
-                chunks.unzip(conn.content_encoding, session._max_body)
+            ctype = conn.plain_success_type()  # one of the types as it stands (the
+            # usual), else the general check (a parameter, case, spaces; its errors) and
+            # the body's content coding
+            if ctype is None or ctype.decode("latin-1") not in self._content_types:
+                if not _streams(conn, self._content_types):
+                    await session._check_stream(conn, self._content_types)
+                if conn.content_encoding is not None:
+                    chunks.unzip(conn.content_encoding, session._max_body)
             return handed
         except BaseException:
             self._exchange = None
