@@ -176,10 +176,10 @@ class Retry:
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         gate = self._gate
-        if gate is not None and gate._until != -math.inf and gate.paused():
-            await gate.wait()
-        self._attempts += 1
         try:
+            if gate is not None and gate._until != -math.inf and gate.paused():
+                await gate.wait()
+            self._attempts += 1
             return await fn(*args)
         except Exception as exc:
             failed = exc
