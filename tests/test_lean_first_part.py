@@ -1,5 +1,5 @@
 """A big first read is parsed in steps (issue 23, time to first chunk): `Connection.receive_head`
-parses the head and keeps the body back, the first ~½ KiB of it is handed out on its own,
+parses the head and keeps the body back, its first event (or ~½ KiB) is handed out on its own,
 then the rest. Unit tests of the parsing on in-memory streams (no timing involved): every
 byte arrives, in order, the bounds still hold, and the connection is reusable after.
 """
@@ -43,13 +43,24 @@ async def test_a_burst_of_events_comes_out_first_part_small_then_the_rest() -> N
     await conn.receive_head()
     assert conn.status == 200 and conn.content_type == b"text/event-stream"
     first = conn.part_nowait()
-    assert first is not None and first.startswith(EVENTS[0])
-    assert len(first) <= 512  # not the whole burst
+    assert first == EVENTS[0]  # the first event on its own (it ends within the step)
     rest = []
     while (part := await conn.receive_part()) is not None:
         rest.append(part)
     assert first + b"".join(rest) == b"".join(EVENTS)
     assert conn.complete and conn.reusable
+
+
+async def test_a_first_event_longer_than_the_step_comes_out_in_half_a_kib() -> None:
+    long_event = b'data: {"choices": [{"delta": {"content": "%s"}}]}\n\n' % (b"x" * 600)
+    conn, _ = await connected(SSE_HEAD + chunked([long_event, *EVENTS]))
+    await conn.receive_head()
+    first = conn.part_nowait()
+    assert first is not None and long_event.startswith(first) and len(first) <= 512
+    rest = []
+    while (part := await conn.receive_part()) is not None:
+        rest.append(part)
+    assert first + b"".join(rest) == long_event + b"".join(EVENTS)
 
 
 async def test_a_big_body_read_whole_after_the_head_is_intact() -> None:

@@ -290,3 +290,30 @@ async def test_receive_nowait_reads_what_arrived_without_waiting() -> None:
             await stream.aclose()
             with pytest.raises(trio.ClosedResourceError):
                 stream.receive_nowait(10)
+
+
+async def test_send_nowait_writes_at_once_over_plain_tcp_only() -> None:
+    """`Connection.send_nowait` writes what the kernel takes without a checkpoint (the
+    whole of a small request), and nothing over a stream that is not the lean socket or
+    a socket that failed: `send` then does the work and reports the error."""
+    got = trio.Event()
+    received: list[bytes] = []
+
+    async def serve(stream: trio.SocketStream) -> None:
+        received.append(await stream.receive_some())
+        got.set()
+
+    with trio.fail_after(10):
+        async with _server(serve) as port:
+            stream = await _connect(port)
+            conn = Connection(stream, opened_at=0.0, expires_at=1e9, tls=False)
+            conn.begin()
+            with trio.testing.assert_no_checkpoints():
+                assert conn.send_nowait(b"GET / HTTP/1.1\r\n\r\n") == 18
+            await got.wait()
+            assert received == [b"GET / HTTP/1.1\r\n\r\n"]
+            await conn.aclose()
+            assert conn.send_nowait(b"more") == 0  # closed: `send` raises WriteFailed
+    left, _ = trio.testing.memory_stream_pair()
+    memory = Connection(left, opened_at=0.0, expires_at=1e9, tls=False)
+    assert memory.send_nowait(b"GET / HTTP/1.1\r\n\r\n") == 0

@@ -289,6 +289,8 @@ async def test_gate_pause_past_the_deadline_raises_at_once(
     assert info.value.status == 429
     assert info.value.retry_after == 20.0
     assert script.times == []
+    stats = retry.statistics()  # the gate's refusal is the first attempt's failure
+    assert (stats.attempts, stats.retries, stats.giveups) == (0, 0, 1)
 
 
 async def test_gate_keeps_the_longest_pause_and_wait_follows_extensions(

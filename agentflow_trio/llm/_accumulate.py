@@ -83,8 +83,16 @@ class ChunkDecoder:
 
     def feed(self, data: bytes) -> list[StreamChunk]:
         """The chunks completed by ``data``."""
-        chunks = self._chunks(self._payloads.feed(data))
-        self.done = self._payloads.done
+        payloads = self._payloads
+        chunks = []
+        parse = self._parse
+        for payload in payloads.feed(data):  # `_chunks`, without its frame: every piece
+            chunk = parse(payload)
+            if chunk is not None:
+                if chunk.finish_reason is not None:
+                    self.finished = True
+                chunks.append(chunk)
+        self.done = payloads.done
         return chunks
 
     def finish(self) -> list[StreamChunk]:

@@ -199,7 +199,11 @@ def tool_choice(choice: str | Mapping[str, Any]) -> Any:
 
 def chat_body(request: ChatRequest, model: str | None, *, stream: bool) -> bytes:
     """The JSON body for ``/chat/completions``; ``model=None`` leaves the field out (Azure)."""
-    body: dict[str, Any] = {"messages": _messages(request.messages)}
+    messages = request.messages
+    # One message (a single call): encoded here, without `_messages`' frame.
+    body: dict[str, Any] = {
+        "messages": [_message(messages[0])] if len(messages) == 1 else _messages(messages)
+    }
     if model is not None:
         body["model"] = request.model or model
     if request.temperature is not None:

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import attrs
+
+if TYPE_CHECKING:
+    from ._accumulate import ChunkDecoder, GuardedChunks
 
 __all__ = ["HTTPPoolStatistics", "LineDecoder", "PoolStatistics", "Session"]
 
@@ -64,7 +67,9 @@ class Session(Protocol):
     and returns the decoded answer. ``open_stream(...)`` POSTs and yields an iterator of
     ``parse(payload)`` for each payload ``decoder`` cuts from the body (None results
     skipped); the connection is released on every exit from the block, cancellation
-    included. Both raise the `agentflow_trio.errors` classes: `TransportError` family for
+    included. ``open_guarded(url, body, decoder, content_types)`` is ``open_stream`` of a
+    `ChunkDecoder`'s chunks handed out as `GuardedChunks` (what the chat adapters read).
+    Both raise the `agentflow_trio.errors` classes: `TransportError` family for
     no usable response, `APIStatusError` subclasses for error statuses,
     `ResponseFormatError` for a body that is not the expected JSON or stream.
     ``pool_statistics`` feeds `StackStatistics.pool`; ``aclose`` is idempotent.
@@ -82,6 +87,10 @@ class Session(Protocol):
         parse: Callable[[Any], T | None],
         content_types: tuple[str, ...],
     ) -> AbstractAsyncContextManager[AsyncIterator[T]]: ...
+
+    def open_guarded(
+        self, url: str, body: bytes, decoder: ChunkDecoder, content_types: tuple[str, ...]
+    ) -> AbstractAsyncContextManager[GuardedChunks]: ...
 
     def pool_statistics(self) -> HTTPPoolStatistics: ...
 

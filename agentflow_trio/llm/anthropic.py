@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, final
 
 from ..errors import ConfigError
 from . import _anthropic_wire as wire
-from ._accumulate import ChunkDecoder, GuardedStream, passthrough
+from ._accumulate import ChunkDecoder
 from ._lines import MAX_MALFORMED, SSEDecoder
 from ._open_session import open_http_session
 from ._session import Session
@@ -161,8 +161,7 @@ class AnthropicProvider:
         session = self.session
         decoder = ChunkDecoder(_Events(), wire.EventParser(session.deployment))
         body = wire.messages_body(request, self._model, max_tokens=self._max_tokens, stream=True)
-        opened = session.open_stream(self._url, body, decoder, passthrough, _SSE)
-        return GuardedStream(opened, decoder, session.deployment)
+        return session.open_guarded(self._url, body, decoder, _SSE)
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
         """Anthropic has no embeddings API.

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, final
 
 import httpcore2
@@ -54,6 +54,7 @@ import trio
 
 from ..errors import ResponseFormatError
 from ..observability import tracing as _tracing
+from ._accumulate import ChunkDecoder, GuardedChunks, GuardedStream, passthrough
 from ._bodies import (
     BODY_KEY,
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -222,6 +223,14 @@ class HTTPSession:
                 await chunks.aclose()
         finally:
             await response.aclose()
+
+    def open_guarded(
+        self, url: str, body: bytes, decoder: ChunkDecoder, content_types: tuple[str, ...]
+    ) -> AbstractAsyncContextManager[GuardedChunks]:
+        """`open_stream` of ``decoder``'s chunks (``parse`` `passthrough`), iterated as
+        `GuardedChunks`."""
+        opened = self.open_stream(url, body, decoder, passthrough, content_types)
+        return GuardedStream(opened, decoder, self.deployment)
 
     def pool_statistics(self) -> HTTPPoolStatistics:
         """A snapshot of the pool (reads httpcore2's private request list)."""

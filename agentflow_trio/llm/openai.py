@@ -19,7 +19,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Final, final
 
 from . import _openai_wire as wire
-from ._accumulate import ChunkDecoder, GuardedStream, passthrough
+from ._accumulate import ChunkDecoder
 from ._lines import MAX_MALFORMED, SSEDecoder
 from ._open_session import open_http_session
 from ._session import Session
@@ -79,8 +79,7 @@ class OpenAIProvider:
         decoder = ChunkDecoder(SSEDecoder(max_malformed=MAX_MALFORMED), self._parse_chunk)
         session = self.session
         body = wire.chat_body(request, self._model, stream=True)
-        opened = session.open_stream(self._chat_url, body, decoder, passthrough, _SSE)
-        return GuardedStream(opened, decoder, session.deployment)
+        return session.open_guarded(self._chat_url, body, decoder, _SSE)
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
         """Embeddings for ``request.inputs``, in input order."""

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Final, final
 
 from . import _openai_wire
 from . import _responses_wire as wire
-from ._accumulate import ChunkDecoder, GuardedStream, passthrough
+from ._accumulate import ChunkDecoder
 from ._lines import MAX_MALFORMED
 from ._open_session import open_http_session
 from ._session import Session
@@ -85,8 +85,7 @@ class ResponsesProvider:
         events = wire.StreamEvents(session.deployment)
         decoder = ChunkDecoder(wire.ResponsesSSEDecoder(max_malformed=MAX_MALFORMED), events)
         body = wire.request_body(request, self._model, stream=True)
-        opened = session.open_stream(self._responses_url, body, decoder, passthrough, _SSE)
-        return GuardedStream(opened, decoder, session.deployment)
+        return session.open_guarded(self._responses_url, body, decoder, _SSE)
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
         """Embeddings for ``request.inputs``, in input order, from ``{base}/embeddings``

@@ -29,7 +29,6 @@ import random
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, TypeVarTuple, final
 
 import attrs
@@ -54,6 +53,7 @@ from ..resilience import (
     make_key,
     open_batcher,
 )
+from ._openings import OpenThrough
 from ._session import HTTPPoolStatistics
 from .base import Provider
 from .router import Router, RouterStatistics
@@ -89,65 +89,6 @@ __all__ = [
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
-
-_Opener = Callable[[Callable[[], Awaitable[AsyncIterator[StreamChunk]]]], Awaitable[Any]]
-
-
-@final
-class _OpenThrough:
-    """Opens ``inner.stream(request)`` through ``call`` (each attempt a fresh opening).
-
-    Every opening that succeeded is closed when the block exits, or at once if ``call``
-    raises after it (a breaker's timeout, say). A class rather than a generator context
-    manager over an exit stack: the opening costs no extra frames.
-    """
-
-    __slots__ = ("_call", "_inner", "_opened", "_request")
-
-    def __init__(self, call: _Opener, inner: Provider, request: ChatRequest) -> None:
-        self._call = call
-        self._inner = inner
-        self._request = request
-        self._opened: list[AbstractAsyncContextManager[AsyncIterator[StreamChunk]]] = []
-
-    async def _open_once(self) -> AsyncIterator[StreamChunk]:
-        opening = self._inner.stream(self._request)
-        chunks = await opening.__aenter__()
-        self._opened.append(opening)
-        return chunks
-
-    async def __aenter__(self) -> AsyncIterator[StreamChunk]:
-        try:
-            chunks: AsyncIterator[StreamChunk] = await self._call(self._open_once)
-        except BaseException as exc:
-            await self._close(type(exc), exc, exc.__traceback__)
-            raise
-        return chunks
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        return await self._close(exc_type, exc, tb)
-
-    async def _close(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        opened = self._opened
-        if not opened:
-            return False
-        if len(opened) == 1:  # the usual case: one opening, closed as `async with` would
-            return bool(await opened.pop().__aexit__(exc_type, exc, tb))
-        stack = AsyncExitStack()  # several: the last opened is closed first
-        for opening in opened:
-            stack.push_async_exit(opening)
-        opened.clear()
-        return bool(await stack.__aexit__(exc_type, exc, tb))
 
 
 @final
@@ -232,7 +173,7 @@ class GuardLayer:
     def stream(
         self, request: ChatRequest
     ) -> AbstractAsyncContextManager[AsyncIterator[StreamChunk]]:
-        return _OpenThrough(self._bounded, self.inner, request)
+        return OpenThrough(self._bounded, self.inner, None, request)
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
         return await self.guard.call(self.inner.embed, request)
@@ -445,20 +386,35 @@ def _direct_stream(
     layer: Provider,
 ) -> Callable[[ChatRequest], AbstractAsyncContextManager[AsyncIterator[StreamChunk]]]:
     """``layer.stream``, the `GuardLayer` run on the way down (retry over breaker) folded
-    into one `_OpenThrough` whose opener is their calls nested: ``retry.call(
+    into one `OpenThrough` whose opener is their calls nested: ``retry.call(
     breaker.call_bounded, open_once)``. The same attempts, counts and closing as one
-    `_OpenThrough` per layer (an attempt that fails opened nothing), with one opening
-    object and two frames fewer per stream."""
+    `OpenThrough` per layer (an attempt that fails opened nothing), with one opening
+    object and two frames fewer per stream; for exactly that pair, the first attempt
+    in the opening's own frame (``_openings``)."""
     guards: list[Callable[..., Awaitable[Any]]] = []
+    layers: list[GuardLayer] = []
     while isinstance(layer, GuardLayer):
         guards.append(layer._bounded)
+        layers.append(layer)
         layer = layer.inner
     if not guards:
         return layer.stream
+    pair = _retry_over_bounded(layers)
     call = guards.pop()
     while guards:
         call = functools.partial(guards.pop(), call)
-    return functools.partial(_OpenThrough, call, layer)
+    return functools.partial(OpenThrough, call, layer, pair)
+
+
+def _retry_over_bounded(layers: list[GuardLayer]) -> tuple[Retry, CircuitBreaker] | None:
+    # The `Retry` and `CircuitBreaker` of a retry layer right over a breaker layer whose
+    # calls go through `call_bounded` (and nothing else between them), else None.
+    if len(layers) != 2:
+        return None
+    retry, breaker = layers[0].guard, layers[1].guard
+    if not (isinstance(retry, Retry) and isinstance(breaker, CircuitBreaker)):
+        return None
+    return (retry, breaker) if layers[1]._bounded == breaker.call_bounded else None
 
 
 def _bounds_waits(transport: Provider) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Awaitable, Callable
+from contextvars import Token
 from typing import TypeVar, TypeVarTuple
 
 import attrs
@@ -261,12 +262,10 @@ class CircuitBreaker:
         try:
             result = await fn(*args)
         except Exception as exc:
-            if deadline.fired:
-                self._record_failure(probe)
-                raise BreakerTimeoutError(self.name, timeout) from exc
-            if self._is_failure(exc):
-                self._record_failure(probe)
-            raise
+            error = self._bounded_failure(deadline, exc, probe)
+            if error is exc:
+                raise
+            raise error from exc
         finally:
             CALL_DEADLINE.reset(token)
             if probe:
@@ -276,6 +275,40 @@ class CircuitBreaker:
         if probe and self._state is BreakerState.HALF_OPEN:
             self._state = BreakerState.CLOSED
         return result
+
+    def bound_nowait(self) -> tuple[CallDeadline, Token[CallDeadline | None]] | None:
+        """The start of `call_bounded` for a caller that awaits its ``fn`` in its own frame
+        (a stream's opening): when the breaker is closed and has a call timeout,
+        `CALL_DEADLINE` is set to ``now + call_timeout`` and returned with its token (reset
+        it in a ``finally``, then report the outcome: `bounded_failure` or
+        `bounded_success`). None otherwise: use `call_bounded`. Not a checkpoint."""
+        timeout = self._call_timeout
+        if timeout is None or self._state is not _CLOSED:
+            return None
+        deadline = CallDeadline(trio.current_time() + timeout)
+        return deadline, CALL_DEADLINE.set(deadline)
+
+    def bounded_failure(self, deadline: CallDeadline, exc: Exception) -> Exception:
+        """Count ``exc``, raised by a call begun with `bound_nowait`, as `call_bounded`
+        counts it; the error to raise: `BreakerTimeoutError` (chained to ``exc``) when the
+        call's deadline ended it, else ``exc``."""
+        return self._bounded_failure(deadline, exc, False)
+
+    def bounded_success(self) -> None:
+        """Count a call begun with `bound_nowait` that succeeded, as `call_bounded` does
+        (the breaker was closed: no probe to settle)."""
+        self._successes += 1
+        self._consecutive = 0
+
+    def _bounded_failure(self, deadline: CallDeadline, exc: Exception, probe: bool) -> Exception:
+        if deadline.fired:
+            self._record_failure(probe)
+            error = BreakerTimeoutError(self.name, self._call_timeout or math.inf)
+            error.__cause__ = exc  # as ``raise error from exc``
+            return error
+        if self._is_failure(exc):
+            self._record_failure(probe)
+        return exc
 
     def _refresh(self) -> None:
         if self._state is BreakerState.OPEN and trio.current_time() >= self._open_until:

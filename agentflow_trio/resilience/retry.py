@@ -176,24 +176,55 @@ class Retry:
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         gate = self._gate
+        try:
+            if gate is not None and gate._until != -math.inf and gate.paused():
+                await gate.wait()
+            self._attempts += 1
+            return await fn(*args)
+        except Exception as exc:
+            failed = exc
+        return await self.call_after(failed, fn, *args)
+
+    def try_first(self) -> bool:
+        """Count a first attempt that its caller makes itself, in its own frame, when one
+        may start at once (no shared pause in force): True. False: nothing is counted;
+        use `call`. Not a checkpoint (`call` checks for cancellation first; the caller
+        does the same). A failure of that attempt goes to `call_after`; a success needs
+        nothing more."""
+        gate = self._gate
+        if gate is not None and gate._until != -math.inf and gate.paused():
+            return False
+        self._attempts += 1
+        return True
+
+    async def call_after(self, exc: Exception, fn: Callable[[*Ts], Awaitable[T]], *args: *Ts) -> T:
+        """The rest of a `call` whose first attempt (`call`'s own, or one begun with
+        `try_first`) failed with ``exc``: ``await fn(*args)`` again after each backoff, as
+        the class docstring says, until one succeeds or it gives up.
+
+        Raises:
+          Exception: the last attempt's error (``exc`` itself if it gives up at once).
+        """
+        gate = self._gate
         attempt = 0
         last = False
         while True:
+            self._pause_gate(exc)
+            delay = None if last else self._delay(exc, attempt)
+            if delay is None:
+                self._giveups += 1
+                raise exc
+            last = isinstance(exc, CircuitOpenError)
+            attempt += 1
+            self._retries += 1
+            await trio.sleep(delay)
             try:
                 if gate is not None and gate._until != -math.inf and gate.paused():
                     await gate.wait()
                 self._attempts += 1
                 return await fn(*args)
-            except Exception as exc:
-                self._pause_gate(exc)
-                delay = None if last else self._delay(exc, attempt)
-                if delay is None:
-                    self._giveups += 1
-                    raise
-                last = isinstance(exc, CircuitOpenError)
-            attempt += 1
-            self._retries += 1
-            await trio.sleep(delay)
+            except Exception as failed:
+                exc = failed
 
     def _pause_gate(self, exc: Exception) -> None:
         if (

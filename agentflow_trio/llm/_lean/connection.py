@@ -5,8 +5,8 @@ with `receive_all` (whole) or `receive_part` (as it arrives, for streams). Bodie
 framed by Content-Length, chunked, or (without either) end when the server closes.
 Interim ``1xx`` responses are skipped. When `receive_head`'s read brings a burst of body
 too (a stream's first events), the body is kept back and parsed in two steps, its first
-half KiB first (an event or two): the first event is handed out without waiting for all
-the others to be parsed.
+server-sent event (or half KiB) first: the first event is handed out without waiting for
+all the others to be parsed.
 The connection may carry another request only if the last response was read to its end,
 the server allowed keep-alive (no ``Connection: close``, HTTP/1.1) and nothing followed it
 (`reusable`); the pool checks that.
@@ -40,7 +40,7 @@ __all__ = ["RECEIVE_SIZE", "Connection"]
 
 RECEIVE_SIZE: Final = 65536
 _HOLD_OVER: Final = 2048  # `receive_head` keeps a body back when a read brings more than this
-_FIRST_STEP: Final = 512  # ... and hands out its first this many bytes on their own
+_FIRST_STEP: Final = 512  # ... and hands out its first event (or this many bytes) on its own
 _TICKET_WAIT: Final = 0.001  # how long a readable idle TLS connection may take to show EOF
 _STREAM_ERRORS: Final = (trio.BrokenResourceError, trio.ClosedResourceError)
 
@@ -256,6 +256,15 @@ class Connection:
         """The response's Content-Encoding (lower case), if any."""
         return self._reader.content_encoding
 
+    def plain_success_type(self) -> bytes | None:
+        """The Content-Type of a success (status below 400; ``b""`` if it names none) whose
+        body is not content-encoded; None for an error status or an encoded body. What a
+        stream's opening checks, in one call (on None it checks each the long way)."""
+        reader = self._reader
+        if reader.status >= 400 or reader.content_encoding is not None:
+            return None
+        return reader.content_type or b""
+
     @property
     def complete(self) -> bool:
         """True once the whole response has been read."""
@@ -322,6 +331,19 @@ class Connection:
             detail = str(exc) or type(exc).__name__
             raise WriteFailed(f"connection lost while sending: {detail}") from exc
 
+    def send_nowait(self, data: bytes) -> int:
+        """Write what of ``data`` the kernel takes at once, over plain TCP: how many bytes
+        that was (0 over TLS or an in-memory stream, and on a failure, which `send` then
+        meets and reports). Not a checkpoint, and no cancellation check: the caller makes
+        one first (no other yield between it and this write)."""
+        sock = self._sock
+        if sock is None or type(self._stream) is not RawSocketStream:
+            return 0
+        try:
+            return sock.send(data)  # type: ignore[attr-defined,no-any-return]
+        except OSError:  # BlockingIOError included
+            return 0
+
     async def receive_head(self) -> None:
         """Read until the response's head is complete (status and headers are then set).
 
@@ -330,9 +352,19 @@ class Connection:
             ProtocolFailed: not a valid HTTP/1.1 response.
         """
         reader = self._reader
+        stream = self._stream
+        raw = stream if type(stream) is RawSocketStream else None
         while not reader.head_done:
-            try:
-                data = await self._stream.receive_some(RECEIVE_SIZE)
+            try:  # for the lean socket, its `receive_some` inlined (as in `receive_all`)
+                if raw is None:
+                    data = await stream.receive_some(RECEIVE_SIZE)
+                else:
+                    await trio.lowlevel.checkpoint()
+                    got = raw.receive_nowait(RECEIVE_SIZE)
+                    while got is None:
+                        await trio.lowlevel.wait_readable(raw.socket)
+                        got = raw.receive_nowait(RECEIVE_SIZE)
+                    data = got
             except _STREAM_ERRORS as exc:
                 raise ReadFailed(self._lost(f": {exc or type(exc).__name__}")) from exc
             end = data.find(b"\r\n\r\n") if len(data) > _HOLD_OVER else -1
@@ -343,9 +375,15 @@ class Connection:
             # keep the body back, and hand its first bytes out on their own, so the first
             # event is not held up by the parsing of all the others (time to first chunk).
             end += 4
-            self._received(data[:end])
+            self._feed_head(data[:end])  # `_received`'s head case (not empty: no EOF)
             if reader.head_done and not reader.complete:
-                self._held = [data[end : end + _FIRST_STEP], data[end + _FIRST_STEP :]]
+                # Up to the end of the first server-sent event when it ends within the
+                # step (one parser callback for it, not one per event in the step): where
+                # the body is cut changes nothing but when each piece is parsed.
+                step = data.find(b"\n\n", end, end + _FIRST_STEP) + 2
+                if step < 2:
+                    step = end + _FIRST_STEP
+                self._held = [data[end:step], data[step:]]
             else:  # an interim (1xx) head, or a response that has no body
                 self._received(data[end:])
 
@@ -411,7 +449,11 @@ class Connection:
         reader = self._reader
         while not reader.parts and self._held:
             self._feed_held()
-        return self._take() if reader.parts else None
+        parts = reader.parts
+        if not parts:
+            return None
+        reader.parts = []  # `_take`, without its frame: a stream's every part comes here
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _take(self) -> bytes:
         reader = self._reader

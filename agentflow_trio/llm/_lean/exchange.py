@@ -108,8 +108,9 @@ class Exchange:
         conn = self.conn = await pool.checkout(connect_timeout)
         conn.begin(no_body=no_body)
 
-    async def send(self, head: bytes, body: bytes = b"") -> Connection:
+    async def send(self, head: bytes, body: bytes = b"", written: int = 0) -> Connection:
         """Write the request on the open connection; returns the connection to read from.
+        ``written``: how many bytes of ``head`` `Connection.send_nowait` wrote already.
 
         Raises:
             WriteFailed: the connection broke (after the one retry, if it was kept alive).
@@ -118,11 +119,12 @@ class Exchange:
         conn = self.conn
         assert conn is not None, "open() first"
         try:
-            await conn.send(head, body)
+            await conn.send(head[written:] if written else head, body)
         except WriteFailed:
             if conn.fresh:
                 raise
-            # Kept alive, then closed by the server while idle: it never saw this request.
+            # Kept alive, then closed by the server while idle: it never saw this request
+            # (a part of it at most, which it cannot have acted on).
             self.conn = None
             await self._pool.checkin(conn)
             conn = self.conn = await self._pool.connect(self._connect_timeout)

@@ -30,7 +30,6 @@ connection is closed after the response (a fresh connection per request).
 from __future__ import annotations
 
 import ssl
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, final
@@ -41,15 +40,16 @@ from ..._deadline import CALL_DEADLINE, CallDeadline
 from ..._owner import reraise_single
 from ...errors import ConfigError, ResponseFormatError
 from ...observability import tracing as _tracing
-from .._accumulate import passthrough
-from .._bodies import Decompressor, decompressor
+from .._accumulate import ChunkDecoder, GuardedChunks, passthrough
+from .._bodies import decompressor
 from .._httperrors import format_error, json_body, status_error
 from .._lines import DEFAULT_MAX_LINE
 from .._session import HTTPPoolStatistics, LineDecoder
 from ._watchdog import Watchdog
+from .chunks import BodyChunks
 from .connection import Connection
-from .exceptions import LeanHTTPError, ReadTimeout, UnsupportedURL
-from .exchange import Exchange, own_deadline
+from .exceptions import LeanHTTPError, UnsupportedURL
+from .exchange import Exchange
 from .mapping import to_llm_error
 from .pool import ConnectionPool, PoolSettings
 from .pools import PoolSet
@@ -144,6 +144,10 @@ class LeanSession:
         self._max_line = max_line
         self._targets: dict[str, _Target] = {}
         self._watchdog: Watchdog | None = None  # set by `open_lean_session`
+        # ``trio.current_time``, or (set by `open_lean_session`, whose trio run the session
+        # lives in) the run's clock's own ``current_time``: the same reading, two frames
+        # fewer per request.
+        self._now: Callable[[], float] = trio.current_time
 
     def _target(self, url: str) -> _Target:
         target = self._targets.get(url)
@@ -170,7 +174,7 @@ class LeanSession:
         """
         target = self._targets.get(url) or self._target(url)
         exchange = Exchange(target.pool)
-        now = trio.current_time()
+        now = self._now()
         deadline, caller = self._deadline(now)
         watchdog = self._watchdog
         try:
@@ -262,27 +266,32 @@ class LeanSession:
         """
         return _Opening(self, url, body, decoder, parse, content_types)
 
-    async def _start(self, exchange: Exchange, head: bytes, rest: bytes) -> Connection:
-        # A connection at once: the watchdog keeps the deadline. Otherwise no scope of ours
-        # when an enclosing deadline (the breaker's call timeout, the event's) ends sooner:
-        # it could never fire first.
-        now = trio.current_time()
-        deadline, caller = self._deadline(now)
+    def open_guarded(
+        self, url: str, body: bytes, decoder: ChunkDecoder, content_types: tuple[str, ...]
+    ) -> AbstractAsyncContextManager[GuardedChunks]:
+        """`open_stream` of ``decoder``'s chunks (``parse`` `passthrough`), iterated as
+        `GuardedChunks`: what ``GuardedStream(open_stream(...), decoder, deployment)``
+        yields, the guard built while the server works on its answer (no frame of its own
+        in the wait for the first chunk)."""
+        opening = _Opening(self, url, body, decoder, passthrough, content_types, guarded=True)
+        return opening  # type: ignore[return-value]  # hands out GuardedChunks (guarded)
+
+    async def _start(
+        self,
+        exchange: Exchange,
+        head: bytes,
+        rest: bytes,
+        at: tuple[float, CallDeadline | None],
+        opened: bool,
+    ) -> Connection:
+        """A stream's request sent and its head read, off `_Opening`'s fast path (no
+        connection at once, no watchdog, or a stream it cannot abort): ``at`` is the
+        request's deadline and the caller's `CallDeadline` (`_deadline`), ``opened``
+        whether ``exchange`` holds a connection already. No scope of ours when an
+        enclosing deadline (the breaker's call timeout, the event's) ends sooner: it
+        could never fire first."""
+        deadline, caller = at
         try:
-            watchdog = self._watchdog
-            opened = watchdog is not None and exchange.open_nowait(now)
-            if watchdog is not None and opened and exchange.conn.abortable:  # type: ignore[union-attr]
-                watchdog.watch(exchange, deadline)
-                try:
-                    conn = await exchange.send(head, rest)
-                    await conn.receive_head()
-                    return conn
-                except LeanHTTPError:
-                    if not exchange.expired:
-                        raise
-                    raise self._timed_out(exchange, caller) from None
-                finally:
-                    watchdog.unwatch(exchange)
             if deadline >= trio.current_effective_deadline():  # ours could never fire
                 if not opened:
                     await exchange.open()
@@ -370,10 +379,12 @@ class LeanSession:
 @final
 class _Opening(Generic[T]):
     """`LeanSession.open_stream`'s context manager: a class, so a stream costs no
-    generator frame; the exchange (slot and connection) is closed on every exit."""
+    generator frame; the exchange (slot and connection) is closed on every exit.
+    ``guarded`` (`LeanSession.open_guarded`): the iterator handed out is the body's
+    chunks as `GuardedChunks` (``decoder`` a `ChunkDecoder`, ``parse`` `passthrough`)."""
 
-    __slots__ = ("_body", "_content_types", "_decoder", "_exchange", "_parse", "_session",
-                 "_url")  # fmt: skip
+    __slots__ = ("_body", "_content_types", "_decoder", "_exchange", "_guarded", "_parse",
+                 "_session", "_url")  # fmt: skip
 
     def __init__(
         self,
@@ -383,195 +394,94 @@ class _Opening(Generic[T]):
         decoder: LineDecoder,
         parse: Callable[[Any], T | None],
         content_types: tuple[str, ...],
+        guarded: bool = False,
     ) -> None:
         self._session = session
         self._url = url
+        self._guarded = guarded
         self._body: bytes | None = body
         self._decoder = decoder
         self._parse = parse
         self._content_types = content_types
         self._exchange: Exchange | None = None
 
-    async def __aenter__(self) -> _Chunks[T]:
+    async def __aenter__(self) -> AsyncIterator[Any]:
+        # The common case runs in this one frame: a connection at once, the request
+        # written without waiting, the watchdog keeping the deadline, and the iterator
+        # built while the server works on its answer rather than after the head arrives
+        # (time to first chunk). Anything else goes through `LeanSession._start`.
         session = self._session
         target = session._targets.get(self._url) or session._target(self._url)
         body, self._body = self._body, None  # held no longer than it takes to send
         assert body is not None, "a stream is opened once"
-        head, rest = _request(target, body)
+        prefix = target.prefix if _tracing.active is None else _traced(target.prefix)
+        head, rest = request_bytes(prefix, body)  # `_request`, without its frame
         del body
         exchange = self._exchange = Exchange(target.pool)
         try:
-            conn = await session._start(exchange, head, rest)
-            del head, rest  # sent: not held while the stream is read
-            if not _streams(conn, self._content_types):
-                await session._check_stream(conn, self._content_types)
-            return _Chunks(
-                conn,
-                self._decoder,
-                self._parse,
-                session.deployment,
-                session._timeout,
-                session._max_body,
-                session._watchdog if conn.abortable else None,
-            )
+            now = session._now()
+            caller = CALL_DEADLINE.get()  # `_deadline`, without its frame
+            at: tuple[float, CallDeadline | None] = (now + session._timeout, None)
+            if caller is not None and caller.at < at[0]:
+                at = (caller.at, caller)
+            watchdog = session._watchdog
+            opened = watchdog is not None and exchange.open_nowait(now)
+            conn = exchange.conn
+            if opened and conn.abortable:  # type: ignore[union-attr]
+                assert watchdog is not None and conn is not None
+                watchdog.watch(exchange, at[0])
+                try:
+                    await trio.lowlevel.checkpoint_if_cancelled()  # nothing yields below
+                    written = conn.send_nowait(head) if not rest else 0
+                    if written < len(head):
+                        conn = await exchange.send(head, rest, written)
+                    else:
+                        exchange.sent = True
+                    del head, rest  # sent: not held while the stream is read
+                    chunks, handed = self._chunks(conn, watchdog)
+                    await conn.receive_head()
+                except LeanHTTPError as exc:
+                    error = session._timed_out(exchange, at[1]) if exchange.expired else exc
+                    raise to_llm_error(error, session.deployment) from error
+                finally:
+                    watchdog.unwatch(exchange)
+            else:
+                conn = await session._start(exchange, head, rest, at, opened)
+                del head, rest
+                chunks, handed = self._chunks(conn, session._watchdog if conn.abortable else None)
+            ctype = conn.plain_success_type()  # one of the types as it stands (the
+            # usual), else the general check (a parameter, case, spaces; its errors) and
+            # the body's content coding
+            if ctype is None or ctype.decode("latin-1") not in self._content_types:
+                if not _streams(conn, self._content_types):
+                    await session._check_stream(conn, self._content_types)
+                if conn.content_encoding is not None:
+                    chunks.unzip(conn.content_encoding, session._max_body)
+            return handed
         except BaseException:
             self._exchange = None
             await exchange.aclose()
             raise
 
+    def _chunks(
+        self, conn: Connection, watchdog: Watchdog | None
+    ) -> tuple[BodyChunks[T], AsyncIterator[Any]]:
+        # The body's iterator, and the one to hand out (itself, or it guarded).
+        session = self._session
+        deployment = session.deployment
+        chunks = BodyChunks(
+            conn, self._decoder, self._parse, deployment, session._timeout, watchdog
+        )
+        if not self._guarded:
+            return chunks, chunks
+        decoder = self._decoder
+        assert isinstance(decoder, ChunkDecoder), "a guarded stream decodes chunks"
+        return chunks, GuardedChunks(chunks, decoder, deployment)  # type: ignore[arg-type]
+
     async def __aexit__(self, *exc_info: object) -> None:
         exchange, self._exchange = self._exchange, None
         if exchange is not None:
             await exchange.aclose()
-
-
-class _Chunks(Generic[T]):
-    """Async iterator over the parsed payloads of a streamed response body.
-
-    The first piece of the body is decoded in two steps: up to its first blank line (the
-    first server-sent event), then the rest once that event's chunk has been taken, so
-    the first chunk is handed out without waiting for a whole burst to be parsed.
-
-    ``ready`` holds the payloads decoded but not yet handed out; a wrapper may pop from
-    it directly (`GuardedChunks` does) and call ``__anext__`` only when it is empty.
-    """
-
-    __slots__ = (
-        "_backlog",
-        "_conn",
-        "_decoder",
-        "_deployment",
-        "_expired",
-        "_first",
-        "_parse",
-        "_timeout",
-        "_unzip",
-        "_watchdog",
-        "ready",
-    )
-
-    def __init__(
-        self,
-        conn: Connection,
-        decoder: LineDecoder,
-        parse: Callable[[Any], T | None],
-        deployment: str,
-        timeout: float,
-        max_body: int,
-        watchdog: Watchdog | None = None,
-    ) -> None:
-        self._conn = conn
-        self._watchdog = watchdog  # times each wait for a part (else a cancel scope does)
-        self._expired = False
-        self._decoder = decoder
-        self._parse: Callable[[Any], T | None] | None = None if parse is passthrough else parse
-        self._deployment = deployment
-        self._timeout = timeout
-        self.ready: deque[T] = deque()
-        self._backlog = b""  # the rest of the first piece, not decoded yet
-        self._first = True
-        self._unzip: Decompressor | None = None
-        if conn.content_encoding is not None:
-            self._unzip = self._checked(decompressor, conn.content_encoding, max_body)
-
-    def __aiter__(self) -> _Chunks[T]:
-        return self
-
-    async def __anext__(self) -> T:
-        pending = self.ready
-        conn = self._conn
-        while not pending:
-            decoder = self._decoder
-            if self._backlog:
-                rest, self._backlog = self._backlog, b""
-                items = self._checked(decoder.feed, rest)
-            elif decoder.done:
-                await self._drain()
-                raise StopAsyncIteration
-            elif (data := conn.part_nowait()) is None and (
-                conn.complete or (data := await self._receive()) is None
-            ):  # read already (or the end): no wait, no frame of `_receive`
-                tail = self._unzip.flush() if self._unzip is not None else b""
-                items = self._checked(decoder.feed, tail) if tail else []
-                items += self._checked(decoder.finish)
-            else:
-                if self._unzip is not None:
-                    data = self._checked(self._unzip.feed, data)
-                if self._first:
-                    self._first = False
-                    cut = data.find(b"\n\n") + 2
-                    if 1 < cut < len(data):
-                        data, self._backlog = data[:cut], data[cut:]
-                try:  # `_checked`, without its frame: every piece of the body comes here
-                    items = decoder.feed(data)
-                except ResponseFormatError as exc:
-                    conn.discard()
-                    exc.deployment = self._deployment
-                    raise
-            parse = self._parse
-            if parse is None:  # `passthrough`: the decoder made the chunks already
-                pending.extend(items)
-                continue
-            for item in items:
-                chunk = parse(item)
-                if chunk is not None:
-                    pending.append(chunk)
-        return pending.popleft()
-
-    async def _receive(self) -> bytes | None:
-        # The next piece of the body, waited for (`__anext__` found none read already).
-        conn = self._conn
-        try:
-            watchdog = self._watchdog
-            if watchdog is not None:
-                watchdog.watch(self, trio.current_time() + self._timeout)
-                try:
-                    return await conn.receive_part()
-                except LeanHTTPError:
-                    if not self._expired:
-                        raise
-                    raise ReadTimeout(f"no stream data for {self._timeout}s") from None
-                finally:
-                    watchdog.unwatch(self)
-            deadline = own_deadline(self._timeout)
-            if deadline is None:
-                return await conn.receive_part()
-            with trio.CancelScope(deadline=deadline):
-                return await conn.receive_part()
-            raise ReadTimeout(f"no stream data for {self._timeout}s")
-        except LeanHTTPError as exc:
-            raise to_llm_error(exc, self._deployment) from exc
-
-    def expire(self) -> None:
-        """The wait for the next part passed ``timeout`` (the `Watchdog` calls this): the
-        connection is aborted, so the waiting reader wakes and reports a timeout."""
-        self._expired = True
-        self._conn.abort()
-
-    def _checked(self, fn: Callable[..., Any], *args: Any) -> Any:
-        try:
-            return fn(*args)
-        except ResponseFormatError as exc:
-            self._conn.discard()
-            exc.deployment = self._deployment
-            raise
-
-    async def _drain(self) -> None:
-        # After the terminator only the end of the body should follow: read it (bounded),
-        # so the connection goes back to the pool instead of being closed.
-        left = _DRAIN_LIMIT
-        conn = self._conn
-        if conn.complete:
-            return  # the end came with the terminator: nothing to read, no scope to open
-        with trio.move_on_after(self._timeout):
-            try:
-                while left >= 0:
-                    part = await conn.receive_part()
-                    if part is None:
-                        return
-                    left -= len(part)
-            except LeanHTTPError:
-                return  # the answer is complete; the connection is simply not reused
 
 
 @asynccontextmanager
@@ -603,6 +513,7 @@ async def open_lean_session(
         watchdog = Watchdog()
         nursery.start_soon(watchdog.run)
         session._watchdog = watchdog
+        session._now = trio.lowlevel.current_clock().current_time
         if llm.min_connections > 0:
             await session.warm_up(llm.min_connections, base_url, llm.connection_timeout)
         yield session
