@@ -750,7 +750,7 @@ def test_an_exported_span_reads_as_the_sdks_own_to_its_encoders() -> None:
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
     from opentelemetry.trace import SpanContext, Status, TraceFlags
 
-    from agentflow_trio.observability._trace_lean import Exported, _Readable
+    from agentflow_trio.observability._trace_export import Exported, _Readable
 
     resource = Resource.create({"service.name": "t"})
     plain = ("plain", 7, 8, 6, 0, None, 10, 20, {"a": "b", "n": 1})

@@ -216,7 +216,8 @@ def _pipeline(
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-        from ._trace_lean import Ended, LeanTracer, SpanBatcher, readable
+        from ._trace_export import SpanBatcher, readable
+        from ._trace_lean import Ended, LeanTracer
     except ImportError as exc:
         raise ConfigError(f"tracing needs the OpenTelemetry SDK: {TRACING_EXTRA}") from exc
     chosen = exporter if exporter is not None else _exporter(settings)
