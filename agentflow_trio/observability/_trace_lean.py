@@ -89,8 +89,8 @@ class LeanTracer:
         self.finish = finish
         self._bound = round(max(0.0, min(1.0, ratio)) * (1 << 64))
         # ``batcher`` (a ``_trace_export.SpanBatcher``): `finish` is its `add`, whose
-        # common case (room in the batch) an
-        # ending span does itself, without a call: extend its list
+        # common case (room in the batch) an ending span does itself, without a call:
+        # extend its list
         self._pending = None if batcher is None else batcher._pending
         self._room = 0 if batcher is None else batcher._batch * _FIELDS
 
