@@ -61,7 +61,7 @@ if RUNTIME is not None:
         replaced: keeping it rather than a ``Token`` is one object less per span, alive
         as long as the span, which the garbage collector would count)."""
         previous = _get()
-        _VAR.set(Context({**previous, _KEY: span}))
+        _VAR.set(Context({**previous, _KEY: span} if previous else {_KEY: span}))
         return previous
 
     def detach(token: object) -> None:

@@ -131,7 +131,7 @@ class LeanTracer:
             )
         else:
             made = self._start_below(parent, name, kind, attributes)
-        var.set(Context({**previous, key: made}))
+        var.set(Context({**previous, key: made} if previous else {key: made}))
         return made, previous
 
     def ids(self) -> tuple[int, int, int, TraceState | None] | trace.Span | None:
