@@ -42,6 +42,7 @@ _PROVIDERS: Final = {  # agentflow provider -> gen_ai.provider.name
     "ollama": "ollama",
     "fake": "fake",
 }
+_TOOL_CALL: Final = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.type": "function"}
 _UNTRACED_PATHS: Final = frozenset({"/healthz", "/metrics"})
 _INTERNAL: Final = SpanKind.INTERNAL
 _CLIENT: Final = SpanKind.CLIENT
@@ -206,12 +207,7 @@ class Instruments(EventSpans):
     def open_tool(self, name: str, call_id: str, args: Mapping[str, Any]) -> tuple[Span, object]:
         """An ``execute_tool`` span, made the current one, for a call its caller awaits
         in its own frame: the span and the token `close_tool` takes."""
-        attributes = {  # (`_tool_attributes`, without its frame)
-            "gen_ai.operation.name": "execute_tool",
-            "gen_ai.tool.name": name,
-            "gen_ai.tool.call.id": call_id,
-            "gen_ai.tool.type": "function",
-        }
+        attributes = {**_TOOL_CALL, "gen_ai.tool.name": name, "gen_ai.tool.call.id": call_id}
         if self.capture_content:
             attributes["gen_ai.tool.call.arguments"] = _content(dict(args))
         return self._open("execute_tool " + name, _INTERNAL, attributes)
@@ -243,12 +239,7 @@ class Instruments(EventSpans):
         if type(parent) is self._lean and not self.capture_content:
             # the lean tracer's common case: nothing holds the span, so no span is made
             # unless the call fails; a good one's fields go straight to the batch
-            attributes = {
-                "gen_ai.operation.name": "execute_tool",
-                "gen_ai.tool.name": name,
-                "gen_ai.tool.call.id": call_id,
-                "gen_ai.tool.type": "function",
-            }
+            attributes = {**_TOOL_CALL, "gen_ai.tool.name": name, "gen_ai.tool.call.id": call_id}
             start = _time_ns()
             try:
                 result = call()
@@ -309,10 +300,9 @@ class Instruments(EventSpans):
 
     def _tool_attributes(self, name: str, call_id: str, args: Mapping[str, Any]) -> dict[str, Any]:
         attributes: dict[str, Any] = {
-            "gen_ai.operation.name": "execute_tool",
+            **_TOOL_CALL,
             "gen_ai.tool.name": name,
             "gen_ai.tool.call.id": call_id,
-            "gen_ai.tool.type": "function",
         }
         if self.capture_content:
             attributes["gen_ai.tool.call.arguments"] = _content(dict(args))
