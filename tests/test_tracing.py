@@ -807,3 +807,33 @@ async def test_an_agent_subclass_wrapping_call_is_still_called(traced: bool) -> 
     assert calls == [event.id]
     names = [s.name for s in exporter.get_finished_spans()]
     assert names == (["invoke_agent echo", "event e"] if traced else [])
+
+
+async def test_a_model_call_made_inside_another_hangs_under_its_span(
+    spans: InMemorySpanExporter,
+) -> None:
+    """A provider that calls a model itself (a judge, a fallback): that call's ``chat``
+    span is a child of the outer call's, and its request names its own span."""
+    heads: list[str | None] = []
+
+    def inner_answer(request: Any) -> str:
+        heads.append(tracing.current_traceparent())
+        return "inner"
+
+    inner = LLMClient(FakeProvider(inner_answer))
+
+    class Nesting:
+        async def complete(self, request: Any) -> ChatResponse:
+            await inner.complete("again", model="inner")
+            return ChatResponse("outer", (), "stop", Usage(1, 1), "outer")
+
+        async def aclose(self) -> None:
+            return None
+
+    with tracing.span("agent"):
+        await LLMClient(Nesting()).complete("hi", model="outer")  # type: ignore[arg-type]
+    tree = by_name(spans)
+    assert parent_of(tree["chat inner"], tree) == "chat outer"
+    assert parent_of(tree["chat outer"], tree) == "agent"
+    ids = tree["chat inner"].context
+    assert heads == [f"00-{ids.trace_id:032x}-{ids.span_id:016x}-01"]

@@ -33,9 +33,12 @@ def _runtime() -> tuple[ContextVar[Context], str] | None:
     return (var, key) if isinstance(var, ContextVar) else None
 
 
-CHAT: Final[ContextVar[list[Any] | None]] = ContextVar("agentflow_trio_chat", default=None)
+CHAT: Final[ContextVar[tuple[list[Any], Any] | None]] = ContextVar(
+    "agentflow_trio_chat", default=None
+)
 """The model call in progress in this task, when the lean tracer keeps its span as a
-record (``LeanTracer.begin``): the request's ``traceparent`` names it and a failed router
+record (``LeanTracer.begin``), and the span current when it began: while that span is
+still the current one, the request's ``traceparent`` names the call and a failed router
 attempt becomes its event. It is not the API's current span: no user code runs inside a
 model call, and setting this variable is one call, not a new context and its dict."""
 

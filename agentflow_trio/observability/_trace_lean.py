@@ -32,7 +32,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 from opentelemetry.util.types import Attributes
 
-from ._trace_context import RUNTIME, attach, current_span
+from ._trace_context import CHAT, RUNTIME, attach, current_span
 
 __all__ = ["Ended", "LeanSpan", "LeanTracer"]
 
@@ -184,19 +184,25 @@ class LeanTracer:
         else:
             self.finish(ended)
 
-    def begin(self, name: str, kind: SpanKind, attributes: dict[str, Any]) -> list[Any] | None:
+    def begin(
+        self, name: str, kind: SpanKind, attributes: dict[str, Any], parent: Any
+    ) -> list[Any] | None:
         """A span under the current one that runs with nothing holding it (a model
         call's: ``Instruments.open_chat``), as its `Ended` fields in a list; None when the
-        current span is not a `LeanSpan`. `close` ends it; `held` makes it a span."""
-        parent = current_span()
+        current span (``parent``) is not a `LeanSpan`. `close` ends it; `held` makes it a
+        span."""
         if type(parent) is not LeanSpan:
             return None
-        state = parent.state
+        trace_id, parent_id, state = parent.trace_id, parent.span_id, parent.state
+        outer = CHAT.get()
+        if outer is not None and outer[1] is parent and not outer[0][7]:
+            # a model call made inside another (a provider's own): under that call's span
+            parent_id = outer[0][2]
         return [
             name,
-            parent.trace_id,
+            trace_id,
             _random_bits(64) or 1,
-            parent.span_id,
+            parent_id,
             0 if kind is _INTERNAL else 2 if kind is _CLIENT else kind.value,
             None if state is None else [None, None, None, state],
             _time_ns(),
@@ -228,7 +234,10 @@ class LeanTracer:
 
     @staticmethod
     def note_event(record: list[Any], name: str, attributes: Attributes) -> None:
-        """Add an event to an open `begin` record (``LeanSpan.add_event``'s rules)."""
+        """Add an event to an open `begin` record (``LeanSpan.add_event``'s rules: none
+        once it ended)."""
+        if record[7]:
+            return
         extras = record[5]
         if extras is None:
             record[5] = extras = [None, None, None, None]

@@ -164,16 +164,23 @@ class Instruments(EventSpans):
     # ------------------------------------------------------------------ propagation
     def traceparent(self) -> str | None:
         """The current span's W3C ``traceparent``, None outside a valid span."""
-        record = CHAT.get()
+        span = current_span()
+        record = self._chat_of(span)
         if record is not None:  # a model call's (`open_chat`): its trace and span ids
             return "00-%032x-%016x-01" % (record[1], record[2])  # noqa: UP031 (faster)
-        span = current_span()
         if type(span) is self._lean:  # sampled, ids as ints
             return "00-%032x-%016x-01" % (span.trace_id, span.span_id)  # noqa: UP031 (faster)
         found = trace.get_current_span().get_span_context()
         if not found.is_valid:
             return None
         return f"00-{found.trace_id:032x}-{found.span_id:016x}-{found.trace_flags:02x}"
+
+    def _chat_of(self, span: Any) -> list[Any] | None:
+        """The model call in progress under ``span`` (the current span), if any: `CHAT`'s
+        record while ``span`` is still the span current when it began, so a span made
+        current inside the call (a provider's own) is not hidden by it."""
+        held = CHAT.get()
+        return None if held is None or held[1] is not span else held[0]
 
     def inject(self, headers: MutableMapping[str, str]) -> None:
         """Add ``traceparent`` to outgoing ``headers`` (an httpx2 request's)."""
@@ -185,11 +192,11 @@ class Instruments(EventSpans):
         """A lean request prefix (ending ``content-length: ``) with ``traceparent``."""
         if not prefix.endswith(b"content-length: "):
             return prefix
-        record = CHAT.get()
+        span = current_span()
+        record = self._chat_of(span)
         if record is not None:  # a model call's (`open_chat`): its trace and span ids
             ids = (prefix[:-16], record[1], record[2])
             return b"%btraceparent: 00-%032x-%016x-01\r\ncontent-length: " % ids
-        span = current_span()
         if type(span) is self._lean:  # one formatting, straight to bytes
             ids = (prefix[:-16], span.trace_id, span.span_id)
             return b"%btraceparent: 00-%032x-%016x-01\r\ncontent-length: " % ids
@@ -364,9 +371,10 @@ class Instruments(EventSpans):
         and no new context, as nothing runs user code inside a model call."""
         name, attributes = self._chat(request, False)
         if self._lean is not None:
-            record = self.tracer.begin(name, _CLIENT, attributes)  # type: ignore[attr-defined]
+            parent = current_span()
+            record = self.tracer.begin(name, _CLIENT, attributes, parent)  # type: ignore[attr-defined]
             if record is not None:
-                return record, CHAT.set(record)
+                return record, CHAT.set((record, parent))
         return self._open(name, _CLIENT, attributes)
 
     def close_chat(self, opened: Any, response: Any, exc: BaseException | None) -> None:
@@ -407,6 +415,11 @@ class Instruments(EventSpans):
     def chat_span(self, request: Any, streaming: bool) -> Span:
         """A ``chat`` span for ``request``, not made current (a stream's)."""
         name, attributes = self._chat(request, streaming)
+        outer = self._chat_of(current_span())
+        if outer is not None:  # opened inside a model call (a provider's own): under it
+            ids = (outer[1], _random_bits(64) or 1, outer[2], current_span().state)
+            made: Span = self.tracer.span(name, ids, _CLIENT, attributes, 0)  # type: ignore[attr-defined]
+            return made
         return self.tracer.start_span(name, None, _CLIENT, attributes)
 
     def _chat(self, request: Any, streaming: bool) -> tuple[str, dict[str, Any]]:
@@ -477,11 +490,11 @@ class Instruments(EventSpans):
             "agentflow.failover.reason": kind,
             "error.type": type(exc).__qualname__,
         }
-        record = CHAT.get()
+        span = current_span()
+        record = self._chat_of(span)
         if record is not None:  # a model call's record (`open_chat`)
             self.tracer.note_event(record, "agentflow.router.attempt", attributes)  # type: ignore[attr-defined]
             return
-        span = current_span()
         if span is not None and span.is_recording():
             span.add_event("agentflow.router.attempt", attributes)
 
