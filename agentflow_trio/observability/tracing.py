@@ -21,10 +21,10 @@ A span that ended early says why in its status and ``agentflow.reason`` (``timed
 arguments and results are recorded only with ``capture_content``; secrets never are.
 
 Propagation (W3C ``traceparent``): ``serve`` continues the trace a request names; model
-requests (lean and httpx2 clients) and Redis Streams entries carry the current span's, so
-a worker's spans join the producer's trace; ``ctx.span("name")`` starts a user span under
-the event's. A ``traceparent`` from outside is bounded (55 characters, version 00) and
-garbage is ignored.
+requests (lean and httpx2 clients) carry their ``chat`` span's and Redis Streams entries
+the current span's, so a worker's spans join the producer's trace; ``ctx.span("name")``
+starts a user span under the event's. A ``traceparent`` from outside is bounded (55
+characters, version 00) and garbage is ignored.
 
 Off (the default), ``active`` is None: every instrumented place checks that one module
 attribute and makes no span object, and neither the OpenTelemetry API nor the SDK is
@@ -149,7 +149,8 @@ detach: Callable[[object], object] = _first_detach
 
 
 def current_traceparent() -> str | None:
-    """The W3C ``traceparent`` of the current span; None while off or outside a span."""
+    """The W3C ``traceparent`` of the current span (inside a model call: its ``chat``
+    span's); None while off or outside a span."""
     instruments = active
     return None if instruments is None else instruments.traceparent()
 
