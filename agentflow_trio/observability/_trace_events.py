@@ -80,16 +80,21 @@ class EventSpans:
         now = _time_ns()
         if parent is None and self._lean is not None:
             # the lean tracer's common case: ids now, the span itself only if something
-            # must hold it (`_event`), or never: `finished` records its fields
+            # must hold it (`_event_span`), or never: `finished` records its fields
             found = self.tracer.ids()  # type: ignore[attr-defined]
             if found is not None:
                 self._events[handle] = (found, now)
                 return
         self._events[handle] = (self._event_span(event, parent, now), now)
 
-    def _event_span(self, event: Any, parent: otel_context.Context | None, now: int) -> Span:
+    def _event_span(self, event: Any, parent: Any, now: int) -> Span:
+        """An event's span, started at ``now``: under ``parent`` (a context, or None for
+        the current span's), or the span of the ids `accepted` took (a tuple)."""
         attributes = {"agentflow.event.type": event.type, "agentflow.event.id": event.id}
         name = "event " + event.type
+        if type(parent) is tuple:
+            made: Span = self.tracer.span(name, parent, _INTERNAL, attributes, now)  # type: ignore[attr-defined]
+            return made
         return self.tracer.start_span(name, parent, _INTERNAL, attributes, start_time=now)
 
     def running(self, handle: Any, parent: object, agent: str | None = None) -> object:
@@ -114,7 +119,7 @@ class EventSpans:
             if type(span) is tuple:  # its ids only (`accepted`): held from now on
                 if agent is not None:  # ... unless its agent's span is the current one
                     return self._agent_below(handle, span, found[1], now, wait, agent)
-                span = self._event(handle.event, span, found[1])
+                span = self._event_span(handle.event, span, found[1])
         if agent is None:
             self._events[handle] = (span, now, wait)
             return attach(span)
@@ -133,12 +138,6 @@ class EventSpans:
             )
         self._events[handle] = (span, now, wait, running)
         return attach(running)
-
-    def _event(self, event: Any, ids: Any, start: int) -> Span:
-        """The span of an event that `accepted` gave ids only, made now."""
-        attributes = {"agentflow.event.type": event.type, "agentflow.event.id": event.id}
-        made: Span = self.tracer.span("event " + event.type, ids, _INTERNAL, attributes, start)  # type: ignore[attr-defined]
-        return made
 
     def _agent_below(
         self, handle: Any, ids: Any, accepted: int, now: int, wait: float, agent: str
@@ -183,7 +182,7 @@ class EventSpans:
                     noted["gen_ai.agent.name"] = result.agent
                 self.tracer.record("event " + event.type, span, found[4], now, noted)  # type: ignore[attr-defined]
                 return
-            span = self._event(event, span, found[4] if ran else found[1])
+            span = self._event_span(event, span, found[4] if ran else found[1])
         lean = type(span) is self._lean  # its own dict, still open: no frame, no checks
         attributes: dict[str, Any] = span._attributes if lean else {}
         attributes["agentflow.event.outcome"] = str(outcome)
