@@ -10,8 +10,8 @@ runs interleaved (``--repeat`` rounds) and the median CPU per invocation kept:
   (the commit that added it, ``--tracing-commit``, default: the one that added
   ``observability/tracing.py``, reverse-applied file by file with ``patch``; a leftover
   ``X if _tracing.active is None else ...`` becomes ``X``, ``_tracing.active is None and
-  X`` and ``X and _tracing.active is None`` too, and an ``if _tracing.active is not
-  None:`` block goes): today's behaviour without
+  X`` and ``X and _tracing.active is None`` too, an ``if _tracing.active is not None:``
+  block goes, and its ``else:`` block, if any, stays one level out): today's behaviour without
   any tracing code, whatever else changed since.
 * ``off``: this tree, ``[tracing] enabled = false`` (the issue's target: within 2%).
 * ``on``: this tree, tracing on, sampling 1.0, batch export (a background thread) to an
@@ -58,9 +58,20 @@ INSTRUMENTED = (  # the hot-path files the tracing commit instrumented
 _LEFTOVER = re.compile(r"(\S[^\n]*?) if _tracing\.active is None else [^\n]+")
 _LEFTOVER_AND = re.compile(r"_tracing\.active is None and ")  # "off and X" is X without tracing
 _LEFTOVER_AND_END = re.compile(r" and _tracing\.active is None")  # "X and off" is X too
+_LEFTOVER_IF_ELSE = re.compile(  # "if on: A else: B" is B, one level out, without tracing
+    r"^( *)if _tracing\.active is not None:[^\n]*\n(?:\1 {4}[^\n]*\n)+"
+    r"\1else:[^\n]*\n((?:\1 {4}[^\n]*\n)+)",
+    re.M,
+)
 _LEFTOVER_BLOCK = re.compile(  # "if on:" and the lines under it: nothing without tracing
     r"^( *)if _tracing\.active is not None:[^\n]*\n(?:\1 {4}[^\n]*\n|[ \t]*\n)+", re.M
 )
+
+
+def _else_only(found: re.Match[str]) -> str:
+    """The ``else`` branch of a leftover ``if _tracing.active is not None:``, dedented."""
+    indent = found.group(1)
+    return "".join(indent + line[len(indent) + 4 :] for line in found.group(2).splitlines(True))
 
 
 # --------------------------------------------------------------------------- the child
@@ -156,7 +167,8 @@ def baseline_tree(commit: str, into: Path) -> Path:
         command = ["patch", "-R", "-p1", "--fuzz=3", "--no-backup-if-mismatch", "-s", "-f"]
         subprocess.run(command, cwd=into, input=diff, text=True, capture_output=True, check=False)
         target = into / path
-        text = _LEFTOVER.sub(r"\1", _LEFTOVER_BLOCK.sub("", target.read_text()))
+        text = _LEFTOVER_IF_ELSE.sub(_else_only, target.read_text())
+        text = _LEFTOVER.sub(r"\1", _LEFTOVER_BLOCK.sub("", text))
         text = _LEFTOVER_AND_END.sub("", _LEFTOVER_AND.sub("", text))
         text = "\n".join(
             line for line in text.split("\n") if "import tracing as _tracing" not in line

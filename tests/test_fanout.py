@@ -330,6 +330,44 @@ async def test_sync_tool_that_ran_past_its_timeout_is_timed_out(
     assert results[0].error is not None and results[0].error["timeout"] == 1.0
 
 
+async def test_one_sync_call_runs_inline_is_timed_and_is_a_checkpoint(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """`call` of a synchronous tool takes `call_many`'s inline path: the same outcomes,
+    and still a checkpoint (a cancelled caller sees its cancellation after the call)."""
+    ran: list[float] = []
+
+    @tool(timeout=1.0)
+    def stuck(seconds: float) -> Any:
+        """Hold the thread for ``seconds`` of (virtual) time."""
+        ran.append(seconds)
+        autojump_clock.jump(seconds)
+        if seconds < 0:
+            raise ValueError("negative")
+        if seconds == 0:
+
+            async def later() -> str:
+                await trio.sleep(0.25)
+                return "awaited"
+
+            return later()
+        return "done"
+
+    registry = ToolRegistry([stuck])
+    late = await registry.call(None, "stuck", {"seconds": 2.0})
+    assert late.outcome == "timed_out" and late.duration == 2.0
+    assert (await registry.call(None, "stuck", {"seconds": 0.5})).output == {"result": "done"}
+    failed = await registry.call(None, "stuck", {"seconds": -1.0})
+    assert failed.outcome == "error" and failed.traceback is not None
+    deferred = await registry.call(None, "stuck", {"seconds": 0.0})
+    assert deferred.output == {"result": "awaited"} and deferred.duration == 0.25
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await registry.call(None, "stuck", {"seconds": 0.1})
+        raise AssertionError("a call is a checkpoint")  # pragma: no cover
+    assert ran == [2.0, 0.5, -1.0, 0.0, 0.1]  # it ran, then the checkpoint raised
+
+
 async def test_plain_function_returning_a_coroutine_runs_once_concurrently(
     autojump_clock: Any,
 ) -> None:

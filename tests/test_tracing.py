@@ -343,27 +343,30 @@ async def test_a_synchronous_tool_span_hangs_under_its_agent_with_its_outcome(
 
     async def uses(ctx: af.Context, event: af.Event) -> list[str]:
         calls = [("double", {"x": 2}), ("double", {"x": 3})]
-        return [r.outcome for r in await ctx.tools.call_many(calls)]
+        fanned = [r.outcome for r in await ctx.tools.call_many(calls)]  # the inline path
+        one = [(await ctx.tools.call("double", {"x": x})).outcome for x in (4, 5)]
+        return fanned + one
 
     async with af.Runner(agents={"t": uses}, tools=ToolRegistry([double])) as runner:
-        assert (await runner.call(af.Event("t"))).output == ["ok", "error"]
+        assert (await runner.call(af.Event("t"))).output == ["ok", "error", "ok", "error"]
     ended = spans.get_finished_spans()
     agent = next(s for s in ended if s.name == "invoke_agent uses")
     tools = sorted(
         (s for s in ended if s.name == "execute_tool double"),
         key=lambda s: s.status.status_code is StatusCode.ERROR,
     )
-    assert len(tools) == 2
+    assert len(tools) == 4
     for span in tools:
         assert span.parent is not None and span.parent.span_id == agent.context.span_id
         assert span.context.trace_id == agent.context.trace_id
         assert (span.attributes or {})["gen_ai.tool.name"] == "double"
         assert span.start_time is not None and span.end_time is not None
         assert span.start_time <= span.end_time
-    good, bad = tools
-    assert good.status.status_code is StatusCode.UNSET
-    assert bad.status.status_code is StatusCode.ERROR
-    assert (bad.attributes or {})["error.type"] == "ValueError"
+    for good in tools[:2]:
+        assert good.status.status_code is StatusCode.UNSET
+    for bad in tools[2:]:
+        assert bad.status.status_code is StatusCode.ERROR
+        assert (bad.attributes or {})["error.type"] == "ValueError"
 
 
 async def test_a_failed_tool_and_a_failed_agent_carry_their_error_type(

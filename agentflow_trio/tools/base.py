@@ -388,9 +388,23 @@ class ToolRegistry:
             return checked
         t, args = checked
         limit = _smaller(timeout, _own_timeout(t))
-        if type(t) is Tool and t._is_async and _tracing.active is None:
+        if type(t) is not Tool:
+            return await _run(t, ctx, args, call_id, limit, start)
+        if t._is_async:
+            if _tracing.active is not None:  # its span is current while it runs
+                return await _run(t, ctx, args, call_id, limit, start)
             return await t._call_settled(ctx, args, call_id, limit)
-        return await _run(t, ctx, args, call_id, limit, start)
+        # a synchronous function runs inline, as `call_many` runs it (`_call_inline`):
+        # one frame, and with tracing its span is recorded as it returns
+        if _tracing.active is not None:
+            run = functools.partial(t._call_sync, ctx, args, call_id, limit, start)
+            done = _tracing.active.sync_tool(t.name, call_id, args, run)
+        else:  # (the form `bench/tracing_overhead.py`'s baseline builder takes out)
+            done = t._call_sync(ctx, args, call_id, limit, start)
+        if type(done) is ToolResult:
+            await trio.lowlevel.checkpoint()
+            return done
+        return await done  # a plain function that returned an awaitable: settle it
 
     def _check(
         self,
