@@ -396,12 +396,13 @@ class ToolRegistry:
             return await t._call_settled(ctx, args, call_id, limit)
         # a synchronous function runs inline, as `call_many` runs it (`_call_inline`):
         # one frame, and with tracing its span is recorded as it returns
+        done: ToolResult | Coroutine[Any, Any, ToolResult]
         if _tracing.active is not None:
             run = functools.partial(t._call_sync, ctx, args, call_id, limit, start)
             done = _tracing.active.sync_tool(t.name, call_id, args, run)
         else:  # (the form `bench/tracing_overhead.py`'s baseline builder takes out)
             done = t._call_sync(ctx, args, call_id, limit, start)
-        if type(done) is ToolResult:
+        if isinstance(done, ToolResult):
             await trio.lowlevel.checkpoint()
             return done
         return await done  # a plain function that returned an awaitable: settle it
