@@ -108,6 +108,17 @@ class EventSpans:
         and no coroutine around the agent's)."""
         found = self._events.get(handle)
         now = _time_ns()
+        if found is not None and agent is not None and type(found[0]) is tuple:
+            # the plain path, with the lean tracer's ids only (`accepted`): its agent's
+            # span, under them, is the current one; the event's own is recorded at its end
+            ids = found[0]
+            attributes = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": agent}
+            running = self._lean(  # type: ignore[misc]
+                self.tracer, "invoke_agent " + agent, ids[0], ids[1], ids[3], None, _INTERNAL,
+                attributes, now,
+            )  # fmt: skip
+            self._events[handle] = (ids, now, (now - found[1]) / 1e9, running, found[1])
+            return attach(running)
         if found is None:
             metadata = handle.event.metadata.get(TRACEPARENT)
             remote = None if parent is not None else _remote(parse_traceparent(metadata))
@@ -117,8 +128,6 @@ class EventSpans:
             span = found[0]
             wait = (now - found[1]) / 1e9
             if type(span) is tuple:  # its ids only (`accepted`): held from now on
-                if agent is not None:  # ... unless its agent's span is the current one
-                    return self._agent_below(handle, span, found[1], now, wait, agent)
                 span = self._event_span(handle.event, span, found[1])
         if agent is None:
             self._events[handle] = (span, now, wait)
@@ -139,19 +148,6 @@ class EventSpans:
         self._events[handle] = (span, now, wait, running)
         return attach(running)
 
-    def _agent_below(
-        self, handle: Any, ids: Any, accepted: int, now: int, wait: float, agent: str
-    ) -> object:
-        """`running` for an event with ids only: its agent's span, under them, is the
-        current one; the event's own span is recorded when it ends."""
-        attributes = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": agent}
-        running = self._lean(  # type: ignore[misc]
-            self.tracer, "invoke_agent " + agent, ids[0], ids[1], ids[3], None, _INTERNAL,
-            attributes, now,
-        )  # fmt: skip
-        self._events[handle] = (ids, now, wait, running, accepted)
-        return attach(running)
-
     def finished(self, handle: Any, result: AgentResult) -> None:
         """The event ended: its outcome, run time and status, and its span ends (the
         agent's first, when `running` started it)."""
@@ -159,8 +155,22 @@ class EventSpans:
         if found is None:
             return
         outcome = result.outcome
-        error = result.error
         now = _time_ns()  # both spans end now
+        if outcome is _SUCCEEDED and len(found) == 5:  # the plain path went well (ids
+            event = handle.event  # and its agent's span, `running`): one step
+            noted = {
+                "agentflow.event.type": event.type,
+                "agentflow.event.id": event.id,
+                "agentflow.event.outcome": "succeeded",
+                "agentflow.queue_wait_s": found[2],
+                "agentflow.run_time_s": (now - found[1]) / 1e9,
+            }
+            if result.agent:
+                noted["gen_ai.agent.name"] = result.agent
+            ids = found[0]
+            self.tracer.end_with(found[3], now, "event " + event.type, ids, found[4], noted)  # type: ignore[attr-defined]
+            return
+        error = result.error
         if len(found) > 3:  # (its agent's span, which `running` started)
             agent = found[3]
             if outcome is not _SUCCEEDED:

@@ -184,6 +184,49 @@ class LeanTracer:
         else:
             self.finish(ended)
 
+    def end_with(
+        self,
+        span: LeanSpan,
+        end: int,
+        name: str,
+        ids: tuple[int, int, int, TraceState | None],
+        start: int,
+        attributes: dict[str, Any],
+    ) -> None:
+        """End ``span`` at ``end`` and `record` the span of ``ids``, ended then too (an
+        event's, whose agent's span is ``span``): both to the batch in one step."""
+        if span._end:  # (ended already: by the agent's own code)
+            self.record(name, ids, start, end, attributes)
+            return
+        span._end = end
+        trace_id, span_id, parent_id, state = ids
+        both = (
+            span._name,
+            span.trace_id,
+            span.span_id,
+            span.parent_id,
+            span._kind,
+            span._extras,
+            span._start,
+            end,
+            span._attributes,
+            name,
+            trace_id,
+            span_id,
+            parent_id,
+            0,
+            None if state is None else (None, None, None, state),
+            start,
+            end,
+            attributes,
+        )
+        pending = self._pending
+        if pending is not None and len(pending) < self._room - _FIELDS:
+            pending += both  # one C call: the exporter thread sees all of it or none
+        else:
+            self.finish(both[:_FIELDS])
+            self.finish(both[_FIELDS:])
+
     def begin(
         self, name: str, kind: SpanKind, attributes: dict[str, Any], parent: Any
     ) -> list[Any] | None:
@@ -223,13 +266,11 @@ class LeanTracer:
         """The span of an open `begin` record, for what must hold one (a failure's
         status, the generic span calls)."""
         name, trace_id, span_id, parent_id, kind, extras, start, _, attributes = record
-        events, status, foreign, state = extras or (None, None, None, None)
-        made = LeanSpan(
-            self, name, trace_id, parent_id, state, foreign, _KINDS[kind], attributes, start
-        )
+        state = None if extras is None else extras[3]
+        kinds = _KINDS[kind]
+        made = LeanSpan(self, name, trace_id, parent_id, state, None, kinds, attributes, start)
         made.span_id = span_id
-        made._events = events
-        made._status = status
+        made._extras = extras
         return made
 
     @staticmethod
@@ -279,12 +320,10 @@ class LeanSpan(trace.Span):
     __slots__ = (
         "_attributes",
         "_end",
-        "_events",
-        "_foreign",
+        "_extras",
         "_kind",
         "_name",
         "_start",
-        "_status",
         "_tracer",
         "parent_id",
         "span_id",
@@ -310,14 +349,16 @@ class LeanSpan(trace.Span):
         self.span_id = _random_bits(64) or 1
         self.parent_id = parent_id
         self.state = state
-        self._foreign = foreign  # the parent's context when it is not a LeanSpan
-        self._kind = kind
+        self._kind = 0 if kind is _INTERNAL else 2 if kind is _CLIENT else kind.value
         # a dict is the caller's to give away (`Instruments` builds a fresh one per span)
         self._attributes: dict[str, Any] = (
             attributes if type(attributes) is dict else dict(attributes or ())
         )
-        self._events: list[tuple[str, Attributes, int]] | None = None
-        self._status: Status | None = None
+        # `Ended`'s extras, made when the span first has one: [events, status, the
+        # parent's context when it is not a LeanSpan, trace state]
+        self._extras: list[Any] | None = (
+            None if foreign is None and state is None else [None, None, foreign, state]
+        )
         self._end = 0
         self._start = start or _time_ns()  # ``start``: the caller read the clock for it
 
@@ -341,15 +382,22 @@ class LeanSpan(trace.Span):
             for key, value in attributes.items():
                 own[key] = value if type(value) in _SCALARS else _valid(value)
 
+    def _own_extras(self) -> list[Any]:
+        extras = self._extras
+        if extras is None:
+            extras = self._extras = [None, None, None, None]
+        return extras
+
     def add_event(
         self, name: str, attributes: Attributes = None, timestamp: int | None = None
     ) -> None:
         if self._end:
             return
-        if self._events is None:
-            self._events = []
-        if len(self._events) < _MAX_EVENTS:
-            self._events.append((name, attributes, timestamp or _time_ns()))
+        extras = self._own_extras()
+        if extras[0] is None:
+            extras[0] = []
+        if len(extras[0]) < _MAX_EVENTS:
+            extras[0].append((name, attributes, timestamp or _time_ns()))
 
     def update_name(self, name: str) -> None:
         if not self._end:
@@ -357,7 +405,8 @@ class LeanSpan(trace.Span):
 
     def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
         if not self._end:
-            self._status = status if isinstance(status, Status) else Status(status, description)
+            made = status if isinstance(status, Status) else Status(status, description)
+            self._own_extras()[1] = made
 
     def record_exception(
         self,
@@ -377,17 +426,13 @@ class LeanSpan(trace.Span):
         if self._end:
             return
         self._end = end = end_time or _time_ns()
-        kind = self._kind
-        events, status, foreign, state = self._events, self._status, self._foreign, self.state
         ended = (
             self._name,
             self.trace_id,
             self.span_id,
             self.parent_id,
-            0 if kind is _INTERNAL else 2 if kind is _CLIENT else kind.value,
-            None
-            if events is None and status is None and foreign is None and state is None
-            else (events, status, foreign, state),
+            self._kind,
+            self._extras,
             self._start,
             end,
             self._attributes,
