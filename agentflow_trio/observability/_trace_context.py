@@ -20,7 +20,16 @@ from opentelemetry.context.context import Context
 from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.trace import Span
 
-__all__ = ["CHAT", "RUNTIME", "attach", "current_span", "detach", "restore"]
+__all__ = [
+    "CHAT",
+    "RUNTIME",
+    "SPAN_KEY",
+    "attach",
+    "current_context",
+    "current_span",
+    "detach",
+    "restore",
+]
 
 
 def _runtime() -> tuple[ContextVar[Context], str] | None:
@@ -46,6 +55,17 @@ RUNTIME: Final = _runtime()
 """The API's context variable and span key (None with another runtime): `LeanTracer`
 reads the parent and sets the new current span with one lookup of each."""
 
+
+SPAN_KEY: Final[str] = RUNTIME[1] if RUNTIME is not None else "current-span"
+"""The API's key of the current span in a context: ``current_context().get(SPAN_KEY)``
+is the current span or None, one call cheaper than `current_span` where the caller
+then checks the span's type (a span of another runtime's context is not a LeanSpan)."""
+
+current_context: Callable[[], Context] = (
+    RUNTIME[0].get if RUNTIME is not None else otel_context.get_current
+)
+"""The current OpenTelemetry context (the API's ``get_current``; with the contextvars
+runtime, its variable's own ``get``: no Python frame)."""
 
 if RUNTIME is not None:
     _VAR, _KEY = RUNTIME

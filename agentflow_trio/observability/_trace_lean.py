@@ -32,7 +32,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 from opentelemetry.util.types import Attributes
 
-from ._trace_context import CHAT, RUNTIME, attach, current_span
+from ._trace_context import CHAT, RUNTIME, SPAN_KEY, attach, current_context, current_span
 
 __all__ = ["Ended", "LeanSpan", "LeanTracer"]
 
@@ -139,7 +139,7 @@ class LeanTracer:
         id, its span id, the parent's span id, trace state). A new trace that sampling
         drops gives its non-recording span instead; None: the current span is not a
         `LeanSpan` (`start_span` then makes the span)."""
-        parent = current_span()
+        parent = current_context().get(SPAN_KEY)
         if type(parent) is LeanSpan:
             return parent.trace_id, _random_bits(64) or 1, parent.span_id, parent.state
         if parent is not None:
@@ -178,6 +178,29 @@ class LeanTracer:
         trace_id, span_id, parent_id, state = ids
         extras = None if state is None else (None, None, None, state)
         ended = (name, trace_id, span_id, parent_id, 0, extras, start, end, attributes)
+        pending = self._pending
+        if pending is not None and len(pending) < self._room:
+            pending += ended  # one C call: the exporter thread sees all of it or none
+        else:
+            self.finish(ended)
+
+    def record_under(
+        self, name: str, parent: LeanSpan, start: int, attributes: dict[str, Any]
+    ) -> None:
+        """`record` an internal span under ``parent`` that started at ``start`` and ends
+        now (a synchronous tool call's that went well)."""
+        state = parent.state
+        ended = (
+            name,
+            parent.trace_id,
+            _random_bits(64) or 1,
+            parent.span_id,
+            0,
+            None if state is None else (None, None, None, state),
+            start,
+            _time_ns(),
+            attributes,
+        )
         pending = self._pending
         if pending is not None and len(pending) < self._room:
             pending += ended  # one C call: the exporter thread sees all of it or none

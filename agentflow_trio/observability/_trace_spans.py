@@ -24,7 +24,15 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from .._json import dumps_str
 from ..errors import CircuitOpenError, LLMTimeoutError
-from ._trace_context import CHAT, attach, current_span, detach, restore
+from ._trace_context import (
+    CHAT,
+    SPAN_KEY,
+    attach,
+    current_context,
+    current_span,
+    detach,
+    restore,
+)
 from ._trace_events import EventSpans, Tracer, _remote
 from ._trace_model import TracedProvider
 from ._traceparent import TRACEPARENT, parse_traceparent
@@ -192,10 +200,10 @@ class Instruments(EventSpans):
         """A lean request prefix (ending ``content-length: ``) with ``traceparent``."""
         if not prefix.endswith(b"content-length: "):
             return prefix
-        span = current_span()
-        record = self._chat_of(span)
-        if record is not None:  # a model call's (`open_chat`): its trace and span ids
-            ids = (prefix[:-16], record[1], record[2])
+        span: Any = current_context().get(SPAN_KEY)
+        held = CHAT.get()  # (`_chat_of`, inline)
+        if held is not None and held[1] is span:  # a model call's (`open_chat`): its ids
+            ids = (prefix[:-16], held[0][1], held[0][2])
             return b"%btraceparent: 00-%032x-%016x-01\r\ncontent-length: " % ids
         if type(span) is self._lean:  # one formatting, straight to bytes
             ids = (prefix[:-16], span.trace_id, span.span_id)
@@ -242,7 +250,7 @@ class Instruments(EventSpans):
     ) -> _T:
         """Run a synchronous tool call (the registry's inline path) under a span; its
         `ToolResult` says whether it failed."""
-        parent = current_span()
+        parent = current_context().get(SPAN_KEY)
         if type(parent) is self._lean and not self.capture_content:
             # the lean tracer's common case: nothing holds the span, so no span is made
             # unless the call fails; a good one's fields go straight to the batch
@@ -254,8 +262,7 @@ class Instruments(EventSpans):
                 self._ended_tool(name, attributes, start, None, exc)
                 raise
             if getattr(result, "outcome", None) == "ok":
-                ids = (parent.trace_id, _random_bits(64) or 1, parent.span_id, parent.state)
-                self.tracer.record("execute_tool " + name, ids, start, _time_ns(), attributes)  # type: ignore[attr-defined]
+                self.tracer.record_under("execute_tool " + name, parent, start, attributes)  # type: ignore[attr-defined]
             else:
                 self._ended_tool(name, attributes, start, result, None)
             return result
@@ -371,7 +378,7 @@ class Instruments(EventSpans):
         and no new context, as nothing runs user code inside a model call."""
         name, attributes = self._chat(request, False)
         if self._lean is not None:
-            parent = current_span()
+            parent = current_context().get(SPAN_KEY)
             record = self.tracer.begin(name, _CLIENT, attributes, parent)  # type: ignore[attr-defined]
             if record is not None:
                 return record, CHAT.set((record, parent))
