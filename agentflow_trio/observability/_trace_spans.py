@@ -438,10 +438,10 @@ class Instruments(EventSpans):
         }
         if self.default_provider:
             attributes["gen_ai.provider.name"] = self.default_provider
-        value = getattr(request, "temperature", None)
+        value = request.temperature  # (a `ChatRequest`: both fields always there)
         if value is not None:
             attributes["gen_ai.request.temperature"] = value
-        value = getattr(request, "max_tokens", None)
+        value = request.max_tokens
         if value is not None:
             attributes["gen_ai.request.max_tokens"] = value
         if streaming:
