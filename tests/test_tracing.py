@@ -840,3 +840,43 @@ async def test_a_model_call_made_inside_another_hangs_under_its_span(
     assert parent_of(tree["chat outer"], tree) == "agent"
     ids = tree["chat inner"].context
     assert heads == [f"00-{ids.trace_id:032x}-{ids.span_id:016x}-01"]
+
+
+@pytest.mark.parametrize("batch", [True, False])
+async def test_an_agent_that_ends_its_own_span_still_ends_once_under_its_event(
+    batch: bool,
+) -> None:
+    """The plain path records the event's and the agent's spans together when the event
+    ends; an agent's own ``end()`` of its span comes first and wins, once."""
+    exporter = InMemorySpanExporter()
+    ends: list[int] = []
+
+    async def early(ctx: af.Context, event: af.Event) -> str:
+        from opentelemetry import trace
+
+        span = trace.get_current_span()
+        span.end()
+        span.end()  # (a second end is ignored, as the SDK's is)
+        ends.append(1)
+        return "ok"
+
+    async def plain(ctx: af.Context, event: af.Event) -> str:
+        return "fine"
+
+    config = TracingConfig(enabled=True)
+    async with tracing.open_tracing(config, exporter=exporter, batch=batch):
+        async with af.Runner(agents={"early": early, "plain": plain}) as runner:
+            assert (await runner.call(af.Event("early"))).succeeded
+            assert (await runner.call(af.Event("plain"))).succeeded
+    ended = exporter.get_finished_spans()
+    names = sorted(s.name for s in ended)
+    assert names == ["event early", "event plain", "invoke_agent early", "invoke_agent plain"]
+    tree = {s.name: s for s in ended}
+    for kind in ("early", "plain"):
+        agent, event = tree[f"invoke_agent {kind}"], tree[f"event {kind}"]
+        assert agent.parent is not None and agent.parent.span_id == event.context.span_id
+        assert agent.context.trace_id == event.context.trace_id
+        assert (event.attributes or {})["agentflow.event.outcome"] == "succeeded"
+        assert agent.end_time is not None and event.end_time is not None
+        assert agent.end_time <= event.end_time
+    assert ends == [1]
