@@ -178,20 +178,8 @@ class EventSpans:
             agent.end(now)
         span = found[0]
         ran = len(found) > 2  # (not: cancelled while queued)
-        if type(span) is tuple:  # ids only: no span was made
+        if type(span) is tuple:  # ids only, and no good end (that is `end_with`'s)
             event = handle.event
-            if outcome is _SUCCEEDED and ran:
-                noted = {
-                    "agentflow.event.type": event.type,
-                    "agentflow.event.id": event.id,
-                    "agentflow.event.outcome": "succeeded",
-                    "agentflow.queue_wait_s": found[2],
-                    "agentflow.run_time_s": (now - found[1]) / 1e9,
-                }
-                if result.agent:
-                    noted["gen_ai.agent.name"] = result.agent
-                self.tracer.record("event " + event.type, span, found[4], now, noted)  # type: ignore[attr-defined]
-                return
             span = self._event_span(event, span, found[4] if ran else found[1])
         lean = type(span) is self._lean  # its own dict, still open: no frame, no checks
         attributes: dict[str, Any] = span._attributes if lean else {}

@@ -167,40 +167,19 @@ class LeanTracer:
     def record(
         self,
         name: str,
-        ids: tuple[int, int, int, TraceState | None],
+        trace_id: int,
+        span_id: int,
+        parent_id: int,
+        state: TraceState | None,
         start: int,
         end: int,
         attributes: dict[str, Any],
     ) -> None:
-        """Record an internal span of `ids` that has ended and that nothing held (no
-        status, no events): its fields go to the batch as `LeanSpan.end` sends them,
-        without a span object."""
-        trace_id, span_id, parent_id, state = ids
+        """Record an internal span that has ended and that nothing held (no status, no
+        events): its fields go to the batch as `LeanSpan.end` sends them, without a span
+        object (a good synchronous tool call's, an event's)."""
         extras = None if state is None else (None, None, None, state)
         ended = (name, trace_id, span_id, parent_id, 0, extras, start, end, attributes)
-        pending = self._pending
-        if pending is not None and len(pending) < self._room:
-            pending += ended  # one C call: the exporter thread sees all of it or none
-        else:
-            self.finish(ended)
-
-    def record_under(
-        self, name: str, parent: LeanSpan, start: int, attributes: dict[str, Any]
-    ) -> None:
-        """`record` an internal span under ``parent`` that started at ``start`` and ends
-        now (a synchronous tool call's that went well)."""
-        state = parent.state
-        ended = (
-            name,
-            parent.trace_id,
-            _random_bits(64) or 1,
-            parent.span_id,
-            0,
-            None if state is None else (None, None, None, state),
-            start,
-            _time_ns(),
-            attributes,
-        )
         pending = self._pending
         if pending is not None and len(pending) < self._room:
             pending += ended  # one C call: the exporter thread sees all of it or none
@@ -219,7 +198,7 @@ class LeanTracer:
         """End ``span`` at ``end`` and `record` the span of ``ids``, ended then too (an
         event's, whose agent's span is ``span``): both to the batch in one step."""
         if span._end:  # (ended already: by the agent's own code)
-            self.record(name, ids, start, end, attributes)
+            self.record(name, *ids, start, end, attributes)
             return
         span._end = end
         trace_id, span_id, parent_id, state = ids

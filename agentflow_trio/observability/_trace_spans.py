@@ -250,7 +250,7 @@ class Instruments(EventSpans):
     ) -> _T:
         """Run a synchronous tool call (the registry's inline path) under a span; its
         `ToolResult` says whether it failed."""
-        parent = current_context().get(SPAN_KEY)
+        parent: Any = current_context().get(SPAN_KEY)
         if type(parent) is self._lean and not self.capture_content:
             # the lean tracer's common case: nothing holds the span, so no span is made
             # unless the call fails; a good one's fields go straight to the batch
@@ -262,7 +262,10 @@ class Instruments(EventSpans):
                 self._ended_tool(name, attributes, start, None, exc)
                 raise
             if getattr(result, "outcome", None) == "ok":
-                self.tracer.record_under("execute_tool " + name, parent, start, attributes)  # type: ignore[attr-defined]
+                self.tracer.record(  # type: ignore[attr-defined]
+                    "execute_tool " + name, parent.trace_id, _random_bits(64) or 1,
+                    parent.span_id, parent.state, start, _time_ns(), attributes,
+                )  # fmt: skip
             else:
                 self._ended_tool(name, attributes, start, result, None)
             return result
