@@ -113,7 +113,7 @@ class EventSpans:
             # span, under them, is the current one; the event's own is recorded at its end
             ids = found[0]
             attributes = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": agent}
-            running = self._lean(  # type: ignore[misc]
+            running = self.tracer.new_span(  # type: ignore[attr-defined]
                 self.tracer, "invoke_agent " + agent, ids[0], ids[1], ids[3], None, _INTERNAL,
                 attributes, now,
             )  # fmt: skip
@@ -136,7 +136,7 @@ class EventSpans:
         held: Any = span  # read as the lean span it is
         lean = self._lean
         if type(held) is lean:  # the child of a span in hand: no context to read
-            running = lean(
+            running = self.tracer.new_span(  # type: ignore[attr-defined]
                 self.tracer, "invoke_agent " + agent, held.trace_id, held.span_id, held.state,
                 None, _INTERNAL, attributes, now,
             )  # fmt: skip

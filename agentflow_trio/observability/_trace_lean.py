@@ -34,7 +34,7 @@ from opentelemetry.util.types import Attributes
 
 from ._trace_context import CHAT, RUNTIME, SPAN_KEY, attach, current_context, current_span
 
-__all__ = ["Ended", "LeanSpan", "LeanTracer"]
+__all__ = ["Ended", "LeanSpan", "LeanTracer", "new_span"]
 
 _log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ _INTERNAL: Final = SpanKind.INTERNAL
 _CLIENT: Final = SpanKind.CLIENT
 _KINDS: Final = tuple(sorted(SpanKind, key=lambda kind: kind.value))  # by value: 0 to 4
 _new_tuple: Final = tuple.__new__
+_new_object: Final = object.__new__
 _time_ns: Final = time.time_ns
 _random_bits: Final = random.getrandbits
 
@@ -84,6 +85,8 @@ class LeanTracer:
 
     span_type: ClassVar[type[LeanSpan]]
     """The class of the spans it records (`Instruments` reads their ids directly)."""
+    new_span: ClassVar[Callable[..., LeanSpan]]
+    """`new_span`, for `Instruments`: a span of this tracer (pass it first)."""
 
     def __init__(self, finish: Callable[[Ended], None], ratio: float, batcher: Any = None) -> None:
         self.finish = finish
@@ -107,7 +110,7 @@ class LeanTracer:
         parent = current_span() if context is None else trace.get_current_span(context)
         start = start_time or 0
         if type(parent) is LeanSpan:  # the usual case: no SpanContext needed
-            return LeanSpan(
+            return new_span(
                 self, name, parent.trace_id, parent.span_id, parent.state, None, kind,
                 attributes, start,
             )  # fmt: skip
@@ -126,7 +129,7 @@ class LeanTracer:
         previous = var.get()
         parent = previous.get(key)
         if type(parent) is LeanSpan:
-            made = LeanSpan(
+            made = new_span(
                 self, name, parent.trace_id, parent.span_id, parent.state, None, kind, attributes
             )
         else:
@@ -160,7 +163,7 @@ class LeanTracer:
     ) -> LeanSpan:
         """The span of `ids`, started at ``start``: made once something must hold it."""
         trace_id, span_id, parent_id, state = ids
-        made = LeanSpan(self, name, trace_id, parent_id, state, None, kind, attributes, start)
+        made = new_span(self, name, trace_id, parent_id, state, None, kind, attributes, start)
         made.span_id = span_id
         return made
 
@@ -270,7 +273,7 @@ class LeanTracer:
         name, trace_id, span_id, parent_id, kind, extras, start, _, attributes = record
         state = None if extras is None else extras[3]
         kinds = _KINDS[kind]
-        made = LeanSpan(self, name, trace_id, parent_id, state, None, kinds, attributes, start)
+        made = new_span(self, name, trace_id, parent_id, state, None, kinds, attributes, start)
         made.span_id = span_id
         made._extras = extras
         return made
@@ -300,7 +303,7 @@ class LeanTracer:
         if found is not None and found.is_valid:
             if found.trace_flags.sampled:
                 state = found.trace_state or None
-                return LeanSpan(
+                return new_span(
                     self, name, found.trace_id, found.span_id, state, found, kind, attributes,
                     start,
                 )  # fmt: skip
@@ -308,7 +311,7 @@ class LeanTracer:
         else:
             trace_id = _random_bits(128) or 1
             if (trace_id & _LOW_64) < self._bound:
-                return LeanSpan(self, name, trace_id, 0, None, None, kind, attributes, start)
+                return new_span(self, name, trace_id, 0, None, None, kind, attributes, start)
             state = None
         made = SpanContext(trace_id, _random_bits(64) or 1, False, _NOT_SAMPLED, state)
         return trace.NonRecordingSpan(made)
@@ -317,7 +320,8 @@ class LeanTracer:
 @final
 class LeanSpan(trace.Span):
     """A recording span: ids as ints, attributes in a dict, events as tuples; `end` hands
-    it to its tracer's ``finish`` once. ``parent_id`` is 0 for a root."""
+    it to its tracer's ``finish`` once. ``parent_id`` is 0 for a root. Made by
+    `new_span` (no ``__init__``)."""
 
     __slots__ = (
         "_attributes",
@@ -333,36 +337,17 @@ class LeanSpan(trace.Span):
         "trace_id",
     )
 
-    def __init__(
-        self,
-        tracer: LeanTracer,
-        name: str,
-        trace_id: int,
-        parent_id: int,
-        state: TraceState | None,
-        foreign: SpanContext | None,
-        kind: SpanKind,
-        attributes: Attributes,
-        start: int = 0,
-    ) -> None:
-        self._tracer = tracer
-        self._name = name
-        self.trace_id = trace_id
-        self.span_id = _random_bits(64) or 1
-        self.parent_id = parent_id
-        self.state = state
-        self._kind = 0 if kind is _INTERNAL else 2 if kind is _CLIENT else kind.value
-        # a dict is the caller's to give away (`Instruments` builds a fresh one per span)
-        self._attributes: dict[str, Any] = (
-            attributes if type(attributes) is dict else dict(attributes or ())
-        )
-        # `Ended`'s extras, made when the span first has one: [events, status, the
-        # parent's context when it is not a LeanSpan, trace state]
-        self._extras: list[Any] | None = (
-            None if foreign is None and state is None else [None, None, foreign, state]
-        )
-        self._end = 0
-        self._start = start or _time_ns()  # ``start``: the caller read the clock for it
+    _tracer: LeanTracer
+    _name: str
+    trace_id: int
+    span_id: int
+    parent_id: int
+    state: TraceState | None
+    _kind: int
+    _attributes: dict[str, Any]
+    _extras: list[Any] | None
+    _end: int
+    _start: int
 
     def traceparent(self) -> str:
         """This span's W3C ``traceparent`` (always sampled)."""
@@ -447,7 +432,41 @@ class LeanSpan(trace.Span):
             tracer.finish(ended)
 
 
+def new_span(
+    tracer: LeanTracer,
+    name: str,
+    trace_id: int,
+    parent_id: int,
+    state: TraceState | None,
+    foreign: SpanContext | None,
+    kind: SpanKind,
+    attributes: Attributes,
+    start: int = 0,
+) -> LeanSpan:
+    """A new `LeanSpan` (its own id, under ``parent_id``; ``foreign``: the parent's
+    context when it is not a `LeanSpan`), made with ``object.__new__`` and the slots'
+    stores: a class's call with an ``__init__`` costs a third more (an invocation makes
+    one or two). ``start``: the caller's reading of the clock, 0 for now."""
+    made: LeanSpan = _new_object(LeanSpan)
+    made._tracer = tracer
+    made._name = name
+    made.trace_id = trace_id
+    made.span_id = _random_bits(64) or 1
+    made.parent_id = parent_id
+    made.state = state
+    made._kind = 0 if kind is _INTERNAL else 2 if kind is _CLIENT else kind.value
+    # a dict is the caller's to give away (`Instruments` builds a fresh one per span)
+    made._attributes = attributes if type(attributes) is dict else dict(attributes or ())
+    # `Ended`'s extras, made when the span first has one: [events, status, the parent's
+    # context when it is not a LeanSpan, trace state]
+    made._extras = None if foreign is None and state is None else [None, None, foreign, state]
+    made._end = 0
+    made._start = start or _time_ns()
+    return made
+
+
 LeanTracer.span_type = LeanSpan
+LeanTracer.new_span = staticmethod(new_span)
 
 Ended = Sequence[Any]
 """An ended `LeanSpan`, as `_FIELDS` values: name, trace id, span id, parent span id (0
