@@ -98,3 +98,21 @@ async def test_a_small_answer_is_parsed_in_one_step() -> None:
     await conn.receive_head()
     assert conn.part_nowait() == EVENTS[0] + EVENTS[1]
     assert conn.complete
+
+
+async def test_a_malformed_held_back_burst_is_a_typed_error_of_the_stream() -> None:
+    # The burst's framing breaks after the first event: the piece `receive_head` held back
+    # is parsed by `part_nowait` inside `BodyChunks`, whose error must be the stream's
+    # typed one (LLMReadError), never the transport's own ProtocolFailed.
+    from agentflow_trio.errors import LLMReadError
+    from agentflow_trio.llm._lean.chunks import BodyChunks
+    from agentflow_trio.llm._lines import SSEDecoder
+
+    body = chunked(EVENTS[:1]) + b"zz\r\n" + b"x" * 4000
+    conn, _ = await connected(SSE_HEAD + body[: -len(b"0\r\n\r\n")])
+    await conn.receive_head()
+    chunks = BodyChunks(conn, SSEDecoder(), lambda payload: payload, "dep", 5.0)
+    with pytest.raises(LLMReadError, match="malformed HTTP response"):
+        async for _ in chunks:
+            pass
+    assert not conn.reusable

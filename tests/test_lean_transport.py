@@ -452,6 +452,8 @@ async def test_http10_answer_is_not_kept(autojump_clock: trio.testing.MockClock)
         (b"HTTP/1.1 100 Continue\r\n\r\n" + reply(b'{"x": [1, 2]}'), True),
         (b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n" + reply(b'{"x": [1, 2]}'), True),
         (reply(b'{"x": [1, 2]}') + b"HTTP/1.1 200 OK\r\n", False),  # bytes after the answer
+        # a whole answer nobody asked for after it: its body is not part of this one
+        (reply(b'{"x": [1, 2]}') + reply(b'{"y": 0}'), False),
         (
             reply(b'{"x": [1, 2]}', headers=(("content-encoding", "gzip"),))
             .replace(
@@ -461,7 +463,15 @@ async def test_http10_answer_is_not_kept(autojump_clock: trio.testing.MockClock)
             True,
         ),
     ],
-    ids=["length", "chunked", "100-continue", "103-early-hints", "extra-bytes", "gzip"],
+    ids=[
+        "length",
+        "chunked",
+        "100-continue",
+        "103-early-hints",
+        "extra-bytes",
+        "extra-answer",
+        "gzip",
+    ],
 )
 async def test_response_framing(
     raw: bytes, reused: bool, autojump_clock: trio.testing.MockClock

@@ -280,6 +280,20 @@ def test_sse_decoder_skips_up_to_the_bound_in_a_row() -> None:
         SSEDecoder(max_malformed=2).feed(EVENTS[0] + GARBAGE * 3)
 
 
+def test_sse_decoder_counts_a_pieces_valid_payloads_before_judging() -> None:
+    # `_bulk` counts a piece's valid payloads once, at its ends and before anything that
+    # reads the counts: the terminator's check, the malformed policy, the line decoder.
+    decoder = SSEDecoder(max_malformed=1)
+    assert decoder.feed(GARBAGE + EVENTS[0] + b"data: [DONE]\n\n") == [{"n": 0}]
+    assert decoder.done and decoder.malformed == 1
+    multi_line = b'data: {"n":\ndata: 9}\n\n'
+    decoder = SSEDecoder(max_malformed=1)
+    body = EVENTS[0] + GARBAGE + EVENTS[1] + multi_line + GARBAGE + EVENTS[2]
+    assert decoder.feed(body) == [{"n": 0}, {"n": 1}, {"n": 9}, {"n": 2}]
+    assert decoder.feed(GARBAGE + b"data: [DONE]\n\n") == []
+    assert decoder.done and decoder.malformed == 3
+
+
 def test_decoders_refuse_a_stream_of_nothing_but_garbage() -> None:
     with pytest.raises(ResponseFormatError, match="no valid payload"):
         SSEDecoder(max_malformed=5).feed(GARBAGE * 2 + b"data: [DONE]\n\n")

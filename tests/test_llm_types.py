@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import types
+from functools import partial
 from typing import Any
 
 import attrs
@@ -11,7 +12,7 @@ import trio
 
 import agentflow_trio.llm as llm_pkg
 from agentflow_trio import _json
-from agentflow_trio.errors import ServerError
+from agentflow_trio.errors import ResponseFormatError, ServerError
 from agentflow_trio.llm import (
     ChatRequest,
     ChatResponse,
@@ -171,9 +172,57 @@ def test_a_text_chunk_keeps_the_tool_calls_and_refusal_beside_its_text(
     from agentflow_trio.llm import _openai_wire
 
     chunk = {"model": "m", "choices": [{"delta": delta, "finish_reason": None}]}
-    parsed = _openai_wire.parse_chunk(chunk, "d")
-    assert parsed is not None and parsed.model == "m"
-    assert (parsed.delta_text, len(parsed.tool_call_deltas), parsed.refusal) == expected
+    for parse in (
+        partial(_openai_wire.parse_chunk, deployment="d"),
+        _openai_wire.chunk_parser("d"),
+    ):
+        parsed = parse(chunk)
+        assert parsed is not None and parsed.model == "m"
+        assert (parsed.delta_text, len(parsed.tool_call_deltas), parsed.refusal) == expected
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        {"model": "m", "choices": [{"delta": {"content": "Hi"}, "finish_reason": None}]},
+        {"choices": [{"delta": {"content": "Hi"}}]},  # no finish_reason key, no model
+        {"choices": [{"delta": {"content": "Hi"}, "finish_reason": "stop"}]},
+        {"choices": [{"delta": {"content": ""}, "finish_reason": None}]},  # nothing to say
+        {"choices": [{"delta": {}, "finish_reason": "length"}]},
+        {"choices": [{"finish_reason": "stop"}]},  # no delta at all
+        {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}},
+        {"choices": [{"delta": {"content": "Hi"}}], "usage": {"total_tokens": 5}},
+        {"choices": [{"delta": {"content": "Hi"}}], "usage": None},
+        {"model": "m"},  # no choices key
+    ],
+)
+def test_the_chunk_parser_answers_as_parse_chunk(chunk: dict[str, Any]) -> None:
+    # `chunk_parser`'s closure answers the usual text chunk itself: every other shape must
+    # still come out exactly as `parse_chunk` makes it.
+    from agentflow_trio.llm import _openai_wire
+
+    assert _openai_wire.chunk_parser("d")(chunk) == _openai_wire.parse_chunk(chunk, "d")
+
+
+@pytest.mark.parametrize(
+    ("chunk", "error"),
+    [
+        (
+            {"error": {"message": "overloaded"}, "choices": [{"delta": {"content": "x"}}]},
+            ServerError,
+        ),
+        ({"choices": [{"delta": "text"}]}, ResponseFormatError),
+        ({"choices": "x"}, ResponseFormatError),
+        (["not", "an", "object"], ResponseFormatError),
+    ],
+)
+def test_the_chunk_parser_raises_as_parse_chunk(chunk: Any, error: type[Exception]) -> None:
+    from agentflow_trio.llm import _openai_wire
+
+    with pytest.raises(error):
+        _openai_wire.chunk_parser("d")(chunk)
+    with pytest.raises(error):
+        _openai_wire.parse_chunk(chunk, "d")
 
 
 def test_json_encodes_read_only_mappings() -> None:

@@ -97,6 +97,13 @@ class _Payloads:
         self._run = 0
         self.valid += 1
 
+    def counted(self, good: int) -> None:
+        """Count ``good`` valid payloads decoded in a row (by `SSEDecoder._bulk`, which
+        counts them itself and reports them here once per piece, not once each)."""
+        if good:
+            self.valid += good
+            self._run = 0
+
     def check_any(self) -> None:
         """At the end of a stream: raise if every payload was malformed."""
         if self.malformed and not self.valid:
@@ -159,34 +166,43 @@ class SSEDecoder:
         """`feed` for the common piece (nothing held back, LF line ends, under the bounds):
         one split on blank lines; an event that is one ``data: `` line (after an ``event:``
         line, say) is decoded at once, any other event and the unfinished tail go through
-        the line decoder."""
+        the line decoder. The one-line ``data: `` event is tested first (every event of an
+        OpenAI stream), and its valid payloads are counted once per piece (`counted`)."""
         events = data.split(b"\n\n")
         tail = events.pop()
         out: list[Any] = []
         payloads = self._json
         loads = _json.loads  # inline: a valid payload costs one decode, no method call
+        good = 0  # valid payloads decoded here and not yet counted in ``payloads``
         for event in events:
-            if event.startswith(b"event: "):  # a named event (Anthropic, Responses)
-                cut = event.find(b"\ndata: ") + 1
-                if cut and event.find(b"\n", cut) < 0:  # its one data line last
+            if not event.startswith(b"data: ") or event.find(b"\n") >= 0:
+                # A named event (Anthropic, Responses) whose one data line comes last is
+                # that line; any other event goes through the line decoder.
+                cut = event.find(b"\ndata: ") + 1 if event.startswith(b"event: ") else 0
+                if cut and event.find(b"\n", cut) < 0:
                     event = event[cut:]
-            if event.startswith(b"data: ") and event.find(b"\n") < 0:
-                payload = event[6:]
-                if payload == b"[DONE]":
-                    self.done = True
-                    payloads.check_any()
-                    return out
-                try:
-                    out.append(loads(payload))
-                except _json.JSONDecodeError:
-                    payloads.loads(payload, out)  # the malformed policy (raises or counts)
+                else:
+                    payloads.counted(good)
+                    good = 0
+                    out += self._decode([*event.split(b"\n"), b""])
+                    if self.done:
+                        return out
                     continue
-                payloads.valid += 1
-                payloads._run = 0
-            else:
-                out += self._decode([*event.split(b"\n"), b""])
-                if self.done:
-                    return out
+            payload = event[6:]
+            if payload == b"[DONE]":
+                self.done = True
+                payloads.counted(good)
+                payloads.check_any()
+                return out
+            try:
+                out.append(loads(payload))
+            except _json.JSONDecodeError:
+                payloads.counted(good)
+                good = 0
+                payloads.loads(payload, out)  # the malformed policy (raises or counts)
+                continue
+            good += 1
+        payloads.counted(good)
         if tail:
             out += self._decode(self._lines.feed(tail))
         return out

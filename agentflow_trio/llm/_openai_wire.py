@@ -15,7 +15,7 @@ tool call's ``arguments`` given without their text) must not change after its fi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from operator import is_
 from typing import Any, Final, Generic, TypeVar
 
@@ -37,6 +37,7 @@ from .types import (
 
 __all__ = [
     "chat_body",
+    "chunk_parser",
     "embeddings_body",
     "parse_chat",
     "parse_chunk",
@@ -331,6 +332,35 @@ def parse_chunk(data: Any, deployment: str) -> StreamChunk | None:
         return StreamChunk(text, deltas, finish, used, model)
     except _SHAPE_ERRORS as exc:
         raise shape_error(data, deployment, exc) from exc
+
+
+def chunk_parser(deployment: str) -> Callable[[Any], StreamChunk | None]:
+    """`parse_chunk` for ``deployment``'s chunks, as the OpenAI adapter's stream decoder
+    calls it once per payload.
+
+    A closure rather than ``functools.partial(parse_chunk, deployment=...)``: a partial
+    with a keyword copies its keyword dict and builds an argument tuple on every call.
+    The usual chunk (a piece of text and nothing else) is answered here, in one frame;
+    anything else, or anything of the wrong shape, goes to `parse_chunk` (same result).
+    """
+
+    def parse(data: Any) -> StreamChunk | None:
+        try:
+            choices = data["choices"]
+            if choices and not data.get("usage") and "error" not in data:
+                choice = choices[0]
+                delta = choice["delta"]
+                if delta and choice.get("finish_reason") is None:
+                    text = delta.get("content")
+                    if text and (
+                        len(delta) == 1 or not (delta.get("tool_calls") or delta.get("refusal"))
+                    ):
+                        return StreamChunk(text, (), None, None, data.get("model") or "")
+        except _SHAPE_ERRORS:
+            pass  # `parse_chunk` raises the shape error
+        return parse_chunk(data, deployment)
+
+    return parse
 
 
 def _tool_deltas(calls: list[Any]) -> tuple[ToolCallDelta, ...]:

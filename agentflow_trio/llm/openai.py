@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from functools import partial
 from typing import TYPE_CHECKING, Final, final
 
 from . import _openai_wire as wire
@@ -59,7 +58,7 @@ class OpenAIProvider:
         self._chat_url = chat_url
         self._embeddings_url = embeddings_url
         self._model = model
-        self._parse_chunk = partial(wire.parse_chunk, deployment=session.deployment)
+        self._parse_chunk = wire.chunk_parser(session.deployment)
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         """One chat completion (see `HTTPSession.post_json` for the errors)."""

@@ -93,42 +93,47 @@ class BodyChunks(Generic[T]):
     async def __anext__(self) -> T:
         pending = self.ready
         conn = self._conn
-        while not pending:
-            decoder = self._decoder
-            if self._backlog:
-                rest, self._backlog = self._backlog, b""
-                items = self._checked(decoder.feed, rest)
-            elif decoder.done:
-                await self._drain()
-                raise StopAsyncIteration
-            elif (data := conn.part_nowait()) is None and (
-                conn.complete or (data := await self._receive()) is None
-            ):  # read already (or the end): no wait, no frame of `_receive`
-                tail = self._unzip.flush() if self._unzip is not None else b""
-                items = self._checked(decoder.feed, tail) if tail else []
-                items += self._checked(decoder.finish)
-            else:
-                if self._unzip is not None:
-                    data = self._checked(self._unzip.feed, data)
-                if self._first:
-                    self._first = False
-                    cut = data.find(b"\n\n") + 2
-                    if 1 < cut < len(data):
-                        data, self._backlog = data[:cut], data[cut:]
-                try:  # `_checked`, without its frame: every piece of the body comes here
-                    items = decoder.feed(data)
-                except ResponseFormatError as exc:
-                    conn.discard()
-                    exc.deployment = self._deployment
-                    raise
-            parse = self._parse
-            if parse is None:  # `passthrough`: the decoder made the chunks already
-                pending.extend(items)
-                continue
-            for item in items:
-                chunk = parse(item)
-                if chunk is not None:
-                    pending.append(chunk)
+        try:
+            while not pending:
+                decoder = self._decoder
+                if self._backlog:
+                    rest, self._backlog = self._backlog, b""
+                    items = self._checked(decoder.feed, rest)
+                elif decoder.done:
+                    await self._drain()
+                    raise StopAsyncIteration
+                elif (data := conn.part_nowait()) is None and (
+                    conn.complete or (data := await self._receive()) is None
+                ):  # read already (or the end): no wait, no frame of `_receive`
+                    tail = self._unzip.flush() if self._unzip is not None else b""
+                    items = self._checked(decoder.feed, tail) if tail else []
+                    items += self._checked(decoder.finish)
+                else:
+                    if self._unzip is not None:
+                        data = self._checked(self._unzip.feed, data)
+                    if self._first:
+                        self._first = False
+                        cut = data.find(b"\n\n") + 2
+                        if 1 < cut < len(data):
+                            data, self._backlog = data[:cut], data[cut:]
+                    try:  # `_checked`, without its frame: every piece of the body comes here
+                        items = decoder.feed(data)
+                    except ResponseFormatError as exc:
+                        conn.discard()
+                        exc.deployment = self._deployment
+                        raise
+                parse = self._parse
+                if parse is None:  # `passthrough`: the decoder made the chunks already
+                    pending.extend(items)
+                    continue
+                for item in items:
+                    chunk = parse(item)
+                    if chunk is not None:
+                        pending.append(chunk)
+        except LeanHTTPError as exc:
+            # Only `part_nowait` lets one out: it parses a piece `receive_head` held back,
+            # which may be malformed (`_receive` and `_drain` map or end their own).
+            raise to_llm_error(exc, self._deployment) from exc
         return pending.popleft()
 
     async def _receive(self) -> bytes | None:
