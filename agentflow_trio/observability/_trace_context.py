@@ -10,7 +10,7 @@ and the other way round. With another runtime they call the API.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import Any, Final
 
@@ -57,19 +57,16 @@ reads the parent and sets the new current span with one lookup of each."""
 
 
 SPAN_KEY: Final[str] = RUNTIME[1] if RUNTIME is not None else "current-span"
-"""The API's key of the current span in a context: ``current_context().get(SPAN_KEY)``
-is the current span or None, one call cheaper than `current_span` where the caller
-then checks the span's type (a span of another runtime's context is not a LeanSpan)."""
-
-current_context: Callable[[], Context] = (
-    RUNTIME[0].get if RUNTIME is not None else otel_context.get_current
-)
-"""The current OpenTelemetry context (the API's ``get_current``; with the contextvars
-runtime, its variable's own ``get``: no Python frame)."""
+"""The key of the current span in `current_context`'s mapping (the API's own key with the
+contextvars runtime): ``current_context().get(SPAN_KEY)`` is the current span or None,
+one call cheaper than `current_span` where the caller then checks the span's type."""
 
 if RUNTIME is not None:
     _VAR, _KEY = RUNTIME
     _get = _VAR.get
+
+    current_context: Callable[[], Mapping[str, Any]] = _get
+    """The current OpenTelemetry context: the runtime variable's own ``get`` (no frame)."""
 
     restore: Callable[[Any], object] = _VAR.set
     """`detach` of a token `attach` gave (the replaced context): the variable's own
@@ -95,6 +92,10 @@ if RUNTIME is not None:
             otel_context.detach(token)  # type: ignore[arg-type]
 
 else:  # pragma: no cover - another runtime context was configured
+
+    def current_context() -> Mapping[str, Any]:
+        """The current span under `SPAN_KEY` (the API's span key is not known here)."""
+        return {SPAN_KEY: current_span()}
 
     def current_span() -> Any:
         """The current span (the API's ``get_current_span()``), or None."""

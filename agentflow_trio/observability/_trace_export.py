@@ -144,8 +144,7 @@ class _Readable(Sequence[ReadableSpan]):
         # slice, no call per span or per id (a third of the export thread's work). A
         # parent's ``SpanContext`` is made once in the run and kept until the parent span
         # itself comes (children end first) and takes it as its own context: one made
-        # costs as much as the rest of the span, and what the run keeps stays small (a
-        # context kept per span made the garbage collector run three times as often).
+        # costs as much as the rest of the span, and a span's own context is not stored.
         resource, new, kinds, make = self.resource, _new_tuple, _KINDS, _new_exported
         contexts: dict[int, SpanContext] = {}
         known, taken = contexts.get, contexts.pop

@@ -51,7 +51,7 @@ _PROVIDERS: Final = {  # agentflow provider -> gen_ai.provider.name
     "fake": "fake",
 }
 _TOOL_CALL: Final = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.type": "function"}
-"""An ``execute_tool`` span's fixed attributes: a span's own start as a copy (a small
+"""An ``execute_tool`` span's fixed attributes; each span's start as a copy (a small
 dict's copy and two stores cost half of a literal or ``{**_TOOL_CALL, ...}``)."""
 _CHAT_CALL: Final = {"gen_ai.operation.name": "chat"}
 _UNTRACED_PATHS: Final = frozenset({"/healthz", "/metrics"})
@@ -225,11 +225,7 @@ class Instruments(EventSpans):
     def open_tool(self, name: str, call_id: str, args: Mapping[str, Any]) -> tuple[Span, object]:
         """An ``execute_tool`` span, made the current one, for a call its caller awaits
         in its own frame: the span and the token `close_tool` takes."""
-        attributes = _TOOL_CALL.copy()
-        attributes["gen_ai.tool.name"] = name
-        attributes["gen_ai.tool.call.id"] = call_id
-        if self.capture_content:
-            attributes["gen_ai.tool.call.arguments"] = _content(dict(args))
+        attributes = self._tool_attributes(name, call_id, args)
         return self._open("execute_tool " + name, _INTERNAL, attributes)
 
     def close_tool(
@@ -259,9 +255,7 @@ class Instruments(EventSpans):
         if type(parent) is self._lean and not self.capture_content:
             # the lean tracer's common case: nothing holds the span, so no span is made
             # unless the call fails; a good one's fields go straight to the batch
-            attributes = _TOOL_CALL.copy()
-            attributes["gen_ai.tool.name"] = name
-            attributes["gen_ai.tool.call.id"] = call_id
+            attributes = self._tool_attributes(name, call_id, args)  # (no content here)
             start = _time_ns()
             try:
                 result = call()
