@@ -756,9 +756,19 @@ def test_an_exported_span_reads_as_the_sdks_own_to_its_encoders() -> None:
     from agentflow_trio.observability._trace_export import Exported, _Readable
 
     resource = Resource.create({"service.name": "t"})
-    plain = ("plain", 7, 8, 6, 0, None, 10, 20, {"a": "b", "n": 1})
+    plain = ("plain", 7, 8, 6, SpanKind.INTERNAL, None, 10, 20, {"a": "b", "n": 1})
     status = Status(StatusCode.ERROR, "boom")
-    full = ("full", 7, 9, 0, 2, ([("seen", {"k": 1}, 15)], status, None, None), 11, 19, {})
+    full = (
+        "full",
+        7,
+        9,
+        0,
+        SpanKind.CLIENT,
+        ([("seen", {"k": 1}, 15)], status, None, None),
+        11,
+        19,
+        {},
+    )
     made = list(_Readable([*plain, *full], resource))
     assert len(made) == 2 and all(type(s) is Exported for s in made)
 

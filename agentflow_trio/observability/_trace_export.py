@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, Status, StatusCode
 
-from ._trace_lean import _FIELDS, _KINDS, _NO_STATE, _SAMPLED, Ended, _context, _new_tuple
+from ._trace_lean import _FIELDS, _NO_STATE, _SAMPLED, Ended, _context, _new_tuple
 
 __all__ = ["Exported", "SpanBatcher", "readable"]
 
@@ -100,7 +100,7 @@ def readable(ended: Ended, resource: Resource) -> ReadableSpan:
     made.attributes = attributes
     if events:
         made.events = tuple([Event(n, a, t) for n, a, t in events])
-    made.kind = _KINDS[kind]
+    made.kind = kind
     if status is not None:
         made.status = status
     made.start_time = start
@@ -145,7 +145,7 @@ class _Readable(Sequence[ReadableSpan]):
         # parent's ``SpanContext`` is made once in the run and kept until the parent span
         # itself comes (children end first) and takes it as its own context: one made
         # costs as much as the rest of the span, and a span's own context is not stored.
-        resource, new, kinds, make = self.resource, _new_tuple, _KINDS, _new_exported
+        resource, new, make = self.resource, _new_tuple, _new_exported
         contexts: dict[int, SpanContext] = {}
         known, taken = contexts.get, contexts.pop
         each = iter(self._fields)
@@ -170,7 +170,7 @@ class _Readable(Sequence[ReadableSpan]):
                 made.parent = None
             made.resource = resource
             made.attributes = attributes
-            made.kind = kinds[kind]
+            made.kind = kind
             made.start_time = start
             made.end_time = end
             yield made

@@ -48,7 +48,6 @@ _MAX_EVENTS: Final = 128
 _UNSET: Final = Status(StatusCode.UNSET)
 _INTERNAL: Final = SpanKind.INTERNAL
 _CLIENT: Final = SpanKind.CLIENT
-_KINDS: Final = tuple(sorted(SpanKind, key=lambda kind: kind.value))  # by value: 0 to 4
 _new_tuple: Final = tuple.__new__
 _new_object: Final = object.__new__
 _time_ns: Final = time.time_ns
@@ -182,7 +181,7 @@ class LeanTracer:
         events): its fields go to the batch as `LeanSpan.end` sends them, without a span
         object (a good synchronous tool call's, an event's)."""
         extras = None if state is None else (None, None, None, state)
-        ended = (name, trace_id, span_id, parent_id, 0, extras, start, end, attributes)
+        ended = (name, trace_id, span_id, parent_id, _INTERNAL, extras, start, end, attributes)
         pending = self._pending
         if pending is not None and len(pending) < self._room:
             pending += ended  # one C call: the exporter thread sees all of it or none
@@ -219,7 +218,7 @@ class LeanTracer:
             trace_id,
             span_id,
             parent_id,
-            0,
+            _INTERNAL,
             None if state is None else (None, None, None, state),
             start,
             end,
@@ -251,7 +250,7 @@ class LeanTracer:
             trace_id,
             _random_bits(64) or 1,
             parent_id,
-            0 if kind is _INTERNAL else 2 if kind is _CLIENT else kind.value,
+            kind,
             None if state is None else [None, None, None, state],
             _time_ns(),
             0,
@@ -272,8 +271,7 @@ class LeanTracer:
         status, the generic span calls)."""
         name, trace_id, span_id, parent_id, kind, extras, start, _, attributes = record
         state = None if extras is None else extras[3]
-        kinds = _KINDS[kind]
-        made = new_span(self, name, trace_id, parent_id, state, None, kinds, attributes, start)
+        made = new_span(self, name, trace_id, parent_id, state, None, kind, attributes, start)
         made.span_id = span_id
         made._extras = extras
         return made
@@ -343,7 +341,7 @@ class LeanSpan(trace.Span):
     span_id: int
     parent_id: int
     state: TraceState | None
-    _kind: int
+    _kind: SpanKind
     _attributes: dict[str, Any]
     _extras: list[Any] | None
     _end: int
@@ -454,7 +452,7 @@ def new_span(
     made.span_id = _random_bits(64) or 1
     made.parent_id = parent_id
     made.state = state
-    made._kind = 0 if kind is _INTERNAL else 2 if kind is _CLIENT else kind.value
+    made._kind = kind
     # a dict is the caller's to give away (`Instruments` builds a fresh one per span)
     made._attributes = attributes if type(attributes) is dict else dict(attributes or ())
     # `Ended`'s extras, made when the span first has one: [events, status, the parent's
@@ -470,7 +468,7 @@ LeanTracer.new_span = staticmethod(new_span)
 
 Ended = Sequence[Any]
 """An ended `LeanSpan`, as `_FIELDS` values: name, trace id, span id, parent span id (0
-for a root), ``SpanKind`` value, None or (events, status, the parent's context when it is
+for a root), its ``SpanKind``, None or (events, status, the parent's context when it is
 not a `LeanSpan`, trace state), start and end (ns), attributes. `SpanBatcher` keeps these
 in one list, not an object per span: an ended span waiting for its batch is then nothing
 the garbage collector counts or promotes (its attributes dict holds only text, numbers
