@@ -47,7 +47,6 @@ _SCALAR_TYPES: Final = frozenset(_SCALARS)
 _MAX_EVENTS: Final = 128
 _UNSET: Final = Status(StatusCode.UNSET)
 _INTERNAL: Final = SpanKind.INTERNAL
-_CLIENT: Final = SpanKind.CLIENT
 _new_tuple: Final = tuple.__new__
 _new_object: Final = object.__new__
 _time_ns: Final = time.time_ns
