@@ -23,7 +23,7 @@ build's figure is its least-disturbed window, the minimum over all its windows (
 processes on the machine only ever add CPU time, so the minimum is the estimate closest
 to the code's own cost, as ``timeit``'s documentation argues); the median is printed
 beside it. On a shared host the medians of two identical builds differ by up to 20%
-from one run to the next; the minima by up to 10%.
+from one run to the next; the minima by up to 12%.
 
 ``--instructions`` adds a deterministic figure: each build's child under valgrind's
 callgrind (both threads), at two invocation counts, the difference divided by the extra
