@@ -3,8 +3,7 @@
 An invocation is ``runner.call`` of an agent that makes one model call to the mock LLM
 (the lean client, a separate process pinned to core 1) and one tool call: the path every
 span of ``observability.tracing`` sits on (event, agent, chat, execute_tool, the
-``traceparent`` header). Three builds, each in a child process pinned to core 0, the
-children interleaved (``--repeat`` rounds of one child per build):
+``traceparent`` header). Three builds, each in a child process pinned to core 0:
 
 * ``baseline``: a copy of the working tree with the tracing instrumentation taken out
   (the commit that added it, ``--tracing-commit``, default: the one that added
@@ -18,24 +17,29 @@ children interleaved (``--repeat`` rounds of one child per build):
   exporter that reads each span's ids and attributes and drops it (the target: within
   25%).
 
-Each child measures ``--rounds`` windows of ``--calls`` invocations after a warm-up. A
-build's figure is its least-disturbed window, the minimum over all its windows (other
-processes on the machine only ever add CPU time, so the minimum is the estimate closest
-to the code's own cost, as ``timeit``'s documentation argues); the median is printed
-beside it. On a shared host the medians of two identical builds differ by up to 20%
-from one run to the next; the minima by up to 12%.
+The windows are paired: one child per build is started and warmed up, then they take
+turns, one window of ``--calls`` invocations each per round (the order reversed every
+other round), a fraction of a second apart, while the others sleep; ``--repeat`` fresh
+sets of children (a process's memory layout moves its figures by a few percent) of
+``--rounds`` rounds each. A build's ratio is the median over the rounds of its window
+over the baseline's window of the same round, with the quartiles beside it: a
+disturbance of the shared host then spoils one round, not a whole build's figure (the
+ratio of the least-disturbed windows, ``timeit``'s estimate, is printed too). On this
+project's shared 2-core host a run's ratios still move by several percent; the
+quartiles show how much.
 
 ``--instructions`` adds a deterministic figure: each build's child under valgrind's
 callgrind (both threads), at two invocation counts, the difference divided by the extra
 invocations: instructions per invocation, and their ratios (needs ``valgrind`` on PATH,
 about three minutes).
 
-    python bench/tracing_overhead.py                 # 3 x 4 windows of 1000 per build
-    python bench/tracing_overhead.py --quick         # 1 x 2 windows of 600
+    python bench/tracing_overhead.py                 # 3 sets x 8 rounds of 1000 calls
+    python bench/tracing_overhead.py --quick         # 1 set x 4 rounds of 600
     python bench/tracing_overhead.py --instructions  # and the callgrind counts
 
 Prints one JSON line per scenario and per ratio on stdout, a table on stderr. A child is
-``--child MODE URL CALLS ROUNDS`` (internal).
+``--child MODE URL CALLS ROUNDS`` (internal; ``ROUNDS`` 0: windows on request, read from
+its standard input, as `ServedChild` drives it).
 """
 
 from __future__ import annotations
@@ -90,7 +94,8 @@ def _else_only(found: re.Match[str]) -> str:
 # --------------------------------------------------------------------------- the child
 def child(mode: str, url: str, calls: int, rounds: int) -> None:
     """Run ``rounds`` windows of ``calls`` invocations at c=50 (after a warm-up) and print
-    each window's figures."""
+    their figures; ``rounds`` 0: one window per ``go`` line read from standard input, its
+    figures printed at once (after a ``ready`` line), until end of input."""
     import trio
 
     sys.path.insert(0, str(ROOT / "bench"))
@@ -112,6 +117,9 @@ def child(mode: str, url: str, calls: int, rounds: int) -> None:
         await ctx.tools.call("lookup", {"key": event.data["q"]})
         return str((await ctx.llm.complete(event.data["q"])).text)
 
+    def say(figures: dict[str, Any]) -> None:
+        print(json.dumps({**figures, "module": af.__file__}), flush=True)
+
     async def run() -> dict[str, Any]:
         llm_config = LLMConfig(
             base_url=url + "/v1",
@@ -120,6 +128,7 @@ def child(mode: str, url: str, calls: int, rounds: int) -> None:
             retry=RetryConfig(enabled=False),
         )
         config = af.Config(llm=llm_config)
+        figures: dict[str, Any] = {}
         async with open_llm_client(llm_config) as llm:
             runner = af.Runner(config, agents={"ask": ask}, llm=llm, tools=ToolRegistry([lookup]))
             async with runner:
@@ -129,12 +138,18 @@ def child(mode: str, url: str, calls: int, rounds: int) -> None:
                     assert result.succeeded, result.error
 
                 await drive(call, min(calls, 300), CONCURRENCY)  # warm-up
-                windows = [await drive(call, calls, CONCURRENCY) for _ in range(rounds)]
-                return {key: [w[key] for w in windows] for key in windows[0]}
+                if rounds == 0:  # windows on request, each reported at once
+                    say({"ready": True})
+                    while (await trio.to_thread.run_sync(sys.stdin.readline)).strip() == "go":
+                        say(await drive(call, calls, CONCURRENCY))
+                else:
+                    windows = [await drive(call, calls, CONCURRENCY) for _ in range(rounds)]
+                    figures = {key: [w[key] for w in windows] for key in windows[0]}
+        return figures
 
     figures = trio.run(_traced, run) if mode == "on" else trio.run(run)
-    figures["module"] = af.__file__
-    print(json.dumps(figures), flush=True)
+    if rounds:
+        say(figures)
 
 
 async def _traced(run: Any) -> dict[str, Any]:
@@ -208,6 +223,74 @@ def run_child(mode: str, url: str, calls: int, rounds: int, pythonpath: Path) ->
     return figures
 
 
+class ServedChild:
+    """A build's child serving windows on request (``--child MODE URL CALLS 0``): started
+    and warmed up once, then `window` runs one measured window while the other builds'
+    children sleep, so that windows of all builds can alternate a fraction of a second
+    apart (a disturbance then hits one window of a round, not a whole build)."""
+
+    def __init__(self, mode: str, url: str, calls: int, pythonpath: Path) -> None:
+        self.mode = mode
+        env = dict(os.environ, PYTHONPATH=str(pythonpath))
+        here = str(Path(__file__).resolve())
+        command = [sys.executable, here, "--child", mode, url, str(calls), "0"]
+        self._process = subprocess.Popen(
+            command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        self.module = str(self._read()["module"])  # its `ready` line, after the warm-up
+
+    def _read(self) -> dict[str, Any]:
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()
+        if not line:
+            code = self._process.wait()
+            raise RuntimeError(f"{self.mode} child ended (exit status {code}): see its stderr")
+        figures: dict[str, Any] = json.loads(line)
+        return figures
+
+    def window(self) -> dict[str, Any]:
+        """Run one window; its figures (``calls_per_s``, ``cpu_us_per_call``)."""
+        assert self._process.stdin is not None
+        self._process.stdin.write("go\n")
+        self._process.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        """End the child (end of its input) and wait for it."""
+        if self._process.stdin is not None:
+            self._process.stdin.close()
+        if self._process.wait(timeout=60) != 0:
+            raise RuntimeError(f"{self.mode} child failed: see its stderr")
+
+    def kill(self) -> None:
+        """End the child now (the run failed)."""
+        self._process.kill()
+        self._process.wait()
+
+
+def interleaved(
+    trees: dict[str, Path], url: str, calls: int, rounds: int, repeat: int
+) -> list[dict[str, dict[str, Any]]]:
+    """``repeat`` sets of one served child per build, each set running ``rounds`` rounds
+    of one window per build, the order reversed every other round: a list of rounds, each
+    the figures of every build's window."""
+    done: list[dict[str, dict[str, Any]]] = []
+    for _ in range(repeat):
+        children: list[ServedChild] = []
+        try:
+            children += [ServedChild(mode, url, calls, tree) for mode, tree in trees.items()]
+            for turn in range(rounds):
+                order = children if turn % 2 == 0 else children[::-1]
+                done.append({child.mode: child.window() for child in order})
+        except BaseException:
+            for child in children:
+                child.kill()
+            raise
+        for child in children:
+            child.close()
+    return done
+
+
 _COLLECTED = re.compile(r"Collected : (\d+)")
 
 
@@ -228,12 +311,20 @@ def instructions(mode: str, url: str, pythonpath: Path, extra: int = 2000) -> fl
     return (counts[1] - counts[0]) / extra
 
 
+def _quartiles(values: list[float]) -> tuple[float, float]:
+    """The first and third quartiles of ``values`` (at least one)."""
+    if len(values) < 2:
+        return values[0], values[0]
+    low, _, high = statistics.quantiles(values, n=4)
+    return low, high
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--calls", type=int, default=1000, help="invocations per window")
-    parser.add_argument("--rounds", type=int, default=4, help="windows per child")
-    parser.add_argument("--repeat", type=int, default=3, help="children per build")
-    parser.add_argument("--quick", action="store_true", help="one child of 2 x 600 per build")
+    parser.add_argument("--rounds", type=int, default=8, help="rounds per set of children")
+    parser.add_argument("--repeat", type=int, default=3, help="sets of children (one per build)")
+    parser.add_argument("--quick", action="store_true", help="one set, 4 rounds of 600")
     parser.add_argument("--instructions", action="store_true", help="callgrind counts too")
     parser.add_argument("--tracing-commit", default=None)
     parser.add_argument("--child", nargs=4, metavar=("MODE", "URL", "CALLS", "ROUNDS"))
@@ -242,7 +333,7 @@ def main() -> None:
         mode, url, calls, rounds = args.child
         child(mode, url, int(calls), int(rounds))
         return
-    calls, rounds, repeat = (600, 2, 1) if args.quick else (args.calls, args.rounds, args.repeat)
+    calls, rounds, repeat = (600, 4, 1) if args.quick else (args.calls, args.rounds, args.repeat)
     if args.instructions and shutil.which("valgrind") is None:
         print("--instructions: valgrind is not on PATH; timed figures only", file=sys.stderr)
         args.instructions = False
@@ -250,31 +341,25 @@ def main() -> None:
     from _common import emit, mock_process, table
 
     ref = args.tracing_commit or default_tracing_commit()
-    windows: dict[str, list[float]] = {"baseline": [], "off": [], "on": []}
-    rates: dict[str, list[float]] = {mode: [] for mode in windows}
+    modes = ("baseline", "off", "on")
     counted: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp, mock_process() as url:
         base = baseline_tree(ref, Path(tmp))
         trees = {"baseline": base, "off": ROOT, "on": ROOT}
-        for turn in range(repeat):  # every other round in reverse order: drift cancels out
-            for mode in windows if turn % 2 == 0 else reversed(windows):
-                figures = run_child(mode, url, calls, rounds, trees[mode])
-                windows[mode] += figures["cpu_us_per_call"]
-                rates[mode] += figures["calls_per_s"]
+        done = interleaved(trees, url, calls, rounds, repeat)
         if args.instructions:
-            counted = {mode: instructions(mode, url, trees[mode]) for mode in windows}
+            counted = {mode: instructions(mode, url, trees[mode]) for mode in modes}
+    cpu = {mode: [r[mode]["cpu_us_per_call"] for r in done] for mode in modes}
     rows: list[dict[str, Any]] = []
-    least = {mode: min(done) for mode, done in windows.items()}
-    middle = {mode: statistics.median(done) for mode, done in windows.items()}
-    for mode in windows:
+    for mode in modes:
         row: dict[str, Any] = {
             "scenario": f"tracing_{mode}",
             "concurrency": CONCURRENCY,
             "calls": calls,
-            "windows": len(windows[mode]),
-            "calls_per_s": round(statistics.median(rates[mode]), 1),
-            "cpu_us_per_call": round(least[mode], 2),
-            "cpu_us_per_call_median": round(middle[mode], 2),
+            "windows": len(cpu[mode]),
+            "calls_per_s": round(statistics.median(r[mode]["calls_per_s"] for r in done), 1),
+            "cpu_us_per_call": round(statistics.median(cpu[mode]), 2),
+            "cpu_us_per_call_min": round(min(cpu[mode]), 2),
             "build": f"working tree without {ref[:10]}" if mode == "baseline" else "working tree",
         }
         if counted:
@@ -282,12 +367,14 @@ def main() -> None:
         rows.append(row)
         emit(row)
     for mode, target in TARGETS.items():
-        ratio = least[mode] / least["baseline"]
+        paired = sorted(a / b for a, b in zip(cpu[mode], cpu["baseline"], strict=True))
+        ratio = statistics.median(paired)
         row = {
             "scenario": f"ratio_{mode}_over_baseline",
             "concurrency": CONCURRENCY,
             "cpu_ratio": round(ratio, 3),
-            "cpu_ratio_median": round(middle[mode] / middle["baseline"], 3),
+            "cpu_ratio_quartiles": [round(q, 3) for q in _quartiles(paired)],
+            "cpu_ratio_of_minima": round(min(cpu[mode]) / min(cpu["baseline"]), 3),
             "target": target,
             "within_target": ratio <= target,
         }
@@ -297,8 +384,8 @@ def main() -> None:
             row["instructions_within_target"] = instr <= target
         rows.append(row)
         emit(row)
-    columns = ["scenario", "calls_per_s", "cpu_us_per_call", "cpu_us_per_call_median"]
-    columns += ["cpu_ratio", "cpu_ratio_median", "target"]
+    columns = ["scenario", "calls_per_s", "cpu_us_per_call", "cpu_us_per_call_min"]
+    columns += ["cpu_ratio", "cpu_ratio_of_minima", "target"]
     if counted:
         columns[4:4] = ["instructions_per_call"]
         columns += ["instructions_ratio"]

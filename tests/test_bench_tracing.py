@@ -84,6 +84,33 @@ def test_each_build_runs_and_reports_a_figure_per_window(bench: ModuleType, base
             assert Path(figures["module"]).is_relative_to(tree), (mode, figures["module"])
 
 
+@pytest.mark.slow
+def test_served_children_take_turns_one_window_per_build_per_round(
+    bench: ModuleType, baseline: Path
+) -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from _common import mock_process
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    trees = {"baseline": baseline, "off": ROOT, "on": ROOT}
+    with mock_process() as url:
+        rounds = bench.interleaved(trees, url, 30, 3, 1)
+    assert len(rounds) == 3
+    for done in rounds:
+        assert set(done) == set(trees)
+        assert all(w["cpu_us_per_call"] > 0 and w["calls_per_s"] > 0 for w in done.values())
+        assert Path(done["baseline"]["module"]).is_relative_to(baseline)
+    # the order is reversed every other round (drift cancels out)
+    assert list(rounds[0]) == ["baseline", "off", "on"]
+    assert list(rounds[1]) == ["on", "off", "baseline"]
+
+
+def test_a_served_child_that_dies_is_an_error_not_a_hang(bench: ModuleType) -> None:
+    with pytest.raises(RuntimeError, match="on child ended"):
+        bench.ServedChild("on", "http://127.0.0.1:9", 10, ROOT)  # nothing listens there
+
+
 def test_the_child_refuses_a_wrong_argument_count() -> None:
     command = [sys.executable, str(ROOT / "bench" / "tracing_overhead.py"), "--child", "on"]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
