@@ -20,8 +20,8 @@ span of ``observability.tracing`` sits on (event, agent, chat, execute_tool, the
 The windows are paired: one child per build is started and warmed up, then they take
 turns, one window of ``--calls`` invocations each per round (the order reversed every
 other round), a fraction of a second apart, while the others sleep; ``--repeat`` fresh
-sets of children (a process's memory layout moves its figures by a few percent) of
-``--rounds`` rounds each. A build's ratio is the median over the rounds of its window
+sets of children (a new process's memory layout can move its figures) of ``--rounds``
+rounds each. A build's ratio is the median over the rounds of its window
 over the baseline's window of the same round, with the quartiles beside it: a
 disturbance of the shared host then spoils one round, not a whole build's figure (the
 ratio of the least-disturbed windows, ``timeit``'s estimate, is printed too). On this
@@ -237,7 +237,7 @@ class ServedChild:
         self._process = subprocess.Popen(
             command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
-        self.module = str(self._read()["module"])  # its `ready` line, after the warm-up
+        self._read()  # its ``ready`` line, once warmed up
 
     def _read(self) -> dict[str, Any]:
         assert self._process.stdout is not None
@@ -367,7 +367,7 @@ def main() -> None:
         rows.append(row)
         emit(row)
     for mode, target in TARGETS.items():
-        paired = sorted(a / b for a, b in zip(cpu[mode], cpu["baseline"], strict=True))
+        paired = [a / b for a, b in zip(cpu[mode], cpu["baseline"], strict=True)]
         ratio = statistics.median(paired)
         row = {
             "scenario": f"ratio_{mode}_over_baseline",
