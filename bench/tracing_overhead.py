@@ -211,11 +211,20 @@ def baseline_tree(commit: str, into: Path) -> Path:
     return into
 
 
-def run_child(mode: str, url: str, calls: int, rounds: int, pythonpath: Path) -> dict[str, Any]:
-    """One child's figures: ``rounds`` windows of ``calls`` invocations of build ``mode``."""
-    env = dict(os.environ, PYTHONPATH=str(pythonpath))
+def _command(
+    mode: str, url: str, calls: int, rounds: int, pythonpath: Path
+) -> tuple[list[str], dict[str, str]]:
+    """The command and environment of a child of build ``mode`` (its package on
+    ``pythonpath``; ``rounds`` 0: windows on request)."""
     here = str(Path(__file__).resolve())
     command = [sys.executable, here, "--child", mode, url, str(calls), str(rounds)]
+    return command, dict(os.environ, PYTHONPATH=str(pythonpath))
+
+
+def run_child(mode: str, url: str, calls: int, rounds: int, pythonpath: Path) -> dict[str, Any]:
+    """One child's figures: ``rounds`` windows of ``calls`` invocations of build ``mode``
+    (the one-shot child `instructions` runs under callgrind)."""
+    command, env = _command(mode, url, calls, rounds, pythonpath)
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{mode} child failed:\n{done.stderr[-2000:]}")
@@ -231,9 +240,7 @@ class ServedChild:
 
     def __init__(self, mode: str, url: str, calls: int, pythonpath: Path) -> None:
         self.mode = mode
-        env = dict(os.environ, PYTHONPATH=str(pythonpath))
-        here = str(Path(__file__).resolve())
-        command = [sys.executable, here, "--child", mode, url, str(calls), "0"]
+        command, env = _command(mode, url, calls, 0, pythonpath)
         self._process = subprocess.Popen(
             command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
@@ -297,12 +304,10 @@ _COLLECTED = re.compile(r"Collected : (\d+)")
 def instructions(mode: str, url: str, pythonpath: Path, extra: int = 2000) -> float:
     """Instructions per invocation of build ``mode`` (both threads), by callgrind: the
     child at 400 and at ``400 + extra`` invocations, the difference over ``extra``."""
-    env = dict(os.environ, PYTHONPATH=str(pythonpath))
-    here = str(Path(__file__).resolve())
     counts = []
     for calls in (400, 400 + extra):
-        command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
-        command += [sys.executable, here, "--child", mode, url, str(calls), "1"]
+        child, env = _command(mode, url, calls, 1, pythonpath)
+        command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *child]
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
         found = _COLLECTED.search(done.stderr)
         if done.returncode != 0 or found is None:
