@@ -31,11 +31,16 @@ quartiles show how much.
 ``--instructions`` adds a deterministic figure: each build's child under valgrind's
 callgrind (both threads), at two invocation counts, the difference divided by the extra
 invocations: instructions per invocation, and their ratios (needs ``valgrind`` on PATH,
-about three minutes).
+about three minutes). ``--cache`` adds the memory traffic instructions do not show: each
+child under cachegrind with this host's level-2 cache as its last level (from sysfs),
+level-2 data misses per invocation and their ratios (about five minutes; the export
+thread's timing under valgrind moves them by several percent). A miss costs tens of
+instructions' time, so a build can be within its bound by instructions and not timed.
 
     python bench/tracing_overhead.py                 # 3 sets x 8 rounds of 1000 calls
     python bench/tracing_overhead.py --quick         # 1 set x 4 rounds of 600
     python bench/tracing_overhead.py --instructions  # and the callgrind counts
+    python bench/tracing_overhead.py --cache         # and simulated L2 misses
 
 Prints one JSON line per scenario and per ratio on stdout, a table on stderr. A child is
 ``--child MODE URL CALLS ROUNDS`` (internal; ``ROUNDS`` 0: windows on request, read from
@@ -316,6 +321,55 @@ def instructions(mode: str, url: str, pythonpath: Path, extra: int = 2000) -> fl
     return (counts[1] - counts[0]) / extra
 
 
+_CACHEGRIND = re.compile(r"(I\s+refs|LLd misses):\s+([\d,]+)")
+
+
+def l2_geometry(cpu: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> str:
+    """cachegrind's ``--LL`` value for this host's level-2 cache (size,ways,line in
+    bytes), read from sysfs; 1 MiB, 8 ways, 64-byte lines when sysfs does not say."""
+    for index in sorted(cpu.glob("index*")):
+        try:
+            if (index / "level").read_text().strip() != "2":
+                continue
+            size = (index / "size").read_text().strip().upper()
+            ways = int((index / "ways_of_associativity").read_text())
+            line = int((index / "coherency_line_size").read_text())
+        except (OSError, ValueError):
+            break
+        scale = {"K": 1 << 10, "M": 1 << 20}.get(size[-1:], 1)
+        return f"{int(size.rstrip('KM')) * scale},{ways},{line}"
+    return f"{1 << 20},8,64"
+
+
+def cachegrind_counts(summary: str) -> dict[str, int]:
+    """``instructions`` (I refs) and ``l2_data_misses`` (LLd misses, the last level being
+    the L2 here) from cachegrind's summary on standard error; absent ones are missing."""
+    return {
+        "instructions" if key.startswith("I") else "l2_data_misses": int(value.replace(",", ""))
+        for key, value in _CACHEGRIND.findall(summary)
+    }
+
+
+def cache_misses(mode: str, url: str, pythonpath: Path, extra: int = 2000) -> dict[str, float]:
+    """Instructions and simulated level-2 data misses per invocation of build ``mode``
+    (both threads), by cachegrind with this host's L2 as its last level: the child at 400
+    and at ``400 + extra`` invocations, the difference over ``extra``. Misses are memory
+    traffic that instruction counts do not show (an ended span waiting for its batch is
+    written, then read and freed by the export thread, cold). The export thread's timing
+    under valgrind moves the misses by several percent from run to run."""
+    counts: list[dict[str, int]] = []
+    for calls in (400, 400 + extra):
+        child, env = _command(mode, url, calls, 1, pythonpath)
+        command = ["valgrind", "--tool=cachegrind", "--cache-sim=yes", f"--LL={l2_geometry()}"]
+        command += ["--cachegrind-out-file=/dev/null", *child]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        found = cachegrind_counts(done.stderr)
+        if done.returncode != 0 or len(found) != 2:
+            raise RuntimeError(f"{mode} child under cachegrind failed:\n{done.stderr[-2000:]}")
+        counts.append(found)
+    return {key: (counts[1][key] - counts[0][key]) / extra for key in counts[0]}
+
+
 def _quartiles(values: list[float]) -> tuple[float, float]:
     """The first and third quartiles of ``values`` (at least one)."""
     if len(values) < 2:
@@ -331,6 +385,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="sets of children (one per build)")
     parser.add_argument("--quick", action="store_true", help="one set, 4 rounds of 600")
     parser.add_argument("--instructions", action="store_true", help="callgrind counts too")
+    parser.add_argument("--cache", action="store_true", help="simulated L2 misses too")
     parser.add_argument("--tracing-commit", default=None)
     parser.add_argument("--child", nargs=4, metavar=("MODE", "URL", "CALLS", "ROUNDS"))
     args = parser.parse_args()
@@ -339,21 +394,24 @@ def main() -> None:
         child(mode, url, int(calls), int(rounds))
         return
     calls, rounds, repeat = (600, 4, 1) if args.quick else (args.calls, args.rounds, args.repeat)
-    if args.instructions and shutil.which("valgrind") is None:
-        print("--instructions: valgrind is not on PATH; timed figures only", file=sys.stderr)
-        args.instructions = False
+    if (args.instructions or args.cache) and shutil.which("valgrind") is None:
+        print("valgrind is not on PATH: timed figures only", file=sys.stderr)
+        args.instructions = args.cache = False
     sys.path.insert(0, str(ROOT / "bench"))
     from _common import emit, mock_process, table
 
     ref = args.tracing_commit or default_tracing_commit()
     modes = ("baseline", "off", "on")
     counted: dict[str, float] = {}
+    cached: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp, mock_process() as url:
         base = baseline_tree(ref, Path(tmp))
         trees = {"baseline": base, "off": ROOT, "on": ROOT}
         done = interleaved(trees, url, calls, rounds, repeat)
         if args.instructions:
             counted = {mode: instructions(mode, url, trees[mode]) for mode in modes}
+        if args.cache:
+            cached = {mode: cache_misses(mode, url, trees[mode]) for mode in modes}
     cpu = {mode: [r[mode]["cpu_us_per_call"] for r in done] for mode in modes}
     rows: list[dict[str, Any]] = []
     for mode in modes:
@@ -369,6 +427,8 @@ def main() -> None:
         }
         if counted:
             row["instructions_per_call"] = round(counted[mode])
+        if cached:
+            row["l2_data_misses_per_call"] = round(cached[mode]["l2_data_misses"], 1)
         rows.append(row)
         emit(row)
     for mode, target in TARGETS.items():
@@ -387,6 +447,9 @@ def main() -> None:
             instr = counted[mode] / counted["baseline"]
             row["instructions_ratio"] = round(instr, 3)
             row["instructions_within_target"] = instr <= target
+        if cached:
+            misses = cached[mode]["l2_data_misses"] / cached["baseline"]["l2_data_misses"]
+            row["l2_misses_ratio"] = round(misses, 3)
         rows.append(row)
         emit(row)
     columns = ["scenario", "calls_per_s", "cpu_us_per_call", "cpu_us_per_call_min"]
@@ -394,6 +457,8 @@ def main() -> None:
     if counted:
         columns[4:4] = ["instructions_per_call"]
         columns += ["instructions_ratio"]
+    if cached:
+        columns += ["l2_data_misses_per_call", "l2_misses_ratio"]
     table(rows, columns)
 
 

@@ -116,3 +116,29 @@ def test_the_child_refuses_a_wrong_argument_count() -> None:
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     assert done.returncode == 2 and "--child" in done.stderr
     assert done.stdout == ""  # nothing measured
+
+
+def test_the_cache_simulation_takes_this_hosts_l2_from_sysfs(
+    bench: ModuleType, tmp_path: Path
+) -> None:
+    for index, level, size in (("index0", "1", "32K"), ("index2", "2", "512K")):
+        folder = tmp_path / index
+        folder.mkdir()
+        (folder / "level").write_text(level + "\n")
+        (folder / "size").write_text(size + "\n")
+        (folder / "ways_of_associativity").write_text("16\n")
+        (folder / "coherency_line_size").write_text("64\n")
+    assert bench.l2_geometry(tmp_path) == "524288,16,64"
+    assert bench.l2_geometry(tmp_path / "missing") == "1048576,8,64"
+
+
+def test_cachegrind_counts_are_read_off_its_summary(bench: ModuleType) -> None:
+    summary = (
+        "==7== I   refs:      1,234,567\n"
+        "==7== I1  misses:        9,999\n"
+        "==7== LLi misses:          12\n"
+        "==7== D   refs:        555,555\n"
+        "==7== LLd misses:       4,321  (      3,000 rd   +       1,321 wr)\n"
+    )
+    assert bench.cachegrind_counts(summary) == {"instructions": 1234567, "l2_data_misses": 4321}
+    assert bench.cachegrind_counts("valgrind: no such file") == {}

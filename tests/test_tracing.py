@@ -890,3 +890,25 @@ async def test_an_agent_that_ends_its_own_span_still_ends_once_under_its_event(
         assert agent.end_time is not None and event.end_time is not None
         assert agent.end_time <= event.end_time
     assert ends == [1]
+
+
+async def test_spans_of_the_same_name_share_one_name_object(spans: InMemorySpanExporter) -> None:
+    # an ended span waits for its batch with its name: one object per distinct name, not
+    # one per span, so a queued span holds less memory
+    for _ in range(2):
+        assert (await run_tool_agent(asks_for_weather())).succeeded
+    finished = spans.get_finished_spans()
+    for name in ("event ask", "invoke_agent tool_agent", "chat m", "execute_tool weather"):
+        same = [s.name for s in finished if s.name == name]
+        assert len(same) >= 2, name
+        assert all(n is same[0] for n in same), name
+
+
+def test_a_span_name_table_is_bounded() -> None:
+    from agentflow_trio.observability._trace_names import named
+
+    table: dict[str, str] = {}
+    names = [named(table, "event ", f"type-{i}") for i in range(1100)]
+    assert names[5] == "event type-5" and table["type-5"] is names[5]
+    assert len(table) == 1024 and "type-1099" not in table
+    assert names[-1] == "event type-1099"  # still named, just not kept

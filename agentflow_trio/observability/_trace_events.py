@@ -20,6 +20,7 @@ from opentelemetry.util.types import Attributes
 
 from ..events import AgentResult, Outcome
 from ._trace_context import attach, current_span
+from ._trace_names import EVENT_NAMES, INVOKE_NAMES, named
 from ._traceparent import TRACEPARENT, parse_traceparent
 
 __all__ = ["EventSpans", "Tracer"]
@@ -91,7 +92,8 @@ class EventSpans:
         """An event's span, started at ``now``: under ``parent`` (a context, or None for
         the current span's), or the span of the ids `accepted` took (a tuple)."""
         attributes = {"agentflow.event.type": event.type, "agentflow.event.id": event.id}
-        name = "event " + event.type
+        kind = event.type
+        name = EVENT_NAMES.get(kind) or named(EVENT_NAMES, "event ", kind)
         if type(parent) is tuple:
             made: Span = self.tracer.span(name, parent, _INTERNAL, attributes, now)  # type: ignore[attr-defined]
             return made
@@ -113,8 +115,9 @@ class EventSpans:
             # span, under them, is the current one; the event's own is recorded at its end
             ids = found[0]
             attributes = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": agent}
+            name = INVOKE_NAMES.get(agent) or named(INVOKE_NAMES, "invoke_agent ", agent)
             running = self.tracer.new_span(  # type: ignore[attr-defined]
-                self.tracer, "invoke_agent " + agent, ids[0], ids[1], ids[3], None, _INTERNAL,
+                self.tracer, name, ids[0], ids[1], ids[3], None, _INTERNAL,
                 attributes, now,
             )  # fmt: skip
             self._events[handle] = (ids, now, (now - found[1]) / 1e9, running, found[1])
@@ -133,18 +136,17 @@ class EventSpans:
             self._events[handle] = (span, now, wait)
             return attach(span)
         attributes = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": agent}
+        name = INVOKE_NAMES.get(agent) or named(INVOKE_NAMES, "invoke_agent ", agent)
         held: Any = span  # read as the lean span it is
         lean = self._lean
         if type(held) is lean:  # the child of a span in hand: no context to read
             running = self.tracer.new_span(  # type: ignore[attr-defined]
-                self.tracer, "invoke_agent " + agent, held.trace_id, held.span_id, held.state,
+                self.tracer, name, held.trace_id, held.span_id, held.state,
                 None, _INTERNAL, attributes, now,
             )  # fmt: skip
         else:
             inside = trace.set_span_in_context(span)
-            running = self.tracer.start_span(
-                "invoke_agent " + agent, inside, _INTERNAL, attributes, start_time=now
-            )
+            running = self.tracer.start_span(name, inside, _INTERNAL, attributes, start_time=now)
         self._events[handle] = (span, now, wait, running)
         return attach(running)
 
@@ -167,8 +169,9 @@ class EventSpans:
             }
             if result.agent:
                 noted["gen_ai.agent.name"] = result.agent
-            ids = found[0]
-            self.tracer.end_with(found[3], now, "event " + event.type, ids, found[4], noted)  # type: ignore[attr-defined]
+            kind = event.type
+            name = EVENT_NAMES.get(kind) or named(EVENT_NAMES, "event ", kind)
+            self.tracer.end_with(found[3], now, name, found[0], found[4], noted)  # type: ignore[attr-defined]
             return
         error = result.error
         if len(found) > 3:  # (its agent's span, which `running` started)
