@@ -58,6 +58,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -304,24 +305,52 @@ def interleaved(
 
 
 _COLLECTED = re.compile(r"Collected : (\d+)")
+_CACHEGRIND = re.compile(r"(I\s+refs|LLd misses):\s+([\d,]+)")
+
+
+def _per_invocation(
+    mode: str,
+    url: str,
+    pythonpath: Path,
+    tool: list[str],
+    read: Callable[[str], dict[str, int]],
+    extra: int,
+) -> dict[str, float]:
+    """What valgrind's ``tool`` counts per invocation of build ``mode`` (both threads):
+    the child at 400 and at ``400 + extra`` invocations, ``read`` off each run's standard
+    error, the difference over ``extra`` (start-up and warm-up cancel out)."""
+    counts: list[dict[str, int]] = []
+    for calls in (400, 400 + extra):
+        child, env = _command(mode, url, calls, 1, pythonpath)
+        command = ["valgrind", *tool, *child]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        found = read(done.stderr)
+        if done.returncode != 0 or not found:
+            raise RuntimeError(f"{mode} child under {tool[0]} failed:\n{done.stderr[-2000:]}")
+        counts.append(found)
+    return {key: (counts[1][key] - counts[0][key]) / extra for key in counts[0]}
+
+
+def callgrind_count(summary: str) -> dict[str, int]:
+    """``instructions`` (all threads) from callgrind's summary; empty when absent."""
+    found = _COLLECTED.search(summary)
+    return {} if found is None else {"instructions": int(found.group(1))}
+
+
+def cachegrind_counts(summary: str) -> dict[str, int]:
+    """``instructions`` (I refs) and ``l2_data_misses`` (LLd misses, the last level being
+    the L2 here) from cachegrind's summary; empty unless both are there."""
+    found = {
+        "instructions" if key.startswith("I") else "l2_data_misses": int(value.replace(",", ""))
+        for key, value in _CACHEGRIND.findall(summary)
+    }
+    return found if len(found) == 2 else {}
 
 
 def instructions(mode: str, url: str, pythonpath: Path, extra: int = 2000) -> float:
-    """Instructions per invocation of build ``mode`` (both threads), by callgrind: the
-    child at 400 and at ``400 + extra`` invocations, the difference over ``extra``."""
-    counts = []
-    for calls in (400, 400 + extra):
-        child, env = _command(mode, url, calls, 1, pythonpath)
-        command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *child]
-        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-        found = _COLLECTED.search(done.stderr)
-        if done.returncode != 0 or found is None:
-            raise RuntimeError(f"{mode} child under callgrind failed:\n{done.stderr[-2000:]}")
-        counts.append(int(found.group(1)))
-    return (counts[1] - counts[0]) / extra
-
-
-_CACHEGRIND = re.compile(r"(I\s+refs|LLd misses):\s+([\d,]+)")
+    """Instructions per invocation of build ``mode`` (both threads), by callgrind."""
+    tool = ["--tool=callgrind", "--callgrind-out-file=/dev/null"]
+    return _per_invocation(mode, url, pythonpath, tool, callgrind_count, extra)["instructions"]
 
 
 def l2_geometry(cpu: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> str:
@@ -341,33 +370,15 @@ def l2_geometry(cpu: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> str:
     return f"{1 << 20},8,64"
 
 
-def cachegrind_counts(summary: str) -> dict[str, int]:
-    """``instructions`` (I refs) and ``l2_data_misses`` (LLd misses, the last level being
-    the L2 here) from cachegrind's summary on standard error; absent ones are missing."""
-    return {
-        "instructions" if key.startswith("I") else "l2_data_misses": int(value.replace(",", ""))
-        for key, value in _CACHEGRIND.findall(summary)
-    }
-
-
 def cache_misses(mode: str, url: str, pythonpath: Path, extra: int = 2000) -> dict[str, float]:
     """Instructions and simulated level-2 data misses per invocation of build ``mode``
-    (both threads), by cachegrind with this host's L2 as its last level: the child at 400
-    and at ``400 + extra`` invocations, the difference over ``extra``. Misses are memory
-    traffic that instruction counts do not show (an ended span waiting for its batch is
-    written, then read and freed by the export thread, cold). The export thread's timing
-    under valgrind moves the misses by several percent from run to run."""
-    counts: list[dict[str, int]] = []
-    for calls in (400, 400 + extra):
-        child, env = _command(mode, url, calls, 1, pythonpath)
-        command = ["valgrind", "--tool=cachegrind", "--cache-sim=yes", f"--LL={l2_geometry()}"]
-        command += ["--cachegrind-out-file=/dev/null", *child]
-        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-        found = cachegrind_counts(done.stderr)
-        if done.returncode != 0 or len(found) != 2:
-            raise RuntimeError(f"{mode} child under cachegrind failed:\n{done.stderr[-2000:]}")
-        counts.append(found)
-    return {key: (counts[1][key] - counts[0][key]) / extra for key in counts[0]}
+    (both threads), by cachegrind with this host's L2 as its last level. Misses are
+    memory traffic that instruction counts do not show (an ended span waiting for its
+    batch is written, then read and freed by the export thread, cold). The export
+    thread's timing under valgrind moves them by several percent from run to run."""
+    tool = ["--tool=cachegrind", "--cache-sim=yes", f"--LL={l2_geometry()}"]
+    tool += ["--cachegrind-out-file=/dev/null"]
+    return _per_invocation(mode, url, pythonpath, tool, cachegrind_counts, extra)
 
 
 def _quartiles(values: list[float]) -> tuple[float, float]:

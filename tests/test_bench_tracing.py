@@ -142,3 +142,5 @@ def test_cachegrind_counts_are_read_off_its_summary(bench: ModuleType) -> None:
     )
     assert bench.cachegrind_counts(summary) == {"instructions": 1234567, "l2_data_misses": 4321}
     assert bench.cachegrind_counts("valgrind: no such file") == {}
+    assert bench.cachegrind_counts("==7== I   refs:      12\n") == {}  # both, or none
+    assert bench.callgrind_count("==7== Collected : 4321\n") == {"instructions": 4321}

@@ -905,10 +905,11 @@ async def test_spans_of_the_same_name_share_one_name_object(spans: InMemorySpanE
 
 
 def test_a_span_name_table_is_bounded() -> None:
-    from agentflow_trio.observability._trace_names import named
+    from agentflow_trio.observability._trace_names import SpanNames
 
-    table: dict[str, str] = {}
-    names = [named(table, "event ", f"type-{i}") for i in range(1100)]
-    assert names[5] == "event type-5" and table["type-5"] is names[5]
-    assert len(table) == 1024 and "type-1099" not in table
-    assert names[-1] == "event type-1099"  # still named, just not kept
+    names = SpanNames("event ", limit=3)
+    made = [names[f"type-{i}"] for i in range(5)]
+    assert made == [f"event type-{i}" for i in range(5)]
+    assert names["type-1"] is made[1]  # kept: the same object again
+    assert len(names) == 3 and "type-4" not in names  # past the bound: named, not kept
+    assert names["type-4"] == "event type-4"

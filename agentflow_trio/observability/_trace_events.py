@@ -20,7 +20,7 @@ from opentelemetry.util.types import Attributes
 
 from ..events import AgentResult, Outcome
 from ._trace_context import attach, current_span
-from ._trace_names import EVENT_NAMES, INVOKE_NAMES, named
+from ._trace_names import EVENT_NAMES, INVOKE_NAMES
 from ._traceparent import TRACEPARENT, parse_traceparent
 
 __all__ = ["EventSpans", "Tracer"]
@@ -92,8 +92,7 @@ class EventSpans:
         """An event's span, started at ``now``: under ``parent`` (a context, or None for
         the current span's), or the span of the ids `accepted` took (a tuple)."""
         attributes = {"agentflow.event.type": event.type, "agentflow.event.id": event.id}
-        kind = event.type
-        name = EVENT_NAMES.get(kind) or named(EVENT_NAMES, "event ", kind)
+        name = EVENT_NAMES[event.type]
         if type(parent) is tuple:
             made: Span = self.tracer.span(name, parent, _INTERNAL, attributes, now)  # type: ignore[attr-defined]
             return made
@@ -115,7 +114,7 @@ class EventSpans:
             # span, under them, is the current one; the event's own is recorded at its end
             ids = found[0]
             attributes = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": agent}
-            name = INVOKE_NAMES.get(agent) or named(INVOKE_NAMES, "invoke_agent ", agent)
+            name = INVOKE_NAMES[agent]
             running = self.tracer.new_span(  # type: ignore[attr-defined]
                 self.tracer, name, ids[0], ids[1], ids[3], None, _INTERNAL,
                 attributes, now,
@@ -136,7 +135,7 @@ class EventSpans:
             self._events[handle] = (span, now, wait)
             return attach(span)
         attributes = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": agent}
-        name = INVOKE_NAMES.get(agent) or named(INVOKE_NAMES, "invoke_agent ", agent)
+        name = INVOKE_NAMES[agent]
         held: Any = span  # read as the lean span it is
         lean = self._lean
         if type(held) is lean:  # the child of a span in hand: no context to read
@@ -169,8 +168,7 @@ class EventSpans:
             }
             if result.agent:
                 noted["gen_ai.agent.name"] = result.agent
-            kind = event.type
-            name = EVENT_NAMES.get(kind) or named(EVENT_NAMES, "event ", kind)
+            name = EVENT_NAMES[event.type]
             self.tracer.end_with(found[3], now, name, found[0], found[4], noted)  # type: ignore[attr-defined]
             return
         error = result.error

@@ -4,33 +4,43 @@ gpt-4o``), made once per distinct name and shared by every span that has it.
 Why: an ended span waits for its batch (512 spans) with its name; a name made per span is
 one more object per span alive that long, and the memory such objects take is what the
 export thread later reads and frees cold (``bench/tracing_overhead.py --cache`` counts the
-cache misses). A known name is one dictionary lookup, cheaper than the concatenation. The
-tables are bounded: names come from events, agents, tools and models, and an event type
-comes from outside (HTTP, Redis); past the bound a name is made per span again.
+cache misses). A known name is one dictionary lookup, no dearer than the concatenation.
+The tables are bounded: names come from events, agents, tools and models, and an event
+type comes from outside (HTTP, Redis); past the bound a name is made per span again.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, final
 
-__all__ = ["CHAT_NAMES", "EVENT_NAMES", "INVOKE_NAMES", "TOOL_NAMES", "named"]
+__all__ = ["CHAT_NAMES", "EVENT_NAMES", "INVOKE_NAMES", "TOOL_NAMES", "SpanNames"]
 
 _LIMIT: Final = 1024
 
-EVENT_NAMES: Final[dict[str, str]] = {}
-"""Event type -> its span's name, ``event <type>``."""
-INVOKE_NAMES: Final[dict[str, str]] = {}
-"""Agent name -> its run's span name, ``invoke_agent <agent>``."""
-TOOL_NAMES: Final[dict[str, str]] = {}
-"""Tool name -> its call's span name, ``execute_tool <tool>``."""
-CHAT_NAMES: Final[dict[str, str]] = {}
-"""Model -> its call's span name, ``chat <model>``."""
+
+@final
+class SpanNames(dict[str, str]):
+    """``names[suffix]`` is ``prefix + suffix``, kept (while there is room) on first use."""
+
+    __slots__ = ("_limit", "_prefix")
+
+    def __init__(self, prefix: str, limit: int = _LIMIT) -> None:
+        super().__init__()
+        self._prefix = prefix
+        self._limit = limit
+
+    def __missing__(self, suffix: str) -> str:
+        name = self._prefix + suffix
+        if len(self) < self._limit:
+            self[suffix] = name
+        return name
 
 
-def named(table: dict[str, str], prefix: str, suffix: str) -> str:
-    """``prefix + suffix``, kept in ``table`` under ``suffix`` while it has room. Callers
-    look the table up first (``table.get(suffix) or named(...)``): one C call when known."""
-    name = prefix + suffix
-    if len(table) < _LIMIT:
-        table[suffix] = name
-    return name
+EVENT_NAMES: Final = SpanNames("event ")
+"""Event type -> its span's name."""
+INVOKE_NAMES: Final = SpanNames("invoke_agent ")
+"""Agent name -> its run's span name."""
+TOOL_NAMES: Final = SpanNames("execute_tool ")
+"""Tool name -> its call's span name."""
+CHAT_NAMES: Final = SpanNames("chat ")
+"""Model -> its call's span name."""

@@ -35,7 +35,7 @@ from ._trace_context import (
 )
 from ._trace_events import EventSpans, Tracer, _remote
 from ._trace_model import TracedProvider
-from ._trace_names import CHAT_NAMES, INVOKE_NAMES, TOOL_NAMES, named
+from ._trace_names import CHAT_NAMES, INVOKE_NAMES, TOOL_NAMES
 from ._traceparent import TRACEPARENT, parse_traceparent
 
 __all__ = ["Instruments", "Tracer", "fail"]
@@ -221,15 +221,13 @@ class Instruments(EventSpans):
     def agent(self, name: str, running: Awaitable[_T]) -> Coroutine[Any, Any, _T]:
         """Await an agent's run under an ``invoke_agent`` span."""
         attributes = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": name}
-        named_as = INVOKE_NAMES.get(name) or named(INVOKE_NAMES, "invoke_agent ", name)
-        return self._under(named_as, attributes, running, _INTERNAL, False)
+        return self._under(INVOKE_NAMES[name], attributes, running, _INTERNAL, False)
 
     def open_tool(self, name: str, call_id: str, args: Mapping[str, Any]) -> tuple[Span, object]:
         """An ``execute_tool`` span, made the current one, for a call its caller awaits
         in its own frame: the span and the token `close_tool` takes."""
         attributes = self._tool_attributes(name, call_id, args)
-        named_as = TOOL_NAMES.get(name) or named(TOOL_NAMES, "execute_tool ", name)
-        return self._open(named_as, _INTERNAL, attributes)
+        return self._open(TOOL_NAMES[name], _INTERNAL, attributes)
 
     def close_tool(
         self, opened: tuple[Span, object], result: Any, exc: BaseException | None
@@ -267,8 +265,7 @@ class Instruments(EventSpans):
                 raise
             if getattr(result, "outcome", None) == "ok":
                 self.tracer.record(  # type: ignore[attr-defined]
-                    TOOL_NAMES.get(name) or named(TOOL_NAMES, "execute_tool ", name),
-                    parent.trace_id, _random_bits(64) or 1,
+                    TOOL_NAMES[name], parent.trace_id, _random_bits(64) or 1,
                     parent.span_id, parent.state, start, _time_ns(), attributes,
                 )  # fmt: skip
             else:
@@ -452,9 +449,7 @@ class Instruments(EventSpans):
             attributes["agentflow.stream"] = True
         if self.capture_content:
             attributes["gen_ai.input.messages"] = _messages(request.messages)
-        if not model:
-            return "chat", attributes
-        return CHAT_NAMES.get(model) or named(CHAT_NAMES, "chat ", model), attributes
+        return CHAT_NAMES[model] if model else "chat", attributes
 
     def answered(
         self, span: Span, model: str, deployment: str, finish: str | None, usage: Any, text: str
