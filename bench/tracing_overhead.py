@@ -33,9 +33,10 @@ callgrind (both threads), at two invocation counts, the difference divided by th
 invocations: instructions per invocation, and their ratios (needs ``valgrind`` on PATH,
 about three minutes). ``--cache`` adds the memory traffic instructions do not show: each
 child under cachegrind with this host's level-2 cache as its last level (from sysfs),
-level-2 data misses per invocation and their ratios (about five minutes; the export
-thread's timing under valgrind moves them by several percent). A miss costs tens of
-instructions' time, so a build can be within its bound by instructions and not timed.
+level-2 data misses per invocation and their ratios (about five minutes; the threads'
+timing under valgrind moves them by up to a quarter from run to run: compare large
+differences only). A miss costs tens of instructions' time, so a build can be within its
+bound by instructions and not timed.
 
     python bench/tracing_overhead.py                 # 3 sets x 8 rounds of 1000 calls
     python bench/tracing_overhead.py --quick         # 1 set x 4 rounds of 600
@@ -374,8 +375,8 @@ def cache_misses(mode: str, url: str, pythonpath: Path, extra: int = 2000) -> di
     """Instructions and simulated level-2 data misses per invocation of build ``mode``
     (both threads), by cachegrind with this host's L2 as its last level. Misses are
     memory traffic that instruction counts do not show (an ended span waiting for its
-    batch is written, then read and freed by the export thread, cold). The export
-    thread's timing under valgrind moves them by several percent from run to run."""
+    batch is written, then read and freed by the export thread, cold). The threads'
+    timing under valgrind moves them by up to a quarter from run to run."""
     tool = ["--tool=cachegrind", "--cache-sim=yes", f"--LL={l2_geometry()}"]
     tool += ["--cachegrind-out-file=/dev/null"]
     return _per_invocation(mode, url, pythonpath, tool, cachegrind_counts, extra)
